@@ -1,0 +1,26 @@
+{
+  "targets": [
+    {
+      "target_name": "codejail",
+      "sources": [
+        "native/addon.cc",
+        "native/spawn.cc",
+        "native/confine.cc",
+        "native/syscall.cc",
+        "native/credentials.cc",
+        "native/rlimits.cc",
+        "native/namespaces.cc",
+        "native/cgroup.cc",
+        "native/landlock.cc",
+        "native/seccomp.cc",
+        "native/apparmor.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],
+      "ldflags": ["-Wl,-z,relro,-z,now"],
+      "conditions": [["OS!='linux'", {"sources!": ["native/addon.cc"]}]]
+    }
+  ]
+}

@@ -1,0 +1,312 @@
+// N-API surface of the addon: converts JS plans into SpawnRequests, and gives the daemon the
+// few kernel calls Node lacks (pidfds, namespaces, peer credentials, datagrams to systemd).
+#include <napi.h>
+#include <uv.h>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+#include "spawn.h"
+
+using namespace codejail;
+
+namespace {
+
+std::vector<std::string> string_array(const Napi::Object &obj, const char *key, bool required) {
+  std::vector<std::string> out;
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined() && !required) return out;
+  if (!v.IsArray()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must be an array of strings");
+  Napi::Array arr = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value item = arr.Get(i);
+    if (!item.IsString()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must hold strings only");
+    std::string s = item.As<Napi::String>().Utf8Value();
+    if (s.find('\0') != std::string::npos) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " holds a NUL byte");
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string string_field(const Napi::Object &obj, const char *key) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsString()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+bool bool_field(const Napi::Object &obj, const char *key, bool fallback) {
+  Napi::Value v = obj.Get(key);
+  return v.IsUndefined() ? fallback : v.ToBoolean().Value();
+}
+
+int fd_field(const Napi::Object &obj, const char *key) {
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined()) return -1;
+  if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must be an fd");
+  return v.As<Napi::Number>().Int32Value();
+}
+
+rlim_t rlim_value(const Napi::Env &env, Napi::Value v) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, "rlimit values must be numbers");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0)) throw Napi::RangeError::New(env, "rlimit values must be >= 0");
+  if (d >= 9007199254740992.0) return RLIM_INFINITY;
+  return (rlim_t)d;
+}
+
+SpawnRequest parse_plan(const Napi::Object &plan) {
+  Napi::Env env = plan.Env();
+  SpawnRequest req;
+  req.file = string_field(plan, "file");
+  req.argv = string_array(plan, "argv", true);
+  req.env = string_array(plan, "env", true);
+  req.cwd = string_field(plan, "cwd");
+  Napi::Value uid = plan.Get("uid"), gid = plan.Get("gid");
+  if (!uid.IsUndefined() || !gid.IsUndefined()) {
+    if (!uid.IsNumber() || !gid.IsNumber()) throw Napi::TypeError::New(env, "plan.uid and plan.gid go together");
+    req.change_ids = true;
+    req.uid = uid.As<Napi::Number>().Uint32Value();
+    req.gid = gid.As<Napi::Number>().Uint32Value();
+  }
+  Napi::Value rl = plan.Get("rlimits");
+  if (rl.IsObject()) {
+    static const struct { const char *name; int resource; } kNames[] = {
+        {"cpu", RLIMIT_CPU},     {"as", RLIMIT_AS},         {"fsize", RLIMIT_FSIZE},
+        {"nproc", RLIMIT_NPROC}, {"nofile", RLIMIT_NOFILE}, {"core", RLIMIT_CORE},
+    };
+    Napi::Object limits = rl.As<Napi::Object>();
+    for (auto &n : kNames) {
+      Napi::Value pair = limits.Get(n.name);
+      if (pair.IsUndefined()) continue;
+      if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2)
+        throw Napi::TypeError::New(env, std::string("plan.rlimits.") + n.name + " must be [soft, hard]");
+      Napi::Array a = pair.As<Napi::Array>();
+      cj_rlimit r{n.resource, rlim_value(env, a.Get(0u)), rlim_value(env, a.Get(1u))};
+      if (r.soft > r.hard) throw Napi::RangeError::New(env, std::string("plan.rlimits.") + n.name + ": soft exceeds hard");
+      req.rlimits.push_back(r);
+    }
+  }
+  req.netns_fd = fd_field(plan, "netnsFd");
+  req.ipcns_fd = fd_field(plan, "ipcnsFd");
+  Napi::Value cg = plan.Get("cgroupProcsFds");
+  if (cg.IsArray()) {
+    Napi::Array a = cg.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) req.cgroup_procs_fds.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  }
+  Napi::Value ll = plan.Get("landlock");
+  if (ll.IsObject()) {
+    Napi::Object o = ll.As<Napi::Object>();
+    req.landlock = true;
+    req.landlock_policy.execute = string_array(o, "execute", false);
+    req.landlock_policy.read = string_array(o, "read", false);
+    req.landlock_policy.read_write = string_array(o, "readWrite", false);
+    req.landlock_policy.read_write_files = string_array(o, "readWriteFiles", false);
+    req.landlock_policy.deny_tcp = bool_field(o, "denyTcp", true);
+    req.landlock_policy.scope = bool_field(o, "scope", true);
+  }
+  req.seccomp = bool_field(plan, "seccomp", false);
+  Napi::Value aa = plan.Get("apparmorProfile");
+  if (aa.IsString()) req.apparmor_profile = aa.As<Napi::String>().Utf8Value();
+  req.no_new_privs = bool_field(plan, "noNewPrivs", true);
+  req.parent_death_signal = bool_field(plan, "parentDeathSignal", true);
+  return req;
+}
+
+Napi::Error errno_error(Napi::Env env, const std::string &step, int err, const std::string &message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("step", Napi::String::New(env, step));
+  e.Set("errno", Napi::Number::New(env, err));
+  const char *name = strerrorname_np(err);
+  e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
+  return e;
+}
+
+Napi::Value Spawn(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "spawn(plan): plan must be an object");
+  SpawnRequest req = parse_plan(info[0].As<Napi::Object>());
+  SpawnedChild child;
+  try {
+    child = spawn_confined(req);
+  } catch (const SpawnError &e) {
+    throw errno_error(env, cj_step_name(e.step), e.err, e.what());
+  } catch (const std::system_error &e) {
+    throw errno_error(env, "prepare", e.code().value(), e.what());
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("pid", child.pid);
+  out.Set("pidfd", child.pidfd);
+  out.Set("stdin", child.stdin_fd);
+  out.Set("stdout", child.stdout_fd);
+  out.Set("stderr", child.stderr_fd);
+  return out;
+}
+
+// Exit watching on the event loop: a pidfd polls readable when its process exits, so a
+// uv_poll_t on it costs no thread and never blocks the loop. wait4 (not waitid on the pidfd)
+// because it also returns the rusage; the pid cannot be reused before we reap it.
+struct ExitWatch {
+  uv_poll_t poll;
+  pid_t pid;
+  napi_env env;
+  Napi::FunctionReference callback;
+  Napi::AsyncContext *context;
+};
+
+void on_watch_closed(uv_handle_t *handle) {
+  auto *w = static_cast<ExitWatch *>(handle->data);
+  delete w->context;
+  delete w;
+}
+
+void on_pidfd_ready(uv_poll_t *handle, int status, int events) {
+  auto *w = static_cast<ExitWatch *>(handle->data);
+  int wstatus = 0;
+  struct rusage ru {};
+  pid_t r = wait4(w->pid, &wstatus, WNOHANG | __WALL, &ru);
+  if (r == 0) return;  // spurious wake-up
+  uv_poll_stop(handle);
+  Napi::Env env(w->env);
+  Napi::HandleScope scope(env);
+  Napi::Object exit = Napi::Object::New(env);
+  if (r < 0) {
+    // Reaped elsewhere: should not happen, but never leave the caller waiting forever.
+    exit.Set("code", env.Null());
+    exit.Set("signal", env.Null());
+    exit.Set("error", Napi::String::New(env, strerror(errno)));
+  } else if (WIFSIGNALED(wstatus)) {
+    exit.Set("code", env.Null());
+    exit.Set("signal", WTERMSIG(wstatus));
+  } else {
+    exit.Set("code", WEXITSTATUS(wstatus));
+    exit.Set("signal", env.Null());
+  }
+  exit.Set("userUs", (double)ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec);
+  exit.Set("systemUs", (double)ru.ru_stime.tv_sec * 1e6 + ru.ru_stime.tv_usec);
+  exit.Set("maxRssKb", (double)ru.ru_maxrss);
+  Napi::FunctionReference cb = std::move(w->callback);
+  Napi::AsyncContext *ctx = w->context;
+  w->context = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t *>(handle), on_watch_closed);
+  cb.MakeCallback(env.Global(), {exit}, *ctx);
+  delete ctx;
+}
+
+Napi::Value WatchExit(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsFunction())
+    throw Napi::TypeError::New(env, "watchExit(pidfd, pid, onExit)");
+  auto *w = new ExitWatch();
+  w->pid = info[1].As<Napi::Number>().Int32Value();
+  w->env = env;
+  w->callback = Napi::Persistent(info[2].As<Napi::Function>());
+  w->context = new Napi::AsyncContext(env, "codejail.exit");
+  w->poll.data = w;
+  uv_loop_t *loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  int err = uv_poll_init(loop, &w->poll, info[0].As<Napi::Number>().Int32Value());
+  if (err == 0) err = uv_poll_start(&w->poll, UV_READABLE, on_pidfd_ready);
+  if (err != 0) {
+    delete w->context;
+    delete w;
+    throw Napi::Error::New(env, std::string("watchExit: ") + uv_strerror(err));
+  }
+  return env.Undefined();
+}
+
+Napi::Value PidfdSignal(const Napi::CallbackInfo &info) {
+  int pidfd = info[0].As<Napi::Number>().Int32Value();
+  int sig = info[1].As<Napi::Number>().Int32Value();
+  long r = syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0);
+  if (r != 0 && errno != ESRCH) throw errno_error(info.Env(), "pidfd_send_signal", errno, strerror(errno));
+  return Napi::Boolean::New(info.Env(), r == 0);
+}
+
+Napi::Value KillUid(const Napi::CallbackInfo &info) {
+  int err = kill_uid(info[0].As<Napi::Number>().Uint32Value());
+  if (err) throw errno_error(info.Env(), "kill_uid", err, std::string("killUid: ") + strerror(err));
+  return Napi::Number::New(info.Env(), 0);
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo &info) {
+  close(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value LandlockAbi(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), landlock_abi()); }
+
+Napi::Value SeccompSupported(const Napi::CallbackInfo &info) {
+  return Napi::Boolean::New(info.Env(), seccomp_supported());
+}
+
+Napi::Value CreateNamespace(const Napi::CallbackInfo &info) {
+  std::string kind = info[0].As<Napi::String>().Utf8Value();
+  int type = kind == "net" ? CLONE_NEWNET : kind == "ipc" ? CLONE_NEWIPC : 0;
+  if (!type) throw Napi::TypeError::New(info.Env(), "createNamespace: kind must be 'net' or 'ipc'");
+  try {
+    return Napi::Number::New(info.Env(), create_namespace(type));
+  } catch (const std::system_error &e) {
+    throw errno_error(info.Env(), "unshare", e.code().value(), e.what());
+  }
+}
+
+Napi::Value PeerCred(const Napi::CallbackInfo &info) {
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (getsockopt(info[0].As<Napi::Number>().Int32Value(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    throw errno_error(info.Env(), "SO_PEERCRED", errno, strerror(errno));
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("pid", cred.pid);
+  out.Set("uid", cred.uid);
+  out.Set("gid", cred.gid);
+  return out;
+}
+
+// sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET ('@' = abstract address).
+Napi::Value Notify(const Napi::CallbackInfo &info) {
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string message = info[1].As<Napi::String>().Utf8Value();
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path)
+    throw Napi::RangeError::New(info.Env(), "notify: bad socket path");
+  memcpy(addr.sun_path, path.data(), path.size());
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
+  socklen_t len = offsetof(struct sockaddr_un, sun_path) + path.size();
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw errno_error(info.Env(), "socket", errno, strerror(errno));
+  ssize_t n = sendto(fd, message.data(), message.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr *>(&addr), len);
+  int err = errno;
+  close(fd);
+  if (n < 0) throw errno_error(info.Env(), "sendto", err, std::string("notify: ") + strerror(err));
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn"));
+  exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
+  exports.Set("pidfdSignal", Napi::Function::New(env, PidfdSignal, "pidfdSignal"));
+  exports.Set("killUid", Napi::Function::New(env, KillUid, "killUid"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("landlockAbi", Napi::Function::New(env, LandlockAbi, "landlockAbi"));
+  exports.Set("seccompSupported", Napi::Function::New(env, SeccompSupported, "seccompSupported"));
+  exports.Set("createNamespace", Napi::Function::New(env, CreateNamespace, "createNamespace"));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
+  exports.Set("notify", Napi::Function::New(env, Notify, "notify"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(codejail, Init)

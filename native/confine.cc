@@ -1,0 +1,130 @@
+// The one place where a plan is applied. The order matters and is defended step by step:
+// anything that needs root (namespaces, cgroup, rlimits above the daemon's, the AppArmor exec
+// attribute) happens before the credentials are dropped; the parent-death signal after them
+// (a credential change clears it); Landlock after no_new_privs (which it requires once we are
+// unprivileged); seccomp last, so that no set-up call needs to be allowed by the filter.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "confine.h"
+#include "layers.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLONE_NEWNET
+#define CLONE_NEWNET 0x40000000
+#endif
+#ifndef CLONE_NEWIPC
+#define CLONE_NEWIPC 0x08000000
+#endif
+
+using namespace codejail;
+
+namespace {
+
+// Node ignores SIGPIPE and SIGXFSZ, and ignored dispositions survive execve: without this an
+// RLIMIT_FSIZE overrun would be an EFBIG error instead of a signal, and a closed stdout
+// would not stop a writer. Handlers cannot survive execve anyway, but blocked signals can.
+int reset_signals() {
+  struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    unsigned long mask;
+  } dfl = {SIG_DFL, 0, nullptr, 0};
+  for (int sig = 1; sig < 65; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    raw_syscall(SYS_rt_sigaction, sig, (long)&dfl, 0, 8);
+  }
+  unsigned long empty = 0;
+  long r = raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8);
+  return r < 0 ? (int)-r : 0;
+}
+
+int move_stdio(const int fds[3]) {
+  for (int target = 0; target < 3; target++) {
+    int fd = fds[target];
+    if (fd < 0) continue;
+    // dup2 onto itself keeps close-on-exec set; the daemon guarantees fds >= 3, but be exact.
+    long r = fd == target ? raw_syscall(SYS_fcntl, fd, F_SETFD, 0) : raw_syscall(SYS_dup2, fd, target);
+    if (r < 0) return (int)-r;
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_step) {
+  int err = 0;
+#define STEP(name, expr)        \
+  do {                          \
+    err = (expr);               \
+    if (err) {                  \
+      *failed_step = name;      \
+      return err;               \
+    }                           \
+  } while (0)
+
+  if (plan->new_session) {
+    long r = raw_syscall(SYS_setsid);
+    STEP(CJ_STEP_SETSID, r < 0 ? (int)-r : 0);
+  }
+  if (plan->reset_signals) STEP(CJ_STEP_SIGNALS, reset_signals());
+  if (plan->n_cgroup_procs_fds) STEP(CJ_STEP_CGROUP, apply_cgroup(plan->cgroup_procs_fds, plan->n_cgroup_procs_fds));
+  if (plan->netns_fd >= 0) STEP(CJ_STEP_NETNS, apply_namespace(plan->netns_fd, CLONE_NEWNET));
+  if (plan->ipcns_fd >= 0) STEP(CJ_STEP_IPCNS, apply_namespace(plan->ipcns_fd, CLONE_NEWIPC));
+  if (plan->n_rlimits) STEP(CJ_STEP_RLIMIT, apply_rlimits(plan->rlimits, plan->n_rlimits));
+  if (plan->apparmor_attr) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len));
+  if (plan->change_ids) {
+    enum cj_step step = CJ_STEP_SETGROUPS;
+    err = apply_credentials(plan->uid, plan->gid, &step);
+    if (err) {
+      *failed_step = step;
+      return err;
+    }
+  }
+  if (plan->parent_death_signal) {
+    long r = raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, plan->parent_death_signal);
+    STEP(CJ_STEP_PDEATHSIG, r < 0 ? (int)-r : 0);
+    // The parent may have died before the signal was armed.
+    if (plan->expected_parent && raw_syscall(SYS_getppid) != plan->expected_parent)
+      STEP(CJ_STEP_PDEATHSIG, ESRCH);
+  }
+  STEP(CJ_STEP_STDIO, move_stdio(plan->stdio_fds));
+  if (plan->cwd) {
+    long r = raw_syscall(SYS_chdir, (long)plan->cwd);
+    STEP(CJ_STEP_CHDIR, r < 0 ? (int)-r : 0);
+  }
+  if (plan->close_other_fds) {
+    // Close-on-exec rather than close: the error pipe must stay open until execve succeeds.
+    long r = raw_syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    STEP(CJ_STEP_CLOSE_FDS, r < 0 ? (int)-r : 0);
+  }
+  if (plan->no_new_privs || plan->landlock_ruleset_fd >= 0 || plan->seccomp) {
+    long r = raw_syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    STEP(CJ_STEP_NO_NEW_PRIVS, r < 0 ? (int)-r : 0);
+  }
+  if (plan->landlock_ruleset_fd >= 0) STEP(CJ_STEP_LANDLOCK, apply_landlock(plan->landlock_ruleset_fd));
+  if (plan->seccomp) STEP(CJ_STEP_SECCOMP, apply_seccomp(plan->seccomp));
+#undef STEP
+  return 0;
+}
+
+extern "C" const char *cj_step_name(enum cj_step step) {
+  static const char *const names[CJ_STEP_COUNT] = {
+      "none",        "setsid",    "signals",      "cgroup",         "setns(net)",
+      "setns(ipc)",  "setrlimit", "apparmor",     "setgroups",      "setresgid",
+      "setresuid",   "pdeathsig", "stdio",        "chdir",          "close_range",
+      "no_new_privs", "landlock_restrict_self", "seccomp", "execve",
+  };
+  return step >= 0 && step < CJ_STEP_COUNT ? names[step] : "unknown";
+}

@@ -1,0 +1,92 @@
+/*
+ * The confinement core: apply a prepared plan to the calling process.
+ *
+ * Everything a plan needs is computed before the process is created (argv/envp, rlimits,
+ * the Landlock ruleset fd, the seccomp program, the AppArmor attribute string, pipes), so that
+ * applying it only makes async-signal-safe system calls. That makes the same function usable in
+ * the child of a clone(CLONE_VM|CLONE_VFORK) from a multithreaded Node process (the addon's exec
+ * path) and in a pre-forked worker that confines itself before running code in-process.
+ *
+ * Plain C ABI on purpose: a future Python worker pool can call it through ctypes/cffi.
+ */
+#ifndef CODEJAIL_CONFINE_H
+#define CODEJAIL_CONFINE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/resource.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sock_fprog;
+
+/* Steps in the order cj_apply_plan performs them; reported with errno when one fails. */
+enum cj_step {
+  CJ_STEP_NONE = 0,
+  CJ_STEP_SETSID,
+  CJ_STEP_SIGNALS,
+  CJ_STEP_CGROUP,
+  CJ_STEP_NETNS,
+  CJ_STEP_IPCNS,
+  CJ_STEP_RLIMIT,
+  CJ_STEP_APPARMOR,
+  CJ_STEP_SETGROUPS,
+  CJ_STEP_SETRESGID,
+  CJ_STEP_SETRESUID,
+  CJ_STEP_PDEATHSIG,
+  CJ_STEP_STDIO,
+  CJ_STEP_CHDIR,
+  CJ_STEP_CLOSE_FDS,
+  CJ_STEP_NO_NEW_PRIVS,
+  CJ_STEP_LANDLOCK,
+  CJ_STEP_SECCOMP,
+  CJ_STEP_EXECVE,
+  CJ_STEP_COUNT
+};
+
+struct cj_rlimit {
+  int resource; /* RLIMIT_* */
+  rlim_t soft;
+  rlim_t hard;
+};
+
+struct cj_plan {
+  int new_session;                 /* setsid(): the run leads its own session and group */
+  int reset_signals;               /* SIG_DFL for every signal, empty mask */
+  const int *cgroup_procs_fds;     /* open cgroup.procs files to write our pid into */
+  size_t n_cgroup_procs_fds;
+  int netns_fd;                    /* -1: stay in the current network namespace */
+  int ipcns_fd;                    /* -1: stay in the current IPC namespace */
+  const struct cj_rlimit *rlimits;
+  size_t n_rlimits;
+  const char *apparmor_attr;       /* preformatted "exec <profile>" or "stack <profile>", or NULL */
+  size_t apparmor_attr_len;
+  int change_ids;                  /* drop to uid/gid with supplementary groups = {gid} */
+  uid_t uid;
+  gid_t gid;
+  int parent_death_signal;         /* 0 or a signal number */
+  pid_t expected_parent;           /* die at once if the parent is already gone */
+  int stdio_fds[3];                /* moved onto 0, 1, 2; -1 leaves that fd alone */
+  const char *cwd;                 /* NULL: stay */
+  int close_other_fds;             /* mark every fd >= 3 close-on-exec */
+  int no_new_privs;
+  int landlock_ruleset_fd;         /* -1: no Landlock */
+  const struct sock_fprog *seccomp;/* NULL: no seccomp; installed last */
+};
+
+/*
+ * Applies the plan to the calling process. Returns 0, or an errno value with *failed_step set.
+ * Async-signal-safe: no allocation, no locks, raw syscalls for credentials.
+ */
+int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_step);
+
+/* Name of a step, for error messages ("setresuid", "landlock_restrict_self", ...). */
+const char *cj_step_name(enum cj_step step);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

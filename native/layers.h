@@ -1,0 +1,63 @@
+/*
+ * Per-layer pieces of the confinement core. Each "apply" function runs in the child between
+ * clone and execve: async-signal-safe, returns 0 or an errno value. Each "prepare" function runs
+ * in the daemon before the clone and may allocate.
+ */
+#ifndef CODEJAIL_LAYERS_H
+#define CODEJAIL_LAYERS_H
+
+#include <string>
+#include <vector>
+#include <sys/types.h>
+#include <linux/filter.h>
+#include "confine.h"
+
+namespace codejail {
+
+/* Raw system call that returns -errno instead of touching errno (errno is thread-local, and a
+ * CLONE_VM child shares the parent thread's TLS block). */
+long raw_syscall(long nr, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0);
+
+/* credentials.cc */
+int apply_credentials(uid_t uid, gid_t gid, cj_step *failed_step);
+
+/* rlimits.cc */
+int apply_rlimits(const cj_rlimit *limits, size_t count);
+
+/* namespaces.cc */
+int apply_namespace(int ns_fd, int nstype);
+/* Creates a namespace of the given CLONE_NEW* type on a short-lived thread and returns an fd
+ * for it (the namespace stays alive as long as the fd does). Throws std::system_error. */
+int create_namespace(int nstype);
+
+/* cgroup.cc */
+int apply_cgroup(const int *procs_fds, size_t count);
+
+/* landlock.cc */
+struct LandlockPolicy {
+  std::vector<std::string> execute;         // read + execute
+  std::vector<std::string> read;            // read files, list dirs
+  std::vector<std::string> read_write;      // everything but execute, beneath these dirs
+  std::vector<std::string> read_write_files;// read + write existing files (/dev/null)
+  bool deny_tcp = true;                     // ABI >= 4
+  bool scope = true;                        // ABI >= 6
+};
+int landlock_abi();  // 0 when Landlock is unavailable
+/* Builds a ruleset for the policy; returns its fd (caller closes). Throws std::system_error. */
+int prepare_landlock(const LandlockPolicy &policy);
+int apply_landlock(int ruleset_fd);
+
+/* seccomp.cc */
+const sock_fprog *seccomp_program();  // built once, never freed
+bool seccomp_supported();
+int apply_seccomp(const sock_fprog *program);
+
+/* apparmor.cc */
+/* Formats the attribute string: "exec <profile>" for an unconfined caller, "stack <profile>"
+ * when the caller is itself confined and no_new_privs would forbid a transition. */
+std::string prepare_apparmor(const std::string &profile);
+int apply_apparmor(const char *attr, size_t len);
+
+}  // namespace codejail
+
+#endif

@@ -1,0 +1,148 @@
+// seccomp-bpf: the system-call policy of a run, built once in the daemon (hand-assembled BPF,
+// so no libseccomp is needed at build or run time) and installed last in the child, right
+// before execve. Default allow with a deny list: the kernel surface a sandbox has no business
+// touching, plus socket families other than AF_UNIX.
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+
+#include <mutex>
+#include <vector>
+
+#include "layers.h"
+
+#if defined(__x86_64__)
+#define CJ_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define CJ_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#ifndef TIOCLINUX
+#define TIOCLINUX 0x541C
+#endif
+
+namespace codejail {
+namespace {
+
+constexpr uint32_t kAllow = SECCOMP_RET_ALLOW;
+constexpr uint32_t errno_ret(int e) { return SECCOMP_RET_ERRNO | (uint32_t)(e & SECCOMP_RET_DATA); }
+constexpr uint32_t kArg0Low = offsetof(struct seccomp_data, args[0]);
+constexpr uint32_t kArg1Low = offsetof(struct seccomp_data, args[1]);
+
+// Denied with EPERM: debugging and memory access of other processes, the kernel keyring, eBPF,
+// perf, userfaultfd and io_uring (large attack surface), mounts and namespaces, kexec, reboot,
+// swap, modules, raw I/O ports, clock setting, accounting and the like.
+const int kDenied[] = {
+    SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_pidfd_getfd,
+    SYS_keyctl, SYS_add_key, SYS_request_key, SYS_bpf, SYS_perf_event_open, SYS_userfaultfd,
+    SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register,
+    SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns,
+    SYS_open_tree, SYS_move_mount, SYS_fsopen, SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr,
+    SYS_name_to_handle_at, SYS_open_by_handle_at, SYS_fanotify_init,
+    SYS_kexec_load, SYS_kexec_file_load, SYS_reboot, SYS_swapon, SYS_swapoff,
+    SYS_init_module, SYS_finit_module, SYS_delete_module,
+    SYS_acct, SYS_quotactl, SYS_syslog, SYS_vhangup, SYS_settimeofday, SYS_clock_settime,
+    SYS_clock_adjtime, SYS_adjtimex, SYS_lookup_dcookie,
+#if defined(__x86_64__)
+    SYS_iopl, SYS_ioperm, SYS_uselib, SYS_ustat, SYS_sysfs, SYS_modify_ldt, SYS__sysctl,
+    SYS_create_module, SYS_get_kernel_syms, SYS_query_module, SYS_nfsservctl,
+#endif
+};
+
+// Namespace-creating clone flags: a sandbox may create threads and processes, not namespaces.
+constexpr uint32_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID |
+                                     CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+
+void stmt(std::vector<sock_filter> &p, uint16_t code, uint32_t k) { p.push_back(BPF_STMT(code, k)); }
+void jump(std::vector<sock_filter> &p, uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
+  p.push_back(BPF_JUMP(code, k, jt, jf));
+}
+void load_nr(std::vector<sock_filter> &p) { stmt(p, BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)); }
+
+std::vector<sock_filter> build() {
+  std::vector<sock_filter> p;
+  // Other ABIs (i386 through int 0x80, x32) have other syscall numbers: the policy below would
+  // not mean what it says there, so such calls kill the process.
+  stmt(p, BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, CJ_AUDIT_ARCH, 1, 0);
+  stmt(p, BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+  load_nr(p);
+#if defined(__x86_64__)
+  jump(p, BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* __X32_SYSCALL_BIT */, 0, 1);
+  stmt(p, BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+#endif
+  for (int nr : kDenied) {
+    jump(p, BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 1);
+    stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  }
+  // clone3 passes its flags in memory BPF cannot read: answer ENOSYS so glibc falls back to
+  // clone, whose flags we can check (EPERM would make thread creation fail outright).
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1);
+  stmt(p, BPF_RET | BPF_K, errno_ret(ENOSYS));
+  // clone: refuse namespace flags (x86_64 and aarch64 both pass flags as the first argument).
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4);
+  stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg0Low);
+  jump(p, BPF_JMP | BPF_JSET | BPF_K, kNamespaceFlags, 0, 1);
+  stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  stmt(p, BPF_RET | BPF_K, kAllow);
+  // socket and socketpair: AF_UNIX only. EACCES, so Python raises PermissionError.
+  for (int nr : {SYS_socket, SYS_socketpair}) {
+    jump(p, BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 4);
+    stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg0Low);
+    jump(p, BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1);
+    stmt(p, BPF_RET | BPF_K, kAllow);
+    stmt(p, BPF_RET | BPF_K, errno_ret(EACCES));
+    load_nr(p);
+  }
+  // ioctl: no faking terminal input (TIOCSTI) or console tricks (TIOCLINUX).
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5);
+  stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg1Low);
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0);
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0);
+  stmt(p, BPF_RET | BPF_K, kAllow);
+  stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  // personality: only the query (0xffffffff) and plain Linux (0); others turn off ASLR etc.
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_personality, 0, 5);
+  stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg0Low);
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 0);
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffU, 1, 0);
+  stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  stmt(p, BPF_RET | BPF_K, kAllow);
+  stmt(p, BPF_RET | BPF_K, kAllow);
+  return p;
+}
+
+}  // namespace
+
+const sock_fprog *seccomp_program() {
+  static std::vector<sock_filter> filter;
+  static sock_fprog program;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    filter = build();
+    program.len = (unsigned short)filter.size();
+    program.filter = filter.data();
+  });
+  return &program;
+}
+
+bool seccomp_supported() {
+  // PR_GET_SECCOMP answers 0 when seccomp is built in and we are not yet filtered (or 2 when
+  // we already are, which still allows adding filters); EINVAL means no seccomp at all.
+  return prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0;
+}
+
+int apply_seccomp(const sock_fprog *program) {
+  long r = raw_syscall(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, (long)program, 0, 0);
+  return r < 0 ? (int)-r : 0;
+}
+
+}  // namespace codejail

@@ -1,0 +1,238 @@
+// Creating the confined child. clone(CLONE_VM | CLONE_VFORK) instead of fork(): the daemon is a
+// large multithreaded Node process, and copying its page tables per run would cost more than
+// the whole confinement; like glibc's posix_spawn, the child borrows the parent's memory on its
+// own stack while the calling thread waits for execve. CLONE_PIDFD hands back a pidfd so the
+// exit can be watched and signals sent without pid-reuse races.
+#include "spawn.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <system_error>
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+
+namespace codejail {
+namespace {
+
+constexpr size_t kChildStackBytes = 256 * 1024;
+
+// One child stack, reused: CLONE_VFORK suspends the calling thread until the child has exec'd
+// or exited, and the mutex keeps a second thread from cloning onto the same stack meanwhile.
+std::mutex clone_mutex;
+void *child_stack_top() {
+  static void *top = [] {
+    void *base = mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_GROWSDOWN, -1, 0);
+    if (base == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap child stack");
+    return static_cast<char *>(base) + kChildStackBytes;
+  }();
+  return top;
+}
+
+// Runs cloned: every signal is blocked in the parent around the clone so that none of Node's
+// handlers can run on this borrowed memory; the plan resets dispositions, then unblocks.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved_);
+  }
+  ~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+
+ private:
+  sigset_t saved_;
+};
+
+struct ChildArgs {
+  const cj_plan *plan;
+  const char *file;
+  char *const *argv;
+  char *const *envp;
+  int error_fd;
+};
+
+int child_main(void *raw) {
+  auto *args = static_cast<ChildArgs *>(raw);
+  cj_step step = CJ_STEP_NONE;
+  int err = cj_apply_plan(args->plan, &step);
+  if (!err) {
+    long r = raw_syscall(SYS_execve, (long)args->file, (long)args->argv, (long)args->envp);
+    step = CJ_STEP_EXECVE;
+    err = (int)-r;
+  }
+  int32_t report[2] = {step, err};
+  raw_syscall(SYS_write, args->error_fd, (long)report, sizeof report);
+  raw_syscall(SYS_exit_group, 127);
+  return 127;
+}
+
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd &) = delete;
+  Fd &operator=(const Fd &) = delete;
+  ~Fd() { reset(); }
+  void reset(int f = -1) {
+    if (fd >= 0) close(fd);
+    fd = f;
+  }
+  int release() {
+    int f = fd;
+    fd = -1;
+    return f;
+  }
+};
+
+// Pipe ends are moved above 2 so that the child's dup2 onto 0..2 can never clobber one of them.
+void make_pipe(Fd &read_end, Fd &write_end) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+  for (int &fd : p) {
+    if (fd < 3) {
+      int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      int err = errno;
+      close(fd);
+      if (moved < 0) throw std::system_error(err, std::generic_category(), "fcntl(F_DUPFD_CLOEXEC)");
+      fd = moved;
+    }
+  }
+  read_end.reset(p[0]);
+  write_end.reset(p[1]);
+}
+
+std::vector<char *> c_strings(const std::vector<std::string> &strings) {
+  std::vector<char *> out;
+  out.reserve(strings.size() + 1);
+  for (auto &s : strings) out.push_back(const_cast<char *>(s.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+SpawnedChild spawn_confined(const SpawnRequest &req) {
+  if (req.file.empty() || req.file[0] != '/') throw SpawnError(CJ_STEP_EXECVE, EINVAL, "file must be an absolute path");
+  if (req.change_ids && req.uid == 0) throw SpawnError(CJ_STEP_SETRESUID, EINVAL, "refusing to run as uid 0");
+
+  // Everything below is prepared before the clone: the child only makes system calls.
+  std::vector<char *> argv = c_strings(req.argv);
+  std::vector<char *> envp = c_strings(req.env);
+  Fd stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write, error_read, error_write;
+  make_pipe(stdin_read, stdin_write);
+  make_pipe(stdout_read, stdout_write);
+  make_pipe(stderr_read, stderr_write);
+  make_pipe(error_read, error_write);
+
+  Fd ruleset;
+  if (req.landlock) {
+    try {
+      ruleset.reset(prepare_landlock(req.landlock_policy));
+    } catch (const std::system_error &e) {
+      throw SpawnError(CJ_STEP_LANDLOCK, e.code().value(), e.what());
+    }
+  }
+  std::string apparmor_attr = req.apparmor_profile.empty() ? std::string() : prepare_apparmor(req.apparmor_profile);
+
+  cj_plan plan{};
+  plan.new_session = 1;
+  plan.reset_signals = 1;
+  plan.cgroup_procs_fds = req.cgroup_procs_fds.data();
+  plan.n_cgroup_procs_fds = req.cgroup_procs_fds.size();
+  plan.netns_fd = req.netns_fd;
+  plan.ipcns_fd = req.ipcns_fd;
+  plan.rlimits = req.rlimits.data();
+  plan.n_rlimits = req.rlimits.size();
+  plan.apparmor_attr = apparmor_attr.empty() ? nullptr : apparmor_attr.c_str();
+  plan.apparmor_attr_len = apparmor_attr.size();
+  plan.change_ids = req.change_ids;
+  plan.uid = req.uid;
+  plan.gid = req.gid;
+  plan.parent_death_signal = req.parent_death_signal ? SIGKILL : 0;
+  plan.expected_parent = getpid();
+  plan.stdio_fds[0] = stdin_read.fd;
+  plan.stdio_fds[1] = stdout_write.fd;
+  plan.stdio_fds[2] = stderr_write.fd;
+  plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
+  plan.close_other_fds = 1;
+  plan.no_new_privs = req.no_new_privs;
+  plan.landlock_ruleset_fd = ruleset.fd;
+  plan.seccomp = req.seccomp ? seccomp_program() : nullptr;
+
+  ChildArgs args{&plan, req.file.c_str(), argv.data(), envp.data(), error_write.fd};
+  int pidfd = -1;
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(clone_mutex);
+    void *stack = child_stack_top();
+    SignalsBlocked blocked;
+    pid = clone(child_main, stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args, &pidfd);
+  }
+  if (pid < 0) throw SpawnError(CJ_STEP_NONE, errno, std::string("clone: ") + strerror(errno));
+  Fd pidfd_guard(pidfd);
+
+  // The child has exec'd or exited by now; once our copy of the write end is closed, the read
+  // sees either a report or end-of-file (execve closed the child's copy).
+  error_write.reset();
+  stdin_read.reset();
+  stdout_write.reset();
+  stderr_write.reset();
+  int32_t report[2];
+  ssize_t n;
+  do n = read(error_read.fd, report, sizeof report);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)sizeof report) {
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    auto step = static_cast<cj_step>(report[0]);
+    throw SpawnError(step, report[1], std::string("sandbox set-up failed at ") + cj_step_name(step) + ": " + strerror(report[1]));
+  }
+  return SpawnedChild{pid, pidfd_guard.release(), stdin_write.release(), stdout_read.release(), stderr_read.release()};
+}
+
+namespace {
+int killer_main(void *raw) {
+  uid_t uid = *static_cast<uid_t *>(raw);
+  // Dropping every uid to the target also drops every capability, so kill(-1) reaches the
+  // target's processes and nothing else. The kernel walks the task list under a lock that fork
+  // must also take, and a fork whose parent has a fatal signal pending fails, so one pass
+  // cannot miss a child being forked; the second is belt and braces.
+  if (raw_syscall(SYS_setresuid, uid, uid, uid) < 0) raw_syscall(SYS_exit_group, 2);
+  raw_syscall(SYS_kill, -1, SIGKILL);
+  raw_syscall(SYS_kill, -1, SIGKILL);
+  raw_syscall(SYS_exit_group, 0);
+  return 0;
+}
+}  // namespace
+
+int kill_uid(uid_t uid) {
+  if (uid == 0) return EINVAL;
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(clone_mutex);
+    void *stack = child_stack_top();
+    SignalsBlocked blocked;
+    pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
+  }
+  if (pid < 0) return errno;
+  int status;
+  while (waitpid(pid, &status, __WALL) < 0) {
+    if (errno != EINTR) return errno;
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EPERM;
+}
+
+}  // namespace codejail

@@ -1,0 +1,58 @@
+// Process creation for the addon: turns a request into a cj_plan, clones a child that applies
+// it and execs, and reports a failed step through a close-on-exec error pipe.
+#ifndef CODEJAIL_SPAWN_H
+#define CODEJAIL_SPAWN_H
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "confine.h"
+#include "layers.h"
+
+namespace codejail {
+
+struct SpawnRequest {
+  std::string file;
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd;
+  bool change_ids = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<cj_rlimit> rlimits;
+  int netns_fd = -1;
+  int ipcns_fd = -1;
+  std::vector<int> cgroup_procs_fds;
+  bool landlock = false;
+  LandlockPolicy landlock_policy;
+  bool seccomp = false;
+  std::string apparmor_profile;
+  bool no_new_privs = true;
+  bool parent_death_signal = true;
+};
+
+struct SpawnedChild {
+  pid_t pid;
+  int pidfd;
+  int stdin_fd;   // parent's write end
+  int stdout_fd;  // parent's read end
+  int stderr_fd;  // parent's read end
+};
+
+// A set-up step failed: in the daemon while preparing (step CJ_STEP_NONE), or in the child.
+struct SpawnError : std::runtime_error {
+  SpawnError(cj_step step, int err, const std::string &what) : std::runtime_error(what), step(step), err(err) {}
+  cj_step step;
+  int err;
+};
+
+SpawnedChild spawn_confined(const SpawnRequest &request);
+
+// SIGKILLs every process whose uid is `uid`, from a short-lived helper running as that uid
+// (kill(-1) reaches exactly the processes a user may signal). Returns 0 or an errno value.
+int kill_uid(uid_t uid);
+
+}  // namespace codejail
+
+#endif

@@ -1,0 +1,126 @@
+// Typed face of the C++ addon (native/). Everything privileged that touches the kernel goes
+// through here; the daemon never forks or changes credentials by itself.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** Resource limits the child sets on itself, [soft, hard]. Omitted means inherited. */
+export interface NativeRlimits {
+  cpu?: [number, number];
+  as?: [number, number];
+  fsize?: [number, number];
+  nproc?: [number, number];
+  nofile?: [number, number];
+  core?: [number, number];
+}
+
+/** Landlock policy for one run. Paths that do not exist are skipped. */
+export interface NativeLandlock {
+  /** Files or directories that may be read and executed (interpreter, ELF loader). */
+  execute: string[];
+  /** Files or directories that may be read (read_file, read_dir). */
+  read: string[];
+  /** Directories where everything is allowed except execute (the run directory). */
+  readWrite: string[];
+  /** Files that may be read and written but not created or removed (/dev/null). */
+  readWriteFiles: string[];
+  /** ABI >= 4: handle TCP bind/connect so that both are denied. */
+  denyTcp: boolean;
+  /** ABI >= 6: scope abstract Unix sockets and signals to the sandbox. */
+  scope: boolean;
+}
+
+/** A prepared confinement plan: what the child applies to itself between clone and execve. */
+export interface NativePlan {
+  /** Absolute path of the program to execve. */
+  file: string;
+  argv: string[];
+  /** "NAME=value" strings: the whole environment of the child. */
+  env: string[];
+  /** Absolute working directory. */
+  cwd: string;
+  /** Drop to this uid/gid (setgroups([gid]), setresgid, setresuid). Needs root. */
+  uid?: number;
+  gid?: number;
+  rlimits?: NativeRlimits;
+  /** fd of a network namespace to join with setns (a pre-made, empty one). */
+  netnsFd?: number;
+  /** fd of an IPC namespace to join with setns. */
+  ipcnsFd?: number;
+  /** fd of a cgroup.procs file to write the child's pid into (cgroup v2 leaf or v1). */
+  cgroupProcsFds?: number[];
+  landlock?: NativeLandlock;
+  /** Install the built-in seccomp-bpf policy (built once, before any fork). */
+  seccomp?: boolean;
+  /** AppArmor profile to switch to at execve ("exec <profile>"), or stack on it when confined. */
+  apparmorProfile?: string;
+  /** prctl(PR_SET_NO_NEW_PRIVS). Forced on when landlock or seccomp is set. */
+  noNewPrivs?: boolean;
+  /** SIGKILL the child if the daemon dies. */
+  parentDeathSignal?: boolean;
+}
+
+export interface NativeChild {
+  pid: number;
+  pidfd: number;
+  /** Parent ends of the pipes: write to stdin, read stdout and stderr. */
+  stdin: number;
+  stdout: number;
+  stderr: number;
+}
+
+export interface NativeExit {
+  /** Exit code, or null when killed by a signal. */
+  code: number | null;
+  signal: number | null;
+  /** CPU time of the child (and its reaped descendants) in microseconds. */
+  userUs: number;
+  systemUs: number;
+  /** Peak resident set in KiB. */
+  maxRssKb: number;
+}
+
+/** A failed set-up step in the child, reported through the CLOEXEC error pipe. */
+export interface NativeSetupError extends Error {
+  step: string;
+  errno: number;
+  code: string;
+}
+
+export interface NativePeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+interface Addon {
+  spawn(plan: NativePlan): NativeChild;
+  watchExit(pidfd: number, pid: number, onExit: (exit: NativeExit) => void): void;
+  pidfdSignal(pidfd: number, signal: number): boolean;
+  killUid(uid: number): number;
+  closeFd(fd: number): void;
+  landlockAbi(): number;
+  seccompSupported(): boolean;
+  createNamespace(kind: 'net' | 'ipc'): number;
+  peerCred(fd: number): NativePeerCred;
+  notify(socketPath: string, message: string): void;
+}
+
+const require = createRequire(import.meta.url);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+let addon: Addon | undefined;
+
+/** Loads the addon once (prebuild or build/Release). Throws with a clear message when absent. */
+export function native(): Addon {
+  if (!addon) {
+    try {
+      addon = require('node-gyp-build')(root) as Addon;
+    } catch (err) {
+      throw new Error(
+        `codejail: the native addon is not built (${(err as Error).message}); run "npm run build:native"`,
+      );
+    }
+  }
+  return addon;
+}
