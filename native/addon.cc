@@ -172,10 +172,11 @@ void on_watch_closed(uv_handle_t *handle) {
 
 void on_pidfd_ready(uv_poll_t *handle, int status, int events) {
   auto *w = static_cast<ExitWatch *>(handle->data);
-  int wstatus = 0;
-  struct rusage ru {};
-  pid_t r = wait4(w->pid, &wstatus, WNOHANG | __WALL, &ru);
+  ReapedStatus reaped{};
+  int r = reap_watched(w->pid, &reaped);
   if (r == 0) return;  // spurious wake-up
+  int wstatus = reaped.status;
+  struct rusage &ru = reaped.usage;
   uv_poll_stop(handle);
   Napi::Env env(w->env);
   Napi::HandleScope scope(env);
@@ -184,7 +185,7 @@ void on_pidfd_ready(uv_poll_t *handle, int status, int events) {
     // Reaped elsewhere: should not happen, but never leave the caller waiting forever.
     exit.Set("code", env.Null());
     exit.Set("signal", env.Null());
-    exit.Set("error", Napi::String::New(env, strerror(errno)));
+    exit.Set("error", Napi::String::New(env, strerror(-r)));
   } else if (WIFSIGNALED(wstatus)) {
     exit.Set("code", env.Null());
     exit.Set("signal", WTERMSIG(wstatus));
@@ -209,6 +210,7 @@ Napi::Value WatchExit(const Napi::CallbackInfo &info) {
     throw Napi::TypeError::New(env, "watchExit(pidfd, pid, onExit)");
   auto *w = new ExitWatch();
   w->pid = info[1].As<Napi::Number>().Int32Value();
+  watch_pid(w->pid);
   w->env = env;
   w->callback = Napi::Persistent(info[2].As<Napi::Function>());
   w->context = new Napi::AsyncContext(env, "codejail.exit");
@@ -237,6 +239,11 @@ Napi::Value KillUid(const Napi::CallbackInfo &info) {
   int err = kill_uid(info[0].As<Napi::Number>().Uint32Value());
   if (err) throw errno_error(info.Env(), "kill_uid", err, std::string("killUid: ") + strerror(err));
   return Napi::Number::New(info.Env(), 0);
+}
+
+Napi::Value BecomeSubreaper(const Napi::CallbackInfo &info) {
+  if (!become_subreaper()) throw errno_error(info.Env(), "PR_SET_CHILD_SUBREAPER", errno, strerror(errno));
+  return info.Env().Undefined();
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo &info) {
@@ -298,6 +305,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
   exports.Set("pidfdSignal", Napi::Function::New(env, PidfdSignal, "pidfdSignal"));
   exports.Set("killUid", Napi::Function::New(env, KillUid, "killUid"));
+  exports.Set("becomeSubreaper", Napi::Function::New(env, BecomeSubreaper, "becomeSubreaper"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("landlockAbi", Napi::Function::New(env, LandlockAbi, "landlockAbi"));
   exports.Set("seccompSupported", Napi::Function::New(env, SeccompSupported, "seccompSupported"));

@@ -9,6 +9,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +19,8 @@
 #include <cstring>
 #include <mutex>
 #include <system_error>
+#include <unordered_map>
+#include <unordered_set>
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -26,6 +30,9 @@ namespace codejail {
 namespace {
 
 constexpr size_t kChildStackBytes = 256 * 1024;
+// kill_uid gives up after this many rounds (about a second) and reports EBUSY: something of the
+// uid is still on the task list (a zombie nobody reaps, or a task stuck in the kernel).
+constexpr int kKillAttempts = 2500;
 
 // One child stack, reused: CLONE_VFORK suspends the calling thread until the child has exec'd
 // or exited, and the mutex keeps a second thread from cloning onto the same stack meanwhile.
@@ -204,35 +211,103 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
 }
 
 namespace {
-int killer_main(void *raw) {
-  uid_t uid = *static_cast<uid_t *>(raw);
-  // Dropping every uid to the target also drops every capability, so kill(-1) reaches the
-  // target's processes and nothing else. The kernel walks the task list under a lock that fork
-  // must also take, and a fork whose parent has a fatal signal pending fails, so one pass
-  // cannot miss a child being forked; the second is belt and braces.
-  if (raw_syscall(SYS_setresuid, uid, uid, uid) < 0) raw_syscall(SYS_exit_group, 2);
-  raw_syscall(SYS_kill, -1, SIGKILL);
-  raw_syscall(SYS_kill, -1, SIGKILL);
+
+// The second half of the stack area is the killer's probe child's stack (the killer itself
+// runs on the first half's top; both only ever run while the calling thread is suspended).
+constexpr size_t kProbeStackOffset = kChildStackBytes / 2;
+
+int probe_main(void *) {
   raw_syscall(SYS_exit_group, 0);
   return 0;
 }
+
+// Runs as a clone of the daemon. Dropping every uid to the target also drops every capability,
+// so kill(-1) reaches the target's processes and nothing else; the kernel walks the task list
+// under a lock fork must also take, and a fork whose parent has a fatal signal pending fails,
+// so no child being forked is missed. Then it checks that nothing of the uid is left, zombies
+// included (they still count against RLIMIT_NPROC, so a slot with zombies is not clean): with
+// RLIMIT_NPROC at 2 a fork succeeds only when this process is the uid's only one.
+// Exit 0: none left; 3: some remain (dying, or zombies waiting for the daemon to reap).
+int killer_main(void *raw) {
+  uid_t uid = *static_cast<uid_t *>(raw);
+  if (raw_syscall(SYS_setresuid, uid, uid, uid) < 0) raw_syscall(SYS_exit_group, 2);
+  raw_syscall(SYS_kill, -1, SIGKILL);
+  struct rlimit two = {2, 2};
+  if (raw_syscall(SYS_prlimit64, 0, RLIMIT_NPROC, (long)&two, 0) < 0) raw_syscall(SYS_exit_group, 2);
+  char *probe_stack = static_cast<char *>(child_stack_top()) - kProbeStackOffset;
+  pid_t probe = clone(probe_main, probe_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, nullptr);
+  if (probe < 0) raw_syscall(SYS_exit_group, 3);
+  raw_syscall(SYS_wait4, probe, 0, __WALL, 0);
+  raw_syscall(SYS_exit_group, 0);
+  return 0;
+}
+
+// Reaps zombies of `uid` that were reparented to the daemon (it is a child subreaper, so a
+// run's orphans come here rather than to an init that may never reap them). A zombie that is
+// a watched run process is reaped too, its status kept for its watcher. Stops at the first
+// zombie that belongs to someone else (libuv reaps its own children by pid).
+void reap_zombies_of(uid_t uid) {
+  for (;;) {
+    siginfo_t info{};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid == 0) return;
+    if (info.si_uid != uid) return;
+    ReapedStatus reaped{};
+    if (wait4(info.si_pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != info.si_pid) return;
+    if (is_watched(info.si_pid)) stash_reaped(info.si_pid, reaped);
+  }
+}
+
 }  // namespace
 
 int kill_uid(uid_t uid) {
   if (uid == 0) return EINVAL;
-  pid_t pid;
-  {
-    std::lock_guard<std::mutex> lock(clone_mutex);
-    void *stack = child_stack_top();
-    SignalsBlocked blocked;
-    pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
+  for (int attempt = 0; attempt < kKillAttempts; attempt++) {
+    pid_t pid;
+    {
+      std::lock_guard<std::mutex> lock(clone_mutex);
+      void *stack = child_stack_top();
+      SignalsBlocked blocked;
+      pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
+    }
+    if (pid < 0) return errno;
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0) {
+      if (errno != EINTR) return errno;
+    }
+    if (!WIFEXITED(status)) return ECHILD;
+    if (WEXITSTATUS(status) == 0) return 0;
+    if (WEXITSTATUS(status) != 3) return EPERM;
+    reap_zombies_of(uid);
+    struct timespec pause = {0, 200 * 1000};
+    nanosleep(&pause, nullptr);
   }
-  if (pid < 0) return errno;
-  int status;
-  while (waitpid(pid, &status, __WALL) < 0) {
-    if (errno != EINTR) return errno;
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EPERM;
+  return EBUSY;
 }
+
+// Watched pids and statuses reaped on their behalf; touched only on the JS thread.
+namespace {
+std::unordered_set<pid_t> watched;
+std::unordered_map<pid_t, ReapedStatus> stashed;
+}  // namespace
+
+void watch_pid(pid_t pid) { watched.insert(pid); }
+bool is_watched(pid_t pid) { return watched.count(pid) != 0; }
+void stash_reaped(pid_t pid, const ReapedStatus &status) { stashed[pid] = status; }
+
+int reap_watched(pid_t pid, ReapedStatus *out) {
+  auto it = stashed.find(pid);
+  if (it != stashed.end()) {
+    *out = it->second;
+    stashed.erase(it);
+    watched.erase(pid);
+    return 1;
+  }
+  pid_t r = wait4(pid, &out->status, WNOHANG | __WALL, &out->usage);
+  if (r == 0) return 0;
+  watched.erase(pid);
+  return r < 0 ? -errno : 1;
+}
+
+bool become_subreaper() { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0; }
 
 }  // namespace codejail

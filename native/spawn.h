@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "confine.h"
 #include "layers.h"
 
@@ -49,8 +51,23 @@ struct SpawnError : std::runtime_error {
 
 SpawnedChild spawn_confined(const SpawnRequest &request);
 
+struct ReapedStatus {
+  int status;
+  struct rusage usage;
+};
+
+// Exit bookkeeping shared by kill_uid and the addon's exit watchers (JS thread only).
+void watch_pid(pid_t pid);
+bool is_watched(pid_t pid);
+void stash_reaped(pid_t pid, const ReapedStatus &status);
+// 1: reaped (status in *out), 0: still running, <0: -errno.
+int reap_watched(pid_t pid, ReapedStatus *out);
+// Orphans of runs are reparented to the daemon instead of init, which may never reap them.
+bool become_subreaper();
+
 // SIGKILLs every process whose uid is `uid`, from a short-lived helper running as that uid
-// (kill(-1) reaches exactly the processes a user may signal). Returns 0 or an errno value.
+// (kill(-1) reaches exactly the processes a user may signal), and waits until none is left.
+// Returns 0, EBUSY when some remained after a second of trying, or another errno value.
 int kill_uid(uid_t uid);
 
 }  // namespace codejail

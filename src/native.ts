@@ -97,7 +97,13 @@ interface Addon {
   spawn(plan: NativePlan): NativeChild;
   watchExit(pidfd: number, pid: number, onExit: (exit: NativeExit) => void): void;
   pidfdSignal(pidfd: number, signal: number): boolean;
+  /**
+   * SIGKILLs every process of `uid` and returns once none is left (zombies reaped), so the slot
+   * can be reused. Throws with code EBUSY if some remain after about a second.
+   */
   killUid(uid: number): number;
+  /** PR_SET_CHILD_SUBREAPER: runs' orphans come back to us to be reaped, not to init. */
+  becomeSubreaper(): void;
   closeFd(fd: number): void;
   landlockAbi(): number;
   seccompSupported(): boolean;

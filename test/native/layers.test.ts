@@ -1,0 +1,206 @@
+// One deny test per layer, each paired with an allow test that runs the same probe in a way the
+// layer permits. The deny probes are chosen so that only the layer under test can stop them
+// (every other layer is off in that test), so turning that one layer off makes the deny test
+// fail: CODEJAIL_SABOTAGE=<layer> npx vitest run test/native, or npm run sabotage.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { native } from '../../src/native.js';
+import { PYTHON, TEST_UID, isRoot, makeRunDir, processesOf, runPython } from '../helpers/sandbox.js';
+
+const landlockAbi = isRoot ? native().landlockAbi() : 0;
+
+describe.skipIf(!isRoot)('uid layer', () => {
+  let secretDir: string;
+  beforeAll(() => {
+    secretDir = makeRunDir();
+    fs.writeFileSync(path.join(secretDir, 'secret'), 'root only', { mode: 0o600 });
+    fs.writeFileSync(path.join(secretDir, 'public'), 'everyone', { mode: 0o644 });
+  });
+  afterAll(() => fs.rmSync(secretDir, { recursive: true, force: true }));
+
+  it('deny_uid_root_only_file_unreadable', async () => {
+    const r = await runPython(`open(${JSON.stringify(secretDir + '/secret')}).read()`, { uid: true });
+    expect(r.stderr).toContain('PermissionError');
+    expect(r.status).toBe(1);
+  });
+
+  it('allow_uid_world_readable_file_and_runs_as_slot_uid', async () => {
+    const r = await runPython(
+      `import os; print(os.getuid(), os.getgid(), os.getgroups(), open(${JSON.stringify(secretDir + '/public')}).read())`,
+      { uid: true },
+    );
+    expect(r.stdout).toBe(`${TEST_UID} ${TEST_UID} [${TEST_UID}] everyone\n`);
+  });
+});
+
+describe.skipIf(!isRoot)('rlimits layer', () => {
+  it('deny_rlimit_cpu_kills_busy_loop_with_sigxcpu', async () => {
+    const r = await runPython('while True: pass', { rlimits: { cpu: [1, 2] } });
+    expect(r.status).toBe(-24);
+  });
+
+  it('allow_rlimit_cpu_lets_short_work_finish', async () => {
+    const r = await runPython('print(sum(range(10**6)))', { rlimits: { cpu: [1, 2] } });
+    expect(r.stdout).toBe('499999500000\n');
+  });
+
+  it('deny_rlimit_as_makes_big_allocation_fail', async () => {
+    const mb = 1024 * 1024;
+    const r = await runPython('bytearray(100 * 1024 * 1024)', { rlimits: { as: [80 * mb, 80 * mb] } });
+    expect(r.stderr).toContain('MemoryError');
+  });
+
+  it('allow_rlimit_as_with_room', async () => {
+    const mb = 1024 * 1024;
+    const r = await runPython('bytearray(100 * 1024 * 1024); print("ok")', { rlimits: { as: [300 * mb, 300 * mb] } });
+    expect(r.stdout).toBe('ok\n');
+  });
+
+  it('deny_rlimit_fsize_stops_large_write', async () => {
+    const r = await runPython(
+      'try:\n  with open("big", "w") as f: f.write("x" * 5000)\nexcept OSError as e: print(e)',
+      { rlimits: { fsize: [1000, 1000] } },
+    );
+    expect(r.stdout).toContain('File too large');
+  });
+
+  it('allow_rlimit_fsize_small_write', async () => {
+    const r = await runPython('with open("small", "w") as f: f.write("x" * 500)\nprint(len(open("small").read()))', {
+      rlimits: { fsize: [1000, 1000] },
+    });
+    expect(r.stdout).toBe('500\n');
+  });
+
+  it('deny_rlimit_nproc_stops_fork', async () => {
+    const r = await runPython('import os; os.fork()', { uid: true, rlimits: { nproc: [1, 1] } });
+    expect(r.stderr).toContain('BlockingIOError');
+  });
+
+  it('allow_rlimit_nproc_permits_fork_within_limit', async () => {
+    const r = await runPython('import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0); print("forked")', {
+      uid: true,
+      rlimits: { nproc: [5, 5] },
+    });
+    expect(r.stdout).toBe('forked\n');
+  });
+});
+
+describe.skipIf(!isRoot || landlockAbi < 1)('landlock layer', () => {
+  // Run as root with no other layer: only Landlock can stop root from reading /etc/passwd.
+  it('deny_landlock_read_outside_policy', async () => {
+    const r = await runPython('open("/etc/passwd").read()', { landlock: true });
+    expect(r.stderr).toContain("PermissionError: [Errno 13] Permission denied: '/etc/passwd'");
+  });
+
+  it('deny_landlock_list_root_tmp_proc', async () => {
+    const r = await runPython(
+      'import os\nfor d in ["/", "/tmp", "/proc", "/home", "/etc", "/var", ".."]:\n  try: os.listdir(d); print("listed", d)\n  except PermissionError: print("denied", d)',
+      { landlock: true },
+    );
+    expect(r.stdout).not.toContain('listed');
+    expect(r.stdout.match(/denied/g)).toHaveLength(7);
+  });
+
+  it('deny_landlock_exec_other_binary', async () => {
+    const r = await runPython('import os; os.execv("/usr/bin/true", ["true"])', { landlock: true });
+    expect(r.stderr).toContain('PermissionError');
+  });
+
+  it('allow_landlock_run_dir_read_write', async () => {
+    const r = await runPython(
+      'import os\nopen("f", "w").write("hi")\nos.mkdir("d")\nprint(open("f").read(), os.listdir("."))',
+      { landlock: true },
+    );
+    expect(r.stdout).toBe("hi ['f', 'd']\n");
+  });
+
+  it.skipIf(landlockAbi < 4)('deny_landlock_tcp_connect', async () => {
+    const server = net.createServer((s) => s.end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const probe = `import socket\ns = socket.socket()\ntry:\n  s.connect(("127.0.0.1", ${port})); print("connected")\nexcept OSError as e: print("refused", e.errno)`;
+      const denied = await runPython(probe, { landlock: true });
+      expect(denied.stdout).toBe('refused 13\n');
+      const allowed = await runPython(probe, {});
+      expect(allowed.stdout).toBe('connected\n');
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe.skipIf(!isRoot)('seccomp layer', () => {
+  it('deny_seccomp_inet_socket_is_permission_error', async () => {
+    const r = await runPython('import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM)', { seccomp: true });
+    expect(r.stderr).toContain('PermissionError: [Errno 13]');
+  });
+
+  it('deny_seccomp_unshare_and_ptrace', async () => {
+    const r = await runPython(
+      'import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.unshare(0x40000000), ctypes.get_errno())\nprint(libc.ptrace(0, 0, 0, 0), ctypes.get_errno())',
+      { seccomp: true },
+    );
+    expect(r.stdout).toBe('-1 1\n-1 1\n');
+  });
+
+  it('allow_seccomp_unix_sockets_threads_and_subprocess', async () => {
+    const r = await runPython(
+      'import socket, threading, subprocess, sys\na, b = socket.socketpair(); a.send(b"x"); print(b.recv(1))\nt = threading.Thread(target=print, args=("thread",)); t.start(); t.join()\nprint(subprocess.run([sys.executable, "-c", "print(2)"], capture_output=True).stdout)',
+      { seccomp: true },
+    );
+    expect(r.stdout).toBe("b'x'\nthread\nb'2\\n'\n");
+  });
+});
+
+describe.skipIf(!isRoot)('network namespace layer', () => {
+  it('deny_netns_host_loopback_unreachable', async () => {
+    const server = net.createServer((s) => s.end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const probe = `import socket\ns = socket.socket()\ntry:\n  s.connect(("127.0.0.1", ${port})); print("connected")\nexcept OSError as e: print("unreachable", e.errno)\nprint(socket.if_nameindex())`;
+    try {
+      const denied = await runPython(probe, { netns: true });
+      expect(denied.stdout).toMatch(/^unreachable \d+\n\[\(1, 'lo'\)\]\n$/);
+      const allowed = await runPython(probe, {});
+      expect(allowed.stdout).toMatch(/^connected\n/);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe.skipIf(!isRoot)('kill layer (uid sweep)', () => {
+  const leaveDaemon =
+    'import os, time\nif os.fork() == 0:\n  os.setsid()\n  if os.fork() == 0:\n    os.closerange(0, 3)\n    time.sleep(60)\n  os._exit(0)\nprint("parent done")';
+  afterAll(() => native().killUid(TEST_UID));
+
+  it('deny_kill_uid_sweeps_setsid_double_forked_sleeper', async () => {
+    const r = await runPython(leaveDaemon, { uid: true });
+    expect(r.stdout).toBe('parent done\n');
+    expect(processesOf(TEST_UID)).toEqual([]);
+  });
+
+  it('allow_kill_uid_leaves_other_uids_alone', async () => {
+    const bystander = native().spawn({ file: '/usr/bin/sleep', argv: ['sleep', '30'], env: [], cwd: '/', uid: TEST_UID - 1, gid: TEST_UID - 1 });
+    native().killUid(TEST_UID);
+    expect(processesOf(TEST_UID - 1)).toContain(bystander.pid);
+    native().killUid(TEST_UID - 1);
+    await new Promise((resolve) => native().watchExit(bystander.pidfd, bystander.pid, resolve));
+    for (const fd of [bystander.pidfd, bystander.stdin, bystander.stdout, bystander.stderr]) native().closeFd(fd);
+  });
+});
+
+describe.skipIf(!isRoot)('set-up errors', () => {
+  it('support_failed_step_is_reported_with_errno', () => {
+    expect(() =>
+      native().spawn({ file: '/nonexistent/python', argv: ['x'], env: [], cwd: '/' }),
+    ).toThrow(expect.objectContaining({ step: 'execve', code: 'ENOENT' }));
+    expect(() => native().spawn({ file: PYTHON, argv: ['x'], env: [], cwd: '/nonexistent-dir' })).toThrow(
+      expect.objectContaining({ step: 'chdir', errno: 2 }),
+    );
+  });
+});
+
