@@ -1,0 +1,389 @@
+// The original CodeJail's jail_code behaviours, end to end: client -> socket -> root daemon ->
+// addon -> every layer this kernel offers. Security tests are named deny_<what>_* where <what>
+// names the layer(s) that stop them, so scripts/sabotage.mjs can turn those off and watch the
+// test fail; allow_* tests show the same machinery works for legitimate use.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Client } from '../../src/client/index.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const isRoot = process.getuid?.() === 0;
+const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
+const fixture = (name: string) => path.join(fixtures, name);
+const dedent = (s: string) => {
+  const lines = s.replace(/^\n/, '').split('\n');
+  const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
+  return lines.map((l) => l.slice(indent)).join('\n');
+};
+
+describe.skipIf(!isRoot)('jailCode end to end', () => {
+  let daemon: TestDaemon;
+  let client: Client;
+  const py = (options: Parameters<Client['jailCode']>[1]) => client.jailCode('python', options);
+
+  beforeAll(async () => {
+    daemon = await startTestDaemon();
+  });
+  afterAll(async () => {
+    await client?.close();
+    await daemon?.stop();
+  });
+  beforeEach(() => {
+    // A fresh client per test: limits set by one test must not leak into the next.
+    void client?.close();
+    client = new Client({ socketPath: daemon.socketPath });
+  });
+
+  describe('features', () => {
+    it('hello world', async () => {
+      const r = await py({ code: "print('Hello, world!')" });
+      expect(r.stdout.toString()).toBe('Hello, world!\n');
+      expect(r.stderr.toString()).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.confinement).toEqual(expect.arrayContaining(['uid', 'rlimits', 'landlock', 'seccomp', 'netns']));
+    });
+
+    it('argv', async () => {
+      const r = await py({ code: "import sys; print(':'.join(sys.argv[1:]))", argv: ['Hello', 'world', '-x'] });
+      expect(r.stdout.toString()).toBe('Hello:world:-x\n');
+    });
+
+    it('ends with an exception whose traceback names jailed_code line 1', async () => {
+      const r = await py({ code: "raise Exception('FAIL')" });
+      expect(r.status).not.toBe(0);
+      expect(r.stdout.toString()).toBe('');
+      expect(r.stderr.toString()).toBe(
+        dedent(`
+          Traceback (most recent call last):
+            File "jailed_code", line 1, in <module>
+              raise Exception('FAIL')
+          Exception: FAIL
+          `),
+      );
+    });
+
+    it('stdin is provided', async () => {
+      const r = await py({ code: 'import json,sys; print(sum(json.load(sys.stdin)))', stdin: '[1, 2.5, 33]' });
+      expect(r.stdout.toString().trim()).toBe('36.5');
+    });
+
+    it('stdin can be large and binary', async () => {
+      const stdin = Buffer.alloc(256 * 10000);
+      for (let i = 0; i < stdin.length; i++) stdin[i] = i % 256;
+      const r = await py({ code: 'import sys; print(sum(sys.stdin.buffer.read()))', stdin });
+      expect(r.stdout.toString().trim()).toBe('326400000');
+    });
+
+    it('stdout can be large and binary', async () => {
+      const r = await py({ code: 'import sys\nsys.stdout.buffer.write(bytes(range(256)) * 10000)' });
+      expect(r.status).toBe(0);
+      expect(r.stdout.length).toBe(2560000);
+      expect(r.stdout.subarray(0, 256)).toEqual(Buffer.from(Array.from({ length: 256 }, (_, i) => i)));
+      expect(r.truncated).toBe(false);
+    });
+
+    it('stderr can be large and binary', async () => {
+      const r = await py({ code: 'import sys\nsys.stderr.buffer.write(bytes(range(256)) * 10000)\nsys.stdout.write("OK!")' });
+      expect(r.stderr.length).toBe(2560000);
+      expect(r.stdout.toString()).toBe('OK!');
+    });
+
+    it('output past OUTPUT is dropped and reported as truncated', async () => {
+      const r = await py({ code: 'import sys\nsys.stdout.write("x" * 100000)', limits: { OUTPUT: 1000 } });
+      expect(r.status).toBe(0);
+      expect(r.stdout.length + r.stderr.length).toBeLessThanOrEqual(1000);
+      expect(r.truncated).toBe(true);
+    });
+
+    it('files are copied', async () => {
+      const r = await py({ code: "print('Look:', open('hello.txt').read())", files: [fixture('hello.txt')] });
+      expect(r.stdout.toString()).toBe('Look: Hello there.\n\n');
+    });
+
+    it('directories are copied', async () => {
+      const r = await py({
+        code: dedent(`
+          import os
+          res = []
+          for path, dirs, files in os.walk("."):
+              res.append((path, sorted(dirs), sorted(files)))
+          for row in sorted(res):
+              print(row)
+          `),
+        files: [fixture('pylib')],
+      });
+      expect(r.stdout.toString()).toBe(
+        dedent(`
+          ('.', ['pylib', 'tmp'], ['jailed_code'])
+          ('./pylib', ['sub'], ['module.py'])
+          ('./pylib/sub', [], ['data.txt'])
+          ('./tmp', [], [])
+          `),
+      );
+    });
+
+    it('executing a copied file with argv', async () => {
+      const r = await py({ files: [fixture('doit.py')], argv: ['doit.py', '1', '2', '3'] });
+      expect(r.stdout.toString()).toBe("This is doit.py!\nMy args are ['doit.py', '1', '2', '3']\n");
+    });
+
+    it('executing binary extra files', async () => {
+      const r = await py({
+        extraFiles: [
+          ['run.py', Buffer.from("import os\nprint(sorted(os.listdir('.')))\nprint(open('also.txt', 'rb').read())\n")],
+          ['also.txt', Buffer.from([0, 1, 2, 255, 254])],
+        ],
+        argv: ['run.py'],
+      });
+      expect(r.stdout.toString()).toBe("['also.txt', 'run.py', 'tmp']\nb'\\x00\\x01\\x02\\xff\\xfe'\n");
+    });
+
+    it('temp files the run made are removed, even chmod 0 nested dirs', async () => {
+      const r = await py({
+        code: dedent(`
+          import os, tempfile
+          d = tempfile.mkdtemp()
+          os.makedirs(os.path.join(d, "a", "b", "c"))
+          os.chmod(os.path.join(d, "a", "b"), 0)
+          os.chmod(d, 0)
+          print(os.environ["TMPDIR"] == os.path.abspath("tmp"), d.startswith(os.environ["TMPDIR"]))
+          `),
+        limits: { FSIZE: 1000 },
+      });
+      expect(r.stdout.toString()).toBe('True True\n');
+      expect(fs.readdirSync(daemon.runBase)).toEqual([]);
+    });
+
+    it('the daemon environment does not leak', async () => {
+      const r = await py({ code: 'import os\nfor k, v in os.environ.items(): print("%s: %r" % (k, v))' });
+      expect(r.status).toBe(0);
+      expect(r.stdout.toString()).not.toContain('HONEY');
+    });
+
+    it('/dev/urandom is readable, and reading it forever is stopped', async () => {
+      const r = await py({ code: "x = open('/dev/urandom', 'rb').read(10); print(len(x))" });
+      expect(r.stdout.toString()).toBe('10\n');
+      const forever = await py({ code: "x = open('/dev/urandom', 'rb').read(); print('Done!')" });
+      expect(forever.status).not.toBe(0);
+    });
+  });
+
+  describe('limits', () => {
+    it('VMEM 80 MB makes a 100 MB bytearray fail with MemoryError', async () => {
+      client.setLimit('VMEM', 80_000_000);
+      const r = await py({ code: 'print(len(bytearray(100000000)))' });
+      expect(r.stdout.toString()).toBe('');
+      expect(r.stderr.toString()).toContain('MemoryError');
+      expect(r.status).toBe(1);
+    });
+
+    it('VMEM 160 MB lets it pass', async () => {
+      client.setLimit('VMEM', 160_000_000);
+      const r = await py({ code: 'print(len(bytearray(100000000)))' });
+      expect(r.stdout.toString()).toBe('100000000\n');
+      expect(r.status).toBe(0);
+    });
+
+    it('VMEM 0 disables the limit', async () => {
+      client.setLimit('VMEM', 0);
+      const r = await py({ code: 'print(len(bytearray(50000000)))' });
+      expect(r.stdout.toString()).toBe('50000000\n');
+    });
+
+    it('CPU 1 on a busy loop gives status -SIGXCPU with empty output', async () => {
+      client.setLimit('CPU', 1);
+      client.setLimit('REALTIME', 100);
+      const r = await py({ code: 'print(sum(range(2**31-1)))' });
+      expect(r.stdout.toString()).toBe('');
+      expect(r.status).toBe(-os.constants.signals.SIGXCPU);
+    });
+
+    it('REALTIME kills a sleeper with -9 and logs a warning naming the run', async () => {
+      client.setLimit('REALTIME', 1);
+      const r = await py({ code: "import time; time.sleep(1.5); print('Done!')", slug: 'sleepy-slug' });
+      expect(r.stdout.toString()).toBe('');
+      expect(r.status).toBe(-9);
+      expect(r.timedOut).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const warning = daemon.logs.find((l) => l.level === 'warn' && JSON.stringify(l).includes(r.runId));
+      expect(warning).toBeDefined();
+      expect(JSON.stringify(warning)).toContain('sleepy-slug');
+    });
+
+    it('overrideLimit applies only to its context', async () => {
+      client.overrideLimit('REALTIME', 5, 'slow-problem');
+      const code = "import time; time.sleep(1.5); print('Done!')";
+      expect((await py({ code, limitOverridesContext: 'slow-problem' })).stdout.toString()).toBe('Done!\n');
+      expect((await py({ code })).status).toBe(-9);
+    });
+
+    it('deny_uid_writing_in_the_run_dir (FSIZE 0)', async () => {
+      const r = await py({
+        code: dedent(`
+          print("Trying")
+          with open("mydata.txt", "w") as f:
+              f.write("hello")
+          with open("mydata.txt") as f2:
+              print("Got this:", f2.read())
+          `),
+      });
+      expect(r.status).not.toBe(0);
+      expect(r.stdout.toString()).toBe('Trying\n');
+      expect(r.stderr.toString()).toContain('ermission denied');
+    });
+
+    it('temp files work with FSIZE 1000', async () => {
+      client.setLimit('FSIZE', 1000);
+      const r = await py({
+        code: dedent(`
+          import os, tempfile
+          print("Trying mkstemp")
+          f, path = tempfile.mkstemp()
+          os.close(f)
+          with open(path, "w") as f1:
+              f1.write("hello")
+          with open(path) as f2:
+              print("Got this:", f2.read() == "hello")
+          os.remove(path)
+          `),
+      });
+      expect(r.stdout.toString()).toBe('Trying mkstemp\nGot this: True\n');
+      expect(r.status).toBe(0);
+    });
+
+    it('deny_rlimit_large_temp_file_with_FSIZE_1000', async () => {
+      client.setLimit('FSIZE', 1000);
+      const r = await py({
+        code: dedent(`
+          import os, tempfile
+          print("Trying mkstemp")
+          f, path = tempfile.mkstemp()
+          os.close(f)
+          with open(path, "w") as f1:
+              try:
+                  f1.write(".".join("%d" % i for i in range(1000)))
+                  f1.flush()
+              except IOError as e:
+                  print("Expected exception: %s" % e)
+              else:
+                  with open(path) as f2:
+                      print("Got this: %r" % f2.read())
+          `),
+      });
+      expect(r.stdout.toString()).toContain('Expected exception');
+      expect(r.stdout.toString()).toContain('File too large');
+    });
+
+    it('deny_rlimit_fork_with_NPROC_1', async () => {
+      client.setLimit('NPROC', 1);
+      const r = await py({ code: 'import os\nchild_ppid = os.fork()' });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr.toString()).toContain('BlockingIOError');
+    });
+
+    it('a limit above the ceiling is refused with a clear error', async () => {
+      await expect(py({ code: 'print(1)', limits: { CPU: 100000 } })).rejects.toMatchObject({
+        code: 'limit_exceeds_ceiling',
+        message: expect.stringContaining('CPU'),
+      });
+    });
+  });
+
+  describe('walls', () => {
+    it('deny_network_by_name', async () => {
+      const r = await py({
+        code: dedent(`
+          import urllib.request
+          try:
+              urllib.request.urlopen("http://google.com")
+          except Exception as e:
+              print("Expected exception: %r" % e)
+          else:
+              print("Reached google.com?!")
+          `),
+      });
+      expect(r.status).toBe(0);
+      expect(r.stdout.toString()).toContain('URLError');
+    });
+
+    it('deny_network_by_ip', async () => {
+      const r = await py({
+        code: dedent(`
+          import urllib.request
+          try:
+              urllib.request.urlopen("http://127.0.0.1:9/", timeout=1)
+          except Exception as e:
+              print("Expected exception: %r" % e)
+          else:
+              print("Reached it?!")
+          `),
+      });
+      expect(r.stdout.toString()).toContain('URLError');
+    });
+
+    it('deny_landlock_read_etc_passwd', async () => {
+      const r = await py({ code: "bytes = len(open('/etc/passwd').read())\nprint('Gotcha', bytes)" });
+      expect(r.status).not.toBe(0);
+      expect(r.stdout.toString()).toBe('');
+      expect(r.stderr.toString()).toContain('ermission denied');
+    });
+
+    it('deny_landlock_find_other_sandboxes', async () => {
+      const r = await py({
+        code: dedent(`
+          import os
+          places = ["..", "/tmp", "/", "/home", "/etc", "/var"]
+          for place in places:
+              try:
+                  files = os.listdir(place)
+              except Exception:
+                  pass
+              else:
+                  print("Files in %r: %r" % (place, files))
+          print("Done.")
+          `),
+      });
+      expect(r.status).toBe(0);
+      expect(r.stdout.toString()).toBe('Done.\n');
+    });
+
+    it('deny_landlock_exec_other_programs', async () => {
+      const r = await py({ code: "import subprocess\nsubprocess.run(['/usr/bin/true'])" });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr.toString()).toContain('PermissionError');
+    });
+
+    it('deny_landlock_symlink_pointing_outside_stays_unreadable', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-links-'));
+      fs.mkdirSync(path.join(dir, 'copied'));
+      fs.symlinkSync('/etc/passwd', path.join(dir, 'copied', 'here.txt'));
+      try {
+        const r = await py({
+          code: "import os\nprint(os.readlink('copied/here.txt'))\nprint(open('copied/here.txt').read())",
+          files: [path.join(dir, 'copied')],
+        });
+        expect(r.stdout.toString()).toBe('/etc/passwd\n');
+        expect(r.stderr.toString()).toContain('ermission denied');
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('crashing CPython ends the run with a signal, not a hang', async () => {
+      const r = await py({
+        code: dedent(`
+          import ctypes, sys
+          print("Here we go...")
+          sys.stdout.flush()
+          ctypes.string_at(0)
+          print("The afterlife!")
+          `),
+      });
+      expect(r.status).toBeLessThan(0);
+      expect(r.stdout.toString()).toBe('Here we go...\n');
+    });
+  });
+});

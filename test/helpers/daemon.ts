@@ -1,0 +1,98 @@
+// Starts a real codejaild (the compiled dist/, as root) on a private socket and run base, for
+// the end-to-end suites. CODEJAIL_SABOTAGE turns the named layers off in its config, so that the
+// sabotage script can show a deny_* test failing without its layer.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
+
+const DAEMON_LAYERS = ['uid', 'rlimits', 'landlock', 'seccomp', 'netns'] as const;
+
+export interface TestDaemon {
+  socketPath: string;
+  runBase: string;
+  /** Every log line the daemon printed so far, parsed. */
+  logs: Array<Record<string, unknown>>;
+  process: ChildProcess;
+  stop(): Promise<number | null>;
+}
+
+export interface TestDaemonOptions {
+  /** Config keys merged over the test defaults. */
+  config?: Record<string, unknown>;
+  extraArgs?: string[];
+  /** Resolve once the daemon exits instead of once it is ready (start-up failure tests). */
+  expectExit?: boolean;
+}
+
+let instance = 0;
+
+export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<TestDaemon> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-daemon-'));
+  const socketPath = path.join(dir, 'codejail.sock');
+  const runBase = path.join('/var/lib/codejail-test', `${process.pid}-${instance++}`);
+  const sabotaged = (process.env.CODEJAIL_SABOTAGE ?? '').split(',').filter(Boolean);
+  const layers: Record<string, string> = {};
+  for (const layer of DAEMON_LAYERS) if (sabotaged.includes(layer)) layers[layer] = 'off';
+  // Each test daemon gets its own slot uids, so parallel test files never share a uid.
+  const firstUid = 62000 + (process.pid % 500) * 16 + (instance % 4) * 4;
+  const config = {
+    socket: { path: socketPath, group: 'codejail', mode: '0660' },
+    runBase,
+    slots: { firstUid, count: 4 },
+    ...options.config,
+    layers: { ...layers, ...((options.config?.layers as object) ?? {}) },
+  };
+  const configFile = path.join(dir, 'config.json');
+  fs.writeFileSync(configFile, JSON.stringify(config));
+  const child = spawn(process.execPath, [DAEMON_MAIN, '--config', configFile, ...(options.extraArgs ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HONEY_BOO_BOO: 'daemon secret' },
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const onLine = (line: string) => {
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        parsed = { msg: line };
+      }
+      logs.push(parsed);
+      if (parsed.msg === 'ready') resolve();
+    };
+    const feed = (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let nl;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        onLine(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+      }
+    };
+    child.stderr!.on('data', feed);
+    child.stdout!.on('data', feed);
+    void exited.then((code) =>
+      options.expectExit ? resolve() : reject(new Error(`codejaild exited with ${code} before ready:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)),
+    );
+  });
+  await ready;
+  return {
+    socketPath,
+    runBase,
+    logs,
+    process: child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const code = await exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(runBase, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
