@@ -118,6 +118,7 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
   req.seccomp = bool_field(plan, "seccomp", false);
   Napi::Value aa = plan.Get("apparmorProfile");
   if (aa.IsString()) req.apparmor_profile = aa.As<Napi::String>().Utf8Value();
+  req.result_channel = bool_field(plan, "resultChannel", false);
   req.no_new_privs = bool_field(plan, "noNewPrivs", true);
   req.parent_death_signal = bool_field(plan, "parentDeathSignal", true);
   return req;
@@ -150,6 +151,7 @@ Napi::Value Spawn(const Napi::CallbackInfo &info) {
   out.Set("stdin", child.stdin_fd);
   out.Set("stdout", child.stdout_fd);
   out.Set("stderr", child.stderr_fd);
+  if (child.result_fd >= 0) out.Set("result", child.result_fd);
   return out;
 }
 

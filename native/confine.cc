@@ -50,11 +50,11 @@ int reset_signals() {
   return r < 0 ? (int)-r : 0;
 }
 
-int move_stdio(const int fds[3]) {
-  for (int target = 0; target < 3; target++) {
+int move_stdio(const int fds[4]) {
+  for (int target = 0; target < 4; target++) {
     int fd = fds[target];
     if (fd < 0) continue;
-    // dup2 onto itself keeps close-on-exec set; the daemon guarantees fds >= 3, but be exact.
+    // dup2 onto itself keeps close-on-exec set; the daemon guarantees fds >= 4, but be exact.
     long r = fd == target ? raw_syscall(SYS_fcntl, fd, F_SETFD, 0) : raw_syscall(SYS_dup2, fd, target);
     if (r < 0) return (int)-r;
   }
@@ -106,7 +106,8 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
   }
   if (plan->close_other_fds) {
     // Close-on-exec rather than close: the error pipe must stay open until execve succeeds.
-    long r = raw_syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    unsigned first = plan->stdio_fds[3] >= 0 ? 4 : 3;
+    long r = raw_syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC);
     STEP(CJ_STEP_CLOSE_FDS, r < 0 ? (int)-r : 0);
   }
   if (plan->no_new_privs || plan->landlock_ruleset_fd >= 0 || plan->seccomp) {

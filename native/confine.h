@@ -68,7 +68,7 @@ struct cj_plan {
   gid_t gid;
   int parent_death_signal;         /* 0 or a signal number */
   pid_t expected_parent;           /* die at once if the parent is already gone */
-  int stdio_fds[3];                /* moved onto 0, 1, 2; -1 leaves that fd alone */
+  int stdio_fds[4];                /* moved onto 0, 1, 2 and 3 (a result channel); -1: leave */
   const char *cwd;                 /* NULL: stay */
   int close_other_fds;             /* mark every fd >= 3 close-on-exec */
   int no_new_privs;

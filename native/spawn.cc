@@ -103,13 +103,13 @@ struct Fd {
   }
 };
 
-// Pipe ends are moved above 2 so that the child's dup2 onto 0..2 can never clobber one of them.
+// Pipe ends are moved above 3 so that the child's dup2 onto 0..3 can never clobber one of them.
 void make_pipe(Fd &read_end, Fd &write_end) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
   for (int &fd : p) {
-    if (fd < 3) {
-      int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 4) {
+      int moved = fcntl(fd, F_DUPFD_CLOEXEC, 4);
       int err = errno;
       close(fd);
       if (moved < 0) throw std::system_error(err, std::generic_category(), "fcntl(F_DUPFD_CLOEXEC)");
@@ -138,10 +138,12 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   std::vector<char *> argv = c_strings(req.argv);
   std::vector<char *> envp = c_strings(req.env);
   Fd stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write, error_read, error_write;
+  Fd result_read, result_write;
   make_pipe(stdin_read, stdin_write);
   make_pipe(stdout_read, stdout_write);
   make_pipe(stderr_read, stderr_write);
   make_pipe(error_read, error_write);
+  if (req.result_channel) make_pipe(result_read, result_write);
 
   Fd ruleset;
   if (req.landlock) {
@@ -172,6 +174,7 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   plan.stdio_fds[0] = stdin_read.fd;
   plan.stdio_fds[1] = stdout_write.fd;
   plan.stdio_fds[2] = stderr_write.fd;
+  plan.stdio_fds[3] = result_write.fd;
   plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
   plan.close_other_fds = 1;
   plan.no_new_privs = req.no_new_privs;
@@ -196,6 +199,7 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   stdin_read.reset();
   stdout_write.reset();
   stderr_write.reset();
+  result_write.reset();
   int32_t report[2];
   ssize_t n;
   do n = read(error_read.fd, report, sizeof report);
@@ -207,7 +211,8 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
     auto step = static_cast<cj_step>(report[0]);
     throw SpawnError(step, report[1], std::string("sandbox set-up failed at ") + cj_step_name(step) + ": " + strerror(report[1]));
   }
-  return SpawnedChild{pid, pidfd_guard.release(), stdin_write.release(), stdout_read.release(), stderr_read.release()};
+  return SpawnedChild{pid, pidfd_guard.release(), stdin_write.release(), stdout_read.release(), stderr_read.release(),
+                      result_read.release()};
 }
 
 namespace {

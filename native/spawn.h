@@ -30,6 +30,7 @@ struct SpawnRequest {
   LandlockPolicy landlock_policy;
   bool seccomp = false;
   std::string apparmor_profile;
+  bool result_channel = false;  // a fourth pipe, the child's fd 3, read by the parent
   bool no_new_privs = true;
   bool parent_death_signal = true;
 };
@@ -40,6 +41,7 @@ struct SpawnedChild {
   int stdin_fd;   // parent's write end
   int stdout_fd;  // parent's read end
   int stderr_fd;  // parent's read end
+  int result_fd;  // parent's read end of fd 3, or -1
 };
 
 // A set-up step failed: in the daemon while preparing (step CJ_STEP_NONE), or in the child.

@@ -56,6 +56,8 @@ export interface NativePlan {
   apparmorProfile?: string;
   /** prctl(PR_SET_NO_NEW_PRIVS). Forced on when landlock or seccomp is set. */
   noNewPrivs?: boolean;
+  /** Give the child a fourth pipe as fd 3 (a result channel apart from stdout). */
+  resultChannel?: boolean;
   /** SIGKILL the child if the daemon dies. */
   parentDeathSignal?: boolean;
 }
@@ -67,6 +69,8 @@ export interface NativeChild {
   stdin: number;
   stdout: number;
   stderr: number;
+  /** Read end of the child's fd 3, when resultChannel was asked for. */
+  result?: number;
 }
 
 export interface NativeExit {

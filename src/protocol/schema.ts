@@ -75,6 +75,8 @@ export const jailCodeRequest = z
     stdin: bytes.optional(),
     limits: limitsSchema.default({}),
     slug: text(256).optional(),
+    /** Give the run a fourth pipe as fd 3 whose bytes come back as `result` (safeExec's globals). */
+    resultChannel: z.boolean().optional(),
   })
   .strict();
 export type JailCodeRequest = z.infer<typeof jailCodeRequest>;
@@ -106,6 +108,8 @@ export const jailCodeResult = z.object({
   /** The layers applied to this run, or 'none' in unsafe mode. */
   confinement: z.union([z.literal('none'), z.array(z.string())]),
   limits: limitsSchema,
+  /** What the run wrote to fd 3, when the request asked for a result channel. */
+  result: bytes.optional(),
 });
 export type JailCodeResult = z.infer<typeof jailCodeResult>;
 
@@ -118,8 +122,22 @@ export const statusResult = z.object({
   queue: z.object({ depth: z.number(), max: z.number() }),
   uptimeMs: z.number(),
   commands: z.array(z.string()),
+  /** Run counts since start (optional: added after protocol 1 shipped its first shape). */
+  counters: z
+    .object({
+      started: z.number(),
+      finished: z.number(),
+      setupFailures: z.number(),
+      timedOut: z.number(),
+      cancelled: z.number(),
+    })
+    .optional(),
 });
 export type StatusResult = z.infer<typeof statusResult>;
+
+/** Reply to 'cancel': whether a run with that id was in flight on this connection. */
+export const cancelResult = z.object({ cancelled: z.boolean() });
+export type CancelResult = z.infer<typeof cancelResult>;
 
 /** Error codes a reply may carry; the message says what exactly was wrong. */
 export const ERROR_CODES = [
