@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll } from 'vitest';
 import { native, type NativeExit, type NativeLandlock, type NativePlan } from '../../src/native.js';
 
 export const isRoot = process.getuid?.() === 0;
@@ -25,11 +26,19 @@ function sharedNetns(): number {
   return netnsFd;
 }
 
+const madeDirs: string[] = [];
+
+/** A world-writable scratch directory, removed when the importing suite ends. */
 export function makeRunDir(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-native-'));
   fs.chmodSync(dir, 0o777);
+  madeDirs.push(dir);
   return dir;
 }
+
+afterAll(() => {
+  for (const dir of madeDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 function realpaths(paths: string[]): string[] {
   return paths.filter((p) => fs.existsSync(p)).map((p) => fs.realpathSync(p));

@@ -1,0 +1,155 @@
+// Daemon configuration: a JSON file (default /etc/codejail/config.json) validated by a zod
+// schema whose defaults are the embedded configuration, so a file only names what it changes.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { DEFAULT_LIMITS, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
+import { ceilingViolation, DEFAULT_CEILINGS } from './limits.js';
+import { LOG_LEVELS } from './log.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/codejail/config.json';
+
+const absolutePath = z
+  .string()
+  .min(1)
+  .refine((p) => path.isAbsolute(p), 'must be an absolute path')
+  .refine((p) => !p.includes('\0'), 'must not contain NUL');
+
+// JSON has no octal literals, so a mode may also be written as the string "0660".
+const fileMode = z.union([
+  z.number().int().min(0).max(0o777),
+  z
+    .string()
+    .regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0660"')
+    .transform((s) => parseInt(s, 8)),
+]);
+
+const layerMode = z.enum(['required', 'auto', 'off']);
+export type LayerMode = z.infer<typeof layerMode>;
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name');
+
+const commandSchema = z
+  .object({
+    /** The interpreter to execve (absolute; symlinks are resolved at start). */
+    path: absolutePath,
+    /** How to discover what the interpreter reads at start-up: 'python' asks it for sys.path. */
+    kind: z.enum(['python', 'binary']).default('python'),
+    /** Arguments before 'jailed_code' and the request's argv. */
+    args: z.array(z.string().refine((s) => !s.includes('\0'), 'must not contain NUL')).default([]),
+    /** Extra environment of the sandboxed process (on top of the clean one the daemon builds). */
+    env: z.record(envName, z.string().refine((s) => !s.includes('\0'), 'must not contain NUL')).default({}),
+    /** Extra paths the sandbox may read (beyond what discovery finds). */
+    read: z.array(absolutePath).default([]),
+    /** Extra paths the sandbox may read and execute. */
+    execute: z.array(absolutePath).default([]),
+  })
+  .strict();
+export type CommandConfig = z.infer<typeof commandSchema>;
+
+const commandName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 of [A-Za-z0-9_.-]');
+
+const fullLimits = (defaults: Limits) => limitsSchema.default({}).transform((l): Limits => ({ ...defaults, ...l }));
+
+const layersSchema = z
+  .object({
+    uid: layerMode.default('required'),
+    rlimits: layerMode.default('required'),
+    landlock: layerMode.default('required'),
+    seccomp: layerMode.default('required'),
+    netns: layerMode.default('required'),
+    apparmor: layerMode.default('auto'),
+  })
+  .strict();
+export type LayersConfig = z.infer<typeof layersSchema>;
+export type LayerName = keyof LayersConfig;
+
+export const configSchema = z
+  .object({
+    socket: z
+      .object({
+        path: absolutePath.default('/run/codejail/codejail.sock'),
+        group: z.string().min(1).default('codejail'),
+        mode: fileMode.default(0o660),
+      })
+      .strict()
+      .default({}),
+    runBase: absolutePath
+      .refine((p) => path.resolve(p) !== '/', 'must not be /')
+      .default('/var/lib/codejail/runs'),
+    slots: z
+      .object({
+        // Below 1000 live system accounts; a slot uid must belong to nobody else, because the
+        // daemon kills every process of it after each run.
+        firstUid: z.number().int().min(1000).max(2 ** 31 - 5000).default(61000),
+        count: z.number().int().min(1).max(4096).default(16),
+      })
+      .strict()
+      .default({}),
+    queueMax: z.number().int().min(0).max(1_000_000).default(256),
+    maxFrameBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(2 ** 31)
+      .default(DEFAULT_MAX_FRAME_BYTES),
+    commands: z
+      .record(commandName, commandSchema)
+      .refine((c) => Object.keys(c).length > 0, 'must name at least one command')
+      .default({ python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [] } }),
+    defaultLimits: fullLimits(DEFAULT_LIMITS),
+    ceilings: fullLimits(DEFAULT_CEILINGS),
+    layers: layersSchema.default({}),
+    apparmorProfile: z.string().regex(/^[A-Za-z0-9_.\-/]{1,128}$/, 'must be a plain profile name').default('codejail-sandbox'),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const violation = ceilingViolation(config.defaultLimits, config.ceilings);
+    if (violation) ctx.addIssue({ code: 'custom', path: ['defaultLimits'], message: `does not fit the ceilings: ${violation}` });
+  });
+
+export type DaemonConfig = z.output<typeof configSchema>;
+export type DaemonConfigInput = z.input<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** The embedded configuration (what a missing default config file means). */
+export function defaultConfig(): DaemonConfig {
+  return configSchema.parse({});
+}
+
+/** Validates an in-memory configuration (tests, embedding); throws ConfigError naming each bad key. */
+export function parseConfig(input: unknown, source = 'config'): DaemonConfig {
+  const parsed = configSchema.safeParse(input);
+  if (!parsed.success) throw new ConfigError(`${source}: ${describeIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+/**
+ * Loads the configuration. Without `file`, reads DEFAULT_CONFIG_PATH and falls back to the
+ * embedded defaults when it does not exist. A file given explicitly must exist and be valid.
+ */
+export function loadConfig(file?: string): DaemonConfig {
+  const target = file ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = readFileSync(target, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (file === undefined && code === 'ENOENT') return defaultConfig();
+    throw new ConfigError(`config ${target}: cannot be read (${code ?? (err as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config ${target}: is not valid JSON (${(err as Error).message})`);
+  }
+  return parseConfig(json, `config ${target}`);
+}

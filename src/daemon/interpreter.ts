@@ -1,0 +1,239 @@
+// What a configured command needs to start inside Landlock. Discovered once at daemon start by
+// running the interpreter unconfined (as root, with the same arguments runs get) and asking it,
+// then turned into the read/execute part of the Landlock policy. Only what exists is granted, and
+// never a directory that would expose the host (/, /etc, /tmp, /home, /proc, /usr/bin, ...).
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readSync, realpathSync } from 'node:fs';
+import path from 'node:path';
+import type { NativeLandlock } from '../native.js';
+import type { CommandConfig, DaemonConfig } from './config.js';
+import { ConfigError } from './config.js';
+import type { Logger } from './log.js';
+
+/** A command ready to run: its executable and the fixed part of its Landlock policy. */
+export interface CommandProfile {
+  name: string;
+  /** argv[0] as configured (what the program sees as its own name). */
+  path: string;
+  /** The resolved file execve() opens. */
+  executable: string;
+  args: string[];
+  env: Record<string, string>;
+  /** Granted to every run of this command; the run directory is added per run. */
+  execute: string[];
+  read: string[];
+}
+
+const ARCH_TRIPLETS: Partial<Record<NodeJS.Architecture, string>> = {
+  x64: 'x86_64-linux-gnu',
+  arm64: 'aarch64-linux-gnu',
+};
+const KNOWN_LOADERS: Partial<Record<NodeJS.Architecture, string[]>> = {
+  x64: ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2'],
+  arm64: ['/lib/ld-linux-aarch64.so.1', '/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1'],
+};
+
+/** Files every dynamically linked program reads at start (loader cache, C.UTF-8 locale, randomness). */
+const RUNTIME_FILES = ['/etc/ld.so.cache', '/usr/lib/locale/C.utf8', '/usr/lib/locale/locale-archive', '/dev/urandom'];
+
+/** A grant that equals or contains one of these would expose the host. */
+const NEVER_ANCESTOR_OF = [
+  '/etc', '/tmp', '/var/tmp', '/home', '/root', '/proc', '/sys', '/dev', '/run', '/boot',
+  '/usr/bin', '/usr/sbin', '/usr/local/bin', '/var/lib',
+];
+/** Writable by users or private to them: nothing beneath is granted by discovery. */
+const NEVER_BENEATH = ['/tmp', '/var/tmp', '/dev/shm', '/home', '/root', '/proc', '/sys', '/run'];
+
+const PYTHON_DISCOVERY = `
+import json, os, sys
+mods = sorted({os.path.realpath(m.__file__) for m in list(sys.modules.values())
+               if isinstance(getattr(m, '__file__', None), str)})
+print(json.dumps({'prefix': sys.prefix, 'base_prefix': sys.base_prefix, 'path': sys.path,
+                  'executable': os.path.realpath(sys.executable), 'modules': mods}))
+`;
+
+interface PythonFacts {
+  prefix: string;
+  base_prefix: string;
+  path: string[];
+  executable: string;
+  modules: string[];
+}
+
+export function discoverCommands(config: DaemonConfig, log: Logger): Map<string, CommandProfile> {
+  const profiles = new Map<string, CommandProfile>();
+  for (const [name, command] of Object.entries(config.commands)) {
+    profiles.set(name, discoverCommand(name, command, config.runBase, log));
+  }
+  return profiles;
+}
+
+export function discoverCommand(name: string, command: CommandConfig, runBase: string, log: Logger): CommandProfile {
+  const where = `commands.${name}`;
+  let executable: string;
+  try {
+    executable = realpathSync(command.path);
+  } catch (err) {
+    throw new ConfigError(`${where}.path: ${command.path} cannot be resolved (${(err as NodeJS.ErrnoException).code})`);
+  }
+
+  const forbidden = (p: string) => grantProblem(p, runBase);
+  for (const [key, list] of [['read', command.read], ['execute', command.execute]] as const) {
+    for (const p of list) {
+      const problem = forbidden(p);
+      if (problem) throw new ConfigError(`${where}.${key}: ${p} ${problem}`);
+    }
+  }
+
+  const read = new Set<string>();
+  const execute = new Set<string>([executable]);
+  const loader = elfInterpreter(executable) ?? KNOWN_LOADERS[process.arch]?.find((p) => existsSync(p));
+  if (loader && existsSync(loader)) execute.add(realpathSync(loader));
+
+  const triplet = ARCH_TRIPLETS[process.arch];
+  const systemLibs = triplet ? [`/usr/lib/${triplet}`, `/lib/${triplet}`] : ['/usr/lib', '/lib'];
+  for (const p of [...systemLibs, ...RUNTIME_FILES]) addExisting(read, p);
+
+  if (command.kind === 'python') {
+    const facts = askPython(command, where);
+    const discovered = [...facts.path.filter((p) => path.isAbsolute(p)), ...facts.modules];
+    // A virtualenv's interpreter reads pyvenv.cfg at its prefix to find its packages.
+    if (facts.prefix !== facts.base_prefix) discovered.push(path.join(facts.prefix, 'pyvenv.cfg'));
+    for (const p of discovered) {
+      const real = realpathOrUndefined(p);
+      if (!real) continue;
+      const problem = forbidden(real);
+      if (problem) {
+        log.warn('not granting a path the interpreter reported', { command: name, path: real, reason: problem });
+        continue;
+      }
+      read.add(real);
+    }
+  }
+
+  for (const p of command.read) addExisting(read, p);
+  for (const p of command.execute) addExisting(execute, p);
+  for (const p of execute) read.delete(p);
+  return {
+    name,
+    path: command.path,
+    executable,
+    args: command.args,
+    env: command.env,
+    execute: [...execute],
+    read: dropCovered([...read]),
+  };
+}
+
+/** The whole Landlock policy of one run of `profile` in `runDir`. */
+export function landlockPolicy(profile: CommandProfile, runDir: string): NativeLandlock {
+  return {
+    execute: profile.execute,
+    read: profile.read,
+    readWrite: [runDir],
+    readWriteFiles: ['/dev/null'],
+    denyTcp: true,
+    scope: true,
+  };
+}
+
+/**
+ * The ELF interpreter (PT_INTERP) of a 64-bit little-endian executable, or undefined for anything
+ * else (static binaries, scripts, other classes), in which case the caller tries known paths.
+ */
+export function elfInterpreter(file: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const header = Buffer.alloc(64);
+    if (readSync(fd, header, 0, 64, 0) < 64) return undefined;
+    const isElf64Le = header.readUInt32BE(0) === 0x7f454c46 && header[4] === 2 && header[5] === 1;
+    if (!isElf64Le) return undefined;
+    const phoff = Number(header.readBigUInt64LE(0x20));
+    const phentsize = header.readUInt16LE(0x36);
+    const phnum = header.readUInt16LE(0x38);
+    if (phentsize < 56 || phnum > 256) return undefined;
+    const table = Buffer.alloc(phentsize * phnum);
+    if (readSync(fd, table, 0, table.length, phoff) < table.length) return undefined;
+    for (let i = 0; i < phnum; i++) {
+      const entry = i * phentsize;
+      const PT_INTERP = 3;
+      if (table.readUInt32LE(entry) !== PT_INTERP) continue;
+      const offset = Number(table.readBigUInt64LE(entry + 8));
+      const size = Number(table.readBigUInt64LE(entry + 32));
+      if (size < 2 || size > 4096) return undefined;
+      const name = Buffer.alloc(size);
+      if (readSync(fd, name, 0, size, offset) < size) return undefined;
+      return name.subarray(0, name.indexOf(0) >= 0 ? name.indexOf(0) : size).toString('utf8');
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Why granting `p` to sandboxes would be unsafe, or undefined when it is fine. */
+export function grantProblem(p: string, runBase: string): string | undefined {
+  const target = path.resolve(p);
+  if (target === '/') return 'would grant the whole filesystem';
+  for (const sensitive of [...NEVER_ANCESTOR_OF, runBase]) {
+    if (isWithin(sensitive, target)) return `would grant ${sensitive}`;
+  }
+  for (const privateDir of [...NEVER_BENEATH, runBase]) {
+    if (isWithin(target, privateDir)) return `is beneath ${privateDir}, which sandboxes must not read`;
+  }
+  return undefined;
+}
+
+/** True when `inner` is `outer` or beneath it. */
+function isWithin(inner: string, outer: string): boolean {
+  const rel = path.relative(outer, inner);
+  return rel === '' || (rel !== '..' && !rel.startsWith('../') && !path.isAbsolute(rel));
+}
+
+/** Removes entries that another entry already covers (a file inside a granted directory). */
+function dropCovered(paths: string[]): string[] {
+  return paths.filter((p) => !paths.some((other) => other !== p && isWithin(p, other)));
+}
+
+function askPython(command: CommandConfig, where: string): PythonFacts {
+  let output: string;
+  try {
+    output = execFileSync(command.path, [...command.args, '-c', PYTHON_DISCOVERY], {
+      cwd: '/',
+      env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...command.env },
+      encoding: 'utf8',
+      timeout: 30_000,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
+    throw new ConfigError(`${where}: running ${command.path} to discover its paths failed: ${(err as Error).message}${stderr ? `: ${stderr}` : ''}`);
+  }
+  try {
+    const facts = JSON.parse(output) as PythonFacts;
+    if (!Array.isArray(facts.path) || !Array.isArray(facts.modules) || typeof facts.prefix !== 'string') {
+      throw new Error('unexpected shape');
+    }
+    return facts;
+  } catch (err) {
+    throw new ConfigError(`${where}: ${command.path} printed something other than the expected JSON (${(err as Error).message}): ${output.slice(0, 200)}`);
+  }
+}
+
+function addExisting(into: Set<string>, p: string): void {
+  const real = realpathOrUndefined(p);
+  if (real) into.add(real);
+}
+
+function realpathOrUndefined(p: string): string | undefined {
+  try {
+    return realpathSync(p);
+  } catch {
+    return undefined;
+  }
+}

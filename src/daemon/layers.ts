@@ -1,0 +1,201 @@
+// Which confinement layers this host offers, compared with what the config demands. Fails
+// closed: a 'required' layer that is missing stops start-up with a message naming it and why.
+// Unsafe mode (--unsafe, or a daemon that is not root) applies rlimits only and says so loudly.
+import { existsSync, readFileSync } from 'node:fs';
+import type { native } from '../native.js';
+import { parseAccounts, readAccounts } from './accounts.js';
+import type { DaemonConfig, LayerMode, LayerName } from './config.js';
+import type { Logger } from './log.js';
+import { slotUsers } from './slots.js';
+
+type Addon = ReturnType<typeof native>;
+
+const APPARMOR_DIR = '/sys/kernel/security/apparmor';
+
+/** Layer name -> human-readable state, logged at start and returned by the status op. */
+export type LayerReport = Record<string, string>;
+
+export interface Layers {
+  /** No confinement except rlimits: results say confinement 'none'. */
+  unsafe: boolean;
+  uid: boolean;
+  rlimits: boolean;
+  landlock: boolean;
+  landlockAbi: number;
+  seccomp: boolean;
+  netns: boolean;
+  apparmor: boolean;
+  /** The daemon's one empty network namespace, joined by every run (when netns is active). */
+  netnsFd?: number;
+  /**
+   * How a run's processes are killed. 'uid' sends SIGKILL to every process of the slot's uid,
+   * which reaches setsid()'d descendants; 'process-group' (no uid layer) reaches only the run's
+   * own session and is reported as weaker.
+   */
+  kill: 'uid' | 'process-group';
+  report: LayerReport;
+  /** What each result's `confinement` says. */
+  confinement: string[] | 'none';
+}
+
+export class LayerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LayerError';
+  }
+}
+
+export interface DetectOptions {
+  addon: Addon;
+  log: Logger;
+  unsafe: boolean;
+  /** Defaults to process.getuid() === 0. */
+  isRoot?: boolean;
+  /** Defaults to reading /etc/passwd. */
+  passwd?: string;
+}
+
+interface Probe {
+  available: boolean;
+  /** Why the layer is missing, or a detail of the active layer ("ABI 7"). */
+  detail?: string;
+}
+
+export function detectLayers(config: DaemonConfig, options: DetectOptions): Layers {
+  const isRoot = options.isRoot ?? process.getuid?.() === 0;
+  if (options.unsafe || !isRoot) {
+    return unsafeLayers(config, options.unsafe ? '--unsafe was given' : 'the daemon is not running as root', options.log);
+  }
+
+  const report: LayerReport = {};
+  const modes = config.layers;
+  const decide = (name: LayerName, probe: () => Probe): boolean => {
+    const mode: LayerMode = modes[name];
+    if (mode === 'off') {
+      report[name] = 'off';
+      return false;
+    }
+    let result: Probe;
+    try {
+      result = probe();
+    } catch (err) {
+      // A LayerError is a misconfiguration that no layer mode may wave through.
+      if (err instanceof LayerError) throw err;
+      result = { available: false, detail: (err as Error).message };
+    }
+    if (result.available) {
+      report[name] = result.detail ? `active (${result.detail})` : 'active';
+      return true;
+    }
+    if (mode === 'required') {
+      throw new LayerError(
+        `confinement layer "${name}" is required but unavailable: ${result.detail ?? 'not supported'}. ` +
+          `Fix the host, or set layers.${name} to "auto" or "off" in the config to run without it.`,
+      );
+    }
+    report[name] = `absent (auto): ${result.detail ?? 'not supported'}`;
+    return false;
+  };
+
+  const uid = decide('uid', () => probeSlotUids(config, options.passwd));
+  const rlimits = decide('rlimits', () => ({ available: true }));
+  let landlockAbi = 0;
+  const landlock = decide('landlock', () => {
+    landlockAbi = options.addon.landlockAbi();
+    return landlockAbi > 0
+      ? { available: true, detail: `ABI ${landlockAbi}` }
+      : { available: false, detail: 'the kernel has no Landlock (or it is disabled)' };
+  });
+  const seccomp = decide('seccomp', () =>
+    options.addon.seccompSupported()
+      ? { available: true }
+      : { available: false, detail: 'the kernel does not support seccomp filters' },
+  );
+  const apparmor = decide('apparmor', () => probeAppArmor(config.apparmorProfile));
+  // Last, because it is the one probe that creates something (an fd the daemon keeps): no
+  // later check can fail start-up and leak it.
+  let netnsFd: number | undefined;
+  const netns = decide('netns', () => {
+    netnsFd = options.addon.createNamespace('net');
+    return { available: true, detail: 'one shared empty namespace' };
+  });
+
+  const active = { uid, rlimits, landlock, seccomp, netns, apparmor };
+  const names = Object.keys(active) as LayerName[];
+  const ordered: LayerReport = {};
+  for (const name of names) ordered[name] = report[name]!;
+  ordered.kill = uid ? 'uid sweep' : 'process group only (no uid layer: setsid() escapes it)';
+  return {
+    unsafe: false,
+    ...active,
+    landlockAbi,
+    netnsFd,
+    kill: uid ? 'uid' : 'process-group',
+    report: ordered,
+    confinement: names.filter((name) => active[name]),
+  };
+}
+
+function unsafeLayers(config: DaemonConfig, reason: string, log: Logger): Layers {
+  const report: LayerReport = {};
+  for (const name of Object.keys(config.layers) as LayerName[]) report[name] = `off (unsafe: ${reason})`;
+  const rlimits = config.layers.rlimits !== 'off';
+  report.rlimits = rlimits ? 'active' : 'off';
+  report.kill = 'process group only (unsafe)';
+  log.warn(
+    `UNSAFE MODE: ${reason}. Code runs WITHOUT confinement (no uid drop, Landlock, seccomp, ` +
+      'network namespace or AppArmor), only rlimits. Never expose this daemon to untrusted code.',
+    { unsafe: true, reason },
+  );
+  return {
+    unsafe: true,
+    uid: false,
+    rlimits,
+    landlock: false,
+    landlockAbi: 0,
+    seccomp: false,
+    netns: false,
+    apparmor: false,
+    kill: 'process-group',
+    report,
+    confinement: 'none',
+  };
+}
+
+/**
+ * The daemon kills every process of a slot's uid after each run, and the sandbox can touch
+ * whatever that uid owns: a slot uid that belongs to a real account is a hard error, whatever the
+ * layer mode says. Slot uids without a passwd entry work (the kernel needs only the number).
+ */
+function probeSlotUids(config: DaemonConfig, passwdText?: string): Probe {
+  const owners = (passwdText !== undefined ? parseAccounts(passwdText) : readAccounts('/etc/passwd')).byId;
+  let missing = 0;
+  for (const { uid, user } of slotUsers(config.slots)) {
+    const owner = owners.get(uid);
+    if (owner === undefined) missing++;
+    else if (owner !== user) {
+      throw new LayerError(
+        `slot uid ${uid} belongs to the account "${owner}", not "${user}": the daemon would kill its ` +
+          'processes and share its files with sandboxes. Choose another slots.firstUid.',
+      );
+    }
+  }
+  const detail =
+    `${config.slots.count} slots from uid ${config.slots.firstUid}` + (missing ? `; ${missing} have no passwd entry, see codejail setup` : '');
+  return { available: true, detail };
+}
+
+function probeAppArmor(profile: string): Probe {
+  if (!existsSync(APPARMOR_DIR)) return { available: false, detail: `${APPARMOR_DIR} does not exist (AppArmor is not enabled in this kernel)` };
+  let profiles: string;
+  try {
+    profiles = readFileSync(`${APPARMOR_DIR}/profiles`, 'utf8');
+  } catch (err) {
+    return { available: false, detail: `cannot read ${APPARMOR_DIR}/profiles: ${(err as Error).message}` };
+  }
+  // Lines look like "codejail-sandbox (enforce)". A profile in complain mode only logs.
+  const line = profiles.split('\n').find((l) => l.replace(/ \([a-z]+\)$/, '') === profile);
+  if (!line) return { available: false, detail: `profile "${profile}" is not loaded (apparmor_parser -r apparmor/${profile})` };
+  if (!line.endsWith('(enforce)')) return { available: false, detail: `profile "${profile}" is loaded but not enforcing: ${line}` };
+  return { available: true, detail: `profile ${profile}` };
+}

@@ -1,0 +1,68 @@
+// Limits of one run: the config's defaults overlaid by what the request asks, checked against
+// the config's ceilings before the run takes a slot. Pure functions, unit-tested.
+import { LIMIT_NAMES, type Limits } from '../protocol/index.js';
+import type { NativeRlimits } from '../native.js';
+import { DaemonError } from './errors.js';
+
+/** Ceilings no request may exceed. 0 means "no ceiling" for that limit. */
+export const DEFAULT_CEILINGS: Limits = {
+  CPU: 60,
+  REALTIME: 300,
+  VMEM: 0,
+  FSIZE: 1024 * 1024 * 1024,
+  NPROC: 256,
+  OUTPUT: 64 * 1024 * 1024,
+};
+
+/** Open files per run: enough for Python and its imports, small enough to bound the kernel's work. */
+const NOFILE = 256;
+
+/**
+ * Returns the first ceiling violation, or undefined. For every limit but FSIZE a value of 0
+ * disables the limit, so 0 is refused wherever a nonzero ceiling exists; FSIZE 0 means "no file
+ * may be written", the strictest setting, and is always allowed.
+ */
+export function ceilingViolation(limits: Limits, ceilings: Limits): string | undefined {
+  for (const name of LIMIT_NAMES) {
+    const value = limits[name];
+    const ceiling = ceilings[name];
+    if (ceiling === 0) continue;
+    if (value === 0 && name !== 'FSIZE') {
+      return `${name} 0 (unlimited) is not allowed: the ceiling is ${ceiling}`;
+    }
+    if (value > ceiling) return `${name} ${value} exceeds the ceiling of ${ceiling}`;
+  }
+  return undefined;
+}
+
+/** Defaults overlaid by the request's limits; throws limit_exceeds_ceiling naming the limit. */
+export function effectiveLimits(defaults: Limits, requested: Partial<Limits>, ceilings: Limits): Limits {
+  const limits: Limits = { ...defaults };
+  for (const name of LIMIT_NAMES) {
+    const value = requested[name];
+    if (value !== undefined) limits[name] = value;
+  }
+  const violation = ceilingViolation(limits, ceilings);
+  if (violation) throw new DaemonError('limit_exceeds_ceiling', violation);
+  return limits;
+}
+
+/**
+ * The rlimits the sandboxed process sets on itself. CPU gets soft=CPU, hard=CPU+1, as the
+ * original CodeJail does: the kernel sends SIGXCPU at the soft limit (status -24) and SIGKILL
+ * only at the hard one. RLIMIT_CPU counts whole seconds, so a fractional CPU rounds up.
+ */
+export function rlimitsFor(limits: Limits): NativeRlimits {
+  const rlimits: NativeRlimits = {
+    fsize: [limits.FSIZE, limits.FSIZE],
+    core: [0, 0],
+    nofile: [NOFILE, NOFILE],
+  };
+  if (limits.CPU > 0) {
+    const cpu = Math.ceil(limits.CPU);
+    rlimits.cpu = [cpu, cpu + 1];
+  }
+  if (limits.VMEM > 0) rlimits.as = [limits.VMEM, limits.VMEM];
+  if (limits.NPROC > 0) rlimits.nproc = [limits.NPROC, limits.NPROC];
+  return rlimits;
+}

@@ -1,0 +1,65 @@
+// Builds the NativePlan of one run: what the addon's child applies to itself between clone and
+// execve. Pure: everything it needs is passed in, so it is unit-tested without the addon.
+import type { Limits } from '../protocol/index.js';
+import type { NativePlan } from '../native.js';
+import { landlockPolicy, type CommandProfile } from './interpreter.js';
+import type { Layers } from './layers.js';
+import { rlimitsFor } from './limits.js';
+import { CODE_FILE, type RunDir } from './rundir.js';
+import type { Slot } from './slots.js';
+
+export interface PlanInput {
+  profile: CommandProfile;
+  dir: RunDir;
+  /** Whether the request carried code (then 'jailed_code' is the script argument). */
+  hasCode: boolean;
+  argv: string[];
+  limits: Limits;
+  slot: Slot;
+  layers: Layers;
+  apparmorProfile: string;
+  /** Open fd 3 in the child as the write end of a result pipe. */
+  resultChannel?: boolean;
+}
+
+export function buildPlan(input: PlanInput): NativePlan {
+  const { profile, dir, layers } = input;
+  const argv = [profile.path, ...profile.args, ...(input.hasCode ? [CODE_FILE] : []), ...input.argv];
+  const plan: NativePlan = {
+    file: profile.executable,
+    argv,
+    env: sandboxEnv(profile, dir),
+    cwd: dir.path,
+    // Kill the sandbox if the daemon dies: a run must never outlive the process accounting for it.
+    parentDeathSignal: true,
+  };
+  if (input.resultChannel) plan.resultChannel = true;
+  if (layers.rlimits) plan.rlimits = rlimitsFor(input.limits);
+  if (layers.unsafe) return plan;
+
+  if (layers.uid) {
+    plan.uid = input.slot.uid;
+    plan.gid = input.slot.gid;
+  }
+  if (layers.netns && layers.netnsFd !== undefined) plan.netnsFd = layers.netnsFd;
+  if (layers.landlock) plan.landlock = landlockPolicy(profile, dir.path);
+  if (layers.seccomp) plan.seccomp = true;
+  if (layers.apparmor) plan.apparmorProfile = input.apparmorProfile;
+  plan.noNewPrivs = true;
+  return plan;
+}
+
+/**
+ * The sandbox's whole environment: nothing of the daemon's leaks in. The command's configured
+ * variables may replace PATH and LANG, but HOME and TMPDIR always point into the run.
+ */
+export function sandboxEnv(profile: CommandProfile, dir: RunDir): string[] {
+  const env: Record<string, string> = {
+    PATH: '/usr/bin:/bin',
+    LANG: 'C.UTF-8',
+    ...profile.env,
+    HOME: dir.tmp,
+    TMPDIR: dir.tmp,
+  };
+  return Object.entries(env).map(([name, value]) => `${name}=${value}`);
+}

@@ -1,0 +1,345 @@
+// Runs one jail_code request in a slot, from limits to clean-up. Whatever happens (set-up
+// failure, timeout, client gone, daemon stopping) the same finally-chain runs: kill everything
+// of the slot, drain and close the pipes, close the pidfd, remove the run directory, release the
+// slot. Nothing outlives a run.
+import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
+import type { native, NativeChild, NativeExit } from '../native.js';
+import type { DaemonConfig } from './config.js';
+import { DaemonError } from './errors.js';
+import type { CommandProfile } from './interpreter.js';
+import type { Layers } from './layers.js';
+import { effectiveLimits } from './limits.js';
+import type { Logger } from './log.js';
+import { readOutput, writeInput, OutputBudget, type InputPipe, type OutputPipe } from './pipes.js';
+import { buildPlan } from './plan.js';
+import { createRunDir, removeRunDir, writeRunFiles, type RunDir, type RunOwner } from './rundir.js';
+import type { Slot, SlotPool } from './slots.js';
+
+type Addon = ReturnType<typeof native>;
+
+/** The fields of a jail_code request the runner uses. */
+export type RunRequest = Pick<
+  JailCodeRequest,
+  'command' | 'code' | 'files' | 'extraFiles' | 'argv' | 'stdin' | 'limits' | 'slug' | 'resultChannel'
+>;
+
+export interface RunnerContext {
+  config: DaemonConfig;
+  layers: Layers;
+  commands: Map<string, CommandProfile>;
+  slots: SlotPool;
+  addon: Addon;
+  log: Logger;
+}
+
+export interface RunCounters {
+  started: number;
+  finished: number;
+  setupFailures: number;
+  timedOut: number;
+  cancelled: number;
+}
+
+/** After the main process exits and the slot is swept, its pipes close at once; this is a backstop. */
+const OUTPUT_EOF_GRACE_MS = 2000;
+/** Room in the reply frame for everything but stdout and stderr. */
+const REPLY_OVERHEAD_BYTES = 16 * 1024;
+const SIGKILL = 9;
+
+export class Runner {
+  readonly counters: RunCounters = { started: 0, finished: 0, setupFailures: 0, timedOut: 0, cancelled: 0 };
+  /** Slots whose last sweep failed: they go to quarantine instead of back to the pool. */
+  private readonly dirtySlots = new Set<Slot>();
+  /** Run directories of quarantined slots, removed once their slot is clean. */
+  private readonly deferredDirs = new Map<Slot, RunDir[]>();
+
+  constructor(private readonly ctx: RunnerContext) {}
+
+  /**
+   * Runs the request and resolves with its result. Rejects with a DaemonError: unknown_command,
+   * limit_exceeds_ceiling (before taking a slot), overloaded, bad_request (files), setup_failed,
+   * cancelled or shutting_down (when `signal` aborts; its reason, if a DaemonError, is used).
+   */
+  async run(request: RunRequest, signal?: AbortSignal): Promise<JailCodeResult> {
+    const profile = this.ctx.commands.get(request.command);
+    if (!profile) {
+      const known = [...this.ctx.commands.keys()].join(', ');
+      throw new DaemonError('unknown_command', `unknown command "${request.command}"; this daemon runs: ${known}`);
+    }
+    const { config } = this.ctx;
+    const limits = effectiveLimits(config.defaultLimits, request.limits, config.ceilings);
+    const slot = await this.ctx.slots.acquire(signal);
+    try {
+      return await this.runInSlot(profile, request, limits, slot, signal);
+    } finally {
+      if (this.dirtySlots.has(slot)) this.quarantine(slot);
+      else this.ctx.slots.release(slot);
+    }
+  }
+
+  /**
+   * A slot whose processes could not all be killed must not host the next run (it would share a
+   * uid with the survivors): keep it out of the pool and retry the sweep until it is clean.
+   */
+  private quarantine(slot: Slot, attempt = 1): void {
+    const { log, slots } = this.ctx;
+    if (attempt === 1) log.error('slot quarantined: processes of its uid survived the kill', { slot: slot.index, uid: slot.uid });
+    const retry = setTimeout(() => {
+      this.killSlot(slot, undefined);
+      if (this.dirtySlots.has(slot)) {
+        this.quarantine(slot, attempt + 1);
+        return;
+      }
+      log.info('slot is clean again and back in the pool', { slot: slot.index, uid: slot.uid, attempts: attempt });
+      const dirs = this.deferredDirs.get(slot) ?? [];
+      this.deferredDirs.delete(slot);
+      void Promise.all(dirs.map((dir) => this.remove(dir))).then(() => slots.release(slot));
+    }, Math.min(1000 * 2 ** attempt, 60_000));
+    // A stopping daemon exits anyway; its parent-death signal and the next start's sweep finish the job.
+    retry.unref();
+  }
+
+  private async runInSlot(
+    profile: CommandProfile,
+    request: RunRequest,
+    limits: Limits,
+    slot: Slot,
+    signal: AbortSignal | undefined,
+  ): Promise<JailCodeResult> {
+    const { config, layers, addon } = this.ctx;
+    const owner: RunOwner | undefined = layers.uid ? { uid: slot.uid, gid: slot.gid } : undefined;
+    let dir: RunDir | undefined;
+    try {
+      dir = await createRunDir(config.runBase, owner);
+      await writeRunFiles(dir, request, owner);
+      throwIfAborted(signal);
+      const plan = buildPlan({
+        profile,
+        dir,
+        hasCode: request.code !== undefined,
+        argv: request.argv,
+        limits,
+        slot,
+        layers,
+        apparmorProfile: config.apparmorProfile,
+        resultChannel: request.resultChannel === true,
+      });
+      let child: NativeChild;
+      this.counters.started++;
+      try {
+        child = addon.spawn(plan);
+      } catch (err) {
+        // The addon reaps a child whose set-up failed; sweep the slot anyway, it costs little.
+        this.killSlot(slot, undefined);
+        throw this.setupFailed(err, dir.id, request.slug);
+      }
+      const result = await this.supervise(child, dir, slot, request, limits, signal);
+      this.counters.finished++;
+      return result;
+    } finally {
+      if (dir && this.dirtySlots.has(slot)) {
+        // Removing a tree while a process of its uid still runs would race it (a directory swapped
+        // for a symlink between lstat and readdir): the quarantine removes it once the slot is clean.
+        this.deferredDirs.set(slot, [...(this.deferredDirs.get(slot) ?? []), dir]);
+      } else if (dir) {
+        await this.remove(dir);
+      }
+    }
+  }
+
+  private async remove(dir: RunDir): Promise<void> {
+    await removeRunDir(dir).catch((err) =>
+      this.ctx.log.error('could not remove a run directory', { runId: dir.id, path: dir.path, error: err }),
+    );
+  }
+
+  /** Feeds stdin, collects output, enforces REALTIME, honours cancellation, and cleans up. */
+  private async supervise(
+    child: NativeChild,
+    dir: RunDir,
+    slot: Slot,
+    request: RunRequest,
+    limits: Limits,
+    signal: AbortSignal | undefined,
+  ): Promise<JailCodeResult> {
+    const { addon, log, config } = this.ctx;
+    const started = performance.now();
+    const kill = () => this.killSlot(slot, child);
+
+    // Watch for the exit first: whatever fails below, the child is then always reaped, and the
+    // pidfd is closed only once the watcher is done with it.
+    let watching = true;
+    const exited = new Promise<NativeExit>((resolve, reject) => {
+      try {
+        addon.watchExit(child.pidfd, child.pid, resolve);
+      } catch (err) {
+        watching = false;
+        reject(err);
+      }
+    });
+    exited.catch(() => {}); // observed below; never an unhandled rejection
+
+    let stdin: InputPipe | undefined;
+    let stdout: OutputPipe | undefined;
+    let stderr: OutputPipe | undefined;
+    let result: OutputPipe | undefined;
+    // The reply frame carries stdout+stderr and, when asked for, the result channel: with a result
+    // channel each side gets half the frame, so neither can crowd the other out.
+    const frameRoom = config.maxFrameBytes - REPLY_OVERHEAD_BYTES;
+    const outputRoom = child.result === undefined ? frameRoom : Math.floor(frameRoom / 2);
+    const budget = new OutputBudget(Math.min(limits.OUTPUT > 0 ? limits.OUTPUT : Infinity, outputRoom));
+    const resultBudget = new OutputBudget(frameRoom - outputRoom);
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    let cancelledBy: unknown;
+    let swept = false;
+    const onAbort = () => {
+      cancelledBy = signal!.reason ?? new DaemonError('cancelled', 'the run was cancelled');
+      kill();
+    };
+
+    try {
+      // Each wrap takes ownership of its fd; the fds not wrapped when one throws are closed below.
+      stdout = readOutput(child.stdout, budget);
+      stderr = readOutput(child.stderr, budget);
+      if (child.result !== undefined) result = readOutput(child.result, resultBudget);
+      stdin = writeInput(child.stdin, request.stdin);
+
+      if (limits.REALTIME > 0) {
+        timer = setTimeout(() => {
+          timedOut = true;
+          this.counters.timedOut++;
+          log.warn(`run ${dir.id} exceeded REALTIME ${limits.REALTIME}s, killed`, { runId: dir.id, slug: request.slug });
+          kill();
+        }, limits.REALTIME * 1000);
+      }
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+
+      const exit = await exited;
+      const wallMs = performance.now() - started;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      // The main process is gone; anything it left (a setsid()'d sleeper holding the pipes) goes too.
+      kill();
+      swept = true;
+      await this.drain(dir.id, [stdout, stderr, ...(result ? [result] : [])]);
+
+      if (cancelledBy !== undefined) {
+        this.counters.cancelled++;
+        throw cancelledBy instanceof DaemonError ? cancelledBy : new DaemonError('cancelled', 'the run was cancelled');
+      }
+      const status = exit.code ?? -(exit.signal ?? 0);
+      log.debug('run finished', {
+        runId: dir.id,
+        slug: request.slug,
+        command: request.command,
+        status,
+        wallMs: round(wallMs),
+        truncated: budget.truncated,
+      });
+      const reply: JailCodeResult = {
+        runId: dir.id,
+        stdout: stdout.contents(),
+        stderr: stderr.contents(),
+        status,
+        truncated: budget.truncated,
+        timedOut,
+        usage: {
+          wallMs: round(wallMs),
+          userMs: round(exit.userUs / 1000),
+          systemMs: round(exit.systemUs / 1000),
+          maxRssKb: exit.maxRssKb,
+        },
+        confinement: this.ctx.layers.confinement,
+        limits,
+      };
+      if (result) {
+        // A cut-off result cannot be decoded: say so rather than hand back half of it.
+        if (resultBudget.truncated) reply.truncated = true;
+        reply.result = result.contents();
+      }
+      return reply;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (!swept) kill();
+      stdin?.destroy();
+      stdout?.destroy();
+      stderr?.destroy();
+      result?.destroy();
+      if (!result && child.result !== undefined) closeQuietly(addon, child.result);
+      if (!stdout) closeQuietly(addon, child.stdout);
+      if (!stderr) closeQuietly(addon, child.stderr);
+      if (!stdin) closeQuietly(addon, child.stdin);
+      if (watching) await exited.catch(() => undefined);
+      closeQuietly(addon, child.pidfd);
+    }
+  }
+
+  /** Waits for EOF on every output; destroys them after a grace period (logged: it means a leak). */
+  private async drain(runId: string, outputs: OutputPipe[]): Promise<void> {
+    const grace = new AbortController();
+    const closed = Promise.all(outputs.map((output) => output.closed)).then(() => true);
+    const late = delay(OUTPUT_EOF_GRACE_MS, false, { signal: grace.signal }).catch(() => false);
+    const drained = await Promise.race([closed, late]);
+    grace.abort();
+    if (!drained) {
+      this.ctx.log.warn('output pipes still open after the slot was swept; closing them', { runId });
+    }
+  }
+
+  /**
+   * Kills every process of the run. With the uid layer, every process of the slot's uid (the
+   * whole tree, setsid()'d or not). Without it (unsafe, or uid off), only the main process and its
+   * process group: never killUid on a uid the daemon shares with anything else.
+   */
+  private killSlot(slot: Slot, child: NativeChild | undefined): void {
+    const { addon, layers, log } = this.ctx;
+    try {
+      if (layers.kill === 'uid') {
+        if (slot.uid < 1000 || slot.uid === process.getuid?.()) throw new Error(`refusing to kill uid ${slot.uid}`);
+        addon.killUid(slot.uid);
+        this.dirtySlots.delete(slot);
+        return;
+      }
+      if (!child) return;
+      addon.pidfdSignal(child.pidfd, SIGKILL);
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // ESRCH: the group is already gone.
+      }
+    } catch (err) {
+      if (layers.kill === 'uid') this.dirtySlots.add(slot);
+      log.error('killing a run failed', { slot: slot.index, uid: slot.uid, error: err });
+    }
+  }
+
+  private setupFailed(err: unknown, runId: string, slug: string | undefined): DaemonError {
+    this.counters.setupFailures++;
+    const failure = err as Partial<{ step: string; code: string; errno: number; message: string }>;
+    const step = failure.step ?? 'spawn';
+    this.ctx.log.error('sandbox set-up failed', { runId, slug, step, code: failure.code, errno: failure.errno, error: err });
+    return new DaemonError('setup_failed', `sandbox set-up failed at step "${step}": ${failure.message ?? String(err)}`);
+  }
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (!signal?.aborted) return;
+  throw signal.reason instanceof DaemonError ? signal.reason : new DaemonError('cancelled', 'the run was cancelled');
+}
+
+function closeQuietly(addon: Addon, fd: number): void {
+  try {
+    addon.closeFd(fd);
+  } catch {
+    // Already closed.
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

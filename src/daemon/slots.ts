@@ -1,0 +1,127 @@
+// Slots: each concurrent run gets its own uid and gid (slot i: firstUid + i), so runs cannot
+// signal or read each other and NPROC counts per run. When all slots are busy, runs wait in a
+// bounded FIFO queue; past its bound they are refused as 'overloaded'.
+import { DaemonError } from './errors.js';
+
+export interface Slot {
+  index: number;
+  uid: number;
+  gid: number;
+}
+
+export interface SlotRange {
+  firstUid: number;
+  count: number;
+}
+
+/** The slots of a range with the account names `codejail setup` gives them. */
+export function slotUsers(range: SlotRange): Array<Slot & { user: string }> {
+  return Array.from({ length: range.count }, (_, index) => {
+    const uid = range.firstUid + index;
+    return { index, uid, gid: uid, user: `codejail-s${index}` };
+  });
+}
+
+interface Waiter {
+  resolve(slot: Slot): void;
+  reject(err: Error): void;
+  detach(): void;
+}
+
+export class SlotPool {
+  private readonly free: Slot[];
+  private readonly busySlots = new Set<Slot>();
+  private readonly waiters: Waiter[] = [];
+  private closedReason: string | undefined;
+
+  constructor(
+    slots: Slot[],
+    private readonly queueMax: number,
+  ) {
+    // Reversed so that pop() hands out slot 0 first: predictable in logs and tests.
+    this.free = [...slots].reverse();
+  }
+
+  get total(): number {
+    return this.free.length + this.busySlots.size;
+  }
+
+  get busy(): number {
+    return this.busySlots.size;
+  }
+
+  get queued(): number {
+    return this.waiters.length;
+  }
+
+  get maxQueued(): number {
+    return this.queueMax;
+  }
+
+  /**
+   * Resolves with a free slot, at once or in FIFO order. Rejects with 'overloaded' when the
+   * queue is full, and with 'cancelled' (leaving the queue) when `signal` aborts first.
+   */
+  acquire(signal?: AbortSignal): Promise<Slot> {
+    if (this.closedReason !== undefined) return Promise.reject(new DaemonError('shutting_down', this.closedReason));
+    if (signal?.aborted) return Promise.reject(cancelled(signal));
+    if (this.waiters.length === 0) {
+      const slot = this.free.pop();
+      if (slot) {
+        this.busySlots.add(slot);
+        return Promise.resolve(slot);
+      }
+    }
+    if (this.waiters.length >= this.queueMax) {
+      return Promise.reject(
+        new DaemonError('overloaded', `${this.waiters.length} runs queued, the maximum is ${this.queueMax}; try again later`),
+      );
+    }
+    return new Promise<Slot>((resolve, reject) => {
+      const onAbort = () => {
+        this.remove(waiter);
+        reject(cancelled(signal!));
+      };
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        detach: () => signal?.removeEventListener('abort', onAbort),
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Gives a slot back: to the longest waiter, or to the free list. */
+  release(slot: Slot): void {
+    if (!this.busySlots.has(slot)) throw new Error(`slot ${slot.index} released twice`);
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      waiter.detach();
+      waiter.resolve(slot);
+      return;
+    }
+    this.busySlots.delete(slot);
+    this.free.push(slot);
+  }
+
+  /** Refuses new runs and rejects everything queued (daemon stopping). Busy slots drain normally. */
+  close(reason: string): void {
+    this.closedReason = reason;
+    for (const waiter of this.waiters.splice(0)) {
+      waiter.detach();
+      waiter.reject(new DaemonError('shutting_down', reason));
+    }
+  }
+
+  private remove(waiter: Waiter): void {
+    const at = this.waiters.indexOf(waiter);
+    if (at >= 0) this.waiters.splice(at, 1);
+    waiter.detach();
+  }
+}
+
+function cancelled(signal: AbortSignal): DaemonError {
+  const reason = signal.reason;
+  return reason instanceof DaemonError ? reason : new DaemonError('cancelled', 'the run was cancelled while queued');
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it, vi } from 'vitest';
+import { parseConfig } from '../../src/daemon/config.js';
+import { detectLayers } from '../../src/daemon/layers.js';
+import { silentLogger, type Logger } from '../../src/daemon/log.js';
+
+const fakeAddon = (over: Record<string, unknown> = {}) =>
+  ({ landlockAbi: () => 7, seccompSupported: () => true, createNamespace: () => 42, closeFd: vi.fn(), ...over }) as never;
+const passwd = 'root:x:0:0::/root:/bin/sh\ncodejail-s0:x:61000:61000::/nonexistent:/usr/sbin/nologin\n';
+const config = (layers: Record<string, string> = {}) => parseConfig({ layers: { apparmor: 'off', ...layers } });
+
+describe('detectLayers', () => {
+  it('reports every available layer as active and lists them as the confinement', () => {
+    const layers = detectLayers(config(), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd });
+    expect(layers.report).toMatchObject({ rlimits: 'active', landlock: 'active (ABI 7)', seccomp: 'active', apparmor: 'off', kill: 'uid sweep' });
+    expect(layers.report.netns).toMatch(/^active/);
+    expect(layers.confinement).toEqual(['uid', 'rlimits', 'landlock', 'seccomp', 'netns']);
+    expect(layers.netnsFd).toBe(42);
+  });
+
+  it('fails closed when a required layer is missing, naming it and why', () => {
+    expect(() =>
+      detectLayers(config(), { addon: fakeAddon({ landlockAbi: () => 0 }), log: silentLogger, unsafe: false, isRoot: true, passwd }),
+    ).toThrow(/layer "landlock" is required but unavailable: the kernel has no Landlock/);
+  });
+
+  it('reports a missing auto layer as absent and carries on', () => {
+    const layers = detectLayers(config({ seccomp: 'auto' }), {
+      addon: fakeAddon({ seccompSupported: () => false }),
+      log: silentLogger,
+      unsafe: false,
+      isRoot: true,
+      passwd,
+    });
+    expect(layers.seccomp).toBe(false);
+    expect(layers.report.seccomp).toMatch(/^absent \(auto\)/);
+    expect(layers.confinement).not.toContain('seccomp');
+  });
+
+  it('refuses a slot uid that belongs to another account, whatever the mode', () => {
+    expect(() =>
+      detectLayers(config({ uid: 'auto' }), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd: 'bob:x:61003:100::/home/bob:/bin/sh\n' }),
+    ).toThrow(/slot uid 61003 belongs to the account "bob"/);
+  });
+
+  it('applies rlimits only, loudly, when unsafe or not root', () => {
+    const warn = vi.fn();
+    const log: Logger = { ...silentLogger, warn };
+    const layers = detectLayers(config(), { addon: fakeAddon(), log, unsafe: false, isRoot: false });
+    expect(layers.unsafe).toBe(true);
+    expect(layers.confinement).toBe('none');
+    expect(layers.report.rlimits).toBe('active');
+    expect(layers.report.landlock).toMatch(/^off \(unsafe: the daemon is not running as root\)/);
+    expect(warn).toHaveBeenCalledWith(expect.stringContaining('UNSAFE MODE'), expect.anything());
+  });
+});

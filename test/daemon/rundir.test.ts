@@ -1,0 +1,145 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/daemon/log.js';
+import { createRunDir, nameProblem, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/daemon/rundir.js';
+
+describe('nameProblem', () => {
+  it.each([
+    ['hello.txt', undefined],
+    ['a/b/c.py', undefined],
+    ['.hidden', undefined],
+    ['', 'is empty'],
+    ['/etc/passwd', 'is absolute'],
+    ['../x', "has an empty, '.' or '..' component"],
+    ['a/../../x', "has an empty, '.' or '..' component"],
+    ['a//b', "has an empty, '.' or '..' component"],
+    ['./a', "has an empty, '.' or '..' component"],
+    ['a\0b', 'contains NUL'],
+    ['tmp/x', 'is inside the reserved directory "tmp"'],
+    ['tmp', 'is inside the reserved directory "tmp"'],
+    [Array(33).fill('d').join('/'), 'is nested more than 32 levels'],
+  ])('%j -> %s', (name, problem) => {
+    expect(nameProblem(name)).toBe(problem);
+  });
+});
+
+describe('run directories (without ownership changes)', () => {
+  let base: string;
+  let dir: RunDir;
+  beforeEach(async () => {
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-rundir-'));
+    dir = await createRunDir(base, undefined);
+  });
+  afterEach(() => fs.rmSync(base, { recursive: true, force: true }));
+
+  it('is an unguessable directory with a private tmp/', () => {
+    expect(path.basename(dir.path)).toMatch(/^[0-9a-f]{32}$/);
+    expect(fs.statSync(dir.path).mode & 0o777).toBe(0o750);
+    expect(fs.statSync(dir.tmp).mode & 0o777).toBe(0o700);
+  });
+
+  it('writes code, files, dirs, symlinks and extra files', async () => {
+    await writeRunFiles(
+      dir,
+      {
+        code: Buffer.from('print(1)'),
+        files: [
+          { type: 'dir', name: 'lib' },
+          { type: 'file', name: 'lib/sub/m.py', data: Buffer.from('x = 1') },
+          { type: 'file', name: 'run.sh', data: Buffer.from('#!/bin/sh'), executable: true },
+          { type: 'symlink', name: 'lib/link', target: '/etc/passwd' },
+        ],
+        extraFiles: [['data.bin', Buffer.from([0, 255])]],
+      },
+      undefined,
+    );
+    expect(fs.readFileSync(path.join(dir.path, 'jailed_code'), 'utf8')).toBe('print(1)');
+    expect(fs.readFileSync(path.join(dir.path, 'lib/sub/m.py'), 'utf8')).toBe('x = 1');
+    expect(fs.statSync(path.join(dir.path, 'lib/sub/m.py')).mode & 0o777).toBe(0o640);
+    expect(fs.statSync(path.join(dir.path, 'run.sh')).mode & 0o777).toBe(0o750);
+    expect(fs.statSync(path.join(dir.path, 'lib/sub')).mode & 0o777).toBe(0o750);
+    expect(fs.readlinkSync(path.join(dir.path, 'lib/link'))).toBe('/etc/passwd');
+    expect(fs.readFileSync(path.join(dir.path, 'data.bin'))).toEqual(Buffer.from([0, 255]));
+  });
+
+  it('never writes through a symlink the same request created', async () => {
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-outside-'));
+    try {
+      await expect(
+        writeRunFiles(
+          dir,
+          {
+            files: [
+              { type: 'symlink', name: 'a', target: outside },
+              { type: 'file', name: 'a/passwd', data: Buffer.from('pwned') },
+            ],
+            extraFiles: [],
+          },
+          undefined,
+        ),
+      ).rejects.toMatchObject({ code: 'bad_request', message: expect.stringContaining('its parent "a" is a symlink') });
+      expect(fs.readdirSync(outside)).toEqual([]);
+    } finally {
+      fs.rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('does not follow a symlink in the final component either', async () => {
+    const target = path.join(base, 'victim');
+    fs.writeFileSync(target, 'original');
+    await expect(
+      writeRunFiles(
+        dir,
+        { files: [{ type: 'symlink', name: 'f', target }, { type: 'file', name: 'f', data: Buffer.from('pwned') }], extraFiles: [] },
+        undefined,
+      ),
+    ).rejects.toMatchObject({ message: expect.stringContaining('already exists') });
+    expect(fs.readFileSync(target, 'utf8')).toBe('original');
+  });
+
+  it('refuses bad names and duplicates with the entry index', async () => {
+    const write = (files: Parameters<typeof writeRunFiles>[1]['files'], extraFiles: Array<[string, Buffer]> = []) =>
+      writeRunFiles(dir, { files, extraFiles }, undefined);
+    await expect(write([{ type: 'file', name: '../x', data: Buffer.alloc(0) }])).rejects.toThrow(/files\[0\] "..\/x"/);
+    await expect(write([], [['a/b', Buffer.alloc(0)]])).rejects.toThrow(/extraFiles\[0\].*plain name/);
+    await expect(
+      writeRunFiles(dir, { code: Buffer.from('1'), files: [{ type: 'file', name: 'jailed_code', data: Buffer.alloc(0) }], extraFiles: [] }, undefined),
+    ).rejects.toThrow(/files\[0\] "jailed_code": already exists/);
+  });
+
+  it('removes everything, even chmod 0 directories, without following symlinks', async () => {
+    const keep = path.join(base, 'keep.txt');
+    fs.writeFileSync(keep, 'keep');
+    fs.mkdirSync(path.join(dir.tmp, 'a/b'), { recursive: true });
+    fs.symlinkSync(keep, path.join(dir.tmp, 'a/link'));
+    fs.chmodSync(path.join(dir.tmp, 'a/b'), 0);
+    fs.chmodSync(path.join(dir.tmp, 'a'), 0);
+    await removeRunDir(dir);
+    expect(fs.existsSync(dir.path)).toBe(false);
+    expect(fs.readFileSync(keep, 'utf8')).toBe('keep');
+  });
+
+  it('sweeps what a crashed daemon left', async () => {
+    fs.rmSync(path.join(base, 'keep.txt'), { force: true });
+    expect(await sweepRunBase(base, silentLogger)).toBe(1);
+    expect(fs.readdirSync(base)).toEqual([]);
+  });
+});
+
+describe('removal of hostile trees', () => {
+  it('removes a tree nested deeper than PATH_MAX', async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-deep-'));
+    try {
+      const dir = await createRunDir(base, undefined);
+      // Build 3000 levels with relative mkdir from a process whose cwd walks down (no long paths).
+      const { execFileSync } = await import('node:child_process');
+      execFileSync('/usr/bin/python3', ['-c', 'import os\nfor i in range(3000):\n    os.mkdir("d"); os.chdir("d")\nopen("f","w").write("x")'], { cwd: dir.tmp });
+      await removeRunDir(dir);
+      expect(fs.readdirSync(base)).toEqual([]);
+    } finally {
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
+});
