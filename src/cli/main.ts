@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// The `codejail` command: run code through the daemon, inspect it, set the host up, benchmark it.
+import { UsageError } from './args.js';
+import { BENCH_USAGE, bench } from './bench.js';
+import { RUN_FAILED_EXIT, RUN_USAGE, run } from './run.js';
+import { SETUP_USAGE, setup } from './setup.js';
+import { STATUS_USAGE, status } from './status.js';
+
+interface Subcommand {
+  usage: string;
+  main(args: string[]): Promise<number>;
+  /** Exit code when the subcommand fails other than by a usage error. */
+  failureExit: number;
+}
+
+const SUBCOMMANDS: Record<string, Subcommand> = {
+  run: { usage: RUN_USAGE, main: run, failureExit: RUN_FAILED_EXIT },
+  status: { usage: STATUS_USAGE, main: status, failureExit: 1 },
+  setup: { usage: SETUP_USAGE, main: setup, failureExit: 1 },
+  bench: { usage: BENCH_USAGE, main: bench, failureExit: 1 },
+};
+
+const USAGE = `usage: codejail <command> [options]
+commands:
+  run     run code in the sandbox and print its output
+  status  show the daemon's layers, slots and queue
+  setup   create the group, slot users and directories the daemon needs (root)
+  bench   compare jailCode latency and throughput with bare interpreter spawns
+Run 'codejail <command> --help' for a command's options.`;
+
+const USAGE_EXIT = 2;
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return name === undefined ? USAGE_EXIT : 0;
+  }
+  const subcommand = SUBCOMMANDS[name];
+  if (!subcommand) {
+    process.stderr.write(`codejail: unknown command '${name}'\n${USAGE}\n`);
+    return USAGE_EXIT;
+  }
+  const terminator = args.indexOf('--');
+  const optionArgs = terminator === -1 ? args : args.slice(0, terminator);
+  if (optionArgs.includes('-h') || optionArgs.includes('--help')) {
+    process.stdout.write(subcommand.usage + '\n');
+    return 0;
+  }
+  try {
+    return await subcommand.main(args);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`codejail ${name}: ${err.message}\nRun 'codejail ${name} --help' for usage.\n`);
+      return USAGE_EXIT;
+    }
+    // Failures a user can act on (daemon unreachable, refused request, unreadable file, bad
+    // config) get one line; errors that only a bug in codejail raises keep their stack.
+    const isBug = err instanceof TypeError || err instanceof ReferenceError || err instanceof RangeError;
+    const description = err instanceof Error ? (isBug ? err.stack : err.message) : String(err);
+    process.stderr.write(`codejail ${name}: ${description}\n`);
+    return subcommand.failureExit;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

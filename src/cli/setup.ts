@@ -1,0 +1,19 @@
+// `codejail setup`: creates what the daemon needs on this host. The work is the daemon's
+// setupHost(); it is imported only here so that the other subcommands never load daemon code.
+import { parseArgs } from 'node:util';
+import { withUsageErrors } from './args.js';
+
+export const SETUP_USAGE = `usage: codejail setup [--config FILE]
+Creates the codejail group, the slot users and the daemon's directories as the configuration
+(default /etc/codejail/config.json, else the built-in defaults) describes. Needs root; safe to
+run again.`;
+
+export async function setup(args: string[]): Promise<number> {
+  const { values } = withUsageErrors(() => parseArgs({ args, options: { config: { type: 'string' } }, strict: true }));
+  const { loadConfig } = await import('../daemon/config.js');
+  const { setupHost } = await import('../daemon/setup.js');
+  // One line per thing created or found, so a second run shows that nothing changed.
+  const report = await setupHost(loadConfig(values.config));
+  process.stdout.write(report.map((line) => `${line}\n`).join(''));
+  return 0;
+}

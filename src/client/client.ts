@@ -1,0 +1,113 @@
+import { DEFAULT_MAX_FRAME_BYTES, describeIssues, jailCodeResult, statusResult } from '../protocol/index.js';
+import type { JailCodeResult as WireJailCodeResult, Limits, StatusResult } from '../protocol/index.js';
+import { Connection } from './connection.js';
+import { CodejailError } from './errors.js';
+import { LimitSettings } from './limits.js';
+import { buildJailCodeFields } from './request.js';
+import type { JailCodeOptions } from './request.js';
+import { safeExec as safeExecWith, type SafeExecOptions } from './safe_exec.js';
+
+export const DEFAULT_SOCKET_PATH = '/run/codejail/codejail.sock';
+
+export interface ClientOptions {
+  /** The daemon's socket. Default: $CODEJAIL_SOCKET, else /run/codejail/codejail.sock. */
+  socketPath?: string;
+  /** Largest frame sent or accepted; must not exceed the daemon's. */
+  maxFrameBytes?: number;
+}
+
+/** What a run produced, with its output as Buffers. */
+export type JailCodeResult = Omit<WireJailCodeResult, 'stdout' | 'stderr' | 'result'> & {
+  stdout: Buffer;
+  stderr: Buffer;
+  /** What the run wrote to fd 3 (only with `resultChannel`). */
+  result?: Buffer;
+};
+
+/** A view, not a copy: the reply frame belongs to nobody else. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * A connection to codejaild plus this client's limit settings. The connection is opened on the
+ * first request and reopened on the next request after it drops; concurrent requests share it.
+ */
+export class Client {
+  readonly socketPath: string;
+  private readonly maxFrameBytes: number;
+  private readonly limitSettings = new LimitSettings();
+  private connection: Connection | null = null;
+
+  constructor(options: ClientOptions = {}) {
+    this.socketPath = options.socketPath ?? process.env.CODEJAIL_SOCKET ?? DEFAULT_SOCKET_PATH;
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  }
+
+  /** Sets this client's default for a limit (the original's set_limit). */
+  setLimit(name: string, value: number): void {
+    this.limitSettings.set(name, value);
+  }
+
+  /** Sets a limit used only by calls passing `limitOverridesContext: context` (override_limit). */
+  overrideLimit(name: string, value: number, context: string): void {
+    this.limitSettings.override(name, value, context);
+  }
+
+  /** The limits a call with this context (and no explicit limits) would run under. */
+  getEffectiveLimits(context?: string): Limits {
+    return this.limitSettings.effective(context);
+  }
+
+  /** Runs code with `command` (e.g. 'python') in a sandbox and returns its output and status. */
+  async jailCode(command: string, options: JailCodeOptions = {}): Promise<JailCodeResult> {
+    const fields = await buildJailCodeFields(command, options, this.limitSettings);
+    const raw = await this.call('jail_code', fields);
+    const parsed = jailCodeResult.safeParse(raw);
+    if (!parsed.success) {
+      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed jail_code result: ${describeIssues(parsed.error)}`);
+    }
+    const { result, ...rest } = parsed.data;
+    const reply: JailCodeResult = { ...rest, stdout: asBuffer(rest.stdout), stderr: asBuffer(rest.stderr) };
+    if (result !== undefined) reply.result = asBuffer(result);
+    return reply;
+  }
+
+  /**
+   * Runs Python `code` with `exec(code, globals)` in a sandbox (the original's safe_exec). Resolves
+   * with the JSON-safe globals afterwards and assigns them into `globals`; rejects with
+   * SafeExecError (stdout, stderr, status, the traceback in the message) and leaves `globals` as it was.
+   */
+  safeExec(code: string, globals: Record<string, unknown> = {}, options: SafeExecOptions = {}): Promise<Record<string, unknown>> {
+    return safeExecWith(this, code, globals, options);
+  }
+
+  /** Whether the daemon runs `command` (the original's is_configured). */
+  async isConfigured(command: string): Promise<boolean> {
+    return (await this.status()).commands.includes(command);
+  }
+
+  /** The daemon's layers, slots and queue. */
+  async status(): Promise<StatusResult> {
+    const parsed = statusResult.safeParse(await this.call('status', {}));
+    if (!parsed.success) {
+      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed status result: ${describeIssues(parsed.error)}`);
+    }
+    return parsed.data;
+  }
+
+  /**
+   * Closes the connection. Requests in flight reject with code 'closed' (the daemon kills their
+   * runs). The client stays usable: a later call opens a new connection.
+   */
+  async close(): Promise<void> {
+    const connection = this.connection;
+    this.connection = null;
+    await connection?.close();
+  }
+
+  private call(op: string, fields: Record<string, unknown>): Promise<unknown> {
+    if (!this.connection?.usable) this.connection = new Connection(this.socketPath, this.maxFrameBytes);
+    return this.connection.request(op, fields);
+  }
+}

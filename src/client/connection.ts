@@ -1,0 +1,152 @@
+// One Unix-socket connection to the daemon, carrying many concurrent requests told apart by id.
+import net from 'node:net';
+import { FrameDecoder, FrameError, PROTOCOL_VERSION, describeIssues, encodeFrame, reply } from '../protocol/index.js';
+import { CodejailError } from './errors.js';
+
+interface PendingRequest {
+  resolve: (result: unknown) => void;
+  reject: (error: CodejailError) => void;
+}
+
+const MAX_REQUEST_ID = 0xffffffff;
+
+export class Connection {
+  private readonly socket: net.Socket;
+  private readonly decoder: FrameDecoder;
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextId = 0;
+  private connected = false;
+  /** Set once the connection is unusable; every request still pending is rejected with it. */
+  private failure: CodejailError | null = null;
+  private readonly closedPromise: Promise<void>;
+
+  constructor(
+    private readonly socketPath: string,
+    private readonly maxFrameBytes: number,
+  ) {
+    this.decoder = new FrameDecoder(maxFrameBytes);
+    this.socket = net.createConnection(socketPath);
+    // An idle connection must not keep the caller's process alive; it is referenced only while
+    // requests are in flight (see request() and settle()).
+    this.socket.unref();
+    this.socket.on('connect', () => {
+      this.connected = true;
+    });
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('error', (err: NodeJS.ErrnoException) => {
+      const reason = err.code ?? err.message;
+      this.fail(
+        this.connected
+          ? new CodejailError('connection_lost', `connection to the codejail daemon at ${socketPath} failed: ${reason}`, { cause: err })
+          : new CodejailError(
+              'unavailable',
+              `cannot connect to the codejail daemon at ${socketPath}: ${reason} (is codejaild running, and may this user use its socket?)`,
+              { cause: err },
+            ),
+      );
+    });
+    this.closedPromise = new Promise((resolve) => {
+      this.socket.on('close', () => {
+        this.fail(new CodejailError('connection_lost', `the codejail daemon at ${socketPath} closed the connection`));
+        resolve();
+      });
+    });
+  }
+
+  /** False once the connection failed or was closed; the client then opens a new one. */
+  get usable(): boolean {
+    return this.failure === null;
+  }
+
+  /** Sends one request and resolves with the daemon's `result`, or rejects with its error. */
+  request(op: string, fields: Record<string, unknown>): Promise<unknown> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.allocateId();
+    const frame = encodeFrame({ v: PROTOCOL_VERSION, id, op, ...fields });
+    const bodyBytes = frame.length - 4;
+    if (bodyBytes > this.maxFrameBytes) {
+      // The daemon would cut the whole connection off for this, failing every other request too.
+      return Promise.reject(
+        new CodejailError(
+          'bad_request',
+          `the ${op} request is ${bodyBytes} bytes, more than the ${this.maxFrameBytes}-byte frame maximum; send less data`,
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.socket.ref();
+      this.socket.write(frame);
+    });
+  }
+
+  /** Closes the connection; requests still in flight reject with code 'closed'. */
+  close(): Promise<void> {
+    this.fail(new CodejailError('closed', 'the codejail client was closed while the request was running'));
+    return this.closedPromise;
+  }
+
+  /** Ids are uint32 and wrap; one still in flight after a wrap is skipped. */
+  private allocateId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = id === MAX_REQUEST_ID ? 0 : id + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    let messages: unknown[];
+    try {
+      messages = this.decoder.push(chunk);
+    } catch (err) {
+      if (!(err instanceof FrameError)) throw err;
+      this.fail(new CodejailError('bad_reply', `the codejail daemon sent a bad frame: ${err.message}`, { cause: err }));
+      return;
+    }
+    for (const message of messages) {
+      if (this.failure) return;
+      this.onReply(message);
+    }
+  }
+
+  private onReply(message: unknown): void {
+    const parsed = reply.safeParse(message);
+    if (!parsed.success) {
+      this.fail(new CodejailError('bad_reply', `the codejail daemon sent a malformed reply: ${describeIssues(parsed.error)}`));
+      return;
+    }
+    const answer = parsed.data;
+    const request = this.pending.get(answer.id);
+    if (!request) {
+      // Replies can no longer be matched to requests safely; handing one caller another's
+      // result would be worse than failing them all.
+      this.fail(new CodejailError('bad_reply', `the codejail daemon replied to request ${answer.id}, which is not pending`));
+      return;
+    }
+    this.settle(answer.id);
+    if (!answer.ok) {
+      request.reject(new CodejailError(answer.error.code, answer.error.message));
+    } else if (answer.v !== PROTOCOL_VERSION) {
+      request.reject(
+        new CodejailError('bad_version', `the codejail daemon speaks protocol ${answer.v}; this client speaks ${PROTOCOL_VERSION}`),
+      );
+    } else {
+      request.resolve(answer.result);
+    }
+  }
+
+  private settle(id: number): void {
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.socket.unref();
+  }
+
+  /** Marks the connection failed (the first reason wins), destroys it and rejects what is pending. */
+  private fail(error: CodejailError): void {
+    this.failure ??= error;
+    this.socket.destroy();
+    const requests = [...this.pending.values()];
+    this.pending.clear();
+    for (const request of requests) request.reject(this.failure);
+  }
+}

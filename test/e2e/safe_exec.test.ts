@@ -1,0 +1,181 @@
+// safeExec end to end: client -> socket -> root daemon -> the harness in a confined child, its
+// result on the fd 3 channel (jailCode's resultChannel). The key cases of
+// test/client/safe_exec_harness.test.ts, through the real sandbox.
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Client, SafeExecError } from '../../src/client/index.js';
+import type { SafeExecOptions } from '../../src/client/index.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
+const fixture = (name: string) => path.join(fixtures, name);
+const dedent = (s: string) => {
+  const lines = s.replace(/^\n/, '').split('\n');
+  const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
+  return lines.map((l) => l.slice(indent)).join('\n');
+};
+
+describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
+  let daemon: TestDaemon;
+  let client: Client;
+  const exec = (code: string, globals: Record<string, unknown> = {}, options?: SafeExecOptions) =>
+    client.safeExec(code, globals, options);
+  const failure = async (code: string, globals: Record<string, unknown> = {}) => {
+    try {
+      await exec(code, globals);
+    } catch (err) {
+      expect(err).toBeInstanceOf(SafeExecError);
+      return err as SafeExecError;
+    }
+    throw new Error('safeExec did not fail');
+  };
+
+  beforeAll(async () => {
+    daemon = await startTestDaemon();
+  });
+  afterAll(async () => {
+    await client?.close();
+    await daemon?.stop();
+  });
+  beforeEach(() => {
+    void client?.close();
+    client = new Client({ socketPath: daemon.socketPath });
+    // Room for a loaded test machine; the cases themselves take milliseconds.
+    client.setLimit('REALTIME', 10);
+    client.setLimit('CPU', 5);
+  });
+
+  it('sets values', async () => {
+    const globs: Record<string, unknown> = {};
+    await exec('a = 17', globs);
+    expect(globs.a).toBe(17);
+  });
+
+  it('globals in and out: out = input * 2; container.append(4)', async () => {
+    const globs: Record<string, unknown> = { input: 21, container: [1, 2, 3] };
+    const result = await exec('out = input * 2; container.append(4)', globs);
+    expect(result).toEqual({ input: 21, container: [1, 2, 3, 4], out: 42 });
+    expect(globs).toEqual(result);
+  });
+
+  it('complex globals: bytes decoded, a bad bytes value dropped', async () => {
+    const globs = await exec(
+      dedent(`
+        test_dict = {1: bytes('a', 'utf8'), 2: 'b', 3: {1: bytes('b', 'utf8'), 2: (1, bytes('a', 'utf8'))}}
+        bad_val = b'\\x99'
+        d = {1: b'a'}
+        `),
+    );
+    expect(globs).toEqual({
+      test_dict: { '1': 'a', '2': 'b', '3': { '1': 'b', '2': [1, 'a'] } },
+      d: { '1': 'a' },
+    });
+  });
+
+  it('copies files and imports from a pythonPath directory', async () => {
+    const globs = await exec("import module\na = module.const\nb = open('hello.txt').read()", {}, {
+      files: [fixture('hello.txt')],
+      pythonPath: [fixture('pylib')],
+    });
+    expect(globs).toEqual({ a: 42, b: 'Hello there.\n' });
+  });
+
+  it('functions calling each other, and printing, do not disturb globals', async () => {
+    const globs = await exec('def f():\n    return 1723\ndef g():\n    return f()\nx = g()\nprint(\'["d","evil",1]\')');
+    expect(globs).toEqual({ x: 1723 });
+  });
+
+  it('an exception raises SafeExecError with the traceback and leaves the globals unchanged', async () => {
+    const globs: Record<string, unknown> = { keep: [1] };
+    const err = await failure(
+      "import sys\nsys.stderr.write('own words\\n')\nkeep.append(2)\nraise ValueError(\"That's not how you pour soup!\")",
+      globs,
+    );
+    expect(err.message).toContain("ValueError: That's not how you pour soup!");
+    expect(err.stderr.toString()).toContain('own words\n');
+    expect(err.stderr.toString()).toContain('File "<safe_exec code>", line 4');
+    expect(err.status).toBe(1);
+    expect(globs).toEqual({ keep: [1] });
+  });
+
+  it('binary extra files, and a zip on pythonPath provided by extraFiles', async () => {
+    const zip = execFileSync('/usr/bin/python3', [
+      '-c',
+      dedent(`
+        import io, sys, zipfile
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zipf:
+            zipf.writestr("zipped_module1.py", "def func1(x):\\n    return 2*x + 3\\n")
+        sys.stdout.buffer.write(buf.getvalue())
+        `),
+    ]);
+    const globs = await exec("import zipped_module1 as zm1\na = zm1.func1(10)\nalso = open('also.dat', 'rb').read().hex()", {}, {
+      pythonPath: ['code.zip'],
+      extraFiles: [
+        ['code.zip', zip],
+        ['also.dat', Buffer.from([0x01, 0xff, 0x02, 0xfe])],
+      ],
+    });
+    expect(globs).toEqual({ a: 23, also: '01ff02fe' });
+  });
+
+  it('non-ASCII round-trips; unpaired surrogates are dropped without error', async () => {
+    const globs = await exec(
+      dedent(`
+        g = globals()
+        for i in range(0xD800, 0xE000):
+            g[chr(i)] = 'key'
+            g['v%x' % i] = chr(i)
+        del g, i
+        ü = ключ + '日本'
+        `),
+      { ключ: 'значение', js: '\ud800' },
+    );
+    expect(globs).toEqual({ ключ: 'значение', ü: 'значение日本' });
+  });
+
+  it('drops __builtins__, modules, functions and objects; keeps NaN, Infinity, big ints, bytes in', async () => {
+    const globs = await exec(
+      dedent(`
+        import os
+        def f(): pass
+        o = object()
+        t = (1, 2)
+        n = float('nan')
+        i = float('inf')
+        big = 2**64
+        ok = type(b) is int and b == 2**70 and buf == b'\\xff\\x00'
+        `),
+      { b: 2n ** 70n, buf: Buffer.from([0xff, 0x00]) },
+    );
+    expect(Object.keys(globs).sort()).toEqual(['b', 'big', 'i', 'n', 'ok', 't']);
+    expect(globs.t).toEqual([1, 2]);
+    expect(globs.n).toBeNaN();
+    expect(globs.i).toBe(Infinity);
+    expect(globs.big).toBe(2n ** 64n);
+    expect(globs.b).toBe(2n ** 70n);
+    expect(globs.ok).toBe(true);
+  });
+
+  it('a forked child cannot write the result channel', async () => {
+    const globs = await exec(
+      dedent(`
+        import os
+        pid = os.fork()
+        if pid == 0:
+            for fd in range(3, 32):
+                try:
+                    os.write(fd, b'["d","evil",1]')
+                except OSError:
+                    pass
+            in_child = True
+        else:
+            os.waitpid(pid, 0)
+            in_parent = True
+        `),
+    );
+    expect(globs).toEqual({ pid: expect.any(Number), in_parent: true });
+  });
+});
