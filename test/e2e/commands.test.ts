@@ -1,0 +1,129 @@
+// A second configured command beside python: bash, a plain binary with only its builtins. Each
+// command gets its own Landlock policy computed at daemon start, so bash runs its builtins but
+// can neither read the host nor execute anything but itself, and python's policy is unchanged.
+// Security tests are named deny_<layer>_* for scripts/sabotage.mjs.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Client } from '../../src/client/index.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const BASH = '/bin/bash';
+/** No grant may equal or contain these: each would expose the host to every sandbox. */
+const NEVER_GRANTED = ['/', '/etc', '/tmp', '/home', '/proc', '/usr/bin', '/usr', '/bin'];
+
+describe.skipIf(process.getuid?.() !== 0)('a second command: bash', () => {
+  let daemon: TestDaemon;
+  let client: Client;
+  const bash = (code: string, options: Omit<Parameters<Client['jailCode']>[1] & object, 'code'> = {}) =>
+    client.jailCode('bash', { code, ...options });
+
+  beforeAll(async () => {
+    daemon = await startTestDaemon({
+      config: {
+        commands: {
+          python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'] },
+          // --norc/--noprofile say explicitly what a non-interactive bash does anyway.
+          bash: { path: BASH, kind: 'binary', args: ['--norc', '--noprofile'] },
+        },
+      },
+    });
+  });
+  afterAll(async () => {
+    await client?.close();
+    await daemon?.stop();
+  });
+  beforeEach(() => {
+    void client?.close();
+    client = new Client({ socketPath: daemon.socketPath });
+    // Room for a loaded test machine; the runs themselves take milliseconds.
+    client.setLimit('REALTIME', 10);
+  });
+
+  it('the daemon offers both commands, and neither policy grants a host-wide directory', async () => {
+    expect(await client.isConfigured('bash')).toBe(true);
+    expect(await client.isConfigured('python')).toBe(true);
+    const ready = daemon.logs.filter((l) => l.msg === 'command ready');
+    expect(ready.map((l) => l.command).sort()).toEqual(['bash', 'python']);
+    for (const line of ready) {
+      const grants = [...(line.execute as string[]), ...(line.read as string[])];
+      for (const grant of grants) expect(NEVER_GRANTED, `${line.command as string} grants ${grant}`).not.toContain(grant);
+    }
+    const bashReady = ready.find((l) => l.command === 'bash')!;
+    // bash may execute itself and the ELF loader, nothing else.
+    expect((bashReady.execute as string[]).some((p) => p.endsWith('/bash'))).toBe(true);
+    expect((bashReady.execute as string[]).every((p) => p.endsWith('/bash') || p.includes('ld-linux'))).toBe(true);
+  });
+
+  it('allow_bash_echo_hi', async () => {
+    const r = await bash('echo hi');
+    expect(r.stdout.toString()).toBe('hi\n');
+    expect(r.stderr.toString()).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.confinement).toEqual(expect.arrayContaining(['uid', 'rlimits', 'landlock', 'seccomp', 'netns']));
+  });
+
+  it('allow_bash_argv_stdin_and_the_run_directory', async () => {
+    const r = await bash('read -r line; printf "%s|" "$@" "$line"; echo; printf x > "$TMPDIR/f"; echo "${PWD##*/}" "$(< "$TMPDIR/f")"', {
+      argv: ['a b', '-c'],
+      stdin: 'from stdin\n',
+      limits: { FSIZE: 1000 },
+    });
+    expect(r.status).toBe(0);
+    const [first, second] = r.stdout.toString().split('\n');
+    expect(first).toBe('a b|-c|from stdin|');
+    expect(second).toMatch(/^[0-9a-f]{32} x$/);
+  });
+
+  it('allow_bash_limits_apply: CPU 1 stops a busy loop with -SIGXCPU', async () => {
+    const r = await bash('while :; do :; done', { limits: { CPU: 1, REALTIME: 20 } });
+    expect(r.status).toBe(-24);
+  });
+
+  it('deny_landlock_bash_reads_etc_passwd', async () => {
+    const r = await bash('read -r line < /etc/passwd && echo "Gotcha: $line"');
+    expect(r.stdout.toString()).toBe('');
+    expect(r.stderr.toString()).toContain('Permission denied');
+    expect(r.status).not.toBe(0);
+  });
+
+  it('deny_landlock_bash_lists_the_host', async () => {
+    const r = await bash('for p in /etc/* /home/* /tmp/* /usr/bin/*; do [ -e "$p" ] && echo "$p"; done; echo done');
+    expect(r.stdout.toString()).toBe('done\n');
+  });
+
+  it('deny_landlock_bash_execs_usr_bin_id', async () => {
+    const r = await bash('/usr/bin/id; echo "status $?"');
+    expect(r.stdout.toString()).toBe('status 126\n');
+    expect(r.stderr.toString()).toContain('Permission denied');
+  });
+
+  it('deny_landlock_bash_execs_python', async () => {
+    const r = await bash('/usr/bin/python3 -c "print(1)"; echo "status $?"');
+    expect(r.stdout.toString()).toBe('status 126\n');
+  });
+
+  it('deny_landlock_bash_sources_a_host_file', async () => {
+    const r = await bash('. /etc/profile && echo sourced');
+    expect(r.stdout.toString()).toBe('');
+    expect(r.stderr.toString()).toContain('Permission denied');
+  });
+
+  it('python is unaffected: it runs, and may not execute bash', async () => {
+    const ok = await client.jailCode('python', { code: "print('Hello, world!')" });
+    expect(ok.stdout.toString()).toBe('Hello, world!\n');
+    expect(ok.status).toBe(0);
+  });
+
+  it('deny_landlock_python_execs_bash', async () => {
+    const r = await client.jailCode('python', {
+      code: "import os\ntry:\n    os.execv('/bin/bash', ['bash', '-c', 'echo escaped'])\nexcept PermissionError:\n    print('DENIED')\n",
+    });
+    expect(r.stdout.toString()).toBe('DENIED\n');
+  });
+
+  it('an unknown command is refused naming the configured ones', async () => {
+    await expect(client.jailCode('ruby', { code: 'puts 1' })).rejects.toMatchObject({
+      code: 'unknown_command',
+      message: expect.stringMatching(/python.*bash|bash.*python/),
+    });
+  });
+});
