@@ -44,12 +44,25 @@ const NEVER_ANCESTOR_OF = [
 /** Writable by users or private to them: nothing beneath is granted by discovery. */
 const NEVER_BENEATH = ['/tmp', '/var/tmp', '/dev/shm', '/home', '/root', '/proc', '/sys', '/run'];
 
+// Besides sys.path and the modules loaded at start, the files mapped into the process (shared
+// libraries, locale data): an interpreter built into /opt or a venv's own libpython lives outside
+// the system library directory, and only the loader knows what it pulled in.
 const PYTHON_DISCOVERY = `
 import json, os, sys
 mods = sorted({os.path.realpath(m.__file__) for m in list(sys.modules.values())
                if isinstance(getattr(m, '__file__', None), str)})
+mapped = set()
+try:
+    with open('/proc/self/maps') as maps:
+        for line in maps:
+            fields = line.rstrip('\\n').split(None, 5)
+            if len(fields) == 6 and fields[5].startswith('/'):
+                mapped.add(fields[5])
+except OSError:
+    pass
 print(json.dumps({'prefix': sys.prefix, 'base_prefix': sys.base_prefix, 'path': sys.path,
-                  'executable': os.path.realpath(sys.executable), 'modules': mods}))
+                  'executable': os.path.realpath(sys.executable), 'modules': mods,
+                  'mapped': sorted(mapped)}))
 `;
 
 interface PythonFacts {
@@ -58,6 +71,8 @@ interface PythonFacts {
   path: string[];
   executable: string;
   modules: string[];
+  /** Files mapped into the interpreter at start ("(deleted)" ones fail to resolve and are skipped). */
+  mapped: string[];
 }
 
 export function discoverCommands(config: DaemonConfig, log: Logger): Map<string, CommandProfile> {
@@ -96,9 +111,12 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
 
   if (command.kind === 'python') {
     const facts = askPython(command, where);
-    const discovered = [...facts.path.filter((p) => path.isAbsolute(p)), ...facts.modules];
-    // A virtualenv's interpreter reads pyvenv.cfg at its prefix to find its packages.
-    if (facts.prefix !== facts.base_prefix) discovered.push(path.join(facts.prefix, 'pyvenv.cfg'));
+    const discovered = [...facts.path.filter((p) => path.isAbsolute(p)), ...facts.modules, ...facts.mapped];
+    // A virtualenv (prefix != base_prefix) is a directory dedicated to the sandbox: its
+    // interpreter reads pyvenv.cfg there, and packages may keep data beside site-packages
+    // (share/, lib64 -> lib), so the whole prefix is granted read-only. The base prefix (/usr)
+    // never is: only its stdlib and package directories come in, through sys.path.
+    if (facts.prefix !== facts.base_prefix) discovered.push(facts.prefix);
     for (const p of discovered) {
       const real = realpathOrUndefined(p);
       if (!real) continue;
@@ -216,7 +234,13 @@ function askPython(command: CommandConfig, where: string): PythonFacts {
   }
   try {
     const facts = JSON.parse(output) as PythonFacts;
-    if (!Array.isArray(facts.path) || !Array.isArray(facts.modules) || typeof facts.prefix !== 'string') {
+    if (
+      !Array.isArray(facts.path) ||
+      !Array.isArray(facts.modules) ||
+      !Array.isArray(facts.mapped) ||
+      typeof facts.prefix !== 'string' ||
+      typeof facts.base_prefix !== 'string'
+    ) {
       throw new Error('unexpected shape');
     }
     return facts;

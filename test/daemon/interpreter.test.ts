@@ -1,6 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { describe, expect, it } from 'vitest';
-import { elfInterpreter, grantProblem } from '../../src/daemon/interpreter.js';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { discoverCommand, elfInterpreter, grantProblem } from '../../src/daemon/interpreter.js';
+import type { Logger } from '../../src/daemon/log.js';
 
 describe('elfInterpreter', () => {
   it('reads PT_INTERP of a dynamically linked executable', () => {
@@ -24,5 +28,58 @@ describe('grantProblem', () => {
   });
   it.each(['/usr/lib/python3.11', '/usr/lib/x86_64-linux-gnu', '/etc/python3.11/sitecustomize.py', '/opt/py/lib'])('allows %s', (p) => {
     expect(grantProblem(p, runBase)).toBeUndefined();
+  });
+});
+
+describe('discoverCommand (kind python)', () => {
+  const runBase = '/var/lib/codejail/runs';
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-discover-'));
+  afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+  const warnings: Array<Record<string, unknown>> = [];
+  const log: Logger = { debug() {}, info() {}, error() {}, warn: (_msg, fields) => void warnings.push(fields ?? {}) };
+
+  /** An "interpreter" that answers the discovery script with `facts`, whatever it is asked. */
+  function fakePython(facts: Record<string, unknown>): string {
+    const file = path.join(scratch, `python-${warnings.length}-${Math.random().toString(16).slice(2)}`);
+    fs.writeFileSync(file, `#!/bin/sh\ncat <<'EOF'\n${JSON.stringify(facts)}\nEOF\n`, { mode: 0o755 });
+    return file;
+  }
+  const command = (file: string) => ({ path: file, kind: 'python' as const, args: [], env: {}, read: [], execute: [] });
+
+  // A prefix that exists everywhere and may be granted (the test tree may live beneath /tmp).
+  const prefix = '/usr/share';
+
+  it('grants a venv prefix, sys.path and mapped files, but nothing a host-wide rule forbids', () => {
+    const file = fakePython({
+      prefix,
+      base_prefix: '/usr',
+      path: ['', '/usr/lib/python3', '/tmp'],
+      executable: '/usr/bin/python3',
+      modules: [],
+      mapped: ['/usr/share/no-such-lib.so (deleted)', '/root', '/usr/lib/python3'],
+    });
+    const profile = discoverCommand('sandenv', command(file), runBase, log);
+    expect(profile.read).toEqual(expect.arrayContaining([prefix, '/usr/lib/python3']));
+    for (const refused of ['/root', '/tmp', '/usr']) expect(profile.read).not.toContain(refused);
+    expect(warnings.map((w) => w.path)).toEqual(expect.arrayContaining(['/root', '/tmp']));
+  });
+
+  it('does not grant the prefix of an interpreter that is not in a venv', () => {
+    const file = fakePython({ prefix, base_prefix: prefix, path: [], executable: '/usr/bin/python3', modules: [], mapped: [] });
+    expect(discoverCommand('plain', command(file), runBase, log).read).not.toContain(prefix);
+  });
+
+  it('refuses output that is not the discovery JSON, naming the command', () => {
+    const file = fakePython({ prefix: '/usr', path: [] });
+    expect(() => discoverCommand('odd', command(file), runBase, log)).toThrow(/commands\.odd: .* printed something other than the expected JSON/);
+  });
+
+  it('grants the real interpreter its stdlib, and only what may be granted', () => {
+    const profile = discoverCommand('python', { ...command('/usr/bin/python3'), args: ['-E', '-B'] }, runBase, log);
+    const osModule = execFileSync('/usr/bin/python3', ['-E', '-c', 'import os; print(os.path.realpath(os.__file__))'], { encoding: 'utf8' }).trim();
+    expect(profile.read.some((grant) => osModule.startsWith(`${grant}/`))).toBe(true);
+    expect(profile.execute).toContain(fs.realpathSync('/usr/bin/python3'));
+    for (const grant of [...profile.read, ...profile.execute]) expect(grantProblem(grant, runBase), grant).toBeUndefined();
   });
 });
