@@ -1,11 +1,12 @@
-import { DEFAULT_MAX_FRAME_BYTES, describeIssues, jailCodeResult, statusResult } from '../protocol/index.js';
-import type { JailCodeResult as WireJailCodeResult, Limits, StatusResult } from '../protocol/index.js';
+import { checkResult, DEFAULT_MAX_FRAME_BYTES, describeIssues, jailCodeResult, metricsResult, statusResult } from '../protocol/index.js';
+import type { CheckResult, JailCodeResult as WireJailCodeResult, Limits, StatusResult } from '../protocol/index.js';
 import { Connection } from './connection.js';
 import { CodejailError } from './errors.js';
 import { LimitSettings } from './limits.js';
 import { buildJailCodeFields } from './request.js';
 import type { JailCodeOptions } from './request.js';
 import { safeExec as safeExecWith, type SafeExecOptions } from './safe_exec.js';
+import { UnsafeRunner, type UnsafeCommand } from './unsafe.js';
 
 export const DEFAULT_SOCKET_PATH = '/run/codejail/codejail.sock';
 
@@ -14,6 +15,13 @@ export interface ClientOptions {
   socketPath?: string;
   /** Largest frame sent or accepted; must not exceed the daemon's. */
   maxFrameBytes?: number;
+  /**
+   * Run code directly, without a daemon or root and WITHOUT a sandbox: rlimits only, as this
+   * user (NPROC then counts all of this user's processes). For development; warns once on stderr.
+   */
+  unsafe?: boolean;
+  /** Unsafe mode's commands. Default: python = /usr/bin/python3 -E -B. */
+  unsafeCommands?: Record<string, UnsafeCommand>;
 }
 
 /** What a run produced, with its output as Buffers. */
@@ -38,10 +46,14 @@ export class Client {
   private readonly maxFrameBytes: number;
   private readonly limitSettings = new LimitSettings();
   private connection: Connection | null = null;
+  /** Set in unsafe mode: runs happen here instead of in the daemon. */
+  private readonly unsafe: UnsafeRunner | undefined;
 
   constructor(options: ClientOptions = {}) {
     this.socketPath = options.socketPath ?? process.env.CODEJAIL_SOCKET ?? DEFAULT_SOCKET_PATH;
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    if (options.unsafe) this.unsafe = new UnsafeRunner(options.unsafeCommands);
+    else if (options.unsafeCommands) throw new CodejailError('bad_request', 'unsafeCommands needs unsafe: true');
   }
 
   /** Sets this client's default for a limit (the original's set_limit). */
@@ -62,7 +74,7 @@ export class Client {
   /** Runs code with `command` (e.g. 'python') in a sandbox and returns its output and status. */
   async jailCode(command: string, options: JailCodeOptions = {}): Promise<JailCodeResult> {
     const fields = await buildJailCodeFields(command, options, this.limitSettings);
-    const raw = await this.call('jail_code', fields);
+    const raw = this.unsafe ? await this.unsafe.run(fields) : await this.call('jail_code', fields);
     const parsed = jailCodeResult.safeParse(raw);
     if (!parsed.success) {
       throw new CodejailError('bad_reply', `the codejail daemon sent a malformed jail_code result: ${describeIssues(parsed.error)}`);
@@ -84,6 +96,7 @@ export class Client {
 
   /** Whether the daemon runs `command` (the original's is_configured). */
   async isConfigured(command: string): Promise<boolean> {
+    if (this.unsafe) return this.unsafe.has(command);
     return (await this.status()).commands.includes(command);
   }
 
@@ -96,17 +109,39 @@ export class Client {
     return parsed.data;
   }
 
+  /** The daemon's counters and gauges in the Prometheus text format. */
+  async metrics(): Promise<string> {
+    const parsed = metricsResult.safeParse(await this.call('metrics', {}));
+    if (!parsed.success) {
+      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed metrics result: ${describeIssues(parsed.error)}`);
+    }
+    return parsed.data.text;
+  }
+
+  /** Has the daemon run its self-check again, through real sandboxes, and report each probe. */
+  async check(): Promise<CheckResult> {
+    const parsed = checkResult.safeParse(await this.call('check', {}));
+    if (!parsed.success) {
+      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed check result: ${describeIssues(parsed.error)}`);
+    }
+    return parsed.data;
+  }
+
   /**
    * Closes the connection. Requests in flight reject with code 'closed' (the daemon kills their
    * runs). The client stays usable: a later call opens a new connection.
    */
   async close(): Promise<void> {
+    this.unsafe?.close();
     const connection = this.connection;
     this.connection = null;
     await connection?.close();
   }
 
   private call(op: string, fields: Record<string, unknown>): Promise<unknown> {
+    if (this.unsafe) {
+      return Promise.reject(new CodejailError('unavailable', `${op}: this client is in unsafe mode and has no daemon to ask`));
+    }
     if (!this.connection?.usable) this.connection = new Connection(this.socketPath, this.maxFrameBytes);
     return this.connection.request(op, fields);
   }

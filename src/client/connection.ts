@@ -118,6 +118,12 @@ export class Connection {
     }
     const answer = parsed.data;
     const request = this.pending.get(answer.id);
+    if (!request && !answer.ok) {
+      // An error that answers no request answers the connection (a refused caller: 'forbidden',
+      // or a bad frame): every request on it fails with the daemon's own code and reason.
+      this.fail(new CodejailError(answer.error.code, answer.error.message));
+      return;
+    }
     if (!request) {
       // Replies can no longer be matched to requests safely; handing one caller another's
       // result would be worse than failing them all.

@@ -12,10 +12,11 @@ export { CodejailError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export type { ExtraFile } from './files.js';
 export type { JailCodeOptions } from './request.js';
+export type { UnsafeCommand } from './unsafe.js';
 export { SafeExecError } from './safe_exec.js';
 export type { SafeExecOptions } from './safe_exec.js';
 export { DEFAULT_LIMITS, LIMIT_NAMES, ERROR_CODES } from '../protocol/index.js';
-export type { ErrorCode, LimitName, Limits, StatusResult } from '../protocol/index.js';
+export type { CheckResult, ErrorCode, LimitName, Limits, StatusResult } from '../protocol/index.js';
 
 let defaultClient: Client | undefined;
 

@@ -1,6 +1,7 @@
 // Daemon configuration: a JSON file (default /etc/codejail/config.json) validated by a zod
 // schema whose defaults are the embedded configuration, so a file only names what it changes.
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_LIMITS, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
@@ -64,6 +65,17 @@ const layersSchema = z
 export type LayersConfig = z.infer<typeof layersSchema>;
 export type LayerName = keyof LayersConfig;
 
+const accountName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'must be a group name or a numeric gid');
+const accountId = z.number().int().min(0).max(2 ** 32 - 2);
+
+/** Loopback only: the metrics endpoint has no authentication, so it must not face a network. */
+const loopbackHost = z
+  .string()
+  .refine(
+    (h) => h === 'localhost' || (net.isIPv4(h) && h.startsWith('127.')) || h === '::1',
+    'must be a loopback address (127.0.0.1, ::1 or localhost): the metrics endpoint has no authentication',
+  );
+
 export const configSchema = z
   .object({
     socket: z
@@ -102,6 +114,28 @@ export const configSchema = z
     layers: layersSchema.default({}),
     apparmorProfile: z.string().regex(/^[A-Za-z0-9_.\-/]{1,128}$/, 'must be a plain profile name').default('codejail-sandbox'),
     logLevel: z.enum(LOG_LEVELS).default('info'),
+    /**
+     * Who may use the socket, checked with SO_PEERCRED on every connection: a caller passes when
+     * its uid is listed, or its primary or any supplementary group is. Without `groups`, the
+     * socket's group. Root and the daemon's own uid always pass (they own the socket anyway).
+     */
+    allow: z
+      .object({
+        uids: z.array(accountId).max(4096).default([0]),
+        groups: z.array(z.union([accountName, accountId])).max(4096).optional(),
+      })
+      .strict()
+      .default({}),
+    /** Prometheus text on a loopback HTTP port (besides the socket's 'metrics' request). */
+    metrics: z
+      .object({
+        port: z.number().int().min(1).max(65535).optional(),
+        host: loopbackHost.default('127.0.0.1'),
+      })
+      .strict()
+      .default({}),
+    /** On SIGTERM, how long running work may finish before it is killed. */
+    shutdownGraceMs: z.number().int().min(0).max(3_600_000).default(10_000),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -113,9 +147,13 @@ export type DaemonConfig = z.output<typeof configSchema>;
 export type DaemonConfigInput = z.input<typeof configSchema>;
 
 export class ConfigError extends Error {
-  constructor(message: string) {
+  /** One line per problem, each naming its key (check-config prints them one per line). */
+  readonly issues: string[];
+
+  constructor(message: string, issues?: string[]) {
     super(message);
     this.name = 'ConfigError';
+    this.issues = issues ?? [message];
   }
 }
 
@@ -127,7 +165,10 @@ export function defaultConfig(): DaemonConfig {
 /** Validates an in-memory configuration (tests, embedding); throws ConfigError naming each bad key. */
 export function parseConfig(input: unknown, source = 'config'): DaemonConfig {
   const parsed = configSchema.safeParse(input);
-  if (!parsed.success) throw new ConfigError(`${source}: ${describeIssues(parsed.error)}`);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(config)'}: ${i.message}`);
+    throw new ConfigError(`${source}: ${describeIssues(parsed.error)}`, issues);
+  }
   return parsed.data;
 }
 

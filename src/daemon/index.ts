@@ -2,15 +2,20 @@
 // Order matters and is fail-closed: config, layers, interpreter discovery, run base, self-check;
 // only then does the socket exist.
 import { readFileSync } from 'node:fs';
-import { PROTOCOL_VERSION, type StatusResult } from '../protocol/index.js';
+import type http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { PROTOCOL_VERSION, type CheckResult, type StatusResult } from '../protocol/index.js';
 import { native } from '../native.js';
+import { resolveAllowList } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
+import { DaemonError } from './errors.js';
 import { discoverCommands } from './interpreter.js';
 import { detectLayers, type LayerReport, type Layers } from './layers.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type LogLevel, type Logger } from './log.js';
+import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from './rundir.js';
 import { Runner } from './runner.js';
-import { runSelfCheck } from './selfcheck.js';
+import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server.js';
 import { SlotPool, slotUsers } from './slots.js';
 
@@ -33,6 +38,22 @@ export interface StartDaemonOptions {
   unsafe?: boolean;
   /** Defaults to JSON lines on stderr at config.logLevel. */
   log?: Logger;
+  /** Overrides config.logLevel (a command-line flag): kept across reloads. */
+  logLevel?: LogLevel;
+  /** A listening socket inherited from systemd (LISTEN_FDS): served instead of binding socket.path. */
+  listenFd?: number;
+}
+
+/** What a SIGHUP did: keys applied, keys that only a restart applies (kept as they were). */
+export interface ReloadReport {
+  applied: string[];
+  needsRestart: string[];
+}
+
+export interface Health {
+  healthy: boolean;
+  /** Why not, when not. */
+  reason?: string;
 }
 
 export interface DaemonHandle {
@@ -41,21 +62,48 @@ export interface DaemonHandle {
   /** Layer -> state, as logged at start and returned by the status op. */
   layers: LayerReport;
   unsafe: boolean;
-  /** Stops accepting, cancels and cleans up every run, removes the socket. Idempotent. */
-  close(): Promise<void>;
+  /** Whether the socket came from systemd. */
+  activated: boolean;
+  /**
+   * Stops accepting; lets running work finish for up to `graceMs` (default: config
+   * shutdownGraceMs; 0 cancels at once); cancels and cleans up the rest; removes the socket it
+   * bound. Idempotent: later calls return the first call's promise.
+   */
+  close(graceMs?: number): Promise<void>;
+  /**
+   * Re-reads the config file and applies what can change while serving (limits, ceilings,
+   * allow, logLevel, queueMax, shutdownGraceMs). Throws ConfigError, keeping the old config,
+   * when the file is invalid.
+   */
+  reload(): ReloadReport;
+  /** Slots not all quarantined and the last self-check passed (the watchdog's test). */
+  health(): Health;
+  /** One line for systemd's STATUS=. */
+  describe(): string;
 }
+
+/** Keys a reload applies at once; any other key that changed waits for a restart. */
+const LIVE_KEYS = new Set(['defaultLimits', 'ceilings', 'allow', 'logLevel', 'queueMax', 'shutdownGraceMs']);
 
 const VERSION = readVersion();
 
 export async function startDaemon(options: StartDaemonOptions = {}): Promise<DaemonHandle> {
-  const loaded = options.config ?? loadConfig(options.configFile);
-  const config: DaemonConfig = options.socketPath ? { ...loaded, socket: { ...loaded.socket, path: options.socketPath } } : loaded;
+  // Flags win over the file, now and at every reload.
+  const withFlags = (loaded: DaemonConfig): DaemonConfig => ({
+    ...loaded,
+    ...(options.socketPath ? { socket: { ...loaded.socket, path: options.socketPath } } : {}),
+    ...(options.logLevel ? { logLevel: options.logLevel } : {}),
+  });
+  // This one object is the runner's config for the daemon's lifetime: a reload assigns the live
+  // keys into it, so the next run sees the new limits without any other plumbing.
+  const config: DaemonConfig = withFlags(options.config ?? loadConfig(options.configFile));
   const log = options.log ?? createLogger({ level: config.logLevel });
   const addon = native();
   const startedAt = Date.now();
 
   const layers = detectLayers(config, { addon, log, unsafe: options.unsafe ?? false });
   let server: DaemonServer | undefined;
+  let metricsHttp: http.Server | undefined;
   try {
     log.info('confinement layers', { layers: layers.report });
     // Orphans of a run (a daemonised grandchild) must come back to us to be reaped, not to an
@@ -83,6 +131,47 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     } else {
       log.warn('self-check skipped: no command of kind "python" is configured');
     }
+    let selfCheckOk = true;
+    let stopping = false;
+    let allowList = resolveAllowList(config, log);
+    const metrics = new Metrics();
+
+    // The 'check' request: the same self-check again, through real sandboxes. Concurrent requests
+    // share one run; its outcome is what the watchdog's health test looks at.
+    let checking: Promise<CheckResult> | undefined;
+    const check = (): Promise<CheckResult> =>
+      (checking ??= (async (): Promise<CheckResult> => {
+        if (stopping) throw new DaemonError('shutting_down', 'the daemon is stopping');
+        if (!checkCommand) {
+          return { ok: true, layers: layers.report, durationMs: 0, probes: [{ name: 'self-check', outcome: 'skipped', detail: 'no command of kind "python" is configured' }] };
+        }
+        // Probes that were refused for want of a queue place would read as a broken sandbox.
+        if (slots.queued >= slots.maxQueued) throw new DaemonError('overloaded', 'the run queue is full; try the check again later');
+        const started = performance.now();
+        let probes: CheckOutcome[];
+        try {
+          probes = await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log });
+        } catch (err) {
+          if (!(err instanceof SelfCheckError)) throw err;
+          probes = err.outcomes;
+        }
+        selfCheckOk = probes.every((p) => p.outcome !== 'failed');
+        if (!selfCheckOk) log.error('self-check failed while serving: the daemon reports itself unhealthy', {});
+        return { ok: selfCheckOk, layers: layers.report, probes, durationMs: Math.round(performance.now() - started) };
+      })().finally(() => {
+        checking = undefined;
+      }));
+    const renderMetrics = () =>
+      metrics.render({
+        slotsTotal: slots.total,
+        slotsBusy: slots.busy,
+        slotsQuarantined: runner.quarantinedSlots,
+        queueDepth: slots.queued,
+        queueMax: slots.maxQueued,
+        selfCheckOk,
+        setupFailures: runner.counters.setupFailures,
+        draining: stopping,
+      });
 
     const status = (): StatusResult => ({
       version: VERSION,
@@ -103,33 +192,92 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       runner,
       status,
       log,
+      listenFd: options.listenFd,
+      peerCred: (fd) => addon.peerCred(fd),
+      allowList: () => allowList,
+      metrics,
+      renderMetrics,
+      check,
     });
     await server.listen();
+    if (config.metrics.port !== undefined) {
+      metricsHttp = await serveMetricsHttp({ host: config.metrics.host, port: config.metrics.port, render: renderMetrics, log });
+    }
     log.info('ready', {
       socket: config.socket.path,
+      activated: server.activated,
       version: VERSION,
       unsafe: layers.unsafe,
       layers: layers.report,
       slots: config.slots.count,
       commands: [...commands.keys()],
+      allow: allowList.describe,
     });
 
     let closing: Promise<void> | undefined;
     const running = server;
+    const runningHttp = metricsHttp;
     return {
       address: config.socket.path,
       layers: layers.report,
       unsafe: layers.unsafe,
-      close: () =>
+      activated: running.activated,
+      close: (graceMs?: number) =>
         (closing ??= (async () => {
-          log.info('stopping');
+          stopping = true;
+          const grace = graceMs ?? config.shutdownGraceMs;
+          log.info('stopping', { inflight: running.inflight, busySlots: slots.busy, queued: slots.queued, graceMs: grace });
+          // Queued runs are refused now (shutting_down); runs already in a slot may finish.
           slots.close('the daemon is stopping');
-          await running.close();
+          if (runningHttp) await closeHttp(runningHttp);
+          await running.close(grace);
           releaseLayers(layers);
           log.info('stopped');
         })()),
+      reload: () => {
+        if (!options.configFile && options.config) {
+          throw new Error('this daemon was started with an in-memory config: there is no file to reload');
+        }
+        let next: DaemonConfig;
+        try {
+          next = withFlags(loadConfig(options.configFile));
+        } catch (err) {
+          metrics.recordReload(false);
+          throw err;
+        }
+        const report: ReloadReport = { applied: [], needsRestart: [] };
+        const keys = new Set([...Object.keys(config), ...Object.keys(next)]);
+        for (const key of keys) {
+          const before = (config as Record<string, unknown>)[key];
+          const after = (next as Record<string, unknown>)[key];
+          if (JSON.stringify(before) === JSON.stringify(after)) continue;
+          if (LIVE_KEYS.has(key)) report.applied.push(key);
+          else report.needsRestart.push(key);
+        }
+        // Resolve before assigning anything, so a failure leaves the old config whole.
+        const nextAllow = resolveAllowList(next, log);
+        for (const key of report.applied) (config as Record<string, unknown>)[key] = (next as Record<string, unknown>)[key];
+        allowList = nextAllow;
+        slots.setMaxQueued(config.queueMax);
+        (log as Partial<{ setLevel(level: LogLevel): void }>).setLevel?.(config.logLevel);
+        metrics.recordReload(true);
+        return report;
+      },
+      health: () => {
+        if (!selfCheckOk) return { healthy: false, reason: 'the last self-check failed' };
+        if (slots.total > 0 && runner.quarantinedSlots >= slots.total) {
+          return { healthy: false, reason: `all ${slots.total} slots are quarantined (processes survived a kill)` };
+        }
+        return { healthy: true };
+      },
+      describe: () =>
+        stopping
+          ? `stopping: ${running.inflight} requests in flight`
+          : `serving${layers.unsafe ? ' UNSAFE' : ''}: ${slots.busy}/${slots.total} slots busy, ${slots.queued} queued, ` +
+            `${runner.counters.finished} runs done`,
     };
   } catch (err) {
+    if (metricsHttp) await closeHttp(metricsHttp);
     await server?.close().catch(() => undefined);
     releaseLayers(layers);
     throw err;

@@ -57,6 +57,11 @@ export class Runner {
 
   constructor(private readonly ctx: RunnerContext) {}
 
+  /** Slots kept out of the pool because processes of their uid survived a kill (health, metrics). */
+  get quarantinedSlots(): number {
+    return this.dirtySlots.size;
+  }
+
   /**
    * Runs the request and resolves with its result. Rejects with a DaemonError: unknown_command,
    * limit_exceeds_ceiling (before taking a slot), overloaded, bad_request (files), setup_failed,

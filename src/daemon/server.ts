@@ -1,9 +1,12 @@
 // The Unix socket server: length-prefixed msgpack frames in, one reply per request out. One
 // connection carries many concurrent requests told apart by id. A malformed or oversized frame
-// closes that connection only; a connection that closes has its runs cancelled.
+// closes that connection only; a connection that closes has its runs cancelled. Every
+// connection's caller (SO_PEERCRED) is checked against the allow list before a byte is read.
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   describeIssues,
   encodeFrame,
@@ -11,13 +14,17 @@ import {
   FrameError,
   PROTOCOL_VERSION,
   request as requestSchema,
+  type CheckResult,
   type ErrorCode,
+  type JailCodeResult,
   type Request,
   type StatusResult,
 } from '../protocol/index.js';
 import { readAccounts } from './accounts.js';
+import { authorize, type AllowList, type Caller } from './auth.js';
 import { DaemonError } from './errors.js';
 import type { Logger } from './log.js';
+import type { Metrics, Verdict } from './metrics.js';
 import type { Runner } from './runner.js';
 
 export interface ServerOptions {
@@ -29,12 +36,27 @@ export interface ServerOptions {
   runner: Runner;
   status: () => StatusResult;
   log: Logger;
+  /**
+   * A listening socket inherited from systemd (socket activation): served as is. Its path, owner
+   * and mode are the .socket unit's business, so the server neither binds, chmods nor unlinks.
+   */
+  listenFd?: number;
+  /** SO_PEERCRED of a connected socket's fd (the addon's peerCred). */
+  peerCred: (fd: number) => Caller;
+  /** The allow list in force; a function because SIGHUP may replace it. */
+  allowList: () => AllowList;
+  metrics: Metrics;
+  /** Renders the Prometheus text (the 'metrics' request). */
+  renderMetrics: () => string;
+  /** Runs the self-check again (the 'check' request). */
+  check: () => Promise<CheckResult>;
 }
 
 export class DaemonServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
   private stopping = false;
+  private nextConnectionId = 1;
 
   constructor(private readonly options: ServerOptions) {
     this.server = net.createServer((socket) => this.accept(socket));
@@ -44,9 +66,36 @@ export class DaemonServer {
     return this.options.socketPath;
   }
 
-  /** Listens on the socket path (replacing a stale socket) and sets its owner and mode. */
+  /** Whether the listening socket came from systemd rather than from our own bind. */
+  get activated(): boolean {
+    return this.options.listenFd !== undefined;
+  }
+
+  /**
+   * Listens on the inherited fd, or on the socket path (replacing a stale socket) with its owner
+   * and mode set.
+   */
   async listen(): Promise<void> {
-    const { socketPath, log } = this.options;
+    const { socketPath, log, listenFd } = this.options;
+    if (listenFd !== undefined) {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen({ fd: listenFd }, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
+      });
+      // A Unix socket reports its path; a TCP one (a wrong ListenStream=) an object. Peer
+      // credentials, and so authorization, only exist on Unix sockets: refuse anything else.
+      const bound = this.server.address();
+      if (typeof bound !== 'string') {
+        this.server.close();
+        throw new Error(`the socket passed in fd ${listenFd} is not a Unix stream socket (${JSON.stringify(bound)}); check ListenStream= in codejaild.socket`);
+      }
+      this.server.on('error', (err) => log.error('socket server error', { error: err }));
+      log.info('serving the socket passed by systemd', { fd: listenFd, path: bound });
+      return;
+    }
     await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
     await removeStaleSocket(socketPath);
     // Until chmod below the socket has the umask's mode (0755 at most): connecting needs write
@@ -62,13 +111,37 @@ export class DaemonServer {
     await this.restrictSocket();
   }
 
-  /** Stops accepting, cancels every run (reason: shutting_down), waits for their clean-up. */
-  async close(): Promise<void> {
+  /** Requests (runs and checks) in flight on every connection. */
+  get inflight(): number {
+    let count = 0;
+    for (const connection of this.connections) count += connection.pending;
+    return count;
+  }
+
+  /**
+   * Stops accepting; lets the work in flight finish for up to `graceMs`; then cancels what is
+   * left (reason: shutting_down) and waits for its clean-up (every slot swept, every run
+   * directory removed); closes the connections and removes the socket we bound. Callers close
+   * the slot pool first, so that no new run starts meanwhile.
+   */
+  async close(graceMs = 0): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const { log } = this.options;
+    const pending = this.inflight;
+    if (graceMs > 0 && pending > 0) {
+      log.info('waiting for requests in flight to finish', { inflight: pending, graceMs });
+      const timer = new AbortController();
+      const finished = await Promise.race([
+        Promise.all([...this.connections].map((c) => c.idle())).then(() => true),
+        delay(graceMs, false, { signal: timer.signal }).catch(() => false),
+      ]);
+      timer.abort();
+      if (!finished) log.warn('shutdown grace period over: cancelling the runs still in flight', { inflight: this.inflight, graceMs });
+    }
     await Promise.all([...this.connections].map((c) => c.shutdown()));
     await closed;
-    await fs.unlink(this.options.socketPath).catch(() => undefined);
+    if (!this.activated) await fs.unlink(this.options.socketPath).catch(() => undefined);
   }
 
   private accept(socket: net.Socket): void {
@@ -76,7 +149,36 @@ export class DaemonServer {
       socket.destroy();
       return;
     }
-    const connection = new Connection(socket, this.options);
+    const { log, metrics } = this.options;
+    socket.on('error', (err) => log.debug('client connection error', { error: err }));
+    // The kernel's record of who connected; libuv keeps the fd in the handle.
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    let caller: Caller;
+    try {
+      if (typeof fd !== 'number' || fd < 0) throw new Error('the connection has no file descriptor');
+      caller = this.options.peerCred(fd);
+    } catch (err) {
+      log.error('cannot read the credentials of a connection; closing it', { error: err });
+      socket.destroy();
+      return;
+    }
+    const verdict = authorize(caller, this.options.allowList());
+    if (!verdict.allowed) {
+      metrics.recordRefusedConnection();
+      log.warn('connection refused: caller not allowed', { caller: { uid: caller.uid, gid: caller.gid, pid: caller.pid }, reason: verdict.reason });
+      // Request id 0: the refusal answers the connection, not a request. Half-close after it and
+      // let the caller hang up: closing at once would make its pending write fail (EPIPE) before
+      // it reads why. What it sends meanwhile is discarded unread, and a caller that does not hang
+      // up is cut off after a second.
+      socket.end(encodeFrame({ v: PROTOCOL_VERSION, id: 0, ok: false, error: { code: 'forbidden', message: verdict.reason } }));
+      socket.resume();
+      const cutOff = setTimeout(() => socket.destroy(), 1000);
+      cutOff.unref();
+      socket.once('close', () => clearTimeout(cutOff));
+      return;
+    }
+    const connection = new Connection(socket, this.options, caller, this.nextConnectionId++);
+    log.debug('connection accepted', { connection: connection.id, caller: { uid: caller.uid, pid: caller.pid }, via: verdict.via });
     this.connections.add(connection);
     socket.on('close', () => this.connections.delete(connection));
   }
@@ -110,11 +212,22 @@ class Connection {
   constructor(
     private readonly socket: net.Socket,
     private readonly options: ServerOptions,
+    private readonly caller: Caller,
+    readonly id: number,
   ) {
     this.decoder = new FrameDecoder(options.maxFrameBytes);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err) => options.log.debug('client connection error', { error: err }));
     socket.on('close', () => this.cancelAll(new DaemonError('cancelled', 'the client disconnected')));
+  }
+
+  /** Requests still being worked on. */
+  get pending(): number {
+    return this.settled.size;
+  }
+
+  /** Resolves once nothing is in flight on this connection (new work may not start: slots are closed). */
+  async idle(): Promise<void> {
+    while (this.settled.size > 0) await Promise.all(this.settled);
   }
 
   /** Cancels this connection's runs, waits until they are cleaned up, then closes it. */
@@ -170,9 +283,23 @@ class Connection {
   }
 
   private dispatch(request: Request): void {
+    if (request.op !== 'jail_code') {
+      this.options.log.debug('request', { op: request.op, id: request.id, connection: this.id, caller: this.callerFields() });
+    }
     switch (request.op) {
       case 'status':
         this.replyOk(request.id, this.options.status());
+        return;
+      case 'metrics':
+        this.replyOk(request.id, { text: this.options.renderMetrics() });
+        return;
+      case 'check':
+        this.track(
+          this.options.check().then(
+            (result) => this.replyOk(request.id, result),
+            (err: unknown) => this.replyFailure(request.id, err, { op: 'check' }),
+          ),
+        );
         return;
       case 'cancel': {
         const controller = this.inflight.get(request.target);
@@ -194,24 +321,60 @@ class Connection {
     }
     const controller = new AbortController();
     this.inflight.set(id, controller);
-    const done: Promise<void> = this.options.runner
-      .run(request, controller.signal)
-      .then(
-        (result) => this.replyOk(id, result),
-        (err: unknown) => {
-          if (err instanceof DaemonError) {
-            this.replyError(id, err.code, err.message);
-          } else {
-            this.options.log.error('a run failed unexpectedly', { id, slug: request.slug, error: err, stack: (err as Error)?.stack });
-            this.replyError(id, 'internal', 'internal error in the daemon (logged)');
-          }
-        },
-      )
-      .finally(() => {
-        this.inflight.delete(id);
-        this.settled.delete(done);
-      });
+    const { log, metrics } = this.options;
+    const started = performance.now();
+    const base = { id, connection: this.id, slug: request.slug, caller: this.callerFields(), command: request.command };
+    log.debug('run accepted', { ...base, requestedLimits: request.limits });
+    this.track(
+      this.options.runner
+        .run(request, controller.signal)
+        .then(
+          (result) => {
+            const verdict = resultVerdict(result);
+            const durationMs = round(performance.now() - started);
+            metrics.recordRun(verdict, durationMs / 1000);
+            log.info('run finished', {
+              ...base,
+              runId: result.runId,
+              verdict,
+              status: result.status,
+              limits: result.limits,
+              durationMs,
+              usage: result.usage,
+              truncated: result.truncated,
+            });
+            this.replyOk(id, result);
+          },
+          (err: unknown) => {
+            const verdict = errorVerdict(err);
+            const durationMs = round(performance.now() - started);
+            metrics.recordRun(verdict, durationMs / 1000);
+            const fields = { ...base, verdict, requestedLimits: request.limits, durationMs };
+            if (err instanceof DaemonError) log.info('run finished', { ...fields, error: err.code, reason: err.message });
+            this.replyFailure(id, err, fields);
+          },
+        )
+        .finally(() => this.inflight.delete(id)),
+    );
+  }
+
+  /** Keeps `work` in the settled set until it is done, so shutdown can wait for it. */
+  private track(work: Promise<void>): void {
+    const done: Promise<void> = work.finally(() => this.settled.delete(done));
     this.settled.add(done);
+  }
+
+  private replyFailure(id: number, err: unknown, fields: Record<string, unknown>): void {
+    if (err instanceof DaemonError) {
+      this.replyError(id, err.code, err.message);
+      return;
+    }
+    this.options.log.error('a request failed unexpectedly', { ...fields, error: err, stack: (err as Error)?.stack });
+    this.replyError(id, 'internal', 'internal error in the daemon (logged)');
+  }
+
+  private callerFields(): Record<string, number> {
+    return { uid: this.caller.uid, pid: this.caller.pid };
   }
 
   private cancelAll(reason: DaemonError): void {
@@ -235,6 +398,32 @@ class Connection {
     if (this.broken || this.socket.destroyed || !this.socket.writable) return;
     this.socket.write(frame);
   }
+}
+
+function resultVerdict(result: JailCodeResult): Verdict {
+  if (result.timedOut) return 'timeout';
+  if (result.status === 0) return 'ok';
+  return result.status < 0 ? 'signal' : 'exit';
+}
+
+function errorVerdict(err: unknown): Verdict {
+  if (!(err instanceof DaemonError)) return 'error';
+  switch (err.code) {
+    case 'setup_failed':
+      return 'setup_failed';
+    case 'cancelled':
+    case 'shutting_down':
+      return 'cancelled';
+    case 'internal':
+      return 'error';
+    default:
+      // overloaded, unknown_command, limit_exceeds_ceiling, bad_request: refused before running.
+      return 'rejected';
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 /** The request's id when it is a valid one, so even a rejected request gets a matching reply. */

@@ -36,7 +36,7 @@ export class SlotPool {
 
   constructor(
     slots: Slot[],
-    private readonly queueMax: number,
+    private queueMax: number,
   ) {
     // Reversed so that pop() hands out slot 0 first: predictable in logs and tests.
     this.free = [...slots].reverse();
@@ -56,6 +56,14 @@ export class SlotPool {
 
   get maxQueued(): number {
     return this.queueMax;
+  }
+
+  /**
+   * Changes the queue bound (SIGHUP). Runs already queued past a lower bound keep their place:
+   * only new arrivals are refused.
+   */
+  setMaxQueued(queueMax: number): void {
+    this.queueMax = queueMax;
   }
 
   /**

@@ -84,7 +84,12 @@ export type JailCodeRequest = z.infer<typeof jailCodeRequest>;
 export const statusRequest = z.object({ ...base, op: z.literal('status') }).strict();
 export const cancelRequest = z.object({ ...base, op: z.literal('cancel'), target: base.id }).strict();
 
-export const request = z.discriminatedUnion('op', [jailCodeRequest, statusRequest, cancelRequest]);
+/** Prometheus text of the daemon's counters and gauges. */
+export const metricsRequest = z.object({ ...base, op: z.literal('metrics') }).strict();
+/** Runs the daemon's self-check again (through real sandboxes) and reports each probe. */
+export const checkRequest = z.object({ ...base, op: z.literal('check') }).strict();
+
+export const request = z.discriminatedUnion('op', [jailCodeRequest, statusRequest, cancelRequest, metricsRequest, checkRequest]);
 export type Request = z.infer<typeof request>;
 export type RequestInput = z.input<typeof request>;
 
@@ -139,6 +144,21 @@ export type StatusResult = z.infer<typeof statusResult>;
 export const cancelResult = z.object({ cancelled: z.boolean() });
 export type CancelResult = z.infer<typeof cancelResult>;
 
+/** Reply to 'metrics': the Prometheus text exposition format (0.0.4). */
+export const metricsResult = z.object({ text: z.string() });
+export type MetricsResult = z.infer<typeof metricsResult>;
+
+/** Reply to 'check': whether every probe passed, the layers, and each probe's outcome. */
+export const checkResult = z.object({
+  ok: z.boolean(),
+  layers: z.record(z.string(), z.string()),
+  probes: z.array(
+    z.object({ name: z.string(), outcome: z.enum(['passed', 'failed', 'skipped']), detail: z.string().optional() }),
+  ),
+  durationMs: z.number(),
+});
+export type CheckResult = z.infer<typeof checkResult>;
+
 /** Error codes a reply may carry; the message says what exactly was wrong. */
 export const ERROR_CODES = [
   'bad_frame',
@@ -151,6 +171,8 @@ export const ERROR_CODES = [
   'shutting_down',
   'cancelled',
   'internal',
+  /** The caller's uid and groups are not in the daemon's allow list; the connection is closed. */
+  'forbidden',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -27,6 +27,14 @@ export interface TestDaemonOptions {
   extraArgs?: string[];
   /** Resolve once the daemon exits instead of once it is ready (start-up failure tests). */
   expectExit?: boolean;
+  /** Extra environment variables of the daemon (NOTIFY_SOCKET, WATCHDOG_USEC...). */
+  env?: Record<string, string>;
+  /**
+   * A listening socket's fd in this process, passed as the daemon's fd 3 with LISTEN_FDS=1 and
+   * LISTEN_PID set to the daemon's own pid (a shell sets it to $$ and execs node), as systemd's
+   * socket activation does.
+   */
+  listenFd?: number;
 }
 
 let instance = 0;
@@ -41,18 +49,24 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
   // Each test daemon gets its own slot uids, so parallel test files never share a uid.
   const firstUid = 62000 + (process.pid % 500) * 16 + (instance % 4) * 4;
   const config = {
-    socket: { path: socketPath, group: 'codejail', mode: '0660' },
     runBase,
     slots: { firstUid, count: 4 },
     ...options.config,
+    // Merged, not replaced, so a test can change the socket's mode and keep its private path.
+    socket: { path: socketPath, group: 'codejail', mode: '0660', ...((options.config?.socket as object) ?? {}) },
     layers: { ...layers, ...((options.config?.layers as object) ?? {}) },
   };
   const configFile = path.join(dir, 'config.json');
   fs.writeFileSync(configFile, JSON.stringify(config));
-  const child = spawn(process.execPath, [DAEMON_MAIN, '--config', configFile, ...(options.extraArgs ?? [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, HONEY_BOO_BOO: 'daemon secret' },
-  });
+  const daemonArgs = [DAEMON_MAIN, '--config', configFile, ...(options.extraArgs ?? [])];
+  const env: NodeJS.ProcessEnv = { ...process.env, HONEY_BOO_BOO: 'daemon secret', ...options.env };
+  const child =
+    options.listenFd === undefined
+      ? spawn(process.execPath, daemonArgs, { stdio: ['ignore', 'pipe', 'pipe'], env })
+      : spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$0" "$@"', process.execPath, ...daemonArgs], {
+          stdio: ['ignore', 'pipe', 'pipe', options.listenFd],
+          env: { ...env, LISTEN_FDS: '1' },
+        });
   const logs: Array<Record<string, unknown>> = [];
   let buffered = '';
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

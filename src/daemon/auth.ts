@@ -1,0 +1,93 @@
+// Caller authorization. The socket's mode and group are the first gate; this is the second, and
+// the one that holds when an operator widens the socket's mode or hands the listening fd to
+// systemd: every connection's peer credentials (SO_PEERCRED, filled in by the kernel at connect
+// time, so a client cannot choose them) are checked against config.allow.
+import { readFileSync } from 'node:fs';
+import { readAccounts } from './accounts.js';
+import type { DaemonConfig } from './config.js';
+import type { Logger } from './log.js';
+
+export interface Caller {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** config.allow with group names resolved to gids. */
+export interface AllowList {
+  uids: Set<number>;
+  gids: Set<number>;
+  /** What was configured, for logs and refusal messages. */
+  describe: string;
+}
+
+/**
+ * Resolves config.allow against /etc/group. A group name that does not exist is logged and
+ * skipped (it may be created later by `codejail setup`; a SIGHUP then picks it up), never fatal:
+ * an unknown name can only narrow who passes.
+ */
+export function resolveAllowList(config: DaemonConfig, log: Logger): AllowList {
+  const groups = config.allow.groups ?? [config.socket.group];
+  const byName = readAccounts('/etc/group').byName;
+  const gids = new Set<number>();
+  groups.forEach((group, index) => {
+    if (typeof group === 'number') {
+      gids.add(group);
+      return;
+    }
+    const gid = byName.get(group);
+    if (gid === undefined) log.warn(`allow.groups[${index}]: group "${group}" does not exist; ignored`, { group });
+    else gids.add(gid);
+  });
+  // Root and the daemon's own uid own the socket file anyway; refusing them protects nothing.
+  const uids = new Set<number>([0, ...config.allow.uids]);
+  const own = process.getuid?.();
+  if (own !== undefined) uids.add(own);
+  const describe = `uids ${[...uids].sort((a, b) => a - b).join(',')}; gids ${[...gids].sort((a, b) => a - b).join(',') || '(none)'}`;
+  return { uids, gids, describe };
+}
+
+export type Verdict = { allowed: true; via: string } | { allowed: false; reason: string };
+
+/**
+ * Whether `caller` may use the daemon. The uid and the primary gid come from SO_PEERCRED; the
+ * supplementary groups from /proc/<pid>/status, whose pid the kernel gave us (never a path a
+ * client named). That file is read only when uid and primary gid did not already decide, and
+ * its Uid line must still match the peer's uid: if the caller exited and its pid was reused,
+ * the groups of an unrelated process must not count.
+ */
+export function authorize(caller: Caller, allow: AllowList): Verdict {
+  if (allow.uids.has(caller.uid)) return { allowed: true, via: `uid ${caller.uid}` };
+  if (allow.gids.has(caller.gid)) return { allowed: true, via: `gid ${caller.gid}` };
+  const supplementary = supplementaryGroups(caller);
+  const match = supplementary?.find((gid) => allow.gids.has(gid));
+  if (match !== undefined) return { allowed: true, via: `group ${match}` };
+  const groups = supplementary === undefined ? 'its supplementary groups could not be read' : `groups ${supplementary.join(',') || '(none)'}`;
+  return {
+    allowed: false,
+    reason: `uid ${caller.uid} (gid ${caller.gid}, ${groups}) is not allowed to use codejaild; allowed: ${allow.describe}`,
+  };
+}
+
+/** The Groups: line of /proc/<pid>/status, or undefined when the process is gone or not ours to see. */
+function supplementaryGroups(caller: Caller): number[] | undefined {
+  // pid 0: the peer is in a pid namespace we cannot see into.
+  if (!Number.isInteger(caller.pid) || caller.pid <= 0) return undefined;
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${caller.pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const field = (name: string) => status.match(new RegExp(`^${name}:\\s*(.*)$`, 'm'))?.[1]?.trim();
+  // Uid: real, effective, saved, fs. SO_PEERCRED records the effective uid at connect().
+  const effectiveUid = Number(field('Uid')?.split(/\s+/)[1]);
+  if (effectiveUid !== caller.uid) return undefined;
+  const groups = field('Groups');
+  if (groups === undefined) return undefined;
+  return groups
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number)
+    .filter((gid) => Number.isInteger(gid));
+}

@@ -1,0 +1,168 @@
+// Prometheus text exposition (format 0.0.4), written by hand: a few counters, one histogram and
+// gauges read at scrape time do not justify a dependency. Served by the socket's 'metrics'
+// request and, when configured, on a loopback HTTP port.
+import http from 'node:http';
+import type { Logger } from './log.js';
+
+/**
+ * How a jail_code request ended. ok/exit/signal: the code ran and exited with 0, another
+ * status, or a signal; timeout: REALTIME ran out; setup_failed: the sandbox could not be built;
+ * cancelled: the client, a cancel request or the daemon stopping ended it; rejected: refused
+ * before it ran (overloaded, unknown command, limit over a ceiling, bad files); error: a bug.
+ */
+export const VERDICTS = ['ok', 'exit', 'signal', 'timeout', 'setup_failed', 'cancelled', 'rejected', 'error'] as const;
+export type Verdict = (typeof VERDICTS)[number];
+
+/** Seconds; a run's whole time in the daemon (queue, set-up, run, clean-up). */
+const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/** Values read when the metrics are rendered. */
+export interface MetricsSnapshot {
+  slotsTotal: number;
+  slotsBusy: number;
+  slotsQuarantined: number;
+  queueDepth: number;
+  queueMax: number;
+  /** 1 when the last self-check passed, 0 when it failed. */
+  selfCheckOk: boolean;
+  setupFailures: number;
+  draining: boolean;
+}
+
+export class Metrics {
+  private readonly runs = new Map<Verdict, number>(VERDICTS.map((v) => [v, 0]));
+  private readonly bucketCounts = LATENCY_BUCKETS.map(() => 0);
+  private latencyCount = 0;
+  private latencySum = 0;
+  private refusedConnections = 0;
+  private reloads = { ok: 0, failed: 0 };
+  readonly startedAt = Date.now();
+
+  recordRun(verdict: Verdict, seconds: number): void {
+    this.runs.set(verdict, (this.runs.get(verdict) ?? 0) + 1);
+    // Rejected requests never ran: their latency would only dilute the histogram.
+    if (verdict === 'rejected') return;
+    this.latencyCount++;
+    this.latencySum += seconds;
+    LATENCY_BUCKETS.forEach((bound, i) => {
+      if (seconds <= bound) this.bucketCounts[i]!++;
+    });
+  }
+
+  recordRefusedConnection(): void {
+    this.refusedConnections++;
+  }
+
+  recordReload(ok: boolean): void {
+    if (ok) this.reloads.ok++;
+    else this.reloads.failed++;
+  }
+
+  render(snapshot: MetricsSnapshot): string {
+    const out: string[] = [];
+    const metric = (name: string, type: string, help: string, samples: Array<[labels: string, value: number]>) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [labels, value] of samples) out.push(`${name}${labels} ${formatValue(value)}`);
+    };
+    metric('codejail_up', 'gauge', 'Whether codejaild is serving (0 while it drains to stop).', [['', snapshot.draining ? 0 : 1]]);
+    metric('codejail_uptime_seconds', 'gauge', 'Seconds since codejaild started.', [['', (Date.now() - this.startedAt) / 1000]]);
+    metric('codejail_start_time_seconds', 'gauge', 'Unix time codejaild started at.', [['', this.startedAt / 1000]]);
+    metric(
+      'codejail_runs_total',
+      'counter',
+      'jail_code requests by how they ended.',
+      VERDICTS.map((v) => [`{verdict="${v}"}`, this.runs.get(v) ?? 0]),
+    );
+    out.push(
+      '# HELP codejail_run_duration_seconds Time a jail_code request spent in the daemon, queue included.',
+      '# TYPE codejail_run_duration_seconds histogram',
+    );
+    LATENCY_BUCKETS.forEach((bound, i) => out.push(`codejail_run_duration_seconds_bucket{le="${bound}"} ${this.bucketCounts[i]}`));
+    out.push(`codejail_run_duration_seconds_bucket{le="+Inf"} ${this.latencyCount}`);
+    out.push(`codejail_run_duration_seconds_sum ${formatValue(this.latencySum)}`);
+    out.push(`codejail_run_duration_seconds_count ${this.latencyCount}`);
+    metric('codejail_queue_depth', 'gauge', 'Runs waiting for a free slot.', [['', snapshot.queueDepth]]);
+    metric('codejail_queue_max', 'gauge', 'Most runs that may wait; more are refused as overloaded.', [['', snapshot.queueMax]]);
+    metric('codejail_slots', 'gauge', 'Sandbox slots (concurrent runs).', [['', snapshot.slotsTotal]]);
+    metric('codejail_slots_busy', 'gauge', 'Slots running (or cleaning up after) a run.', [['', snapshot.slotsBusy]]);
+    metric('codejail_slots_quarantined', 'gauge', 'Slots whose processes survived a kill, kept out of the pool.', [
+      ['', snapshot.slotsQuarantined],
+    ]);
+    metric('codejail_setup_failures_total', 'counter', 'Sandboxes that could not be built (a layer failed in the child).', [
+      ['', snapshot.setupFailures],
+    ]);
+    metric('codejail_selfcheck_ok', 'gauge', 'Whether the last self-check passed.', [['', snapshot.selfCheckOk ? 1 : 0]]);
+    metric('codejail_refused_connections_total', 'counter', 'Connections refused because the caller is not allowed.', [
+      ['', this.refusedConnections],
+    ]);
+    metric('codejail_config_reloads_total', 'counter', 'SIGHUP reloads by outcome.', [
+      ['{outcome="ok"}', this.reloads.ok],
+      ['{outcome="failed"}', this.reloads.failed],
+    ]);
+    return out.join('\n') + '\n';
+  }
+}
+
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Infinity) return '+Inf';
+  if (value === -Infinity) return '-Inf';
+  return String(Math.round(value * 1e6) / 1e6);
+}
+
+/**
+ * GET /metrics on a loopback address. The config refuses other hosts; this checks again, since
+ * the endpoint has no authentication. Resolves once listening.
+ */
+export async function serveMetricsHttp(options: { host: string; port: number; render: () => string; log: Logger }): Promise<http.Server> {
+  const { host, port, render, log } = options;
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if ((req.url ?? '/').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('only /metrics is served here\n');
+      return;
+    }
+    let body: string;
+    try {
+      body = render();
+    } catch (err) {
+      log.error('rendering metrics failed', { error: err });
+      res.writeHead(500).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
+  // Scrapers keep connections alive; they must not hold a stopping daemon open.
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address && typeof address === 'object' && !isLoopback(address.address)) {
+    server.close();
+    throw new Error(`metrics.host ${host} resolved to ${address.address}, which is not a loopback address`);
+  }
+  server.on('error', (err) => log.error('metrics HTTP server error', { error: err }));
+  log.info('metrics served over HTTP', { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/metrics` });
+  return server;
+}
+
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+/** Closes an HTTP server and any idle or in-progress scrape connections. */
+export function closeHttp(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

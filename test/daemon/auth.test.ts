@@ -1,0 +1,137 @@
+// Caller authorization: SO_PEERCRED on every connection, checked against config.allow. The
+// socket is made world-connectable here (0666 in a 0755 directory) so that the filesystem does
+// not refuse the callers first: what is tested is the daemon's own check.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '../../src/client/index.js';
+import { authorize, type AllowList } from '../../src/daemon/auth.js';
+import { parseConfig } from '../../src/daemon/config.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const isRoot = process.getuid?.() === 0;
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CLIENT = path.join(root, 'dist/client/index.js');
+
+// Ids no account on a test machine uses.
+const ALLOWED_UID = 64_901;
+const ALLOWED_GID = 64_950;
+const STRANGER = 64_902;
+
+interface Outcome {
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+/** Asks for the daemon's status from a child process running as uid/gid with `groups`. */
+function statusAs(socketPath: string, ids: { uid: number; gid: number; groups: number[] }): Promise<Outcome> {
+  const script = `
+    process.setgroups(${JSON.stringify(ids.groups)});
+    process.setgid(${ids.gid});
+    process.setuid(${ids.uid});
+    const { Client } = await import(${JSON.stringify(CLIENT)});
+    const client = new Client({ socketPath: ${JSON.stringify(socketPath)} });
+    try {
+      await client.status();
+      console.log(JSON.stringify({ ok: true }));
+    } catch (err) {
+      console.log(JSON.stringify({ ok: false, code: err.code, message: err.message }));
+    } finally {
+      await client.close();
+    }`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (err += c));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      try {
+        resolve(JSON.parse(out.trim()) as Outcome);
+      } catch {
+        reject(new Error(`client child exited ${code}: ${out} ${err}`));
+      }
+    });
+  });
+}
+
+describe('authorize', () => {
+  const allow: AllowList = { uids: new Set([0, 1000]), gids: new Set([500]), describe: 'test' };
+  it('passes an allowed uid or primary gid', () => {
+    expect(authorize({ pid: 0, uid: 1000, gid: 7 }, allow)).toMatchObject({ allowed: true, via: 'uid 1000' });
+    expect(authorize({ pid: 0, uid: 1234, gid: 500 }, allow)).toMatchObject({ allowed: true, via: 'gid 500' });
+  });
+  it('refuses anyone else, naming the uid, and ignores /proc when the pid is unknown', () => {
+    const verdict = authorize({ pid: 0, uid: 1234, gid: 7 }, allow);
+    expect(verdict.allowed).toBe(false);
+    if (!verdict.allowed) expect(verdict.reason).toMatch(/uid 1234 .*not allowed/);
+  });
+  it('does not trust the groups of a pid whose uid is not the caller (pid reused)', () => {
+    // Our own pid, but a caller uid that is not ours: /proc/<pid>/status must not count.
+    const verdict = authorize({ pid: process.pid, uid: 4242, gid: 4242 }, { ...allow, gids: new Set(process.getgroups?.() ?? [0]) });
+    expect(verdict.allowed).toBe(false);
+  });
+  it('validates allow in the config, naming the key', () => {
+    expect(() => parseConfig({ allow: { uids: [-1] } })).toThrow(/allow\.uids\.0/);
+    expect(() => parseConfig({ allow: { groups: ['bad name!'] } })).toThrow(/allow\.groups\.0/);
+    expect(() => parseConfig({ allow: { users: [] } })).toThrow(/allow.*users/);
+    expect(parseConfig({ allow: { groups: ['codejail', 5] } }).allow.groups).toEqual(['codejail', 5]);
+  });
+});
+
+describe.skipIf(!isRoot)('caller authorization in the daemon', () => {
+  let daemon: TestDaemon;
+
+  beforeAll(async () => {
+    daemon = await startTestDaemon({
+      config: { socket: { group: 'root', mode: '0666' }, allow: { uids: [ALLOWED_UID], groups: [ALLOWED_GID] } },
+    });
+    // startTestDaemon's socket path is per-test; reuse it with a wide mode.
+    fs.chmodSync(path.dirname(daemon.socketPath), 0o755);
+  });
+  afterAll(async () => {
+    expect(await daemon?.stop()).toBe(0);
+  });
+
+  it('refuses a caller that is not allowed with a forbidden error, and logs it', async () => {
+    const outcome = await statusAs(daemon.socketPath, { uid: STRANGER, gid: STRANGER, groups: [] });
+    expect(outcome.ok).toBe(false);
+    expect(outcome.code).toBe('forbidden');
+    expect(outcome.message).toContain(`uid ${STRANGER}`);
+    const logged = daemon.logs.find((l) => l.msg === 'connection refused: caller not allowed');
+    expect(logged).toBeDefined();
+    expect((logged!.caller as { uid: number }).uid).toBe(STRANGER);
+    expect(logged!.level).toBe('warn');
+  });
+
+  it('passes a caller by uid', async () => {
+    expect(await statusAs(daemon.socketPath, { uid: ALLOWED_UID, gid: ALLOWED_UID, groups: [] })).toEqual({ ok: true });
+  });
+
+  it('passes a caller by primary group', async () => {
+    expect(await statusAs(daemon.socketPath, { uid: STRANGER, gid: ALLOWED_GID, groups: [] })).toEqual({ ok: true });
+  });
+
+  it('passes a caller by a supplementary group (read from /proc/<pid>/status)', async () => {
+    expect(await statusAs(daemon.socketPath, { uid: STRANGER, gid: STRANGER, groups: [7, ALLOWED_GID] })).toEqual({ ok: true });
+  });
+
+  it('logs every run with the caller uid and pid and the slug', async () => {
+    const client = new Client({ socketPath: daemon.socketPath });
+    try {
+      const result = await client.jailCode('python', { code: 'print(2)', slug: 'auth-slug' });
+      expect(result.status).toBe(0);
+      const line = daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'auth-slug');
+      expect(line).toMatchObject({ verdict: 'ok', runId: result.runId, caller: { uid: 0, pid: process.pid }, level: 'info' });
+      expect(line!.limits).toMatchObject({ CPU: expect.any(Number), REALTIME: expect.any(Number) });
+      expect(line!.usage).toMatchObject({ wallMs: expect.any(Number), maxRssKb: expect.any(Number) });
+      expect(line!.durationMs).toEqual(expect.any(Number));
+    } finally {
+      await client.close();
+    }
+  });
+});

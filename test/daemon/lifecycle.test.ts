@@ -1,0 +1,170 @@
+// The daemon's lifecycle: SIGTERM drains (running work finishes within shutdownGraceMs, the rest
+// is killed and cleaned up, exit 0), SIGHUP reloads the config (a bad one is logged and the old
+// one kept; keys that need a restart are named), status reports the package's version.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client, CodejailError } from '../../src/client/index.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const isRoot = process.getuid?.() === 0;
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const VERSION = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+const configFileOf = (daemon: TestDaemon) => path.join(path.dirname(daemon.socketPath), 'config.json');
+
+async function until(what: string, test: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function exitOf(daemon: TestDaemon): Promise<number | null> {
+  const child = daemon.process;
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+/** Pids of live processes whose real uid is in the daemon's slot range. */
+function slotProcesses(daemon: TestDaemon): number[] {
+  const { slots } = JSON.parse(fs.readFileSync(configFileOf(daemon), 'utf8')) as { slots: { firstUid: number; count: number } };
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let status: string;
+    try {
+      status = fs.readFileSync(`/proc/${entry}/status`, 'utf8');
+    } catch {
+      continue;
+    }
+    const uid = Number(status.match(/^Uid:\s+(\d+)/m)?.[1]);
+    if (uid >= slots.firstUid && uid < slots.firstUid + slots.count) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+const sleeper = (seconds: number) => `import time\ntime.sleep(${seconds})\nprint('slept')\n`;
+
+describe.skipIf(!isRoot)('SIGTERM', () => {
+  it('lets a run in flight finish, refuses new connections, removes everything and exits 0', async () => {
+    const daemon = await startTestDaemon({ config: { shutdownGraceMs: 15_000 } });
+    const client = new Client({ socketPath: daemon.socketPath });
+    try {
+      const run = client.jailCode('python', { code: sleeper(1.5), limits: { REALTIME: 10 }, slug: 'drain' });
+      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+      daemon.process.kill('SIGTERM');
+      await until('the daemon to stop accepting', () => daemon.logs.some((l) => l.msg === 'waiting for requests in flight to finish'));
+      const late = new Client({ socketPath: daemon.socketPath });
+      await expect(late.status()).rejects.toMatchObject({ code: 'unavailable' });
+      await late.close();
+
+      const result = await run;
+      expect(result.status).toBe(0);
+      expect(result.stdout.toString()).toBe('slept\n');
+      expect(await exitOf(daemon)).toBe(0);
+      expect(fs.readdirSync(daemon.runBase)).toEqual([]);
+      expect(fs.existsSync(daemon.socketPath)).toBe(false);
+      expect(slotProcesses(daemon)).toEqual([]);
+      expect(daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'drain')).toMatchObject({ verdict: 'ok' });
+    } finally {
+      await client.close();
+      await daemon.stop();
+    }
+  });
+
+  it('kills what outlasts shutdownGraceMs, cleans it up and still exits 0', async () => {
+    const daemon = await startTestDaemon({ config: { shutdownGraceMs: 300 } });
+    const client = new Client({ socketPath: daemon.socketPath });
+    try {
+      const run = client.jailCode('python', { code: sleeper(30), limits: { REALTIME: 60 }, slug: 'too-slow' });
+      run.catch(() => undefined);
+      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+      const stopAt = Date.now();
+      daemon.process.kill('SIGTERM');
+      const error = await run.then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error).toBeInstanceOf(CodejailError);
+      expect((error as CodejailError).code).toBe('shutting_down');
+      expect(await exitOf(daemon)).toBe(0);
+      expect(Date.now() - stopAt).toBeLessThan(8000);
+      expect(fs.readdirSync(daemon.runBase)).toEqual([]);
+      expect(slotProcesses(daemon)).toEqual([]);
+      expect(daemon.logs.some((l) => l.msg === 'shutdown grace period over: cancelling the runs still in flight')).toBe(true);
+      expect(daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'too-slow')).toMatchObject({ verdict: 'cancelled' });
+    } finally {
+      await client.close();
+      await daemon.stop();
+    }
+  });
+});
+
+describe.skipIf(!isRoot)('SIGHUP and status', () => {
+  let daemon: TestDaemon;
+  let client: Client;
+  let original: Record<string, unknown>;
+
+  beforeAll(async () => {
+    daemon = await startTestDaemon({ config: { ceilings: { REALTIME: 5 } } });
+    client = new Client({ socketPath: daemon.socketPath });
+    original = JSON.parse(fs.readFileSync(configFileOf(daemon), 'utf8')) as Record<string, unknown>;
+  });
+  afterAll(async () => {
+    await client?.close();
+    expect(await daemon?.stop()).toBe(0);
+  });
+
+  const hangUp = async (expectedMsg: RegExp) => {
+    const before = daemon.logs.length;
+    daemon.process.kill('SIGHUP');
+    await until('the reload to be logged', () => daemon.logs.slice(before).some((l) => expectedMsg.test(String(l.msg))));
+    return daemon.logs.slice(before).find((l) => expectedMsg.test(String(l.msg)))!;
+  };
+
+  it('reports the package version, layers, slots, queue and uptime', async () => {
+    const status = await client.status();
+    expect(status.version).toBe(VERSION);
+    expect(status.slots.total).toBe(4);
+    expect(status.queue.depth).toBe(0);
+    expect(status.uptimeMs).toBeGreaterThan(0);
+    expect(Object.keys(status.layers)).toEqual(expect.arrayContaining(['uid', 'seccomp']));
+  });
+
+  it('keeps the old config when the new file is not JSON', async () => {
+    fs.writeFileSync(configFileOf(daemon), '{ not json');
+    const line = await hangUp(/configuration reload failed/);
+    expect(line.level).toBe('error');
+    expect(String(line.msg)).toMatch(/is not valid JSON/);
+    await expect(client.jailCode('python', { code: 'print(1)', limits: { REALTIME: 7 } })).rejects.toMatchObject({ code: 'limit_exceeds_ceiling' });
+  });
+
+  it('keeps the old config when a key is invalid, naming the key', async () => {
+    fs.writeFileSync(configFileOf(daemon), JSON.stringify({ ...original, queueMax: -1 }));
+    const line = await hangUp(/configuration reload failed/);
+    expect(String(line.msg)).toMatch(/queueMax/);
+    expect((await client.status()).queue.max).toBe(256);
+  });
+
+  it('applies limits and the queue bound at once, and names what needs a restart', async () => {
+    const slots = original.slots as { firstUid: number; count: number };
+    fs.writeFileSync(
+      configFileOf(daemon),
+      JSON.stringify({ ...original, ceilings: { REALTIME: 10 }, queueMax: 9, slots: { ...slots, count: 2 }, logLevel: 'debug' }),
+    );
+    const line = await hangUp(/configuration reloaded/);
+    expect(line.level).toBe('warn');
+    expect(line.applied).toEqual(expect.arrayContaining(['ceilings', 'queueMax', 'logLevel']));
+    expect(line.needsRestart).toEqual(['slots']);
+    expect(String(line.msg)).toMatch(/slots changed and needs a restart/);
+    const status = await client.status();
+    expect(status.queue.max).toBe(9);
+    expect(status.slots.total).toBe(4);
+    expect((await client.jailCode('python', { code: 'print(1)', limits: { REALTIME: 7 } })).limits.REALTIME).toBe(7);
+    // logLevel debug is in force: requests are now logged at debug.
+    await until('a debug line', () => daemon.logs.some((l) => l.level === 'debug' && l.msg === 'run accepted'));
+  });
+});
