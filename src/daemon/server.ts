@@ -2,7 +2,7 @@
 // connection carries many concurrent requests told apart by id. A malformed or oversized frame
 // closes that connection only; a connection that closes has its runs cancelled. Every
 // connection's caller (SO_PEERCRED) is checked against the allow list before a byte is read.
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -78,6 +78,7 @@ export class DaemonServer {
   async listen(): Promise<void> {
     const { socketPath, log, listenFd } = this.options;
     if (listenFd !== undefined) {
+      const inherited = describeListeningUnixSocket(listenFd);
       await new Promise<void>((resolve, reject) => {
         this.server.once('error', reject);
         this.server.listen({ fd: listenFd }, () => {
@@ -85,15 +86,8 @@ export class DaemonServer {
           resolve();
         });
       });
-      // A Unix socket reports its path; a TCP one (a wrong ListenStream=) an object. Peer
-      // credentials, and so authorization, only exist on Unix sockets: refuse anything else.
-      const bound = this.server.address();
-      if (typeof bound !== 'string') {
-        this.server.close();
-        throw new Error(`the socket passed in fd ${listenFd} is not a Unix stream socket (${JSON.stringify(bound)}); check ListenStream= in codejaild.socket`);
-      }
       this.server.on('error', (err) => log.error('socket server error', { error: err }));
-      log.info('serving the socket passed by systemd', { fd: listenFd, path: bound });
+      log.info('serving the socket passed by systemd', { fd: listenFd, path: inherited });
       return;
     }
     await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -430,6 +424,34 @@ function round(ms: number): number {
 function requestId(raw: unknown): number {
   const id = (raw as { id?: unknown } | null)?.id;
   return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= 0xffffffff ? id : 0;
+}
+
+/**
+ * Checks that `fd` is a listening Unix stream socket and returns its path. Peer credentials, and
+ * so authorization, exist only on Unix sockets: a TCP socket from a wrong ListenStream= would
+ * otherwise be served. The kernel lists Unix sockets with their inode in /proc/net/unix (columns:
+ * Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 is "listening", Type 0001 stream).
+ */
+function describeListeningUnixSocket(fd: number): string {
+  const fail = (why: string) =>
+    new Error(`fd ${fd} passed by systemd (LISTEN_FDS) ${why}; codejaild needs a listening Unix stream socket: check ListenStream= in codejaild.socket`);
+  let link: string;
+  try {
+    link = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (err) {
+    throw fail(`is not open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
+  if (!inode) throw fail(`is not a socket (${link})`);
+  const entry = readFileSync('/proc/net/unix', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .find((fields) => fields[6] === inode);
+  if (!entry) throw fail('is not a Unix socket');
+  if (entry[4] !== '0001') throw fail('is not a stream socket');
+  if ((parseInt(entry[3] ?? '0', 16) & 0x10000) === 0) throw fail('is not listening');
+  return entry[7] ?? '(unnamed)';
 }
 
 /**
