@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { readAccounts, type AccountTable } from './accounts.js';
+import { setupAppArmor } from './apparmor_setup.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from './config.js';
 import { prepareRunBase } from './rundir.js';
 import { slotUsers } from './slots.js';
@@ -48,6 +49,9 @@ export async function setupHost(config: DaemonConfig): Promise<string[]> {
   const baseExisted = await exists(config.runBase);
   await prepareRunBase(config.runBase);
   report.push(`${baseExisted ? 'found' : 'created'} ${config.runBase} (root 0711)`);
+
+  // Last: the profiles name the run base and the interpreters, which must exist by now.
+  report.push(...(await setupAppArmor(config)));
   return report;
 }
 
