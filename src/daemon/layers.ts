@@ -195,7 +195,9 @@ function probeAppArmor(profile: string): Probe {
   }
   // Lines look like "codejail-sandbox (enforce)". A profile in complain mode only logs.
   const line = profiles.split('\n').find((l) => l.replace(/ \([a-z]+\)$/, '') === profile);
-  if (!line) return { available: false, detail: `profile "${profile}" is not loaded (apparmor_parser -r apparmor/${profile})` };
+  if (!line) {
+    return { available: false, detail: `profile "${profile}" is not loaded (codejail setup renders, installs and loads it)` };
+  }
   if (!line.endsWith('(enforce)')) return { available: false, detail: `profile "${profile}" is loaded but not enforcing: ${line}` };
   return { available: true, detail: `profile ${profile}` };
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Boots the codejail test VM and runs one command inside it:
+#   scripts/vm/run.sh RESULTS_DIR COMMAND
+# COMMAND is an absolute path on this host (the guest sees the host's root read-only, with a
+# tmpfs overlay on top); it runs as root in the guest with RESULTS_DIR mounted writable at
+# /vm-results, which is how results come back. The serial console is this script's stdout.
+# Exit status: the command's, or 98 when the guest did not report one (crash, timeout).
+#
+# Software emulation (TCG), not KVM: with KVM the guest hangs after the boot loader on this
+# project's machines, and TCG works everywhere, nested CI runners included.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${CODEJAIL_VM_CACHE:-/var/cache/codejail-vm}
+TIMEOUT=${CODEJAIL_VM_TIMEOUT:-900}
+MEMORY=${CODEJAIL_VM_MEMORY:-2048}
+
+die() { echo "scripts/vm/run.sh: $*" >&2; exit 2; }
+[ $# -eq 2 ] || die "usage: run.sh RESULTS_DIR COMMAND"
+results=$(realpath "$1")
+cmd=$2
+[ -d "$results" ] || die "results directory $results does not exist"
+case "$cmd" in /*) ;; *) die "COMMAND must be an absolute path, got $cmd" ;; esac
+case "$cmd" in *[[:space:]]*) die "COMMAND must not contain spaces (it travels on the kernel command line)" ;; esac
+[ -x "$cmd" ] || die "$cmd is not executable"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: apt-get install qemu-system-x86"
+
+"$HERE/build.sh" >&2
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# -no-reboot + panic=1: if anything kills the guest's init, qemu exits instead of looping.
+set +e
+timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
+  -accel tcg -cpu max -smp 2 -m "$MEMORY" -nographic -no-reboot \
+  -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initramfs.cpio.gz" \
+  -append "console=ttyS0 quiet loglevel=3 panic=1 apparmor=1 security=apparmor codejail.cmd=$cmd" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+  -virtfs "local,path=$results,mount_tag=results,security_model=passthrough,multidevs=remap" \
+  -nic none < /dev/null | tee "$log"
+qemu_status=${PIPESTATUS[0]}
+set -e
+status=$(sed -n 's/^CODEJAIL_VM_EXIT=\([0-9]*\).*/\1/p' "$log" | tail -1)
+if [ -z "$status" ]; then
+  [ "$qemu_status" = 124 ] && die "the VM did not finish within ${TIMEOUT}s" >&2
+  echo "scripts/vm/run.sh: the guest ended without reporting a status (qemu exit $qemu_status)" >&2
+  exit 98
+fi
+exit "$status"
