@@ -2,6 +2,9 @@
 // The `codejail` command: run code through the daemon, inspect it, set the host up, benchmark it.
 import { UsageError } from './args.js';
 import { BENCH_USAGE, bench } from './bench.js';
+import { CHECK_USAGE, check } from './check.js';
+import { CHECK_CONFIG_USAGE, checkConfig } from './check_config.js';
+import { METRICS_USAGE, metrics } from './metrics.js';
 import { RUN_FAILED_EXIT, RUN_USAGE, run } from './run.js';
 import { SETUP_USAGE, setup } from './setup.js';
 import { STATUS_USAGE, status } from './status.js';
@@ -18,6 +21,9 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   status: { usage: STATUS_USAGE, main: status, failureExit: 1 },
   setup: { usage: SETUP_USAGE, main: setup, failureExit: 1 },
   bench: { usage: BENCH_USAGE, main: bench, failureExit: 1 },
+  check: { usage: CHECK_USAGE, main: check, failureExit: 1 },
+  metrics: { usage: METRICS_USAGE, main: metrics, failureExit: 1 },
+  'check-config': { usage: CHECK_CONFIG_USAGE, main: checkConfig, failureExit: 1 },
 };
 
 const USAGE = `usage: codejail <command> [options]
@@ -26,6 +32,9 @@ commands:
   status  show the daemon's layers, slots and queue
   setup   create the group, slot users and directories the daemon needs (root)
   bench   compare jailCode latency and throughput with bare interpreter spawns
+  check   run the daemon's self-check now and print its layers and probes
+  metrics print the daemon's metrics (Prometheus text format)
+  check-config  validate the daemon's configuration file
 Run 'codejail <command> --help' for a command's options.`;
 
 const USAGE_EXIT = 2;

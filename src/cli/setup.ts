@@ -3,17 +3,30 @@
 import { parseArgs } from 'node:util';
 import { withUsageErrors } from './args.js';
 
-export const SETUP_USAGE = `usage: codejail setup [--config FILE]
+export const SETUP_USAGE = `usage: codejail setup [--config FILE] [--systemd]
 Creates the codejail group, the slot users and the daemon's directories as the configuration
 (default /etc/codejail/config.json, else the built-in defaults) describes. Needs root; safe to
-run again.`;
+run again.
+
+  --systemd   also install codejaild.socket and codejaild.service in /etc/systemd/system
+              (ExecStart= pointing at this installation, the socket as configured), then
+              run systemctl daemon-reload and enable --now codejaild.socket when systemd is
+              the running init`;
 
 export async function setup(args: string[]): Promise<number> {
-  const { values } = withUsageErrors(() => parseArgs({ args, options: { config: { type: 'string' } }, strict: true }));
+  const { values } = withUsageErrors(() =>
+    parseArgs({ args, options: { config: { type: 'string' }, systemd: { type: 'boolean' } }, strict: true }),
+  );
   const { loadConfig } = await import('../daemon/config.js');
   const { setupHost } = await import('../daemon/setup.js');
+  const config = loadConfig(values.config);
   // One line per thing created or found, so a second run shows that nothing changed.
-  const report = await setupHost(loadConfig(values.config));
+  const report = await setupHost(config);
+  if (values.systemd) {
+    // After setupHost: the socket unit names the group it has just created.
+    const { installSystemdUnits } = await import('../daemon/systemd.js');
+    report.push(...(await installSystemdUnits(config, { configFile: values.config })));
+  }
   process.stdout.write(report.map((line) => `${line}\n`).join(''));
   return 0;
 }

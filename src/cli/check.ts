@@ -1,0 +1,49 @@
+// `codejail check`: has the daemon run its self-check again, through real sandboxes, and prints
+// the layers and each probe. Exits 1 when a probe failed (the daemon then reports itself
+// unhealthy, and under systemd its watchdog restarts it).
+import { parseArgs } from 'node:util';
+import { Client } from '../client/index.js';
+import type { CheckResult } from '../client/index.js';
+import { withUsageErrors } from './args.js';
+
+export const CHECK_USAGE = `usage: codejail check [--socket PATH]
+Runs the daemon's self-check now (one run that must work, runs that each layer must deny)
+and prints the layers and each probe's outcome. Exits 1 if a probe failed.`;
+
+function table(header: [string, string, string?], rows: Array<[string, string, string?]>): string[] {
+  const widths = [0, 1].map((i) => Math.max(header[i]!.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: [string, string, string?]) => `${r[0].padEnd(widths[0]!)}  ${r[2] === undefined ? r[1] : r[1].padEnd(widths[1]!)}${r[2] ? `  ${r[2]}` : ''}`.trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+export function formatCheck(result: CheckResult): string {
+  const failed = result.probes.filter((p) => p.outcome === 'failed').length;
+  const lines = [
+    `self-check ${result.ok ? 'passed' : `FAILED (${failed} of ${result.probes.length} probes)`} in ${result.durationMs} ms`,
+    '',
+    ...table(
+      ['layer', 'state'],
+      Object.keys(result.layers)
+        .sort()
+        .map((name) => [name, result.layers[name]!]),
+    ),
+    '',
+    ...table(
+      ['probe', 'outcome', 'detail'],
+      result.probes.map((p) => [p.name, p.outcome === 'failed' ? 'FAILED' : p.outcome, p.detail ?? '']),
+    ),
+  ];
+  return lines.join('\n') + '\n';
+}
+
+export async function check(args: string[]): Promise<number> {
+  const { values } = withUsageErrors(() => parseArgs({ args, options: { socket: { type: 'string' } }, strict: true }));
+  const client = new Client({ socketPath: values.socket });
+  try {
+    const result = await client.check();
+    process.stdout.write(formatCheck(result));
+    return result.ok ? 0 : 1;
+  } finally {
+    await client.close();
+  }
+}

@@ -1,0 +1,124 @@
+// Installing codejaild's systemd units (`codejail setup --systemd`): the files in systemd/ with
+// ExecStart= pointing at this installation and the socket unit matching config.socket, then
+// daemon-reload and enable --now of the socket when systemd is the running init.
+import { execFileSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from './config.js';
+
+export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
+/** dist/daemon/ and src/daemon/ are both two levels below the package root. */
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const UNIT_SOURCE_DIR = path.join(PACKAGE_ROOT, 'systemd');
+const DAEMON_MAIN = path.join(PACKAGE_ROOT, 'dist/daemon/main.js');
+
+export interface InstallUnitsOptions {
+  /** Where the units go (default /etc/systemd/system). */
+  unitDir?: string;
+  /** A config file other than the default, passed to the daemon with --config. */
+  configFile?: string;
+  /** Whether to run systemctl; default: when systemd is the running init. */
+  systemctl?: boolean;
+}
+
+/** sd_booted(): systemd is the running init when this directory exists. */
+export async function systemdIsRunning(): Promise<boolean> {
+  return fs.stat('/run/systemd/system').then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+}
+
+/** Writes the units and, when systemd runs, enables the socket. Returns one line per step. */
+export async function installSystemdUnits(config: DaemonConfig, options: InstallUnitsOptions = {}): Promise<string[]> {
+  const unitDir = options.unitDir ?? DEFAULT_UNIT_DIR;
+  const report: string[] = [];
+  const execStart = [process.execPath, DAEMON_MAIN];
+  if (options.configFile && path.resolve(options.configFile) !== DEFAULT_CONFIG_PATH) execStart.push('--config', path.resolve(options.configFile));
+
+  const service = setKey(await readUnit('codejaild.service'), 'Service', 'ExecStart', execStart.map(quoteArg).join(' '));
+  let socket = await readUnit('codejaild.socket');
+  socket = setKey(socket, 'Socket', 'ListenStream', config.socket.path);
+  socket = setKey(socket, 'Socket', 'SocketGroup', config.socket.group);
+  socket = setKey(socket, 'Socket', 'SocketMode', config.socket.mode.toString(8).padStart(4, '0'));
+
+  await fs.mkdir(unitDir, { recursive: true, mode: 0o755 });
+  for (const [name, text] of [
+    ['codejaild.service', service],
+    ['codejaild.socket', socket],
+  ] as const) {
+    report.push(`${await writeIfChanged(path.join(unitDir, name), text)} ${path.join(unitDir, name)}`);
+  }
+
+  const runSystemctl = options.systemctl ?? (await systemdIsRunning());
+  if (!runSystemctl) {
+    report.push(
+      'systemd is not the running init (no /run/systemd/system): units installed but not enabled; ' +
+        'once it runs: systemctl daemon-reload && systemctl enable --now codejaild.socket',
+    );
+    return report;
+  }
+  systemctl(['daemon-reload']);
+  report.push('ran systemctl daemon-reload');
+  systemctl(['enable', '--now', 'codejaild.socket']);
+  report.push('ran systemctl enable --now codejaild.socket (codejaild starts on the first connection)');
+  return report;
+}
+
+async function readUnit(name: string): Promise<string> {
+  try {
+    return await fs.readFile(path.join(UNIT_SOURCE_DIR, name), 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read the unit ${name} shipped with codejail in ${UNIT_SOURCE_DIR}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+}
+
+/** Replaces `key=` in `[section]` (the first occurrence); the shipped units always have it. */
+export function setKey(unit: string, section: string, key: string, value: string): string {
+  if (/[\n\r]/.test(value)) throw new Error(`${key}= value must be one line`);
+  const lines = unit.split('\n');
+  let current = '';
+  for (let i = 0; i < lines.length; i++) {
+    const header = /^\[(.+)\]\s*$/.exec(lines[i]!);
+    if (header) {
+      current = header[1]!;
+      continue;
+    }
+    if (current === section && lines[i]!.startsWith(`${key}=`)) {
+      lines[i] = `${key}=${value}`;
+      return lines.join('\n');
+    }
+  }
+  throw new Error(`the shipped unit has no ${key}= in [${section}]`);
+}
+
+/** systemd's command-line quoting: double quotes, with backslash escapes, when needed. */
+function quoteArg(arg: string): string {
+  if (/^[A-Za-z0-9_./@:+=,-]+$/.test(arg)) return arg;
+  return `"${arg.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
+}
+
+/** Atomic write (temp file + rename), root:root 0644; says whether anything changed. */
+async function writeIfChanged(file: string, text: string): Promise<'installed' | 'updated' | 'unchanged'> {
+  const existing = await fs.readFile(file, 'utf8').catch(() => undefined);
+  if (existing === text) return 'unchanged';
+  const temp = `${file}.codejail-${process.pid}`;
+  try {
+    await fs.writeFile(temp, text, { mode: 0o644, flag: 'wx' });
+    await fs.rename(temp, file);
+  } catch (err) {
+    await fs.unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  return existing === undefined ? 'installed' : 'updated';
+}
+
+function systemctl(args: string[]): void {
+  try {
+    execFileSync('systemctl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
+    throw new Error(`systemctl ${args.join(' ')} failed: ${stderr || (err as Error).message}`);
+  }
+}
