@@ -2,6 +2,7 @@
 // fds from then on). Output is kept up to a combined byte cap; the rest is drained and dropped
 // so a chatty sandbox never blocks on a full pipe, and the result says it was truncated.
 import net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 
 /** stdout and stderr share one budget, as the OUTPUT limit counts both. */
 export class OutputBudget {
@@ -35,21 +36,25 @@ export interface OutputPipe {
 }
 
 export function readOutput(fd: number, budget: OutputBudget): OutputPipe {
-  const socket = new net.Socket({ fd, readable: true, writable: false });
+  return collectOutput(new net.Socket({ fd, readable: true, writable: false }), budget);
+}
+
+/** Keeps what `budget` allows of a readable stream (a pipe's socket, a child_process stream). */
+export function collectOutput(stream: Readable, budget: OutputBudget): OutputPipe {
   const chunks: Buffer[] = [];
   const closed = new Promise<void>((resolve) => {
-    socket.on('data', (chunk: Buffer) => {
+    stream.on('data', (chunk: Buffer) => {
       const kept = budget.take(chunk);
       if (kept) chunks.push(kept);
     });
     // A read error (there should be none on a pipe) ends the output like EOF; 'close' follows.
-    socket.on('error', () => {});
-    socket.on('close', () => resolve());
+    stream.on('error', () => {});
+    stream.on('close', () => resolve());
   });
   return {
     closed,
     contents: () => (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)),
-    destroy: () => socket.destroy(),
+    destroy: () => stream.destroy(),
   };
 }
 
@@ -62,9 +67,13 @@ export interface InputPipe {
  * without reading makes the write fail with EPIPE: that is its business, not an error.
  */
 export function writeInput(fd: number, data: Uint8Array | undefined): InputPipe {
-  const socket = new net.Socket({ fd, readable: false, writable: true });
-  socket.on('error', () => socket.destroy());
-  if (data && data.length) socket.write(data);
-  socket.end();
-  return { destroy: () => socket.destroy() };
+  return feedInput(new net.Socket({ fd, readable: false, writable: true }), data);
+}
+
+/** writeInput for a writable stream the caller already has. */
+export function feedInput(stream: Writable, data: Uint8Array | undefined): InputPipe {
+  stream.on('error', () => stream.destroy());
+  if (data && data.length) stream.write(data);
+  stream.end();
+  return { destroy: () => stream.destroy() };
 }

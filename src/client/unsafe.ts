@@ -1,0 +1,381 @@
+// Unsafe mode: `new Client({ unsafe: true })` runs jailCode and safeExec itself, with no daemon
+// and no root, for development machines and tests where codejaild is not installed. The code
+// runs as the calling user with rlimits only (CPU, VMEM, FSIZE, NPROC, and the daemon's NOFILE
+// and core size): it can read and write whatever that user can, and reach the network. It is
+// otherwise the daemon's run, reused piece by piece: the same run directory layout (jailed_code,
+// files and extraFiles written by the same code, tmp/ as HOME and TMPDIR), the same clean
+// environment, REALTIME, the OUTPUT cap and the fd 3 result channel. Results say
+// confinement 'none'.
+//
+// The process is started by the native addon (clone, rlimits, execve; no privilege needed), or,
+// when the addon is not built, by `prlimit` from util-linux through child_process.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Readable, Writable } from 'node:stream';
+import { DaemonError } from '../daemon/errors.js';
+import type { CommandProfile } from '../daemon/interpreter.js';
+import { rlimitsFor } from '../daemon/limits.js';
+import { collectOutput, feedInput, OutputBudget, readOutput, writeInput, type InputPipe, type OutputPipe } from '../daemon/pipes.js';
+import { sandboxEnv } from '../daemon/plan.js';
+import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../daemon/rundir.js';
+import { native, type NativePlan, type NativeRlimits } from '../native.js';
+import { DEFAULT_LIMITS, describeIssues, jailCodeRequest } from '../protocol/index.js';
+import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
+import { CodejailError } from './errors.js';
+
+/** An interpreter an unsafe client may run, like a daemon config's `commands` entry. */
+export interface UnsafeCommand {
+  /** Absolute path of the program (not resolved: a venv's bin/python works as it is). */
+  path: string;
+  /** Arguments before 'jailed_code' and the call's argv. */
+  args?: string[];
+  /** Environment on top of the clean one (PATH, LANG; HOME and TMPDIR always point into the run). */
+  env?: Record<string, string>;
+}
+
+/** What an unsafe client runs unless told otherwise: the daemon's default command. */
+export const DEFAULT_UNSAFE_COMMANDS: Readonly<Record<string, UnsafeCommand>> = {
+  python: { path: '/usr/bin/python3', args: ['-E', '-B'] },
+};
+
+/** How the process is started: 'auto' uses the addon when it loads, else prlimit. */
+export type UnsafeSpawner = 'auto' | 'addon' | 'prlimit';
+
+/** The daemon's grace for pipes still open after the run's process group was killed. */
+const OUTPUT_EOF_GRACE_MS = 2000;
+const PRLIMIT = '/usr/bin/prlimit';
+/** prlimit's option for each of the addon's rlimits. */
+const PRLIMIT_OPTIONS: Record<keyof NativeRlimits, string> = {
+  cpu: '--cpu',
+  as: '--as',
+  fsize: '--fsize',
+  nproc: '--nproc',
+  nofile: '--nofile',
+  core: '--core',
+};
+
+let warned = false;
+
+/** Once per process, on stderr: nobody should run student code this way by accident. */
+function warnOnce(): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(
+    'codejail UNSAFE MODE: code runs as this user WITHOUT a sandbox (rlimits only: no uid, Landlock, ' +
+      'seccomp or network isolation). Use it for development only, never for untrusted code.',
+    { code: 'CODEJAIL_UNSAFE' },
+  );
+}
+
+/** A request's fields, its limits complete (the client always sends all of them; defaults fill any gap). */
+type UnsafeRequest = Omit<JailCodeRequest, 'v' | 'id' | 'op' | 'limits'> & { limits: Limits };
+const requestFields = jailCodeRequest.omit({ v: true, id: true });
+
+interface Exit {
+  /** Exit code, or minus the signal number. */
+  status: number;
+  userMs: number;
+  systemMs: number;
+  maxRssKb: number;
+}
+
+/** A started run: its pipes, its exit, and a kill that reaches its whole process group. */
+interface Started {
+  stdin: InputPipe;
+  stdout: OutputPipe;
+  stderr: OutputPipe;
+  result?: OutputPipe;
+  /** Resolves once the main process is reaped; rejects only when it could not start at all. */
+  exited: Promise<Exit>;
+  kill(): void;
+  /** Frees what the spawn holds (the pidfd); only after `exited` has settled. */
+  release(): void;
+}
+
+interface Budgets {
+  output: OutputBudget;
+  result: OutputBudget;
+}
+
+/** Runs jail_code requests without a daemon. Used by Client in unsafe mode. */
+export class UnsafeRunner {
+  private readonly commands: Map<string, CommandProfile>;
+  private readonly spawner: Exclude<UnsafeSpawner, 'auto'>;
+  private closing = new AbortController();
+
+  constructor(commands: Readonly<Record<string, UnsafeCommand>> = DEFAULT_UNSAFE_COMMANDS, spawner: UnsafeSpawner = 'auto') {
+    this.commands = new Map(Object.entries(commands).map(([name, command]) => [name, profileOf(name, command)]));
+    if (this.commands.size === 0) throw new CodejailError('bad_request', 'unsafe mode: commands must name at least one command');
+    this.spawner = spawner === 'auto' ? (addonLoads() ? 'addon' : 'prlimit') : spawner;
+    if (this.spawner === 'prlimit' && !isExecutable(PRLIMIT)) {
+      throw new CodejailError(
+        'unavailable',
+        `unsafe mode: the native addon is not built and ${PRLIMIT} (util-linux) is missing, so limits cannot be applied`,
+      );
+    }
+    warnOnce();
+  }
+
+  has(command: string): boolean {
+    return this.commands.has(command);
+  }
+
+  /** Kills every run in flight; they reject with code 'closed'. Later runs work as before. */
+  close(): void {
+    this.closing.abort();
+    this.closing = new AbortController();
+  }
+
+  /** Runs validated jail_code fields (buildJailCodeFields' output) and returns the wire result. */
+  async run(fields: Record<string, unknown>): Promise<JailCodeResult> {
+    const parsed = requestFields.safeParse({ op: 'jail_code', ...fields });
+    if (!parsed.success) throw new CodejailError('bad_request', `jailCode: ${describeIssues(parsed.error)}`);
+    const request: UnsafeRequest = { ...parsed.data, limits: { ...DEFAULT_LIMITS, ...parsed.data.limits } };
+    const profile = this.commands.get(request.command);
+    if (!profile) {
+      throw new CodejailError(
+        'unknown_command',
+        `unknown command "${request.command}"; this unsafe client runs: ${[...this.commands.keys()].join(', ')}`,
+      );
+    }
+    const signal = this.closing.signal;
+    const dir = await makeRunDir();
+    try {
+      await writeRunFiles(dir, request, undefined).catch((err: unknown) => {
+        throw err instanceof DaemonError ? new CodejailError(err.code, err.message) : err;
+      });
+      const plan: NativePlan = {
+        file: profile.executable,
+        argv: [profile.path, ...profile.args, ...(request.code !== undefined ? [CODE_FILE] : []), ...request.argv],
+        env: sandboxEnv(profile, dir),
+        cwd: dir.path,
+        rlimits: rlimitsFor(request.limits),
+        // A run must not outlive the process accounting for it.
+        parentDeathSignal: true,
+      };
+      if (request.resultChannel) plan.resultChannel = true;
+      return await this.supervise(plan, dir, request, signal);
+    } finally {
+      await removeRunDir(dir);
+    }
+  }
+
+  private async supervise(plan: NativePlan, dir: RunDir, request: UnsafeRequest, signal: AbortSignal): Promise<JailCodeResult> {
+    const { limits } = request;
+    // As in the daemon: with a result channel, output and result each get their own budget.
+    const budgets: Budgets = {
+      output: new OutputBudget(limits.OUTPUT > 0 ? limits.OUTPUT : Infinity),
+      result: new OutputBudget(Infinity),
+    };
+    if (signal.aborted) throw closedError();
+    const begin = performance.now();
+    const started = this.spawner === 'addon' ? spawnWithAddon(plan, request.stdin, budgets) : spawnWithPrlimit(plan, request.stdin, budgets);
+    let timedOut = false;
+    const timer =
+      limits.REALTIME > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            started.kill();
+          }, limits.REALTIME * 1000)
+        : undefined;
+    const onClose = () => started.kill();
+    signal.addEventListener('abort', onClose, { once: true });
+    const outputs = [started.stdout, started.stderr, ...(started.result ? [started.result] : [])];
+    try {
+      const exit = await started.exited;
+      const wallMs = performance.now() - begin;
+      // The main process is gone; what it left in its process group goes too, so the pipes close.
+      started.kill();
+      await drain(outputs);
+      if (signal.aborted) throw closedError();
+      const reply: JailCodeResult = {
+        runId: path.basename(dir.path),
+        stdout: started.stdout.contents(),
+        stderr: started.stderr.contents(),
+        status: exit.status,
+        truncated: budgets.output.truncated,
+        timedOut,
+        usage: { wallMs: round(wallMs), userMs: exit.userMs, systemMs: exit.systemMs, maxRssKb: exit.maxRssKb },
+        confinement: 'none',
+        limits,
+      };
+      if (started.result) reply.result = started.result.contents();
+      return reply;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onClose);
+      started.kill();
+      started.stdin.destroy();
+      for (const output of outputs) output.destroy();
+      await started.exited.catch(() => undefined);
+      started.release();
+    }
+  }
+}
+
+function profileOf(name: string, command: UnsafeCommand): CommandProfile {
+  const where = `unsafe command "${name}"`;
+  if (typeof command?.path !== 'string' || !path.isAbsolute(command.path) || command.path.includes('\0')) {
+    throw new CodejailError('bad_request', `${where}: path must be an absolute path, got ${JSON.stringify(command?.path)}`);
+  }
+  const args = command.args ?? [];
+  if (!Array.isArray(args) || args.some((arg) => typeof arg !== 'string' || arg.includes('\0'))) {
+    throw new CodejailError('bad_request', `${where}: args must be strings without NUL`);
+  }
+  const env = command.env ?? {};
+  for (const [key, value] of Object.entries(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) || typeof value !== 'string' || value.includes('\0')) {
+      throw new CodejailError('bad_request', `${where}: env ${JSON.stringify(key)} must be a variable name with a string value without NUL`);
+    }
+  }
+  // Not resolved: execve of the path itself keeps a venv's bin/python symlink working. Nothing
+  // is confined, so there is no Landlock policy to compute.
+  return { name, path: command.path, executable: command.path, args, env, execute: [], read: [] };
+}
+
+/** A fresh private directory (0700) with tmp/ inside, laid out like a daemon's run directory. */
+async function makeRunDir(): Promise<RunDir> {
+  const base = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'codejail-unsafe-'));
+  const dir: RunDir = { id: path.basename(base), path: base, tmp: path.join(base, TMP_DIR) };
+  try {
+    await fs.promises.mkdir(dir.tmp, { mode: 0o700 });
+  } catch (err) {
+    await removeRunDir(dir);
+    throw err;
+  }
+  return dir;
+}
+
+function spawnWithAddon(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): Started {
+  const addon = native();
+  let child;
+  try {
+    child = addon.spawn(plan);
+  } catch (err) {
+    const failure = err as Partial<{ step: string; message: string }>;
+    throw new CodejailError('setup_failed', `unsafe run could not start at step "${failure.step ?? 'spawn'}": ${failure.message ?? String(err)}`, {
+      cause: err,
+    });
+  }
+  const { pid, pidfd } = child;
+  const kill = () => {
+    try {
+      addon.pidfdSignal(pidfd, 9);
+    } catch {
+      // Already reaped.
+    }
+    killGroup(pid);
+  };
+  let exited: Promise<Exit>;
+  try {
+    exited = new Promise<Exit>((resolve) =>
+      addon.watchExit(pidfd, pid, (exit) =>
+        resolve({
+          status: exit.code ?? -(exit.signal ?? 0),
+          userMs: round(exit.userUs / 1000),
+          systemMs: round(exit.systemUs / 1000),
+          maxRssKb: exit.maxRssKb,
+        }),
+      ),
+    );
+  } catch (err) {
+    // Without a watcher nothing would reap it: kill it and give its fds back before failing.
+    kill();
+    for (const fd of [child.stdin, child.stdout, child.stderr, child.result, pidfd]) if (fd !== undefined) addon.closeFd(fd);
+    throw new CodejailError('setup_failed', `unsafe run: cannot watch its exit: ${(err as Error).message}`, { cause: err });
+  }
+  return {
+    // Each wrap takes ownership of its fd (libuv closes it).
+    stdout: readOutput(child.stdout, budgets.output),
+    stderr: readOutput(child.stderr, budgets.output),
+    result: child.result === undefined ? undefined : readOutput(child.result, budgets.result),
+    stdin: writeInput(child.stdin, stdin),
+    exited,
+    kill,
+    release: () => addon.closeFd(pidfd),
+  };
+}
+
+function spawnWithPrlimit(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): Started {
+  const limits = Object.entries(plan.rlimits ?? {}).map(
+    ([name, [soft, hard]]) => `${PRLIMIT_OPTIONS[name as keyof NativeRlimits]}=${soft}:${hard}`,
+  );
+  const env = Object.fromEntries(plan.env.map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
+  let child: ChildProcess;
+  try {
+    child = spawn(PRLIMIT, [...limits, '--', plan.file, ...plan.argv.slice(1)], {
+      cwd: plan.cwd,
+      env,
+      // Its own process group (setsid), so a kill reaches what it started too.
+      detached: true,
+      stdio: plan.resultChannel ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    throw new CodejailError('setup_failed', `unsafe run could not start ${PRLIMIT}: ${(err as Error).message}`, { cause: err });
+  }
+  const exited = new Promise<Exit>((resolve, reject) => {
+    child.once('error', (err) => reject(new CodejailError('setup_failed', `unsafe run could not start ${PRLIMIT}: ${err.message}`, { cause: err })));
+    child.once('exit', (code, signal) =>
+      // child_process reports no resource usage.
+      resolve({ status: code ?? -(signal ? os.constants.signals[signal] : 0), userMs: 0, systemMs: 0, maxRssKb: 0 }),
+    );
+  });
+  exited.catch(() => {}); // observed by supervise
+  return {
+    stdout: collectOutput(child.stdout!, budgets.output),
+    stderr: collectOutput(child.stderr!, budgets.output),
+    result: plan.resultChannel ? collectOutput(child.stdio[3] as Readable, budgets.result) : undefined,
+    stdin: feedInput(child.stdin as Writable, stdin),
+    exited,
+    kill: () => {
+      if (child.pid !== undefined) killGroup(child.pid);
+    },
+    release: () => {},
+  };
+}
+
+/** SIGKILLs the run's process group (the child called setsid, so its pid is the group's id). */
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+/** Waits for EOF on every output; past the grace (a descendant that left the group holds a pipe), stops waiting. */
+async function drain(outputs: OutputPipe[]): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, OUTPUT_EOF_GRACE_MS)));
+  await Promise.race([Promise.all(outputs.map((output) => output.closed)), late]);
+  clearTimeout(timer);
+}
+
+function closedError(): CodejailError {
+  return new CodejailError('closed', 'the client was closed while the run was in flight; the run was killed');
+}
+
+function addonLoads(): boolean {
+  try {
+    native();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
