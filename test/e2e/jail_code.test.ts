@@ -5,19 +5,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
+import { dedent, fixture, jailCodeCases } from '../helpers/cases.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
-const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
-const fixture = (name: string) => path.join(fixtures, name);
-const dedent = (s: string) => {
-  const lines = s.replace(/^\n/, '').split('\n');
-  const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
-  return lines.map((l) => l.slice(indent)).join('\n');
-};
 
 describe.skipIf(!isRoot)('jailCode end to end', () => {
   let daemon: TestDaemon;
@@ -39,32 +32,15 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
 
   describe('features', () => {
     it('hello world', async () => {
-      const r = await py({ code: "print('Hello, world!')" });
-      expect(r.stdout.toString()).toBe('Hello, world!\n');
-      expect(r.stderr.toString()).toBe('');
-      expect(r.status).toBe(0);
+      const r = await jailCodeCases.helloWorld(client);
       expect(r.confinement).toEqual(expect.arrayContaining(['uid', 'rlimits', 'landlock', 'seccomp', 'netns']));
     });
 
-    it('argv', async () => {
-      const r = await py({ code: "import sys; print(':'.join(sys.argv[1:]))", argv: ['Hello', 'world', '-x'] });
-      expect(r.stdout.toString()).toBe('Hello:world:-x\n');
-    });
+    it('argv', () => jailCodeCases.argv(client));
 
-    it('ends with an exception whose traceback names jailed_code line 1', async () => {
-      const r = await py({ code: "raise Exception('FAIL')" });
-      expect(r.status).not.toBe(0);
-      expect(r.stdout.toString()).toBe('');
-      // Python >= 3.9 names the script by its absolute path: the run directory, then jailed_code.
-      expect(r.stderr.toString()).toMatch(
-        /^Traceback \(most recent call last\):\n {2}File "\/[^"]+\/jailed_code", line 1, in <module>\n {4}raise Exception\('FAIL'\)\nException: FAIL\n$/,
-      );
-    });
+    it('ends with an exception whose traceback names jailed_code line 1', () => jailCodeCases.exceptionTraceback(client));
 
-    it('stdin is provided', async () => {
-      const r = await py({ code: 'import json,sys; print(sum(json.load(sys.stdin)))', stdin: '[1, 2.5, 33]' });
-      expect(r.stdout.toString().trim()).toBe('36.5');
-    });
+    it('stdin is provided', () => jailCodeCases.stdin(client));
 
     it('stdin can be large and binary', async () => {
       const stdin = Buffer.alloc(256 * 10000);
@@ -98,48 +74,16 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
       expect(r.truncated).toBe(true);
     });
 
-    it('files are copied', async () => {
-      const r = await py({ code: "print('Look:', open('hello.txt').read())", files: [fixture('hello.txt')] });
-      expect(r.stdout.toString()).toBe('Look: Hello there.\n\n');
-    });
+    it('files are copied', () => jailCodeCases.filesCopied(client));
 
-    it('directories are copied', async () => {
-      const r = await py({
-        code: dedent(`
-          import os
-          res = []
-          for path, dirs, files in os.walk("."):
-              res.append((path, sorted(dirs), sorted(files)))
-          for row in sorted(res):
-              print(row)
-          `),
-        files: [fixture('pylib')],
-      });
-      expect(r.stdout.toString()).toBe(
-        dedent(`
-          ('.', ['pylib', 'tmp'], ['jailed_code'])
-          ('./pylib', ['sub'], ['module.py'])
-          ('./pylib/sub', [], ['data.txt'])
-          ('./tmp', [], [])
-          `),
-      );
-    });
+    it('directories are copied', () => jailCodeCases.directoriesCopied(client));
 
     it('executing a copied file with argv', async () => {
       const r = await py({ files: [fixture('doit.py')], argv: ['doit.py', '1', '2', '3'] });
       expect(r.stdout.toString()).toBe("This is doit.py!\nMy args are ['doit.py', '1', '2', '3']\n");
     });
 
-    it('executing binary extra files', async () => {
-      const r = await py({
-        extraFiles: [
-          ['run.py', Buffer.from("import os\nprint(sorted(os.listdir('.')))\nprint(open('also.txt', 'rb').read())\n")],
-          ['also.txt', Buffer.from([0, 1, 2, 255, 254])],
-        ],
-        argv: ['run.py'],
-      });
-      expect(r.stdout.toString()).toBe("['also.txt', 'run.py', 'tmp']\nb'\\x00\\x01\\x02\\xff\\xfe'\n");
-    });
+    it('executing binary extra files', () => jailCodeCases.binaryExtraFiles(client));
 
     it('temp files the run made are removed, even chmod 0 nested dirs', async () => {
       const r = await py({
@@ -193,20 +137,10 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
       expect(r.stdout.toString()).toBe('50000000\n');
     });
 
-    it('CPU 1 on a busy loop gives status -SIGXCPU with empty output', async () => {
-      client.setLimit('CPU', 1);
-      client.setLimit('REALTIME', 100);
-      const r = await py({ code: 'print(sum(range(2**31-1)))' });
-      expect(r.stdout.toString()).toBe('');
-      expect(r.status).toBe(-os.constants.signals.SIGXCPU);
-    });
+    it('CPU 1 on a busy loop gives status -SIGXCPU with empty output', () => jailCodeCases.cpuLimit(client));
 
     it('REALTIME kills a sleeper with -9 and logs a warning naming the run', async () => {
-      client.setLimit('REALTIME', 1);
-      const r = await py({ code: "import time; time.sleep(1.5); print('Done!')", slug: 'sleepy-slug' });
-      expect(r.stdout.toString()).toBe('');
-      expect(r.status).toBe(-9);
-      expect(r.timedOut).toBe(true);
+      const r = await jailCodeCases.realtimeKill(client, 'sleepy-slug');
       await new Promise((resolve) => setTimeout(resolve, 50));
       const warning = daemon.logs.find((l) => l.level === 'warn' && JSON.stringify(l).includes(r.runId));
       expect(warning).toBeDefined();

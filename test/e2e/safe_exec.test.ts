@@ -2,35 +2,17 @@
 // result on the fd 3 channel (jailCode's resultChannel). The key cases of
 // test/client/safe_exec_harness.test.ts, through the real sandbox.
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Client, SafeExecError } from '../../src/client/index.js';
+import { Client } from '../../src/client/index.js';
 import type { SafeExecOptions } from '../../src/client/index.js';
+import { dedent, safeExecCases } from '../helpers/cases.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-
-const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
-const fixture = (name: string) => path.join(fixtures, name);
-const dedent = (s: string) => {
-  const lines = s.replace(/^\n/, '').split('\n');
-  const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
-  return lines.map((l) => l.slice(indent)).join('\n');
-};
 
 describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
   let daemon: TestDaemon;
   let client: Client;
   const exec = (code: string, globals: Record<string, unknown> = {}, options?: SafeExecOptions) =>
     client.safeExec(code, globals, options);
-  const failure = async (code: string, globals: Record<string, unknown> = {}) => {
-    try {
-      await exec(code, globals);
-    } catch (err) {
-      expect(err).toBeInstanceOf(SafeExecError);
-      return err as SafeExecError;
-    }
-    throw new Error('safeExec did not fail');
-  };
 
   beforeAll(async () => {
     daemon = await startTestDaemon();
@@ -53,12 +35,7 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
     expect(globs.a).toBe(17);
   });
 
-  it('globals in and out: out = input * 2; container.append(4)', async () => {
-    const globs: Record<string, unknown> = { input: 21, container: [1, 2, 3] };
-    const result = await exec('out = input * 2; container.append(4)', globs);
-    expect(result).toEqual({ input: 21, container: [1, 2, 3, 4], out: 42 });
-    expect(globs).toEqual(result);
-  });
+  it('globals in and out: out = input * 2; container.append(4)', () => safeExecCases.globalsInAndOut(client));
 
   it('complex globals: bytes decoded, a bad bytes value dropped', async () => {
     const globs = await exec(
@@ -74,31 +51,12 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
     });
   });
 
-  it('copies files and imports from a pythonPath directory', async () => {
-    const globs = await exec("import module\na = module.const\nb = open('hello.txt').read()", {}, {
-      files: [fixture('hello.txt')],
-      pythonPath: [fixture('pylib')],
-    });
-    expect(globs).toEqual({ a: 42, b: 'Hello there.\n' });
-  });
+  it('copies files and imports from a pythonPath directory', () => safeExecCases.filesAndPythonPath(client));
 
-  it('functions calling each other, and printing, do not disturb globals', async () => {
-    const globs = await exec('def f():\n    return 1723\ndef g():\n    return f()\nx = g()\nprint(\'["d","evil",1]\')');
-    expect(globs).toEqual({ x: 1723 });
-  });
+  it('functions calling each other, and printing, do not disturb globals', () => safeExecCases.printingDoesNotDisturbGlobals(client));
 
-  it('an exception raises SafeExecError with the traceback and leaves the globals unchanged', async () => {
-    const globs: Record<string, unknown> = { keep: [1] };
-    const err = await failure(
-      "import sys\nsys.stderr.write('own words\\n')\nkeep.append(2)\nraise ValueError(\"That's not how you pour soup!\")",
-      globs,
-    );
-    expect(err.message).toContain("ValueError: That's not how you pour soup!");
-    expect(err.stderr.toString()).toContain('own words\n');
-    expect(err.stderr.toString()).toContain('File "<safe_exec code>", line 4');
-    expect(err.status).toBe(1);
-    expect(globs).toEqual({ keep: [1] });
-  });
+  it('an exception raises SafeExecError with the traceback and leaves the globals unchanged', () =>
+    safeExecCases.exceptionRaisesSafeExecError(client));
 
   it('binary extra files, and a zip on pythonPath provided by extraFiles', async () => {
     const zip = execFileSync('/usr/bin/python3', [
