@@ -158,4 +158,36 @@ describe.skipIf(!isRoot)('sd_notify', () => {
     expect(await daemon.stop()).toBe(0);
     await until('STOPPING=1', () => count('STOPPING=1') === 1);
   });
+
+  it('stops pinging the watchdog while the self-check fails, and resumes once it passes', async () => {
+    const receiver = await notifyReceiver();
+    const daemon = await startTestDaemon({ env: { NOTIFY_SOCKET: receiver.path, WATCHDOG_USEC: '200000' } });
+    cleanups.push(() => daemon.stop());
+    const client = new Client({ socketPath: daemon.socketPath });
+    cleanups.push(() => client.close());
+    const { messages } = receiver;
+    const pings = () => messages.filter((m) => m.startsWith('WATCHDOG=1')).length;
+    await until('watchdog pings', () => pings() >= 2);
+
+    // 10 MB of address space by default: no Python starts, so the "print(1) runs" probe fails.
+    const configFile = path.join(path.dirname(daemon.socketPath), 'config.json');
+    const good = fs.readFileSync(configFile, 'utf8');
+    fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(good), defaultLimits: { VMEM: 10_000_000 } }));
+    daemon.process.kill('SIGHUP');
+    await until('the reload', () => daemon.logs.some((l) => l.msg === 'configuration reloaded'));
+    const failed = await client.check();
+    expect(failed.ok).toBe(false);
+    expect(failed.probes[0]).toMatchObject({ name: 'print(1) runs', outcome: 'failed' });
+    await until('the unhealthy status', () => messages.some((m) => m === 'STATUS=unhealthy: the last self-check failed'));
+    const silentFrom = pings();
+    await new Promise((r) => setTimeout(r, 400));
+    expect(pings()).toBe(silentFrom);
+    expect(await client.metrics()).toMatch(/^codejail_selfcheck_ok 0$/m);
+
+    fs.writeFileSync(configFile, good);
+    daemon.process.kill('SIGHUP');
+    await until('the second reload', () => daemon.logs.filter((l) => l.msg === 'configuration reloaded').length === 2);
+    expect((await client.check()).ok).toBe(true);
+    await until('pings to resume', () => pings() > silentFrom);
+  });
 });

@@ -120,6 +120,18 @@ describe.skipIf(!isRoot)('caller authorization in the daemon', () => {
     expect(await statusAs(daemon.socketPath, { uid: STRANGER, gid: STRANGER, groups: [7, ALLOWED_GID] })).toEqual({ ok: true });
   });
 
+  it('keeps no file descriptor of a refused or finished connection', async () => {
+    const openFds = () => fs.readdirSync(`/proc/${daemon.process.pid}/fd`).length;
+    const before = openFds();
+    for (let i = 0; i < 3; i++) {
+      expect((await statusAs(daemon.socketPath, { uid: STRANGER, gid: STRANGER, groups: [] })).code).toBe('forbidden');
+      expect((await statusAs(daemon.socketPath, { uid: ALLOWED_UID, gid: ALLOWED_UID, groups: [] })).ok).toBe(true);
+    }
+    const deadline = Date.now() + 5000;
+    while (openFds() > before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(openFds()).toBe(before);
+  });
+
   it('logs every run with the caller uid and pid and the slug', async () => {
     const client = new Client({ socketPath: daemon.socketPath });
     try {
