@@ -258,6 +258,9 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
         const nextAllow = resolveAllowList(next, log);
         for (const key of report.applied) (config as Record<string, unknown>)[key] = (next as Record<string, unknown>)[key];
         allowList = nextAllow;
+        // Also when allow itself did not change: a group may have lost members or been removed.
+        const revoked = running.reauthorize();
+        if (revoked > 0) log.warn(`${revoked} connection(s) closed: their callers are no longer allowed`, { revoked });
         slots.setMaxQueued(config.queueMax);
         (log as Partial<{ setLevel(level: LogLevel): void }>).setLevel?.(config.logLevel);
         metrics.recordReload(true);

@@ -138,6 +138,27 @@ export class DaemonServer {
     if (!this.activated) await fs.unlink(this.options.socketPath).catch(() => undefined);
   }
 
+  /**
+   * Checks every open connection against the allow list again (after a reload): a caller that
+   * lost its permission has its requests failed with 'forbidden' and its runs cancelled, and is
+   * disconnected. Returns how many were.
+   */
+  reauthorize(): number {
+    let revoked = 0;
+    for (const connection of this.connections) {
+      const verdict = authorize(connection.caller, this.options.allowList());
+      if (verdict.allowed) continue;
+      revoked++;
+      this.options.log.warn('connection closed: caller no longer allowed', {
+        connection: connection.id,
+        caller: { uid: connection.caller.uid, gid: connection.caller.gid, pid: connection.caller.pid },
+        reason: verdict.reason,
+      });
+      connection.revoke(verdict.reason);
+    }
+    return revoked;
+  }
+
   private accept(socket: net.Socket): void {
     if (this.stopping) {
       socket.destroy();
@@ -202,11 +223,13 @@ class Connection {
   private readonly inflight = new Map<number, AbortController>();
   private readonly settled = new Set<Promise<void>>();
   private broken = false;
+  /** Set when a reload took the caller's permission away: every request is refused with it. */
+  private revoked: string | undefined;
 
   constructor(
     private readonly socket: net.Socket,
     private readonly options: ServerOptions,
-    private readonly caller: Caller,
+    readonly caller: Caller,
     readonly id: number,
   ) {
     this.decoder = new FrameDecoder(options.maxFrameBytes);
@@ -222,6 +245,19 @@ class Connection {
   /** Resolves once nothing is in flight on this connection (new work may not start: slots are closed). */
   async idle(): Promise<void> {
     while (this.settled.size > 0) await Promise.all(this.settled);
+  }
+
+  /** Fails everything in flight with 'forbidden', then says why on request id 0 and hangs up. */
+  revoke(reason: string): void {
+    if (this.revoked !== undefined) return;
+    this.revoked = reason;
+    this.cancelAll(new DaemonError('forbidden', reason));
+    void this.idle().then(() => {
+      this.send(this.errorFrame(0, 'forbidden', reason));
+      this.broken = true;
+      this.socket.end();
+      this.socket.destroySoon();
+    });
   }
 
   /** Cancels this connection's runs, waits until they are cleaned up, then closes it. */
@@ -259,6 +295,10 @@ class Connection {
 
   private handle(raw: unknown): void {
     const id = requestId(raw);
+    if (this.revoked !== undefined) {
+      this.replyError(id, 'forbidden', this.revoked);
+      return;
+    }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       this.replyError(id, 'bad_request', 'a request must be a map');
       return;
@@ -407,6 +447,7 @@ function errorVerdict(err: unknown): Verdict {
       return 'setup_failed';
     case 'cancelled':
     case 'shutting_down':
+    case 'forbidden':
       return 'cancelled';
     case 'internal':
       return 'error';

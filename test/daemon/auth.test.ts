@@ -26,8 +26,13 @@ interface Outcome {
   message?: string;
 }
 
-/** Asks for the daemon's status from a child process running as uid/gid with `groups`. */
-function statusAs(socketPath: string, ids: { uid: number; gid: number; groups: number[] }): Promise<Outcome> {
+type Ids = { uid: number; gid: number; groups: number[] };
+
+/**
+ * Runs `body` (an async script with `client` connected to the daemon) in a child process as
+ * uid/gid with `groups`; resolves with its last line of output, parsed.
+ */
+function clientAs(socketPath: string, ids: Ids, body: string, onLine?: (line: string) => void): Promise<Outcome> {
   const script = `
     process.setgroups(${JSON.stringify(ids.groups)});
     process.setgid(${ids.gid});
@@ -35,7 +40,7 @@ function statusAs(socketPath: string, ids: { uid: number; gid: number; groups: n
     const { Client } = await import(${JSON.stringify(CLIENT)});
     const client = new Client({ socketPath: ${JSON.stringify(socketPath)} });
     try {
-      await client.status();
+      ${body}
       console.log(JSON.stringify({ ok: true }));
     } catch (err) {
       console.log(JSON.stringify({ ok: false, code: err.code, message: err.message }));
@@ -46,18 +51,24 @@ function statusAs(socketPath: string, ids: { uid: number; gid: number; groups: n
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
     let out = '';
     let err = '';
-    child.stdout.on('data', (c) => (out += c));
+    child.stdout.on('data', (c: Buffer) => {
+      out += c;
+      for (const line of c.toString().split('\n').filter(Boolean)) onLine?.(line);
+    });
     child.stderr.on('data', (c) => (err += c));
     child.on('error', reject);
     child.on('exit', (code) => {
       try {
-        resolve(JSON.parse(out.trim()) as Outcome);
+        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as Outcome);
       } catch {
         reject(new Error(`client child exited ${code}: ${out} ${err}`));
       }
     });
   });
 }
+
+/** Asks for the daemon's status from a child process running as uid/gid with `groups`. */
+const statusAs = (socketPath: string, ids: Ids) => clientAs(socketPath, ids, 'await client.status();');
 
 describe('authorize', () => {
   const allow: AllowList = { uids: new Set([0, 1000]), gids: new Set([500]), describe: 'test' };
@@ -130,6 +141,40 @@ describe.skipIf(!isRoot)('caller authorization in the daemon', () => {
     const deadline = Date.now() + 5000;
     while (openFds() > before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(openFds()).toBe(before);
+  });
+
+  // Changes the allow list: the tests after it connect as root only.
+  it('disconnects a caller whose permission a reload took away, failing its run with forbidden', async () => {
+    let connected = false;
+    const outcome = clientAs(
+      daemon.socketPath,
+      { uid: ALLOWED_UID, gid: ALLOWED_UID, groups: [] },
+      `await client.status();
+      console.log('connected');
+      await client.jailCode('python', { code: 'import time\\ntime.sleep(20)', limits: { REALTIME: 30 } });`,
+      (line) => {
+        if (line === 'connected') connected = true;
+      },
+    );
+    const deadline = Date.now() + 10_000;
+    const root = new Client({ socketPath: daemon.socketPath });
+    try {
+      while (!(connected && (await root.status()).slots.busy === 1)) {
+        if (Date.now() > deadline) throw new Error('the run did not start');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const configFile = path.join(path.dirname(daemon.socketPath), 'config.json');
+      const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+      fs.writeFileSync(configFile, JSON.stringify({ ...config, allow: { uids: [], groups: [ALLOWED_GID] } }));
+      daemon.process.kill('SIGHUP');
+      const result = await outcome;
+      expect(result).toMatchObject({ ok: false, code: 'forbidden' });
+      expect(result.message).toContain(`uid ${ALLOWED_UID}`);
+      expect(daemon.logs.some((l) => l.msg === 'connection closed: caller no longer allowed')).toBe(true);
+      while ((await root.status()).slots.busy !== 0) await new Promise((r) => setTimeout(r, 25));
+    } finally {
+      await root.close();
+    }
   });
 
   it('logs every run with the caller uid and pid and the slug', async () => {
