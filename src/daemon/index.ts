@@ -146,7 +146,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
           return { ok: true, layers: layers.report, durationMs: 0, probes: [{ name: 'self-check', outcome: 'skipped', detail: 'no command of kind "python" is configured' }] };
         }
         // Probes that were refused for want of a queue place would read as a broken sandbox.
-        if (slots.queued >= slots.maxQueued) throw new DaemonError('overloaded', 'the run queue is full; try the check again later');
+        if (slots.busy >= slots.total && slots.queued >= slots.maxQueued) throw new DaemonError('overloaded', 'the run queue is full; try the check again later');
         const started = performance.now();
         let probes: CheckOutcome[];
         try {
@@ -255,7 +255,8 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
           else report.needsRestart.push(key);
         }
         // Resolve before assigning anything, so a failure leaves the old config whole.
-        const nextAllow = resolveAllowList(next, log);
+        // Against the socket group in force: a new socket.group only applies after a restart.
+        const nextAllow = resolveAllowList({ ...next, socket: config.socket }, log);
         for (const key of report.applied) (config as Record<string, unknown>)[key] = (next as Record<string, unknown>)[key];
         allowList = nextAllow;
         // Also when allow itself did not change: a group may have lost members or been removed.
