@@ -67,7 +67,8 @@ export interface DaemonHandle {
   /**
    * Stops accepting; lets running work finish for up to `graceMs` (default: config
    * shutdownGraceMs; 0 cancels at once); cancels and cleans up the rest; removes the socket it
-   * bound. Idempotent: later calls return the first call's promise.
+   * bound. Idempotent: later calls return the first call's promise, and a later call with
+   * graceMs 0 cuts the first one's grace period short.
    */
   close(graceMs?: number): Promise<void>;
   /**
@@ -215,6 +216,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     });
 
     let closing: Promise<void> | undefined;
+    const hurry = new AbortController();
     const running = server;
     const runningHttp = metricsHttp;
     return {
@@ -222,18 +224,20 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       layers: layers.report,
       unsafe: layers.unsafe,
       activated: running.activated,
-      close: (graceMs?: number) =>
-        (closing ??= (async () => {
+      close: (graceMs?: number) => {
+        if (closing && graceMs === 0) hurry.abort();
+        return (closing ??= (async () => {
           stopping = true;
           const grace = graceMs ?? config.shutdownGraceMs;
           log.info('stopping', { inflight: running.inflight, busySlots: slots.busy, queued: slots.queued, graceMs: grace });
           // Queued runs are refused now (shutting_down); runs already in a slot may finish.
           slots.close('the daemon is stopping');
           if (runningHttp) await closeHttp(runningHttp);
-          await running.close(grace);
+          await running.close(grace, hurry.signal);
           releaseLayers(layers);
           log.info('stopped');
-        })()),
+        })());
+      },
       reload: () => {
         if (!options.configFile && options.config) {
           throw new Error('this daemon was started with an in-memory config: there is no file to reload');

@@ -94,7 +94,9 @@ async function main(): Promise<number> {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) {
-        bootLog.warn('already stopping; waiting for the runs in flight', { signal });
+        // Someone insists (a second Ctrl-C): cancel what still runs instead of waiting for it.
+        bootLog.warn('second stop signal: cancelling the runs still in flight', { signal });
+        void daemon.close(0);
         return;
       }
       stopping = true;

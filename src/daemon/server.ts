@@ -116,9 +116,10 @@ export class DaemonServer {
    * Stops accepting; lets the work in flight finish for up to `graceMs`; then cancels what is
    * left (reason: shutting_down) and waits for its clean-up (every slot swept, every run
    * directory removed); closes the connections and removes the socket we bound. Callers close
-   * the slot pool first, so that no new run starts meanwhile.
+   * the slot pool first, so that no new run starts meanwhile. `hurry` aborting ends the grace
+   * period early (a second SIGTERM).
    */
-  async close(graceMs = 0): Promise<void> {
+  async close(graceMs = 0, hurry?: AbortSignal): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const { log } = this.options;
@@ -126,10 +127,14 @@ export class DaemonServer {
     if (graceMs > 0 && pending > 0) {
       log.info('waiting for requests in flight to finish', { inflight: pending, graceMs });
       const timer = new AbortController();
+      const onHurry = () => timer.abort();
+      hurry?.addEventListener('abort', onHurry, { once: true });
+      if (hurry?.aborted) timer.abort();
       const finished = await Promise.race([
         Promise.all([...this.connections].map((c) => c.idle())).then(() => true),
         delay(graceMs, false, { signal: timer.signal }).catch(() => false),
       ]);
+      hurry?.removeEventListener('abort', onHurry);
       timer.abort();
       if (!finished) log.warn('shutdown grace period over: cancelling the runs still in flight', { inflight: this.inflight, graceMs });
     }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, CodejailError } from '../../src/client/index.js';
+import { Client } from '../../src/client/index.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -48,6 +48,35 @@ function slotProcesses(daemon: TestDaemon): number[] {
 
 const sleeper = (seconds: number) => `import time\ntime.sleep(${seconds})\nprint('slept')\n`;
 
+/**
+ * Starts a daemon with `shutdownGraceMs`, a 30 s run in it, and waits until the run has its slot;
+ * `stop(daemon, run)` then does the test's stopping and checking. Cleans up after itself.
+ */
+async function withLongRun(
+  shutdownGraceMs: number,
+  slug: string,
+  stop: (daemon: TestDaemon, run: Promise<unknown>) => Promise<void>,
+): Promise<void> {
+  const daemon = await startTestDaemon({ config: { shutdownGraceMs } });
+  const client = new Client({ socketPath: daemon.socketPath });
+  try {
+    const run = client.jailCode('python', { code: sleeper(30), limits: { REALTIME: 60 }, slug });
+    run.catch(() => undefined);
+    await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+    const stopAt = Date.now();
+    await stop(daemon, run);
+    await expect(run).rejects.toMatchObject({ code: 'shutting_down' });
+    expect(await exitOf(daemon)).toBe(0);
+    expect(Date.now() - stopAt).toBeLessThan(8000);
+    // Nothing left behind: no run directory, no process of a slot uid.
+    expect(fs.readdirSync(daemon.runBase)).toEqual([]);
+    expect(slotProcesses(daemon)).toEqual([]);
+  } finally {
+    await client.close();
+    await daemon.stop();
+  }
+}
+
 describe.skipIf(!isRoot)('SIGTERM', () => {
   it('lets a run in flight finish, refuses new connections, removes everything and exits 0', async () => {
     const daemon = await startTestDaemon({ config: { shutdownGraceMs: 15_000 } });
@@ -76,30 +105,23 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
   });
 
   it('kills what outlasts shutdownGraceMs, cleans it up and still exits 0', async () => {
-    const daemon = await startTestDaemon({ config: { shutdownGraceMs: 300 } });
-    const client = new Client({ socketPath: daemon.socketPath });
-    try {
-      const run = client.jailCode('python', { code: sleeper(30), limits: { REALTIME: 60 }, slug: 'too-slow' });
-      run.catch(() => undefined);
-      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
-      const stopAt = Date.now();
+    await withLongRun(300, 'too-slow', async (daemon, run) => {
       daemon.process.kill('SIGTERM');
-      const error = await run.then(
-        () => undefined,
-        (err: unknown) => err,
-      );
-      expect(error).toBeInstanceOf(CodejailError);
-      expect((error as CodejailError).code).toBe('shutting_down');
-      expect(await exitOf(daemon)).toBe(0);
-      expect(Date.now() - stopAt).toBeLessThan(8000);
-      expect(fs.readdirSync(daemon.runBase)).toEqual([]);
-      expect(slotProcesses(daemon)).toEqual([]);
+      await run.catch(() => undefined);
+      await exitOf(daemon);
       expect(daemon.logs.some((l) => l.msg === 'shutdown grace period over: cancelling the runs still in flight')).toBe(true);
       expect(daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'too-slow')).toMatchObject({ verdict: 'cancelled' });
-    } finally {
-      await client.close();
-      await daemon.stop();
-    }
+    });
+  });
+});
+
+describe.skipIf(!isRoot)('a second SIGTERM', () => {
+  it('cuts the grace period short and cancels the runs still in flight', async () => {
+    await withLongRun(60_000, 'insisted', async (daemon) => {
+      daemon.process.kill('SIGTERM');
+      await until('the drain to start', () => daemon.logs.some((l) => l.msg === 'waiting for requests in flight to finish'));
+      daemon.process.kill('SIGTERM');
+    });
   });
 });
 
