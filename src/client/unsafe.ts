@@ -5,7 +5,8 @@
 // otherwise the daemon's run, reused piece by piece: the same run directory layout (jailed_code,
 // files and extraFiles written by the same code, tmp/ as HOME and TMPDIR), the same clean
 // environment, REALTIME, the OUTPUT cap and the fd 3 result channel. Results say
-// confinement 'none'.
+// confinement 'none'. Kills reach the run's process group only (the daemon sweeps a whole slot
+// uid instead): a descendant that calls setsid() outlives the run.
 //
 // The process is started by the native addon (clone, rlimits, execve; no privilege needed), or,
 // when the addon is not built, by `prlimit` from util-linux through child_process.
