@@ -14,10 +14,17 @@
 
 namespace codejail {
 
+// Runs in the daemon before the clone. The per-LSM file first: with several LSMs stacked, the
+// shared /proc/self/attr/current belongs to whichever one the kernel displays, not necessarily
+// AppArmor. A label is "unconfined" or "<profile> (<mode>)"; complain mode counts as confined,
+// since no_new_privs transitions are refused in complain mode too.
 static bool caller_is_confined() {
-  std::ifstream current("/proc/self/attr/current");
   std::string label;
-  if (!std::getline(current, label)) return false;
+  for (const char *path : {"/proc/self/attr/apparmor/current", "/proc/self/attr/current"}) {
+    std::ifstream current(path);
+    if (current && std::getline(current, label)) break;
+    label.clear();
+  }
   return !label.empty() && label.rfind("unconfined", 0) != 0;
 }
 
