@@ -60,6 +60,9 @@ const layersSchema = z
     seccomp: layerMode.default('required'),
     netns: layerMode.default('required'),
     apparmor: layerMode.default('auto'),
+    // Per-run cgroup v2 leaves (memory.max, pids.max, cgroup.kill). Auto: used where cgroup2 has
+    // the memory and pids controllers available to the daemon (systemd: Delegate=yes).
+    cgroups: layerMode.default('auto'),
   })
   .strict();
 export type LayersConfig = z.infer<typeof layersSchema>;
@@ -113,6 +116,11 @@ export const configSchema = z
     ceilings: fullLimits(DEFAULT_CEILINGS),
     layers: layersSchema.default({}),
     apparmorProfile: z.string().regex(/^[A-Za-z0-9_.\-/]{1,128}$/, 'must be a plain profile name').default('codejail-sandbox'),
+    /**
+     * memory.max (bytes) of a run's cgroup when its VMEM limit is 0 (unlimited); with VMEM set,
+     * memory.max is VMEM. 0: no memory.max beyond VMEM.
+     */
+    cgroupMemoryMax: z.number().int().min(0).default(0),
     logLevel: z.enum(LOG_LEVELS).default('info'),
     /**
      * Who may use the socket, checked with SO_PEERCRED on every connection: a caller passes when

@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { native } from '../native.js';
 import { parseAccounts, readAccounts } from './accounts.js';
+import { CgroupTree } from './cgroups.js';
 import type { DaemonConfig, LayerMode, LayerName } from './config.js';
 import type { Logger } from './log.js';
 import { slotUsers } from './slots.js';
@@ -25,6 +26,10 @@ export interface Layers {
   seccomp: boolean;
   netns: boolean;
   apparmor: boolean;
+  /** Per-run cgroup v2 leaves (absent: off). */
+  cgroups?: boolean;
+  /** Where the runs' cgroups live (when cgroups is active). */
+  cgroupTree?: CgroupTree;
   /** The daemon's one empty network namespace, joined by every run (when netns is active). */
   netnsFd?: number;
   /**
@@ -53,6 +58,8 @@ export interface DetectOptions {
   isRoot?: boolean;
   /** Defaults to reading /etc/passwd. */
   passwd?: string;
+  /** Defaults to CgroupTree.open on this host (tests replace it). */
+  openCgroups?: (memoryMax: number) => CgroupTree;
 }
 
 interface Probe {
@@ -112,6 +119,12 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
       : { available: false, detail: 'the kernel does not support seccomp filters' },
   );
   const apparmor = decide('apparmor', () => probeAppArmor(config.apparmorProfile));
+  // Creates <cgroup>/codejail (directories only, nothing a failed start-up would leak).
+  let cgroupTree: CgroupTree | undefined;
+  const cgroups = decide('cgroups', () => {
+    cgroupTree = (options.openCgroups ?? ((memoryMax) => CgroupTree.open({ memoryMax })))(config.cgroupMemoryMax);
+    return { available: true, detail: cgroupTree.root };
+  });
   // Last, because it is the one probe that creates something (an fd the daemon keeps): no
   // later check can fail start-up and leak it.
   let netnsFd: number | undefined;
@@ -120,15 +133,18 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     return { available: true, detail: 'one shared empty namespace' };
   });
 
-  const active = { uid, rlimits, landlock, seccomp, netns, apparmor };
+  const active = { uid, rlimits, landlock, seccomp, netns, apparmor, cgroups };
   const names = Object.keys(active) as LayerName[];
   const ordered: LayerReport = {};
   for (const name of names) ordered[name] = report[name]!;
-  ordered.kill = uid ? 'uid sweep' : 'process group only (no uid layer: setsid() escapes it)';
+  ordered.kill =
+    (uid ? 'uid sweep' : cgroups ? 'cgroup.kill' : 'process group only (no uid layer: setsid() escapes it)') +
+    (uid && cgroups ? ' + cgroup.kill' : '');
   return {
     unsafe: false,
     ...active,
     landlockAbi,
+    cgroupTree,
     netnsFd,
     kill: uid ? 'uid' : 'process-group',
     report: ordered,

@@ -18,6 +18,8 @@ export interface PlanInput {
   slot: Slot;
   layers: Layers;
   apparmorProfile: string;
+  /** Open cgroup.procs of the run's cgroup leaf: the child joins it before anything else. */
+  cgroupProcsFd?: number;
   /** Open fd 3 in the child as the write end of a result pipe. */
   resultChannel?: boolean;
 }
@@ -45,6 +47,7 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (layers.landlock) plan.landlock = landlockPolicy(profile, dir.path);
   if (layers.seccomp) plan.seccomp = true;
   if (layers.apparmor) plan.apparmorProfile = input.apparmorProfile;
+  if (input.cgroupProcsFd !== undefined) plan.cgroupProcsFds = [input.cgroupProcsFd];
   plan.noNewPrivs = true;
   return plan;
 }

@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
 import type { native, NativeChild, NativeExit } from '../native.js';
+import type { CgroupVerdict } from './cgroups.js';
 import type { DaemonConfig } from './config.js';
 import { DaemonError } from './errors.js';
 import type { CommandProfile } from './interpreter.js';
@@ -116,10 +117,17 @@ export class Runner {
     const { config, layers, addon } = this.ctx;
     const owner: RunOwner | undefined = layers.uid ? { uid: slot.uid, gid: slot.gid } : undefined;
     let dir: RunDir | undefined;
+    // cgroups layer: the fd of the run's leaf's cgroup.procs, needed only until the child joined.
+    let cgroupProcsFd: number | undefined;
     try {
       dir = await createRunDir(config.runBase, owner);
       await writeRunFiles(dir, request, owner);
       throwIfAborted(signal);
+      try {
+        cgroupProcsFd = layers.cgroupTree?.prepare(slot, limits);
+      } catch (err) {
+        throw this.setupFailed(Object.assign(err as Error, { step: 'cgroup' }), dir.id, request.slug);
+      }
       const plan = buildPlan({
         profile,
         dir,
@@ -130,6 +138,7 @@ export class Runner {
         layers,
         apparmorProfile: config.apparmorProfile,
         resultChannel: request.resultChannel === true,
+        cgroupProcsFd,
       });
       let child: NativeChild;
       this.counters.started++;
@@ -139,11 +148,23 @@ export class Runner {
         // The addon reaps a child whose set-up failed; sweep the slot anyway, it costs little.
         this.killSlot(slot, undefined);
         throw this.setupFailed(err, dir.id, request.slug);
+      } finally {
+        if (cgroupProcsFd !== undefined) closeQuietly(addon, cgroupProcsFd);
+        cgroupProcsFd = undefined;
       }
       const result = await this.supervise(child, dir, slot, request, limits, signal);
       this.counters.finished++;
       return result;
     } finally {
+      if (cgroupProcsFd !== undefined) closeQuietly(addon, cgroupProcsFd);
+      // A quarantined slot keeps its leaf: the next prepare() of the slot empties and replaces it.
+      if (layers.cgroupTree && !this.dirtySlots.has(slot)) {
+        try {
+          layers.cgroupTree.release(slot);
+        } catch (err) {
+          this.ctx.log.error('could not remove a run cgroup', { slot: slot.index, error: err });
+        }
+      }
       if (dir && this.dirtySlots.has(slot)) {
         // Removing a tree while a process of its uid still runs would race it (a directory swapped
         // for a symlink between lstat and readdir): the quarantine removes it once the slot is clean.
@@ -225,6 +246,8 @@ export class Runner {
 
       const exit = await exited;
       const wallMs = performance.now() - started;
+      // Before the kill below: an OOM kill's trace in memory.events is the run's memory verdict.
+      const memory = this.cgroupVerdict(slot);
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       // The main process is gone; anything it left (a setsid()'d sleeper holding the pipes) goes too.
@@ -257,7 +280,9 @@ export class Runner {
           userMs: round(exit.userUs / 1000),
           systemMs: round(exit.systemUs / 1000),
           maxRssKb: exit.maxRssKb,
+          ...(memory?.memoryPeakKb !== undefined ? { memoryPeakKb: memory.memoryPeakKb } : {}),
         },
+        ...(memory ? { oomKilled: memory.oomKilled } : {}),
         confinement: this.ctx.layers.confinement,
         limits,
       };
@@ -304,12 +329,16 @@ export class Runner {
   private killSlot(slot: Slot, child: NativeChild | undefined): void {
     const { addon, layers, log } = this.ctx;
     try {
+      // cgroup.kill reaches every process of the run, whatever its uid or session, and returns
+      // once the leaf is empty.
+      layers.cgroupTree?.kill(slot);
       if (layers.kill === 'uid') {
         if (slot.uid < 1000 || slot.uid === process.getuid?.()) throw new Error(`refusing to kill uid ${slot.uid}`);
         addon.killUid(slot.uid);
         this.dirtySlots.delete(slot);
         return;
       }
+      if (layers.cgroupTree) this.dirtySlots.delete(slot);
       if (!child) return;
       addon.pidfdSignal(child.pidfd, SIGKILL);
       try {
@@ -318,8 +347,18 @@ export class Runner {
         // ESRCH: the group is already gone.
       }
     } catch (err) {
-      if (layers.kill === 'uid') this.dirtySlots.add(slot);
+      if (layers.kill === 'uid' || layers.cgroupTree) this.dirtySlots.add(slot);
       log.error('killing a run failed', { slot: slot.index, uid: slot.uid, error: err });
+    }
+  }
+
+  /** The cgroups layer's memory verdict of the slot's run; undefined without it, or if unreadable. */
+  private cgroupVerdict(slot: Slot): CgroupVerdict | undefined {
+    try {
+      return this.ctx.layers.cgroupTree?.verdict(slot);
+    } catch (err) {
+      this.ctx.log.error('could not read a run cgroup', { slot: slot.index, error: err });
+      return undefined;
     }
   }
 

@@ -98,6 +98,8 @@ export const usage = z.object({
   userMs: z.number(),
   systemMs: z.number(),
   maxRssKb: z.number(),
+  /** Peak memory of the run's cgroup, all its processes together (cgroups layer, kernel >= 5.19). */
+  memoryPeakKb: z.number().optional(),
 });
 
 export const jailCodeResult = z.object({
@@ -109,6 +111,11 @@ export const jailCodeResult = z.object({
   truncated: z.boolean(),
   /** REALTIME ran out and the run was killed. */
   timedOut: z.boolean(),
+  /**
+   * The run reached its cgroup's memory.max and the kernel's OOM killer ended it (status -9).
+   * Present only when the cgroups layer is active.
+   */
+  oomKilled: z.boolean().optional(),
   usage,
   /** The layers applied to this run, or 'none' in unsafe mode. */
   confinement: z.union([z.literal('none'), z.array(z.string())]),

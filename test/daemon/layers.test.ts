@@ -6,7 +6,8 @@ import { silentLogger, type Logger } from '../../src/daemon/log.js';
 const fakeAddon = (over: Record<string, unknown> = {}) =>
   ({ landlockAbi: () => 7, seccompSupported: () => true, createNamespace: () => 42, closeFd: vi.fn(), ...over }) as never;
 const passwd = 'root:x:0:0::/root:/bin/sh\ncodejail-s0:x:61000:61000::/nonexistent:/usr/sbin/nologin\n';
-const config = (layers: Record<string, string> = {}) => parseConfig({ layers: { apparmor: 'off', ...layers } });
+// cgroups off: the real CgroupTree would create directories under this host's /sys/fs/cgroup.
+const config = (layers: Record<string, string> = {}) => parseConfig({ layers: { apparmor: 'off', cgroups: 'off', ...layers } });
 
 describe('detectLayers', () => {
   it('reports every available layer as active and lists them as the confinement', () => {

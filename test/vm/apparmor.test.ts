@@ -7,7 +7,7 @@
 // with the guest as is), and either CODEJAIL_VM_TESTS=1 (CI sets it; then a missing qemu is a
 // failure, not a skip) or the VM cache already exists (scripts/vm/build.sh was run here once).
 // Otherwise the suite is skipped with the reason printed.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,6 +54,20 @@ interface GuestResults {
   fatal?: string;
 }
 
+/** Boots the VM (scripts/vm/run.sh's own timeout bounds it) and collects its console. */
+function runVm(dir: string): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path.join(root, 'scripts/vm/run.sh'), [dir, path.join(root, 'test/vm/guest.sh')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => chunks.push(c));
+    child.stderr.on('data', (c: Buffer) => chunks.push(c));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, output: Buffer.concat(chunks).toString('utf8') }));
+  });
+}
+
 const DENIES = ['read_etc_passwd', 'write_outside_rundir', 'exec_usr_bin_true', 'socket_af_inet'];
 
 describe.skipIf(!!skipReason)('in a VM with AppArmor and cgroup v2 (scripts/vm)', () => {
@@ -61,21 +75,18 @@ describe.skipIf(!!skipReason)('in a VM with AppArmor and cgroup v2 (scripts/vm)'
   let guest: GuestResults;
   let console_: string;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     if (asked && !hasQemu) throw new Error('CODEJAIL_VM_TESTS=1 but qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-vm-'));
     // The guest (root over 9p passthrough) writes here; keep it private to root.
     fs.chmodSync(dir, 0o700);
     const started = Date.now();
-    const vm = spawnSync(path.join(root, 'scripts/vm/run.sh'), [dir, path.join(root, 'test/vm/guest.sh')], {
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 15 * 60_000,
-    });
-    console_ = `${vm.stdout ?? ''}\n${vm.stderr ?? ''}`;
+    // Asynchronously: a worker blocked for a minute would miss vitest's own RPC deadlines.
+    const vm = await runVm(dir);
+    console_ = vm.output;
     const file = path.join(dir, 'results.json');
     if (vm.status !== 0 || !fs.existsSync(file)) {
-      throw new Error(`the VM run failed (status ${vm.status}, ${vm.error?.message ?? 'no spawn error'}):\n${console_.slice(-6000)}`);
+      throw new Error(`the VM run failed (status ${vm.status}):\n${console_.slice(-6000)}`);
     }
     guest = JSON.parse(fs.readFileSync(file, 'utf8')) as GuestResults;
     console.log(
@@ -141,6 +152,48 @@ describe.skipIf(!!skipReason)('in a VM with AppArmor and cgroup v2 (scripts/vm)'
       expect(p.confinement).not.toContain('apparmor');
       expect(p.probes?.label).toBe('unconfined');
       for (const probe of DENIES) expect(p.probes?.[probe], probe).toBe('ALLOWED');
+    });
+  });
+
+  describe('cgroup v2 (uid layer and rlimits off: only the cgroup can stop these)', () => {
+    const on = () => {
+      const p = guest.cgroups.cgroups;
+      expect(p?.error, p?.error).toBeUndefined();
+      return p;
+    };
+
+    it('the layer is active and named in results', () => {
+      expect(guest.cgroups.controllers).toMatch(/\bmemory\b.*\bpids\b/);
+      expect(on().layers.cgroups).toMatch(/^active \(\/sys\/fs\/cgroup\/codejail\)/);
+      expect(on().memory.confinement).toContain('cgroups');
+    });
+
+    it('deny_cgroup_memory: a memory bomb is OOM-killed with a memory verdict, not left to hang', () => {
+      const m = on().memory;
+      expect(m.status, m.stderr).toBe(-9);
+      expect(m.oomKilled).toBe(true);
+      // memory.max is 64 MiB: the peak is near it, never far above.
+      expect(m.memoryPeakKb).toBeGreaterThan(32 * 1024);
+      expect(m.memoryPeakKb).toBeLessThanOrEqual(66 * 1024);
+    });
+
+    it('deny_cgroup_pids: pids.max (NPROC 8) stops a fork loop', () => {
+      // The interpreter is one of the 8 tasks.
+      expect(on().pids.stdout, on().pids.stderr).toBe('EAGAIN after 7');
+    });
+
+    it('deny_cgroup_kill: cgroup.kill ends a setsid()\'d double-forked sleeper, leaving no leaf behind', () => {
+      expect(on().sleeper.pid).toBeGreaterThan(1);
+      expect(on().sleeper.aliveAfterRun).toBe(false);
+      expect(on().leftoverLeaves).toEqual([]);
+    });
+
+    it('sabotage: with cgroups off, the fork loop completes and the sleeper survives', () => {
+      const p = guest.cgroups.sabotage;
+      expect(p?.error, p?.error).toBeUndefined();
+      expect(p.layers.cgroups).toBe('off');
+      expect(p.pids.stdout).toBe('forked 24');
+      expect(p.sleeper.aliveAfterRun).toBe(true);
     });
   });
 });
