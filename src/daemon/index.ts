@@ -64,6 +64,8 @@ export interface DaemonHandle {
   unsafe: boolean;
   /** Whether the socket came from systemd. */
   activated: boolean;
+  /** The daemon's logger (its level follows logLevel across reloads). */
+  log: Logger;
   /**
    * Stops accepting; lets running work finish for up to `graceMs` (default: config
    * shutdownGraceMs; 0 cancels at once); cancels and cleans up the rest; removes the socket it
@@ -224,6 +226,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       layers: layers.report,
       unsafe: layers.unsafe,
       activated: running.activated,
+      log,
       close: (graceMs?: number) => {
         if (closing && graceMs === 0) hurry.abort();
         return (closing ??= (async () => {

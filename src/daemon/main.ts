@@ -57,7 +57,7 @@ async function main(): Promise<number> {
 
   // Start-up failures are logged in the same JSON form as everything else, so the journal
   // shows exactly which layer, key or check stopped the daemon.
-  const bootLog = createLogger();
+  const bootLog = createLogger({ level: (logLevel as LogLevel | undefined) ?? 'info' });
   // A SIGHUP or SIGTERM during the self-check must not kill the process with Node's default
   // action: remember it and act once the daemon is up.
   let early: NodeJS.Signals | undefined;
@@ -82,52 +82,54 @@ async function main(): Promise<number> {
     // bug or a host problem, and its stack helps.
     const expected = ['ConfigError', 'LayerError', 'SelfCheckError', 'ActivationError'].includes((err as Error).name);
     bootLog.error(`codejaild cannot start: ${(err as Error).message}`, expected ? {} : { stack: (err as Error).stack });
-    notifySystemd(`STATUS=cannot start: ${(err as Error).message}`, bootLog);
+    notifySystemd(`STATUS=cannot start: ${oneLine((err as Error).message)}`, bootLog);
     return 1;
   }
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, remember);
 
-  notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, bootLog);
-  const stopWatchdog = startWatchdog(daemon, bootLog);
+  // From here on, the daemon's own logger: it honours logLevel and its reloads.
+  const log = daemon.log;
+  notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, log);
+  const stopWatchdog = startWatchdog(daemon, log);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) {
         // Someone insists (a second Ctrl-C): cancel what still runs instead of waiting for it.
-        bootLog.warn('second stop signal: cancelling the runs still in flight', { signal });
+        log.warn('second stop signal: cancelling the runs still in flight', { signal });
         void daemon.close(0);
         return;
       }
       stopping = true;
-      bootLog.info('signal received, stopping', { signal });
+      log.info('signal received, stopping', { signal });
       stopWatchdog();
-      notifySystemd(`STOPPING=1\nSTATUS=stopping: letting the runs in flight finish`, bootLog);
+      notifySystemd(`STOPPING=1\nSTATUS=stopping: letting the runs in flight finish`, log);
       daemon.close().then(
         () => resolve(0),
         (err) => {
-          bootLog.error('clean shutdown failed', { error: err });
+          log.error('clean shutdown failed', { error: err });
           resolve(1);
         },
       );
     };
     const reload = () => {
       if (stopping) return;
-      notifySystemd(`RELOADING=1\nSTATUS=reloading the configuration`, bootLog);
+      notifySystemd(`RELOADING=1\nSTATUS=reloading the configuration`, log);
       try {
         const report = daemon.reload();
         if (report.needsRestart.length > 0) {
-          bootLog.warn(`configuration reloaded; ${report.needsRestart.join(', ')} changed and needs a restart (the old values stay in force)`, {
+          log.warn(`configuration reloaded; ${report.needsRestart.join(', ')} changed and needs a restart (the old values stay in force)`, {
             applied: report.applied,
             needsRestart: report.needsRestart,
           });
         } else {
-          bootLog.info('configuration reloaded', { applied: report.applied });
+          log.info('configuration reloaded', { applied: report.applied });
         }
       } catch (err) {
-        bootLog.error(`configuration reload failed, the old configuration stays in force: ${(err as Error).message}`, {});
+        log.error(`configuration reload failed, the old configuration stays in force: ${(err as Error).message}`, {});
       }
-      notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, bootLog);
+      notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, log);
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
@@ -203,6 +205,11 @@ function startWatchdog(daemon: DaemonHandle, log: Logger): () => void {
   // The socket server keeps the process alive; this timer alone must not.
   timer.unref();
   return () => clearInterval(timer);
+}
+
+/** A STATUS= value: a newline would start another KEY=value assignment. */
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').slice(0, 1000);
 }
 
 /** sd_notify: a datagram to $NOTIFY_SOCKET, when systemd (Type=notify) gave us one. */
