@@ -362,6 +362,8 @@ class Connection {
     this.inflight.set(id, controller);
     const { log, metrics } = this.options;
     const started = performance.now();
+    // Every run ends with exactly one 'run ended' line at info: who asked (caller uid and pid),
+    // what (slug, command, limits), how it went (verdict, status or error code) and what it cost.
     const base = { id, connection: this.id, slug: request.slug, caller: this.callerFields(), command: request.command };
     log.debug('run accepted', { ...base, requestedLimits: request.limits });
     this.track(
@@ -372,7 +374,7 @@ class Connection {
             const verdict = resultVerdict(result);
             const durationMs = round(performance.now() - started);
             metrics.recordRun(verdict, durationMs / 1000);
-            log.info('run finished', {
+            log.info('run ended', {
               ...base,
               runId: result.runId,
               verdict,
@@ -389,7 +391,7 @@ class Connection {
             const durationMs = round(performance.now() - started);
             metrics.recordRun(verdict, durationMs / 1000);
             const fields = { ...base, verdict, requestedLimits: request.limits, durationMs };
-            if (err instanceof DaemonError) log.info('run finished', { ...fields, error: err.code, reason: err.message });
+            if (err instanceof DaemonError) log.info('run ended', { ...fields, error: err.code, reason: err.message });
             this.replyFailure(id, err, fields);
           },
         )

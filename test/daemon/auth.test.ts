@@ -182,7 +182,7 @@ describe.skipIf(!isRoot)('caller authorization in the daemon', () => {
     try {
       const result = await client.jailCode('python', { code: 'print(2)', slug: 'auth-slug' });
       expect(result.status).toBe(0);
-      const line = daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'auth-slug');
+      const line = daemon.logs.find((l) => l.msg === 'run ended' && l.slug === 'auth-slug');
       expect(line).toMatchObject({ verdict: 'ok', runId: result.runId, caller: { uid: 0, pid: process.pid }, level: 'info' });
       expect(line!.limits).toMatchObject({ CPU: expect.any(Number), REALTIME: expect.any(Number) });
       expect(line!.usage).toMatchObject({ wallMs: expect.any(Number), maxRssKb: expect.any(Number) });

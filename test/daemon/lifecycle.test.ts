@@ -97,7 +97,7 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
       expect(fs.readdirSync(daemon.runBase)).toEqual([]);
       expect(fs.existsSync(daemon.socketPath)).toBe(false);
       expect(slotProcesses(daemon)).toEqual([]);
-      expect(daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'drain')).toMatchObject({ verdict: 'ok' });
+      expect(daemon.logs.find((l) => l.msg === 'run ended' && l.slug === 'drain')).toMatchObject({ verdict: 'ok' });
     } finally {
       await client.close();
       await daemon.stop();
@@ -110,7 +110,7 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
       await run.catch(() => undefined);
       await exitOf(daemon);
       expect(daemon.logs.some((l) => l.msg === 'shutdown grace period over: cancelling the runs still in flight')).toBe(true);
-      expect(daemon.logs.find((l) => l.msg === 'run finished' && l.slug === 'too-slow')).toMatchObject({ verdict: 'cancelled' });
+      expect(daemon.logs.find((l) => l.msg === 'run ended' && l.slug === 'too-slow')).toMatchObject({ verdict: 'cancelled' });
     });
   });
 });
