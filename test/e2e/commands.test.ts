@@ -2,22 +2,17 @@
 // command gets its own Landlock policy computed at daemon start, so bash runs its builtins but
 // can neither read the host nor execute anything but itself, and python's policy is unchanged.
 // Security tests are named deny_<layer>_* for scripts/sabotage.mjs.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Client } from '../../src/client/index.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { describe, expect, it } from 'vitest';
+import type { Client } from '../../src/client/index.js';
+import { daemonSuite } from '../helpers/suite.js';
 
 const BASH = '/bin/bash';
 /** No grant may equal or contain these: each would expose the host to every sandbox. */
 const NEVER_GRANTED = ['/', '/etc', '/tmp', '/home', '/proc', '/usr/bin', '/usr', '/bin'];
 
 describe.skipIf(process.getuid?.() !== 0)('a second command: bash', () => {
-  let daemon: TestDaemon;
-  let client: Client;
-  const bash = (code: string, options: Omit<Parameters<Client['jailCode']>[1] & object, 'code'> = {}) =>
-    client.jailCode('bash', { code, ...options });
-
-  beforeAll(async () => {
-    daemon = await startTestDaemon({
+  const suite = daemonSuite(
+    {
       config: {
         commands: {
           python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'] },
@@ -25,23 +20,17 @@ describe.skipIf(process.getuid?.() !== 0)('a second command: bash', () => {
           bash: { path: BASH, kind: 'binary', args: ['--norc', '--noprofile'] },
         },
       },
-    });
-  });
-  afterAll(async () => {
-    await client?.close();
-    await daemon?.stop();
-  });
-  beforeEach(() => {
-    void client?.close();
-    client = new Client({ socketPath: daemon.socketPath });
+    },
     // Room for a loaded test machine; the runs themselves take milliseconds.
-    client.setLimit('REALTIME', 10);
-  });
+    (client) => client.setLimit('REALTIME', 10),
+  );
+  const bash = (code: string, options: Omit<Parameters<Client['jailCode']>[1] & object, 'code'> = {}) =>
+    suite.client.jailCode('bash', { code, ...options });
 
   it('the daemon offers both commands, and neither policy grants a host-wide directory', async () => {
-    expect(await client.isConfigured('bash')).toBe(true);
-    expect(await client.isConfigured('python')).toBe(true);
-    const ready = daemon.logs.filter((l) => l.msg === 'command ready');
+    expect(await suite.client.isConfigured('bash')).toBe(true);
+    expect(await suite.client.isConfigured('python')).toBe(true);
+    const ready = suite.daemon.logs.filter((l) => l.msg === 'command ready');
     expect(ready.map((l) => l.command).sort()).toEqual(['bash', 'python']);
     for (const line of ready) {
       const grants = [...(line.execute as string[]), ...(line.read as string[])];
@@ -108,20 +97,20 @@ describe.skipIf(process.getuid?.() !== 0)('a second command: bash', () => {
   });
 
   it('python is unaffected: it runs, and may not execute bash', async () => {
-    const ok = await client.jailCode('python', { code: "print('Hello, world!')" });
+    const ok = await suite.client.jailCode('python', { code: "print('Hello, world!')" });
     expect(ok.stdout.toString()).toBe('Hello, world!\n');
     expect(ok.status).toBe(0);
   });
 
   it('deny_landlock_python_execs_bash', async () => {
-    const r = await client.jailCode('python', {
+    const r = await suite.client.jailCode('python', {
       code: "import os\ntry:\n    os.execv('/bin/bash', ['bash', '-c', 'echo escaped'])\nexcept PermissionError:\n    print('DENIED')\n",
     });
     expect(r.stdout.toString()).toBe('DENIED\n');
   });
 
   it('an unknown command is refused naming the configured ones', async () => {
-    await expect(client.jailCode('ruby', { code: 'puts 1' })).rejects.toMatchObject({
+    await expect(suite.client.jailCode('ruby', { code: 'puts 1' })).rejects.toMatchObject({
       code: 'unknown_command',
       message: expect.stringMatching(/python.*bash|bash.*python/),
     });

@@ -5,42 +5,28 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Client } from '../../src/client/index.js';
+import { describe, expect, it } from 'vitest';
+import type { Client } from '../../src/client/index.js';
 import { dedent, fixture, jailCodeCases } from '../helpers/cases.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { daemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
 
 describe.skipIf(!isRoot)('jailCode end to end', () => {
-  let daemon: TestDaemon;
-  let client: Client;
-  const py = (options: Parameters<Client['jailCode']>[1]) => client.jailCode('python', options);
-
-  beforeAll(async () => {
-    daemon = await startTestDaemon();
-  });
-  afterAll(async () => {
-    await client?.close();
-    await daemon?.stop();
-  });
-  beforeEach(() => {
-    // A fresh client per test: limits set by one test must not leak into the next.
-    void client?.close();
-    client = new Client({ socketPath: daemon.socketPath });
-  });
+  const suite = daemonSuite();
+  const py = (options: Parameters<Client['jailCode']>[1]) => suite.client.jailCode('python', options);
 
   describe('features', () => {
     it('hello world', async () => {
-      const r = await jailCodeCases.helloWorld(client);
+      const r = await jailCodeCases.helloWorld(suite.client);
       expect(r.confinement).toEqual(expect.arrayContaining(['uid', 'rlimits', 'landlock', 'seccomp', 'netns']));
     });
 
-    it('argv', () => jailCodeCases.argv(client));
+    it('argv', () => jailCodeCases.argv(suite.client));
 
-    it('ends with an exception whose traceback names jailed_code line 1', () => jailCodeCases.exceptionTraceback(client));
+    it('ends with an exception whose traceback names jailed_code line 1', () => jailCodeCases.exceptionTraceback(suite.client));
 
-    it('stdin is provided', () => jailCodeCases.stdin(client));
+    it('stdin is provided', () => jailCodeCases.stdin(suite.client));
 
     it('stdin can be large and binary', async () => {
       const stdin = Buffer.alloc(256 * 10000);
@@ -74,16 +60,16 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
       expect(r.truncated).toBe(true);
     });
 
-    it('files are copied', () => jailCodeCases.filesCopied(client));
+    it('files are copied', () => jailCodeCases.filesCopied(suite.client));
 
-    it('directories are copied', () => jailCodeCases.directoriesCopied(client));
+    it('directories are copied', () => jailCodeCases.directoriesCopied(suite.client));
 
     it('executing a copied file with argv', async () => {
       const r = await py({ files: [fixture('doit.py')], argv: ['doit.py', '1', '2', '3'] });
       expect(r.stdout.toString()).toBe("This is doit.py!\nMy args are ['doit.py', '1', '2', '3']\n");
     });
 
-    it('executing binary extra files', () => jailCodeCases.binaryExtraFiles(client));
+    it('executing binary extra files', () => jailCodeCases.binaryExtraFiles(suite.client));
 
     it('temp files the run made are removed, even chmod 0 nested dirs', async () => {
       const r = await py({
@@ -98,7 +84,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
         limits: { FSIZE: 1000 },
       });
       expect(r.stdout.toString()).toBe('True True\n');
-      expect(fs.readdirSync(daemon.runBase)).toEqual([]);
+      expect(fs.readdirSync(suite.daemon.runBase)).toEqual([]);
     });
 
     it('the daemon environment does not leak', async () => {
@@ -117,7 +103,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
 
   describe('limits', () => {
     it('VMEM 80 MB makes a 100 MB bytearray fail with MemoryError', async () => {
-      client.setLimit('VMEM', 80_000_000);
+      suite.client.setLimit('VMEM', 80_000_000);
       const r = await py({ code: 'print(len(bytearray(100000000)))' });
       expect(r.stdout.toString()).toBe('');
       expect(r.stderr.toString()).toContain('MemoryError');
@@ -125,30 +111,30 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('VMEM 160 MB lets it pass', async () => {
-      client.setLimit('VMEM', 160_000_000);
+      suite.client.setLimit('VMEM', 160_000_000);
       const r = await py({ code: 'print(len(bytearray(100000000)))' });
       expect(r.stdout.toString()).toBe('100000000\n');
       expect(r.status).toBe(0);
     });
 
     it('VMEM 0 disables the limit', async () => {
-      client.setLimit('VMEM', 0);
+      suite.client.setLimit('VMEM', 0);
       const r = await py({ code: 'print(len(bytearray(50000000)))' });
       expect(r.stdout.toString()).toBe('50000000\n');
     });
 
-    it('CPU 1 on a busy loop gives status -SIGXCPU with empty output', () => jailCodeCases.cpuLimit(client));
+    it('CPU 1 on a busy loop gives status -SIGXCPU with empty output', () => jailCodeCases.cpuLimit(suite.client));
 
     it('REALTIME kills a sleeper with -9 and logs a warning naming the run', async () => {
-      const r = await jailCodeCases.realtimeKill(client, 'sleepy-slug');
+      const r = await jailCodeCases.realtimeKill(suite.client, 'sleepy-slug');
       await new Promise((resolve) => setTimeout(resolve, 50));
-      const warning = daemon.logs.find((l) => l.level === 'warn' && JSON.stringify(l).includes(r.runId));
+      const warning = suite.daemon.logs.find((l) => l.level === 'warn' && JSON.stringify(l).includes(r.runId));
       expect(warning).toBeDefined();
       expect(JSON.stringify(warning)).toContain('sleepy-slug');
     });
 
     it('overrideLimit applies only to its context', async () => {
-      client.overrideLimit('REALTIME', 5, 'slow-problem');
+      suite.client.overrideLimit('REALTIME', 5, 'slow-problem');
       const code = "import time; time.sleep(1.5); print('Done!')";
       expect((await py({ code, limitOverridesContext: 'slow-problem' })).stdout.toString()).toBe('Done!\n');
       expect((await py({ code })).status).toBe(-9);
@@ -170,7 +156,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('temp files work with FSIZE 1000', async () => {
-      client.setLimit('FSIZE', 1000);
+      suite.client.setLimit('FSIZE', 1000);
       const r = await py({
         code: dedent(`
           import os, tempfile
@@ -189,7 +175,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('deny_rlimit_large_temp_file_with_FSIZE_1000', async () => {
-      client.setLimit('FSIZE', 1000);
+      suite.client.setLimit('FSIZE', 1000);
       const r = await py({
         code: dedent(`
           import os, tempfile
@@ -212,7 +198,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('deny_rlimit_fork_with_NPROC_1', async () => {
-      client.setLimit('NPROC', 1);
+      suite.client.setLimit('NPROC', 1);
       const r = await py({ code: 'import os\nchild_ppid = os.fork()' });
       expect(r.status).not.toBe(0);
       expect(r.stderr.toString()).toContain('BlockingIOError');

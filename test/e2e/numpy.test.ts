@@ -6,9 +6,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Client } from '../../src/client/index.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { daemonSuite } from '../helpers/suite.js';
 
 // The system interpreter, by absolute path: `python3` on PATH may be another build (pyenv).
 const SYSTEM_PYTHON = '/usr/bin/python3';
@@ -31,11 +30,9 @@ const skipReason = whyNotRunnable();
 if (skipReason) console.warn(`test/e2e/numpy.test.ts skipped: ${skipReason}`);
 
 describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a venv${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
-  let daemon: TestDaemon;
-  let client: Client;
   let venv: string;
 
-  beforeAll(async () => {
+  beforeAll(() => {
     fs.mkdirSync(VENV_PARENT, { recursive: true, mode: 0o711 });
     venv = fs.mkdtempSync(path.join(VENV_PARENT, 'sandenv-'));
     // Traversable by the slot uids, as /opt/codejail/sandenv would be.
@@ -47,8 +44,14 @@ describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a v
       encoding: 'utf8',
     }).trim();
     fs.writeFileSync(path.join(sitePackages, 'sandenv_only.py'), 'ANSWER = 42\n', { mode: 0o644 });
+  }, 60_000);
+  // Registered before the suite's daemon hooks, so it runs after the daemon has stopped.
+  afterAll(() => {
+    if (venv) fs.rmSync(venv, { recursive: true, force: true });
+  });
 
-    daemon = await startTestDaemon({
+  const suite = daemonSuite(
+    () => ({
       config: {
         commands: {
           python: { path: SYSTEM_PYTHON, kind: 'python', args: ['-E', '-B'], env: BLAS_ENV },
@@ -57,25 +60,18 @@ describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a v
           sandenv: { path: path.join(venv, 'bin/python'), kind: 'python', args: ['-E', '-B'], env: BLAS_ENV },
         },
       },
-    });
-  }, 60_000);
-  afterAll(async () => {
-    await client?.close();
-    await daemon?.stop();
-    if (venv) fs.rmSync(venv, { recursive: true, force: true });
-  });
-  beforeEach(() => {
-    void client?.close();
-    client = new Client({ socketPath: daemon.socketPath });
-    // Importing numpy takes a few hundred ms of CPU; leave room for a loaded test machine.
-    client.setLimit('REALTIME', 20);
-    client.setLimit('CPU', 5);
-  });
+    }),
+    (client) => {
+      // Importing numpy takes a few hundred ms of CPU; leave room for a loaded test machine.
+      client.setLimit('REALTIME', 20);
+      client.setLimit('CPU', 5);
+    },
+  );
 
   const NUMPY_CODE = 'import numpy\nprint(numpy.arange(3).sum())\nprint(numpy.dot(numpy.eye(2), [[1, 2], [3, 4]]).sum())';
 
   it.each(['python', 'sandenv'])('allow_numpy_import_in_%s with the default NPROC and VMEM', async (command) => {
-    const r = await client.jailCode(command, { code: NUMPY_CODE });
+    const r = await suite.client.jailCode(command, { code: NUMPY_CODE });
     expect(r.stderr.toString()).toBe('');
     expect(r.stdout.toString()).toBe('3\n10.0\n');
     expect(r.status).toBe(0);
@@ -85,7 +81,7 @@ describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a v
   });
 
   it('the venv command runs in the venv: its prefix, its own packages, the configured environment', async () => {
-    const r = await client.jailCode('sandenv', {
+    const r = await suite.client.jailCode('sandenv', {
       code: 'import os, sys, sandenv_only\nprint(sys.prefix)\nprint(sys.base_prefix)\nprint(sandenv_only.ANSWER, os.environ["OPENBLAS_NUM_THREADS"])',
     });
     expect(r.stderr.toString()).toBe('');
@@ -93,12 +89,12 @@ describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a v
   });
 
   it('the system python does not see the venv', async () => {
-    const r = await client.jailCode('python', { code: 'import sys\ntry:\n    import sandenv_only\nexcept ImportError:\n    print("absent", sys.prefix)' });
+    const r = await suite.client.jailCode('python', { code: 'import sys\ntry:\n    import sandenv_only\nexcept ImportError:\n    print("absent", sys.prefix)' });
     expect(r.stdout.toString()).toBe('absent /usr\n');
   });
 
   it('the venv is granted read-only, its base prefix only through sys.path', () => {
-    const ready = daemon.logs.find((l) => l.msg === 'command ready' && l.command === 'sandenv');
+    const ready = suite.daemon.logs.find((l) => l.msg === 'command ready' && l.command === 'sandenv');
     expect(ready).toBeDefined();
     const read = ready!.read as string[];
     expect(read).toContain(fs.realpathSync(venv));
@@ -108,7 +104,7 @@ describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a v
 
   // Not deny_*: the uid layer (root owns the venv) and Landlock each refuse it on their own.
   it('the venv stays read-only to the sandbox', async () => {
-    const r = await client.jailCode('sandenv', {
+    const r = await suite.client.jailCode('sandenv', {
       code: 'import sys\ntry:\n    open(sys.prefix + "/pyvenv.cfg", "a").write("x")\nexcept PermissionError:\n    print("DENIED")',
       limits: { FSIZE: 1000 },
     });
@@ -116,13 +112,13 @@ describe.skipIf(skipReason !== undefined)(`numpy in the system python and in a v
   });
 
   it('deny_landlock_venv_reads_etc_passwd', async () => {
-    const r = await client.jailCode('sandenv', { code: "print(open('/etc/passwd').read())" });
+    const r = await suite.client.jailCode('sandenv', { code: "print(open('/etc/passwd').read())" });
     expect(r.stdout.toString()).toBe('');
     expect(r.stderr.toString()).toContain('PermissionError');
   });
 
   it('deny_landlock_venv_python_execs_a_shell', async () => {
-    const r = await client.jailCode('sandenv', {
+    const r = await suite.client.jailCode('sandenv', {
       code: 'import os\ntry:\n    os.execv("/bin/sh", ["sh", "-c", "echo escaped"])\nexcept PermissionError:\n    print("DENIED")',
     });
     expect(r.stdout.toString()).toBe('DENIED\n');

@@ -2,32 +2,19 @@
 // result on the fd 3 channel (jailCode's resultChannel). The key cases of
 // test/client/safe_exec_harness.test.ts, through the real sandbox.
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Client } from '../../src/client/index.js';
+import { describe, expect, it } from 'vitest';
 import type { SafeExecOptions } from '../../src/client/index.js';
 import { dedent, safeExecCases } from '../helpers/cases.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { daemonSuite } from '../helpers/suite.js';
 
 describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
-  let daemon: TestDaemon;
-  let client: Client;
-  const exec = (code: string, globals: Record<string, unknown> = {}, options?: SafeExecOptions) =>
-    client.safeExec(code, globals, options);
-
-  beforeAll(async () => {
-    daemon = await startTestDaemon();
-  });
-  afterAll(async () => {
-    await client?.close();
-    await daemon?.stop();
-  });
-  beforeEach(() => {
-    void client?.close();
-    client = new Client({ socketPath: daemon.socketPath });
+  const suite = daemonSuite({}, (client) => {
     // Room for a loaded test machine; the cases themselves take milliseconds.
     client.setLimit('REALTIME', 10);
     client.setLimit('CPU', 5);
   });
+  const exec = (code: string, globals: Record<string, unknown> = {}, options?: SafeExecOptions) =>
+    suite.client.safeExec(code, globals, options);
 
   it('sets values', async () => {
     const globs: Record<string, unknown> = {};
@@ -35,7 +22,7 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
     expect(globs.a).toBe(17);
   });
 
-  it('globals in and out: out = input * 2; container.append(4)', () => safeExecCases.globalsInAndOut(client));
+  it('globals in and out: out = input * 2; container.append(4)', () => safeExecCases.globalsInAndOut(suite.client));
 
   it('complex globals: bytes decoded, a bad bytes value dropped', async () => {
     const globs = await exec(
@@ -51,12 +38,12 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
     });
   });
 
-  it('copies files and imports from a pythonPath directory', () => safeExecCases.filesAndPythonPath(client));
+  it('copies files and imports from a pythonPath directory', () => safeExecCases.filesAndPythonPath(suite.client));
 
-  it('functions calling each other, and printing, do not disturb globals', () => safeExecCases.printingDoesNotDisturbGlobals(client));
+  it('functions calling each other, and printing, do not disturb globals', () => safeExecCases.printingDoesNotDisturbGlobals(suite.client));
 
   it('an exception raises SafeExecError with the traceback and leaves the globals unchanged', () =>
-    safeExecCases.exceptionRaisesSafeExecError(client));
+    safeExecCases.exceptionRaisesSafeExecError(suite.client));
 
   it('binary extra files, and a zip on pythonPath provided by extraFiles', async () => {
     const zip = execFileSync('/usr/bin/python3', [
