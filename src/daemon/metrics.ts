@@ -6,11 +6,12 @@ import type { Logger } from './log.js';
 
 /**
  * How a jail_code request ended. ok/exit/signal: the code ran and exited with 0, another
- * status, or a signal; timeout: REALTIME ran out; setup_failed: the sandbox could not be built;
+ * status, or a signal; timeout: REALTIME ran out; oom: its cgroup's memory.max was reached and
+ * the kernel killed it (cgroups layer); setup_failed: the sandbox could not be built;
  * cancelled: the client, a cancel request or the daemon stopping ended it; rejected: refused
  * before it ran (overloaded, unknown command, limit over a ceiling, bad files); error: a bug.
  */
-export const VERDICTS = ['ok', 'exit', 'signal', 'timeout', 'setup_failed', 'cancelled', 'rejected', 'error'] as const;
+export const VERDICTS = ['ok', 'exit', 'signal', 'timeout', 'oom', 'setup_failed', 'cancelled', 'rejected', 'error'] as const;
 export type Verdict = (typeof VERDICTS)[number];
 
 /** Seconds; a run's whole time in the daemon (queue, set-up, run, clean-up). */

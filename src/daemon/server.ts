@@ -443,6 +443,7 @@ class Connection {
 
 function resultVerdict(result: JailCodeResult): Verdict {
   if (result.timedOut) return 'timeout';
+  if (result.oomKilled) return 'oom';
   if (result.status === 0) return 'ok';
   return result.status < 0 ? 'signal' : 'exit';
 }
