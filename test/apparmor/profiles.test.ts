@@ -71,7 +71,7 @@ describe('AppArmor rendering', () => {
     expect(tunables).toContain('@{CODEJAIL_RUNBASE}=/srv/cj/runs\n');
     const sandbox = files.find((f) => f.name === 'my-sandbox')!.contents;
     expect(sandbox).toMatch(/^profile my-sandbox flags=\(enforce\) \{$/m);
-    expect(files.find((f) => f.name === 'codejaild')!.contents).toContain('change_profile -> my-sandbox,');
+    expect(files.find((f) => f.name === 'codejaild')!.contents).toContain('change_profile unsafe @{CODEJAIL_EXEC} -> my-sandbox,');
   });
 
   it('refuses a path that would change the policy instead of escaping it', () => {

@@ -144,6 +144,35 @@ describe.skipIf(!!skipReason)('in a VM with AppArmor and cgroup v2 (scripts/vm)'
       });
     }
 
+    describe('a daemon confined by the codejaild profile', () => {
+      const pass = () => {
+        const p = guest.passes['confined-daemon'] as Pass & { daemonLabel?: string; denials?: string[]; exitCode?: number };
+        expect(p.error, p.error).toBeUndefined();
+        return p;
+      };
+
+      it('runs in enforce mode without a single denial of its own, and stops cleanly', () => {
+        expect(pass().daemonLabel).toBe('codejaild (enforce)');
+        expect(pass().denials).toEqual([]);
+        expect(pass().exitCode).toBe(0);
+      });
+
+      it('stacks the sandbox profile on its own (no_new_privs forbids a plain transition)', () => {
+        expect(pass().outsideLabel).toBe('codejail-sandbox//&codejaild (enforce)');
+        expect(pass().confinement).toContain('apparmor');
+      });
+
+      for (const probe of DENIES) {
+        it(`deny_apparmor_${probe} (stacked)`, () => {
+          expect(pass().probes?.[probe]).toBe('DENIED');
+        });
+      }
+
+      it('keeps $TMPDIR (an unsafe change_profile: no AT_SECURE scrubbing) and the run directory writable', () => {
+        expect(pass().probes?.write_rundir).toBe('ALLOWED');
+      });
+    });
+
     it('sabotage: with AppArmor, Landlock and seccomp off, every one of those probes succeeds', () => {
       // The same program as in apparmor-only, where only AppArmor differs: so each denial there is
       // AppArmor's, and the probes are able to detect a missing layer.

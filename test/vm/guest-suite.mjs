@@ -10,6 +10,7 @@
 //                  shows that the denials above come from those layers and not from the probe
 // and a start-up check: layers.apparmor "required" with a profile that is not loaded must stop
 // the daemon with a message naming it. Results go to <results>/results.json.
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -135,6 +136,58 @@ async function labelSeenFromOutside(client) {
   return seen;
 }
 
+// The daemon itself confined by the shipped codejaild profile (enforce), as a site would run
+// it: a separate process started with "exec codejaild" in its exec attribute. Its runs must
+// stack ("stack codejail-sandbox": no_new_privs forbids a plain transition from a confined
+// task), and the same probes must be denied.
+async function confinedDaemonPass() {
+  const name = 'confined-daemon';
+  const pass = {};
+  out.passes[name] = pass;
+  const config = { socket: { path: `/run/codejail-vm/${name}.sock`, group: 'root', mode: '0660' }, runBase: RUN_BASE, slots: { firstUid: 63000, count: 2 }, layers: { apparmor: 'required' } };
+  fs.mkdirSync('/etc/codejail', { recursive: true });
+  fs.writeFileSync('/etc/codejail/confined.json', JSON.stringify(config));
+  const t = performance.now();
+  const child = spawn(
+    '/bin/sh',
+    ['-c', `echo "exec codejaild" > /proc/self/attr/apparmor/exec && exec "${process.execPath}" "${dist('daemon/main.js')}" --config /etc/codejail/confined.json`],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let logs = '';
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  try {
+    await new Promise((resolve, reject) => {
+      const feed = (chunk) => {
+        logs += chunk;
+        if (/"msg":"ready"/.test(logs)) resolve();
+      };
+      child.stdout.on('data', feed);
+      child.stderr.on('data', feed);
+      void exited.then((code) => reject(new Error(`the confined daemon exited with ${code} before ready: ${logs.slice(-3000)}`)));
+    });
+    pass.daemonLabel = fs.readFileSync(`/proc/${child.pid}/attr/current`, 'utf8').trim();
+    step(`${name}: daemon ready in ${Math.round(performance.now() - t)} ms, label ${pass.daemonLabel}`);
+    const client = new Client({ socketPath: config.socket.path });
+    const r = await client.jailCode('python', { code: PROBES, limits: { CPU: 20, REALTIME: 120, FSIZE: 1_000_000 } });
+    pass.status = r.status;
+    pass.confinement = r.confinement;
+    pass.stderr = r.stderr.toString().slice(-2000);
+    pass.probes = JSON.parse(r.stdout.toString() || '{}');
+    pass.outsideLabel = await labelSeenFromOutside(client);
+    step(`${name}: ${JSON.stringify(pass.probes)}, sandbox label ${pass.outsideLabel}`);
+  } catch (err) {
+    pass.error = String(err?.stack ?? err);
+    step(`${name}: ERROR ${pass.error}`);
+  } finally {
+    child.kill('SIGTERM');
+    pass.exitCode = await exited;
+    // Denials the daemon's own profile caused (there should be none) show in the kernel log.
+    pass.denials = execFileSync('dmesg', { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => /apparmor="DENIED".*profile="codejaild"/.test(l));
+  }
+}
+
 async function startupChecks() {
   // Required, but the configured profile is not loaded: start-up must fail, naming it.
   try {
@@ -159,6 +212,7 @@ try {
   await probePass('apparmor-only', { apparmor: 'required', landlock: 'off', seccomp: 'off' });
   await probePass('all-layers', { apparmor: 'required', landlock: 'required', seccomp: 'required' });
   await probePass('sabotage', { apparmor: 'off', landlock: 'off', seccomp: 'off' });
+  await confinedDaemonPass();
   const cgroupSuite = path.join(repo, 'test/vm/guest-cgroups.mjs');
   if (fs.existsSync(cgroupSuite)) {
     const { runCgroupChecks } = await import(cgroupSuite);
