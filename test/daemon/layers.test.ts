@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
+import { CgroupError, type CgroupTree } from '../../src/daemon/cgroups.js';
 import { detectLayers } from '../../src/daemon/layers.js';
 import { silentLogger, type Logger } from '../../src/daemon/log.js';
 
@@ -52,5 +53,28 @@ describe('detectLayers', () => {
     expect(layers.report.rlimits).toBe('active');
     expect(layers.report.landlock).toMatch(/^off \(unsafe: the daemon is not running as root\)/);
     expect(warn).toHaveBeenCalledWith(expect.stringContaining('UNSAFE MODE'), expect.anything());
+  });
+
+  it('stops start-up when AppArmor is required but absent or the profile is not loaded', () => {
+    // This host either has no AppArmor at all, or not this made-up profile: both must fail closed.
+    const cfg = parseConfig({ layers: { apparmor: 'required', cgroups: 'off' }, apparmorProfile: 'codejail-test-not-loaded' });
+    expect(() => detectLayers(cfg, { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd })).toThrow(
+      /layer "apparmor" is required but unavailable: .*(AppArmor is not enabled in this kernel|"codejail-test-not-loaded" is not loaded)/,
+    );
+  });
+
+  it('cgroups: required fails closed with the reason; active adds the layer and cgroup.kill', () => {
+    const unusable = () => {
+      throw new CgroupError('the memory and pids controllers are not available in /sys/fs/cgroup');
+    };
+    expect(() =>
+      detectLayers(config({ cgroups: 'required' }), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd, openCgroups: unusable }),
+    ).toThrow(/layer "cgroups" is required but unavailable: the memory and pids controllers are not available/);
+    const tree = { root: '/sys/fs/cgroup/codejail' } as CgroupTree;
+    const layers = detectLayers(config({ cgroups: 'auto' }), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd, openCgroups: () => tree });
+    expect(layers.cgroupTree).toBe(tree);
+    expect(layers.report.cgroups).toBe('active (/sys/fs/cgroup/codejail)');
+    expect(layers.report.kill).toBe('uid sweep + cgroup.kill');
+    expect(layers.confinement).toContain('cgroups');
   });
 });
