@@ -206,6 +206,13 @@ describe.skipIf(!!skipReason)('in a VM with AppArmor and cgroup v2 (scripts/vm)'
       expect(m.memoryPeakKb).toBeLessThanOrEqual(66 * 1024);
     });
 
+    it('a REALTIME kill through cgroup.kill ends the run promptly', () => {
+      const t = on().timeout;
+      expect(t.timedOut).toBe(true);
+      expect(t.status).toBe(-9);
+      expect(t.wallMs).toBeLessThan(3000 + 1500);
+    });
+
     it('deny_cgroup_pids: pids.max (NPROC 8) stops a fork loop', () => {
       // The interpreter is one of the 8 tasks.
       expect(on().pids.stdout, on().pids.stderr).toBe('EAGAIN after 7');

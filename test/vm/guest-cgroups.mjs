@@ -77,6 +77,13 @@ async function runPass(name, layers, { withDaemon, step }, includeMemory) {
           pass.memory = { status: r.status, oomKilled: r.oomKilled, memoryPeakKb: r.usage.memoryPeakKb, wallMs: r.usage.wallMs, confinement: r.confinement, stderr: r.stderr.toString().slice(-300) };
           step(`${name}: memory bomb ${JSON.stringify(pass.memory)}`);
         }
+        if (includeMemory) {
+          // A REALTIME kill goes through cgroup.kill while the main process still runs: it must
+          // not wait on the dying process (an exited task leaves its cgroup before it is reaped).
+          const t = await client.jailCode('python', { code: 'while True: pass\n', limits: { ...limits, REALTIME: 3 } });
+          pass.timeout = { status: t.status, timedOut: t.timedOut, wallMs: t.usage.wallMs };
+          step(`${name}: REALTIME kill ${JSON.stringify(pass.timeout)}`);
+        }
         const f = await client.jailCode('python', { code: FORK_LOOP, limits });
         pass.pids = { status: f.status, stdout: f.stdout.toString().trim(), stderr: f.stderr.toString().slice(-300) };
         step(`${name}: fork loop ${JSON.stringify(pass.pids)}`);
