@@ -82,6 +82,37 @@ describe('AppArmor rendering', () => {
     expect(() => apparmorVariables(parseConfig({}), [globbing])).toThrow(/commands\.py \(read\)/);
   });
 
+  it('installs under apparmor.d, loads every profile, and changes nothing on a second run', async () => {
+    const etc = tempDir();
+    const calls = path.join(etc, 'parser-calls');
+    // A stand-in parser that records its arguments (the real one would load into the kernel).
+    const parser = path.join(etc, 'fake-parser');
+    fs.writeFileSync(parser, `#!/bin/sh\necho "$@" >> ${calls}\n`, { mode: 0o755 });
+    const config = parseConfig({ apparmorProfile: 'acme-sandbox' });
+    const options = { etcDir: path.join(etc, 'apparmor.d'), securityDir: etc, parser };
+    const first = await installAppArmor(config, [fakeCommand], options);
+    expect(first).toEqual([
+      `installed AppArmor variables ${etc}/apparmor.d/tunables/codejail`,
+      `installed AppArmor profile ${etc}/apparmor.d/acme-sandbox`,
+      `installed AppArmor profile ${etc}/apparmor.d/codejaild`,
+      'loaded AppArmor profile acme-sandbox (apparmor_parser -r)',
+      'loaded AppArmor profile codejaild (apparmor_parser -r)',
+    ]);
+    expect(fs.readFileSync(calls, 'utf8')).toBe(`-r ${etc}/apparmor.d/acme-sandbox\n-r ${etc}/apparmor.d/codejaild\n`);
+    const second = await installAppArmor(config, [fakeCommand], options);
+    expect(second.slice(0, 3).every((line) => line.startsWith('found '))).toBe(true);
+    expect(fs.readdirSync(path.join(etc, 'apparmor.d')).sort()).toEqual(['acme-sandbox', 'codejaild', 'tunables']);
+  });
+
+  it('names the parser\'s complaint when loading fails', async () => {
+    const etc = tempDir();
+    const parser = path.join(etc, 'failing-parser');
+    fs.writeFileSync(parser, '#!/bin/sh\necho "AppArmor parser error at line 3: bad rule" >&2\nexit 1\n', { mode: 0o755 });
+    await expect(installAppArmor(parseConfig({}), [fakeCommand], { etcDir: path.join(etc, 'd'), securityDir: etc, parser })).rejects.toThrow(
+      /failing-parser -r .*codejail-sandbox failed: AppArmor parser error at line 3: bad rule/,
+    );
+  });
+
   it('does nothing but say so when the kernel has no AppArmor', async () => {
     const etc = tempDir();
     const report = await installAppArmor(parseConfig({ layers: { apparmor: 'required' } }), [fakeCommand], {
