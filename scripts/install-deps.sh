@@ -5,8 +5,10 @@
 set -euo pipefail
 
 # Build: g++, make, python3 (node-gyp). Sandbox: python3 is the default command. Setup: passwd
-# (useradd/groupadd). Tests: procps.
-PACKAGES=(python3 g++ make passwd procps)
+# (useradd/groupadd). Tests: procps; python3-numpy and python3-venv (the sandbox environment
+# tests); apparmor (apparmor_parser checks the profiles offline); qemu-system-x86 and
+# busybox-static (the VM in which test/vm proves AppArmor and cgroup v2 under Debian's kernel).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-venv apparmor qemu-system-x86 busybox-static)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
@@ -26,5 +28,10 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+
+# The VM suite's kernel and initramfs (scripts/vm/build.sh is idempotent). Built here rather than
+# by the test so that a download problem fails with its own message; once the cache exists,
+# test/vm runs instead of skipping.
+"$(dirname "$0")/vm/build.sh"
