@@ -253,6 +253,19 @@ def _write_all(fd, data):
         view = view[written:]
 
 
+def _show_code_in_tracebacks(code):
+    """Lets tracebacks print the code's own lines, under a name that is clearly the code's.
+
+    Done only when the code has raised, not before it runs: linecache imports tokenize and re,
+    which would cost every run more start-up time than everything else in this harness. (So a
+    traceback the code prints itself shows the line numbers of its own lines, not their text,
+    as the original CodeJail's "<string>" tracebacks do.)
+    """
+    import linecache
+
+    linecache.cache[CODE_FILENAME] = (len(code), None, code.splitlines(True), CODE_FILENAME)
+
+
 def main():
     try:
         os.fstat(RESULT_FD)
@@ -288,10 +301,6 @@ def main():
 
     os.register_at_fork(after_in_child=_close_in_child)
 
-    # Tracebacks show the code's own lines, under a name that is clearly the code's.
-    import linecache
-
-    linecache.cache[CODE_FILENAME] = (len(code), None, code.splitlines(True), CODE_FILENAME)
     try:
         exec(compile(code, CODE_FILENAME, "exec"), g)  # pylint: disable=exec-used
     except SystemExit:
@@ -302,6 +311,7 @@ def main():
         # for a SyntaxError, which names the code's line itself).
         tb = tb.tb_next
         value = value.with_traceback(tb)
+        _show_code_in_tracebacks(code)
         if sys.excepthook is sys.__excepthook__:
             # The traceback module reads source lines through linecache, so the code's lines
             # show (the built-in hook of older Pythons reads them from files only).
