@@ -39,7 +39,9 @@ constexpr uint32_t kArg1Low = offsetof(struct seccomp_data, args[1]);
 
 // Denied with EPERM: debugging and memory access of other processes, the kernel keyring, eBPF,
 // perf, userfaultfd and io_uring (large attack surface), mounts and namespaces, kexec, reboot,
-// swap, modules, raw I/O ports, clock setting, accounting and the like.
+// swap, modules, raw I/O ports, clock setting, accounting and the like. SysV IPC and POSIX message
+// queues too: their objects outlive the run that made them (no namespace or rlimit bounds them),
+// so they could carry data to the slot's next run or another slot, or pin host memory.
 const int kDenied[] = {
     SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_pidfd_getfd,
     SYS_keyctl, SYS_add_key, SYS_request_key, SYS_bpf, SYS_perf_event_open, SYS_userfaultfd,
@@ -51,6 +53,9 @@ const int kDenied[] = {
     SYS_init_module, SYS_finit_module, SYS_delete_module,
     SYS_acct, SYS_quotactl, SYS_syslog, SYS_vhangup, SYS_settimeofday, SYS_clock_settime,
     SYS_clock_adjtime, SYS_adjtimex, SYS_lookup_dcookie,
+    SYS_shmget, SYS_shmat, SYS_shmctl, SYS_msgget, SYS_msgsnd, SYS_msgrcv, SYS_msgctl,
+    SYS_semget, SYS_semop, SYS_semtimedop, SYS_semctl,
+    SYS_mq_open, SYS_mq_unlink, SYS_mq_timedsend, SYS_mq_timedreceive, SYS_mq_notify, SYS_mq_getsetattr,
 #if defined(__x86_64__)
     SYS_iopl, SYS_ioperm, SYS_uselib, SYS_ustat, SYS_sysfs, SYS_modify_ldt, SYS__sysctl,
     SYS_create_module, SYS_get_kernel_syms, SYS_query_module, SYS_nfsservctl,

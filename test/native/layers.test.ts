@@ -146,6 +146,22 @@ describe.skipIf(!isRoot)('seccomp layer', () => {
     expect(r.stdout).toBe('-1 1\n-1 1\n');
   });
 
+  it('deny_seccomp_sysv_ipc_and_message_queues', async () => {
+    // IPC_PRIVATE | IPC_CREAT objects would outlive the run; the next run of the slot could read them.
+    const r = await runPython(
+      'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n' +
+        'calls = [(lambda: libc.shmget(0, 4096, 0o1600), lambda i: libc.shmctl(i, 0, None)),\n' +
+        '         (lambda: libc.msgget(0, 0o1600), lambda i: libc.msgctl(i, 0, None)),\n' +
+        '         (lambda: libc.semget(0, 1, 0o1600), lambda i: libc.semctl(i, 0, 0)),\n' +
+        '         (lambda: libc.mq_open(b"/cj-probe", 0o100 | 2, 0o600, None), lambda i: libc.mq_unlink(b"/cj-probe"))]\n' +
+        'for make, remove in calls:\n' +
+        '    ctypes.set_errno(0); made = make(); print(made, ctypes.get_errno())\n' +
+        '    if made >= 0: remove(made)  # with the layer sabotaged: leave nothing on the host',
+      { seccomp: true },
+    );
+    expect(r.stdout).toBe('-1 1\n-1 1\n-1 1\n-1 1\n');
+  });
+
   it('allow_seccomp_unix_sockets_threads_and_subprocess', async () => {
     const r = await runPython(
       'import socket, threading, subprocess, sys\na, b = socket.socketpair(); a.send(b"x"); print(b.recv(1))\nt = threading.Thread(target=print, args=("thread",)); t.start(); t.join()\nprint(subprocess.run([sys.executable, "-c", "print(2)"], capture_output=True).stdout)',
