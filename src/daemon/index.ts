@@ -118,12 +118,20 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       log.info('command ready', { command: profile.name, executable: profile.executable, execute: profile.execute, read: profile.read });
     }
 
+    // A crashed daemon may have left sandboxes running (a setsid()'d grandchild outlives the
+    // parent-death signal). They must be gone BEFORE the sweep: one still running as a slot uid
+    // could swap a directory of its run for a symlink while root removes the tree. A slot that
+    // cannot be emptied stops the start rather than being swept or reused.
+    for (const slot of slotUsers(config.slots)) {
+      try {
+        layers.cgroupTree?.release(slot);
+        if (layers.kill === 'uid') addon.killUid(slot.uid);
+      } catch (err) {
+        throw new Error(`processes left by an earlier daemon in slot ${slot.index} (uid ${slot.uid}) cannot be killed: ${(err as Error).message}`);
+      }
+    }
     await prepareRunBase(config.runBase);
     await sweepRunBase(config.runBase, log);
-    if (layers.kill === 'uid') {
-      // A crashed daemon may have left sandboxes running under slot uids.
-      for (const slot of slotUsers(config.slots)) addon.killUid(slot.uid);
-    }
 
     const slots = new SlotPool(slotUsers(config.slots), config.queueMax);
     const runner = new Runner({ config, layers, commands, slots, addon, log });
