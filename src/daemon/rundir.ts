@@ -74,10 +74,16 @@ export async function createRunDir(runBase: string, owner: RunOwner | undefined)
   const dir = path.join(runBase, id);
   // Made 0700 root-owned, then handed over: never visible to anyone with wider rights too early.
   fs.mkdirSync(dir, { mode: 0o700 });
-  setOwner(dir, owner && { uid: 0, gid: owner.gid }, RUN_DIR_MODE);
   const tmp = path.join(dir, TMP_DIR);
-  fs.mkdirSync(tmp, { mode: 0o700 });
-  setOwner(tmp, owner && { uid: owner.uid, gid: owner.gid }, TMP_MODE);
+  try {
+    setOwner(dir, owner && { uid: 0, gid: owner.gid }, RUN_DIR_MODE);
+    fs.mkdirSync(tmp, { mode: 0o700 });
+    setOwner(tmp, owner && { uid: owner.uid, gid: owner.gid }, TMP_MODE);
+  } catch (err) {
+    // The caller never gets this directory to remove: remove it here (nothing ran in it yet).
+    await removeTree(dir).catch(() => undefined);
+    throw err;
+  }
   return { id, path: dir, tmp };
 }
 
@@ -130,6 +136,8 @@ export function nameProblem(name: string): string | undefined {
   const parts = name.split('/');
   if (parts.length > 32) return 'is nested more than 32 levels';
   if (parts.some((part) => part === '' || part === '.' || part === '..')) return "has an empty, '.' or '..' component";
+  // NAME_MAX: the kernel would refuse it anyway, but as ENAMETOOLONG from a parent's lstat.
+  if (parts.some((part) => Buffer.byteLength(part) > 255)) return 'has a component longer than 255 bytes';
   if (parts[0] === TMP_DIR) return `is inside the reserved directory "${TMP_DIR}"`;
   return undefined;
 }

@@ -20,6 +20,9 @@ describe('nameProblem', () => {
     ['tmp/x', 'is inside the reserved directory "tmp"'],
     ['tmp', 'is inside the reserved directory "tmp"'],
     [Array(33).fill('d').join('/'), 'is nested more than 32 levels'],
+    [`${'p'.repeat(256)}/x`, 'has a component longer than 255 bytes'],
+    ['é'.repeat(128), 'has a component longer than 255 bytes'],
+    ['p'.repeat(255), undefined],
   ])('%j -> %s', (name, problem) => {
     expect(nameProblem(name)).toBe(problem);
   });
