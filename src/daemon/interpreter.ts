@@ -95,8 +95,10 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
   const forbidden = (p: string) => grantProblem(p, runBase);
   for (const [key, list] of [['read', command.read], ['execute', command.execute]] as const) {
     for (const p of list) {
-      const problem = forbidden(p);
-      if (problem) throw new ConfigError(`${where}.${key}: ${p} ${problem}`);
+      // What is granted is the resolved path: /opt/x -> /etc must be refused as /etc.
+      const real = realpathOrUndefined(p);
+      const problem = forbidden(p) ?? (real === undefined ? undefined : forbidden(real));
+      if (problem) throw new ConfigError(`${where}.${key}: ${p}${real && real !== p ? ` (${real})` : ''} ${problem}`);
     }
   }
 

@@ -70,6 +70,18 @@ describe('discoverCommand (kind python)', () => {
     expect(discoverCommand('plain', command(file), runBase, log).read).not.toContain(prefix);
   });
 
+  it.skipIf(process.getuid?.() !== 0)('refuses a configured read path that is a symlink to a forbidden directory', () => {
+    // The link must itself live somewhere grantable (not beneath /tmp, where scratch is).
+    const link = `/usr/local/share/cj-test-etc-link-${process.pid}`;
+    fs.symlinkSync('/etc', link);
+    try {
+      const bash = { path: '/bin/bash', kind: 'binary' as const, args: [], env: {}, read: [link], execute: [] };
+      expect(() => discoverCommand('bash', bash, runBase, log)).toThrow(`commands.bash.read: ${link} (/etc) would grant /etc`);
+    } finally {
+      fs.unlinkSync(link);
+    }
+  });
+
   it('refuses output that is not the discovery JSON, naming the command', () => {
     const file = fakePython({ prefix: '/usr', path: [] });
     expect(() => discoverCommand('odd', command(file), runBase, log)).toThrow(/commands\.odd: .* printed something other than the expected JSON/);
