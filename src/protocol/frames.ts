@@ -1,6 +1,6 @@
 // Length-prefixed msgpack frames: a 4-byte big-endian body length, then the body. A peer that
 // announces more than maxFrameBytes is cut off before anything is buffered.
-import { Packr, Unpackr } from 'msgpackr';
+import { addExtension, Packr, Unpackr } from 'msgpackr';
 
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 const HEADER_BYTES = 4;
@@ -10,6 +10,21 @@ const HEADER_BYTES = 4;
 // that follows decoding rejects anything that is not plain maps, arrays, strings, numbers and bin.
 const packr = new Packr({ useRecords: false, structuredClone: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, structuredClone: false, mapsAsObjects: true, int64AsType: 'number' });
+
+// msgpackr also decodes extension types of its own whatever the options: BigInt (0x42), Blob
+// (0x62), Error (0x65), Set (0x73), typed arrays (0x74), RegExp (0x78) and timestamps (-1). The
+// protocol uses none of them, and some cost a peer nothing to send but us much to decode (a
+// 64 MiB BigInt is over a second of synchronous work), so every one of them is refused. The
+// table is msgpackr's own, shared by every decoder in this process: nothing else here uses it.
+const UNUSED_EXTENSION_TYPES = [0x42, 0x62, 0x65, 0x73, 0x74, 0x78, 0xff];
+for (const type of UNUSED_EXTENSION_TYPES) {
+  addExtension({
+    type,
+    unpack: () => {
+      throw new Error(`msgpack extension type ${type === 0xff ? -1 : type} is not used by this protocol`);
+    },
+  } as Parameters<typeof addExtension>[0]);
+}
 
 export class FrameError extends Error {
   constructor(message: string) {
