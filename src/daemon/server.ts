@@ -222,12 +222,20 @@ export class DaemonServer {
   }
 }
 
+/** Unread reply bytes, in frames, past which a connection is closed (see Connection.send). */
+const UNREAD_REPLY_FRAMES_LIMIT = 4;
+
 /** One client connection: its frame decoder and the runs it has in flight. */
 class Connection {
   private readonly decoder: FrameDecoder;
   private readonly inflight = new Map<number, AbortController>();
   private readonly settled = new Set<Promise<void>>();
   private broken = false;
+  /** Requests decoded but not handled yet: a chunk may hold many, and handling pauses with reading. */
+  private readonly backlog: unknown[] = [];
+  private backlogHead = 0;
+  /** The client has more unread replies than a frame: requests wait until its socket drains. */
+  private waitingForDrain = false;
   /** Set when a reload took the caller's permission away: every request is refused with it. */
   private revoked: string | undefined;
 
@@ -288,13 +296,24 @@ class Connection {
       this.socket.destroySoon();
       return;
     }
-    for (const message of messages) {
+    this.backlog.push(...messages);
+    this.pump();
+  }
+
+  /** Handles decoded requests until none is left or the client stopped reading its replies. */
+  private pump(): void {
+    while (this.backlogHead < this.backlog.length && !this.waitingForDrain && !this.broken) {
+      const message = this.backlog[this.backlogHead++];
       try {
         this.handle(message);
       } catch (err) {
         this.options.log.error('handling a request failed', { error: err, stack: (err as Error)?.stack });
         this.replyError(requestId(message), 'internal', 'internal error in the daemon (logged)');
       }
+    }
+    if (this.backlogHead === this.backlog.length) {
+      this.backlog.length = 0;
+      this.backlogHead = 0;
     }
   }
 
@@ -438,6 +457,32 @@ class Connection {
     // A client that left gets no reply; its runs were cancelled when it closed.
     if (this.broken || this.socket.destroyed || !this.socket.writable) return;
     this.socket.write(frame);
+    // Replies a client does not read pile up in this process. Past one frame's worth, stop
+    // reading its requests (no new work, so no new replies) until the socket drains; past a few
+    // frames' worth (replies of runs already in flight), it is not reading at all: cut it off,
+    // which cancels its runs, rather than let one caller exhaust the daemon's memory.
+    const unread = this.socket.writableLength;
+    const { maxFrameBytes } = this.options;
+    if (unread > UNREAD_REPLY_FRAMES_LIMIT * maxFrameBytes) {
+      this.broken = true;
+      this.options.log.warn('closing a connection that does not read its replies', {
+        connection: this.id,
+        caller: this.callerFields(),
+        unreadBytes: unread,
+      });
+      this.socket.destroy();
+      return;
+    }
+    if (unread > maxFrameBytes && !this.waitingForDrain) {
+      this.waitingForDrain = true;
+      this.socket.pause();
+      this.socket.once('drain', () => {
+        this.waitingForDrain = false;
+        if (this.broken) return;
+        this.socket.resume();
+        this.pump();
+      });
+    }
   }
 }
 
