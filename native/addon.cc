@@ -99,6 +99,7 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
   }
   req.netns_fd = fd_field(plan, "netnsFd");
   req.ipcns_fd = fd_field(plan, "ipcnsFd");
+  req.mntns_fd = fd_field(plan, "mntnsFd");
   Napi::Value cg = plan.Get("cgroupProcsFds");
   if (cg.IsArray()) {
     Napi::Array a = cg.As<Napi::Array>();
@@ -261,9 +262,15 @@ Napi::Value SeccompSupported(const Napi::CallbackInfo &info) {
 
 Napi::Value CreateNamespace(const Napi::CallbackInfo &info) {
   std::string kind = info[0].As<Napi::String>().Utf8Value();
-  int type = kind == "net" ? CLONE_NEWNET : kind == "ipc" ? CLONE_NEWIPC : 0;
-  if (!type) throw Napi::TypeError::New(info.Env(), "createNamespace: kind must be 'net' or 'ipc'");
+  int type = kind == "net" ? CLONE_NEWNET : kind == "ipc" ? CLONE_NEWIPC : kind == "mnt" ? CLONE_NEWNS : 0;
+  if (!type) throw Napi::TypeError::New(info.Env(), "createNamespace: kind must be 'net', 'ipc' or 'mnt'");
+  std::vector<std::string> hide;
+  if (type == CLONE_NEWNS && info.Length() > 1 && info[1].IsArray()) {
+    Napi::Array list = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) hide.push_back(list.Get(i).As<Napi::String>().Utf8Value());
+  }
   try {
+    if (type == CLONE_NEWNS) return Napi::Number::New(info.Env(), create_mount_namespace(hide));
     return Napi::Number::New(info.Env(), create_namespace(type));
   } catch (const std::system_error &e) {
     throw errno_error(info.Env(), "unshare", e.code().value(), e.what());

@@ -26,6 +26,9 @@
 #ifndef CLONE_NEWIPC
 #define CLONE_NEWIPC 0x08000000
 #endif
+#ifndef CLONE_NEWNS
+#define CLONE_NEWNS 0x00020000
+#endif
 
 using namespace codejail;
 
@@ -82,6 +85,8 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
   if (plan->n_cgroup_procs_fds) STEP(CJ_STEP_CGROUP, apply_cgroup(plan->cgroup_procs_fds, plan->n_cgroup_procs_fds));
   if (plan->netns_fd >= 0) STEP(CJ_STEP_NETNS, apply_namespace(plan->netns_fd, CLONE_NEWNET));
   if (plan->ipcns_fd >= 0) STEP(CJ_STEP_IPCNS, apply_namespace(plan->ipcns_fd, CLONE_NEWIPC));
+  // Resets root and cwd to the namespace's: chdir comes later.
+  if (plan->mntns_fd >= 0) STEP(CJ_STEP_MNTNS, apply_namespace(plan->mntns_fd, CLONE_NEWNS));
   if (plan->n_rlimits) STEP(CJ_STEP_RLIMIT, apply_rlimits(plan->rlimits, plan->n_rlimits));
   if (plan->apparmor_attr) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len));
   if (plan->change_ids) {
@@ -123,7 +128,7 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
 extern "C" const char *cj_step_name(enum cj_step step) {
   static const char *const names[CJ_STEP_COUNT] = {
       "none",        "setsid",    "signals",      "cgroup",         "setns(net)",
-      "setns(ipc)",  "setrlimit", "apparmor",     "setgroups",      "setresgid",
+      "setns(ipc)",  "setns(mnt)", "setrlimit", "apparmor",     "setgroups",      "setresgid",
       "setresuid",   "pdeathsig", "stdio",        "chdir",          "close_range",
       "no_new_privs", "landlock_restrict_self", "seccomp", "execve",
   };

@@ -30,6 +30,7 @@ enum cj_step {
   CJ_STEP_CGROUP,
   CJ_STEP_NETNS,
   CJ_STEP_IPCNS,
+  CJ_STEP_MNTNS,
   CJ_STEP_RLIMIT,
   CJ_STEP_APPARMOR,
   CJ_STEP_SETGROUPS,
@@ -59,6 +60,7 @@ struct cj_plan {
   size_t n_cgroup_procs_fds;
   int netns_fd;                    /* -1: stay in the current network namespace */
   int ipcns_fd;                    /* -1: stay in the current IPC namespace */
+  int mntns_fd;                    /* -1: stay in the current mount namespace */
   const struct cj_rlimit *rlimits;
   size_t n_rlimits;
   const char *apparmor_attr;       /* preformatted "exec <profile>" or "stack <profile>", or NULL */

@@ -29,6 +29,9 @@ int apply_namespace(int ns_fd, int nstype);
 /* Creates a namespace of the given CLONE_NEW* type on a short-lived thread and returns an fd
  * for it (the namespace stays alive as long as the fd does). Throws std::system_error. */
 int create_namespace(int nstype);
+// A private copy of the current mount namespace in which each directory of `hide` is covered by
+// an empty read-only tmpfs. Returns an fd of it for setns().
+int create_mount_namespace(const std::vector<std::string> &hide);
 
 /* cgroup.cc */
 int apply_cgroup(const int *procs_fds, size_t count);

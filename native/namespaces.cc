@@ -2,8 +2,14 @@
 // namespace per run would cost ~0.3 ms and serializes system-wide on the net namespace lock;
 // setns into a pre-made, empty one costs microseconds and gives the same view: no interface
 // but a loopback that is down, no route, no host sockets.
+//
+// The mount namespace exists for what Landlock (up to ABI 7) does not mediate: connect() to a
+// pathname Unix socket. Host services listen under /run, /tmp and friends (D-Bus, journald's
+// /dev/log, nscd, X11); in the sandbox's namespace those directories are empty read-only tmpfs.
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -35,6 +41,33 @@ int create_namespace(int nstype) {
   });
   worker.join();
   if (fd < 0) throw std::system_error(err, std::generic_category(), "create_namespace");
+  return fd;
+}
+
+int create_mount_namespace(const std::vector<std::string> &hide) {
+  int fd = -1, err = 0;
+  std::string failed;
+  // unshare(CLONE_NEWNS) also unshares the thread's filesystem context, so on a throwaway thread
+  // it leaves the daemon's own threads in the host's namespace.
+  std::thread worker([&] {
+    if (unshare(CLONE_NEWNS) != 0) { err = errno; failed = "unshare(CLONE_NEWNS)"; return; }
+    // Private: the tmpfs mounts below must not propagate back to the host's namespace.
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) { err = errno; failed = "make / private"; return; }
+    for (const std::string &dir : hide) {
+      struct stat st;
+      // A symlink (/var/run -> /run) is covered through its target; what does not exist needs nothing.
+      if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+      if (mount("codejail-empty", dir.c_str(), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755") != 0) {
+        err = errno;
+        failed = "mount an empty tmpfs on " + dir;
+        return;
+      }
+    }
+    fd = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { err = errno; failed = "open /proc/thread-self/ns/mnt"; }
+  });
+  worker.join();
+  if (fd < 0) throw std::system_error(err, std::generic_category(), "create_mount_namespace: " + failed);
   return fd;
 }
 

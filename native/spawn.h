@@ -25,6 +25,7 @@ struct SpawnRequest {
   std::vector<cj_rlimit> rlimits;
   int netns_fd = -1;
   int ipcns_fd = -1;
+  int mntns_fd = -1;
   std::vector<int> cgroup_procs_fds;
   bool landlock = false;
   LandlockPolicy landlock_policy;

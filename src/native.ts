@@ -47,6 +47,8 @@ export interface NativePlan {
   netnsFd?: number;
   /** fd of an IPC namespace to join with setns. */
   ipcnsFd?: number;
+  /** fd of a mount namespace to join with setns (resets root and cwd; the plan's cwd applies after). */
+  mntnsFd?: number;
   /** fd of a cgroup.procs file to write the child's pid into (cgroup v2 leaf or v1). */
   cgroupProcsFds?: number[];
   landlock?: NativeLandlock;
@@ -111,7 +113,12 @@ interface Addon {
   closeFd(fd: number): void;
   landlockAbi(): number;
   seccompSupported(): boolean;
-  createNamespace(kind: 'net' | 'ipc'): number;
+  /**
+   * Makes a namespace on a throwaway thread and returns an fd of it. 'mnt': a private copy of the
+   * daemon's mount namespace with each existing directory of `hide` covered by an empty
+   * read-only tmpfs.
+   */
+  createNamespace(kind: 'net' | 'ipc' | 'mnt', hide?: string[]): number;
   peerCred(fd: number): NativePeerCred;
   notify(socketPath: string, message: string): void;
 }

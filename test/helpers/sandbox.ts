@@ -13,12 +13,21 @@ export const PYTHON = '/usr/bin/python3';
 /** A uid/gid no daemon slot uses, so these tests never race a running daemon. */
 export const TEST_UID = 61999;
 
-export type Layer = 'uid' | 'rlimits' | 'landlock' | 'seccomp' | 'netns' | 'kill';
+export type Layer = 'uid' | 'rlimits' | 'landlock' | 'seccomp' | 'netns' | 'mntns' | 'kill';
 const sabotaged = new Set((process.env.CODEJAIL_SABOTAGE ?? '').split(',').filter(Boolean));
 export const layerOn = (layer: Layer) => !sabotaged.has(layer);
 
 // Like the daemon: orphans of runs must come back here to be reaped (killUid relies on it).
 if (isRoot) native().becomeSubreaper();
+
+/** What the native tests' mount namespace hides: not /tmp, where their run directories live. */
+export const HIDDEN_IN_TESTS = ['/run', '/var/tmp', '/dev/shm', '/home', '/root'];
+
+let mntnsFd: number | undefined;
+function sharedMntns(): number {
+  mntnsFd ??= native().createNamespace('mnt', HIDDEN_IN_TESTS);
+  return mntnsFd;
+}
 
 let netnsFd: number | undefined;
 function sharedNetns(): number {
@@ -64,6 +73,7 @@ export interface Layers {
   landlock?: boolean;
   seccomp?: boolean;
   netns?: boolean;
+  mntns?: boolean;
 }
 
 export interface RunResult {
@@ -86,6 +96,7 @@ export async function runPython(code: string, layers: Layers, runDir = makeRunDi
   if (layers.rlimits && layerOn('rlimits')) plan.rlimits = layers.rlimits;
   if (layers.landlock && layerOn('landlock')) plan.landlock = pythonLandlock(runDir);
   if (layers.netns && layerOn('netns')) plan.netnsFd = sharedNetns();
+  if (layers.mntns && layerOn('mntns')) plan.mntnsFd = sharedMntns();
   const child = native().spawn(plan);
   native().closeFd(child.stdin);
   const collect = (fd: number) =>

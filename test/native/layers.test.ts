@@ -171,6 +171,42 @@ describe.skipIf(!isRoot)('seccomp layer', () => {
   });
 });
 
+describe.skipIf(!isRoot)('mount namespace layer', () => {
+  // A host service's Unix socket, root-owned but world-connectable, as /run/dbus's is. Landlock
+  // (ABI <= 7) does not mediate connect() on pathname sockets: only the namespace hides it.
+  const socketPath = `/run/cj-native-host-${process.pid}.sock`;
+  let server: net.Server;
+  beforeAll(async () => {
+    server = net.createServer((s) => s.end('HOST-SERVICE\n'));
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    fs.chmodSync(socketPath, 0o666);
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const probe = (target: string) =>
+    `import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n  s.connect(${JSON.stringify(target)}); print(s.recv(64).decode().strip())\nexcept OSError as e: print(type(e).__name__)`;
+
+  it('deny_mntns_host_unix_socket_unreachable', async () => {
+    const r = await runPython(probe(socketPath), { mntns: true, landlock: true, seccomp: true });
+    expect(r.stdout).toBe('FileNotFoundError\n');
+  });
+
+  it('allow_mntns_unix_socket_in_the_run_dir_and_hidden_dirs_are_empty', async () => {
+    const dir = makeRunDir();
+    const code =
+      'import os, socket, threading\n' +
+      'srv = socket.socket(socket.AF_UNIX); srv.bind("own.sock"); srv.listen(1)\n' +
+      'threading.Thread(target=lambda: srv.accept()[0].sendall(b"mine"), daemon=True).start()\n' +
+      'c = socket.socket(socket.AF_UNIX); c.connect("own.sock"); print(c.recv(4).decode())\n' +
+      'print(os.listdir("/run"), os.listdir("/home"))';
+    const r = await runPython(code, { mntns: true }, dir);
+    expect(r.stdout).toBe('mine\n[] []\n');
+    // The host still has its socket: the namespace changed only the sandbox's view.
+    expect(fs.existsSync(socketPath)).toBe(true);
+  });
+});
+
 describe.skipIf(!isRoot)('network namespace layer', () => {
   it('deny_netns_host_loopback_unreachable', async () => {
     const server = net.createServer((s) => s.end());
