@@ -59,6 +59,7 @@ const layersSchema = z
     landlock: layerMode.default('required'),
     seccomp: layerMode.default('required'),
     netns: layerMode.default('required'),
+    mntns: layerMode.default('required'),
     apparmor: layerMode.default('auto'),
     // Per-run cgroup v2 leaves (memory.max, pids.max, cgroup.kill). Auto: used where cgroup2 has
     // the memory and pids controllers available to the daemon (systemd: Delegate=yes).

@@ -304,9 +304,12 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
 }
 
 function releaseLayers(layers: Layers): void {
-  if (layers.netnsFd === undefined) return;
-  native().closeFd(layers.netnsFd);
-  layers.netnsFd = undefined;
+  for (const key of ['netnsFd', 'mntnsFd'] as const) {
+    const fd = layers[key];
+    if (fd === undefined) continue;
+    native().closeFd(fd);
+    layers[key] = undefined;
+  }
 }
 
 function readVersion(): string {

@@ -25,6 +25,8 @@ export interface Layers {
   landlockAbi: number;
   seccomp: boolean;
   netns: boolean;
+  /** A mount namespace in which host socket directories (/run, /tmp, ...) are empty. */
+  mntns: boolean;
   apparmor: boolean;
   /** Per-run cgroup v2 leaves (absent: off). */
   cgroups?: boolean;
@@ -32,6 +34,8 @@ export interface Layers {
   cgroupTree?: CgroupTree;
   /** The daemon's one empty network namespace, joined by every run (when netns is active). */
   netnsFd?: number;
+  /** The daemon's one mount namespace with HIDDEN_DIRS covered, joined by every run (when mntns is active). */
+  mntnsFd?: number;
   /**
    * How a run's processes are killed. 'uid' sends SIGKILL to every process of the slot's uid,
    * which reaches setsid()'d descendants; 'process-group' (no uid layer) reaches only the run's
@@ -125,15 +129,30 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     cgroupTree = (options.openCgroups ?? ((memoryMax) => CgroupTree.open({ memoryMax })))(config.cgroupMemoryMax);
     return { available: true, detail: cgroupTree.root };
   });
-  // Last, because it is the one probe that creates something (an fd the daemon keeps): no
-  // later check can fail start-up and leak it.
-  let netnsFd: number | undefined;
-  const netns = decide('netns', () => {
-    netnsFd = options.addon.createNamespace('net');
-    return { available: true, detail: 'one shared empty namespace' };
+  // Last, because these probes create something (fds the daemon keeps): no later check can fail
+  // start-up and leak them.
+  let mntnsFd: number | undefined;
+  const mntns = decide('mntns', () => {
+    const { hide, kept } = hiddenDirs(config.runBase);
+    mntnsFd = options.addon.createNamespace('mnt', hide);
+    return {
+      available: true,
+      detail: `one shared namespace; empty: ${hide.join(' ')}` + (kept.length ? `; not hidden (holds runBase): ${kept.join(' ')}` : ''),
+    };
   });
+  let netnsFd: number | undefined;
+  let netns: boolean;
+  try {
+    netns = decide('netns', () => {
+      netnsFd = options.addon.createNamespace('net');
+      return { available: true, detail: 'one shared empty namespace' };
+    });
+  } catch (err) {
+    if (mntnsFd !== undefined) options.addon.closeFd(mntnsFd);
+    throw err;
+  }
 
-  const active = { uid, rlimits, landlock, seccomp, netns, apparmor, cgroups };
+  const active = { uid, rlimits, landlock, seccomp, netns, mntns, apparmor, cgroups };
   const names = Object.keys(active) as LayerName[];
   const ordered: LayerReport = {};
   for (const name of names) ordered[name] = report[name]!;
@@ -146,10 +165,25 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     landlockAbi,
     cgroupTree,
     netnsFd,
+    mntnsFd,
     kill: uid ? 'uid' : 'process-group',
     report: ordered,
     confinement: names.filter((name) => active[name]),
   };
+}
+
+/**
+ * Where host services keep their Unix sockets (D-Bus, journald's /dev/log, nscd, X11, user
+ * sessions): empty in the sandbox's mount namespace, because Landlock (ABI <= 7) does not
+ * mediate connect() on a pathname socket. Sandboxes are never granted anything beneath these
+ * anyway (interpreter.ts refuses such grants).
+ */
+export const HIDDEN_DIRS = ['/run', '/tmp', '/var/tmp', '/dev/shm', '/home', '/root'];
+
+/** HIDDEN_DIRS minus any that holds the run base (the sandbox must reach its run directory). */
+export function hiddenDirs(runBase: string): { hide: string[]; kept: string[] } {
+  const holdsRunBase = (dir: string) => runBase === dir || runBase.startsWith(`${dir}/`);
+  return { hide: HIDDEN_DIRS.filter((d) => !holdsRunBase(d)), kept: HIDDEN_DIRS.filter(holdsRunBase) };
 }
 
 function unsafeLayers(config: DaemonConfig, reason: string, log: Logger): Layers {
@@ -171,6 +205,7 @@ function unsafeLayers(config: DaemonConfig, reason: string, log: Logger): Layers
     landlockAbi: 0,
     seccomp: false,
     netns: false,
+    mntns: false,
     apparmor: false,
     kill: 'process-group',
     report,

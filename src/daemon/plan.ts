@@ -44,6 +44,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     plan.gid = input.slot.gid;
   }
   if (layers.netns && layers.netnsFd !== undefined) plan.netnsFd = layers.netnsFd;
+  if (layers.mntns && layers.mntnsFd !== undefined) plan.mntnsFd = layers.mntnsFd;
   if (layers.landlock) plan.landlock = landlockPolicy(profile, dir.path);
   if (layers.seccomp) plan.seccomp = true;
   if (layers.apparmor) plan.apparmorProfile = input.apparmorProfile;

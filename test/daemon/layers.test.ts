@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { CgroupError, type CgroupTree } from '../../src/daemon/cgroups.js';
-import { detectLayers } from '../../src/daemon/layers.js';
+import { detectLayers, hiddenDirs } from '../../src/daemon/layers.js';
 import { silentLogger, type Logger } from '../../src/daemon/log.js';
 
 const fakeAddon = (over: Record<string, unknown> = {}) =>
@@ -15,8 +15,28 @@ describe('detectLayers', () => {
     const layers = detectLayers(config(), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd });
     expect(layers.report).toMatchObject({ rlimits: 'active', landlock: 'active (ABI 7)', seccomp: 'active', apparmor: 'off', kill: 'uid sweep' });
     expect(layers.report.netns).toMatch(/^active/);
-    expect(layers.confinement).toEqual(['uid', 'rlimits', 'landlock', 'seccomp', 'netns']);
+    expect(layers.confinement).toEqual(['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns']);
     expect(layers.netnsFd).toBe(42);
+    expect(layers.mntnsFd).toBe(42);
+    expect(layers.report.mntns).toBe('active (one shared namespace; empty: /run /tmp /var/tmp /dev/shm /home /root)');
+  });
+
+  it('never hides the directory that holds the run base', () => {
+    expect(hiddenDirs('/tmp/codejail/runs')).toEqual({ hide: ['/run', '/var/tmp', '/dev/shm', '/home', '/root'], kept: ['/tmp'] });
+    expect(hiddenDirs('/var/lib/codejail/runs').kept).toEqual([]);
+    expect(hiddenDirs('/tmpfoo/runs').kept).toEqual([]);
+  });
+
+  it('closes the mount namespace when the network namespace then fails', () => {
+    const closeFd = vi.fn();
+    const createNamespace = (kind: string) => {
+      if (kind === 'net') throw new Error('unshare: EPERM');
+      return 7;
+    };
+    expect(() =>
+      detectLayers(config(), { addon: fakeAddon({ createNamespace, closeFd }), log: silentLogger, unsafe: false, isRoot: true, passwd }),
+    ).toThrow(/netns/);
+    expect(closeFd).toHaveBeenCalledWith(7);
   });
 
   it('fails closed when a required layer is missing, naming it and why', () => {

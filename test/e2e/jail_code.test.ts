@@ -3,6 +3,7 @@
 // names the layer(s) that stop them, so scripts/sabotage.mjs can turn those off and watch the
 // test fail; allow_* tests show the same machinery works for legitimate use.
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -213,6 +214,31 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
   });
 
   describe('walls', () => {
+    it('deny_mntns_host_unix_socket_in_run', async () => {
+      // A world-connectable host service socket, as /run/dbus/system_bus_socket is: neither the
+      // uid, Landlock (ABI <= 7) nor seccomp stop connect() to it; the mount namespace hides /run.
+      const socketPath = `/run/cj-e2e-host-${process.pid}.sock`;
+      const server = net.createServer((s) => s.end('HOST-SERVICE\n'));
+      await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+      fs.chmodSync(socketPath, 0o666);
+      try {
+        const r = await py({
+          code: dedent(`
+            import socket
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(${JSON.stringify(socketPath)})
+                print(s.recv(64))
+            except OSError as e:
+                print(type(e).__name__)
+            `),
+        });
+        expect(r.stdout.toString()).toBe('FileNotFoundError\n');
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    });
+
     it('deny_network_by_name', async () => {
       const r = await py({
         code: dedent(`

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
 
-const DAEMON_LAYERS = ['uid', 'rlimits', 'landlock', 'seccomp', 'netns'] as const;
+const DAEMON_LAYERS = ['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns'] as const;
 
 export interface TestDaemon {
   socketPath: string;

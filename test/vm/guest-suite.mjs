@@ -35,9 +35,11 @@ const step = (msg) => {
 
 // One Python program per pass probes every deny at once (each failure is caught), so a pass
 // costs one interpreter start. PermissionError is the specific refusal every layer produces
-// (EACCES/EPERM); anything else is reported as an error, never counted as a denial.
+// (EACCES/EPERM); anything else is reported as an error, never counted as a denial. The one
+// exception is EROFS: the mntns layer's empty read-only /var/tmp (passes that prove AppArmor
+// alone turn mntns off, so it cannot stand in for AppArmor there).
 const PROBES = String.raw`
-import json, os, socket, subprocess
+import errno, json, os, socket, subprocess
 out = {}
 def probe(name, fn):
     try:
@@ -45,6 +47,8 @@ def probe(name, fn):
         out[name] = 'ALLOWED'
     except PermissionError:
         out[name] = 'DENIED'
+    except OSError as e:
+        out[name] = 'DENIED' if e.errno == errno.EROFS else 'ERROR %s: %s' % (type(e).__name__, e)
     except Exception as e:
         out[name] = 'ERROR %s: %s' % (type(e).__name__, e)
 def label():
@@ -209,9 +213,9 @@ try {
   step(`loaded: ${out.loadedProfiles.join(', ')}`);
 
   await startupChecks();
-  await probePass('apparmor-only', { apparmor: 'required', landlock: 'off', seccomp: 'off' });
+  await probePass('apparmor-only', { apparmor: 'required', landlock: 'off', seccomp: 'off', mntns: 'off' });
   await probePass('all-layers', { apparmor: 'required', landlock: 'required', seccomp: 'required' });
-  await probePass('sabotage', { apparmor: 'off', landlock: 'off', seccomp: 'off' });
+  await probePass('sabotage', { apparmor: 'off', landlock: 'off', seccomp: 'off', mntns: 'off' });
   await confinedDaemonPass();
   const cgroupSuite = path.join(repo, 'test/vm/guest-cgroups.mjs');
   if (fs.existsSync(cgroupSuite)) {
