@@ -109,6 +109,15 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
   };
 
   const uid = decide('uid', () => probeSlotUids(config, options.passwd));
+  if (!uid) {
+    // Without the uid drop the sandbox keeps root and every capability of the daemon: only the
+    // other layers stand between it and the host. Worth saying at the top of the journal.
+    options.log.warn(
+      'THE UID LAYER IS OFF: sandboxed code runs AS ROOT with the daemon\'s capabilities, confined only by ' +
+        'the remaining layers. Use this for layer tests only; --unsafe is the development mode.',
+      { layer: 'uid' },
+    );
+  }
   const rlimits = decide('rlimits', () => ({ available: true }));
   let landlockAbi = 0;
   const landlock = decide('landlock', () => {

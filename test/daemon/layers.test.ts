@@ -21,6 +21,14 @@ describe('detectLayers', () => {
     expect(layers.report.mntns).toBe('active (one shared namespace; empty: /run /tmp /var/tmp /dev/shm /home /root)');
   });
 
+  it('warns loudly when the uid layer is off (code would run as root)', () => {
+    const warnings: string[] = [];
+    const log: Logger = { ...silentLogger, warn: (msg: string) => void warnings.push(msg) };
+    const layers = detectLayers(config({ uid: 'off' }), { addon: fakeAddon(), log, unsafe: false, isRoot: true, passwd });
+    expect(layers.uid).toBe(false);
+    expect(warnings.some((w) => w.startsWith('THE UID LAYER IS OFF: sandboxed code runs AS ROOT'))).toBe(true);
+  });
+
   it('never hides the directory that holds the run base', () => {
     expect(hiddenDirs('/tmp/codejail/runs')).toEqual({ hide: ['/run', '/var/tmp', '/dev/shm', '/home', '/root'], kept: ['/tmp'] });
     expect(hiddenDirs('/var/lib/codejail/runs').kept).toEqual([]);
