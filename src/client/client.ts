@@ -1,5 +1,6 @@
 import { checkResult, DEFAULT_MAX_FRAME_BYTES, describeIssues, jailCodeResult, metricsResult, statusResult } from '../protocol/index.js';
 import type { CheckResult, JailCodeResult as WireJailCodeResult, Limits, StatusResult } from '../protocol/index.js';
+import type { z } from 'zod';
 import { Connection } from './connection.js';
 import { CodejailError } from './errors.js';
 import { LimitSettings } from './limits.js';
@@ -31,6 +32,15 @@ export type JailCodeResult = Omit<WireJailCodeResult, 'stdout' | 'stderr' | 'res
   /** What the run wrote to fd 3 (only with `resultChannel`). */
   result?: Buffer;
 };
+
+/** A reply's result checked against its schema: a daemon we cannot understand is not trusted. */
+function parseReply<S extends z.ZodTypeAny>(schema: S, raw: unknown, op: string): z.output<S> {
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    throw new CodejailError('bad_reply', `the codejail daemon sent a malformed ${op} result: ${describeIssues(parsed.error)}`);
+  }
+  return parsed.data;
+}
 
 /** A view, not a copy: the reply frame belongs to nobody else. */
 function asBuffer(bytes: Uint8Array): Buffer {
@@ -75,11 +85,7 @@ export class Client {
   async jailCode(command: string, options: JailCodeOptions = {}): Promise<JailCodeResult> {
     const fields = await buildJailCodeFields(command, options, this.limitSettings);
     const raw = this.unsafe ? await this.unsafe.run(fields) : await this.call('jail_code', fields);
-    const parsed = jailCodeResult.safeParse(raw);
-    if (!parsed.success) {
-      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed jail_code result: ${describeIssues(parsed.error)}`);
-    }
-    const { result, ...rest } = parsed.data;
+    const { result, ...rest } = parseReply(jailCodeResult, raw, 'jail_code');
     const reply: JailCodeResult = { ...rest, stdout: asBuffer(rest.stdout), stderr: asBuffer(rest.stderr) };
     if (result !== undefined) reply.result = asBuffer(result);
     return reply;
@@ -102,29 +108,17 @@ export class Client {
 
   /** The daemon's layers, slots and queue. */
   async status(): Promise<StatusResult> {
-    const parsed = statusResult.safeParse(await this.call('status', {}));
-    if (!parsed.success) {
-      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed status result: ${describeIssues(parsed.error)}`);
-    }
-    return parsed.data;
+    return parseReply(statusResult, await this.call('status', {}), 'status');
   }
 
   /** The daemon's counters and gauges in the Prometheus text format. */
   async metrics(): Promise<string> {
-    const parsed = metricsResult.safeParse(await this.call('metrics', {}));
-    if (!parsed.success) {
-      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed metrics result: ${describeIssues(parsed.error)}`);
-    }
-    return parsed.data.text;
+    return parseReply(metricsResult, await this.call('metrics', {}), 'metrics').text;
   }
 
   /** Has the daemon run its self-check again, through real sandboxes, and report each probe. */
   async check(): Promise<CheckResult> {
-    const parsed = checkResult.safeParse(await this.call('check', {}));
-    if (!parsed.success) {
-      throw new CodejailError('bad_reply', `the codejail daemon sent a malformed check result: ${describeIssues(parsed.error)}`);
-    }
-    return parsed.data;
+    return parseReply(checkResult, await this.call('check', {}), 'check');
   }
 
   /**
