@@ -73,21 +73,45 @@ export function authorize(caller: Caller, allow: AllowList): Verdict {
 function supplementaryGroups(caller: Caller): number[] | undefined {
   // pid 0: the peer is in a pid namespace we cannot see into.
   if (!Number.isInteger(caller.pid) || caller.pid <= 0) return undefined;
-  let status: string;
+  let text: string;
   try {
-    status = readFileSync(`/proc/${caller.pid}/status`, 'utf8');
+    text = readFileSync(`/proc/${caller.pid}/status`, 'utf8');
   } catch {
     return undefined;
   }
-  const field = (name: string) => status.match(new RegExp(`^${name}:\\s*(.*)$`, 'm'))?.[1]?.trim();
-  // Uid: real, effective, saved, fs. SO_PEERCRED records the effective uid at connect().
-  const effectiveUid = Number(field('Uid')?.split(/\s+/)[1]);
-  if (effectiveUid !== caller.uid) return undefined;
-  const groups = field('Groups');
-  if (groups === undefined) return undefined;
-  return groups
-    .split(/\s+/)
-    .filter(Boolean)
-    .map(Number)
-    .filter((gid) => Number.isInteger(gid));
+  const status = parseProcStatus(text);
+  // SO_PEERCRED records the effective uid at connect().
+  if (status === undefined || status.effectiveUid !== caller.uid) return undefined;
+  return status.groups;
+}
+
+export interface ProcStatusIds {
+  effectiveUid: number;
+  groups: number[];
+}
+
+/**
+ * The effective uid and the supplementary groups of a /proc/<pid>/status text, or undefined when
+ * either field is missing or malformed. Each field is read from its own line and nowhere else: a
+ * process without supplementary groups has "Groups:\t \n", and a pattern that lets whitespace
+ * run on past the newline would take the next line ("NStgid:\t<pid>") as its groups, so that a
+ * caller's pid counted as a group. Every value must be a decimal number, or nothing counts.
+ */
+export function parseProcStatus(text: string): ProcStatusIds | undefined {
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1));
+  }
+  const numbers = (value: string | undefined): number[] | undefined => {
+    if (value === undefined) return undefined;
+    const words = value.split(/[\t ]+/).filter(Boolean);
+    if (!words.every((w) => /^\d{1,10}$/.test(w))) return undefined;
+    return words.map(Number);
+  };
+  // Uid: real, effective, saved, fs.
+  const uids = numbers(fields.get('Uid'));
+  const groups = numbers(fields.get('Groups'));
+  if (uids === undefined || uids.length !== 4 || groups === undefined) return undefined;
+  return { effectiveUid: uids[1]!, groups };
 }

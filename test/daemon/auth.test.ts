@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
-import { authorize, type AllowList } from '../../src/daemon/auth.js';
+import { authorize, parseProcStatus, type AllowList } from '../../src/daemon/auth.js';
 import { parseConfig } from '../../src/daemon/config.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
@@ -91,6 +91,47 @@ describe('authorize', () => {
     expect(() => parseConfig({ allow: { groups: ['bad name!'] } })).toThrow(/allow\.groups\.0/);
     expect(() => parseConfig({ allow: { users: [] } })).toThrow(/allow.*users/);
     expect(parseConfig({ allow: { groups: ['codejail', 5] } }).allow.groups).toEqual(['codejail', 5]);
+  });
+});
+
+/** A /proc/<pid>/status as the kernel writes it, with the given Groups: value. */
+function procStatus(groups: string, pid = 4321): string {
+  return [
+    'Name:\tclient',
+    `Pid:\t${pid}`,
+    'Uid:\t1000\t1000\t1000\t1000',
+    'Gid:\t1000\t1000\t1000\t1000',
+    'FDSize:\t64',
+    `Groups:\t${groups}`,
+    `NStgid:\t${pid}`,
+    `NSpid:\t${pid}`,
+    '',
+  ].join('\n');
+}
+
+describe('parseProcStatus', () => {
+  it('reads no groups from the empty Groups line, not the next line (NStgid, the caller\'s pid)', () => {
+    expect(parseProcStatus(procStatus(' '))).toEqual({ effectiveUid: 1000, groups: [] });
+    expect(parseProcStatus(procStatus(''))).toEqual({ effectiveUid: 1000, groups: [] });
+  });
+  it('reads one group and many groups', () => {
+    expect(parseProcStatus(procStatus('27 '))).toEqual({ effectiveUid: 1000, groups: [27] });
+    expect(parseProcStatus(procStatus('4 24 27 30 46 100 ')).groups).toEqual([4, 24, 27, 30, 46, 100]);
+  });
+  it('takes the effective uid (second of Uid:)', () => {
+    const text = procStatus(' ').replace('Uid:\t1000\t1000', 'Uid:\t1000\t0');
+    expect(parseProcStatus(text)?.effectiveUid).toBe(0);
+  });
+  it('trusts nothing from a malformed or missing field', () => {
+    expect(parseProcStatus(procStatus('27 x'))).toBeUndefined();
+    expect(parseProcStatus(procStatus(' ').replace(/^Groups:.*\n/m, ''))).toBeUndefined();
+    expect(parseProcStatus(procStatus(' ').replace(/^Uid:.*\n/m, ''))).toBeUndefined();
+    expect(parseProcStatus('')).toBeUndefined();
+  });
+  it('refuses a caller without groups whose pid equals an allowed gid', () => {
+    // The whole authorization decision, fed the parser's view of such a caller.
+    const parsed = parseProcStatus(procStatus(' ', 500))!;
+    expect(parsed.groups).not.toContain(500);
   });
 });
 
