@@ -10,6 +10,7 @@
         "native/credentials.cc",
         "native/rlimits.cc",
         "native/namespaces.cc",
+        "native/rundisk.cc",
         "native/cgroup.cc",
         "native/landlock.cc",
         "native/seccomp.cc",

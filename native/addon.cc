@@ -309,6 +309,71 @@ Napi::Value Notify(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+Napi::Value ShareRunBase(const Napi::CallbackInfo &info) {
+  if (!info[0].IsString() || !info[1].IsBoolean()) throw Napi::TypeError::New(info.Env(), "shareRunBase(path, bindFirst)");
+  try {
+    share_run_base(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value());
+  } catch (const std::system_error &e) {
+    throw errno_error(info.Env(), "mount", e.code().value(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+double number_field(const Napi::Object &obj, const char *key) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("mountRunDisk: ") + key + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0) throw Napi::RangeError::New(obj.Env(), std::string("mountRunDisk: ") + key + " is out of range");
+  return d;
+}
+
+Napi::Value MountRunDisk(const Napi::CallbackInfo &info) {
+  if (!info[0].IsString() || !info[1].IsObject()) throw Napi::TypeError::New(info.Env(), "mountRunDisk(path, options)");
+  Napi::Object o = info[1].As<Napi::Object>();
+  RunDiskOptions options;
+  options.size_bytes = (unsigned long long)number_field(o, "sizeBytes");
+  options.inodes = (unsigned long long)number_field(o, "inodes");
+  options.mode = (unsigned)number_field(o, "mode");
+  options.uid = (uid_t)number_field(o, "uid");
+  options.gid = (gid_t)number_field(o, "gid");
+  try {
+    mount_run_disk(info[0].As<Napi::String>().Utf8Value(), options);
+  } catch (const std::system_error &e) {
+    throw errno_error(info.Env(), "mount", e.code().value(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+// The umount runs on libuv's thread pool: freeing a full run disk (tens of thousands of inodes)
+// takes the unmounting thread milliseconds, and that thread must not be the event loop's.
+class UnmountWorker : public Napi::AsyncWorker {
+ public:
+  UnmountWorker(Napi::Env env, std::string dir)
+      : Napi::AsyncWorker(env, "codejail.unmount"), dir_(std::move(dir)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override { err_ = unmount_run_disk(dir_); }
+  void OnOK() override {
+    if (err_ == 0) {
+      deferred_.Resolve(Env().Undefined());
+      return;
+    }
+    deferred_.Reject(errno_error(Env(), "umount", err_, "umount " + dir_ + ": " + strerror(err_)).Value());
+  }
+
+ private:
+  std::string dir_;
+  Napi::Promise::Deferred deferred_;
+  int err_ = 0;
+};
+
+Napi::Value UnmountRunDisk(const Napi::CallbackInfo &info) {
+  if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "unmountRunDisk(path)");
+  auto *worker = new UnmountWorker(info.Env(), info[0].As<Napi::String>().Utf8Value());
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn"));
   exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
@@ -321,6 +386,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("createNamespace", Napi::Function::New(env, CreateNamespace, "createNamespace"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
   exports.Set("notify", Napi::Function::New(env, Notify, "notify"));
+  exports.Set("shareRunBase", Napi::Function::New(env, ShareRunBase, "shareRunBase"));
+  exports.Set("mountRunDisk", Napi::Function::New(env, MountRunDisk, "mountRunDisk"));
+  exports.Set("unmountRunDisk", Napi::Function::New(env, UnmountRunDisk, "unmountRunDisk"));
   return exports;
 }
 

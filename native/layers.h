@@ -33,6 +33,20 @@ int create_namespace(int nstype);
 // an empty read-only tmpfs. Returns an fd of it for setns().
 int create_mount_namespace(const std::vector<std::string> &hide);
 
+/* rundisk.cc: daemon side only (nothing here runs in the child). Each throws std::system_error. */
+struct RunDiskOptions {
+  unsigned long long size_bytes = 0;  // 0: unlimited
+  unsigned long long inodes = 0;      // 0: unlimited
+  unsigned mode = 0700;               // of the tmpfs root
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+// Makes run_base a shared mount (bind-mounting it onto itself first when it is not a mount
+// point), so that run disks mounted beneath it propagate into the runs' (slave) namespace.
+void share_run_base(const std::string &run_base, bool bind_first);
+void mount_run_disk(const std::string &dir, const RunDiskOptions &options);
+int unmount_run_disk(const std::string &dir);  // 0 or an errno value
+
 /* cgroup.cc */
 int apply_cgroup(const int *procs_fds, size_t count);
 

@@ -51,8 +51,9 @@ int create_mount_namespace(const std::vector<std::string> &hide) {
   // it leaves the daemon's own threads in the host's namespace.
   std::thread worker([&] {
     if (unshare(CLONE_NEWNS) != 0) { err = errno; failed = "unshare(CLONE_NEWNS)"; return; }
-    // Private: the tmpfs mounts below must not propagate back to the host's namespace.
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) { err = errno; failed = "make / private"; return; }
+    // Slave: the tmpfs mounts below must not propagate back to the daemon's namespace, while the
+    // run disks the daemon mounts beneath its shared runBase (rundisk.cc) propagate in here.
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) { err = errno; failed = "make / a slave"; return; }
     for (const std::string &dir : hide) {
       struct stat st;
       // A symlink (/var/run -> /run) is covered through its target; what does not exist needs nothing.

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const LAYERS = { uid: 'deny_uid', rlimits: 'deny_rlimit', landlock: 'deny_landlock', seccomp: 'deny_seccomp', netns: 'deny_netns', mntns: 'deny_mntns', kill: 'deny_kill' };
+const LAYERS = { uid: 'deny_uid', rlimits: 'deny_rlimit', landlock: 'deny_landlock', seccomp: 'deny_seccomp', netns: 'deny_netns', mntns: 'deny_mntns', disk: 'deny_disk', kill: 'deny_kill' };
 const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['test/native'];
 
 function run(sabotage, prefix) {

@@ -93,6 +93,16 @@ export interface NativeSetupError extends Error {
   code: string;
 }
 
+/** A run disk's tmpfs options. */
+export interface NativeRunDisk {
+  sizeBytes: number;
+  inodes: number;
+  /** Mode of the tmpfs root. */
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
 export interface NativePeerCred {
   pid: number;
   uid: number;
@@ -121,6 +131,18 @@ interface Addon {
   createNamespace(kind: 'net' | 'ipc' | 'mnt', hide?: string[]): number;
   peerCred(fd: number): NativePeerCred;
   notify(socketPath: string, message: string): void;
+  /**
+   * Makes `runBase` a shared mount (bind-mounting it onto itself first when `bindFirst`), so
+   * that run disks mounted beneath it propagate into the runs' slave mount namespace.
+   */
+  shareRunBase(runBase: string, bindFirst: boolean): void;
+  /** Mounts a fresh tmpfs (nosuid, nodev, noexec) on `dir`: a run's disk. 0 means unlimited. */
+  mountRunDisk(dir: string, options: NativeRunDisk): void;
+  /**
+   * umount2(MNT_DETACH | UMOUNT_NOFOLLOW) on the thread pool (freeing a full tmpfs takes ms);
+   * rejects with the errno code (EINVAL: not a mount point).
+   */
+  unmountRunDisk(dir: string): Promise<void>;
 }
 
 const require = createRequire(import.meta.url);

@@ -27,6 +27,8 @@ export function formatStatus(status: StatusResult): string {
     `commands  ${status.commands.join(', ') || '(none)'}`,
     `slots     ${status.slots.busy} busy of ${status.slots.total}`,
     `queue     ${status.queue.depth} waiting, at most ${status.queue.max}`,
+    ...(status.memory ? [`memory    ${status.memory}`] : []),
+    ...(status.disk ? [`disk      ${status.disk}`] : []),
     '',
     `${'layer'.padEnd(width)}  state`,
     ...layerNames.map((name) => `${name.padEnd(width)}  ${status.layers[name]}`),

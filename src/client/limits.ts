@@ -54,9 +54,21 @@ export class LimitSettings {
     overrides[checkedName] = checkedValue;
   }
 
-  /** The complete limits a call with this context and these explicit limits runs under. */
-  effective(context?: string, explicit: Partial<Record<string, unknown>> = {}): Limits {
+  /**
+   * The limits a call with this context and these explicit limits asks for: only those that were
+   * set (setLimit, overrideLimit, the call's own). The daemon's configured defaults fill the rest,
+   * so an operator's defaultLimits apply to every call that does not choose a value itself.
+   */
+  requested(context?: string, explicit: Partial<Record<string, unknown>> = {}): Partial<Limits> {
     const overrides = context ? this.overridesByContext.get(context) : undefined;
-    return { ...DEFAULT_LIMITS, ...this.defaults, ...overrides, ...checkedLimits(explicit) };
+    return { ...this.defaults, ...overrides, ...checkedLimits(explicit) };
+  }
+
+  /**
+   * The complete limits such a call runs under when the daemon's defaults are the built-in ones
+   * (DEFAULT_LIMITS), as in unsafe mode; a daemon's result reports the limits it applied.
+   */
+  effective(context?: string, explicit: Partial<Record<string, unknown>> = {}): Limits {
+    return { ...DEFAULT_LIMITS, ...this.requested(context, explicit) };
   }
 }

@@ -37,7 +37,7 @@ export async function buildJailCodeFields(
   options: JailCodeOptions,
   limitSettings: LimitSettings,
 ): Promise<Record<string, unknown>> {
-  const limits = limitSettings.effective(options.limitOverridesContext, options.limits ?? {});
+  const limits = limitSettings.requested(options.limitOverridesContext, options.limits ?? {});
   const files = await collectFiles(options.files ?? []);
   const extraFiles = encodeExtraFiles(options.extraFiles ?? []);
 

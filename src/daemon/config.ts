@@ -64,6 +64,9 @@ const layersSchema = z
     // Per-run cgroup v2 leaves (memory.max, pids.max, cgroup.kill). Auto: used where cgroup2 has
     // the memory and pids controllers available to the daemon (systemd: Delegate=yes).
     cgroups: layerMode.default('auto'),
+    // A tmpfs per run directory: the DISK limit in bytes and inodes, noexec, and clean-up by one
+    // unmount. Needs mount rights (root, CAP_SYS_ADMIN).
+    disk: layerMode.default('required'),
   })
   .strict();
 export type LayersConfig = z.infer<typeof layersSchema>;

@@ -1,7 +1,7 @@
 // Starting and stopping a daemon in-process: what main.ts (the codejaild bin) and tests use.
 // Order matters and is fail-closed: config, layers, interpreter discovery, run base, self-check;
 // only then does the socket exist.
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { PROTOCOL_VERSION, type CheckResult, type StatusResult } from '../protocol/index.js';
@@ -14,6 +14,7 @@ import { detectLayers, type LayerReport, type Layers } from './layers.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from './rundir.js';
+import { describeBounds } from './limits.js';
 import { Runner } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server.js';
@@ -130,8 +131,8 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
         throw new Error(`processes left by an earlier daemon in slot ${slot.index} (uid ${slot.uid}) cannot be killed: ${(err as Error).message}`);
       }
     }
-    await prepareRunBase(config.runBase);
-    await sweepRunBase(config.runBase, log);
+    prepareRunBase(config.runBase);
+    await sweepRunBase(realpathSync(config.runBase), log, layers.runDisk);
 
     const slots = new SlotPool(slotUsers(config.slots), config.queueMax);
     const runner = new Runner({ config, layers, commands, slots, addon, log });
@@ -193,6 +194,12 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       queue: { depth: slots.queued, max: slots.maxQueued },
       uptimeMs: Date.now() - startedAt,
       commands: [...commands.keys()],
+      ...describeBounds(config.defaultLimits, {
+        rlimits: layers.rlimits,
+        cgroups: layers.cgroupTree !== undefined,
+        cgroupMemoryMax: config.cgroupMemoryMax,
+        disk: layers.disk,
+      }),
       counters: { ...runner.counters },
     });
     server = new DaemonServer({
@@ -245,7 +252,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
           slots.close('the daemon is stopping');
           if (runningHttp) await closeHttp(runningHttp);
           await running.close(grace, hurry.signal);
-          releaseLayers(layers);
+          await releaseLayers(layers, log);
           log.info('stopped');
         })());
       },
@@ -298,17 +305,26 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
   } catch (err) {
     if (metricsHttp) await closeHttp(metricsHttp);
     await server?.close().catch(() => undefined);
-    releaseLayers(layers);
+    await releaseLayers(layers, log);
     throw err;
   }
 }
 
-function releaseLayers(layers: Layers): void {
+async function releaseLayers(layers: Layers, log: Logger): Promise<void> {
   for (const key of ['netnsFd', 'mntnsFd'] as const) {
     const fd = layers[key];
     if (fd === undefined) continue;
     native().closeFd(fd);
     layers[key] = undefined;
+  }
+  // The bind mount that made runBase shareable: ours to undo, so that a stopped daemon leaves
+  // the host's mount table as it found it.
+  const bound = layers.runBaseBound;
+  layers.runBaseBound = undefined;
+  if (bound !== undefined) {
+    await native()
+      .unmountRunDisk(bound)
+      .catch((err: unknown) => log.error('could not unmount the run base bind mount', { runBase: bound, error: err }));
   }
 }
 

@@ -1,12 +1,13 @@
 // Which confinement layers this host offers, compared with what the config demands. Fails
 // closed: a 'required' layer that is missing stops start-up with a message naming it and why.
 // Unsafe mode (--unsafe, or a daemon that is not root) applies rlimits only and says so loudly.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import type { native } from '../native.js';
 import { parseAccounts, readAccounts } from './accounts.js';
 import { CgroupTree } from './cgroups.js';
 import type { DaemonConfig, LayerMode, LayerName } from './config.js';
 import type { Logger } from './log.js';
+import { DISK_BYTES_PER_INODE, mountPoints, prepareRunBase, type RunDiskControl } from './rundir.js';
 import { slotUsers } from './slots.js';
 
 type Addon = ReturnType<typeof native>;
@@ -36,6 +37,11 @@ export interface Layers {
   netnsFd?: number;
   /** The daemon's one mount namespace with HIDDEN_DIRS covered, joined by every run (when mntns is active). */
   mntnsFd?: number;
+  /** Each run directory is a tmpfs of the run's DISK size (absent: plain directories). */
+  disk: boolean;
+  runDisk?: RunDiskControl;
+  /** The daemon bind-mounted runBase onto itself to share it: unmounted again at close. */
+  runBaseBound?: string;
   /**
    * How a run's processes are killed. 'uid' sends SIGKILL to every process of the slot's uid,
    * which reaches setsid()'d descendants; 'process-group' (no uid layer) reaches only the run's
@@ -138,6 +144,21 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     cgroupTree = (options.openCgroups ?? ((memoryMax) => CgroupTree.open({ memoryMax })))(config.cgroupMemoryMax);
     return { available: true, detail: cgroupTree.root };
   });
+  // Before the mount namespace: its copy of runBase must already be the shared mount whose run
+  // disks propagate into it.
+  let runDisk: RunDiskControl | undefined;
+  let runBaseBound: string | undefined;
+  const disk = decide('disk', () => {
+    prepareRunBase(config.runBase);
+    // Mount points are listed by their real paths.
+    const runBase = realpathSync(config.runBase);
+    const bindFirst = !mountPoints().includes(runBase);
+    options.addon.shareRunBase(runBase, bindFirst);
+    if (bindFirst) runBaseBound = runBase;
+    const { addon } = options;
+    runDisk = { mount: (dir, size) => addon.mountRunDisk(dir, size), unmount: (dir) => addon.unmountRunDisk(dir) };
+    return { available: true, detail: `a tmpfs per run directory (DISK bytes, one inode per ${DISK_BYTES_PER_INODE} bytes, noexec)` };
+  });
   // Last, because these probes create something (fds the daemon keeps): no later check can fail
   // start-up and leak them.
   let mntnsFd: number | undefined;
@@ -161,7 +182,7 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     throw err;
   }
 
-  const active = { uid, rlimits, landlock, seccomp, netns, mntns, apparmor, cgroups };
+  const active = { uid, rlimits, landlock, seccomp, netns, mntns, apparmor, cgroups, disk };
   const names = Object.keys(active) as LayerName[];
   const ordered: LayerReport = {};
   for (const name of names) ordered[name] = report[name]!;
@@ -175,6 +196,8 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     cgroupTree,
     netnsFd,
     mntnsFd,
+    runDisk,
+    runBaseBound,
     kill: uid ? 'uid' : 'process-group',
     report: ordered,
     confinement: names.filter((name) => active[name]),
@@ -216,6 +239,7 @@ function unsafeLayers(config: DaemonConfig, reason: string, log: Logger): Layers
     netns: false,
     mntns: false,
     apparmor: false,
+    disk: false,
     kill: 'process-group',
     report,
     confinement: 'none',

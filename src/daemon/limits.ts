@@ -12,6 +12,7 @@ export const DEFAULT_CEILINGS: Limits = {
   FSIZE: 1024 * 1024 * 1024,
   NPROC: 256,
   OUTPUT: 64 * 1024 * 1024,
+  DISK: 1024 * 1024 * 1024,
 };
 
 /** Open files per run: enough for Python and its imports, small enough to bound the kernel's work. */
@@ -65,4 +66,51 @@ export function rlimitsFor(limits: Limits): NativeRlimits {
   if (limits.VMEM > 0) rlimits.as = [limits.VMEM, limits.VMEM];
   if (limits.NPROC > 0) rlimits.nproc = [limits.NPROC, limits.NPROC];
   return rlimits;
+}
+
+/** What a host's layers contribute to bounding a run's memory and disk (for describeBounds). */
+export interface BoundingLayers {
+  rlimits: boolean;
+  /** The cgroups layer: a memory.max per run. */
+  cgroups: boolean;
+  /** The config's cgroupMemoryMax: memory.max when VMEM is 0. */
+  cgroupMemoryMax: number;
+  /** The disk layer: a tmpfs per run directory. */
+  disk: boolean;
+}
+
+/**
+ * In words, what bounds a run's memory and its directory on this host under `limits` (the
+ * config's defaults), for `codejail status`: an operator must be able to see that nothing does.
+ */
+export function describeBounds(limits: Limits, layers: BoundingLayers): { memory: string; disk: string } {
+  const perProcess =
+    layers.rlimits && limits.VMEM > 0
+      ? `each process at most ${formatBytes(limits.VMEM)} of address space (VMEM)` +
+        (limits.NPROC > 0 ? `, at most ${limits.NPROC} processes (NPROC)` : ', processes unbounded (NPROC 0)')
+      : 'processes unbounded (VMEM 0 or no rlimits layer)';
+  const total = layers.cgroups ? (limits.VMEM > 0 ? limits.VMEM : layers.cgroupMemoryMax) : 0;
+  const perRun = layers.cgroups
+    ? total > 0
+      ? `the run in all at most ${formatBytes(total)} (cgroup memory.max)`
+      : 'no total per run (cgroups layer on, but VMEM and cgroupMemoryMax are 0)'
+    : 'no total per run: without the cgroups layer a run may use up to VMEM times NPROC';
+  const memory = `${perProcess}; ${perRun}`;
+  const disk = layers.disk
+    ? limits.DISK > 0
+      ? `a tmpfs of ${formatBytes(limits.DISK)} per run directory (DISK), in memory`
+      : 'a tmpfs per run directory, unbounded (DISK 0)'
+    : 'not bounded (no disk layer): FSIZE bounds each file, not their number';
+  return { memory, disk };
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && value % 1024 === 0 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value} ${units[unit]}`;
 }

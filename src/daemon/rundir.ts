@@ -1,7 +1,8 @@
 // Run directories: runBase/<32 hex> per run, unguessable beneath a base that sandboxes can
 // traverse but not list. The daemon (root) writes the request's code and files there before the
 // sandbox starts, refusing any name that could step outside, and removes everything afterwards
-// without following symlinks.
+// without following symlinks. With the disk layer each run directory is its own tmpfs (the run's
+// DISK limit in bytes and inodes, enforced by the kernel) and removing it is one unmount.
 //
 // Metadata calls are synchronous on purpose: each takes microseconds, while a round trip through
 // libuv's thread pool costs far more, and a run makes a dozen of them on the latency path. Work
@@ -11,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import fs, { constants } from 'node:fs';
 import path from 'node:path';
 import type { FileEntry } from '../protocol/index.js';
+import type { NativeRunDisk } from '../native.js';
 import { DaemonError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -44,7 +46,40 @@ export interface RunDir {
   id: string;
   path: string;
   tmp: string;
+  /** Set when the directory is a run disk (a tmpfs of its own): removing it unmounts it. */
+  disk?: RunDiskControl;
 }
+
+/** How run disks are mounted and unmounted (the addon's calls; the disk layer). */
+export interface RunDiskControl {
+  mount(dir: string, options: NativeRunDisk): void;
+  /** Detaches the mount (off the event loop); rejects with code EINVAL if `dir` is not one. */
+  unmount(dir: string): Promise<void>;
+}
+
+/** A run disk's size: the run's DISK limit in bytes, and the inodes that go with it. 0: unlimited. */
+export interface RunDiskSize {
+  sizeBytes: number;
+  inodes: number;
+}
+
+/** Bytes of DISK per inode of a run disk: 64 MiB of DISK allow 16384 files and directories. */
+export const DISK_BYTES_PER_INODE = 4096;
+/** A run disk never has fewer inodes than this, however small its DISK. */
+export const MIN_DISK_INODES = 1024;
+
+/** The tmpfs size of a run whose DISK limit is `disk` bytes (0: unlimited). */
+export function runDiskSize(disk: number): RunDiskSize {
+  if (disk <= 0) return { sizeBytes: 0, inodes: 0 };
+  return { sizeBytes: disk, inodes: Math.max(MIN_DISK_INODES, Math.floor(disk / DISK_BYTES_PER_INODE)) };
+}
+
+/**
+ * Entries (files, directories and symlinks, the parents a name implies included) one request
+ * may create: the schema bounds the entries listed, this bounds what their nesting implies
+ * (2000 names 31 levels deep would otherwise be 62 000 directories).
+ */
+export const MAX_RUN_ENTRIES = 10_000;
 
 export interface RunFiles {
   code?: Uint8Array;
@@ -53,7 +88,7 @@ export interface RunFiles {
 }
 
 /** Creates runBase (root, 0711), refusing a symlink in its place. */
-export async function prepareRunBase(runBase: string): Promise<void> {
+export function prepareRunBase(runBase: string): void {
   fs.mkdirSync(runBase, { recursive: true, mode: RUN_BASE_MODE });
   const stat = fs.lstatSync(runBase);
   if (!stat.isDirectory()) throw new Error(`runBase ${runBase} is not a directory (a symlink is refused)`);
@@ -61,35 +96,104 @@ export async function prepareRunBase(runBase: string): Promise<void> {
   fs.chmodSync(runBase, RUN_BASE_MODE);
 }
 
-/** Removes everything a crashed daemon left under runBase. Call before any run starts. */
-export async function sweepRunBase(runBase: string, log: Logger): Promise<number> {
-  const entries = fs.readdirSync(runBase);
-  for (const entry of entries) await removeTree(path.join(runBase, entry));
-  if (entries.length) log.warn('removed run directories left by an earlier daemon', { runBase, count: entries.length });
-  return entries.length;
+/**
+ * Removes everything a crashed daemon left under runBase: first the run disks still mounted
+ * there (deepest first), then every entry, by name as bytes (a sandbox may have made names
+ * that are not UTF-8). An entry that cannot be removed is logged and left: it must never stop
+ * the daemon from starting. Call before any run starts. Returns how many entries were removed.
+ */
+export async function sweepRunBase(runBase: string, log: Logger, disk?: RunDiskControl): Promise<number> {
+  if (disk) {
+    for (const mountPoint of mountsBeneath(runBase)) {
+      await disk.unmount(mountPoint).catch((err: unknown) =>
+        log.error('could not unmount a run disk left by an earlier daemon', { runBase, mountPoint, error: err }),
+      );
+    }
+  }
+  const base = Buffer.from(runBase);
+  const entries = fs.readdirSync(base, { encoding: 'buffer' });
+  let removed = 0;
+  for (const entry of entries) {
+    try {
+      await removeTree(joinBytes(base, entry));
+      removed++;
+    } catch (err) {
+      log.error('could not remove a run directory left by an earlier daemon; it stays, the daemon goes on', {
+        runBase,
+        entry: printableName(entry),
+        error: err,
+      });
+    }
+  }
+  if (entries.length) log.warn('removed run directories left by an earlier daemon', { runBase, count: removed, left: entries.length - removed });
+  return removed;
 }
 
-export async function createRunDir(runBase: string, owner: RunOwner | undefined): Promise<RunDir> {
+/** Mount points strictly beneath `dir` in this process's mount namespace, deepest first. */
+export function mountsBeneath(dir: string, mountinfo?: string): string[] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  const points = mountPoints(mountinfo).filter((point) => point.startsWith(prefix));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Every mount point of this process's mount namespace. /proc/self/mountinfo writes space, tab,
+ * newline and backslash as octal escapes, and every other byte as it is.
+ */
+export function mountPoints(mountinfo = fs.readFileSync('/proc/self/mountinfo', 'latin1')): string[] {
+  const points: string[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const field = line.split(' ')[4];
+    if (!field) continue;
+    points.push(Buffer.from(field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))), 'latin1').toString());
+  }
+  return points;
+}
+
+/**
+ * Makes runBase/<32 hex>, with the run's private tmp/ inside. With `disk`, the directory is a
+ * fresh tmpfs of the given size, owned root:slot-gid from the moment it is mounted.
+ */
+export async function createRunDir(
+  runBase: string,
+  owner: RunOwner | undefined,
+  disk?: { control: RunDiskControl; size: RunDiskSize },
+): Promise<RunDir> {
   const id = randomBytes(16).toString('hex');
   const dir = path.join(runBase, id);
   // Made 0700 root-owned, then handed over: never visible to anyone with wider rights too early.
   fs.mkdirSync(dir, { mode: 0o700 });
   const tmp = path.join(dir, TMP_DIR);
+  const made: RunDir = { id, path: dir, tmp };
   try {
-    setOwner(dir, owner && { uid: 0, gid: owner.gid }, RUN_DIR_MODE);
+    if (disk) {
+      disk.control.mount(dir, { ...disk.size, mode: RUN_DIR_MODE, uid: 0, gid: owner?.gid ?? 0 });
+      made.disk = disk.control;
+    } else {
+      setOwner(dir, owner && { uid: 0, gid: owner.gid }, RUN_DIR_MODE);
+    }
     fs.mkdirSync(tmp, { mode: 0o700 });
     setOwner(tmp, owner && { uid: owner.uid, gid: owner.gid }, TMP_MODE);
   } catch (err) {
     // The caller never gets this directory to remove: remove it here (nothing ran in it yet).
-    await removeTree(dir).catch(() => undefined);
+    await removeRunDir(made).catch(() => undefined);
     throw err;
   }
-  return { id, path: dir, tmp };
+  return made;
 }
 
-/** Removes a run directory and all the sandbox left in it (even chmod 0 dirs), never following a symlink. */
+/**
+ * Removes a run directory and all the sandbox left in it: a run disk is unmounted (whatever it
+ * holds, at once), anything else walked (even chmod 0 dirs), never following a symlink.
+ */
 export async function removeRunDir(dir: RunDir): Promise<void> {
-  await removeTree(dir.path);
+  if (dir.disk) {
+    await dir.disk.unmount(dir.path).catch((err: unknown) => {
+      // EINVAL: not mounted (never was, or already gone); the walk below removes what is there.
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+    });
+  }
+  await removeTree(Buffer.from(dir.path));
 }
 
 /**
@@ -99,6 +203,13 @@ export async function removeRunDir(dir: RunDir): Promise<void> {
  */
 export async function writeRunFiles(dir: RunDir, input: RunFiles, owner: RunOwner | undefined): Promise<void> {
   const writer = new TreeWriter(dir.path, owner && { uid: 0, gid: owner.gid });
+  const implied = impliedEntries(input);
+  if (implied > MAX_RUN_ENTRIES) {
+    throw new DaemonError(
+      'bad_request',
+      `the files and the directories their names imply exceed ${MAX_RUN_ENTRIES} entries (${implied}); nothing was written`,
+    );
+  }
   const pacer = new Pacer();
   if (input.code) await writer.file(CODE_FILE, input.code, FILE_MODE, 'code');
   for (const [i, entry] of input.files.entries()) {
@@ -125,6 +236,33 @@ export async function writeRunFiles(dir: RunDir, input: RunFiles, owner: RunOwne
 }
 
 /**
+ * How many entries writing `input` makes, the parents its names imply counted once each,
+ * counted before anything is written: the request pays for its size, not the slot for a
+ * half-written tree. Stops counting past MAX_RUN_ENTRIES.
+ */
+function impliedEntries(input: RunFiles): number {
+  const seen = new Set<string>();
+  const add = (name: string) => {
+    let slash = name.indexOf('/');
+    while (slash > 0 && seen.size <= MAX_RUN_ENTRIES) {
+      seen.add(name.slice(0, slash));
+      slash = name.indexOf('/', slash + 1);
+    }
+    seen.add(name);
+  };
+  if (input.code) add(CODE_FILE);
+  for (const entry of input.files) {
+    if (seen.size > MAX_RUN_ENTRIES) break;
+    add(entry.name);
+  }
+  for (const [name] of input.extraFiles) {
+    if (seen.size > MAX_RUN_ENTRIES) break;
+    add(name);
+  }
+  return seen.size;
+}
+
+/**
  * Why `name` may not be written in a run directory, or undefined when it may. Same rules as the
  * protocol schema, checked again here because this is where a mistake would be exploitable.
  */
@@ -143,6 +281,9 @@ export function nameProblem(name: string): string | undefined {
 }
 
 class TreeWriter {
+  /** Entries made so far, implied parents included (MAX_RUN_ENTRIES bounds them). */
+  private entries = 0;
+
   constructor(
     private readonly root: string,
     private readonly owner: { uid: number; gid: number } | undefined,
@@ -157,8 +298,12 @@ class TreeWriter {
       throw this.failure(where, name, err);
     }
     try {
-      if (data.length > SYNC_WRITE_MAX_BYTES) await writeAll(fd, data);
-      else if (data.length) fs.writeFileSync(fd, data);
+      try {
+        if (data.length > SYNC_WRITE_MAX_BYTES) await writeAll(fd, data);
+        else if (data.length) fs.writeFileSync(fd, data);
+      } catch (err) {
+        throw this.failure(where, name, err);
+      }
       if (this.owner) fs.fchownSync(fd, this.owner.uid, this.owner.gid);
       fs.fchmodSync(fd, mode);
     } finally {
@@ -196,13 +341,19 @@ class TreeWriter {
   private place(name: string, where: string): string {
     const problem = nameProblem(name);
     if (problem) throw new DaemonError('bad_request', `${where} "${name}": the name ${problem}`);
+    this.count(where);
     const parts = name.split('/');
     let current = this.root;
     for (const part of parts.slice(0, -1)) {
       current = path.join(current, part);
       const stat = fs.lstatSync(current, { throwIfNoEntry: false });
       if (!stat) {
-        fs.mkdirSync(current, { mode: 0o700 });
+        this.count(where);
+        try {
+          fs.mkdirSync(current, { mode: 0o700 });
+        } catch (err) {
+          throw this.failure(where, name, err);
+        }
         setOwner(current, this.owner, RUN_DIR_MODE);
         continue;
       }
@@ -215,9 +366,20 @@ class TreeWriter {
     return path.join(this.root, name);
   }
 
+  private count(where: string): void {
+    if (++this.entries > MAX_RUN_ENTRIES) {
+      throw new DaemonError('bad_request', `${where}: the files and the directories their names imply exceed ${MAX_RUN_ENTRIES} entries`);
+    }
+  }
+
   private failure(where: string, name: string, err: unknown): DaemonError {
     const code = (err as NodeJS.ErrnoException).code;
-    const reason = code === 'EEXIST' ? 'already exists in the run directory' : `cannot be written (${code ?? (err as Error).message})`;
+    const reason =
+      code === 'EEXIST'
+        ? 'already exists in the run directory'
+        : code === 'ENOSPC' || code === 'EDQUOT'
+          ? `does not fit: the request's files exceed the run's DISK limit (${code})`
+          : `cannot be written (${code ?? (err as Error).message})`;
     return new DaemonError('bad_request', `${where} "${name}": ${reason}`);
   }
 }
@@ -249,14 +411,16 @@ class Pacer {
 
 /**
  * rm -rf that never follows a symlink (lstat, then unlink or descend) and copes with what a
- * sandbox can leave behind: directories chmod 0 (root ignores modes; a non-root, unsafe daemon
- * restores owner rights on its own directories first), and trees nested deeper than PATH_MAX
- * (a directory whose path grows long is first moved up beside the root and removed from there).
- * Call only when no process can still write beneath `root`.
+ * sandbox can leave behind: names that are not UTF-8 (every path here is bytes, so a name is
+ * never mangled into one that does not exist), directories chmod 0 (root ignores modes; a
+ * non-root, unsafe daemon restores owner rights on its own directories first), and trees nested
+ * deeper than PATH_MAX (a directory whose path grows long is first moved up beside the root and
+ * removed from there). Call only when no process can still write beneath `root`.
  */
-async function removeTree(root: string): Promise<void> {
+async function removeTree(root: Buffer): Promise<void> {
   const pacer = new Pacer();
-  const parent = path.dirname(root);
+  const parent = parentOf(root);
+  const rootName = root.subarray(parent.length + 1);
   let moved = 0;
   const pending = [root];
   while (pending.length) {
@@ -264,7 +428,7 @@ async function removeTree(root: string): Promise<void> {
     await removeOne(top);
   }
 
-  async function removeOne(p: string): Promise<void> {
+  async function removeOne(p: Buffer): Promise<void> {
     const stat = fs.lstatSync(p, { throwIfNoEntry: false });
     if (!stat) return;
     if (!stat.isDirectory()) {
@@ -272,18 +436,18 @@ async function removeTree(root: string): Promise<void> {
       await pacer.step();
       return;
     }
-    let entries: string[];
+    let entries: Buffer[];
     try {
-      entries = fs.readdirSync(p);
+      entries = fs.readdirSync(p, { encoding: 'buffer' });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
       fs.chmodSync(p, 0o700);
-      entries = fs.readdirSync(p);
+      entries = fs.readdirSync(p, { encoding: 'buffer' });
     }
     for (const entry of entries) {
-      const child = path.join(p, entry);
+      const child = joinBytes(p, entry);
       if (child.length > LONG_PATH) {
-        const shallow = path.join(parent, `${path.basename(root)}.deep-${moved++}`);
+        const shallow = joinBytes(parent, Buffer.concat([rootName, Buffer.from(`.deep-${moved++}`)]));
         fs.renameSync(child, shallow);
         pending.push(shallow);
         continue;
@@ -296,12 +460,32 @@ async function removeTree(root: string): Promise<void> {
 }
 
 /** Runs `remove`; on EACCES (non-root daemon, parent made read-only by the sandbox) fixes the parent once. */
-function withWritableParent(p: string, remove: () => void): void {
+function withWritableParent(p: Buffer, remove: () => void): void {
   try {
     remove();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
-    fs.chmodSync(path.dirname(p), 0o700);
+    fs.chmodSync(parentOf(p), 0o700);
     remove();
   }
+}
+
+const SLASH = 0x2f;
+
+/** dir + "/" + name, as bytes. */
+function joinBytes(dir: Buffer, name: Buffer): Buffer {
+  return Buffer.concat([dir, Buffer.from('/'), name]);
+}
+
+/** The directory part of an absolute byte path ("/a/b" -> "/a"). */
+function parentOf(p: Buffer): Buffer {
+  const slash = p.lastIndexOf(SLASH);
+  return slash <= 0 ? Buffer.from('/') : p.subarray(0, slash);
+}
+
+/** A name from the sandbox, for a log line: UTF-8 where it is, \xNN escapes where it is not. */
+export function printableName(name: Buffer): string {
+  const text = name.toString('utf8');
+  if (Buffer.from(text).equals(name)) return text;
+  return [...name].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
 }

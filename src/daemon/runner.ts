@@ -15,7 +15,7 @@ import { effectiveLimits } from './limits.js';
 import type { Logger } from './log.js';
 import { readOutput, writeInput, OutputBudget, type InputPipe, type OutputPipe } from './pipes.js';
 import { buildPlan } from './plan.js';
-import { createRunDir, removeRunDir, writeRunFiles, type RunDir, type RunOwner } from './rundir.js';
+import { createRunDir, removeRunDir, runDiskSize, writeRunFiles, type RunDir, type RunOwner } from './rundir.js';
 import type { Slot, SlotPool } from './slots.js';
 
 type Addon = ReturnType<typeof native>;
@@ -120,7 +120,8 @@ export class Runner {
     // cgroups layer: the fd of the run's leaf's cgroup.procs, needed only until the child joined.
     let cgroupProcsFd: number | undefined;
     try {
-      dir = await createRunDir(config.runBase, owner);
+      const disk = layers.runDisk && { control: layers.runDisk, size: runDiskSize(limits.DISK) };
+      dir = await createRunDir(config.runBase, owner, disk);
       await writeRunFiles(dir, request, owner);
       throwIfAborted(signal);
       try {

@@ -4,19 +4,26 @@ import { z } from 'zod';
 
 export const PROTOCOL_VERSION = 1;
 
-/** Names of the limits, with the original CodeJail's meaning plus OUTPUT. */
-export const LIMIT_NAMES = ['CPU', 'REALTIME', 'VMEM', 'FSIZE', 'NPROC', 'OUTPUT'] as const;
+/** Names of the limits, with the original CodeJail's meaning plus OUTPUT and DISK. */
+export const LIMIT_NAMES = ['CPU', 'REALTIME', 'VMEM', 'FSIZE', 'NPROC', 'OUTPUT', 'DISK'] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 export type Limits = Record<LimitName, number>;
 
-/** The original's defaults (OUTPUT is ours: 1 MiB of stdout+stderr kept). */
+/**
+ * The original's defaults, except where it left a run unbounded: VMEM (the original's 0 let
+ * one run take all of a host's memory where nothing else bounds it), and OUTPUT and DISK, ours.
+ */
 export const DEFAULT_LIMITS: Limits = {
   CPU: 1,
   REALTIME: 1,
-  VMEM: 0,
+  /** Address space of each process, bytes (RLIMIT_AS; with cgroups also the run's memory.max). */
+  VMEM: 1024 * 1024 * 1024,
   FSIZE: 0,
   NPROC: 15,
+  /** stdout+stderr kept, bytes. */
   OUTPUT: 1024 * 1024,
+  /** Bytes (and, from them, inodes) the run's directory may hold: its own tmpfs. */
+  DISK: 64 * 1024 * 1024,
 };
 
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'expected bytes' });
@@ -57,6 +64,7 @@ export const limitsSchema = z
     FSIZE: limitValue.int(),
     NPROC: limitValue.int(),
     OUTPUT: limitValue.int(),
+    DISK: limitValue.int(),
   })
   .partial()
   .strict();
@@ -134,6 +142,10 @@ export const statusResult = z.object({
   queue: z.object({ depth: z.number(), max: z.number() }),
   uptimeMs: z.number(),
   commands: z.array(z.string()),
+  /** What bounds a run's memory on this host, in words (limits and layers together). */
+  memory: z.string().optional(),
+  /** What bounds a run's directory (the disk layer), in words. */
+  disk: z.string().optional(),
   /** Run counts since start (optional: added after protocol 1 shipped its first shape). */
   counters: z
     .object({

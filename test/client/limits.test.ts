@@ -4,7 +4,15 @@ import { LimitSettings } from '../../src/client/limits.js';
 
 describe('limit layering', () => {
   it('starts from the original defaults', () => {
-    expect(new LimitSettings().effective()).toEqual({ CPU: 1, REALTIME: 1, VMEM: 0, FSIZE: 0, NPROC: 15, OUTPUT: 1024 * 1024 });
+    expect(new LimitSettings().effective()).toEqual({
+      CPU: 1,
+      REALTIME: 1,
+      VMEM: 1024 * 1024 * 1024,
+      FSIZE: 0,
+      NPROC: 15,
+      OUTPUT: 1024 * 1024,
+      DISK: 64 * 1024 * 1024,
+    });
     expect(new LimitSettings().effective()).toEqual(DEFAULT_LIMITS);
   });
 
@@ -29,10 +37,12 @@ describe('limit layering', () => {
     expect(limits.effective('')).toEqual({ ...DEFAULT_LIMITS, CPU: 2 });
   });
 
-  it('always returns every limit, so the full object is sent', () => {
+  it('effective() returns every limit; requested() only those set, so the daemon\'s defaults fill the rest', () => {
     const limits = new LimitSettings();
     limits.override('CPU', 3, 'ctx');
     expect(Object.keys(limits.effective('ctx', { FSIZE: 10 })).sort()).toEqual(Object.keys(DEFAULT_LIMITS).sort());
+    expect(limits.requested('ctx', { FSIZE: 10 })).toEqual({ CPU: 3, FSIZE: 10 });
+    expect(limits.requested()).toEqual({});
   });
 
   it('rejects unknown names and bad values, naming them', () => {

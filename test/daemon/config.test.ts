@@ -12,7 +12,7 @@ describe('config', () => {
     expect(c.slots).toEqual({ firstUid: 61000, count: 16 });
     expect(c.defaultLimits).toEqual(DEFAULT_LIMITS);
     expect(c.ceilings.VMEM).toBe(0);
-    expect(c.layers).toEqual({ uid: 'required', rlimits: 'required', landlock: 'required', seccomp: 'required', netns: 'required', mntns: 'required', apparmor: 'auto', cgroups: 'auto' });
+    expect(c.layers).toEqual({ uid: 'required', rlimits: 'required', landlock: 'required', seccomp: 'required', netns: 'required', mntns: 'required', apparmor: 'auto', cgroups: 'auto', disk: 'required' });
     expect(c.commands.python).toMatchObject({ path: '/usr/bin/python3', args: ['-E', '-B'] });
   });
 

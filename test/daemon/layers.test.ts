@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { CgroupError, type CgroupTree } from '../../src/daemon/cgroups.js';
@@ -7,8 +10,10 @@ import { silentLogger, type Logger } from '../../src/daemon/log.js';
 const fakeAddon = (over: Record<string, unknown> = {}) =>
   ({ landlockAbi: () => 7, seccompSupported: () => true, createNamespace: () => 42, closeFd: vi.fn(), ...over }) as never;
 const passwd = 'root:x:0:0::/root:/bin/sh\ncodejail-s0:x:61000:61000::/nonexistent:/usr/sbin/nologin\n';
-// cgroups off: the real CgroupTree would create directories under this host's /sys/fs/cgroup.
-const config = (layers: Record<string, string> = {}) => parseConfig({ layers: { apparmor: 'off', cgroups: 'off', ...layers } });
+// cgroups off: the real CgroupTree would create directories under this host's /sys/fs/cgroup;
+// disk off: its probe makes the run base (tested below with a temporary one).
+const config = (layers: Record<string, string> = {}) =>
+  parseConfig({ layers: { apparmor: 'off', cgroups: 'off', disk: 'off', ...layers } });
 
 describe('detectLayers', () => {
   it('reports every available layer as active and lists them as the confinement', () => {
@@ -27,6 +32,31 @@ describe('detectLayers', () => {
     const layers = detectLayers(config({ uid: 'off' }), { addon: fakeAddon(), log, unsafe: false, isRoot: true, passwd });
     expect(layers.uid).toBe(false);
     expect(warnings.some((w) => w.startsWith('THE UID LAYER IS OFF: sandboxed code runs AS ROOT'))).toBe(true);
+  });
+
+  it('disk: shares the run base (bind-mounting it onto itself unless it is a mount point) before making the mount namespace', () => {
+    const runBase = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'cj-layers-')));
+    try {
+      const calls: string[] = [];
+      const addon = fakeAddon({
+        shareRunBase: (base: string, bindFirst: boolean) => calls.push(`share ${base} ${bindFirst}`),
+        createNamespace: (kind: string) => (calls.push(`namespace ${kind}`), 42),
+      });
+      const layers = detectLayers(parseConfig({ runBase, layers: { apparmor: 'off', cgroups: 'off' } }), {
+        addon,
+        log: silentLogger,
+        unsafe: false,
+        isRoot: true,
+        passwd,
+      });
+      expect(calls).toEqual([`share ${runBase} true`, 'namespace mnt', 'namespace net']);
+      expect(layers.disk).toBe(true);
+      expect(layers.runBaseBound).toBe(runBase);
+      expect(layers.report.disk).toMatch(/^active \(a tmpfs per run directory/);
+      expect(layers.confinement).toContain('disk');
+    } finally {
+      fs.rmSync(runBase, { recursive: true, force: true });
+    }
   });
 
   it('never hides the directory that holds the run base', () => {

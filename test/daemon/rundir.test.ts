@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/daemon/log.js';
-import { createRunDir, nameProblem, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/daemon/rundir.js';
+import { createRunDir, mountPoints, mountsBeneath, nameProblem, printableName, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/daemon/rundir.js';
 
 describe('nameProblem', () => {
   it.each([
@@ -140,6 +140,37 @@ describe('removal of hostile trees', () => {
       const { execFileSync } = await import('node:child_process');
       execFileSync('/usr/bin/python3', ['-c', 'import os\nfor i in range(3000):\n    os.mkdir("d"); os.chdir("d")\nopen("f","w").write("x")'], { cwd: dir.tmp });
       await removeRunDir(dir);
+      expect(fs.readdirSync(base)).toEqual([]);
+    } finally {
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('mount points and names from the sandbox', () => {
+  const mountinfo = [
+    '22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+    '90 22 8:1 /var/lib/runs /var/lib/runs rw shared:40 - ext4 /dev/vda rw',
+    '91 90 0:50 / /var/lib/runs/ab rw,nosuid,nodev,noexec shared:41 - tmpfs codejail-run rw,size=65536k',
+    '92 90 0:51 / /var/lib/runs/a\\040b rw shared:42 - tmpfs codejail-run rw',
+    '93 91 0:52 / /var/lib/runs/ab/deeper rw shared:43 - tmpfs codejail-run rw',
+    '94 22 0:53 / /var/lib/runsother rw shared:44 - tmpfs x rw',
+  ].join('\n');
+  it('lists the mounts beneath a directory, deepest first, with octal escapes decoded', () => {
+    expect(mountsBeneath('/var/lib/runs', mountinfo)).toEqual(['/var/lib/runs/ab/deeper', '/var/lib/runs/a b', '/var/lib/runs/ab']);
+    expect(mountPoints(mountinfo)).toContain('/var/lib/runs');
+  });
+  it('prints a name that is not UTF-8 with \\x escapes', () => {
+    expect(printableName(Buffer.from('plain'))).toBe('plain');
+    expect(printableName(Buffer.from([0x62, 0xff, 0x5c]))).toBe('b\\xff\\x5c');
+  });
+  it('sweeps leftovers whose names are not UTF-8', async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-sweep-'));
+    try {
+      const dir = Buffer.from(`${base}/d\xff`, 'latin1');
+      fs.mkdirSync(dir);
+      fs.writeFileSync(Buffer.concat([dir, Buffer.from('/f\xfe', 'latin1')]), 'x');
+      expect(await sweepRunBase(base, silentLogger)).toBe(1);
       expect(fs.readdirSync(base)).toEqual([]);
     } finally {
       fs.rmSync(base, { recursive: true, force: true });

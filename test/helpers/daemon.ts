@@ -1,7 +1,7 @@
 // Starts a real codejaild (the compiled dist/, as root) on a private socket and run base, for
 // the end-to-end suites. CODEJAIL_SABOTAGE turns the named layers off in its config, so that the
 // sabotage script can show a deny_* test failing without its layer.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
 
-const DAEMON_LAYERS = ['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns'] as const;
+const DAEMON_LAYERS = ['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns', 'disk'] as const;
 
 export interface TestDaemon {
   socketPath: string;
@@ -104,6 +104,8 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const code = await exited;
+      // A daemon that was killed leaves its run disks and its runBase bind mount behind.
+      spawnSync('umount', ['--recursive', '--lazy', runBase], { stdio: 'ignore' });
       fs.rmSync(dir, { recursive: true, force: true });
       fs.rmSync(runBase, { recursive: true, force: true });
       return code;

@@ -1,0 +1,203 @@
+// Hostile review, items 1 and 7 and the DISK limit: what a run leaves in its directory, and what
+// a request makes the daemon create, must cost the run (its DISK), never the daemon or the next
+// run, and must never stop the daemon from starting again.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Client } from '../../src/client/index.js';
+import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { daemonSuite } from '../helpers/suite.js';
+import { startTestDaemon } from '../helpers/daemon.js';
+
+const isRoot = process.getuid?.() === 0;
+const sabotaged = (process.env.CODEJAIL_SABOTAGE ?? '').split(',');
+
+/** Entries under the run base (run directories), by name as bytes. */
+function runBaseEntries(runBase: string): Buffer[] {
+  return fs.readdirSync(runBase, { encoding: 'buffer' });
+}
+
+/** Sends one request frame as it is (no client-side checks) and returns the reply. */
+async function rawRequest(socketPath: string, fields: Record<string, unknown>): Promise<{ ok: boolean; error?: { code: string; message: string } }> {
+  const socket = net.connect(socketPath);
+  const decoder = new FrameDecoder();
+  try {
+    socket.write(encodeFrame({ v: PROTOCOL_VERSION, id: 1, ...fields }));
+    for await (const chunk of socket) {
+      const [reply] = decoder.push(chunk as Buffer);
+      if (reply) return reply as never;
+    }
+    throw new Error('the daemon closed the connection without a reply');
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** Mounts beneath `dir` in the test's (the host's) mount namespace. */
+function mountsBeneath(dir: string): string[] {
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((point) => point.startsWith(`${dir}/`));
+}
+
+const NON_UTF8_TREE = `
+import os
+os.close(os.open(b'tmp/bad\\xff\\xfename', os.O_CREAT | os.O_WRONLY))
+os.makedirs(b'tmp/dir\\xc3\\x28/inner\\xfe', exist_ok=True)
+for i in range(50):
+    with open(b'tmp/dir\\xc3\\x28/inner\\xfe/f%d' % i, 'wb') as f:
+        f.write(b'x' * 1000)
+print('made')
+`;
+
+describe.skipIf(!isRoot)('hostile: run directories', () => {
+  describe.each([
+    ['with the disk layer', {}],
+    ['without it (plain directories, removed by a walk)', { layers: { disk: 'off' } }],
+  ])('%s', (_, config) => {
+    const suite = daemonSuite({ config: { ...config, defaultLimits: { FSIZE: 1_000_000 } } });
+
+    it('support_rundir_non_utf8_names_leave_nothing_behind', async () => {
+      const result = await suite.client.jailCode('python', { code: NON_UTF8_TREE });
+      expect(result.stderr.toString()).toBe('');
+      expect(result.stdout.toString()).toBe('made\n');
+      expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
+      expect(mountsBeneath(suite.daemon.runBase)).toEqual([]);
+      expect(suite.daemon.logs.filter((l) => l.msg === 'could not remove a run directory')).toEqual([]);
+    });
+
+    it('support_request_files_implying_too_many_directories_are_refused', async () => {
+      // 400 names 31 levels deep, each under its own top directory: 12 400 directories. The
+      // review's 2000 such names made 62 000 directories (14 s of the slot's time).
+      const files = Array.from({ length: 400 }, (_, i) => ({
+        type: 'file',
+        name: [`top${i}`, ...Array.from({ length: 30 }, (__, d) => `d${d}`), 'f'].join('/'),
+        data: Buffer.from('x'),
+      }));
+      const reply = await rawRequest(suite.daemon.socketPath, { op: 'jail_code', command: 'python', code: Buffer.from('print(1)'), files });
+      expect(reply).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(reply.error!.message).toMatch(/exceed 10000 entries/);
+      expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
+    });
+  });
+
+  describe('the DISK limit', () => {
+    const suite = daemonSuite({ config: { defaultLimits: { FSIZE: 100_000_000 } } });
+
+    it('deny_disk_bytes_past_the_limit_give_enospc', async () => {
+      const code = `
+try:
+    with open('tmp/fill', 'wb') as f:
+        for _ in range(64):
+            f.write(b'x' * (1 << 20))
+    print('wrote 64 MiB')
+except OSError as e:
+    print('errno', e.errno)
+`;
+      const result = await suite.client.jailCode('python', { code, limits: { DISK: 8 * 1024 * 1024 } });
+      expect(result.stdout.toString()).toBe('errno 28\n');
+      expect(result.limits.DISK).toBe(8 * 1024 * 1024);
+    });
+
+    it('deny_disk_inodes_past_the_limit_give_enospc, and the next run starts clean and fast', async () => {
+      const code = `
+import os
+n = 0
+try:
+    while n < 5000:
+        os.mkdir('tmp/d%d' % n)
+        n += 1
+    print('made', n)
+except OSError as e:
+    print('errno', e.errno, 'after', n)
+`;
+      const result = await suite.client.jailCode('python', { code, limits: { DISK: 4 * 1024 * 1024, REALTIME: 5, CPU: 5 } });
+      // 4 MiB of DISK is 1024 inodes; the run directory's own entries use a few.
+      expect(result.stdout.toString()).toMatch(/^errno 28 after 10[12]\d\n$/);
+      const next = await suite.client.jailCode('python', { code: "import os\nprint(os.listdir('tmp'))" });
+      expect(next.stdout.toString()).toBe('[]\n');
+      expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
+    });
+
+    it("deny_disk_request_files_past_the_limit_are_refused_naming_disk", async () => {
+      const failure = await suite.client
+        .jailCode('python', { code: 'print(1)', extraFiles: [['big.bin', Buffer.alloc(2 * 1024 * 1024)]], limits: { DISK: 1024 * 1024 } })
+        .catch((err: unknown) => err);
+      expect(failure).toMatchObject({ code: 'bad_request' });
+      expect((failure as Error).message).toMatch(/extraFiles\[0\] "big.bin": does not fit: the request's files exceed the run's DISK limit/);
+      expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
+    });
+
+    it('deny_disk_noexec_an_elf_the_run_wrote_cannot_be_loaded_by_ld_so', async () => {
+      // The interpreter may read and map its own binary; a copy of it in the run directory is
+      // new code as far as the host is concerned, and ld.so would run it without any exec right.
+      const code = `
+import os, shutil, subprocess, sys
+shutil.copy(sys.executable, 'tmp/py')
+loader = next(p for p in ['/lib64/ld-linux-x86-64.so.2', '/lib/ld-linux-aarch64.so.1'] if os.path.exists(p))
+r = subprocess.run([loader, 'tmp/py', '-c', 'print("RAN")'], capture_output=True)
+print(r.returncode, r.stdout.decode().strip(), r.stderr.decode().strip())
+`;
+      const result = await suite.client.jailCode('python', { code, limits: { NPROC: 30, REALTIME: 5, CPU: 5 } });
+      expect(result.stdout.toString()).not.toContain('RAN');
+      expect(result.stdout.toString()).toContain('failed to map segment from shared object');
+    });
+
+    it('refuses a DISK past its ceiling, and DISK 0 (unlimited) under a ceiling', async () => {
+      await expect(suite.client.jailCode('python', { code: 'print(1)', limits: { DISK: 2 * 1024 ** 3 } })).rejects.toMatchObject({
+        code: 'limit_exceeds_ceiling',
+      });
+      await expect(suite.client.jailCode('python', { code: 'print(1)', limits: { DISK: 0 } })).rejects.toThrow(/DISK 0 \(unlimited\) is not allowed/);
+    });
+
+    it('status says what bounds memory and the run directory on this host', async () => {
+      const status = await suite.client.status();
+      expect(status.memory).toMatch(/^each process at most 1 GiB of address space \(VMEM\), at most 15 processes \(NPROC\); /);
+      expect(status.disk).toBe(sabotaged.includes('disk') ? expect.stringMatching(/^not bounded/) : 'a tmpfs of 64 MiB per run directory (DISK), in memory');
+    });
+  });
+
+  it('support_startup_leftovers_with_non_utf8_names_and_mounts_do_not_stop_the_daemon', async () => {
+    // What a daemon killed mid-run leaves: a run directory with names that are not UTF-8, one
+    // still mounted (its run disk), and one that cannot be removed at all (immutable would need
+    // chattr; a directory we keep busy as a mount point of something else serves).
+    const first = await startTestDaemon();
+    const runBase = first.runBase;
+    const client = new Client({ socketPath: first.socketPath });
+    try {
+      await client.status();
+    } finally {
+      await client.close();
+    }
+    first.process.kill('SIGKILL');
+    await new Promise((resolve) => first.process.once('exit', resolve));
+    const leftover = Buffer.from(path.join(runBase, 'aa'.repeat(16)));
+    fs.mkdirSync(leftover);
+    const deep = Buffer.concat([leftover, Buffer.from('/dir\xff', 'latin1')]);
+    fs.mkdirSync(deep);
+    fs.writeFileSync(Buffer.concat([deep, Buffer.from('/f\xfe', 'latin1')]), 'x'.repeat(10_000));
+    const mounted = path.join(runBase, 'bb'.repeat(16));
+    fs.mkdirSync(mounted);
+    const { spawnSync } = await import('node:child_process');
+    expect(spawnSync('mount', ['-t', 'tmpfs', 'codejail-run', mounted]).status).toBe(0);
+    fs.writeFileSync(path.join(mounted, 'left'), 'x');
+
+    const second = await startTestDaemon({ config: { runBase } });
+    try {
+      expect(runBaseEntries(runBase)).toEqual([]);
+      expect(mountsBeneath(runBase)).toEqual([]);
+      const again = new Client({ socketPath: second.socketPath });
+      try {
+        expect((await again.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
+      } finally {
+        await again.close();
+      }
+    } finally {
+      expect(await second.stop()).toBe(0);
+      await first.stop();
+    }
+  });
+});
