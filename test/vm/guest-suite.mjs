@@ -129,6 +129,10 @@ async function labelSeenFromOutside(client) {
       try {
         const uid = fs.statSync(`/proc/${pid}`).uid;
         if (uid < 63000 || uid >= 63002) continue;
+        // The sandboxed interpreter, not a process of the slot's uid that has not exec'd yet (the
+        // child between setresuid and execve) or the daemon's kill helper: both carry the
+        // daemon's own label.
+        if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('jailed_code')) continue;
         seen = fs.readFileSync(`/proc/${pid}/attr/current`, 'utf8').trim();
         break;
       } catch {
