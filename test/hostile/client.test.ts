@@ -1,12 +1,32 @@
 // Hostile review, the client's side (issue 12): what a sandbox writes, and what can change in a
 // directory passed as `files`, must cost the caller's process little and never make it read
 // something it was not given.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { collectFiles } from '../../src/client/files.js';
 import { SafeExecError, safeExec } from '../../src/client/safe_exec.js';
+
+/**
+ * The race of review item 12, made deterministic: the client's lstat is wrapped so that a test
+ * can change the tree right before or right after the client looked at one path.
+ */
+const lstatHooks = vi.hoisted(() => ({
+  before: undefined as ((p: string) => void) | undefined,
+  after: undefined as ((p: string) => void) | undefined,
+}));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:fs/promises')>();
+  const lstat = (async (p: Parameters<typeof real.lstat>[0], options?: { bigint?: boolean }) => {
+    lstatHooks.before?.(String(p));
+    const stats = await real.lstat(p, options);
+    lstatHooks.after?.(String(p));
+    return stats;
+  }) as typeof real.lstat;
+  return { ...real, lstat, default: { ...real, lstat } };
+});
 
 const PYTHON = '/usr/bin/python3';
 
@@ -110,5 +130,93 @@ describe('hostile: a safeExec result cannot stall the caller (review item 5)', (
     await expect(safeExec(replying(big), 'x = 1', {}, { resultBounds: { maxDepth: 0 } })).rejects.toThrow(
       /resultBounds\.maxDepth must be a positive integer/,
     );
+  });
+});
+
+describe('hostile: files that change while the client reads them (review item 12)', () => {
+  let root: string;
+  let secretDir: string;
+  /**
+   * A hook that runs `change` once, at the `nth` lstat of a path ending in `suffix` (matched on
+   * the last components only: inside a directory the client may name a child through the
+   * directory's fd).
+   */
+  const onceAt = (suffix: string, change: () => void, nth = 1) => (p: string) => {
+    if (!p.endsWith(suffix) || --nth > 0) return;
+    lstatHooks.before = lstatHooks.after = undefined;
+    change();
+  };
+  const afterLstatOf = (suffix: string, change: () => void, nth = 1) => void (lstatHooks.after = onceAt(suffix, change, nth));
+  const beforeLstatOf = (suffix: string, change: () => void, nth = 1) => void (lstatHooks.before = onceAt(suffix, change, nth));
+  const contents = (entries: Awaited<ReturnType<typeof collectFiles>>) =>
+    entries.flatMap((e) => (e.type === 'file' ? [Buffer.from(e.data).toString()] : []));
+
+  beforeEach(() => {
+    root = mkdtempSync(path.join(tmpdir(), 'cj-hostile-files-'));
+    // Stands for /etc/shadow: readable by the client, not by whoever writes into `files`.
+    secretDir = path.join(root, 'secret');
+    mkdirSync(secretDir);
+    writeFileSync(path.join(secretDir, 'data.txt'), 'SECRET');
+    mkdirSync(path.join(root, 'given', 'sub'), { recursive: true });
+    writeFileSync(path.join(root, 'given', 'data.txt'), 'mine');
+    writeFileSync(path.join(root, 'given', 'sub', 'data.txt'), 'mine too');
+  });
+
+  afterEach(() => {
+    lstatHooks.before = undefined;
+    lstatHooks.after = undefined;
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('deny_files_symlink_after_lstat: a file swapped for a symlink after lstat is refused, not followed', async () => {
+    const file = path.join(root, 'given', 'data.txt');
+    afterLstatOf('/data.txt', () => {
+      unlinkSync(file);
+      symlinkSync(path.join(secretDir, 'data.txt'), file);
+    });
+    await expect(collectFiles([file])).rejects.toThrow(/files: '.*data\.txt' changed while it was being read/);
+  });
+
+  it('deny_files_symlink_after_lstat_in_dir: the same inside a directory walk', async () => {
+    // given/data.txt is looked at first, then given/sub/data.txt.
+    afterLstatOf(
+      '/data.txt',
+      () => {
+        const file = path.join(root, 'given', 'sub', 'data.txt');
+        unlinkSync(file);
+        symlinkSync(path.join(secretDir, 'data.txt'), file);
+      },
+      2,
+    );
+    await expect(collectFiles([path.join(root, 'given')])).rejects.toThrow(/changed while it was being read/);
+  });
+
+  it('deny_files_fifo_after_lstat: a file swapped for a FIFO after lstat is refused without waiting for a writer', async () => {
+    const file = path.join(root, 'given', 'data.txt');
+    afterLstatOf('/data.txt', () => {
+      unlinkSync(file);
+      execFileSync('mkfifo', [file]);
+    });
+    await expect(collectFiles([file])).rejects.toThrow(/is not a regular file, directory or symlink/);
+  }, 10_000);
+
+  it('deny_files_dir_symlink_after_lstat: a directory swapped for a symlink after lstat is refused, not walked', async () => {
+    const sub = path.join(root, 'given', 'sub');
+    afterLstatOf('/sub', () => {
+      rmSync(sub, { recursive: true });
+      symlinkSync(secretDir, sub);
+    });
+    await expect(collectFiles([path.join(root, 'given')])).rejects.toThrow(/files: '.*sub' changed while it was being read/);
+  });
+
+  it('deny_files_parent_swapped_during_walk: a directory replaced after it was opened does not redirect its children', async () => {
+    const sub = path.join(root, 'given', 'sub');
+    // Right before the client looks at sub's child: sub was opened and listed.
+    beforeLstatOf('/data.txt', () => {
+      renameSync(sub, `${sub}.old`);
+      symlinkSync(secretDir, sub);
+    });
+    const entries = await collectFiles([sub]);
+    expect(contents(entries)).toEqual(['mine too']);
   });
 });
