@@ -191,9 +191,8 @@ function notSendable(localPath: string): CodejailError {
 }
 
 function changed(localPath: string, cause?: unknown): CodejailError {
-  return new CodejailError('bad_request', `files: '${localPath}' changed while it was being read (replaced by another file or a link); nothing was sent`, {
-    cause,
-  });
+  const message = `files: '${localPath}' changed while it was being read (replaced by another file or a link); nothing was sent`;
+  return new CodejailError('bad_request', message, { cause });
 }
 
 function unreadable(localPath: string, err: unknown): CodejailError {

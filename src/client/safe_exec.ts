@@ -408,8 +408,9 @@ export async function safeExec(
     result = decodeResult(asBuffer(res.result), bounds);
   } catch (err) {
     if (err instanceof ResultBoundError) {
+      const bound = `${err.message}: resultBounds.${err.bound}`;
       throw new SafeExecError(
-        `Couldn't execute jailed code: its globals are over a bound of the result (${err.message}: resultBounds.${err.bound})${notes}: ${details}`,
+        `Couldn't execute jailed code: its globals are over a bound of the result (${bound})${notes}: ${details}`,
         fields,
         { cause: err },
       );
