@@ -24,8 +24,10 @@ export type ExtraFile = readonly [name: string, data: string | Uint8Array];
 /** The protocol's bound on a request's `files` entries (schema.ts): refused before walking on. */
 export const MAX_FILE_ENTRIES = 10000;
 
-/** O_NONBLOCK: opening a FIFO (swapped in after lstat) must not wait for a writer; nor may a
- * terminal become the client's controlling one (O_NOCTTY). */
+/**
+ * O_NONBLOCK: opening a FIFO (swapped in after lstat) must not wait for a writer; O_NOCTTY: nor
+ * may a terminal become the client's controlling one.
+ */
 const OPEN_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
 const OPEN_DIR = OPEN_FILE | constants.O_DIRECTORY;
 const S_IFMT = BigInt(constants.S_IFMT);

@@ -754,6 +754,13 @@ describe('encodeGlobals / decodeResult', () => {
     expect(() => decodeResult(`["d","x",["q",${'1,'.repeat(100_000)}1]]`)).toThrow(/^not a tagged value: a list of 100002 items tagged "q"$/);
   });
 
+  it('a tagged int key becomes its digits, written as String(BigInt) would, and is bounded like a value', () => {
+    const r = decodeResult('["d",["i","-0"],1,["i","007"],2,["i","-0012"],3,["i","-99999999999999999999"],4]');
+    expect(Object.keys(r)).toEqual(['0', '7', '-12', '-99999999999999999999']);
+    expect(() => decodeResult(`["d",["i","${'9'.repeat(4301)}"],1]`)).toThrow(ResultBoundError);
+    expect(() => decodeResult('["d",["i","1x"],1]')).toThrow(/a bad int/);
+  });
+
   it('rejects malformed results', () => {
     for (const bad of ['["d","a"]', '["q"]', '[]', '"x"', '["l"]', '["i","1.5"]', '["d","a",["f","abc"]]', 'not json']) {
       expect(() => decodeResult(bad), bad).toThrow();
