@@ -11,9 +11,10 @@ descriptor 3, a pipe that is not stdout, so whatever the code prints cannot corr
 
 Tagged values (JSON): strings and finite numbers are themselves; null, true, false; a list is
 ``["l", item, ...]``; a dict ``["d", key1, value1, key2, value2, ...]``; an int outside
-+-(2**53 - 1) is ``["i", "digits"]``; a float that JSON cannot carry (nan, +-inf, or one whose
-JSON text would read back as an int) is ``["f", "nan" | "inf" | "-inf" | "<repr>"]``; bytes are
-``["b", "<base64>"]`` (inputs only: json_safe decodes bytes in outputs).
++-(2**53 - 1) is ``["i", "digits"]`` (at most MAX_INT_DIGITS digits: a longer one is dropped); a
+float that JSON cannot carry (nan, +-inf, or one whose JSON text would read back as an int) is
+``["f", "nan" | "inf" | "-inf" | "<repr>"]``; bytes are ``["b", "<base64>"]`` (inputs only:
+json_safe decodes bytes in outputs).
 
 Exit status: 0 with the result written; 1 when the code raised (the traceback goes to stderr
 and nothing is written to the result channel); 2 when fd 3 is not open.
@@ -26,6 +27,11 @@ import sys
 RESULT_FD = 3
 CODE_FILENAME = "<safe_exec code>"
 MAX_SAFE_INTEGER = 2 ** 53 - 1
+# The client refuses a result with an int of more digits (its ResultBounds.maxIntDigits, Python's
+# default int_max_str_digits): such an int is dropped here, like anything else json_safe cannot
+# carry, even when the code lifted the interpreter's own limit (or the interpreter has none).
+MAX_INT_DIGITS = 4300
+_TOO_MANY_DIGITS = 10 ** MAX_INT_DIGITS
 
 
 # --- JSON without importing json -----------------------------------------------------------------
@@ -160,6 +166,9 @@ def encode(value):
     if isinstance(value, int):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return int(value)
+        # A comparison, not len(str(value)): str() of a huge int costs quadratic time.
+        if abs(value) >= _TOO_MANY_DIGITS:
+            raise ValueError("an int of more than %d digits" % MAX_INT_DIGITS)
         return ["i", str(int(value))]
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):

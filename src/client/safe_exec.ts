@@ -9,6 +9,10 @@
 //   ["i", "digits"]                 an int outside +-(2^53 - 1) (BigInt)
 //   ["f", "nan"|"inf"|"-inf"|text]  a float JSON cannot carry as itself
 //   ["b", "<base64>"]               bytes (Buffer/Uint8Array inputs)
+//
+// The result is written by the sandbox, so it is hostile input to the caller's process: before
+// anything costlier than one pass over its bytes, it is held to ResultBounds (size, nesting,
+// number of values, digits of an int), and a result over a bound is a SafeExecError naming it.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Limits } from '../protocol/index.js';
@@ -33,7 +37,33 @@ export interface SafeExecOptions {
   slug?: string;
   /** Limits for this call only. */
   limits?: Partial<Limits>;
+  /** Raises or lowers the bounds on the result (DEFAULT_RESULT_BOUNDS) for this call. */
+  resultBounds?: Partial<ResultBounds>;
 }
+
+/**
+ * What a result may hold. The sandbox writes it, so each bound keeps what decoding it costs the
+ * caller's event loop to one linear pass with small constants: V8's BigInt() of a 30-million-digit
+ * string alone takes seconds, deep nesting would overflow the decoder's stack, and each value is
+ * an allocation.
+ */
+export interface ResultBounds {
+  /** Bytes of the tagged JSON. */
+  maxBytes: number;
+  /** Nesting of lists and dicts; the globals dict is depth 1 (Python's json stops near 1000). */
+  maxDepth: number;
+  /** JSON values of the tagged encoding: tags, keys and items together. */
+  maxValues: number;
+  /** Decimal digits of one int, as Python's default sys.get_int_max_str_digits() (3.11+). */
+  maxIntDigits: number;
+}
+
+export const DEFAULT_RESULT_BOUNDS: Readonly<ResultBounds> = Object.freeze({
+  maxBytes: 16 * 1024 * 1024,
+  maxDepth: 1000,
+  maxValues: 200_000,
+  maxIntDigits: 4300,
+});
 
 /** Anything with a jailCode that takes `resultChannel` and returns the channel's bytes as `result`. */
 export interface SafeExecClient {
@@ -160,7 +190,7 @@ function setOwn(target: object, key: string, value: unknown): void {
 function keyString(key: unknown): string {
   if (typeof key === 'string') return key;
   if (typeof key === 'number' || typeof key === 'bigint' || typeof key === 'boolean' || key === null) return String(key);
-  throw new Error(`a dict key that is not a string, number or null: ${JSON.stringify(key)}`);
+  throw new Error(`a dict key that is not a string, number or null: ${describe(key)}`);
 }
 
 function decodeFloat(text: string): number {
@@ -168,43 +198,163 @@ function decodeFloat(text: string): number {
   if (text === 'inf') return Infinity;
   if (text === '-inf') return -Infinity;
   const value = Number(text);
-  if (text.trim() === '' || Number.isNaN(value)) throw new Error(`a bad float: ${JSON.stringify(text)}`);
+  if (text.trim() === '' || Number.isNaN(value)) throw new Error(`a bad float: ${preview(text)}`);
   return value;
 }
 
-function decodeValue(value: unknown): unknown {
+/** A result over one of its bounds (decodeResult throws it; safeExec names the bound). */
+export class ResultBoundError extends Error {
+  constructor(
+    message: string,
+    readonly bound: keyof ResultBounds,
+  ) {
+    super(message);
+    this.name = 'ResultBoundError';
+  }
+}
+
+/** At most 40 characters of hostile text, quoted: an error message must not copy a whole result. */
+function preview(text: string): string {
+  return JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}...` : text);
+}
+
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return `a list of ${value.length} items` + (typeof value[0] === 'string' ? ` tagged ${preview(value[0])}` : '');
+  return value === null ? 'null' : typeof value;
+}
+
+/** Refuses the text of a tagged int that is too long or not an int. */
+function checkIntText(text: string, bounds: ResultBounds): void {
+  // Before the regex and BigInt(): BigInt's cost is not linear in the digits.
+  const digits = text.length - (text.startsWith('-') ? 1 : 0);
+  if (digits > bounds.maxIntDigits) {
+    throw new ResultBoundError(`an int of ${digits} digits, more than the ${bounds.maxIntDigits} allowed`, 'maxIntDigits');
+  }
+  if (!/^-?\d+$/.test(text)) throw new Error(`a bad int: ${preview(text)}`);
+}
+
+function decodeInt(text: string, bounds: ResultBounds): number | bigint {
+  checkIntText(text, bounds);
+  const big = BigInt(text);
+  return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+}
+
+/**
+ * A dict key. A tagged int key becomes its digits without the trip through BigInt: turning a
+ * BigInt back into a string costs about 100 us for 4300 digits, and a result may hold thousands.
+ */
+function decodeKey(key: unknown, bounds: ResultBounds): string {
+  if (Array.isArray(key) && key.length === 2 && key[0] === 'i' && typeof key[1] === 'string') {
+    const text: string = key[1];
+    checkIntText(text, bounds);
+    // As String(BigInt(text)) would write it: no leading zeros, no "-0" (Python writes none).
+    const negative = text.startsWith('-');
+    const digits = (negative ? text.slice(1) : text).replace(/^0+(?=\d)/, '');
+    return negative && digits !== '0' ? `-${digits}` : digits;
+  }
+  return keyString(decodeValue(key, bounds));
+}
+
+function decodeValue(value: unknown, bounds: ResultBounds): unknown {
   if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
     return value;
   }
   if (Array.isArray(value) && value.length > 0) {
     const [tag] = value;
-    if (tag === 'l') return value.slice(1).map(decodeValue);
+    if (tag === 'l') {
+      const out: unknown[] = new Array(value.length - 1);
+      for (let i = 1; i < value.length; i++) out[i - 1] = decodeValue(value[i], bounds);
+      return out;
+    }
     if (tag === 'd' && value.length % 2 === 1) {
       const out: Record<string, unknown> = {};
-      for (let i = 1; i < value.length; i += 2) setOwn(out, keyString(decodeValue(value[i])), decodeValue(value[i + 1]));
+      for (let i = 1; i < value.length; i += 2) {
+        const key = decodeKey(value[i], bounds);
+        const item = decodeValue(value[i + 1], bounds);
+        // On this fresh plain object an assignment makes an own property for every key but
+        // __proto__ (an accessor of Object.prototype), and costs a third of defineProperty.
+        if (key === '__proto__') setOwn(out, key, item);
+        else out[key] = item;
+      }
       return out;
     }
     if (value.length === 2 && typeof value[1] === 'string') {
-      if (tag === 'i') {
-        if (!/^-?\d+$/.test(value[1])) throw new Error(`a bad int: ${JSON.stringify(value[1])}`);
-        const big = BigInt(value[1]);
-        return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
-      }
+      if (tag === 'i') return decodeInt(value[1], bounds);
       if (tag === 'f') return decodeFloat(value[1]);
       if (tag === 'b') return Buffer.from(value[1], 'base64');
     }
   }
-  throw new Error(`not a tagged value: ${JSON.stringify(value)?.slice(0, 100)}`);
+  throw new Error(`not a tagged value: ${describe(value)}`);
 }
 
-/** The globals the harness reported: its tagged JSON (bytes or text) as a plain object. */
-export function decodeResult(bytes: Uint8Array | string): Record<string, unknown> {
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const OPEN_LIST = 0x5b;
+const OPEN_OBJECT = 0x7b;
+const CLOSE_LIST = 0x5d;
+const CLOSE_OBJECT = 0x7d;
+
+/**
+ * One pass over the JSON text, before JSON.parse: refuses nesting deeper than maxDepth and more
+ * than maxValues values (the whole text is one; outside strings, each opening [ or { starts its
+ * first value and each comma the next: exact but for an empty [] or {}, counted as one), so
+ * that the parse that follows allocates at most maxValues values and the decoder recurses at
+ * most maxDepth deep. Malformed text is left to JSON.parse to refuse.
+ */
+function checkShape(text: string, bounds: ResultBounds): void {
+  let depth = 0;
+  let values = 1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) {
+      inString = true;
+    } else if (c === OPEN_LIST || c === OPEN_OBJECT) {
+      if (++depth > bounds.maxDepth) {
+        throw new ResultBoundError(`lists or dicts nested more than ${bounds.maxDepth} deep`, 'maxDepth');
+      }
+      if (++values > bounds.maxValues) throw tooManyValues(bounds);
+    } else if (c === CLOSE_LIST || c === CLOSE_OBJECT) {
+      depth--;
+    } else if (c === COMMA) {
+      if (++values > bounds.maxValues) throw tooManyValues(bounds);
+    }
+  }
+}
+
+function tooManyValues(bounds: ResultBounds): ResultBoundError {
+  return new ResultBoundError(`more than ${bounds.maxValues} values`, 'maxValues');
+}
+
+/**
+ * The globals the harness reported: its tagged JSON (bytes or text) as a plain object. Throws a
+ * ResultBoundError for a result over `bounds`, before decoding it.
+ */
+export function decodeResult(bytes: Uint8Array | string, bounds: ResultBounds = DEFAULT_RESULT_BOUNDS): Record<string, unknown> {
+  const size = typeof bytes === 'string' ? Buffer.byteLength(bytes, 'utf8') : bytes.byteLength;
+  if (size > bounds.maxBytes) {
+    throw new ResultBoundError(`${size} bytes, more than the ${bounds.maxBytes} allowed`, 'maxBytes');
+  }
   const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
-  const decoded = decodeValue(JSON.parse(text));
+  checkShape(text, bounds);
+  const decoded = decodeValue(JSON.parse(text), bounds);
   if (decoded === null || typeof decoded !== 'object' || Array.isArray(decoded) || decoded instanceof Uint8Array) {
     throw new Error('the result is not a dict');
   }
   return decoded as Record<string, unknown>;
+}
+
+/** The default bounds with the caller's changes, each a positive integer. */
+function resultBounds(given: Partial<ResultBounds> | undefined): ResultBounds {
+  const bounds = { ...DEFAULT_RESULT_BOUNDS, ...given };
+  for (const [name, value] of Object.entries(bounds)) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`safeExec: resultBounds.${name} must be a positive integer`);
+  }
+  return bounds;
 }
 
 // --- safeExec -------------------------------------------------------------------------------------
@@ -235,6 +385,7 @@ export async function safeExec(
   options: SafeExecOptions = {},
 ): Promise<Record<string, unknown>> {
   if (typeof code !== 'string') throw new TypeError('safeExec: code must be a string');
+  const bounds = resultBounds(options.resultBounds);
   const pythonPath = options.pythonPath ?? [];
   const extraFiles = options.extraFiles ?? [];
   const files = [...(options.files ?? [])];
@@ -275,8 +426,16 @@ export async function safeExec(
   }
   let result: Record<string, unknown>;
   try {
-    result = decodeResult(asBuffer(res.result));
+    result = decodeResult(asBuffer(res.result), bounds);
   } catch (err) {
+    if (err instanceof ResultBoundError) {
+      const bound = `${err.message}: resultBounds.${err.bound}`;
+      throw new SafeExecError(
+        `Couldn't execute jailed code: its globals are over a bound of the result (${bound})${notes}: ${details}`,
+        fields,
+        { cause: err },
+      );
+    }
     throw new SafeExecError(
       `Couldn't execute jailed code: its globals could not be decoded (${(err as Error).message})${notes}: ${details}`,
       fields,

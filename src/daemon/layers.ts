@@ -249,15 +249,16 @@ function unsafeLayers(config: DaemonConfig, reason: string, log: Logger): Layers
 /**
  * The daemon kills every process of a slot's uid after each run, and the sandbox can touch
  * whatever that uid owns: a slot uid that belongs to a real account is a hard error, whatever the
- * layer mode says. Slot uids without a passwd entry work (the kernel needs only the number).
+ * layer mode says. Its own accounts are codejail-<uid>, or codejail-s<i> for slot i as earlier
+ * setups named them. Slot uids without a passwd entry work (the kernel needs only the number).
  */
 function probeSlotUids(config: DaemonConfig, passwdText?: string): Probe {
   const owners = (passwdText !== undefined ? parseAccounts(passwdText) : readAccounts('/etc/passwd')).byId;
   let missing = 0;
-  for (const { uid, user } of slotUsers(config.slots)) {
+  for (const { uid, user, legacyUser } of slotUsers(config.slots)) {
     const owner = owners.get(uid);
     if (owner === undefined) missing++;
-    else if (owner !== user) {
+    else if (owner !== user && owner !== legacyUser) {
       throw new LayerError(
         `slot uid ${uid} belongs to the account "${owner}", not "${user}": the daemon would kill its ` +
           'processes and share its files with sandboxes. Choose another slots.firstUid.',

@@ -1,6 +1,7 @@
 // `codejail setup`: creates on this host what the daemon needs, idempotently: the socket group,
-// one group and user per slot with fixed ids, and the daemon's directories. Never overwrites a
-// config, and refuses (rather than reuses) an id that belongs to someone else.
+// one group and user per slot with fixed ids (named by id, so that daemons with different slot
+// ranges can share a host), and the daemon's directories. Never overwrites a config, and refuses
+// (rather than reuses) an id that belongs to someone else.
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -8,36 +9,21 @@ import { readAccounts, type AccountTable } from './accounts.js';
 import { setupAppArmor } from './apparmor_setup.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from './config.js';
 import { prepareRunBase } from './rundir.js';
-import { slotUsers } from './slots.js';
+import { slotUsers, type SlotUser } from './slots.js';
 
-interface Account {
-  name: string;
-  id: number;
+export interface AccountOptions {
+  /**
+   * A directory holding the etc/passwd and etc/group to change instead of the host's (passed to
+   * groupadd and useradd as --prefix): for tests.
+   */
+  prefix?: string;
 }
 
-/** Returns one line per thing done or found, e.g. "created user codejail-s0 (uid 61000)". */
+/** Returns one line per thing done or found, e.g. "created user codejail-61000 (uid 61000)". */
 export async function setupHost(config: DaemonConfig): Promise<string[]> {
   if (process.getuid?.() !== 0) throw new Error('codejail setup must run as root');
-  const report: string[] = [];
-  const groups = readAccounts('/etc/group');
-  const users = readAccounts('/etc/passwd');
-
+  const report = setupAccounts(config);
   const socketGroup = config.socket.group;
-  if (groups.byName.has(socketGroup)) {
-    report.push(`found group ${socketGroup} (gid ${groups.byName.get(socketGroup)})`);
-  } else {
-    run('groupadd', ['--system', socketGroup]);
-    report.push(`created group ${socketGroup}`);
-  }
-
-  for (const slot of slotUsers(config.slots)) {
-    report.push(ensureAccount(groups, 'group', slot.user, slot.gid, () => run('groupadd', ['-g', String(slot.gid), slot.user])));
-    report.push(
-      ensureAccount(users, 'user', slot.user, slot.uid, () =>
-        run('useradd', ['--system', '-u', String(slot.uid), '-g', String(slot.gid), '-M', '-d', '/nonexistent', '-s', '/usr/sbin/nologin', slot.user]),
-      ),
-    );
-  }
 
   const configDir = path.dirname(DEFAULT_CONFIG_PATH);
   report.push((await ensureDir(configDir, 0, 0, 0o755)) + (await exists(DEFAULT_CONFIG_PATH) ? ` (config ${DEFAULT_CONFIG_PATH} kept)` : ' (no config written: built-in defaults apply)'));
@@ -55,23 +41,69 @@ export async function setupHost(config: DaemonConfig): Promise<string[]> {
   return report;
 }
 
-function ensureAccount(
-  table: AccountTable,
-  kind: 'user' | 'group',
-  name: string,
-  id: number,
-  create: () => void,
-): string {
+/** One account found, or to create. */
+interface Step {
+  line: string;
+  create?: () => void;
+}
+
+/**
+ * The socket group, and one group and user per slot. Returns one line per account. Every
+ * account is checked before any is created: a refused setup leaves the tables as they were.
+ */
+export function setupAccounts(config: DaemonConfig, options: AccountOptions = {}): string[] {
+  const prefixArgs = options.prefix === undefined ? [] : ['--prefix', options.prefix];
+  const etc = (file: string) => path.join(options.prefix ?? '/', 'etc', file);
+  const groups = readAccounts(etc('group'));
+  const users = readAccounts(etc('passwd'));
+  const steps: Step[] = [];
+
+  const socketGroup = config.socket.group;
+  if (groups.byName.has(socketGroup)) {
+    steps.push({ line: `found group ${socketGroup} (gid ${groups.byName.get(socketGroup)})` });
+  } else {
+    steps.push({ line: `created group ${socketGroup}`, create: () => run('groupadd', [...prefixArgs, '--system', socketGroup]) });
+  }
+
+  for (const slot of slotUsers(config.slots)) {
+    steps.push(checkAccount(groups, 'group', slot, slot.gid, () => run('groupadd', [...prefixArgs, '-g', String(slot.gid), slot.user])));
+    steps.push(
+      checkAccount(users, 'user', slot, slot.uid, () =>
+        run('useradd', [
+          ...prefixArgs,
+          ...['--system', '-u', String(slot.uid), '-g', String(slot.gid), '-M', '-d', '/nonexistent', '-s', '/usr/sbin/nologin', slot.user],
+        ]),
+      ),
+    );
+  }
+
+  return steps.map((step) => {
+    step.create?.();
+    return step.line;
+  });
+}
+
+/** Whether a slot's account is there (by its name, or the name an earlier setup gave it) or can be made. */
+function checkAccount(table: AccountTable, kind: 'user' | 'group', slot: SlotUser, id: number, create: () => void): Step {
   const idLabel = kind === 'user' ? 'uid' : 'gid';
+  const name = slot.user;
   const existingId = table.byName.get(name);
-  if (existingId === id) return `found ${kind} ${name} (${idLabel} ${id})`;
+  if (existingId === id) return { line: `found ${kind} ${name} (${idLabel} ${id})` };
   if (existingId !== undefined) {
     throw new Error(`${kind} ${name} exists with ${idLabel} ${existingId}, expected ${id}: remove it or change slots.firstUid`);
   }
   const owner = table.byId.get(id);
-  if (owner !== undefined) throw new Error(`${idLabel} ${id} already belongs to ${kind} ${owner}: change slots.firstUid`);
-  create();
-  return `created ${kind} ${name} (${idLabel} ${id})`;
+  // An install from before accounts were named by id: the same slot of the same range, kept.
+  if (owner !== undefined && owner === slot.legacyUser) {
+    return { line: `found ${kind} ${owner} (${idLabel} ${id}, the name an earlier setup gave slot ${slot.index})` };
+  }
+  if (owner !== undefined) {
+    const another = owner.startsWith('codejail-')
+      ? ' (a slot of another configuration: the slot ranges of daemons on one host must not overlap)'
+      : '';
+    throw new Error(`${idLabel} ${id} already belongs to ${kind} ${owner}${another}: change slots.firstUid`);
+  }
+  return { line: `created ${kind} ${name} (${idLabel} ${id})`, create };
 }
 
 async function ensureDir(dir: string, uid: number, gid: number, mode: number): Promise<string> {

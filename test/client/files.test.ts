@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CodejailError } from '../../src/client/errors.js';
-import { collectFiles, encodeExtraFiles } from '../../src/client/files.js';
+import { MAX_FILE_ENTRIES, collectFiles, encodeExtraFiles } from '../../src/client/files.js';
 import { LimitSettings } from '../../src/client/limits.js';
 import { buildJailCodeFields } from '../../src/client/request.js';
 
@@ -75,6 +76,34 @@ describe('collectFiles', () => {
     await expect(collectFiles([path.join(root, 'pylib', 'mod.py'), path.join(root, 'pylib', 'mod.py')])).rejects.toThrow(
       /two paths are named 'mod.py'/,
     );
+  });
+
+  it('deny_files_fifo: refuses a FIFO, at the top or inside a directory, without waiting for a writer', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'codejail-fifo-'));
+    try {
+      execFileSync('mkfifo', [path.join(dir, 'pipe')]);
+      await expect(collectFiles([path.join(dir, 'pipe')])).rejects.toThrow(/'.*pipe' is not a regular file, directory or symlink/);
+      await expect(collectFiles([dir])).rejects.toThrow(/'.*pipe' is not a regular file, directory or symlink/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('deny_files_over_size: refuses files holding more than the byte bound together, naming the file', async () => {
+    const hello = path.join(root, 'hello.txt');
+    expect(await collectFiles([hello], 6)).toHaveLength(1);
+    await expect(collectFiles([hello], 5)).rejects.toThrow(/'.*hello\.txt' is 6 bytes, and the files together may hold at most 5 bytes/);
+    await expect(collectFiles([hello, path.join(root, 'run.sh')], 12)).rejects.toThrow(/run\.sh' is 10 bytes/);
+  });
+
+  it('deny_files_too_many: stops walking past the protocol bound on entries', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'codejail-many-'));
+    try {
+      await Promise.all(Array.from({ length: MAX_FILE_ENTRIES }, (_, i) => symlink('x', path.join(dir, `l${i}`))));
+      await expect(collectFiles([dir])).rejects.toThrow(/more than 10000 files, directories and symlinks/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses the root directory, which has no name', async () => {

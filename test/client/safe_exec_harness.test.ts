@@ -11,13 +11,15 @@ import { describe, expect, it } from 'vitest';
 import { collectFiles, encodeExtraFiles } from '../../src/client/files.js';
 import type { ExtraFile } from '../../src/client/files.js';
 import {
+  DEFAULT_RESULT_BOUNDS,
+  ResultBoundError,
   SafeExecError,
   decodeResult,
   encodeGlobals,
   harnessSource,
   safeExec,
 } from '../../src/client/safe_exec.js';
-import type { SafeExecOptions } from '../../src/client/safe_exec.js';
+import type { ResultBounds, SafeExecOptions } from '../../src/client/safe_exec.js';
 
 const PYTHON = '/usr/bin/python3';
 const HARNESS = fileURLToPath(new URL('../../python/safe_exec_harness.py', import.meta.url));
@@ -380,6 +382,25 @@ describe('safeExec: values in and out', () => {
     expect(result.small).toBe(5);
   });
 
+  it('allow_int_4300_digits / deny_int_4301_digits: an int longer than the client accepts is dropped, not sent', async () => {
+    // The code lifts the interpreter's own limit (3.11+), which would otherwise drop the entry.
+    const result = await exec(
+      dedent(`
+        import sys
+        if hasattr(sys, 'set_int_max_str_digits'):
+            sys.set_int_max_str_digits(0)
+        longest = 10**4300 - 1
+        too_long = -10**4300
+        nested = [1, 10**5000]
+        kept = 1
+        `),
+    );
+    expect(result.longest).toBe(10n ** 4300n - 1n);
+    expect(result).not.toHaveProperty('too_long');
+    expect(result).not.toHaveProperty('nested');
+    expect(result.kept).toBe(1);
+  });
+
   it('JS numbers: safe integers become int, others float', async () => {
     const result = await exec(
       "kinds = [type(v).__name__ for v in (i, f, big, neg0, tiny)]\nsame = big == 2.0**60 and f == 1.5",
@@ -706,6 +727,38 @@ describe('encodeGlobals / decodeResult', () => {
     expect(Object.getPrototypeOf(r)).toBe(Object.prototype);
     // (JS orders integer-like keys first, whatever order Python had.)
     expect(Object.keys(r)).toEqual(['3', '5', 'a', '__proto__']);
+  });
+
+  it('deny_result_over_bounds: refuses a result over a bound with a ResultBoundError naming it', () => {
+    const cases: Array<[string, Partial<ResultBounds>, keyof ResultBounds]> = [
+      ['["d","x",["i","-12345"]]', { maxIntDigits: 4 }, 'maxIntDigits'],
+      ['["d","x",["l",["l",1]]]', { maxDepth: 2 }, 'maxDepth'],
+      ['["d","x",["l",1,2,3]]', { maxValues: 7 }, 'maxValues'],
+      ['["d","x",1]', { maxBytes: 10 }, 'maxBytes'],
+    ];
+    for (const [text, bounds, bound] of cases) {
+      expect(() => decodeResult(text, { ...DEFAULT_RESULT_BOUNDS, ...bounds }), text).toThrow(ResultBoundError);
+      try {
+        decodeResult(Buffer.from(text), { ...DEFAULT_RESULT_BOUNDS, ...bounds });
+      } catch (err) {
+        expect((err as ResultBoundError).bound).toBe(bound);
+      }
+      // One more of the bound and the same text decodes.
+      const raised = { ...DEFAULT_RESULT_BOUNDS, ...bounds, [bound]: (bounds[bound] as number) + 1 };
+      expect(() => decodeResult(text, raised), text).not.toThrow();
+    }
+  });
+
+  it('an error about a malformed result quotes at most a short preview of it', () => {
+    expect(() => decodeResult(`["d","x",["i","${'1'.repeat(100)}x"]]`)).toThrow(/^a bad int: "1{40}\.\.\."$/);
+    expect(() => decodeResult(`["d","x",["q",${'1,'.repeat(100_000)}1]]`)).toThrow(/^not a tagged value: a list of 100002 items tagged "q"$/);
+  });
+
+  it('a tagged int key becomes its digits, written as String(BigInt) would, and is bounded like a value', () => {
+    const r = decodeResult('["d",["i","-0"],1,["i","007"],2,["i","-0012"],3,["i","-99999999999999999999"],4]');
+    expect(Object.keys(r)).toEqual(['0', '7', '-12', '-99999999999999999999']);
+    expect(() => decodeResult(`["d",["i","${'9'.repeat(4301)}"],1]`)).toThrow(ResultBoundError);
+    expect(() => decodeResult('["d",["i","1x"],1]')).toThrow(/a bad int/);
   });
 
   it('rejects malformed results', () => {

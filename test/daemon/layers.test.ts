@@ -9,7 +9,7 @@ import { silentLogger, type Logger } from '../../src/daemon/log.js';
 
 const fakeAddon = (over: Record<string, unknown> = {}) =>
   ({ landlockAbi: () => 7, seccompSupported: () => true, createNamespace: () => 42, closeFd: vi.fn(), ...over }) as never;
-const passwd = 'root:x:0:0::/root:/bin/sh\ncodejail-s0:x:61000:61000::/nonexistent:/usr/sbin/nologin\n';
+const passwd = 'root:x:0:0::/root:/bin/sh\ncodejail-61000:x:61000:61000::/nonexistent:/usr/sbin/nologin\n';
 // cgroups off: the real CgroupTree would create directories under this host's /sys/fs/cgroup;
 // disk off: its probe makes the run base (tested below with a temporary one).
 const config = (layers: Record<string, string> = {}) =>
@@ -100,6 +100,15 @@ describe('detectLayers', () => {
     expect(() =>
       detectLayers(config({ uid: 'auto' }), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd: 'bob:x:61003:100::/home/bob:/bin/sh\n' }),
     ).toThrow(/slot uid 61003 belongs to the account "bob"/);
+  });
+
+  it('allow_slot_uid_names: accepts codejail-<uid>, and codejail-s<i> for slot i only (the name earlier setups gave it)', () => {
+    const probe = (passwdText: string) =>
+      detectLayers(config(), { addon: fakeAddon(), log: silentLogger, unsafe: false, isRoot: true, passwd: passwdText }).report.uid;
+    expect(probe('codejail-61000:x:61000:61000::/:/x\ncodejail-s1:x:61001:61001::/:/x\n')).toBe('active (16 slots from uid 61000; 14 have no passwd entry, see codejail setup)');
+    // codejail-s0 at uid 61001 is slot 0 of a range starting there, not slot 1 of this one.
+    expect(() => probe('codejail-s0:x:61001:61001::/:/x\n')).toThrow(/slot uid 61001 belongs to the account "codejail-s0", not "codejail-61001"/);
+    expect(() => probe('codejail-61002:x:61001:61001::/:/x\n')).toThrow(/slot uid 61001 belongs to the account "codejail-61002"/);
   });
 
   it('applies rlimits only, loudly, when unsafe or not root', () => {

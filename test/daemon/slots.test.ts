@@ -4,11 +4,16 @@ import { SlotPool, slotUsers } from '../../src/daemon/slots.js';
 const pool = (count: number, queueMax: number) => new SlotPool(slotUsers({ firstUid: 61000, count }), queueMax);
 
 describe('slotUsers', () => {
-  it('gives slot i uid = gid = firstUid + i and a fixed account name', () => {
+  it('gives slot i uid = gid = firstUid + i and an account named by the uid (and the name earlier setups gave it)', () => {
     expect(slotUsers({ firstUid: 61000, count: 2 })).toEqual([
-      { index: 0, uid: 61000, gid: 61000, user: 'codejail-s0' },
-      { index: 1, uid: 61001, gid: 61001, user: 'codejail-s1' },
+      { index: 0, uid: 61000, gid: 61000, user: 'codejail-61000', legacyUser: 'codejail-s0' },
+      { index: 1, uid: 61001, gid: 61001, user: 'codejail-61001', legacyUser: 'codejail-s1' },
     ]);
+  });
+
+  it('support_slot_names_per_range: two ranges give no name twice', () => {
+    const names = [...slotUsers({ firstUid: 61000, count: 16 }), ...slotUsers({ firstUid: 62000, count: 16 })].map((slot) => slot.user);
+    expect(new Set(names).size).toBe(32);
   });
 });
 
