@@ -13,8 +13,8 @@ export type { ClientErrorCode } from './errors.js';
 export type { ExtraFile } from './files.js';
 export type { JailCodeOptions } from './request.js';
 export type { UnsafeCommand } from './unsafe.js';
-export { SafeExecError } from './safe_exec.js';
-export type { SafeExecOptions } from './safe_exec.js';
+export { DEFAULT_RESULT_BOUNDS, SafeExecError } from './safe_exec.js';
+export type { ResultBounds, SafeExecOptions } from './safe_exec.js';
 export { DEFAULT_LIMITS, LIMIT_NAMES, ERROR_CODES } from '../protocol/index.js';
 export type { CheckResult, ErrorCode, LimitName, Limits, StatusResult } from '../protocol/index.js';
 
