@@ -73,6 +73,12 @@ export class FrameDecoder {
     return this.buffered;
   }
 
+  /** Drops what was received of a frame in progress (its connection is being closed). */
+  reset(): void {
+    this.chunks = [];
+    this.buffered = 0;
+  }
+
   /** Feeds a chunk; returns the messages it completed. Throws FrameError on a bad frame. */
   push(chunk: Buffer): unknown[] {
     this.chunks.push(chunk);
