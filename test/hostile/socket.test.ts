@@ -153,14 +153,15 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: frames
     raw.socket.write(rawFrame(requestWithArray(77, key, 1_000_000, item)));
     const reply = await raw.nextReply();
     const replyMs = performance.now() - started;
+    // What it cost first, then what the caller was told.
+    expect(replyMs).toBeLessThan(4000);
+    expect(peakGrowth(pid, baseline)).toBeLessThan(100 * MiB);
     expect(reply).toMatchObject({ id: 77, ok: false, error: { code: 'bad_request' } });
     expect(reply.error!.message).toMatch(/more than 100000 elements/);
     // The connection stays usable: the frame was skipped whole.
     raw.socket.write(encodeFrame({ v: PROTOCOL_VERSION, id: 78, op: 'status' }));
     expect(await raw.nextReply()).toMatchObject({ id: 78, ok: true });
     expect(await run).toBeLessThan(10_000);
-    expect(replyMs).toBeLessThan(4000);
-    expect(peakGrowth(pid, baseline)).toBeLessThan(100 * MiB);
     raw.socket.destroy();
   });
 
@@ -187,13 +188,12 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: frames
     const baseline = statusField(pid, 'VmRSS');
     resetPeak(pid);
     const lie = rawFrame([0xdd, 0x01, 0xf7, 0x8a, 0x40, 1, 2, 3, 4, 5, 6, 7]);
+    const replies: Reply[] = [];
     const attack = async () => {
       for (let i = 0; i < 10; i++) {
         const raw = await connectRaw(daemon.socketPath);
         raw.socket.write(lie);
-        const reply = await raw.nextReply();
-        expect(reply).toMatchObject({ id: 0, ok: false, error: { code: 'bad_frame' } });
-        expect(reply.error!.message).toMatch(/announces 33000000 items, more than the 7 bytes/);
+        replies.push(await raw.nextReply());
         await raw.closed;
       }
     };
@@ -202,9 +202,14 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: frames
     await attackers;
     expect(runMs).toBeLessThan(10_000);
     expect(peakGrowth(pid, baseline)).toBeLessThan(100 * MiB);
+    expect(replies).toHaveLength(40);
+    for (const reply of replies) {
+      expect(reply).toMatchObject({ id: 0, ok: false, error: { code: 'bad_frame' } });
+      expect(reply.error!.message).toMatch(/announces 33000000 items, more than the 7 bytes/);
+    }
   });
 
-  // Reviewed: 120 000 fuzzed frames left the daemon's RSS near 590 MB (from 100 MB).
+  // Reviewed: 120 000 fuzzed frames left the daemon's RSS near 590 MB (from 100 MB). Here 200.
   it('deny_fuzzed_frames_leave_memory_as_it_was', async () => {
     const baseline = statusField(pid, 'VmRSS');
     resetPeak(pid);
@@ -214,22 +219,27 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: frames
       state = (state * 1103515245 + 12345) & 0x7fffffff;
       return state % n;
     };
-    // Mutated bytes, and header bytes forced to the largest lengths, as a fuzzer finds them.
+    // Mutated bytes, and headers whose lengths were made large, as a fuzzer finds them. A
+    // malformed frame ends its connection, so each goes on a connection of its own.
     const BIG = [0xdd, 0xdf, 0xc6, 0xdb];
-    const frames = Array.from({ length: 400 }, () => {
-      const bytes = Buffer.from(seed);
-      for (let m = 1 + random(3); m > 0; m--) bytes[4 + random(bytes.length - 4)] = random(2) ? random(256) : BIG[random(BIG.length)]!;
-      return bytes;
-    });
     let answered = 0;
-    for (let i = 0; i < frames.length; i += 40) {
+    for (let i = 0; i < 200; i++) {
+      const bytes = Buffer.from(seed);
+      for (let m = 1 + random(3); m > 0; m--) {
+        const at = 4 + random(bytes.length - 4);
+        if (random(2)) {
+          bytes[at] = random(256);
+        } else if (at + 5 <= bytes.length) {
+          bytes[at] = BIG[random(BIG.length)]!;
+          bytes.writeUInt32BE(random(0x7fffffff) >>> 4, at + 1);
+        }
+      }
       const raw = await connectRaw(daemon.socketPath);
-      raw.socket.write(Buffer.concat(frames.slice(i, i + 40)));
-      raw.socket.end();
+      raw.socket.end(bytes);
       await raw.closed;
       answered += raw.replies.length;
     }
-    expect(answered).toBeGreaterThanOrEqual(10);
+    expect(answered).toBeGreaterThanOrEqual(150);
     expect(peakGrowth(pid, baseline)).toBeLessThan(100 * MiB);
     expect(await printOne(daemon.socketPath)).toBeLessThan(10_000);
   });
