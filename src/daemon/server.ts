@@ -76,6 +76,9 @@ export interface ServerOptions {
  */
 const REFUSALS_BEING_TOLD = 64;
 
+/** File descriptors kept for the runs (pipes, pidfds, files written) and the daemon's own. */
+const DESCRIPTORS_FOR_RUNS = 1024;
+
 export class DaemonServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
@@ -118,6 +121,7 @@ export class DaemonServer {
       });
       this.server.on('error', (err) => log.error('socket server error', { error: err }));
       log.info('serving the socket passed by systemd', { fd: listenFd, path: inherited });
+      this.checkDescriptors();
       return;
     }
     await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -133,6 +137,30 @@ export class DaemonServer {
     });
     this.server.on('error', (err) => log.error('socket server error', { error: err }));
     await this.restrictSocket();
+    this.checkDescriptors();
+  }
+
+  /**
+   * Warns when connections.max leaves too few file descriptors for the runs: when connections
+   * took them all, a run failed writing its files (EMFILE). The soft RLIMIT_NOFILE is what
+   * counts (node raises it to the hard limit at start).
+   */
+  private checkDescriptors(): void {
+    const { log, connections } = this.options;
+    let limit: number;
+    try {
+      const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+      limit = Number(line?.split(/\s{2,}/)[1]);
+    } catch {
+      return;
+    }
+    const needed = connections.max + REFUSALS_BEING_TOLD + DESCRIPTORS_FOR_RUNS;
+    if (Number.isFinite(limit) && limit < needed) {
+      log.warn(
+        `connections.max (${connections.max}) leaves too few of the daemon's ${limit} file descriptors for runs: lower it or raise LimitNOFILE to ${needed} at least`,
+        { nofile: limit, connectionsMax: connections.max },
+      );
+    }
   }
 
   /** Requests (runs and checks) in flight on every connection. */
@@ -452,10 +480,13 @@ class Connection {
       this.close('bad_frame', 'bad_frame', reason);
       return;
     }
-    if (this.decoder.pendingBytes === 0) {
+    // The frame timer times the frame in progress: one that completed ends it, and the bytes
+    // left over (if any) began the next one in this chunk.
+    if (messages.length > 0 || this.decoder.pendingBytes === 0) {
       clearTimeout(this.frameTimer);
       this.frameTimer = undefined;
-    } else {
+    }
+    if (this.decoder.pendingBytes > 0) {
       this.frameTimer ??= setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
       // A frame in progress is held here: within this connection's cap, and the daemon's.
       if (!this.withinCap()) return;
@@ -640,9 +671,15 @@ class Connection {
     );
   }
 
-  /** Keeps `work` in the settled set until it is done, so shutdown can wait for it. */
+  /**
+   * Keeps `work` in the settled set until it is done, so shutdown can wait for it. The idle time
+   * counts from the last reply too: a client that waited on a long run may send the next request.
+   */
   private track(work: Promise<void>): void {
-    const done: Promise<void> = work.finally(() => this.settled.delete(done));
+    const done: Promise<void> = work.finally(() => {
+      this.settled.delete(done);
+      this.idleTimer.refresh();
+    });
     this.settled.add(done);
   }
 

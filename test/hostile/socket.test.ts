@@ -393,11 +393,29 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
     expect(idleMs).toBeGreaterThan(1000);
     expect(idleMs).toBeLessThan(10_000);
     expect(idle.replies).toEqual([]);
-    // The busy one idles longer than the timeout with its run in flight, and gets its reply.
+    // The busy one idles longer than the timeout with its run in flight, and gets its reply;
+    // its idle time counts from that reply, so it may ask again a moment later.
     expect(await busy.nextReply()).toMatchObject({ id: 1, ok: true });
+    await sleep(700);
+    busy.socket.write(encodeFrame({ v: PROTOCOL_VERSION, id: 2, op: 'status' }));
+    expect(await busy.nextReply()).toMatchObject({ id: 2, ok: true });
     busy.socket.destroy();
     const text = await metricsText(daemon.socketPath);
     expect(metric(text, 'codejail_connections_closed_total{reason="idle"}')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('allow_pipelined_frames_split_across_chunks_for_longer_than_the_frame_timeout', async () => {
+    // Every chunk ends inside a frame, for 2.5 s; no one frame takes longer than 1 s.
+    const raw = await connectRaw(daemon.socketPath);
+    const frames = Buffer.concat(Array.from({ length: 14 }, (_, i) => encodeFrame({ v: PROTOCOL_VERSION, id: i + 1, op: 'status' })));
+    const step = Math.floor((frames.length / 14) * 1.3);
+    for (let at = 0; at < frames.length; at += step) {
+      raw.socket.write(frames.subarray(at, at + step));
+      await sleep(250);
+    }
+    for (let id = 1; id <= 14; id++) expect(await raw.nextReply()).toMatchObject({ id, ok: true });
+    expect(raw.socket.destroyed).toBe(false);
+    raw.socket.destroy();
   });
 
   it('deny_frame_left_unfinished', async () => {
