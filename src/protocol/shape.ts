@@ -13,6 +13,8 @@ export interface ShapeLimits {
   maxElements: number;
   /** Entries of any one map. */
   maxMapEntries: number;
+  /** What the caps are of, as refusals name it ("a request"). */
+  subject: string;
 }
 
 /**
@@ -24,7 +26,7 @@ export interface ShapeLimits {
  * (a test builds that largest request from the schema's own maxima), and bound what decoding and
  * validating any frame may cost to about what the largest valid one does.
  */
-export const REQUEST_SHAPE_LIMITS: ShapeLimits = { maxDepth: 8, maxElements: 100_000, maxMapEntries: 16 };
+export const REQUEST_SHAPE_LIMITS: ShapeLimits = { maxDepth: 8, maxElements: 100_000, maxMapEntries: 16, subject: 'a request' };
 
 /**
  * Caps of frames from a peer the protocol does not bound further (the client reading replies):
@@ -35,6 +37,7 @@ export const DEFAULT_SHAPE_LIMITS: ShapeLimits = {
   maxDepth: 32,
   maxElements: Number.MAX_SAFE_INTEGER,
   maxMapEntries: Number.MAX_SAFE_INTEGER,
+  subject: 'a frame',
 };
 
 /** Why a frame was refused. `malformed`: not msgpack this protocol can hold (closes the stream). */
@@ -132,14 +135,14 @@ export function scanShape(body: Uint8Array, limits: ShapeLimits): ShapeViolation
       return fail(true, `frame is not valid msgpack: ${what}, more than the ${end - pos} bytes that follow can hold`);
     }
     if (isMap && entries > limits.maxMapEntries) {
-      return fail(false, `frame has a map of ${entries} entries at offset ${start}; a request's maps have ${limits.maxMapEntries} at most`);
+      return fail(false, `frame has a map of ${entries} entries at offset ${start}, more than the ${limits.maxMapEntries} a map of ${limits.subject} may have`);
     }
     elements += entries;
     if (elements > limits.maxElements) {
-      return fail(false, `frame holds more than ${limits.maxElements} elements (array items and map entries), the most a request may have`);
+      return fail(false, `frame holds more than ${limits.maxElements} elements (array items and map entries), the most ${limits.subject} may have`);
     }
     if (open.length > limits.maxDepth) {
-      return fail(false, `frame nests arrays and maps more than ${limits.maxDepth} deep, the most a request may`);
+      return fail(false, `frame nests arrays and maps more than ${limits.maxDepth} deep, the most ${limits.subject} may`);
     }
     if (open.length === 1 && isMap) topMap = true;
     announced += items;

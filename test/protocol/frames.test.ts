@@ -96,9 +96,9 @@ describe('frame shape', () => {
     const keys = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i]));
     const [refused] = new FrameDecoder(1024 * 1024, REQUEST_SHAPE_LIMITS).push(encodeFrame({ id: 3, ...keys }));
     // The top-level map is the violation: the scan stops before reading its id.
-    expect(refused).toEqual(new RefusedFrame("frame has a map of 21 entries at offset 0; a request's maps have 16 at most", undefined));
+    expect(refused).toEqual(new RefusedFrame("frame has a map of 21 entries at offset 0, more than the 16 a map of a request may have", undefined));
     const [nested] = new FrameDecoder(1024 * 1024, REQUEST_SHAPE_LIMITS).push(encodeFrame({ id: 3, limits: keys }));
-    expect(nested).toEqual(new RefusedFrame("frame has a map of 20 entries at offset 12; a request's maps have 16 at most", 3));
+    expect(nested).toEqual(new RefusedFrame("frame has a map of 20 entries at offset 12, more than the 16 a map of a request may have", 3));
     // Two million keys announced by a map32 header in a small frame: malformed, not allocated.
     expect(() => new FrameDecoder(1024, REQUEST_SHAPE_LIMITS).push(frame([0xdf, 0x00, 0x1e, 0x84, 0x80, 0xa1, 0x61, 1]))).toThrow(
       /a map at offset 0 announces 2000000 entries/,
@@ -106,7 +106,7 @@ describe('frame shape', () => {
   });
 
   it('support_id_found_only_as_the_top_level_uint_before_the_violation', () => {
-    const scan = (message: unknown) => scanShape(encodeFrame(message).subarray(4), { maxDepth: 8, maxElements: 3, maxMapEntries: 16 });
+    const scan = (message: unknown) => scanShape(encodeFrame(message).subarray(4), { ...REQUEST_SHAPE_LIMITS, maxElements: 3 });
     expect(scan({ id: 70000, argv: [1, 2, 3] })?.id).toBe(70000);
     expect(scan({ argv: [1, 2, 3], id: 5 })?.id).toBeUndefined();
     expect(scan({ x: { id: 5 }, argv: [1, 2, 3] })?.id).toBeUndefined();
