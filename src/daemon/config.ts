@@ -72,6 +72,34 @@ const layersSchema = z
 export type LayersConfig = z.infer<typeof layersSchema>;
 export type LayerName = keyof LayersConfig;
 
+/**
+ * What callers may hold open and buffered in the daemon. Past a cap a connection is refused or
+ * closed with a reply saying which cap ('overloaded', or 'bad_frame' for a frame left
+ * unfinished), counted in codejail_connections_refused_total / codejail_connections_closed_total.
+ */
+const connectionsSchema = z
+  .object({
+    /** Connections open at once, all callers together. Keep it well under LimitNOFILE: runs need fds too. */
+    max: z.number().int().min(1).max(1_000_000).default(1024),
+    /** Connections open at once from one caller uid. */
+    perUid: z.number().int().min(1).max(1_000_000).default(64),
+    /** A connection with no request in flight that sends nothing for this long is closed. */
+    idleTimeoutMs: z.number().int().min(100).max(86_400_000).default(300_000),
+    /** A frame must arrive whole within this long of its first byte, or its connection is closed. */
+    frameTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+    /**
+     * Bytes one connection may hold in the daemon: the frame it is sending plus the replies it
+     * has not read. Default: 2 * maxFrameBytes.
+     */
+    maxBufferedBytes: z.number().int().min(64 * 1024).max(2 ** 40).optional(),
+    /**
+     * Bytes all connections together may hold; past it the connection holding the most is closed.
+     * Default: 4 * maxFrameBytes.
+     */
+    totalBufferedBytes: z.number().int().min(64 * 1024).max(2 ** 40).optional(),
+  })
+  .strict();
+
 const accountName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'must be a group name or a numeric gid');
 const accountId = z.number().int().min(0).max(2 ** 32 - 2);
 
@@ -112,6 +140,7 @@ export const configSchema = z
       .min(64 * 1024)
       .max(2 ** 31)
       .default(DEFAULT_MAX_FRAME_BYTES),
+    connections: connectionsSchema.default({}),
     commands: z
       .record(commandName, commandSchema)
       .refine((c) => Object.keys(c).length > 0, 'must name at least one command')
@@ -153,6 +182,25 @@ export const configSchema = z
   .superRefine((config, ctx) => {
     const violation = ceilingViolation(config.defaultLimits, config.ceilings);
     if (violation) ctx.addIssue({ code: 'custom', path: ['defaultLimits'], message: `does not fit the ceilings: ${violation}` });
+    // A connection must be able to hold one frame of the largest size, header included.
+    const { maxBufferedBytes, totalBufferedBytes } = config.connections;
+    const frame = config.maxFrameBytes + 4;
+    if (maxBufferedBytes !== undefined && maxBufferedBytes < frame) {
+      ctx.addIssue({ code: 'custom', path: ['connections', 'maxBufferedBytes'], message: `must be at least maxFrameBytes + 4 (${frame})` });
+    }
+    if (totalBufferedBytes !== undefined && totalBufferedBytes < (maxBufferedBytes ?? frame)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['connections', 'totalBufferedBytes'],
+        message: `must be at least connections.maxBufferedBytes (or maxFrameBytes + 4): ${maxBufferedBytes ?? frame}`,
+      });
+    }
+  })
+  .transform((config) => {
+    const { connections, maxFrameBytes } = config;
+    const maxBufferedBytes = connections.maxBufferedBytes ?? 2 * maxFrameBytes;
+    const totalBufferedBytes = connections.totalBufferedBytes ?? Math.max(4 * maxFrameBytes, maxBufferedBytes);
+    return { ...config, connections: { ...connections, maxBufferedBytes, totalBufferedBytes } };
   });
 
 export type DaemonConfig = z.output<typeof configSchema>;

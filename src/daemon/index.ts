@@ -207,6 +207,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       group: config.socket.group,
       mode: config.socket.mode,
       maxFrameBytes: config.maxFrameBytes,
+      connections: config.connections,
       runner,
       status,
       log,

@@ -14,6 +14,22 @@ import type { Logger } from './log.js';
 export const VERDICTS = ['ok', 'exit', 'signal', 'timeout', 'oom', 'setup_failed', 'cancelled', 'rejected', 'error'] as const;
 export type Verdict = (typeof VERDICTS)[number];
 
+/** Why a connection was refused at accept: too many open in all, or from its caller's uid. */
+export const CONNECTION_REFUSALS = ['max', 'per_uid'] as const;
+export type ConnectionRefusal = (typeof CONNECTION_REFUSALS)[number];
+
+/**
+ * Why the daemon closed a connection: idle too long, a frame left unfinished, a malformed frame,
+ * more bytes held than a connection may (a frame in progress plus unread replies), or the most
+ * bytes held when all connections together held more than the daemon's budget.
+ */
+export const CONNECTION_CLOSES = ['idle', 'frame_timeout', 'bad_frame', 'buffer_limit', 'buffer_budget'] as const;
+export type ConnectionClose = (typeof CONNECTION_CLOSES)[number];
+
+/** Requests refused before dispatch: over the frame's shape caps, or failing the schema. */
+export const REQUEST_REFUSALS = ['frame_limit', 'bad_request'] as const;
+export type RequestRefusal = (typeof REQUEST_REFUSALS)[number];
+
 /** Seconds; a run's whole time in the daemon (queue, set-up, run, clean-up). */
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
@@ -36,6 +52,11 @@ export class Metrics {
   private latencyCount = 0;
   private latencySum = 0;
   private refusedConnections = 0;
+  private readonly connectionRefusals = new Map<ConnectionRefusal, number>(CONNECTION_REFUSALS.map((r) => [r, 0]));
+  private readonly connectionCloses = new Map<ConnectionClose, number>(CONNECTION_CLOSES.map((r) => [r, 0]));
+  private readonly requestRefusals = new Map<RequestRefusal, number>(REQUEST_REFUSALS.map((r) => [r, 0]));
+  /** The socket server's open connections and the bytes they hold, read at scrape time. */
+  private connections: () => { open: number; bufferedBytes: number } = () => ({ open: 0, bufferedBytes: 0 });
   private reloads = { ok: 0, failed: 0 };
   readonly startedAt = Date.now();
 
@@ -52,6 +73,23 @@ export class Metrics {
 
   recordRefusedConnection(): void {
     this.refusedConnections++;
+  }
+
+  recordConnectionRefusal(reason: ConnectionRefusal): void {
+    this.connectionRefusals.set(reason, this.connectionRefusals.get(reason)! + 1);
+  }
+
+  recordConnectionClose(reason: ConnectionClose): void {
+    this.connectionCloses.set(reason, this.connectionCloses.get(reason)! + 1);
+  }
+
+  recordRequestRefusal(reason: RequestRefusal): void {
+    this.requestRefusals.set(reason, this.requestRefusals.get(reason)! + 1);
+  }
+
+  /** Gauges of the socket server, read when the metrics are rendered. */
+  observeConnections(read: () => { open: number; bufferedBytes: number }): void {
+    this.connections = read;
   }
 
   recordReload(ok: boolean): void {
@@ -96,6 +134,29 @@ export class Metrics {
     metric('codejail_refused_connections_total', 'counter', 'Connections refused because the caller is not allowed.', [
       ['', this.refusedConnections],
     ]);
+    const connections = this.connections();
+    metric('codejail_connections', 'gauge', 'Client connections open.', [['', connections.open]]);
+    metric('codejail_buffered_bytes', 'gauge', 'Bytes connections hold in the daemon: frames in progress and unread replies.', [
+      ['', connections.bufferedBytes],
+    ]);
+    metric(
+      'codejail_connections_refused_total',
+      'counter',
+      'Connections refused because too many were open, in all (max) or from the caller uid (per_uid).',
+      CONNECTION_REFUSALS.map((r) => [`{reason="${r}"}`, this.connectionRefusals.get(r)!]),
+    );
+    metric(
+      'codejail_connections_closed_total',
+      'counter',
+      'Connections the daemon closed: idle, frame unfinished in time, bad frame, over its byte cap, or evicted over the byte budget.',
+      CONNECTION_CLOSES.map((r) => [`{reason="${r}"}`, this.connectionCloses.get(r)!]),
+    );
+    metric(
+      'codejail_requests_refused_total',
+      'counter',
+      "Requests refused before dispatch: over a frame's shape caps, or not matching the schema.",
+      REQUEST_REFUSALS.map((r) => [`{reason="${r}"}`, this.requestRefusals.get(r)!]),
+    );
     metric('codejail_config_reloads_total', 'counter', 'SIGHUP reloads by outcome.', [
       ['{outcome="ok"}', this.reloads.ok],
       ['{outcome="failed"}', this.reloads.failed],

@@ -2,18 +2,24 @@
 // connection carries many concurrent requests told apart by id. A malformed or oversized frame
 // closes that connection only; a connection that closes has its runs cancelled. Every
 // connection's caller (SO_PEERCRED) is checked against the allow list before a byte is read.
+// Callers are trusted with nothing else: connections are capped in all and per uid, idle ones
+// and unfinished frames time out, the bytes each and all connections hold are bounded, and a
+// frame's cost is bounded before it is decoded (shape.ts). Refusals are counted in the metrics
+// and logged at a bounded rate (throttle.ts).
 import { promises as fs, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  describeIssues,
   encodeFrame,
   FrameDecoder,
   FrameError,
   PROTOCOL_VERSION,
+  RefusedFrame,
+  REQUEST_SHAPE_LIMITS,
   request as requestSchema,
+  validateFirstIssue,
   type CheckResult,
   type ErrorCode,
   type JailCodeResult,
@@ -24,8 +30,19 @@ import { readAccounts } from './accounts.js';
 import { authorize, type AllowList, type Caller } from './auth.js';
 import { DaemonError } from './errors.js';
 import type { Logger } from './log.js';
-import type { Metrics, Verdict } from './metrics.js';
+import type { ConnectionClose, Metrics, Verdict } from './metrics.js';
 import type { Runner } from './runner.js';
+import { ThrottledLog } from './throttle.js';
+
+/** The connections section of the config, its byte defaults resolved (config.ts). */
+export interface ConnectionLimits {
+  max: number;
+  perUid: number;
+  idleTimeoutMs: number;
+  frameTimeoutMs: number;
+  maxBufferedBytes: number;
+  totalBufferedBytes: number;
+}
 
 export interface ServerOptions {
   socketPath: string;
@@ -33,6 +50,7 @@ export interface ServerOptions {
   group: string;
   mode: number;
   maxFrameBytes: number;
+  connections: ConnectionLimits;
   runner: Runner;
   status: () => StatusResult;
   log: Logger;
@@ -52,14 +70,29 @@ export interface ServerOptions {
   check: () => Promise<CheckResult>;
 }
 
+/**
+ * Refused connections told why at once (the rest are hung up on without a word): telling takes a
+ * second at most, and a flood of connections must not hold file descriptors meanwhile.
+ */
+const REFUSALS_BEING_TOLD = 64;
+
+/** File descriptors kept for the runs (pipes, pidfds, files written) and the daemon's own. */
+const DESCRIPTORS_FOR_RUNS = 1024;
+
 export class DaemonServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
+  /** Open connections per caller uid. */
+  private readonly perUid = new Map<number, number>();
+  private refusing = 0;
+  private readonly refusals: ThrottledLog;
   private stopping = false;
   private nextConnectionId = 1;
 
   constructor(private readonly options: ServerOptions) {
     this.server = net.createServer((socket) => this.accept(socket));
+    this.refusals = new ThrottledLog(options.log);
+    options.metrics.observeConnections(() => ({ open: this.connections.size, bufferedBytes: this.bufferedBytes() }));
   }
 
   get address(): string {
@@ -88,6 +121,7 @@ export class DaemonServer {
       });
       this.server.on('error', (err) => log.error('socket server error', { error: err }));
       log.info('serving the socket passed by systemd', { fd: listenFd, path: inherited });
+      this.checkDescriptors();
       return;
     }
     await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -103,6 +137,30 @@ export class DaemonServer {
     });
     this.server.on('error', (err) => log.error('socket server error', { error: err }));
     await this.restrictSocket();
+    this.checkDescriptors();
+  }
+
+  /**
+   * Warns when connections.max leaves too few file descriptors for the runs: when connections
+   * took them all, a run failed writing its files (EMFILE). The soft RLIMIT_NOFILE is what
+   * counts (node raises it to the hard limit at start).
+   */
+  private checkDescriptors(): void {
+    const { log, connections } = this.options;
+    let limit: number;
+    try {
+      const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+      limit = Number(line?.split(/\s{2,}/)[1]);
+    } catch {
+      return;
+    }
+    const needed = connections.max + REFUSALS_BEING_TOLD + DESCRIPTORS_FOR_RUNS;
+    if (Number.isFinite(limit) && limit < needed) {
+      log.warn(
+        `connections.max (${connections.max}) leaves too few of the daemon's ${limit} file descriptors for runs: lower it or raise LimitNOFILE to ${needed} at least`,
+        { nofile: limit, connectionsMax: connections.max },
+      );
+    }
   }
 
   /** Requests (runs and checks) in flight on every connection. */
@@ -140,6 +198,7 @@ export class DaemonServer {
     }
     await Promise.all([...this.connections].map((c) => c.shutdown()));
     await closed;
+    this.refusals.flush();
     if (!this.activated) await fs.unlink(this.options.socketPath).catch(() => undefined);
   }
 
@@ -164,13 +223,50 @@ export class DaemonServer {
     return revoked;
   }
 
+  /** Bytes all connections hold: frames in progress and unread replies. */
+  bufferedBytes(): number {
+    let total = 0;
+    for (const connection of this.connections) total += connection.bufferedBytes;
+    return total;
+  }
+
+  /**
+   * Past the budget for all connections, closes the connection holding the most bytes until the
+   * rest fit: a caller hoarding memory (unfinished frames, unread replies) goes before one that
+   * holds a little. Called when a connection's holding grew, so the excess is a chunk at most.
+   */
+  private enforceBudget(): void {
+    const budget = this.options.connections.totalBufferedBytes;
+    let total = this.bufferedBytes();
+    while (total > budget) {
+      let largest: Connection | undefined;
+      for (const connection of this.connections) {
+        if (connection.bufferedBytes > (largest?.bufferedBytes ?? 0)) largest = connection;
+      }
+      if (!largest) return;
+      const held = largest.bufferedBytes;
+      total -= held;
+      largest.close(
+        'buffer_budget',
+        'overloaded',
+        `the daemon's connections hold more than its budget of ${budget} bytes (connections.totalBufferedBytes), and this one held the most (${held} bytes of an unfinished frame and unread replies)`,
+      );
+    }
+  }
+
   private accept(socket: net.Socket): void {
     if (this.stopping) {
       socket.destroy();
       return;
     }
-    const { log, metrics } = this.options;
+    const { log, metrics, connections: limits } = this.options;
     socket.on('error', (err) => log.debug('client connection error', { error: err }));
+    if (this.connections.size >= limits.max) {
+      metrics.recordConnectionRefusal('max');
+      this.refusals.warn('connection refused: too many connections', { open: this.connections.size, max: limits.max });
+      this.refuse(socket, 'overloaded', `the daemon has ${limits.max} connections open, its maximum (connections.max); try again later`);
+      return;
+    }
     // The kernel's record of who connected; libuv keeps the fd in the handle.
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     let caller: Caller;
@@ -185,22 +281,56 @@ export class DaemonServer {
     const verdict = authorize(caller, this.options.allowList());
     if (!verdict.allowed) {
       metrics.recordRefusedConnection();
-      log.warn('connection refused: caller not allowed', { caller: { uid: caller.uid, gid: caller.gid, pid: caller.pid }, reason: verdict.reason });
-      // Request id 0: the refusal answers the connection, not a request. Half-close after it and
-      // let the caller hang up: closing at once would make its pending write fail (EPIPE) before
-      // it reads why. What it sends meanwhile is discarded unread, and a caller that does not hang
-      // up is cut off after a second.
-      socket.end(encodeFrame({ v: PROTOCOL_VERSION, id: 0, ok: false, error: { code: 'forbidden', message: verdict.reason } }));
-      socket.resume();
-      const cutOff = setTimeout(() => socket.destroy(), 1000);
-      cutOff.unref();
-      socket.once('close', () => clearTimeout(cutOff));
+      this.refusals.warn('connection refused: caller not allowed', { caller: { uid: caller.uid, gid: caller.gid, pid: caller.pid }, reason: verdict.reason });
+      this.refuse(socket, 'forbidden', verdict.reason);
       return;
     }
-    const connection = new Connection(socket, this.options, caller, this.nextConnectionId++);
+    const ofUid = this.perUid.get(caller.uid) ?? 0;
+    if (ofUid >= limits.perUid) {
+      metrics.recordConnectionRefusal('per_uid');
+      this.refusals.warn('connection refused: too many connections from its uid', { caller: { uid: caller.uid, pid: caller.pid }, perUid: limits.perUid });
+      this.refuse(
+        socket,
+        'overloaded',
+        `uid ${caller.uid} has ${limits.perUid} connections open, the most one caller may (connections.perUid); close some or reuse one`,
+      );
+      return;
+    }
+    const connection = new Connection(socket, this.options, caller, this.nextConnectionId++, {
+      refusals: this.refusals,
+      grew: () => this.enforceBudget(),
+    });
     log.debug('connection accepted', { connection: connection.id, caller: { uid: caller.uid, pid: caller.pid }, via: verdict.via });
     this.connections.add(connection);
-    socket.on('close', () => this.connections.delete(connection));
+    this.perUid.set(caller.uid, ofUid + 1);
+    socket.on('close', () => {
+      this.connections.delete(connection);
+      const left = (this.perUid.get(caller.uid) ?? 1) - 1;
+      if (left > 0) this.perUid.set(caller.uid, left);
+      else this.perUid.delete(caller.uid);
+    });
+  }
+
+  /**
+   * Answers a connection with an error on request id 0 (it answers the connection, not a
+   * request) and hangs up. Half-closes after it and lets the caller hang up: closing at once
+   * would make its pending write fail (EPIPE) before it reads why. What it sends meanwhile is
+   * discarded unread, and a caller that does not hang up is cut off after a second.
+   */
+  private refuse(socket: net.Socket, code: ErrorCode, message: string): void {
+    if (this.refusing >= REFUSALS_BEING_TOLD) {
+      socket.destroy();
+      return;
+    }
+    this.refusing++;
+    socket.end(encodeFrame({ v: PROTOCOL_VERSION, id: 0, ok: false, error: { code, message } }));
+    socket.resume();
+    const cutOff = setTimeout(() => socket.destroy(), 1000);
+    cutOff.unref();
+    socket.once('close', () => {
+      clearTimeout(cutOff);
+      this.refusing--;
+    });
   }
 
   private async restrictSocket(): Promise<void> {
@@ -222,8 +352,13 @@ export class DaemonServer {
   }
 }
 
-/** Unread reply bytes, in frames, past which a connection is closed (see Connection.send). */
-const UNREAD_REPLY_FRAMES_LIMIT = 4;
+/** What a connection needs of its server. */
+interface ConnectionHost {
+  /** Log lines about refusals, rate-limited. */
+  refusals: ThrottledLog;
+  /** Called when the bytes a connection holds grew: the server checks its budget for all. */
+  grew(): void;
+}
 
 /** One client connection: its frame decoder and the runs it has in flight. */
 class Connection {
@@ -238,21 +373,72 @@ class Connection {
   private waitingForDrain = false;
   /** Set when a reload took the caller's permission away: every request is refused with it. */
   private revoked: string | undefined;
+  /** Set once the daemon closed the connection for a cap: it holds nothing any more. */
+  private closedFor: ConnectionClose | undefined;
+  /** Closes a connection with nothing in flight that sent nothing for idleTimeoutMs. */
+  private readonly idleTimer: NodeJS.Timeout;
+  /** Armed while a frame is in progress: it must arrive whole within frameTimeoutMs. */
+  private frameTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly socket: net.Socket,
     private readonly options: ServerOptions,
     readonly caller: Caller,
     readonly id: number,
+    private readonly host: ConnectionHost,
   ) {
-    this.decoder = new FrameDecoder(options.maxFrameBytes);
+    this.decoder = new FrameDecoder(options.maxFrameBytes, REQUEST_SHAPE_LIMITS);
+    this.idleTimer = setTimeout(() => this.onIdle(), options.connections.idleTimeoutMs);
+    this.idleTimer.unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('close', () => this.cancelAll(new DaemonError('cancelled', 'the client disconnected')));
+    socket.on('close', () => {
+      clearTimeout(this.idleTimer);
+      clearTimeout(this.frameTimer);
+      this.cancelAll(new DaemonError('cancelled', 'the client disconnected'));
+    });
   }
 
   /** Requests still being worked on. */
   get pending(): number {
     return this.settled.size;
+  }
+
+  /** Bytes this connection holds in the daemon: a frame in progress and replies not yet read. */
+  get bufferedBytes(): number {
+    if (this.closedFor !== undefined) return 0;
+    return this.decoder.pendingBytes + this.socket.writableLength;
+  }
+
+  /**
+   * Closes the connection for a cap or a bad frame, releasing what it holds at once. Over a byte
+   * cap, a caller with replies unread gets no explanation (writing one would hold more); others
+   * get `code` and `message` on request id 0 before the hang-up. Its runs are cancelled when the
+   * socket closes.
+   */
+  close(reason: ConnectionClose, code: ErrorCode, message: string): void {
+    if (this.closedFor !== undefined) return;
+    this.closedFor = reason;
+    this.broken = true;
+    this.options.metrics.recordConnectionClose(reason);
+    this.host.refusals.warn(`connection closed: ${CLOSE_REASONS[reason]}`, {
+      connection: this.id,
+      caller: this.callerFields(),
+      frameBytes: this.decoder.pendingBytes,
+      unreadBytes: this.socket.writableLength,
+      reason: message,
+    });
+    this.decoder.reset();
+    clearTimeout(this.frameTimer);
+    if ((reason === 'buffer_limit' || reason === 'buffer_budget') && this.socket.writableLength > 0) {
+      this.socket.destroy();
+      return;
+    }
+    // As a refused connection is told (DaemonServer.refuse): half-close, let the caller hang up.
+    this.socket.end(this.errorFrame(0, code, message));
+    this.socket.resume();
+    const cutOff = setTimeout(() => this.socket.destroy(), 1000);
+    cutOff.unref();
+    this.socket.once('close', () => clearTimeout(cutOff));
   }
 
   /** Resolves once nothing is in flight on this connection (new work may not start: slots are closed). */
@@ -283,6 +469,7 @@ class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.broken) return;
+    this.idleTimer.refresh();
     let messages: unknown[];
     try {
       messages = this.decoder.push(chunk);
@@ -290,14 +477,67 @@ class Connection {
       // The stream cannot be resynchronised after a bad frame: say why, then hang up. (The
       // decoder throws only FrameError; anything else is treated the same rather than crash.)
       const reason = err instanceof FrameError ? err.message : `undecodable frame: ${(err as Error).message}`;
-      this.broken = true;
-      this.options.log.warn('closing a connection after a bad frame', { reason });
-      this.socket.end(this.errorFrame(0, 'bad_frame', reason));
-      this.socket.destroySoon();
+      this.close('bad_frame', 'bad_frame', reason);
       return;
     }
-    this.backlog.push(...messages);
+    // The frame timer times the frame in progress: one that completed ends it, and the bytes
+    // left over (if any) began the next one in this chunk.
+    if (messages.length > 0 || this.decoder.pendingBytes === 0) {
+      clearTimeout(this.frameTimer);
+      this.frameTimer = undefined;
+    }
+    if (this.decoder.pendingBytes > 0) {
+      this.frameTimer ??= setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
+      // A frame in progress is held here: within this connection's cap, and the daemon's.
+      if (!this.withinCap()) return;
+      this.host.grew();
+      if (this.broken) return;
+    }
+    for (const message of messages) this.backlog.push(message);
     this.pump();
+  }
+
+  /** Closes the connection when it holds more than connections.maxBufferedBytes; false then. */
+  private withinCap(): boolean {
+    const cap = this.options.connections.maxBufferedBytes;
+    const held = this.bufferedBytes;
+    if (held <= cap) return true;
+    this.close(
+      'buffer_limit',
+      'overloaded',
+      `the connection holds ${held} bytes (an unfinished frame and unread replies), more than the ${cap} one may (connections.maxBufferedBytes)`,
+    );
+    return false;
+  }
+
+  private onIdle(): void {
+    if (this.broken) return;
+    // Not idle while work is in flight, requests wait, or a frame is in progress (its own timer).
+    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.decoder.pendingBytes > 0) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.broken = true;
+    this.options.metrics.recordConnectionClose('idle');
+    this.options.log.debug('closing an idle connection', { connection: this.id, caller: this.callerFields(), idleTimeoutMs: this.options.connections.idleTimeoutMs });
+    this.socket.end();
+    this.socket.destroySoon();
+  }
+
+  private onFrameTimeout(): void {
+    this.frameTimer = undefined;
+    if (this.broken || this.decoder.pendingBytes === 0) return;
+    // Paused because the client does not read its replies: the frame waits on us, not on it.
+    if (this.waitingForDrain) {
+      this.frameTimer = setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
+      return;
+    }
+    const { frameTimeoutMs } = this.options.connections;
+    this.close(
+      'frame_timeout',
+      'bad_frame',
+      `a frame must arrive whole within ${frameTimeoutMs} ms of its first byte (connections.frameTimeoutMs); ${this.decoder.pendingBytes} bytes of it came`,
+    );
   }
 
   /** Handles decoded requests until none is left or the client stopped reading its replies. */
@@ -318,6 +558,13 @@ class Connection {
   }
 
   private handle(raw: unknown): void {
+    if (raw instanceof RefusedFrame) {
+      // Over the caps a request can reach: refused undecoded, the connection kept.
+      this.options.metrics.recordRequestRefusal('frame_limit');
+      this.host.refusals.info('request refused: frame over the protocol caps', { connection: this.id, caller: this.callerFields(), reason: raw.reason });
+      this.replyError(raw.id ?? 0, 'bad_request', raw.reason);
+      return;
+    }
     const id = requestId(raw);
     if (this.revoked !== undefined) {
       this.replyError(id, 'forbidden', this.revoked);
@@ -332,9 +579,11 @@ class Connection {
       this.replyError(id, 'bad_version', `protocol version ${String(version)} is not supported; this daemon speaks version ${PROTOCOL_VERSION}`);
       return;
     }
-    const parsed = requestSchema.safeParse(raw);
+    const parsed = validateFirstIssue(requestSchema, raw);
     if (!parsed.success) {
-      this.replyError(id, 'bad_request', describeIssues(parsed.error));
+      this.options.metrics.recordRequestRefusal('bad_request');
+      this.host.refusals.info('request refused: not a valid request', { connection: this.id, caller: this.callerFields(), reason: parsed.message });
+      this.replyError(id, 'bad_request', parsed.message);
       return;
     }
     this.dispatch(parsed.data);
@@ -410,7 +659,11 @@ class Connection {
             const durationMs = round(performance.now() - started);
             metrics.recordRun(verdict, durationMs / 1000);
             const fields = { ...base, verdict, requestedLimits: request.limits, durationMs };
-            if (err instanceof DaemonError) log.info('run ended', { ...fields, error: err.code, reason: err.message });
+            // Refusals (overloaded, unknown command...) come in storms when callers retry: their
+            // lines are rate-limited; runs_total counts every one.
+            const line = { ...fields, error: (err as DaemonError).code, reason: (err as Error).message };
+            if (verdict === 'rejected') this.host.refusals.info('run ended', line);
+            else if (err instanceof DaemonError) log.info('run ended', line);
             this.replyFailure(id, err, fields);
           },
         )
@@ -418,9 +671,15 @@ class Connection {
     );
   }
 
-  /** Keeps `work` in the settled set until it is done, so shutdown can wait for it. */
+  /**
+   * Keeps `work` in the settled set until it is done, so shutdown can wait for it. The idle time
+   * counts from the last reply too: a client that waited on a long run may send the next request.
+   */
   private track(work: Promise<void>): void {
-    const done: Promise<void> = work.finally(() => this.settled.delete(done));
+    const done: Promise<void> = work.finally(() => {
+      this.settled.delete(done);
+      this.idleTimer.refresh();
+    });
     this.settled.add(done);
   }
 
@@ -458,21 +717,16 @@ class Connection {
     if (this.broken || this.socket.destroyed || !this.socket.writable) return;
     this.socket.write(frame);
     // Replies a client does not read pile up in this process. Past one frame's worth, stop
-    // reading its requests (no new work, so no new replies) until the socket drains; past a few
-    // frames' worth (replies of runs already in flight), it is not reading at all: cut it off,
-    // which cancels its runs, rather than let one caller exhaust the daemon's memory.
+    // reading its requests (no new work, so no new replies) until the socket drains; past its
+    // cap (replies of runs already in flight), it is not reading at all: cut it off, which
+    // cancels its runs, rather than let one caller exhaust the daemon's memory. All connections
+    // together are held to the daemon's budget.
     const unread = this.socket.writableLength;
     const { maxFrameBytes } = this.options;
-    if (unread > UNREAD_REPLY_FRAMES_LIMIT * maxFrameBytes) {
-      this.broken = true;
-      this.options.log.warn('closing a connection that does not read its replies', {
-        connection: this.id,
-        caller: this.callerFields(),
-        unreadBytes: unread,
-      });
-      this.socket.destroy();
-      return;
-    }
+    if (unread === 0) return;
+    if (!this.withinCap()) return;
+    this.host.grew();
+    if (this.broken) return;
     if (unread > maxFrameBytes && !this.waitingForDrain) {
       this.waitingForDrain = true;
       this.socket.pause();
@@ -485,6 +739,15 @@ class Connection {
     }
   }
 }
+
+/** How the log names each reason a connection is closed for. */
+const CLOSE_REASONS: Record<ConnectionClose, string> = {
+  idle: 'idle',
+  frame_timeout: 'a frame was not completed in time',
+  bad_frame: 'bad frame',
+  buffer_limit: 'it holds more bytes than a connection may',
+  buffer_budget: "it holds the most bytes and all connections hold more than the daemon's budget",
+};
 
 function resultVerdict(result: JailCodeResult): Verdict {
   if (result.timedOut) return 'timeout';

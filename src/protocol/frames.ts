@@ -1,6 +1,8 @@
 // Length-prefixed msgpack frames: a 4-byte big-endian body length, then the body. A peer that
-// announces more than maxFrameBytes is cut off before anything is buffered.
+// announces more than maxFrameBytes is cut off before anything is buffered; a complete body's
+// shape is scanned (shape.ts) before msgpackr decodes it.
 import { addExtension, Packr, Unpackr } from 'msgpackr';
+import { DEFAULT_SHAPE_LIMITS, scanShape, type ShapeLimits } from './shape.js';
 
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 const HEADER_BYTES = 4;
@@ -33,6 +35,18 @@ export class FrameError extends Error {
   }
 }
 
+/**
+ * A well-formed frame whose shape exceeds the decoder's request limits: skipped undecoded. The
+ * stream is still in step (the length prefix says where the next frame starts), so the reader
+ * answers it (with `id` when the scan found one) and goes on.
+ */
+export class RefusedFrame {
+  constructor(
+    readonly reason: string,
+    readonly id: number | undefined,
+  ) {}
+}
+
 export function encodeFrame(message: unknown): Buffer {
   const body = packr.pack(message);
   const header = Buffer.allocUnsafe(HEADER_BYTES);
@@ -40,12 +54,30 @@ export function encodeFrame(message: unknown): Buffer {
   return Buffer.concat([header, body]);
 }
 
-/** Accumulates stream chunks and returns each complete, decoded frame. */
+/**
+ * Accumulates stream chunks and returns each complete, decoded frame. With `limits` (a server
+ * reading requests), a frame over them comes out as a RefusedFrame; without, frames are held to
+ * DEFAULT_SHAPE_LIMITS and one over them is a FrameError like any malformed frame.
+ */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  constructor(
+    private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    private readonly limits?: ShapeLimits,
+  ) {}
+
+  /** Bytes received and not yet returned as frames: a frame in progress. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  /** Drops what was received of a frame in progress (its connection is being closed). */
+  reset(): void {
+    this.chunks = [];
+    this.buffered = 0;
+  }
 
   /** Feeds a chunk; returns the messages it completed. Throws FrameError on a bad frame. */
   push(chunk: Buffer): unknown[] {
@@ -62,6 +94,12 @@ export class FrameDecoder {
       if (length === 0) throw new FrameError('empty frame');
       if (this.buffered < HEADER_BYTES + length) break;
       const frame = this.take(HEADER_BYTES + length).subarray(HEADER_BYTES);
+      const violation = scanShape(frame, this.limits ?? DEFAULT_SHAPE_LIMITS);
+      if (violation) {
+        if (violation.malformed || !this.limits) throw new FrameError(violation.reason);
+        out.push(new RefusedFrame(violation.reason, violation.id));
+        continue;
+      }
       let message: unknown;
       try {
         message = unpackr.unpack(frame);

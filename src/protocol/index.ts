@@ -1,2 +1,3 @@
 export * from './schema.js';
 export * from './frames.js';
+export * from './shape.js';

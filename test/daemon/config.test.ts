@@ -45,3 +45,29 @@ describe('config', () => {
     }
   });
 });
+
+describe('config: connection caps', () => {
+  it('has defaults, the byte caps derived from maxFrameBytes', () => {
+    expect(defaultConfig().connections).toEqual({
+      max: 1024,
+      perUid: 64,
+      idleTimeoutMs: 300_000,
+      frameTimeoutMs: 30_000,
+      maxBufferedBytes: 128 * 1024 * 1024,
+      totalBufferedBytes: 256 * 1024 * 1024,
+    });
+    expect(parseConfig({ maxFrameBytes: 1024 * 1024 }).connections).toMatchObject({ maxBufferedBytes: 2 * 1024 * 1024, totalBufferedBytes: 4 * 1024 * 1024 });
+    expect(parseConfig({ connections: { maxBufferedBytes: 512 * 1024 * 1024 } }).connections.totalBufferedBytes).toBe(512 * 1024 * 1024);
+  });
+
+  it('refuses byte caps that cannot hold one frame, and names the key', () => {
+    expect(() => parseConfig({ maxFrameBytes: 1024 * 1024, connections: { maxBufferedBytes: 1024 * 1024 } })).toThrow(
+      /connections\.maxBufferedBytes: must be at least maxFrameBytes \+ 4 \(1048580\)/,
+    );
+    expect(() => parseConfig({ connections: { maxBufferedBytes: 200 * 1024 * 1024, totalBufferedBytes: 100 * 1024 * 1024 } })).toThrow(
+      /connections\.totalBufferedBytes: must be at least connections\.maxBufferedBytes/,
+    );
+    expect(() => parseConfig({ connections: { max: 0 } })).toThrow(/connections\.max/);
+    expect(() => parseConfig({ connections: { idle: 5 } })).toThrow(/idle/);
+  });
+});
