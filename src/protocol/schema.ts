@@ -37,13 +37,28 @@ export const relativeName = z
   .string()
   .min(1)
   .max(4096)
-  .refine((s) => !s.startsWith('/'), 'must be relative')
-  .refine((s) => !s.includes('\0'), 'must not contain NUL')
-  .refine(
-    (s) => s.split('/').every((part) => part !== '' && part !== '.' && part !== '..'),
-    "must not contain empty, '.' or '..' components",
-  )
-  .refine((s) => s.split('/').length <= 32, 'is nested too deep');
+  .superRefine((s, ctx) => {
+    // One pass over the name, not one per rule: a request may carry ten thousand of them.
+    const problem = relativeNameProblem(s);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
+function relativeNameProblem(s: string): string | undefined {
+  if (s.startsWith('/')) return 'must be relative';
+  if (s.includes('\0')) return 'must not contain NUL';
+  let levels = 1;
+  let start = 0;
+  for (let i = 0; i <= s.length; i++) {
+    if (i < s.length && s.charCodeAt(i) !== 0x2f) continue;
+    const length = i - start;
+    if (length === 0 || (length === 1 && s[start] === '.') || (length === 2 && s[start] === '.' && s[start + 1] === '.')) {
+      return "must not contain empty, '.' or '..' components";
+    }
+    if (i < s.length && ++levels > 32) return 'is nested too deep';
+    start = i + 1;
+  }
+  return undefined;
+}
 
 /** A single path component (extraFiles names). */
 export const plainName = relativeName.refine((s) => !s.includes('/'), 'must be a plain name, without "/"');

@@ -2,7 +2,7 @@
 // but outside the protocol (msgpackr's own extension types) refused before any work is done.
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FrameError, RefusedFrame } from '../../src/protocol/frames.js';
-import { jailCodeRequest, request as requestSchema, validateFirstIssue } from '../../src/protocol/schema.js';
+import { jailCodeRequest, relativeName, request as requestSchema, validateFirstIssue } from '../../src/protocol/schema.js';
 import { REQUEST_SHAPE_LIMITS, scanShape } from '../../src/protocol/shape.js';
 
 function frame(body: number[]): Buffer {
@@ -209,5 +209,23 @@ describe('request validation', () => {
     };
     walk(requestSchema);
     expect(seen.size).toBeGreaterThan(20);
+  });
+});
+
+describe('relativeName', () => {
+  it.each([
+    ['a/b/c.py', undefined],
+    ['.hidden/..x', undefined],
+    [Array(32).fill('d').join('/'), undefined],
+    [Array(33).fill('d').join('/'), 'is nested too deep'],
+    ['/etc/passwd', 'must be relative'],
+    ['a\0b', 'must not contain NUL'],
+    ['a//b', "must not contain empty, '.' or '..' components"],
+    ['a/', "must not contain empty, '.' or '..' components"],
+    ['./a', "must not contain empty, '.' or '..' components"],
+    ['a/..', "must not contain empty, '.' or '..' components"],
+  ])('%j -> %s', (name, problem) => {
+    const parsed = relativeName.safeParse(name);
+    expect(parsed.success ? undefined : parsed.error.issues[0]!.message).toBe(problem);
   });
 });
