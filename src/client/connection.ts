@@ -14,7 +14,8 @@ export class Connection {
   private readonly socket: net.Socket;
   private readonly decoder: FrameDecoder;
   private readonly pending = new Map<number, PendingRequest>();
-  private nextId = 0;
+  /** 0 is never used: the daemon answers the connection itself (forbidden, bad_frame) on id 0. */
+  private nextId = 1;
   private connected = false;
   /** Set once the connection is unusable; every request still pending is rejected with it. */
   private failure: CodejailError | null = null;
@@ -86,11 +87,11 @@ export class Connection {
     return this.closedPromise;
   }
 
-  /** Ids are uint32 and wrap; one still in flight after a wrap is skipped. */
+  /** Ids are uint32 from 1 and wrap; one still in flight after a wrap is skipped. */
   private allocateId(): number {
     for (;;) {
       const id = this.nextId;
-      this.nextId = id === MAX_REQUEST_ID ? 0 : id + 1;
+      this.nextId = id === MAX_REQUEST_ID ? 1 : id + 1;
       if (!this.pending.has(id)) return id;
     }
   }

@@ -90,6 +90,19 @@ describe('Client', () => {
     await client.close();
   });
 
+  it('never uses request id 0, which the daemon uses to answer the connection: such an error fails every request', async () => {
+    const ids: number[] = [];
+    handler = (request, connection) => {
+      ids.push(request.id);
+      if (ids.length === 2) connection.write(encodeFrame({ v: PROTOCOL_VERSION, id: 0, ok: false, error: { code: 'bad_frame', message: 'cut off' } }));
+    };
+    const client = new Client({ socketPath });
+    const outcomes = await Promise.allSettled([client.jailCode('python', { code: 'a' }), client.jailCode('python', { code: 'b' })]);
+    expect(ids).not.toContain(0);
+    expect(outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { code: string }).code : 'fulfilled'))).toEqual(['bad_frame', 'bad_frame']);
+    await client.close();
+  });
+
   it('sends the effective limits of the call', async () => {
     let seen: FakeRequest | undefined;
     handler = (request, connection) => {
