@@ -18,13 +18,13 @@ export async function setup(args: string[]): Promise<number> {
     parseArgs({ args, options: { config: { type: 'string' }, systemd: { type: 'boolean' } }, strict: true }),
   );
   const { loadConfig } = await import('../daemon/config.js');
-  const { setupHost } = await import('../daemon/setup.js');
+  const { setupHost } = await import('../setup/host.js');
   const config = loadConfig(values.config);
   // One line per thing created or found, so a second run shows that nothing changed.
   const report = await setupHost(config);
   if (values.systemd) {
     // After setupHost: the socket unit names the group it has just created.
-    const { installSystemdUnits } = await import('../daemon/systemd.js');
+    const { installSystemdUnits } = await import('../setup/systemd_units.js');
     report.push(...(await installSystemdUnits(config, { configFile: values.config })));
   }
   process.stdout.write(report.map((line) => `${line}\n`).join(''));

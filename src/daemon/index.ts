@@ -22,7 +22,6 @@ import { SlotPool, slotUsers } from './slots.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';
-export { setupHost } from './setup.js';
 export { LayerError } from './layers.js';
 export type { LayerReport } from './layers.js';
 export { SelfCheckError } from './selfcheck.js';

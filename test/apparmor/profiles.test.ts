@@ -17,7 +17,7 @@ import {
   installAppArmor,
   renderAppArmor,
   writeRendered,
-} from '../../src/daemon/apparmor_setup.js';
+} from '../../src/setup/apparmor.js';
 import { parseConfig } from '../../src/daemon/config.js';
 import { discoverCommands } from '../../src/daemon/interpreter.js';
 import { silentLogger } from '../../src/daemon/log.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
 import { parseConfig } from '../../src/daemon/config.js';
 import { Metrics } from '../../src/daemon/metrics.js';
-import { installSystemdUnits } from '../../src/daemon/systemd.js';
+import { installSystemdUnits } from '../../src/setup/systemd_units.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;

@@ -21,7 +21,7 @@ if (!results) throw new Error('usage: guest-suite.mjs RESULTS_DIR');
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const dist = (p) => path.join(repo, 'dist', p);
 const { startDaemon, parseConfig, createLogger } = await import(dist('daemon/index.js'));
-const { setupAppArmor } = await import(dist('daemon/apparmor_setup.js'));
+const { setupAppArmor } = await import(dist('setup/apparmor.js'));
 const { Client } = await import(dist('client/index.js'));
 
 const RUN_BASE = '/var/lib/codejail-vm/runs';

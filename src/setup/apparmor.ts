@@ -8,9 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, promises as fs, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from './config.js';
-import { discoverCommands, type CommandProfile } from './interpreter.js';
-import type { Logger } from './log.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
+import { discoverCommands, type CommandProfile } from '../daemon/interpreter.js';
+import type { Logger } from '../daemon/log.js';
 
 /** The name the shipped sandbox profile has; replaced by config.apparmorProfile when it differs. */
 export const SHIPPED_SANDBOX_PROFILE = 'codejail-sandbox';

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from './config.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 /** dist/daemon/ and src/daemon/ are both two levels below the package root. */

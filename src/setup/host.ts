@@ -5,11 +5,11 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { readAccounts, type AccountTable } from './accounts.js';
-import { setupAppArmor } from './apparmor_setup.js';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from './config.js';
-import { prepareRunBase } from './rundir.js';
-import { slotUsers, type SlotUser } from './slots.js';
+import { readAccounts, type AccountTable } from '../daemon/accounts.js';
+import { setupAppArmor } from './apparmor.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
+import { prepareRunBase } from '../daemon/rundir.js';
+import { slotUsers, type SlotUser } from '../daemon/slots.js';
 
 export interface AccountOptions {
   /**

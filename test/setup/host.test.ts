@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { detectLayers } from '../../src/daemon/layers.js';
 import { silentLogger } from '../../src/daemon/log.js';
-import { setupAccounts } from '../../src/daemon/setup.js';
+import { setupAccounts } from '../../src/setup/host.js';
 
 const isRoot = process.getuid?.() === 0;
 const config = (firstUid: number, count: number) =>
