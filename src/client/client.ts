@@ -1,4 +1,4 @@
-import { checkResult, DEFAULT_MAX_FRAME_BYTES, describeIssues, jailCodeResult, metricsResult, statusResult } from '../protocol/index.js';
+import { checkResult, DEFAULT_MAX_FRAME_BYTES, DEFAULT_SOCKET_PATH, describeIssues, jailCodeResult, metricsResult, statusResult } from '../protocol/index.js';
 import type { CheckResult, JailCodeResult as WireJailCodeResult, Limits, StatusResult } from '../protocol/index.js';
 import type { z } from 'zod';
 import { Connection } from './connection.js';
@@ -9,7 +9,6 @@ import type { JailCodeOptions } from './request.js';
 import { safeExec as safeExecWith, type SafeExecOptions } from './safe_exec.js';
 import { UnsafeRunner, type UnsafeCommand } from './unsafe.js';
 
-export const DEFAULT_SOCKET_PATH = '/run/codejail/codejail.sock';
 
 export interface ClientOptions {
   /** The daemon's socket. Default: $CODEJAIL_SOCKET, else /run/codejail/codejail.sock. */

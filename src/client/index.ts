@@ -6,7 +6,7 @@ import type { JailCodeResult } from './client.js';
 import type { JailCodeOptions } from './request.js';
 import type { SafeExecOptions } from './safe_exec.js';
 
-export { Client, DEFAULT_SOCKET_PATH } from './client.js';
+export { Client } from './client.js';
 export type { ClientOptions, JailCodeResult } from './client.js';
 export { CodejailError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
@@ -15,7 +15,7 @@ export type { JailCodeOptions } from './request.js';
 export type { UnsafeCommand } from './unsafe.js';
 export { DEFAULT_RESULT_BOUNDS, SafeExecError } from './safe_exec.js';
 export type { ResultBounds, SafeExecOptions } from './safe_exec.js';
-export { DEFAULT_LIMITS, LIMIT_NAMES, ERROR_CODES } from '../protocol/index.js';
+export { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, LIMIT_NAMES, ERROR_CODES } from '../protocol/index.js';
 export type { CheckResult, ErrorCode, LimitName, Limits, StatusResult } from '../protocol/index.js';
 
 let defaultClient: Client | undefined;

@@ -1,5 +1,5 @@
 // Turns the caller's jailCode options into the fields of a jail_code request.
-import { describeIssues, jailCodeRequest } from '../protocol/index.js';
+import { CODE_FILE, describeIssues, jailCodeRequest } from '../protocol/index.js';
 import type { Limits } from '../protocol/index.js';
 import { CodejailError } from './errors.js';
 import { collectFiles, encodeExtraFiles, toBytes } from './files.js';
@@ -29,7 +29,6 @@ export interface JailCodeOptions {
 
 /** The request without its envelope (v, id), which the connection adds. */
 const jailCodeFields = jailCodeRequest.omit({ v: true, id: true });
-const RUN_FILE_NAME = 'jailed_code';
 
 /** Builds and validates the fields of a jail_code request (everything but v, id and op). */
 export async function buildJailCodeFields(
@@ -43,7 +42,7 @@ export async function buildJailCodeFields(
 
   // The top of the run directory is one flat namespace: a second entry with the same name
   // would silently replace the first, so that is refused here.
-  const topNames = new Set(options.code === undefined ? [] : [RUN_FILE_NAME]);
+  const topNames = new Set(options.code === undefined ? [] : [CODE_FILE]);
   const newTopNames = [
     ...files.filter((entry) => !entry.name.includes('/')).map((entry) => entry.name),
     ...extraFiles.map(([name]) => name),
@@ -52,7 +51,7 @@ export async function buildJailCodeFields(
     if (topNames.has(name)) {
       throw new CodejailError(
         'bad_request',
-        `'${name}' would be written twice in the run directory (files, extraFiles and ${RUN_FILE_NAME} must not share names)`,
+        `'${name}' would be written twice in the run directory (files, extraFiles and ${CODE_FILE} must not share names)`,
       );
     }
     topNames.add(name);

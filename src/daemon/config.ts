@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_LIMITS, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
+import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
 import { ceilingViolation, DEFAULT_CEILINGS } from './limits.js';
 import { LOG_LEVELS } from './log.js';
 
@@ -115,7 +115,7 @@ export const configSchema = z
   .object({
     socket: z
       .object({
-        path: absolutePath.default('/run/codejail/codejail.sock'),
+        path: absolutePath.default(DEFAULT_SOCKET_PATH),
         group: z.string().min(1).default('codejail'),
         mode: fileMode.default(0o660),
       })

@@ -11,15 +11,13 @@
 import { randomBytes } from 'node:crypto';
 import fs, { constants } from 'node:fs';
 import path from 'node:path';
-import type { FileEntry } from '../protocol/index.js';
+import { CODE_FILE, TMP_DIR, type FileEntry } from '../protocol/index.js';
+
+export { CODE_FILE, TMP_DIR };
 import type { NativeRunDisk } from '../native.js';
 import { DaemonError } from './errors.js';
 import type { Logger } from './log.js';
 
-/** Where the sandbox's code lives; tracebacks name it, as the original CodeJail's do. */
-export const CODE_FILE = 'jailed_code';
-/** The sandbox's writable scratch directory (HOME and TMPDIR), beneath the run directory. */
-export const TMP_DIR = 'tmp';
 
 const RUN_BASE_MODE = 0o711; // traverse, not list
 const RUN_DIR_MODE = 0o750; // root:slot, the sandbox reads but cannot create here

@@ -1,3 +1,4 @@
 export * from './schema.js';
 export * from './frames.js';
 export * from './shape.js';
+export * from './constants.js';
