@@ -1,8 +1,7 @@
 // Typed face of the C++ addon (native/). Everything privileged that touches the kernel goes
 // through here; the daemon never forks or changes credentials by itself.
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
+import { PACKAGE_ROOT } from './package.js';
 
 /** Resource limits the child sets on itself, [soft, hard]. Omitted means inherited. */
 export interface NativeRlimits {
@@ -146,7 +145,7 @@ interface Addon {
 }
 
 const require = createRequire(import.meta.url);
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = PACKAGE_ROOT;
 
 let addon: Addon | undefined;
 

@@ -6,9 +6,10 @@ import { Client } from '../client/index.js';
 import type { CheckResult } from '../client/index.js';
 import { withUsageErrors } from './args.js';
 
-export const CHECK_USAGE = `usage: codejail check [--socket PATH]
+export const CHECK_USAGE = `usage: codejail check [--socket PATH] [--json]
 Runs the daemon's self-check now (one run that must work, runs that each layer must deny)
-and prints the layers and each probe's outcome. Exits 1 if a probe failed.`;
+and prints the layers and each probe's outcome (--json: the check reply as one JSON object).
+Exits 1 if a probe failed.`;
 
 function table(header: [string, string, string?], rows: Array<[string, string, string?]>): string[] {
   const widths = [0, 1].map((i) => Math.max(header[i]!.length, ...rows.map((r) => r[i]!.length)));
@@ -37,11 +38,13 @@ export function formatCheck(result: CheckResult): string {
 }
 
 export async function check(args: string[]): Promise<number> {
-  const { values } = withUsageErrors(() => parseArgs({ args, options: { socket: { type: 'string' } }, strict: true }));
+  const { values } = withUsageErrors(() =>
+    parseArgs({ args, options: { socket: { type: 'string' }, json: { type: 'boolean' } }, strict: true }),
+  );
   const client = new Client({ socketPath: values.socket });
   try {
     const result = await client.check();
-    process.stdout.write(formatCheck(result));
+    process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : formatCheck(result));
     return result.ok ? 0 : 1;
   } finally {
     await client.close();

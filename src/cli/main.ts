@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `codejail` command: run code through the daemon, inspect it, set the host up, benchmark it.
+import { PACKAGE_VERSION } from '../package.js';
 import { UsageError } from './args.js';
 import { BENCH_USAGE, bench } from './bench.js';
 import { CHECK_USAGE, check } from './check.js';
@@ -35,12 +36,16 @@ commands:
   check   run the daemon's self-check now and print its layers and probes
   metrics print the daemon's metrics (Prometheus text format)
   check-config  validate the daemon's configuration file
-Run 'codejail <command> --help' for a command's options.`;
+Run 'codejail <command> --help' for a command's options; 'codejail --version' prints the version.`;
 
 const USAGE_EXIT = 2;
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`codejail ${PACKAGE_VERSION}\n`);
+    return 0;
+  }
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(USAGE + '\n');
     return name === undefined ? USAGE_EXIT : 0;

@@ -4,8 +4,9 @@ import { Client } from '../client/index.js';
 import type { StatusResult } from '../client/index.js';
 import { withUsageErrors } from './args.js';
 
-export const STATUS_USAGE = `usage: codejail status [--socket PATH]
-Prints the daemon's version, confinement layers, slots and queue.`;
+export const STATUS_USAGE = `usage: codejail status [--socket PATH] [--json]
+Prints the daemon's version, confinement layers, slots and queue (--json: the status reply as
+one JSON object).`;
 
 function formatDuration(ms: number): string {
   const seconds = Math.floor(ms / 1000);
@@ -37,10 +38,13 @@ export function formatStatus(status: StatusResult): string {
 }
 
 export async function status(args: string[]): Promise<number> {
-  const { values } = withUsageErrors(() => parseArgs({ args, options: { socket: { type: 'string' } }, strict: true }));
+  const { values } = withUsageErrors(() =>
+    parseArgs({ args, options: { socket: { type: 'string' }, json: { type: 'boolean' } }, strict: true }),
+  );
   const client = new Client({ socketPath: values.socket });
   try {
-    process.stdout.write(formatStatus(await client.status()));
+    const result = await client.status();
+    process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : formatStatus(result));
     return 0;
   } finally {
     await client.close();

@@ -1,11 +1,12 @@
 // Starting and stopping a daemon in-process: what main.ts (the codejaild bin) and tests use.
 // Order matters and is fail-closed: config, layers, interpreter discovery, run base, self-check;
 // only then does the socket exist.
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { PROTOCOL_VERSION, type CheckResult, type StatusResult } from '../protocol/index.js';
 import { native } from '../native.js';
+import { PACKAGE_VERSION } from '../package.js';
 import { resolveAllowList } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
 import { DaemonError } from './errors.js';
@@ -88,7 +89,7 @@ export interface DaemonHandle {
 /** Keys a reload applies at once; any other key that changed waits for a restart. */
 const LIVE_KEYS = new Set(['defaultLimits', 'ceilings', 'allow', 'logLevel', 'queueMax', 'shutdownGraceMs']);
 
-const VERSION = readVersion();
+const VERSION = PACKAGE_VERSION;
 
 export async function startDaemon(options: StartDaemonOptions = {}): Promise<DaemonHandle> {
   // Flags win over the file, now and at every reload.
@@ -325,15 +326,5 @@ async function releaseLayers(layers: Layers, log: Logger): Promise<void> {
     await native()
       .unmountRunDisk(bound)
       .catch((err: unknown) => log.error('could not unmount the run base bind mount', { runBase: bound, error: err }));
-  }
-}
-
-function readVersion(): string {
-  try {
-    // dist/daemon/ and src/daemon/ are both two levels below the package root.
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
   }
 }

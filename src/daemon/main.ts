@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { native } from '../native.js';
+import { PACKAGE_VERSION } from '../package.js';
 import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from './log.js';
 import { startDaemon, type DaemonHandle } from './index.js';
 
@@ -17,6 +18,7 @@ Runs untrusted code for codejail clients in layered Linux sandboxes. Must run as
   --socket PATH      listen here instead of the configured socket path
   --log-level LEVEL  debug, info, warn or error, instead of the configured logLevel
   --unsafe           run code WITHOUT confinement (rlimits only); for development only
+  --version          print the version and exit
   --help             show this help
 
 Signals: SIGTERM/SIGINT stop (running work may finish for shutdownGraceMs), SIGHUP reloads the
@@ -28,7 +30,7 @@ WATCHDOG_USEC are honoured.
 const SD_LISTEN_FDS_START = 3;
 
 async function main(): Promise<number> {
-  let values: { config?: string; socket?: string; 'log-level'?: string; unsafe?: boolean; help?: boolean };
+  let values: { config?: string; socket?: string; 'log-level'?: string; unsafe?: boolean; help?: boolean; version?: boolean };
   try {
     ({ values } = parseArgs({
       options: {
@@ -37,6 +39,7 @@ async function main(): Promise<number> {
         'log-level': { type: 'string' },
         unsafe: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
       strict: true,
       allowPositionals: false,
@@ -47,6 +50,10 @@ async function main(): Promise<number> {
   }
   if (values.help) {
     process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`codejaild ${PACKAGE_VERSION}\n`);
     return 0;
   }
   const logLevel = values['log-level'];

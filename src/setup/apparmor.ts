@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, promises as fs, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../package.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 import { discoverCommands, type CommandProfile } from '../daemon/interpreter.js';
 import type { Logger } from '../daemon/log.js';
@@ -19,7 +19,7 @@ export const DAEMON_PROFILE = 'codejaild';
 export const APPARMOR_SECURITYFS = '/sys/kernel/security/apparmor';
 export const APPARMOR_ETC = '/etc/apparmor.d';
 /** The shipped templates: apparmor/ at the package root (two levels above dist/daemon/ and src/daemon/). */
-export const TEMPLATE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../apparmor');
+export const TEMPLATE_DIR = path.join(PACKAGE_ROOT, 'apparmor');
 const TUNABLES = 'tunables/codejail';
 
 /**

@@ -4,12 +4,10 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../package.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
-/** dist/daemon/ and src/daemon/ are both two levels below the package root. */
-const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const UNIT_SOURCE_DIR = path.join(PACKAGE_ROOT, 'systemd');
 const DAEMON_MAIN = path.join(PACKAGE_ROOT, 'dist/daemon/main.js');
 

@@ -1,6 +1,6 @@
 // Metrics (Prometheus text over the socket and a loopback HTTP port), the check request, and the
 // CLI commands around them: metrics, check, check-config, setup --systemd's unit files.
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -12,7 +12,7 @@ import { Client } from '../../src/client/index.js';
 import { parseConfig } from '../../src/daemon/config.js';
 import { Metrics } from '../../src/daemon/metrics.js';
 import { installSystemdUnits } from '../../src/setup/systemd_units.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { DAEMON_MAIN, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -153,6 +153,19 @@ describe.skipIf(!isRoot)('metrics and check from a running daemon', () => {
     expect(check.stdout).toMatch(/^self-check passed in \d+ ms$/m);
     expect(check.stdout).toMatch(/^landlock +active/m);
     expect(check.stdout).toMatch(/^reading \/etc\/passwd is denied +passed/m);
+  });
+
+  it('codejail status --json and check --json print the replies as JSON; --version names the package version', async () => {
+    const status = await cli(['status', '--json', '--socket', daemon.socketPath]);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ protocol: 1, slots: { total: 4 }, memory: expect.any(String) });
+    const check = await cli(['check', '--json', '--socket', daemon.socketPath]);
+    expect(check.code).toBe(0);
+    expect(JSON.parse(check.stdout)).toMatchObject({ ok: true, probes: expect.any(Array) });
+    const version = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+    expect((await cli(['--version'])).stdout).toBe(`codejail ${version}\n`);
+    const daemonVersion = spawnSync(process.execPath, [DAEMON_MAIN, '--version'], { encoding: 'utf8' });
+    expect(daemonVersion.stdout).toBe(`codejaild ${version}\n`);
   });
 });
 
