@@ -244,6 +244,17 @@ Napi::Value KillUid(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), 0);
 }
 
+// true: nothing of the uid is left; false: some remain (try again later).
+Napi::Value KillUidRound(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw Napi::TypeError::New(env, "killUidRound(uid, reapFirstUid, reapCount)");
+  int err = kill_uid_round(info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value(),
+                           info[2].As<Napi::Number>().Uint32Value());
+  if (err && err != EAGAIN) throw errno_error(env, "kill_uid", err, std::string("killUidRound: ") + strerror(err));
+  return Napi::Boolean::New(env, err == 0);
+}
+
 Napi::Value BecomeSubreaper(const Napi::CallbackInfo &info) {
   if (!become_subreaper()) throw errno_error(info.Env(), "PR_SET_CHILD_SUBREAPER", errno, strerror(errno));
   return info.Env().Undefined();
@@ -314,6 +325,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
   exports.Set("pidfdSignal", Napi::Function::New(env, PidfdSignal, "pidfdSignal"));
   exports.Set("killUid", Napi::Function::New(env, KillUid, "killUid"));
+  exports.Set("killUidRound", Napi::Function::New(env, KillUidRound, "killUidRound"));
   exports.Set("becomeSubreaper", Napi::Function::New(env, BecomeSubreaper, "becomeSubreaper"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("landlockAbi", Napi::Function::New(env, LandlockAbi, "landlockAbi"));

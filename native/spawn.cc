@@ -5,6 +5,7 @@
 // exit can be watched and signals sent without pid-reuse races.
 #include "spawn.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <system_error>
@@ -248,42 +250,88 @@ int killer_main(void *raw) {
   return 0;
 }
 
-// Reaps zombies of `uid` that were reparented to the daemon (it is a child subreaper, so a
-// run's orphans come here rather than to an init that may never reap them). A zombie that is
-// a watched run process is reaped too, its status kept for its watcher. Stops at the first
-// zombie that belongs to someone else (libuv reaps its own children by pid).
-void reap_zombies_of(uid_t uid) {
-  for (;;) {
-    siginfo_t info{};
-    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid == 0) return;
-    if (info.si_uid != uid) return;
-    ReapedStatus reaped{};
-    if (wait4(info.si_pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != info.si_pid) return;
-    if (is_watched(info.si_pid)) stash_reaped(info.si_pid, reaped);
+// Runs the killer helper for `uid` once: 0 when nothing of the uid is left, EAGAIN when
+// something is, or another errno value.
+int kill_and_probe(uid_t uid) {
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(clone_mutex);
+    void *stack = child_stack_top();
+    SignalsBlocked blocked;
+    pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
   }
+  if (pid < 0) return errno;
+  int status;
+  while (waitpid(pid, &status, __WALL) < 0) {
+    if (errno != EINTR) return errno;
+  }
+  if (!WIFEXITED(status)) return ECHILD;
+  if (WEXITSTATUS(status) == 0) return 0;
+  return WEXITSTATUS(status) == 3 ? EAGAIN : EPERM;
+}
+
+// The daemon's children, from every thread's /proc children list: an orphan is reparented to
+// some live thread of the subreaper, not always the main one. A list read while it changes may
+// miss a pid; the next round sees it.
+std::vector<pid_t> own_children() {
+  std::vector<pid_t> pids;
+  DIR *tasks = opendir("/proc/self/task");
+  if (!tasks) return pids;
+  while (struct dirent *task = readdir(tasks)) {
+    if (task->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/task/") + task->d_name + "/children";
+    Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.fd < 0) continue;
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd.fd, buf, sizeof buf)) > 0) text.append(buf, n);
+    const char *p = text.c_str();
+    while (*p) {
+      char *end;
+      long pid = strtol(p, &end, 10);
+      if (end == p) break;
+      pids.push_back((pid_t)pid);
+      p = end;
+      while (*p == ' ' || *p == '\n') p++;
+    }
+  }
+  closedir(tasks);
+  return pids;
 }
 
 }  // namespace
 
+int reap_run_zombies(uid_t first_uid, uid_t count) {
+  int reaped_count = 0;
+  for (pid_t pid : own_children()) {
+    // WNOWAIT: look first; only a zombie of a run's uid is ours to reap.
+    siginfo_t info{};
+    if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid != pid) continue;
+    if (info.si_uid < first_uid || info.si_uid - first_uid >= count) continue;
+    ReapedStatus reaped{};
+    if (wait4(pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != pid) continue;
+    if (is_watched(pid)) stash_reaped(pid, reaped);
+    reaped_count++;
+  }
+  return reaped_count;
+}
+
+int kill_uid_round(uid_t uid, uid_t reap_first, uid_t reap_count) {
+  if (uid == 0) return EINVAL;
+  reap_run_zombies(reap_first, reap_count);
+  int err = kill_and_probe(uid);
+  // What the kill just ended are zombies now: those of our children go at once, so that the
+  // next round (or this one's caller) can find the uid clean.
+  if (err == EAGAIN && reap_run_zombies(reap_first, reap_count) > 0) err = kill_and_probe(uid);
+  return err;
+}
+
 int kill_uid(uid_t uid) {
   if (uid == 0) return EINVAL;
   for (int attempt = 0; attempt < kKillAttempts; attempt++) {
-    pid_t pid;
-    {
-      std::lock_guard<std::mutex> lock(clone_mutex);
-      void *stack = child_stack_top();
-      SignalsBlocked blocked;
-      pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
-    }
-    if (pid < 0) return errno;
-    int status;
-    while (waitpid(pid, &status, __WALL) < 0) {
-      if (errno != EINTR) return errno;
-    }
-    if (!WIFEXITED(status)) return ECHILD;
-    if (WEXITSTATUS(status) == 0) return 0;
-    if (WEXITSTATUS(status) != 3) return EPERM;
-    reap_zombies_of(uid);
+    int err = kill_uid_round(uid, uid, 1);
+    if (err != EAGAIN) return err;
     struct timespec pause = {0, 200 * 1000};
     nanosleep(&pause, nullptr);
   }

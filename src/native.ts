@@ -105,9 +105,17 @@ interface Addon {
   pidfdSignal(pidfd: number, signal: number): boolean;
   /**
    * SIGKILLs every process of `uid` and returns once none is left (zombies reaped), so the slot
-   * can be reused. Throws with code EBUSY if some remain after about a second.
+   * can be reused. Throws with code EBUSY if some remain after about a second. Blocks meanwhile:
+   * for tools and tests; the daemon uses killUidRound.
    */
   killUid(uid: number): number;
+  /**
+   * One round, which never waits: reaps the zombie children of uids [reapFirstUid, reapFirstUid +
+   * reapCount) (the runs' orphans; other children, like libuv's, are left alone), SIGKILLs every
+   * process of `uid`, and probes. true: none is left; false: some remain (dying, or zombies whose
+   * parent has not reaped them yet): try again later. Throws on anything else.
+   */
+  killUidRound(uid: number, reapFirstUid: number, reapCount: number): boolean;
   /** PR_SET_CHILD_SUBREAPER: runs' orphans come back to us to be reaped, not to init. */
   becomeSubreaper(): void;
   closeFd(fd: number): void;

@@ -1,10 +1,12 @@
 // The addon's spawn contract beyond confinement: which fds a child gets. fd 3 is the result
 // channel only when the plan asks for it; otherwise every fd above stderr is closed, so nothing
-// of the daemon's (its socket, other runs' pipes) reaches a sandbox.
+// of the daemon's (its socket, other runs' pipes) reaches a sandbox. Then what ends a child: kill
+// rounds that reap every run's zombies.
+import fs from 'node:fs';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { native, type NativeExit, type NativePlan } from '../../src/native.js';
-import { PYTHON, isRoot, makeRunDir } from '../helpers/sandbox.js';
+import { PYTHON, isRoot, makeRunDir, processesOf } from '../helpers/sandbox.js';
 
 function readAll(fd: number): Promise<Buffer> {
   return new Promise((resolve) => {
@@ -15,15 +17,31 @@ function readAll(fd: number): Promise<Buffer> {
   });
 }
 
-async function spawnPython(code: string, extra: Partial<NativePlan> = {}) {
+/** Starts `code` in Python; `finish()` waits for the exit and the outputs and closes the pidfd. */
+function startPython(code: string, extra: Partial<NativePlan> = {}) {
   const dir = makeRunDir();
   const child = native().spawn({ file: PYTHON, argv: [PYTHON, '-E', '-B', '-c', code], env: [], cwd: dir, ...extra });
   native().closeFd(child.stdin);
   const outputs = Promise.all([readAll(child.stdout), readAll(child.stderr), child.result === undefined ? undefined : readAll(child.result)]);
-  const exit = await new Promise<NativeExit>((resolve) => native().watchExit(child.pidfd, child.pid, resolve));
-  native().closeFd(child.pidfd);
-  const [stdout, stderr, result] = await outputs;
-  return { child, exit, stdout: stdout.toString(), stderr: stderr.toString(), result };
+  // Watched from the start, as the daemon does: a kill round that reaps it keeps its status.
+  const exited = new Promise<NativeExit>((resolve) => native().watchExit(child.pidfd, child.pid, resolve));
+  const finish = async () => {
+    const exit = await exited;
+    native().closeFd(child.pidfd);
+    const [stdout, stderr, result] = await outputs;
+    return { child, exit, stdout: stdout.toString(), stderr: stderr.toString(), result };
+  };
+  return { child, finish };
+}
+
+const spawnPython = (code: string, extra: Partial<NativePlan> = {}) => startPython(code, extra).finish();
+
+async function until(what: string, test: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!test()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 // spawn needs no root without uid/namespace layers, but the suite shares the root helpers.
@@ -40,5 +58,71 @@ describe.skipIf(!isRoot)('spawn fds', () => {
     expect(r.child.result).toBeUndefined();
     // 0-2 and the fd listdir itself has open: nothing of the parent's.
     expect(JSON.parse(r.stdout)).toEqual([0, 1, 2, 3]);
+  });
+});
+
+// Two uids of their own: the layer suites use TEST_UID and TEST_UID - 1.
+const ZOMBIE_UID = 61990;
+const OTHER_UID = 61991;
+
+/** Zombies whose parent is this process (a subreaper: runs' orphans come here), of `uid`. */
+function ownZombiesOf(uid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .filter((pid) => {
+      try {
+        const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+        return (
+          /^State:\s+Z/m.test(status) && Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]) === process.pid && Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) === uid
+        );
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+describe.skipIf(!isRoot)('kill rounds and zombies', () => {
+  it('deny_foreign_zombie_stops_the_reaping_of_another_uid', async () => {
+    // A run of ZOMBIE_UID leaves a zombie grandchild reparented to us, and keeps running.
+    const zombieMaker = startPython(
+      'import os, time\nc = os.fork()\nif c == 0:\n    if os.fork() == 0:\n        os._exit(0)\n    os._exit(0)\nos.waitpid(c, 0)\ntime.sleep(60)',
+      { uid: ZOMBIE_UID, gid: ZOMBIE_UID },
+    );
+    try {
+      await until('the zombie grandchild', () => ownZombiesOf(ZOMBIE_UID).length === 1);
+      // A run of OTHER_UID whose setsid()'d child outlives it: after the kill it is a zombie of ours.
+      const other = await spawnPython('import os, time\nif os.fork() == 0:\n    os.setsid()\n    os.closerange(0, 3)\n    time.sleep(60)\nprint("done")', {
+        uid: OTHER_UID,
+        gid: OTHER_UID,
+      });
+      expect(other.stdout).toBe('done\n');
+      // Before the fix the reaping stopped at ZOMBIE_UID's zombie: about a second, then EBUSY.
+      const started = performance.now();
+      native().killUid(OTHER_UID);
+      expect(performance.now() - started).toBeLessThan(500);
+      expect(processesOf(OTHER_UID)).toEqual([]);
+      expect(ownZombiesOf(ZOMBIE_UID)).toHaveLength(1); // not in killUid's range: left alone
+      // A round given the whole range reaps it too, and leaves the still running main alone.
+      let clean = false;
+      for (let i = 0; i < 100 && !clean; i++) clean = native().killUidRound(OTHER_UID, ZOMBIE_UID, 2);
+      expect(clean).toBe(true);
+      expect(ownZombiesOf(ZOMBIE_UID)).toEqual([]);
+      expect(processesOf(ZOMBIE_UID)).toEqual([zombieMaker.child.pid]);
+    } finally {
+      native().killUid(ZOMBIE_UID);
+      await zombieMaker.finish();
+    }
+  });
+
+  it('support_kill_round_reports_what_remains_and_keeps_a_watched_status', async () => {
+    const sleeper = startPython('import time\ntime.sleep(60)', { uid: OTHER_UID, gid: OTHER_UID });
+    // The main process is our child: the round kills it, reaps it for its watcher, then finds the uid clean.
+    let rounds = 0;
+    for (let clean = false; !clean && rounds < 1000; rounds++) clean = native().killUidRound(OTHER_UID, OTHER_UID, 1);
+    expect(rounds).toBeLessThan(1000);
+    const r = await sleeper.finish();
+    expect(r.exit.signal).toBe(9);
   });
 });
