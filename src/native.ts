@@ -116,6 +116,16 @@ interface Addon {
    * parent has not reaped them yet): try again later. Throws on anything else.
    */
   killUidRound(uid: number, reapFirstUid: number, reapCount: number): boolean;
+  /**
+   * Arms a REALTIME deadline on the addon's deadline thread: after `ms`, unless the process has
+   * exited, it is SIGKILLed through (a dup of) `pidfd`, and then its process group `pgid`. Needs
+   * nothing of the event loop. Returns an id for disarmDeadline.
+   */
+  armDeadline(pidfd: number, pgid: number, ms: number): number;
+  /** Disarms a deadline and closes its fds; true when it fired (the process was killed by it). */
+  disarmDeadline(id: number): boolean;
+  /** Deadlines armed and not yet disarmed (each holds two fds). */
+  armedDeadlines(): number;
   /** PR_SET_CHILD_SUBREAPER: runs' orphans come back to us to be reaped, not to init. */
   becomeSubreaper(): void;
   closeFd(fd: number): void;

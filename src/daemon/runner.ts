@@ -235,7 +235,11 @@ export class Runner {
     );
   }
 
-  /** Feeds stdin, collects output, enforces REALTIME, honours cancellation, and cleans up. */
+  /**
+   * Feeds stdin, collects output, arms REALTIME, honours cancellation, and cleans up. REALTIME is
+   * the addon's deadline thread's job, not a timer of this event loop: a loop busy for seconds
+   * (a large frame being decoded) must not stretch a run's time.
+   */
   private async supervise(
     child: NativeChild,
     dir: RunDir,
@@ -270,7 +274,7 @@ export class Runner {
     const outputRoom = child.result === undefined ? frameRoom : Math.floor(frameRoom / 2);
     const budget = new OutputBudget(Math.min(limits.OUTPUT > 0 ? limits.OUTPUT : Infinity, outputRoom));
     const resultBudget = new OutputBudget(frameRoom - outputRoom);
-    let timer: NodeJS.Timeout | undefined;
+    let deadline: number | undefined;
     let timedOut = false;
     let cancelledBy: unknown;
     let swept = false;
@@ -287,14 +291,8 @@ export class Runner {
       if (child.result !== undefined) result = readOutput(child.result, resultBudget);
       stdin = writeInput(child.stdin, request.stdin);
 
-      if (limits.REALTIME > 0) {
-        timer = setTimeout(() => {
-          timedOut = true;
-          this.counters.timedOut++;
-          log.warn(`run ${dir.id} exceeded REALTIME ${limits.REALTIME}s, killed`, { runId: dir.id, slug: request.slug });
-          this.killOnce(slot, child);
-        }, limits.REALTIME * 1000);
-      }
+      if (limits.REALTIME > 0) deadline = addon.armDeadline(child.pidfd, child.pid, limits.REALTIME * 1000);
+      blockLoopForTests(request.slug);
       if (signal?.aborted) onAbort();
       else signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -302,7 +300,14 @@ export class Runner {
       const wallMs = performance.now() - started;
       // Before the kill below: an OOM kill's trace in memory.events is the run's memory verdict.
       const memory = this.cgroupVerdict(slot);
-      clearTimeout(timer);
+      if (deadline !== undefined) {
+        timedOut = addon.disarmDeadline(deadline);
+        deadline = undefined;
+      }
+      if (timedOut) {
+        this.counters.timedOut++;
+        log.warn(`run ${dir.id} exceeded REALTIME ${limits.REALTIME}s, killed`, { runId: dir.id, slug: request.slug });
+      }
       signal?.removeEventListener('abort', onAbort);
       // The main process is gone; anything it left (a setsid()'d sleeper holding the pipes) goes too.
       swept = true;
@@ -347,7 +352,7 @@ export class Runner {
       }
       return reply;
     } finally {
-      clearTimeout(timer);
+      if (deadline !== undefined) addon.disarmDeadline(deadline);
       signal?.removeEventListener('abort', onAbort);
       if (!swept) await this.sweep(slot, child);
       stdin?.destroy();
@@ -463,6 +468,15 @@ function assertKillable(slot: Slot): void {
 /** On the global setTimeout (and budgets on the global performance), which the unit tests' fake timers drive. */
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Tests only (honoured under vitest): blocks the event loop for CODEJAIL_TEST_BLOCK_LOOP_MS right
+ * after spawning a run slugged 'test-block-loop', as a huge frame being decoded would.
+ */
+const TEST_BLOCK_LOOP_MS = process.env.VITEST ? Number(process.env.CODEJAIL_TEST_BLOCK_LOOP_MS ?? 0) : 0;
+function blockLoopForTests(slug: string | undefined): void {
+  if (TEST_BLOCK_LOOP_MS > 0 && slug === 'test-block-loop') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, TEST_BLOCK_LOOP_MS);
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

@@ -1,5 +1,6 @@
 // Hostile review, killing and reaping: what one run leaves behind (a zombie grandchild, a process
-// that outlives a crashed daemon) must not take other slots out of service or stop a restart.
+// that outlives a crashed daemon) must not take other slots out of service or stop a restart;
+// REALTIME must hold while the daemon's event loop is busy.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -99,6 +100,23 @@ describe.skipIf(!isRoot)('a zombie of one run', () => {
     // Closing the holder cancelled the zombie's run: its slot is swept clean and back too.
     await until('every slot free again', async () => (await suite.client.status()).slots.busy === 0);
     expect(processes().filter((p) => p.ppid === daemonPid && p.state === 'Z')).toEqual([]);
+  });
+});
+
+describe.skipIf(!isRoot)('REALTIME with a blocked event loop', () => {
+  // The daemon blocks its event loop for 5 s right after spawning a run slugged 'test-block-loop'.
+  const suite = daemonSuite({ env: { CODEJAIL_TEST_BLOCK_LOOP_MS: '5000' } });
+
+  it('deny_realtime_outlived_while_the_event_loop_is_blocked', async () => {
+    // Prints the wall clock every 50 ms until killed: the last stamp tells when it died.
+    const code = 'import time, sys\nwhile True:\n    print(time.time(), flush=True)\n    time.sleep(0.05)\n';
+    const r = await suite.client.jailCode('python', { code, limits: { REALTIME: 1 }, slug: 'test-block-loop' });
+    const stamps = r.stdout.toString().trim().split('\n').map(Number);
+    expect(r.timedOut).toBe(true);
+    expect(r.status).toBe(-9);
+    // Python's start-up comes before the first stamp; generous for a loaded box, well below the 5 s block.
+    expect(stamps.at(-1)! - stamps[0]!).toBeLessThan(3);
+    expect(suite.daemon.logs.some((l) => String(l.msg).includes('exceeded REALTIME 1s'))).toBe(true);
   });
 });
 

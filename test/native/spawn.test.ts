@@ -1,10 +1,10 @@
 // The addon's spawn contract beyond confinement: which fds a child gets. fd 3 is the result
 // channel only when the plan asks for it; otherwise every fd above stderr is closed, so nothing
 // of the daemon's (its socket, other runs' pipes) reaches a sandbox. Then what ends a child: kill
-// rounds that reap every run's zombies.
+// rounds that reap every run's zombies, REALTIME deadlines on the addon's own thread.
 import fs from 'node:fs';
 import net from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { native, type NativeExit, type NativePlan } from '../../src/native.js';
 import { PYTHON, isRoot, makeRunDir, processesOf } from '../helpers/sandbox.js';
 
@@ -36,6 +36,9 @@ function startPython(code: string, extra: Partial<NativePlan> = {}) {
 
 const spawnPython = (code: string, extra: Partial<NativePlan> = {}) => startPython(code, extra).finish();
 
+const openFds = () => fs.readdirSync('/proc/self/fd').length;
+const stateOf = (pid: number) => /^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+const blockEventLoop = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 async function until(what: string, test: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!test()) {
@@ -124,5 +127,60 @@ describe.skipIf(!isRoot)('kill rounds and zombies', () => {
     expect(rounds).toBeLessThan(1000);
     const r = await sleeper.finish();
     expect(r.exit.signal).toBe(9);
+  });
+});
+
+describe.skipIf(!isRoot)('REALTIME deadlines', () => {
+  // The deadline thread's epoll fd is made once, at the first arming: not a leak.
+  beforeAll(async () => {
+    const run = startPython('pass');
+    native().disarmDeadline(native().armDeadline(run.child.pidfd, run.child.pid, 10_000));
+    await run.finish();
+  });
+
+  it('deny_deadline_waits_for_the_event_loop', async () => {
+    const fdsBefore = openFds();
+    const run = startPython('import time\ntime.sleep(60)');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 200);
+    // Nothing on this thread runs for 1.5 s: the addon's thread kills the run meanwhile.
+    blockEventLoop(1500);
+    expect(stateOf(run.child.pid)).toBe('Z');
+    const r = await run.finish();
+    expect(r.exit.signal).toBe(9);
+    expect(native().disarmDeadline(deadline)).toBe(true);
+    expect(native().armedDeadlines()).toBe(0);
+    expect(openFds()).toBeLessThanOrEqual(fdsBefore);
+  });
+
+  it('support_deadline_kills_the_process_group_too', async () => {
+    // The child stays in the main process's group; it would hold stdout open for 60 s.
+    const run = startPython('import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\ntime.sleep(60)');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 100);
+    const r = await run.finish(); // both stdout ends closed: both processes died
+    expect(r.exit.signal).toBe(9);
+    expect(native().disarmDeadline(deadline)).toBe(true);
+  });
+
+  it('support_deadline_disarmed_in_time_does_not_fire_or_leak', async () => {
+    const fdsBefore = openFds();
+    const run = startPython('print(1)');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 10_000);
+    expect(native().armedDeadlines()).toBe(1);
+    const r = await run.finish();
+    expect(r.exit.code).toBe(0);
+    expect(native().disarmDeadline(deadline)).toBe(false);
+    expect(native().disarmDeadline(deadline)).toBe(false); // twice: harmless
+    expect(native().armedDeadlines()).toBe(0);
+    expect(openFds()).toBeLessThanOrEqual(fdsBefore);
+  });
+
+  it('support_deadline_after_a_normal_exit_is_not_a_timeout', async () => {
+    const run = startPython('pass');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 1000);
+    // Nobody reaps while the loop is blocked: the deadline expires on an exited, unreaped process.
+    blockEventLoop(2000);
+    const r = await run.finish();
+    expect(r.exit.code).toBe(0);
+    expect(native().disarmDeadline(deadline)).toBe(false);
   });
 });
