@@ -154,6 +154,7 @@ Napi::Value Spawn(const Napi::CallbackInfo &info) {
   out.Set("stdout", child.stdout_fd);
   out.Set("stderr", child.stderr_fd);
   if (child.result_fd >= 0) out.Set("result", child.result_fd);
+  out.Set("inheritedRssKb", (double)child.inherited_rss_kb);
   return out;
 }
 

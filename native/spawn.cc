@@ -130,6 +130,24 @@ std::vector<char *> c_strings(const std::vector<std::string> &strings) {
   return out;
 }
 
+// The peak resident set of the daemon's memory: VmHWM, the mm's high-water mark, which is what
+// a child exec'd from that memory inherits. When unreadable, getrusage's figure: larger (it also
+// holds what the daemon inherited from its own parent), still a bound.
+long memory_peak_kb() {
+  Fd fd(open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+  char buf[4096];
+  ssize_t n = fd.fd < 0 ? -1 : read(fd.fd, buf, sizeof buf - 1);
+  const char *line = nullptr;
+  if (n > 0) {
+    buf[n] = '\0';
+    line = strstr(buf, "\nVmHWM:");
+  }
+  if (line) return strtol(line + 7, nullptr, 10);
+  struct rusage self {};
+  getrusage(RUSAGE_SELF, &self);
+  return self.ru_maxrss;
+}
+
 }  // namespace
 
 SpawnedChild spawn_confined(const SpawnRequest &req) {
@@ -195,6 +213,8 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   }
   if (pid < 0) throw SpawnError(CJ_STEP_NONE, errno, std::string("clone: ") + strerror(errno));
   Fd pidfd_guard(pidfd);
+  // After the exec (CLONE_VFORK), so at least what the kernel folded into the child's maxrss.
+  long inherited_rss_kb = memory_peak_kb();
 
   // The child has exec'd or exited by now; once our copy of the write end is closed, the read
   // sees either a report or end-of-file (execve closed the child's copy).
@@ -215,7 +235,7 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
     throw SpawnError(step, report[1], std::string("sandbox set-up failed at ") + cj_step_name(step) + ": " + strerror(report[1]));
   }
   return SpawnedChild{pid, pidfd_guard.release(), stdin_write.release(), stdout_read.release(), stderr_read.release(),
-                      result_read.release()};
+                      result_read.release(), inherited_rss_kb};
 }
 
 namespace {

@@ -73,6 +73,12 @@ export interface NativeChild {
   stderr: number;
   /** Read end of the child's fd 3, when resultChannel was asked for. */
   result?: number;
+  /**
+   * The daemon's peak RSS (KiB) just after the child's execve. The child is cloned with CLONE_VM
+   * and the kernel's exec_mmap() folds the peak RSS of the memory it leaves, the daemon's, into
+   * the child's maxrss: an exit maxRssKb at or below this may be the daemon's figure, not the run's.
+   */
+  inheritedRssKb: number;
 }
 
 export interface NativeExit {
@@ -82,7 +88,10 @@ export interface NativeExit {
   /** CPU time of the child (and its reaped descendants) in microseconds. */
   userUs: number;
   systemUs: number;
-  /** Peak resident set in KiB. */
+  /**
+   * wait4's ru_maxrss in KiB: the peak RSS of the process and its reaped descendants, but never
+   * below the daemon's peak at the exec (see NativeChild.inheritedRssKb).
+   */
   maxRssKb: number;
 }
 

@@ -129,6 +129,9 @@ export class Runner {
     }
     const { config } = this.ctx;
     const limits = effectiveLimits(config.defaultLimits, request.limits, config.ceilings);
+    // A C string ends at its first NUL: such an argument cannot reach the program intact.
+    const nul = request.argv.findIndex((arg) => arg.includes('\0'));
+    if (nul >= 0) throw new DaemonError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
     const slot = await this.ctx.slots.acquire(signal);
     try {
       return await this.runInSlot(profile, request, limits, slot, signal);
@@ -338,7 +341,8 @@ export class Runner {
           wallMs: round(wallMs),
           userMs: round(exit.userUs / 1000),
           systemMs: round(exit.systemUs / 1000),
-          maxRssKb: exit.maxRssKb,
+          // Only a figure above what the child inherited from the daemon's memory is the run's own.
+          ...(exit.maxRssKb > child.inheritedRssKb ? { maxRssKb: exit.maxRssKb } : {}),
           ...(memory?.memoryPeakKb !== undefined ? { memoryPeakKb: memory.memoryPeakKb } : {}),
         },
         ...(memory ? { oomKilled: memory.oomKilled } : {}),

@@ -138,4 +138,17 @@ describe('Runner', () => {
     expect(slot.index).toBe(0);
     t.slots.release(slot);
   });
+
+  it('deny_nul_in_argv_is_a_setup_failure: it is bad_request, refused before taking a slot', async () => {
+    const spawn = vi.fn();
+    const t = setup({ spawn, killUidRound: () => true });
+    runBase = t.runBase;
+    await expect(t.runner.run({ ...request, argv: ['fine', 'a\0b'] })).rejects.toMatchObject({
+      code: 'bad_request',
+      message: 'argv[1] holds a NUL byte, which no program can receive',
+    });
+    expect(spawn).not.toHaveBeenCalled();
+    expect(t.runner.counters.setupFailures).toBe(0);
+    expect(t.slots.busy).toBe(0);
+  });
 });

@@ -1,6 +1,7 @@
 // Hostile review, killing and reaping: what one run leaves behind (a zombie grandchild, a process
 // that outlives a crashed daemon) must not take other slots out of service or stop a restart;
-// REALTIME must hold while the daemon's event loop is busy.
+// REALTIME must hold while the daemon's event loop is busy; the usage a run reports is its own;
+// a caller's bad argv is the caller's error, not a broken sandbox.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -117,6 +118,40 @@ describe.skipIf(!isRoot)('REALTIME with a blocked event loop', () => {
     // Python's start-up comes before the first stamp; generous for a loaded box, well below the 5 s block.
     expect(stamps.at(-1)! - stamps[0]!).toBeLessThan(3);
     expect(suite.daemon.logs.some((l) => String(l.msg).includes('exceeded REALTIME 1s'))).toBe(true);
+  });
+});
+
+describe.skipIf(!isRoot)('usage and bad input', () => {
+  const suite = daemonSuite();
+
+  it('deny_max_rss_reports_the_daemons_memory', async () => {
+    const r = await suite.client.jailCode('python', { code: 'print(1)' });
+    // python3 -c 'print(1)' peaks at about 10 MB; the daemon's own RSS is several times that.
+    if (r.usage.maxRssKb !== undefined) expect(r.usage.maxRssKb).toBeLessThan(40_000);
+    const statm = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
+    const daemonPeakKb = Number(/^VmHWM:\s+(\d+)/m.exec(statm)?.[1]);
+    expect(r.usage.maxRssKb ?? 0).toBeLessThan(daemonPeakKb);
+  });
+
+  it('support_max_rss_of_a_run_bigger_than_the_daemon_is_reported', async () => {
+    const statm = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
+    const daemonPeakMb = Math.ceil(Number(/^VmHWM:\s+(\d+)/m.exec(statm)?.[1]) / 1024);
+    const mb = daemonPeakMb + 100;
+    const r = await suite.client.jailCode('python', { code: `b = bytearray(${mb} * 2**20)\nb[::4096] = b'x' * len(b[::4096])\nprint(len(b))` });
+    expect(r.status).toBe(0);
+    expect(r.usage.maxRssKb).toBeGreaterThan(mb * 1024);
+    expect(r.usage.maxRssKb).toBeLessThan((mb + 60) * 1024);
+  });
+
+  it('deny_nul_in_argv_is_a_bad_request_not_a_setup_failure', async () => {
+    await expect(suite.client.jailCode('python', { code: 'print(1)', argv: ['ok', 'a\0b'], slug: 'nul-argv' })).rejects.toMatchObject({
+      code: 'bad_request',
+      message: expect.stringMatching(/argv\[1\].*NUL/),
+    });
+    const metrics = await suite.client.metrics();
+    expect(runsOf(metrics, 'setup_failed')).toBe(0);
+    expect(suite.daemon.logs.find((l) => l.msg === 'run ended' && l.slug === 'nul-argv')).toMatchObject({ error: 'bad_request' });
+    expect(suite.daemon.logs.some((l) => l.msg === 'sandbox set-up failed')).toBe(false);
   });
 });
 

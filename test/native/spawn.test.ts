@@ -1,7 +1,8 @@
 // The addon's spawn contract beyond confinement: which fds a child gets. fd 3 is the result
 // channel only when the plan asks for it; otherwise every fd above stderr is closed, so nothing
 // of the daemon's (its socket, other runs' pipes) reaches a sandbox. Then what ends a child: kill
-// rounds that reap every run's zombies, REALTIME deadlines on the addon's own thread.
+// rounds that reap every run's zombies, REALTIME deadlines on the addon's own thread, and what
+// the exit's maxRssKb can be trusted for.
 import fs from 'node:fs';
 import net from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -182,5 +183,18 @@ describe.skipIf(!isRoot)('REALTIME deadlines', () => {
     const r = await run.finish();
     expect(r.exit.code).toBe(0);
     expect(native().disarmDeadline(deadline)).toBe(false);
+  });
+});
+
+describe.skipIf(!isRoot)('maxRssKb', () => {
+  it('support_exec_from_the_parents_memory_inherits_its_peak_rss', async () => {
+    // Why the daemon reports maxRssKb only above inheritedRssKb: the kernel's exec_mmap() folds
+    // the peak RSS of the memory it leaves (ours, CLONE_VM) into the child's maxrss.
+    const hog = Buffer.alloc(200 * 1024 * 1024, 1); // make our peak well above python's
+    const r = await spawnPython('print(1)');
+    expect(hog[hog.length - 1]).toBe(1);
+    expect(r.child.inheritedRssKb).toBeGreaterThan(200 * 1024);
+    expect(r.exit.maxRssKb).toBeGreaterThan(200 * 1024); // python itself needs about 10 MB
+    expect(r.exit.maxRssKb).toBeLessThanOrEqual(r.child.inheritedRssKb);
   });
 });
