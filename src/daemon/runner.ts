@@ -107,10 +107,11 @@ export class Runner {
     for (const [i, slot] of slots.entries()) {
       if (drained[i]) continue;
       quarantined++;
+      this.dirtySlots.add(slot);
       this.ctx.slots.take(slot);
       this.quarantine(slot, 1, `processes of an earlier daemon did not go within ${START_DRAIN_MS} ms`);
     }
-    if (quarantined && quarantined === slots.length && layers.kill === 'uid') {
+    if (quarantined > 0 && quarantined === slots.length) {
       log.error('every slot is quarantined: runs, the self-check included, wait until one is clean', {});
     }
     return quarantined;
@@ -118,7 +119,7 @@ export class Runner {
 
   /**
    * Runs the request and resolves with its result. Rejects with a DaemonError: unknown_command,
-   * limit_exceeds_ceiling (before taking a slot), overloaded, bad_request (files), setup_failed,
+   * limit_exceeds_ceiling or bad_request (argv; before taking a slot), overloaded, bad_request (files), setup_failed,
    * cancelled or shutting_down (when `signal` aborts; its reason, if a DaemonError, is used).
    */
   async run(request: RunRequest, signal?: AbortSignal): Promise<JailCodeResult> {
