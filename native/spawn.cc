@@ -148,6 +148,20 @@ long memory_peak_kb() {
   return self.ru_maxrss;
 }
 
+// RSS counters are read approximately (per-CPU counters, batch max(32, 2 x CPUs) pages each,
+// since Linux 6.2; before, per-thread caches of up to 64 pages): what exec_mmap() folded in and
+// what VmHWM says a moment later may differ by this much, which the bound must cover.
+long rss_counter_slack_kb() {
+  static const long slack = [] {
+    long cpus = sysconf(_SC_NPROCESSORS_CONF);
+    if (cpus < 1) cpus = 1;
+    long per_cpu = cpus * 2 > 32 ? cpus * 2 : 32;
+    long threads = 64;  // a generous count of the daemon's threads
+    return (cpus * per_cpu + threads * 64) * (sysconf(_SC_PAGESIZE) / 1024);
+  }();
+  return slack;
+}
+
 }  // namespace
 
 SpawnedChild spawn_confined(const SpawnRequest &req) {
@@ -214,7 +228,7 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   if (pid < 0) throw SpawnError(CJ_STEP_NONE, errno, std::string("clone: ") + strerror(errno));
   Fd pidfd_guard(pidfd);
   // After the exec (CLONE_VFORK), so at least what the kernel folded into the child's maxrss.
-  long inherited_rss_kb = memory_peak_kb();
+  long inherited_rss_kb = memory_peak_kb() + rss_counter_slack_kb();
 
   // The child has exec'd or exited by now; once our copy of the write end is closed, the read
   // sees either a report or end-of-file (execve closed the child's copy).

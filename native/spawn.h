@@ -45,8 +45,8 @@ struct SpawnedChild {
   int result_fd;  // parent's read end of fd 3, or -1
   // The child exec'd from the daemon's memory (CLONE_VM), and the kernel's exec_mmap() folds the
   // OLD mm's peak RSS, the daemon's, into the child's maxrss. This is an upper bound of that
-  // figure (the daemon's peak just after the exec): a wait4 ru_maxrss at or below it may be the
-  // daemon's, not the run's; only one above it is the run's own.
+  // figure (the daemon's peak just after the exec, plus the counters' slack): a wait4 ru_maxrss
+  // at or below it may be the daemon's, not the run's; only one above it is the run's own.
   long inherited_rss_kb;
 };
 
