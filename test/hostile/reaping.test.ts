@@ -128,14 +128,14 @@ describe.skipIf(!isRoot)('usage and bad input', () => {
     const r = await suite.client.jailCode('python', { code: 'print(1)' });
     // python3 -c 'print(1)' peaks at about 10 MB; the daemon's own RSS is several times that.
     if (r.usage.maxRssKb !== undefined) expect(r.usage.maxRssKb).toBeLessThan(40_000);
-    const statm = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
-    const daemonPeakKb = Number(/^VmHWM:\s+(\d+)/m.exec(statm)?.[1]);
+    const daemonStatus = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
+    const daemonPeakKb = Number(/^VmHWM:\s+(\d+)/m.exec(daemonStatus)?.[1]);
     expect(r.usage.maxRssKb ?? 0).toBeLessThan(daemonPeakKb);
   });
 
   it('support_max_rss_of_a_run_bigger_than_the_daemon_is_reported', async () => {
-    const statm = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
-    const daemonPeakMb = Math.ceil(Number(/^VmHWM:\s+(\d+)/m.exec(statm)?.[1]) / 1024);
+    const daemonStatus = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
+    const daemonPeakMb = Math.ceil(Number(/^VmHWM:\s+(\d+)/m.exec(daemonStatus)?.[1]) / 1024);
     const mb = daemonPeakMb + 100;
     const r = await suite.client.jailCode('python', { code: `b = bytearray(${mb} * 2**20)\nb[::4096] = b'x' * len(b[::4096])\nprint(len(b))` });
     expect(r.status).toBe(0);

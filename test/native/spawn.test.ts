@@ -3,6 +3,7 @@
 // of the daemon's (its socket, other runs' pipes) reaches a sandbox. Then what ends a child: kill
 // rounds that reap every run's zombies, REALTIME deadlines on the addon's own thread, and what
 // the exit's maxRssKb can be trusted for.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -118,6 +119,16 @@ describe.skipIf(!isRoot)('kill rounds and zombies', () => {
       native().killUid(ZOMBIE_UID);
       await zombieMaker.finish();
     }
+  });
+
+  it('allow_kill_round_leaves_other_children_to_their_waiters', async () => {
+    // A child_process child (root, like libuv's children in the daemon) exits while this thread is
+    // busy, so libuv has not reaped it yet when the round runs: the round must leave it to libuv.
+    const child = spawn('/bin/sh', ['-c', 'exit 3'], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    blockEventLoop(300);
+    native().killUidRound(OTHER_UID, 1, 65534);
+    expect(await exited).toBe(3);
   });
 
   it('support_kill_round_reports_what_remains_and_keeps_a_watched_status', async () => {
