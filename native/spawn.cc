@@ -304,22 +304,55 @@ int kill_and_probe(uid_t uid) {
   return WEXITSTATUS(status) == 3 ? EAGAIN : EPERM;
 }
 
+std::string read_small_file(const std::string &path, bool *opened = nullptr) {
+  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (opened) *opened = fd.fd >= 0;
+  std::string text;
+  if (fd.fd < 0) return text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd.fd, buf, sizeof buf)) > 0) text.append(buf, n);
+  return text;
+}
+
+bool is_pid_name(const char *name) {
+  if (!*name) return false;
+  for (; *name; name++)
+    if (*name < '0' || *name > '9') return false;
+  return true;
+}
+
+// Without CONFIG_PROC_CHILDREN: every process whose parent is us, from /proc/<pid>/stat
+// ("pid (comm) state ppid ...", where comm may hold anything, hence the last ')').
+std::vector<pid_t> children_by_scan() {
+  std::vector<pid_t> pids;
+  DIR *proc = opendir("/proc");
+  if (!proc) return pids;
+  pid_t self = getpid();
+  while (struct dirent *entry = readdir(proc)) {
+    if (!is_pid_name(entry->d_name)) continue;
+    std::string stat = read_small_file(std::string("/proc/") + entry->d_name + "/stat");
+    size_t paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 4 > stat.size()) continue;
+    if (strtol(stat.c_str() + paren + 4, nullptr, 10) == self) pids.push_back((pid_t)atoi(entry->d_name));
+  }
+  closedir(proc);
+  return pids;
+}
+
 // The daemon's children, from every thread's /proc children list: an orphan is reparented to
 // some live thread of the subreaper, not always the main one. A list read while it changes may
 // miss a pid; the next round sees it.
 std::vector<pid_t> own_children() {
   std::vector<pid_t> pids;
   DIR *tasks = opendir("/proc/self/task");
-  if (!tasks) return pids;
+  if (!tasks) return children_by_scan();
+  bool listed = false;
   while (struct dirent *task = readdir(tasks)) {
-    if (task->d_name[0] == '.') continue;
-    std::string path = std::string("/proc/self/task/") + task->d_name + "/children";
-    Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.fd < 0) continue;
-    std::string text;
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fd.fd, buf, sizeof buf)) > 0) text.append(buf, n);
+    if (!is_pid_name(task->d_name)) continue;
+    bool opened;
+    std::string text = read_small_file(std::string("/proc/self/task/") + task->d_name + "/children", &opened);
+    listed = listed || opened;
     const char *p = text.c_str();
     while (*p) {
       char *end;
@@ -331,7 +364,7 @@ std::vector<pid_t> own_children() {
     }
   }
   closedir(tasks);
-  return pids;
+  return listed ? pids : children_by_scan();
 }
 
 }  // namespace
