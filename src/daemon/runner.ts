@@ -119,8 +119,9 @@ export class Runner {
 
   /**
    * Runs the request and resolves with its result. Rejects with a DaemonError: unknown_command,
-   * limit_exceeds_ceiling or bad_request (argv; before taking a slot), overloaded, bad_request (files), setup_failed,
-   * cancelled or shutting_down (when `signal` aborts; its reason, if a DaemonError, is used).
+   * limit_exceeds_ceiling or bad_request (argv) before taking a slot, overloaded, bad_request
+   * (files), setup_failed, cancelled or shutting_down (when `signal` aborts; its reason, if a
+   * DaemonError, is used).
    */
   async run(request: RunRequest, signal?: AbortSignal): Promise<JailCodeResult> {
     const profile = this.ctx.commands.get(request.command);
