@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/spawn.cc",
+        "native/deadline.cc",
         "native/confine.cc",
         "native/syscall.cc",
         "native/credentials.cc",

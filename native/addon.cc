@@ -17,6 +17,7 @@
 #include <cstring>
 #include <limits>
 
+#include "deadline.h"
 #include "spawn.h"
 
 using namespace codejail;
@@ -153,6 +154,7 @@ Napi::Value Spawn(const Napi::CallbackInfo &info) {
   out.Set("stdout", child.stdout_fd);
   out.Set("stderr", child.stderr_fd);
   if (child.result_fd >= 0) out.Set("result", child.result_fd);
+  out.Set("inheritedRssKb", (double)child.inherited_rss_kb);
   return out;
 }
 
@@ -242,6 +244,40 @@ Napi::Value KillUid(const Napi::CallbackInfo &info) {
   int err = kill_uid(info[0].As<Napi::Number>().Uint32Value());
   if (err) throw errno_error(info.Env(), "kill_uid", err, std::string("killUid: ") + strerror(err));
   return Napi::Number::New(info.Env(), 0);
+}
+
+// true: nothing of the uid is left; false: some remain (try again later).
+Napi::Value KillUidRound(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw Napi::TypeError::New(env, "killUidRound(uid, reapFirstUid, reapCount)");
+  int err = kill_uid_round(info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value(),
+                           info[2].As<Napi::Number>().Uint32Value());
+  if (err && err != EAGAIN) throw errno_error(env, "kill_uid", err, std::string("killUidRound: ") + strerror(err));
+  return Napi::Boolean::New(env, err == 0);
+}
+
+Napi::Value ArmDeadline(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw Napi::TypeError::New(env, "armDeadline(pidfd, pgid, ms)");
+  double ms = info[2].As<Napi::Number>().DoubleValue();
+  if (!(ms >= 0) || ms > 1e12) throw Napi::RangeError::New(env, "armDeadline: ms must be between 0 and 1e12");
+  try {
+    uint64_t id = arm_deadline(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(), (uint64_t)ms);
+    return Napi::Number::New(env, (double)id);
+  } catch (const std::system_error &e) {
+    throw errno_error(env, "arm_deadline", e.code().value(), e.what());
+  }
+}
+
+Napi::Value DisarmDeadline(const Napi::CallbackInfo &info) {
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "disarmDeadline(id)");
+  return Napi::Boolean::New(info.Env(), disarm_deadline((uint64_t)info[0].As<Napi::Number>().DoubleValue()));
+}
+
+Napi::Value ArmedDeadlines(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), (double)armed_deadlines());
 }
 
 Napi::Value BecomeSubreaper(const Napi::CallbackInfo &info) {
@@ -379,6 +415,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
   exports.Set("pidfdSignal", Napi::Function::New(env, PidfdSignal, "pidfdSignal"));
   exports.Set("killUid", Napi::Function::New(env, KillUid, "killUid"));
+  exports.Set("killUidRound", Napi::Function::New(env, KillUidRound, "killUidRound"));
+  exports.Set("armDeadline", Napi::Function::New(env, ArmDeadline, "armDeadline"));
+  exports.Set("disarmDeadline", Napi::Function::New(env, DisarmDeadline, "disarmDeadline"));
+  exports.Set("armedDeadlines", Napi::Function::New(env, ArmedDeadlines, "armedDeadlines"));
   exports.Set("becomeSubreaper", Napi::Function::New(env, BecomeSubreaper, "becomeSubreaper"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("landlockAbi", Napi::Function::New(env, LandlockAbi, "landlockAbi"));

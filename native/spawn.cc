@@ -5,6 +5,7 @@
 // exit can be watched and signals sent without pid-reuse races.
 #include "spawn.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <system_error>
@@ -128,6 +130,38 @@ std::vector<char *> c_strings(const std::vector<std::string> &strings) {
   return out;
 }
 
+// The peak resident set of the daemon's memory: VmHWM, the mm's high-water mark, which is what
+// a child exec'd from that memory inherits. When unreadable, getrusage's figure: larger (it also
+// holds what the daemon inherited from its own parent), still a bound.
+long memory_peak_kb() {
+  Fd fd(open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+  char buf[4096];
+  ssize_t n = fd.fd < 0 ? -1 : read(fd.fd, buf, sizeof buf - 1);
+  const char *line = nullptr;
+  if (n > 0) {
+    buf[n] = '\0';
+    line = strstr(buf, "\nVmHWM:");
+  }
+  if (line) return strtol(line + 7, nullptr, 10);
+  struct rusage self {};
+  getrusage(RUSAGE_SELF, &self);
+  return self.ru_maxrss;
+}
+
+// RSS counters are read approximately (per-CPU counters, batch max(32, 2 x CPUs) pages each,
+// since Linux 6.2; before, per-thread caches of up to 64 pages): what exec_mmap() folded in and
+// what VmHWM says a moment later may differ by this much, which the bound must cover.
+long rss_counter_slack_kb() {
+  static const long slack = [] {
+    long cpus = sysconf(_SC_NPROCESSORS_CONF);
+    if (cpus < 1) cpus = 1;
+    long per_cpu = cpus * 2 > 32 ? cpus * 2 : 32;
+    long threads = 64;  // a generous count of the daemon's threads
+    return (cpus * per_cpu + threads * 64) * (sysconf(_SC_PAGESIZE) / 1024);
+  }();
+  return slack;
+}
+
 }  // namespace
 
 SpawnedChild spawn_confined(const SpawnRequest &req) {
@@ -193,6 +227,8 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   }
   if (pid < 0) throw SpawnError(CJ_STEP_NONE, errno, std::string("clone: ") + strerror(errno));
   Fd pidfd_guard(pidfd);
+  // After the exec (CLONE_VFORK), so at least what the kernel folded into the child's maxrss.
+  long inherited_rss_kb = memory_peak_kb() + rss_counter_slack_kb();
 
   // The child has exec'd or exited by now; once our copy of the write end is closed, the read
   // sees either a report or end-of-file (execve closed the child's copy).
@@ -213,7 +249,7 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
     throw SpawnError(step, report[1], std::string("sandbox set-up failed at ") + cj_step_name(step) + ": " + strerror(report[1]));
   }
   return SpawnedChild{pid, pidfd_guard.release(), stdin_write.release(), stdout_read.release(), stderr_read.release(),
-                      result_read.release()};
+                      result_read.release(), inherited_rss_kb};
 }
 
 namespace {
@@ -248,42 +284,121 @@ int killer_main(void *raw) {
   return 0;
 }
 
-// Reaps zombies of `uid` that were reparented to the daemon (it is a child subreaper, so a
-// run's orphans come here rather than to an init that may never reap them). A zombie that is
-// a watched run process is reaped too, its status kept for its watcher. Stops at the first
-// zombie that belongs to someone else (libuv reaps its own children by pid).
-void reap_zombies_of(uid_t uid) {
-  for (;;) {
-    siginfo_t info{};
-    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid == 0) return;
-    if (info.si_uid != uid) return;
-    ReapedStatus reaped{};
-    if (wait4(info.si_pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != info.si_pid) return;
-    if (is_watched(info.si_pid)) stash_reaped(info.si_pid, reaped);
+// Runs the killer helper for `uid` once: 0 when nothing of the uid is left, EAGAIN when
+// something is, or another errno value.
+int kill_and_probe(uid_t uid) {
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(clone_mutex);
+    void *stack = child_stack_top();
+    SignalsBlocked blocked;
+    pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
   }
+  if (pid < 0) return errno;
+  int status;
+  while (waitpid(pid, &status, __WALL) < 0) {
+    if (errno != EINTR) return errno;
+  }
+  if (!WIFEXITED(status)) return ECHILD;
+  if (WEXITSTATUS(status) == 0) return 0;
+  return WEXITSTATUS(status) == 3 ? EAGAIN : EPERM;
+}
+
+std::string read_small_file(const std::string &path, bool *opened = nullptr) {
+  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (opened) *opened = fd.fd >= 0;
+  std::string text;
+  if (fd.fd < 0) return text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd.fd, buf, sizeof buf)) > 0) text.append(buf, n);
+  return text;
+}
+
+bool is_pid_name(const char *name) {
+  if (!*name) return false;
+  for (; *name; name++)
+    if (*name < '0' || *name > '9') return false;
+  return true;
+}
+
+// Without CONFIG_PROC_CHILDREN: every process whose parent is us, from /proc/<pid>/stat
+// ("pid (comm) state ppid ...", where comm may hold anything, hence the last ')').
+std::vector<pid_t> children_by_scan() {
+  std::vector<pid_t> pids;
+  DIR *proc = opendir("/proc");
+  if (!proc) return pids;
+  pid_t self = getpid();
+  while (struct dirent *entry = readdir(proc)) {
+    if (!is_pid_name(entry->d_name)) continue;
+    std::string stat = read_small_file(std::string("/proc/") + entry->d_name + "/stat");
+    size_t paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 4 > stat.size()) continue;
+    if (strtol(stat.c_str() + paren + 4, nullptr, 10) == self) pids.push_back((pid_t)atoi(entry->d_name));
+  }
+  closedir(proc);
+  return pids;
+}
+
+// The daemon's children, from every thread's /proc children list: an orphan is reparented to
+// some live thread of the subreaper, not always the main one. A list read while it changes may
+// miss a pid; the next round sees it.
+std::vector<pid_t> own_children() {
+  std::vector<pid_t> pids;
+  DIR *tasks = opendir("/proc/self/task");
+  if (!tasks) return children_by_scan();
+  bool listed = false;
+  while (struct dirent *task = readdir(tasks)) {
+    if (!is_pid_name(task->d_name)) continue;
+    bool opened;
+    std::string text = read_small_file(std::string("/proc/self/task/") + task->d_name + "/children", &opened);
+    listed = listed || opened;
+    const char *p = text.c_str();
+    while (*p) {
+      char *end;
+      long pid = strtol(p, &end, 10);
+      if (end == p) break;
+      pids.push_back((pid_t)pid);
+      p = end;
+      while (*p == ' ' || *p == '\n') p++;
+    }
+  }
+  closedir(tasks);
+  return listed ? pids : children_by_scan();
 }
 
 }  // namespace
 
+int reap_run_zombies(uid_t first_uid, uid_t count) {
+  int reaped_count = 0;
+  for (pid_t pid : own_children()) {
+    // WNOWAIT: look first; only a zombie of a run's uid is ours to reap.
+    siginfo_t info{};
+    if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid != pid) continue;
+    if (info.si_uid < first_uid || info.si_uid - first_uid >= count) continue;
+    ReapedStatus reaped{};
+    if (wait4(pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != pid) continue;
+    if (is_watched(pid)) stash_reaped(pid, reaped);
+    reaped_count++;
+  }
+  return reaped_count;
+}
+
+int kill_uid_round(uid_t uid, uid_t reap_first, uid_t reap_count) {
+  if (uid == 0) return EINVAL;
+  reap_run_zombies(reap_first, reap_count);
+  int err = kill_and_probe(uid);
+  // What the kill just ended are zombies now: those of our children go at once, so that the
+  // next round (or this one's caller) can find the uid clean.
+  if (err == EAGAIN && reap_run_zombies(reap_first, reap_count) > 0) err = kill_and_probe(uid);
+  return err;
+}
+
 int kill_uid(uid_t uid) {
   if (uid == 0) return EINVAL;
   for (int attempt = 0; attempt < kKillAttempts; attempt++) {
-    pid_t pid;
-    {
-      std::lock_guard<std::mutex> lock(clone_mutex);
-      void *stack = child_stack_top();
-      SignalsBlocked blocked;
-      pid = clone(killer_main, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &uid);
-    }
-    if (pid < 0) return errno;
-    int status;
-    while (waitpid(pid, &status, __WALL) < 0) {
-      if (errno != EINTR) return errno;
-    }
-    if (!WIFEXITED(status)) return ECHILD;
-    if (WEXITSTATUS(status) == 0) return 0;
-    if (WEXITSTATUS(status) != 3) return EPERM;
-    reap_zombies_of(uid);
+    int err = kill_uid_round(uid, uid, 1);
+    if (err != EAGAIN) return err;
     struct timespec pause = {0, 200 * 1000};
     nanosleep(&pause, nullptr);
   }

@@ -43,6 +43,11 @@ struct SpawnedChild {
   int stdout_fd;  // parent's read end
   int stderr_fd;  // parent's read end
   int result_fd;  // parent's read end of fd 3, or -1
+  // The child exec'd from the daemon's memory (CLONE_VM), and the kernel's exec_mmap() folds the
+  // OLD mm's peak RSS, the daemon's, into the child's maxrss. This is an upper bound of that
+  // figure (the daemon's peak just after the exec, plus the counters' slack): a wait4 ru_maxrss
+  // at or below it may be the daemon's, not the run's; only one above it is the run's own.
+  long inherited_rss_kb;
 };
 
 // A set-up step failed: in the daemon while preparing (step CJ_STEP_NONE), or in the child.
@@ -59,7 +64,7 @@ struct ReapedStatus {
   struct rusage usage;
 };
 
-// Exit bookkeeping shared by kill_uid and the addon's exit watchers (JS thread only).
+// Exit bookkeeping shared by the kill rounds and the addon's exit watchers (JS thread only).
 void watch_pid(pid_t pid);
 bool is_watched(pid_t pid);
 void stash_reaped(pid_t pid, const ReapedStatus &status);
@@ -68,9 +73,22 @@ int reap_watched(pid_t pid, ReapedStatus *out);
 // Orphans of runs are reparented to the daemon instead of init, which may never reap them.
 bool become_subreaper();
 
-// SIGKILLs every process whose uid is `uid`, from a short-lived helper running as that uid
-// (kill(-1) reaches exactly the processes a user may signal), and waits until none is left.
-// Returns 0, EBUSY when some remained after a second of trying, or another errno value.
+// Reaps every zombie child of the daemon whose uid is in [first_uid, first_uid + count): the
+// runs' orphans, reparented here because the daemon is a subreaper. Zombies of other uids (libuv's
+// own child_process children) are left to whoever waits for them. A watched pid's status is
+// stashed for its watcher. Returns how many were reaped. JS thread only.
+int reap_run_zombies(uid_t first_uid, uid_t count);
+
+// One round of killing `uid`, which never waits: reaps the run zombies of [reap_first,
+// reap_first + reap_count), SIGKILLs every process of `uid` from a short-lived helper running as
+// that uid (kill(-1) reaches exactly the processes a user may signal), and probes whether any is
+// left; if so, reaps again what the kill just turned into zombies. Returns 0 when none is left,
+// EAGAIN when some remain (dying, or zombies whose parent has not reaped them yet), or another
+// errno value. The caller retries later; the daemon does so on timers, off the event loop's back.
+int kill_uid_round(uid_t uid, uid_t reap_first, uid_t reap_count);
+
+// kill_uid_round until none is left, for at most about a second (EBUSY after). Blocks: for
+// tools and tests, never the daemon's event loop.
 int kill_uid(uid_t uid);
 
 }  // namespace codejail

@@ -72,6 +72,12 @@ export interface NativeChild {
   stderr: number;
   /** Read end of the child's fd 3, when resultChannel was asked for. */
   result?: number;
+  /**
+   * The daemon's peak RSS (KiB) just after the child's execve. The child is cloned with CLONE_VM
+   * and the kernel's exec_mmap() folds the peak RSS of the memory it leaves, the daemon's, into
+   * the child's maxrss: an exit maxRssKb at or below this may be the daemon's figure, not the run's.
+   */
+  inheritedRssKb: number;
 }
 
 export interface NativeExit {
@@ -81,7 +87,10 @@ export interface NativeExit {
   /** CPU time of the child (and its reaped descendants) in microseconds. */
   userUs: number;
   systemUs: number;
-  /** Peak resident set in KiB. */
+  /**
+   * wait4's ru_maxrss in KiB: the peak RSS of the process and its reaped descendants, but never
+   * below the daemon's peak at the exec (see NativeChild.inheritedRssKb).
+   */
   maxRssKb: number;
 }
 
@@ -114,9 +123,27 @@ interface Addon {
   pidfdSignal(pidfd: number, signal: number): boolean;
   /**
    * SIGKILLs every process of `uid` and returns once none is left (zombies reaped), so the slot
-   * can be reused. Throws with code EBUSY if some remain after about a second.
+   * can be reused. Throws with code EBUSY if some remain after about a second. Blocks meanwhile:
+   * for tools and tests; the daemon uses killUidRound.
    */
   killUid(uid: number): number;
+  /**
+   * One round, which never waits: reaps the zombie children of uids [reapFirstUid, reapFirstUid +
+   * reapCount) (the runs' orphans; other children, like libuv's, are left alone), SIGKILLs every
+   * process of `uid`, and probes. true: none is left; false: some remain (dying, or zombies whose
+   * parent has not reaped them yet): try again later. Throws on anything else.
+   */
+  killUidRound(uid: number, reapFirstUid: number, reapCount: number): boolean;
+  /**
+   * Arms a REALTIME deadline on the addon's deadline thread: after `ms`, unless the process has
+   * exited, it is SIGKILLed through (a dup of) `pidfd`, and then its process group `pgid`. Needs
+   * nothing of the event loop. Returns an id for disarmDeadline.
+   */
+  armDeadline(pidfd: number, pgid: number, ms: number): number;
+  /** Disarms a deadline and closes its fds; true when it fired (the process was killed by it). */
+  disarmDeadline(id: number): boolean;
+  /** Deadlines armed and not yet disarmed (each holds two fds). */
+  armedDeadlines(): number;
   /** PR_SET_CHILD_SUBREAPER: runs' orphans come back to us to be reaped, not to init. */
   becomeSubreaper(): void;
   closeFd(fd: number): void;

@@ -122,20 +122,14 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     // A crashed daemon may have left sandboxes running (a setsid()'d grandchild outlives the
     // parent-death signal). They must be gone BEFORE the sweep: one still running as a slot uid
     // could swap a directory of its run for a symlink while root removes the tree. A slot that
-    // cannot be emptied stops the start rather than being swept or reused.
-    for (const slot of slotUsers(config.slots)) {
-      try {
-        layers.cgroupTree?.release(slot);
-        if (layers.kill === 'uid') addon.killUid(slot.uid);
-      } catch (err) {
-        throw new Error(`processes left by an earlier daemon in slot ${slot.index} (uid ${slot.uid}) cannot be killed: ${(err as Error).message}`);
-      }
-    }
-    prepareRunBase(config.runBase);
-    await sweepRunBase(realpathSync(config.runBase), log, layers.runDisk);
-
-    const slots = new SlotPool(slotUsers(config.slots), config.queueMax);
+    // does not drain in time is quarantined, not fatal; the sweep then waits for the next start.
+    const slotList = slotUsers(config.slots);
+    const slots = new SlotPool(slotList, config.queueMax);
     const runner = new Runner({ config, layers, commands, slots, addon, log });
+    const quarantinedAtStart = await runner.drainAtStart(slotList);
+    prepareRunBase(config.runBase);
+    if (quarantinedAtStart === 0) await sweepRunBase(realpathSync(config.runBase), log, layers.runDisk);
+    else log.warn('run directories of an earlier daemon are kept until a start finds every slot empty', { runBase: config.runBase });
 
     const checkCommand = Object.entries(config.commands).find(([, c]) => c.kind === 'python')?.[0];
     if (checkCommand) {

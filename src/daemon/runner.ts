@@ -2,7 +2,6 @@
 // failure, timeout, client gone, daemon stopping) the same finally-chain runs: kill everything
 // of the slot, drain and close the pipes, close the pidfd, remove the run directory, release the
 // slot. Nothing outlives a run.
-import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
 import type { native, NativeChild, NativeExit } from '../native.js';
@@ -45,6 +44,19 @@ export interface RunCounters {
 
 /** After the main process exits and the slot is swept, its pipes close at once; this is a backstop. */
 const OUTPUT_EOF_GRACE_MS = 2000;
+/**
+ * A sweep's kill rounds: the first at once, the next after 1 ms, doubling up to 100 ms, for at
+ * most this long; then the slot is quarantined. Killed processes need a moment to die, and a zombie
+ * whose parent is another run's process a moment to be reparented here and reaped.
+ */
+const SWEEP_BUDGET_MS = 2000;
+const SWEEP_MAX_PAUSE_MS = 100;
+/**
+ * At start-up, how long the slots may take to drain of what an earlier daemon left: a killed
+ * daemon's sandboxes may linger as zombies until the host's init reaps them. A slot still not
+ * empty then is quarantined, and the daemon starts without it.
+ */
+const START_DRAIN_MS = 5000;
 /** Room in the reply frame for everything but stdout and stderr. */
 const REPLY_OVERHEAD_BYTES = 16 * 1024;
 const SIGKILL = 9;
@@ -64,9 +76,52 @@ export class Runner {
   }
 
   /**
+   * Start-up: kills whatever an earlier daemon left in each slot (a setsid()'d grandchild outlives
+   * the parent-death signal) and waits, at most START_DRAIN_MS and without blocking the event
+   * loop, for the slots to be empty. A slot still not empty then is taken out of the pool and
+   * quarantined (retried like after a run), not fatal. Resolves with how many were quarantined.
+   */
+  async drainAtStart(slots: Slot[]): Promise<number> {
+    const { layers, log } = this.ctx;
+    const deadline = performance.now() + START_DRAIN_MS;
+    const drained = await Promise.all(
+      slots.map(async (slot) => {
+        const started = performance.now();
+        try {
+          // A leaf left by the crashed daemon: killed and removed.
+          layers.cgroupTree?.release(slot);
+        } catch (err) {
+          log.error('could not remove a run cgroup left by an earlier daemon', { slot: slot.index, error: err });
+          return false;
+        }
+        let waited = false;
+        const clean = await this.sweep(slot, undefined, deadline, () => {
+          waited = true;
+          log.warn('waiting for processes of an earlier daemon to go', { slot: slot.index, uid: slot.uid, maxWaitMs: START_DRAIN_MS });
+        });
+        if (clean && waited) log.info('slot drained', { slot: slot.index, uid: slot.uid, waitedMs: Math.round(performance.now() - started) });
+        return clean;
+      }),
+    );
+    let quarantined = 0;
+    for (const [i, slot] of slots.entries()) {
+      if (drained[i]) continue;
+      quarantined++;
+      this.dirtySlots.add(slot);
+      this.ctx.slots.take(slot);
+      this.quarantine(slot, 1, `processes of an earlier daemon did not go within ${START_DRAIN_MS} ms`);
+    }
+    if (quarantined > 0 && quarantined === slots.length) {
+      log.error('every slot is quarantined: runs, the self-check included, wait until one is clean', {});
+    }
+    return quarantined;
+  }
+
+  /**
    * Runs the request and resolves with its result. Rejects with a DaemonError: unknown_command,
-   * limit_exceeds_ceiling (before taking a slot), overloaded, bad_request (files), setup_failed,
-   * cancelled or shutting_down (when `signal` aborts; its reason, if a DaemonError, is used).
+   * limit_exceeds_ceiling or bad_request (argv) before taking a slot, overloaded, bad_request
+   * (files), setup_failed, cancelled or shutting_down (when `signal` aborts; its reason, if a
+   * DaemonError, is used).
    */
   async run(request: RunRequest, signal?: AbortSignal): Promise<JailCodeResult> {
     const profile = this.ctx.commands.get(request.command);
@@ -76,6 +131,9 @@ export class Runner {
     }
     const { config } = this.ctx;
     const limits = effectiveLimits(config.defaultLimits, request.limits, config.ceilings);
+    // A C string ends at its first NUL: such an argument cannot reach the program intact.
+    const nul = request.argv.findIndex((arg) => arg.includes('\0'));
+    if (nul >= 0) throw new DaemonError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
     const slot = await this.ctx.slots.acquire(signal);
     try {
       return await this.runInSlot(profile, request, limits, slot, signal);
@@ -89,19 +147,20 @@ export class Runner {
    * A slot whose processes could not all be killed must not host the next run (it would share a
    * uid with the survivors): keep it out of the pool and retry the sweep until it is clean.
    */
-  private quarantine(slot: Slot, attempt = 1): void {
+  private quarantine(slot: Slot, attempt = 1, reason = 'processes of its uid survived the kill'): void {
     const { log, slots } = this.ctx;
-    if (attempt === 1) log.error('slot quarantined: processes of its uid survived the kill', { slot: slot.index, uid: slot.uid });
+    if (attempt === 1) log.error(`slot quarantined: ${reason}`, { slot: slot.index, uid: slot.uid });
     const retry = setTimeout(() => {
-      this.killSlot(slot, undefined);
-      if (this.dirtySlots.has(slot)) {
-        this.quarantine(slot, attempt + 1);
-        return;
-      }
-      log.info('slot is clean again and back in the pool', { slot: slot.index, uid: slot.uid, attempts: attempt });
-      const dirs = this.deferredDirs.get(slot) ?? [];
-      this.deferredDirs.delete(slot);
-      void Promise.all(dirs.map((dir) => this.remove(dir))).then(() => slots.release(slot));
+      void this.sweep(slot, undefined).then((clean) => {
+        if (!clean) {
+          this.quarantine(slot, attempt + 1);
+          return;
+        }
+        log.info('slot is clean again and back in the pool', { slot: slot.index, uid: slot.uid, attempts: attempt });
+        const dirs = this.deferredDirs.get(slot) ?? [];
+        this.deferredDirs.delete(slot);
+        void Promise.all(dirs.map((dir) => this.remove(dir))).then(() => slots.release(slot));
+      });
     }, Math.min(1000 * 2 ** attempt, 60_000));
     // A stopping daemon exits anyway; its parent-death signal and the next start's sweep finish the job.
     retry.unref();
@@ -147,7 +206,7 @@ export class Runner {
         child = addon.spawn(plan);
       } catch (err) {
         // The addon reaps a child whose set-up failed; sweep the slot anyway, it costs little.
-        this.killSlot(slot, undefined);
+        await this.sweep(slot, undefined);
         throw this.setupFailed(err, dir.id, request.slug);
       } finally {
         if (cgroupProcsFd !== undefined) closeQuietly(addon, cgroupProcsFd);
@@ -182,7 +241,11 @@ export class Runner {
     );
   }
 
-  /** Feeds stdin, collects output, enforces REALTIME, honours cancellation, and cleans up. */
+  /**
+   * Feeds stdin, collects output, arms REALTIME, honours cancellation, and cleans up. REALTIME is
+   * the addon's deadline thread's job, not a timer of this event loop: a loop busy for seconds
+   * (a large frame being decoded) must not stretch a run's time.
+   */
   private async supervise(
     child: NativeChild,
     dir: RunDir,
@@ -193,7 +256,6 @@ export class Runner {
   ): Promise<JailCodeResult> {
     const { addon, log, config } = this.ctx;
     const started = performance.now();
-    const kill = () => this.killSlot(slot, child);
 
     // Watch for the exit first: whatever fails below, the child is then always reaped, and the
     // pidfd is closed only once the watcher is done with it.
@@ -218,13 +280,14 @@ export class Runner {
     const outputRoom = child.result === undefined ? frameRoom : Math.floor(frameRoom / 2);
     const budget = new OutputBudget(Math.min(limits.OUTPUT > 0 ? limits.OUTPUT : Infinity, outputRoom));
     const resultBudget = new OutputBudget(frameRoom - outputRoom);
-    let timer: NodeJS.Timeout | undefined;
+    let deadline: number | undefined;
     let timedOut = false;
     let cancelledBy: unknown;
     let swept = false;
+    // One kill round is enough to end the main process; the sweep after its exit does the rest.
     const onAbort = () => {
       cancelledBy = signal!.reason ?? new DaemonError('cancelled', 'the run was cancelled');
-      kill();
+      this.killOnce(slot, child);
     };
 
     try {
@@ -234,14 +297,8 @@ export class Runner {
       if (child.result !== undefined) result = readOutput(child.result, resultBudget);
       stdin = writeInput(child.stdin, request.stdin);
 
-      if (limits.REALTIME > 0) {
-        timer = setTimeout(() => {
-          timedOut = true;
-          this.counters.timedOut++;
-          log.warn(`run ${dir.id} exceeded REALTIME ${limits.REALTIME}s, killed`, { runId: dir.id, slug: request.slug });
-          kill();
-        }, limits.REALTIME * 1000);
-      }
+      if (limits.REALTIME > 0) deadline = addon.armDeadline(child.pidfd, child.pid, limits.REALTIME * 1000);
+      blockLoopForTests(request.slug);
       if (signal?.aborted) onAbort();
       else signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -249,11 +306,18 @@ export class Runner {
       const wallMs = performance.now() - started;
       // Before the kill below: an OOM kill's trace in memory.events is the run's memory verdict.
       const memory = this.cgroupVerdict(slot);
-      clearTimeout(timer);
+      if (deadline !== undefined) {
+        timedOut = addon.disarmDeadline(deadline);
+        deadline = undefined;
+      }
+      if (timedOut) {
+        this.counters.timedOut++;
+        log.warn(`run ${dir.id} exceeded REALTIME ${limits.REALTIME}s, killed`, { runId: dir.id, slug: request.slug });
+      }
       signal?.removeEventListener('abort', onAbort);
       // The main process is gone; anything it left (a setsid()'d sleeper holding the pipes) goes too.
-      kill();
       swept = true;
+      await this.sweep(slot, child);
       await this.drain(dir.id, [stdout, stderr, ...(result ? [result] : [])]);
 
       if (cancelledBy !== undefined) {
@@ -280,7 +344,8 @@ export class Runner {
           wallMs: round(wallMs),
           userMs: round(exit.userUs / 1000),
           systemMs: round(exit.systemUs / 1000),
-          maxRssKb: exit.maxRssKb,
+          // Only a figure above what the child inherited from the daemon's memory is the run's own.
+          ...(exit.maxRssKb > child.inheritedRssKb ? { maxRssKb: exit.maxRssKb } : {}),
           ...(memory?.memoryPeakKb !== undefined ? { memoryPeakKb: memory.memoryPeakKb } : {}),
         },
         ...(memory ? { oomKilled: memory.oomKilled } : {}),
@@ -294,9 +359,9 @@ export class Runner {
       }
       return reply;
     } finally {
-      clearTimeout(timer);
+      if (deadline !== undefined) addon.disarmDeadline(deadline);
       signal?.removeEventListener('abort', onAbort);
-      if (!swept) kill();
+      if (!swept) await this.sweep(slot, child);
       stdin?.destroy();
       stdout?.destroy();
       stderr?.destroy();
@@ -323,33 +388,64 @@ export class Runner {
   }
 
   /**
-   * Kills every process of the run. With the uid layer, every process of the slot's uid (the
-   * whole tree, setsid()'d or not). Without it (unsafe, or uid off), only the main process and its
-   * process group: never killUid on a uid the daemon shares with anything else.
+   * Kills every process of the run and waits, on timers, until none is left: with the uid layer
+   * every process of the slot's uid (the whole tree, setsid()'d or not), with the cgroups layer
+   * every process of the slot's leaf. Without either (unsafe, or uid off) only the main process and
+   * its process group: never a uid the daemon shares with anything else. A slot that cannot be
+   * emptied by `deadline` (default: SWEEP_BUDGET_MS from now) is marked dirty, for quarantine.
+   * `onWait` is called once if a first round left something. Resolves with whether it is clean.
    */
-  private killSlot(slot: Slot, child: NativeChild | undefined): void {
-    const { addon, layers, log } = this.ctx;
+  private async sweep(slot: Slot, child: NativeChild | undefined, deadline?: number, onWait?: () => void): Promise<boolean> {
+    const { addon, layers, log, config } = this.ctx;
+    const until = deadline ?? performance.now() + SWEEP_BUDGET_MS;
     try {
       // cgroup.kill reaches every process of the run, whatever its uid or session, and returns
       // once the leaf is empty.
       layers.cgroupTree?.kill(slot);
       if (layers.kill === 'uid') {
-        if (slot.uid < 1000 || slot.uid === process.getuid?.()) throw new Error(`refusing to kill uid ${slot.uid}`);
-        addon.killUid(slot.uid);
+        assertKillable(slot);
+        // Each round also reaps zombies of every slot's uid reparented here, whichever run left them.
+        const { firstUid, count } = config.slots;
+        for (let pause = 1; !addon.killUidRound(slot.uid, firstUid, count); pause = Math.min(pause * 2, SWEEP_MAX_PAUSE_MS)) {
+          if (performance.now() >= until) throw new Error(`processes of uid ${slot.uid} remain after SIGKILL`);
+          if (pause === 1) onWait?.();
+          await sleep(pause);
+        }
         this.dirtySlots.delete(slot);
-        return;
+        return true;
       }
       if (layers.cgroupTree) this.dirtySlots.delete(slot);
-      if (!child) return;
-      addon.pidfdSignal(child.pidfd, SIGKILL);
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // ESRCH: the group is already gone.
-      }
+      if (child) this.signalGroup(child);
+      return true;
     } catch (err) {
       if (layers.kill === 'uid' || layers.cgroupTree) this.dirtySlots.add(slot);
       log.error('killing a run failed', { slot: slot.index, uid: slot.uid, error: err });
+      return !(layers.kill === 'uid' || layers.cgroupTree);
+    }
+  }
+
+  /** One kill round, at once and without waiting (cancellation): the sweep after the exit finishes. */
+  private killOnce(slot: Slot, child: NativeChild): void {
+    const { addon, layers, log, config } = this.ctx;
+    try {
+      if (layers.kill === 'uid') {
+        assertKillable(slot);
+        addon.killUidRound(slot.uid, config.slots.firstUid, config.slots.count);
+      } else {
+        this.signalGroup(child);
+      }
+    } catch (err) {
+      log.error('killing a run failed', { slot: slot.index, uid: slot.uid, error: err });
+    }
+  }
+
+  /** SIGKILLs the main process and its process group (it called setsid(): its pid is the group's). */
+  private signalGroup(child: NativeChild): void {
+    this.ctx.addon.pidfdSignal(child.pidfd, SIGKILL);
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // ESRCH: the group is already gone.
     }
   }
 
@@ -370,6 +466,24 @@ export class Runner {
     this.ctx.log.error('sandbox set-up failed', { runId, slug, step, code: failure.code, errno: failure.errno, error: err });
     return new DaemonError('setup_failed', `sandbox set-up failed at step "${step}": ${failure.message ?? String(err)}`);
   }
+}
+
+function assertKillable(slot: Slot): void {
+  if (slot.uid < 1000 || slot.uid === process.getuid?.()) throw new Error(`refusing to kill uid ${slot.uid}`);
+}
+
+/** On the global setTimeout (and budgets on the global performance), which the unit tests' fake timers drive. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Tests only (honoured under vitest): blocks the event loop for CODEJAIL_TEST_BLOCK_LOOP_MS right
+ * after spawning a run slugged 'test-block-loop', as a huge frame being decoded would.
+ */
+const TEST_BLOCK_LOOP_MS = process.env.VITEST ? Number(process.env.CODEJAIL_TEST_BLOCK_LOOP_MS ?? 0) : 0;
+function blockLoopForTests(slug: string | undefined): void {
+  if (TEST_BLOCK_LOOP_MS > 0 && slug === 'test-block-loop') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, TEST_BLOCK_LOOP_MS);
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

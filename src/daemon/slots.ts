@@ -115,6 +115,17 @@ export class SlotPool {
     });
   }
 
+  /**
+   * Takes a free slot out of the pool as if it were acquired: a slot found dirty at start-up,
+   * which its quarantine releases once clean.
+   */
+  take(slot: Slot): void {
+    const at = this.free.indexOf(slot);
+    if (at < 0) throw new Error(`slot ${slot.index} is not free`);
+    this.free.splice(at, 1);
+    this.busySlots.add(slot);
+  }
+
   /** Gives a slot back: to the longest waiter, or to the free list. */
   release(slot: Slot): void {
     if (!this.busySlots.has(slot)) throw new Error(`slot ${slot.index} released twice`);

@@ -120,7 +120,13 @@ export const usage = z.object({
   wallMs: z.number(),
   userMs: z.number(),
   systemMs: z.number(),
-  maxRssKb: z.number(),
+  /**
+   * Peak resident set of the run's main process and its reaped descendants. Absent when the
+   * kernel's figure cannot be told from the daemon's: the sandbox is exec'd from the daemon's
+   * memory (CLONE_VM), and exec folds that memory's peak into the new process's, so a figure at
+   * or below the daemon's peak may not be the run's. memoryPeakKb (cgroups layer) has no such gap.
+   */
+  maxRssKb: z.number().optional(),
   /** Peak memory of the run's cgroup, all its processes together (cgroups layer, kernel >= 5.19). */
   memoryPeakKb: z.number().optional(),
 });

@@ -226,7 +226,7 @@ describe.skipIf(!isRoot)('caller authorization in the daemon', () => {
       const line = daemon.logs.find((l) => l.msg === 'run ended' && l.slug === 'auth-slug');
       expect(line).toMatchObject({ verdict: 'ok', runId: result.runId, caller: { uid: 0, pid: process.pid }, level: 'info' });
       expect(line!.limits).toMatchObject({ CPU: expect.any(Number), REALTIME: expect.any(Number) });
-      expect(line!.usage).toMatchObject({ wallMs: expect.any(Number), maxRssKb: expect.any(Number) });
+      expect(line!.usage).toMatchObject({ wallMs: expect.any(Number), userMs: expect.any(Number) });
       expect(line!.durationMs).toEqual(expect.any(Number));
     } finally {
       await client.close();

@@ -125,6 +125,37 @@ describe.skipIf(!isRoot)('a second SIGTERM', () => {
   });
 });
 
+describe.skipIf(!isRoot)('a restart after SIGKILL', () => {
+  it('comes back on the same slots, waiting for what the killed daemon left to go', async () => {
+    const slots = { firstUid: 60800 + (process.pid % 50) * 4, count: 2 };
+    const first = await startTestDaemon({ config: { slots } });
+    const client = new Client({ socketPath: first.socketPath });
+    let second: TestDaemon | undefined;
+    try {
+      // setsid()'d sleepers outlive the parent-death signal that ends the run's main process.
+      const leaveSleepers =
+        'import os, time\nfor _ in range(5):\n    if os.fork() == 0:\n        os.setsid()\n        os.closerange(0, 3)\n        time.sleep(60)\n        os._exit(0)\ntime.sleep(60)\n';
+      client.jailCode('python', { code: leaveSleepers, limits: { REALTIME: 60 } }).catch(() => undefined);
+      await until('the sleepers', () => slotProcesses(first).length >= 6);
+      first.process.kill('SIGKILL');
+      await exitOf(first);
+      // Whatever the new daemon kills now becomes a zombie of the host's init, reaped when init gets to it.
+      second = await startTestDaemon({ config: { slots } });
+      expect(slotProcesses(second)).toEqual([]);
+      const fresh = new Client({ socketPath: second.socketPath });
+      try {
+        expect((await fresh.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await client.close();
+      await first.stop();
+      await second?.stop();
+    }
+  }, 30_000);
+});
+
 describe.skipIf(!isRoot)('SIGHUP and status', () => {
   let daemon: TestDaemon;
   let client: Client;

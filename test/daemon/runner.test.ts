@@ -1,5 +1,6 @@
-// Runner paths that need no real sandbox: set-up failure and a slot that cannot be swept. The
-// addon is faked; the run directory is real (in a temp dir, no ownership changes).
+// Runner paths that need no real sandbox: set-up failure, a slot that cannot be swept, slots an
+// earlier daemon left busy, bad argv. The addon is faked; the run directory is real (in a temp
+// dir, no ownership changes).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,35 +19,42 @@ const layers: Layers = {
   kill: 'uid', report: {}, confinement: ['rlimits'],
 };
 
-function setup(addon: Record<string, unknown>) {
+function setup(addon: Record<string, unknown>, count = 1) {
   const runBase = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-runner-'));
-  const config = parseConfig({ runBase, slots: { firstUid: 61000, count: 1 } });
-  const slots = new SlotPool(slotUsers(config.slots), 4);
-  const runner = new Runner({ config, layers, commands: new Map([['python', profile]]), slots, addon: addon as never, log: silentLogger });
-  return { runBase, slots, runner };
+  const config = parseConfig({ runBase, slots: { firstUid: 61000, count } });
+  const slotList = slotUsers(config.slots);
+  const slots = new SlotPool(slotList, 4);
+  const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
+  const log = Object.fromEntries(
+    (['debug', 'info', 'warn', 'error'] as const).map((level) => [level, (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level, msg, fields })]),
+  );
+  const runner = new Runner({ config, layers, commands: new Map([['python', profile]]), slots, addon: addon as never, log: { ...silentLogger, ...log } });
+  return { runBase, slots, slotList, runner, lines };
 }
 const request = { command: 'python', code: Buffer.from('print(1)'), files: [], extraFiles: [], argv: [], limits: {} };
 
 describe('Runner', () => {
   let runBase: string | undefined;
-  beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout'] }));
+  // performance too: a sweep's time budget is measured with performance.now().
+  beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'performance'] }));
   afterEach(() => {
     vi.useRealTimers();
     if (runBase) fs.rmSync(runBase, { recursive: true, force: true });
   });
 
   it('reports a failed set-up step as setup_failed, counts it, and leaves nothing behind', async () => {
-    const killUid = vi.fn(() => 0);
+    const killUidRound = vi.fn(() => true);
     const t = setup({
       spawn: () => {
         throw Object.assign(new Error('landlock_restrict_self: Operation not permitted'), { step: 'landlock_restrict_self', errno: 1, code: 'EPERM' });
       },
-      killUid,
+      killUidRound,
     });
     runBase = t.runBase;
     await expect(t.runner.run(request)).rejects.toMatchObject({ code: 'setup_failed', message: expect.stringContaining('"landlock_restrict_self"') });
     expect(t.runner.counters.setupFailures).toBe(1);
-    expect(killUid).toHaveBeenCalledWith(61000);
+    // The round also reaps zombies of every slot uid, not only this slot's.
+    expect(killUidRound).toHaveBeenCalledWith(61000, 61000, 1);
     expect(fs.readdirSync(t.runBase)).toEqual([]);
     expect(t.slots.busy).toBe(0);
   });
@@ -60,26 +68,87 @@ describe('Runner', () => {
   });
 
   it('quarantines a slot whose processes survive the kill, until a sweep succeeds', async () => {
-    let failures = 2;
-    const killUid = vi.fn(() => {
-      if (failures-- > 0) throw Object.assign(new Error('processes of uid 61000 remain'), { code: 'EBUSY' });
-      return 0;
-    });
+    let clean = false;
+    const killUidRound = vi.fn(() => clean);
     const t = setup({
       spawn: () => {
         throw Object.assign(new Error('clone3 failed'), { step: 'clone3', errno: 11, code: 'EAGAIN' });
       },
-      killUid,
+      killUidRound,
     });
     runBase = t.runBase;
-    await expect(t.runner.run(request)).rejects.toMatchObject({ code: 'setup_failed' });
+    const run = t.runner.run(request);
+    run.catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(2500); // the sweep's rounds, for its whole budget
+    await expect(run).rejects.toMatchObject({ code: 'setup_failed' });
     // Still busy, and its directory kept until the uid is clean.
     expect(t.slots.busy).toBe(1);
+    expect(t.runner.quarantinedSlots).toBe(1);
     expect(fs.readdirSync(t.runBase)).toHaveLength(1);
-    await vi.advanceTimersByTimeAsync(2000); // second sweep fails too
+    await vi.advanceTimersByTimeAsync(2000 + 2500); // the first retry's sweep fails too
     expect(t.slots.busy).toBe(1);
-    await vi.advanceTimersByTimeAsync(4000); // third succeeds
+    clean = true;
+    await vi.advanceTimersByTimeAsync(4000); // the second succeeds
     await vi.waitFor(() => expect(t.slots.busy).toBe(0));
+    expect(t.runner.quarantinedSlots).toBe(0);
     expect(fs.readdirSync(t.runBase)).toEqual([]);
+  });
+
+  it('deny_kill_loop_blocks_the_event_loop: a sweep retries its rounds on timers', async () => {
+    let rounds = 0;
+    const t = setup({
+      spawn: () => {
+        throw Object.assign(new Error('clone3 failed'), { step: 'clone3', errno: 11, code: 'EAGAIN' });
+      },
+      // Before the fix a single killUid call looped natively for about a second.
+      killUid: () => {
+        throw Object.assign(new Error('killUid: Device or resource busy'), { code: 'EBUSY' });
+      },
+      killUidRound: () => ++rounds >= 4,
+    });
+    runBase = t.runBase;
+    const run = t.runner.run(request);
+    run.catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(rounds).toBe(1); // one round, then a timer
+    await vi.advanceTimersByTimeAsync(10); // 1 + 2 + 4 ms later: the fourth round finds the uid clean
+    await expect(run).rejects.toMatchObject({ code: 'setup_failed' });
+    expect(rounds).toBe(4);
+    expect(t.runner.quarantinedSlots).toBe(0);
+    expect(t.slots.busy).toBe(0);
+  });
+
+  it('support_start_waits_for_slots_to_drain_and_quarantines_one_that_does_not', async () => {
+    let slot0Rounds = 0;
+    // Slot 0 drains after a few rounds; slot 1 never does.
+    const killUidRound = vi.fn((uid: number) => (uid === 61000 ? ++slot0Rounds >= 3 : false));
+    const t = setup({ killUidRound }, 2);
+    runBase = t.runBase;
+    const drained = t.runner.drainAtStart(t.slotList);
+    await vi.advanceTimersByTimeAsync(5500);
+    expect(await drained).toBe(1);
+    expect(t.lines.filter((l) => l.msg.startsWith('waiting for processes')).map((l) => l.fields.slot)).toEqual([0, 1]);
+    expect(t.lines.filter((l) => l.msg === 'slot drained').map((l) => l.fields.slot)).toEqual([0]);
+    expect(t.lines.filter((l) => l.msg.startsWith('slot quarantined')).map((l) => l.fields.slot)).toEqual([1]);
+    // Slot 1 is out of the pool: slot 0 serves, and a second run waits.
+    expect(t.runner.quarantinedSlots).toBe(1);
+    expect(t.slots.total).toBe(2);
+    expect(t.slots.busy).toBe(1);
+    const slot = await t.slots.acquire();
+    expect(slot.index).toBe(0);
+    t.slots.release(slot);
+  });
+
+  it('deny_nul_in_argv_is_a_setup_failure: it is bad_request, refused before taking a slot', async () => {
+    const spawn = vi.fn();
+    const t = setup({ spawn, killUidRound: () => true });
+    runBase = t.runBase;
+    await expect(t.runner.run({ ...request, argv: ['fine', 'a\0b'] })).rejects.toMatchObject({
+      code: 'bad_request',
+      message: 'argv[1] holds a NUL byte, which no program can receive',
+    });
+    expect(spawn).not.toHaveBeenCalled();
+    expect(t.runner.counters.setupFailures).toBe(0);
+    expect(t.slots.busy).toBe(0);
   });
 });

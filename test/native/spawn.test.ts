@@ -1,10 +1,14 @@
 // The addon's spawn contract beyond confinement: which fds a child gets. fd 3 is the result
 // channel only when the plan asks for it; otherwise every fd above stderr is closed, so nothing
-// of the daemon's (its socket, other runs' pipes) reaches a sandbox.
+// of the daemon's (its socket, other runs' pipes) reaches a sandbox. Then what ends a child: kill
+// rounds that reap every run's zombies, REALTIME deadlines on the addon's own thread, and what
+// the exit's maxRssKb can be trusted for.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { native, type NativeExit, type NativePlan } from '../../src/native.js';
-import { PYTHON, isRoot, makeRunDir } from '../helpers/sandbox.js';
+import { PYTHON, isRoot, makeRunDir, processesOf } from '../helpers/sandbox.js';
 
 function readAll(fd: number): Promise<Buffer> {
   return new Promise((resolve) => {
@@ -15,15 +19,34 @@ function readAll(fd: number): Promise<Buffer> {
   });
 }
 
-async function spawnPython(code: string, extra: Partial<NativePlan> = {}) {
+/** Starts `code` in Python; `finish()` waits for the exit and the outputs and closes the pidfd. */
+function startPython(code: string, extra: Partial<NativePlan> = {}) {
   const dir = makeRunDir();
   const child = native().spawn({ file: PYTHON, argv: [PYTHON, '-E', '-B', '-c', code], env: [], cwd: dir, ...extra });
   native().closeFd(child.stdin);
   const outputs = Promise.all([readAll(child.stdout), readAll(child.stderr), child.result === undefined ? undefined : readAll(child.result)]);
-  const exit = await new Promise<NativeExit>((resolve) => native().watchExit(child.pidfd, child.pid, resolve));
-  native().closeFd(child.pidfd);
-  const [stdout, stderr, result] = await outputs;
-  return { child, exit, stdout: stdout.toString(), stderr: stderr.toString(), result };
+  // Watched from the start, as the daemon does: a kill round that reaps it keeps its status.
+  const exited = new Promise<NativeExit>((resolve) => native().watchExit(child.pidfd, child.pid, resolve));
+  const finish = async () => {
+    const exit = await exited;
+    native().closeFd(child.pidfd);
+    const [stdout, stderr, result] = await outputs;
+    return { child, exit, stdout: stdout.toString(), stderr: stderr.toString(), result };
+  };
+  return { child, finish };
+}
+
+const spawnPython = (code: string, extra: Partial<NativePlan> = {}) => startPython(code, extra).finish();
+
+const openFds = () => fs.readdirSync('/proc/self/fd').length;
+const stateOf = (pid: number) => /^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+const blockEventLoop = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+async function until(what: string, test: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!test()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 // spawn needs no root without uid/namespace layers, but the suite shares the root helpers.
@@ -40,5 +63,149 @@ describe.skipIf(!isRoot)('spawn fds', () => {
     expect(r.child.result).toBeUndefined();
     // 0-2 and the fd listdir itself has open: nothing of the parent's.
     expect(JSON.parse(r.stdout)).toEqual([0, 1, 2, 3]);
+  });
+});
+
+// Two uids of their own: the layer suites use TEST_UID and TEST_UID - 1.
+const ZOMBIE_UID = 61990;
+const OTHER_UID = 61991;
+
+/** Zombies whose parent is this process (a subreaper: runs' orphans come here), of `uid`. */
+function ownZombiesOf(uid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .filter((pid) => {
+      try {
+        const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+        return (
+          /^State:\s+Z/m.test(status) && Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]) === process.pid && Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) === uid
+        );
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+describe.skipIf(!isRoot)('kill rounds and zombies', () => {
+  it('deny_foreign_zombie_stops_the_reaping_of_another_uid', async () => {
+    // A run of ZOMBIE_UID leaves a zombie grandchild reparented to us, and keeps running.
+    const zombieMaker = startPython(
+      'import os, time\nc = os.fork()\nif c == 0:\n    if os.fork() == 0:\n        os._exit(0)\n    os._exit(0)\nos.waitpid(c, 0)\ntime.sleep(60)',
+      { uid: ZOMBIE_UID, gid: ZOMBIE_UID },
+    );
+    try {
+      await until('the zombie grandchild', () => ownZombiesOf(ZOMBIE_UID).length === 1);
+      // A run of OTHER_UID whose setsid()'d child outlives it: after the kill it is a zombie of ours.
+      const other = await spawnPython('import os, time\nif os.fork() == 0:\n    os.setsid()\n    os.closerange(0, 3)\n    time.sleep(60)\nprint("done")', {
+        uid: OTHER_UID,
+        gid: OTHER_UID,
+      });
+      expect(other.stdout).toBe('done\n');
+      // Before the fix the reaping stopped at ZOMBIE_UID's zombie: about a second, then EBUSY.
+      const started = performance.now();
+      native().killUid(OTHER_UID);
+      expect(performance.now() - started).toBeLessThan(500);
+      expect(processesOf(OTHER_UID)).toEqual([]);
+      expect(ownZombiesOf(ZOMBIE_UID)).toHaveLength(1); // not in killUid's range: left alone
+      // A round given the whole range reaps it too, and leaves the still running main alone.
+      let clean = false;
+      for (let i = 0; i < 100 && !clean; i++) clean = native().killUidRound(OTHER_UID, ZOMBIE_UID, 2);
+      expect(clean).toBe(true);
+      expect(ownZombiesOf(ZOMBIE_UID)).toEqual([]);
+      expect(processesOf(ZOMBIE_UID)).toEqual([zombieMaker.child.pid]);
+    } finally {
+      native().killUid(ZOMBIE_UID);
+      await zombieMaker.finish();
+    }
+  });
+
+  it('allow_kill_round_leaves_other_children_to_their_waiters', async () => {
+    // A child_process child (root, like libuv's children in the daemon) exits while this thread is
+    // busy, so libuv has not reaped it yet when the round runs: the round must leave it to libuv.
+    const child = spawn('/bin/sh', ['-c', 'exit 3'], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    blockEventLoop(300);
+    native().killUidRound(OTHER_UID, 1, 65534);
+    expect(await exited).toBe(3);
+  });
+
+  it('support_kill_round_reports_what_remains_and_keeps_a_watched_status', async () => {
+    const sleeper = startPython('import time\ntime.sleep(60)', { uid: OTHER_UID, gid: OTHER_UID });
+    // The main process is our child: the round kills it, reaps it for its watcher, then finds the uid clean.
+    let rounds = 0;
+    for (let clean = false; !clean && rounds < 1000; rounds++) clean = native().killUidRound(OTHER_UID, OTHER_UID, 1);
+    expect(rounds).toBeLessThan(1000);
+    const r = await sleeper.finish();
+    expect(r.exit.signal).toBe(9);
+  });
+});
+
+describe.skipIf(!isRoot)('REALTIME deadlines', () => {
+  // The deadline thread's epoll fd is made once, at the first arming: not a leak.
+  beforeAll(async () => {
+    const run = startPython('pass');
+    native().disarmDeadline(native().armDeadline(run.child.pidfd, run.child.pid, 10_000));
+    await run.finish();
+  });
+
+  it('deny_deadline_waits_for_the_event_loop', async () => {
+    const fdsBefore = openFds();
+    const run = startPython('import time\ntime.sleep(60)');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 200);
+    // Nothing on this thread runs for 1.5 s: the addon's thread kills the run meanwhile.
+    blockEventLoop(1500);
+    expect(stateOf(run.child.pid)).toBe('Z');
+    const r = await run.finish();
+    expect(r.exit.signal).toBe(9);
+    expect(native().disarmDeadline(deadline)).toBe(true);
+    expect(native().armedDeadlines()).toBe(0);
+    expect(openFds()).toBeLessThanOrEqual(fdsBefore);
+  });
+
+  it('support_deadline_kills_the_process_group_too', async () => {
+    // The child stays in the main process's group; it would hold stdout open for 60 s.
+    const run = startPython('import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\ntime.sleep(60)');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 100);
+    const r = await run.finish(); // both stdout ends closed: both processes died
+    expect(r.exit.signal).toBe(9);
+    expect(native().disarmDeadline(deadline)).toBe(true);
+  });
+
+  it('support_deadline_disarmed_in_time_does_not_fire_or_leak', async () => {
+    const fdsBefore = openFds();
+    const run = startPython('print(1)');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 10_000);
+    expect(native().armedDeadlines()).toBe(1);
+    const r = await run.finish();
+    expect(r.exit.code).toBe(0);
+    expect(native().disarmDeadline(deadline)).toBe(false);
+    expect(native().disarmDeadline(deadline)).toBe(false); // twice: harmless
+    expect(native().armedDeadlines()).toBe(0);
+    expect(openFds()).toBeLessThanOrEqual(fdsBefore);
+  });
+
+  it('support_deadline_after_a_normal_exit_is_not_a_timeout', async () => {
+    const run = startPython('pass');
+    const deadline = native().armDeadline(run.child.pidfd, run.child.pid, 1000);
+    // Nobody reaps while the loop is blocked: the deadline expires on an exited, unreaped process.
+    blockEventLoop(2000);
+    const r = await run.finish();
+    expect(r.exit.code).toBe(0);
+    expect(native().disarmDeadline(deadline)).toBe(false);
+  });
+});
+
+describe.skipIf(!isRoot)('maxRssKb', () => {
+  it('support_exec_from_the_parents_memory_inherits_its_peak_rss', async () => {
+    // Why the daemon reports maxRssKb only above inheritedRssKb: the kernel's exec_mmap() folds
+    // the peak RSS of the memory it leaves (ours, CLONE_VM) into the child's maxrss.
+    const hog = Buffer.alloc(200 * 1024 * 1024, 1); // make our peak well above python's
+    const r = await spawnPython('print(1)');
+    expect(hog[hog.length - 1]).toBe(1);
+    expect(r.child.inheritedRssKb).toBeGreaterThan(200 * 1024);
+    expect(r.exit.maxRssKb).toBeGreaterThan(200 * 1024); // python itself needs about 10 MB
+    expect(r.exit.maxRssKb).toBeLessThanOrEqual(r.child.inheritedRssKb);
   });
 });
