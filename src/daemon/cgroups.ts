@@ -17,8 +17,6 @@ import type { Limits } from '../protocol/index.js';
 
 /** The controllers a run's leaf needs; both must be available (delegated) where the tree lives. */
 const CONTROLLERS = ['memory', 'pids'] as const;
-/** How long kill() waits for a leaf to empty before reporting failure (the tasks are SIGKILLed). */
-const EMPTY_WAIT_MS = 2000;
 
 export class CgroupError extends Error {
   constructor(message: string) {
@@ -124,7 +122,7 @@ export class CgroupTree {
     }
   }
 
-  /** Reads the run's memory verdict. Call after the main process exited, before kill(). */
+  /** Reads the run's memory verdict. Call after the main process exited, before the kill rounds. */
   verdict(slot: CgroupSlot): CgroupVerdict {
     const leaf = this.leaf(slot);
     const events = readKeyed(path.join(leaf, 'memory.events'));
@@ -135,28 +133,29 @@ export class CgroupTree {
   }
 
   /**
-   * SIGKILLs every process in the slot's leaf (cgroup.kill) and waits until the leaf is empty.
-   * Throws CgroupError when it is not empty in time; a missing leaf is already empty.
+   * One round of killing: SIGKILLs every process in the slot's leaf (cgroup.kill) and says
+   * whether the leaf is empty now. Never waits: killed tasks need a moment to leave the leaf, and
+   * the caller (the runner's sweep) comes back on a timer rather than block the event loop. A
+   * missing leaf is empty.
    */
-  kill(slot: CgroupSlot): void {
+  killRound(slot: CgroupSlot): boolean {
     const leaf = this.leaf(slot);
     try {
       writeControl(leaf, 'cgroup.kill', '1');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
       throw err;
     }
-    const deadline = Date.now() + EMPTY_WAIT_MS;
-    while (populated(leaf)) {
-      if (Date.now() > deadline) throw new CgroupError(`${leaf} still has processes ${EMPTY_WAIT_MS} ms after cgroup.kill`);
-      sleepSync(1);
-    }
+    return !populated(leaf);
   }
 
-  /** Kills what is left in the slot's leaf and removes it. */
+  /**
+   * Removes the slot's leaf. Call once a kill round found it empty; a leaf that still has
+   * processes (they are SIGKILLed again) is reported with CgroupError, not waited for.
+   */
   release(slot: CgroupSlot): void {
-    this.kill(slot);
     const leaf = this.leaf(slot);
+    if (!this.killRound(slot)) throw new CgroupError(`${leaf} still has processes after cgroup.kill`);
     try {
       fs.rmdirSync(leaf);
     } catch (err) {
@@ -263,9 +262,4 @@ function safeRead(file: string): string {
 /** mountinfo escapes space, tab, newline and backslash as octal. */
 function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-function sleepSync(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
 }

@@ -87,20 +87,22 @@ export class Runner {
     const drained = await Promise.all(
       slots.map(async (slot) => {
         const started = performance.now();
+        let waited = false;
+        // Kills what the crashed daemon left, by uid and in the slot's leaf.
+        const clean = await this.sweep(slot, undefined, deadline, () => {
+          waited = true;
+          log.warn('waiting for processes of an earlier daemon to go', { slot: slot.index, uid: slot.uid, maxWaitMs: START_DRAIN_MS });
+        });
+        if (!clean) return false;
+        if (waited) log.info('slot drained', { slot: slot.index, uid: slot.uid, waitedMs: Math.round(performance.now() - started) });
         try {
-          // A leaf left by the crashed daemon: killed and removed.
+          // A leaf left by the crashed daemon, empty now: removed.
           layers.cgroupTree?.release(slot);
         } catch (err) {
           log.error('could not remove a run cgroup left by an earlier daemon', { slot: slot.index, error: err });
           return false;
         }
-        let waited = false;
-        const clean = await this.sweep(slot, undefined, deadline, () => {
-          waited = true;
-          log.warn('waiting for processes of an earlier daemon to go', { slot: slot.index, uid: slot.uid, maxWaitMs: START_DRAIN_MS });
-        });
-        if (clean && waited) log.info('slot drained', { slot: slot.index, uid: slot.uid, waitedMs: Math.round(performance.now() - started) });
-        return clean;
+        return true;
       }),
     );
     let quarantined = 0;
@@ -398,24 +400,31 @@ export class Runner {
   private async sweep(slot: Slot, child: NativeChild | undefined, deadline?: number, onWait?: () => void): Promise<boolean> {
     const { addon, layers, log, config } = this.ctx;
     const until = deadline ?? performance.now() + SWEEP_BUDGET_MS;
+    const { cgroupTree } = layers;
+    const byUid = layers.kill === 'uid';
+    const { firstUid, count } = config.slots;
+    // One round: cgroup.kill reaches every process of the run's leaf, whatever its uid or
+    // session; the uid round every process of the slot's uid, and also reaps zombies of every
+    // slot's uid reparented here, whichever run left them. Clean when both found nothing left.
+    const round = (): boolean => {
+      const leafEmpty = cgroupTree ? cgroupTree.killRound(slot) : true;
+      const uidEmpty = byUid ? addon.killUidRound(slot.uid, firstUid, count) : true;
+      return leafEmpty && uidEmpty;
+    };
     try {
-      // cgroup.kill reaches every process of the run, whatever its uid or session, and returns
-      // once the leaf is empty.
-      layers.cgroupTree?.kill(slot);
-      if (layers.kill === 'uid') {
-        assertKillable(slot);
-        // Each round also reaps zombies of every slot's uid reparented here, whichever run left them.
-        const { firstUid, count } = config.slots;
-        for (let pause = 1; !addon.killUidRound(slot.uid, firstUid, count); pause = Math.min(pause * 2, SWEEP_MAX_PAUSE_MS)) {
-          if (performance.now() >= until) throw new Error(`processes of uid ${slot.uid} remain after SIGKILL`);
-          if (pause === 1) onWait?.();
-          await sleep(pause);
-        }
-        this.dirtySlots.delete(slot);
+      if (!byUid && !cgroupTree) {
+        if (child) this.signalGroup(child);
         return true;
       }
-      if (layers.cgroupTree) this.dirtySlots.delete(slot);
-      if (child) this.signalGroup(child);
+      if (byUid) assertKillable(slot);
+      for (let pause = 1; !round(); pause = Math.min(pause * 2, SWEEP_MAX_PAUSE_MS)) {
+        if (performance.now() >= until) {
+          throw new Error(`processes of ${byUid ? `uid ${slot.uid}` : `the slot's cgroup`} remain after SIGKILL`);
+        }
+        if (pause === 1) onWait?.();
+        await sleep(pause);
+      }
+      this.dirtySlots.delete(slot);
       return true;
     } catch (err) {
       if (layers.kill === 'uid' || layers.cgroupTree) this.dirtySlots.add(slot);

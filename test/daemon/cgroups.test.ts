@@ -86,4 +86,21 @@ describe('CgroupTree', () => {
     expect(() => tree.release({ index: 3 })).toThrow(/ENOTEMPTY/);
     expect(fs.readFileSync(path.join(leaf, 'cgroup.kill'), 'utf8')).toBe('1');
   });
+
+  it('kills in rounds that never wait: a populated leaf is reported, not waited for', () => {
+    fs.mkdirSync(path.join(mount, 'codejail'));
+    fakeKernelFiles(path.join(mount, 'codejail'));
+    const tree = CgroupTree.open({ mount, ownCgroup: '/', memoryMax: 0 });
+    expect(tree.killRound({ index: 5 })).toBe(true); // no leaf: nothing to kill
+    const leaf = tree.leaf({ index: 5 });
+    fs.mkdirSync(leaf);
+    fakeKernelFiles(leaf);
+    fs.writeFileSync(path.join(leaf, 'cgroup.events'), 'populated 1\nfrozen 0\n');
+    const started = performance.now();
+    expect(tree.killRound({ index: 5 })).toBe(false);
+    expect(() => tree.release({ index: 5 })).toThrow(/still has processes after cgroup\.kill/);
+    expect(performance.now() - started).toBeLessThan(100);
+    fs.writeFileSync(path.join(leaf, 'cgroup.events'), 'populated 0\nfrozen 0\n');
+    expect(tree.killRound({ index: 5 })).toBe(true);
+  });
 });
