@@ -78,6 +78,31 @@ describe.skipIf(!isRoot)('rlimits layer', () => {
     expect(r.stderr).toContain('BlockingIOError');
   });
 
+  // Per-uid kernel objects the other layers leave countable: POSIX message queue bytes, locked
+  // (unswappable) memory, queued real-time signals. Slot uids are per run, so these bound one run.
+  const perUidObjects =
+    'import ctypes, mmap, os, signal, threading\nlibc = ctypes.CDLL(None, use_errno=True)\n' +
+    'name = b"/cj-native-%d" % os.getpid()\n' +
+    'q = libc.mq_open(name, 0o100 | 2, 0o600, None); print("mq_open", q, ctypes.get_errno())\n' +
+    'if q >= 0: libc.mq_unlink(name)  # with the layer sabotaged: leave nothing on the host\n' +
+    'buf = mmap.mmap(-1, 4096); addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))\n' +
+    'print("mlock", libc.mlock(ctypes.c_void_p(addr), 4096), ctypes.get_errno())\n' +
+    'signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})\nqueued = 0\n' +
+    'for _ in range(200):\n' +
+    '    try: signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN); queued += 1\n' +
+    '    except OSError as e: last = e.errno\n' +
+    'print("queued", queued)';
+
+  it('deny_rlimit_msgqueue_memlock_sigpending_bound_per_uid_kernel_objects', async () => {
+    const r = await runPython(perUidObjects, { uid: true, rlimits: { msgqueue: [0, 0], memlock: [0, 0], sigpending: [16, 16] } });
+    expect(r.stdout).toBe('mq_open -1 24\nmlock -1 1\nqueued 16\n');
+  });
+
+  it('allow_rlimit_per_uid_objects_within_inherited_limits', async () => {
+    const r = await runPython(perUidObjects, { uid: true });
+    expect(r.stdout).toMatch(/^mq_open \d+ 0\nmlock 0 0\nqueued 200\n$/);
+  });
+
   it('allow_rlimit_nproc_permits_fork_within_limit', async () => {
     const r = await runPython('import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0); print("forked")', {
       uid: true,
