@@ -304,12 +304,10 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
 }
 
 function releaseLayers(layers: Layers): void {
-  for (const key of ['netnsFd', 'mntnsFd'] as const) {
-    const fd = layers[key];
-    if (fd === undefined) continue;
-    native().closeFd(fd);
-    layers[key] = undefined;
-  }
+  for (const fd of layers.netnsFds?.splice(0) ?? []) native().closeFd(fd);
+  layers.netnsFds = undefined;
+  if (layers.mntnsFd !== undefined) native().closeFd(layers.mntnsFd);
+  layers.mntnsFd = undefined;
 }
 
 function readVersion(): string {
