@@ -158,7 +158,7 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
   try {
     netns = decide('netns', () => {
       netnsFds = createNetnsPerSlot(options.addon, config.slots.count);
-      return { available: true, detail: `one empty namespace per slot (${netnsFds.length})` };
+      return { available: true, detail: `one empty namespace per slot, ${netnsFds.length} in all` };
     });
   } catch (err) {
     if (mntnsFd !== undefined) options.addon.closeFd(mntnsFd);

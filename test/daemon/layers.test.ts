@@ -17,7 +17,7 @@ describe('detectLayers', () => {
     expect(layers.report.netns).toMatch(/^active/);
     expect(layers.confinement).toEqual(['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns']);
     expect(layers.netnsFds).toEqual(Array(16).fill(42));
-    expect(layers.report.netns).toBe('active (one empty namespace per slot (16))');
+    expect(layers.report.netns).toBe('active (one empty namespace per slot, 16 in all)');
     expect(layers.mntnsFd).toBe(42);
     expect(layers.report.mntns).toBe('active (one shared namespace; empty: /run /tmp /var/tmp /dev/shm /home /root)');
   });
