@@ -16,7 +16,7 @@ export interface NativeRlimits {
   msgqueue?: [number, number];
   /** Bytes of memory a process may lock, unswappable (RLIMIT_MEMLOCK). */
   memlock?: [number, number];
-  /** Signals (and POSIX timers) queued at once for the real uid (RLIMIT_SIGPENDING). */
+  /** Signals queued, and POSIX timers, at once for the real uid (RLIMIT_SIGPENDING). */
   sigpending?: [number, number];
 }
 

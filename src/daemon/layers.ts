@@ -189,7 +189,8 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
  * One empty network namespace per slot. Abstract Unix socket names are per network namespace:
  * concurrent runs sharing one could signal each other (a name one run holds makes the other's
  * bind() fail with EADDRINUSE). A slot's runs follow one another and share its namespace. Made
- * at start (a few hundred microseconds each); on failure the ones made so far are closed.
+ * at start, about a millisecond and 250 kB of kernel memory each (4096 slots: some 4 s and 1 GB);
+ * on failure the ones made so far are closed.
  */
 function createNetnsPerSlot(addon: Addon, count: number): number[] {
   const fds: number[] = [];

@@ -18,9 +18,9 @@ export const DEFAULT_CEILINGS: Limits = {
 const NOFILE = 256;
 
 /**
- * Queued real-time signals (and, since Linux 6.13, POSIX timers) at once for the slot's uid.
- * The host default is in the tens of thousands per uid, each a piece of kernel memory; Python
- * queues at most a handful (glibc's thread cancellation), so this is generous.
+ * Queued real-time signals and POSIX timers (each holds a preallocated signal) at once for the
+ * slot's uid. The host default is in the tens of thousands per uid, each a piece of kernel
+ * memory; Python queues at most a handful (glibc's thread cancellation), so this is generous.
  */
 const SIGPENDING = 128;
 
