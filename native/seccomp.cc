@@ -1,7 +1,8 @@
 // seccomp-bpf: the system-call policy of a run, built once in the daemon (hand-assembled BPF,
 // so no libseccomp is needed at build or run time) and installed last in the child, right
 // before execve. Default allow with a deny list: the kernel surface a sandbox has no business
-// touching, plus socket families other than AF_UNIX.
+// touching, objects the host shares between all its users, other processes, ways to run code
+// the interpreter was not, plus socket families other than AF_UNIX.
 #include <errno.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -28,6 +29,20 @@
 #ifndef TIOCLINUX
 #define TIOCLINUX 0x541C
 #endif
+// Newer than the build host's headers may know. Since Linux 5.x every architecture numbers new
+// system calls alike (x86_64 and aarch64 included); a kernel without them answers ENOSYS anyway.
+#ifndef SYS_memfd_secret
+#define SYS_memfd_secret 447
+#endif
+#ifndef SYS_statmount
+#define SYS_statmount 457
+#endif
+#ifndef SYS_listmount
+#define SYS_listmount 458
+#endif
+#ifndef SYS_open_tree_attr
+#define SYS_open_tree_attr 467
+#endif
 
 namespace codejail {
 namespace {
@@ -42,8 +57,23 @@ constexpr uint32_t kArg1Low = offsetof(struct seccomp_data, args[1]);
 // swap, modules, raw I/O ports, clock setting, accounting and the like. SysV IPC and POSIX message
 // queues too: their objects outlive the run that made them (no namespace or rlimit bounds them),
 // so they could carry data to the slot's next run or another slot, or pin host memory.
+//
+// Also what takes from a budget the whole host shares, or watches the host: AIO contexts count
+// against the host-wide fs.aio-max-nr (a run could take all of it and root would get EAGAIN);
+// inotify and fanotify marks report names created in directories the sandbox cannot list
+// (Landlock does not mediate watches) and count against per-uid instance limits. NUMA policy
+// (mbind, set_mempolicy...) would let a run pin its memory to one node of the host, and
+// migrate_pages, move_pages, process_madvise and process_mrelease act on other processes.
+// statmount and listmount read the mount table that /proc (unreadable under Landlock) hides.
+// The same ground Docker's default profile and nsjail's policies cover, as far as a Python
+// sandbox is concerned; CPython's stdlib calls none of these.
 const int kDenied[] = {
     SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_pidfd_getfd,
+    SYS_process_madvise, SYS_process_mrelease,
+    SYS_mbind, SYS_set_mempolicy, SYS_set_mempolicy_home_node, SYS_migrate_pages, SYS_move_pages,
+    SYS_io_setup, SYS_io_destroy, SYS_io_submit, SYS_io_cancel, SYS_io_getevents, SYS_io_pgetevents,
+    SYS_inotify_init1, SYS_inotify_add_watch, SYS_inotify_rm_watch, SYS_fanotify_mark,
+    SYS_statmount, SYS_listmount, SYS_open_tree_attr, SYS_quotactl_fd, SYS_sethostname, SYS_setdomainname,
     SYS_keyctl, SYS_add_key, SYS_request_key, SYS_bpf, SYS_perf_event_open, SYS_userfaultfd,
     SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register,
     SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns,
@@ -58,9 +88,18 @@ const int kDenied[] = {
     SYS_mq_open, SYS_mq_unlink, SYS_mq_timedsend, SYS_mq_timedreceive, SYS_mq_notify, SYS_mq_getsetattr,
 #if defined(__x86_64__)
     SYS_iopl, SYS_ioperm, SYS_uselib, SYS_ustat, SYS_sysfs, SYS_modify_ldt, SYS__sysctl,
-    SYS_create_module, SYS_get_kernel_syms, SYS_query_module, SYS_nfsservctl,
+    SYS_create_module, SYS_get_kernel_syms, SYS_query_module, SYS_nfsservctl, SYS_inotify_init,
 #endif
 };
+
+// Denied with EACCES (Python raises PermissionError, as for an execve Landlock refuses): the
+// ways to execute code that is not a file Landlock grants execute on. A memfd lives on an
+// internal mount Landlock does not mediate, so memfd_create + execveat (or execve of
+// /proc/self/fd/N) would run any ELF the run wrote into it; memfd_secret makes the same kind of
+// file, out of unswappable memory. execveat is refused whole: the interpreter's own start is an
+// execve, and glibc's fexecve, its only user in CPython (os.execve with an fd), is not needed
+// by the stdlib (subprocess, multiprocessing and posix_spawn all use execve).
+const int kDeniedExec[] = {SYS_memfd_create, SYS_memfd_secret, SYS_execveat};
 
 // Namespace-creating clone flags: a sandbox may create threads and processes, not namespaces.
 constexpr uint32_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID |
@@ -84,10 +123,6 @@ std::vector<sock_filter> build() {
   jump(p, BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* __X32_SYSCALL_BIT */, 0, 1);
   stmt(p, BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
 #endif
-  for (int nr : kDenied) {
-    jump(p, BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 1);
-    stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
-  }
   // clone3 passes its flags in memory BPF cannot read: answer ENOSYS so glibc falls back to
   // clone, whose flags we can check (EPERM would make thread creation fail outright).
   jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1);
@@ -121,6 +156,18 @@ std::vector<sock_filter> build() {
   jump(p, BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffU, 1, 0);
   stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
   stmt(p, BPF_RET | BPF_K, kAllow);
+  // The deny lists come after the argument checks. The kernel (>= 5.11) answers every call this
+  // program always allows from a per-filter cache without running it, so the program runs only
+  // for the calls checked above (ioctl is a frequent one) and for denied calls: checking those
+  // first keeps an ioctl's cost from growing with the lists.
+  for (int nr : kDenied) {
+    jump(p, BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 1);
+    stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  }
+  for (int nr : kDeniedExec) {
+    jump(p, BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 1);
+    stmt(p, BPF_RET | BPF_K, errno_ret(EACCES));
+  }
   stmt(p, BPF_RET | BPF_K, kAllow);
   return p;
 }

@@ -11,6 +11,12 @@ export interface NativeRlimits {
   nproc?: [number, number];
   nofile?: [number, number];
   core?: [number, number];
+  /** Bytes of POSIX message queues the real uid may hold (RLIMIT_MSGQUEUE). */
+  msgqueue?: [number, number];
+  /** Bytes of memory a process may lock, unswappable (RLIMIT_MEMLOCK). */
+  memlock?: [number, number];
+  /** Signals queued, and POSIX timers, at once for the real uid (RLIMIT_SIGPENDING). */
+  sigpending?: [number, number];
 }
 
 /** Landlock policy for one run. Paths that do not exist are skipped. */

@@ -56,6 +56,9 @@ const PRLIMIT_OPTIONS: Record<keyof NativeRlimits, string> = {
   nproc: '--nproc',
   nofile: '--nofile',
   core: '--core',
+  msgqueue: '--msgqueue',
+  memlock: '--memlock',
+  sigpending: '--sigpending',
 };
 
 let warned = false;

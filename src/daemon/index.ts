@@ -306,12 +306,10 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
 }
 
 async function releaseLayers(layers: Layers, log: Logger): Promise<void> {
-  for (const key of ['netnsFd', 'mntnsFd'] as const) {
-    const fd = layers[key];
-    if (fd === undefined) continue;
-    native().closeFd(fd);
-    layers[key] = undefined;
-  }
+  for (const fd of layers.netnsFds?.splice(0) ?? []) native().closeFd(fd);
+  layers.netnsFds = undefined;
+  if (layers.mntnsFd !== undefined) native().closeFd(layers.mntnsFd);
+  layers.mntnsFd = undefined;
   // The bind mount that made runBase shareable: ours to undo, so that a stopped daemon leaves
   // the host's mount table as it found it.
   const bound = layers.runBaseBound;

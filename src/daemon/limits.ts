@@ -19,6 +19,13 @@ export const DEFAULT_CEILINGS: Limits = {
 const NOFILE = 256;
 
 /**
+ * Queued real-time signals and POSIX timers (each holds a preallocated signal) at once for the
+ * slot's uid. The host default is in the tens of thousands per uid, each a piece of kernel
+ * memory; Python queues at most a handful (glibc's thread cancellation), so this is generous.
+ */
+const SIGPENDING = 128;
+
+/**
  * Returns the first ceiling violation, or undefined. For every limit but FSIZE a value of 0
  * disables the limit, so 0 is refused wherever a nonzero ceiling exists; FSIZE 0 means "no file
  * may be written", the strictest setting, and is always allowed.
@@ -52,12 +59,20 @@ export function effectiveLimits(defaults: Limits, requested: Partial<Limits>, ce
  * The rlimits the sandboxed process sets on itself. CPU gets soft=CPU, hard=CPU+1, as the
  * original CodeJail does: the kernel sends SIGXCPU at the soft limit (status -24) and SIGKILL
  * only at the hard one. RLIMIT_CPU counts whole seconds, so a fractional CPU rounds up.
+ *
+ * Kernel objects counted per uid or per process are bounded too, whatever the daemon inherited:
+ * no POSIX message queue bytes (seccomp refuses mq_open too: this holds with that layer off), no
+ * locked memory (mlock makes host RAM unswappable, up to the limit in each of NPROC processes;
+ * Python never locks), and few queued signals.
  */
 export function rlimitsFor(limits: Limits): NativeRlimits {
   const rlimits: NativeRlimits = {
     fsize: [limits.FSIZE, limits.FSIZE],
     core: [0, 0],
     nofile: [NOFILE, NOFILE],
+    msgqueue: [0, 0],
+    memlock: [0, 0],
+    sigpending: [SIGPENDING, SIGPENDING],
   };
   if (limits.CPU > 0) {
     const cpu = Math.ceil(limits.CPU);

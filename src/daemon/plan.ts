@@ -43,7 +43,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     plan.uid = input.slot.uid;
     plan.gid = input.slot.gid;
   }
-  if (layers.netns && layers.netnsFd !== undefined) plan.netnsFd = layers.netnsFd;
+  if (layers.netns) plan.netnsFd = slotNetns(layers, input.slot);
   if (layers.mntns && layers.mntnsFd !== undefined) plan.mntnsFd = layers.mntnsFd;
   if (layers.landlock) plan.landlock = landlockPolicy(profile, dir.path);
   if (layers.seccomp) plan.seccomp = true;
@@ -51,6 +51,16 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (input.cgroupProcsFd !== undefined) plan.cgroupProcsFds = [input.cgroupProcsFd];
   plan.noNewPrivs = true;
   return plan;
+}
+
+/**
+ * The slot's own network namespace. Fails closed: a run without one would stay in the host's,
+ * where host services' abstract Unix sockets are.
+ */
+function slotNetns(layers: Layers, slot: Slot): number {
+  const fd = layers.netnsFds?.[slot.index];
+  if (fd === undefined) throw new Error(`no network namespace was made for slot ${slot.index}`);
+  return fd;
 }
 
 /**

@@ -21,7 +21,8 @@ describe('detectLayers', () => {
     expect(layers.report).toMatchObject({ rlimits: 'active', landlock: 'active (ABI 7)', seccomp: 'active', apparmor: 'off', kill: 'uid sweep' });
     expect(layers.report.netns).toMatch(/^active/);
     expect(layers.confinement).toEqual(['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns']);
-    expect(layers.netnsFd).toBe(42);
+    expect(layers.netnsFds).toEqual(Array(16).fill(42));
+    expect(layers.report.netns).toBe('active (one empty namespace per slot, 16 in all)');
     expect(layers.mntnsFd).toBe(42);
     expect(layers.report.mntns).toBe('active (one shared namespace; empty: /run /tmp /var/tmp /dev/shm /home /root)');
   });
@@ -49,7 +50,8 @@ describe('detectLayers', () => {
         isRoot: true,
         passwd,
       });
-      expect(calls).toEqual([`share ${runBase} true`, 'namespace mnt', 'namespace net']);
+      // The disk layer before the mount namespace, whose copy of runBase must be the shared mount.
+      expect(calls.slice(0, 3)).toEqual([`share ${runBase} true`, 'namespace mnt', 'namespace net']);
       expect(layers.disk).toBe(true);
       expect(layers.runBaseBound).toBe(runBase);
       expect(layers.report.disk).toMatch(/^active \(a tmpfs per run directory/);
@@ -75,6 +77,41 @@ describe('detectLayers', () => {
       detectLayers(config(), { addon: fakeAddon({ createNamespace, closeFd }), log: silentLogger, unsafe: false, isRoot: true, passwd }),
     ).toThrow(/netns/);
     expect(closeFd).toHaveBeenCalledWith(7);
+  });
+
+  it('makes one network namespace per slot, and closes every one made when one fails', () => {
+    let made = 0;
+    const closeFd = vi.fn();
+    const createNamespace = (kind: string) => {
+      if (kind === 'mnt') return 7;
+      if (made === 3) throw new Error('unshare: ENOSPC');
+      return 100 + made++;
+    };
+    const slots = { slots: { firstUid: 61000, count: 5 } };
+    const cfg = (netns: string) => parseConfig({ ...slots, layers: { apparmor: 'off', cgroups: 'off', disk: 'off', uid: 'off', netns } });
+    // auto: reported absent, the three made are closed, the mount namespace stays.
+    const layers = detectLayers(cfg('auto'), { addon: fakeAddon({ createNamespace, closeFd }), log: silentLogger, unsafe: false, isRoot: true, passwd });
+    expect(layers.netns).toBe(false);
+    expect(layers.netnsFds).toBeUndefined();
+    expect(layers.report.netns).toBe('absent (auto): unshare: ENOSPC');
+    expect(closeFd.mock.calls.map(([fd]) => fd).sort()).toEqual([100, 101, 102]);
+    // required: start-up stops, and the mount namespace is closed too.
+    made = 0;
+    closeFd.mockClear();
+    expect(() =>
+      detectLayers(cfg('required'), { addon: fakeAddon({ createNamespace, closeFd }), log: silentLogger, unsafe: false, isRoot: true, passwd }),
+    ).toThrow(/layer "netns" is required but unavailable: unshare: ENOSPC/);
+    expect(closeFd.mock.calls.map(([fd]) => fd).sort()).toEqual([100, 101, 102, 7]);
+    // All made: one distinct namespace per slot, in slot order.
+    made = 0;
+    const ok = detectLayers(cfg('required'), {
+      addon: fakeAddon({ createNamespace: (kind: string) => (kind === 'mnt' ? 7 : 100 + made++) }),
+      log: silentLogger,
+      unsafe: false,
+      isRoot: true,
+      passwd,
+    });
+    expect(ok.netnsFds).toEqual([100, 101, 102, 103, 104]);
   });
 
   it('fails closed when a required layer is missing, naming it and why', () => {

@@ -25,7 +25,7 @@ const allLayers: Layers = {
   seccomp: true,
   netns: true,
   apparmor: false,
-  netnsFd: 42,
+  netnsFds: [40, 41, 42, 43],
   kill: 'uid',
   report: {},
   confinement: ['uid', 'rlimits', 'landlock', 'seccomp', 'netns'],
@@ -45,6 +45,13 @@ describe('buildPlan', () => {
     expect(plan.apparmorProfile).toBeUndefined();
     expect(plan.parentDeathSignal).toBe(true);
     expect(plan.rlimits?.cpu).toEqual([1, 2]);
+  });
+
+  it("joins the slot's own network namespace, and fails closed when the slot has none", () => {
+    expect(buildPlan({ ...input, slot: { index: 0, uid: 61000, gid: 61000 } }).netnsFd).toBe(40);
+    expect(buildPlan({ ...input, slot: { index: 3, uid: 61003, gid: 61003 } }).netnsFd).toBe(43);
+    expect(() => buildPlan({ ...input, slot: { index: 4, uid: 61004, gid: 61004 } })).toThrow(/no network namespace was made for slot 4/);
+    expect(buildPlan({ ...input, layers: { ...allLayers, netns: false, netnsFds: undefined } }).netnsFd).toBeUndefined();
   });
 
   it('builds a clean environment where HOME and TMPDIR always point into the run', () => {

@@ -78,6 +78,31 @@ describe.skipIf(!isRoot)('rlimits layer', () => {
     expect(r.stderr).toContain('BlockingIOError');
   });
 
+  // Per-uid kernel objects the other layers leave countable: POSIX message queue bytes, locked
+  // (unswappable) memory, queued real-time signals. Slot uids are per run, so these bound one run.
+  const perUidObjects =
+    'import ctypes, mmap, os, signal, threading\nlibc = ctypes.CDLL(None, use_errno=True)\n' +
+    'name = b"/cj-native-%d" % os.getpid()\n' +
+    'q = libc.mq_open(name, 0o100 | 2, 0o600, None); print("mq_open", q, ctypes.get_errno())\n' +
+    'if q >= 0: libc.mq_unlink(name)  # with the layer sabotaged: leave nothing on the host\n' +
+    'buf = mmap.mmap(-1, 4096); addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))\n' +
+    'print("mlock", libc.mlock(ctypes.c_void_p(addr), 4096), ctypes.get_errno())\n' +
+    'signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})\nqueued = 0\n' +
+    'for _ in range(200):\n' +
+    '    try: signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN); queued += 1\n' +
+    '    except OSError as e: last = e.errno\n' +
+    'print("queued", queued)';
+
+  it('deny_rlimit_msgqueue_memlock_sigpending_bound_per_uid_kernel_objects', async () => {
+    const r = await runPython(perUidObjects, { uid: true, rlimits: { msgqueue: [0, 0], memlock: [0, 0], sigpending: [16, 16] } });
+    expect(r.stdout).toBe('mq_open -1 24\nmlock -1 1\nqueued 16\n');
+  });
+
+  it('allow_rlimit_per_uid_objects_within_inherited_limits', async () => {
+    const r = await runPython(perUidObjects, { uid: true });
+    expect(r.stdout).toMatch(/^mq_open \d+ 0\nmlock 0 0\nqueued 200\n$/);
+  });
+
   it('allow_rlimit_nproc_permits_fork_within_limit', async () => {
     const r = await runPython('import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0); print("forked")', {
       uid: true,
@@ -160,6 +185,90 @@ describe.skipIf(!isRoot)('seccomp layer', () => {
       { seccomp: true },
     );
     expect(r.stdout).toBe('-1 1\n-1 1\n-1 1\n-1 1\n');
+  });
+
+  // Syscall numbers for calls glibc has no wrapper for (the new ones are the same on both arches).
+  const NR =
+    process.arch === 'arm64'
+      ? { io_setup: 0, mbind: 235, set_mempolicy: 237, migrate_pages: 238, move_pages: 239 }
+      : { io_setup: 206, mbind: 237, set_mempolicy: 238, migrate_pages: 256, move_pages: 279 };
+  const errnoOf = (calls: Array<[string, string]>) =>
+    'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n' +
+    calls.map(([name, call]) => `ctypes.set_errno(0); r = ${call}; print(${JSON.stringify(name)}, r, ctypes.get_errno())`).join('\n');
+
+  it('deny_seccomp_host_wide_aio_and_inotify', async () => {
+    // io_setup takes from the host-wide fs.aio-nr (root then gets EAGAIN); an inotify watch
+    // reports names created in a directory Landlock does not let the sandbox list.
+    const r = await runPython(
+      errnoOf([
+        ['io_setup', `libc.syscall(${NR.io_setup}, 1, ctypes.byref(ctypes.c_ulong(0)))`],
+        ['inotify_init1', 'libc.inotify_init1(0)'],
+        ['inotify_add_watch', 'libc.inotify_add_watch(-1, b"/etc", 0x100)'],
+        ['fanotify_mark', 'libc.fanotify_mark(-1, 1, 2, -100, b"/etc")'],
+      ]),
+      { seccomp: true },
+    );
+    expect(r.stdout).toBe('io_setup -1 1\ninotify_init1 -1 1\ninotify_add_watch -1 1\nfanotify_mark -1 1\n');
+  });
+
+  it('deny_seccomp_numa_policy_other_processes_and_mount_table', async () => {
+    // Memory placement (mbind, set_mempolicy) can pin a run's memory to one node of the host;
+    // migrate_pages, move_pages and process_madvise/process_mrelease act on other processes;
+    // memfd_secret takes unswappable memory out of the direct map; statmount/listmount read the
+    // mount table that /proc (unreadable under Landlock) keeps hidden. Bogus arguments: without
+    // the filter each call fails with EINVAL, EFAULT, ESRCH or EBADF, never EPERM.
+    const r = await runPython(
+      errnoOf([
+        ['mbind', `libc.syscall(${NR.mbind}, 0, 4096, 99, 0, 0, 0)`],
+        ['set_mempolicy', `libc.syscall(${NR.set_mempolicy}, 99, 0, 0)`],
+        ['migrate_pages', `libc.syscall(${NR.migrate_pages}, 0x7ffffff0, 64, 0, 0)`],
+        ['move_pages', `libc.syscall(${NR.move_pages}, 0x7ffffff0, 1, 0, 0, 0, 0)`],
+        ['set_mempolicy_home_node', 'libc.syscall(450, 0, 4096, 99, 1)'],
+        ['process_madvise', 'libc.syscall(440, -1, 0, 0, 0, 0)'],
+        ['process_mrelease', 'libc.syscall(448, -1, 0)'],
+        ['memfd_secret', 'libc.syscall(447, 0xdead)'],
+        ['statmount', 'libc.syscall(457, 0, 0, 0, 0)'],
+        ['listmount', 'libc.syscall(458, 0, 0, 0, 0)'],
+      ]),
+      { seccomp: true },
+    );
+    const names = ['mbind', 'set_mempolicy', 'migrate_pages', 'move_pages', 'set_mempolicy_home_node', 'process_madvise', 'process_mrelease'];
+    // memfd_secret is refused like memfd_create (EACCES), below.
+    expect(r.stdout).toBe([...names.map((n) => `${n} -1 1`), 'memfd_secret -1 13', 'statmount -1 1', 'listmount -1 1', ''].join('\n'));
+  });
+
+  it('deny_seccomp_memfd_create_and_execveat', async () => {
+    // Landlock has no say over a memfd (an internal mount) and execveat of one runs whatever was
+    // written into it: refused, with EACCES so Python raises PermissionError.
+    const r = await runPython(
+      'import os, sys\n' +
+        'try: os.memfd_create("x"); print("memfd made")\nexcept OSError as e: print("memfd_create", e.errno)\n' +
+        'fd = os.open(sys.executable, os.O_RDONLY)\n' +
+        'try: os.execve(fd, [sys.executable, "-c", "print(\'fexecve ran\')"], {})\nexcept OSError as e: print("execveat", e.errno)',
+      { seccomp: true },
+    );
+    expect(r.stdout).toBe('memfd_create 13\nexecveat 13\n');
+  });
+
+  it('allow_seccomp_stdlib_tempfile_multiprocessing_ctypes_callbacks_and_signals', async () => {
+    // What CPython's stdlib does with processes and files goes through execve, fork/clone, pipes,
+    // mkstemp and anonymous PROT_EXEC memory (ctypes callbacks): none of it is refused.
+    const r = await runPython(
+      [
+        'import ctypes, multiprocessing, os, signal, subprocess, sys, tempfile, threading, time',
+        'with tempfile.TemporaryDirectory() as d, tempfile.NamedTemporaryFile(dir=d) as f: f.write(b"x"); f.flush(); print("tempfile", os.path.getsize(f.name))',
+        'p = multiprocessing.get_context("fork").Process(target=os._exit, args=(7,)); p.start(); p.join(); print("multiprocessing", p.exitcode)',
+        'pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"], {}); print("posix_spawn", os.waitpid(pid, 0)[1])',
+        'print("subprocess", subprocess.run([sys.executable, "-c", "print(3)"], capture_output=True).stdout)',
+        'CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))',
+        'a = (ctypes.c_int * 3)(3, 1, 2); ctypes.CDLL(None).qsort(a, 3, 4, CMP(lambda x, y: x[0] - y[0])); print("ctypes", list(a))',
+        'signal.signal(signal.SIGUSR1, lambda *_: print("signal")); os.kill(os.getpid(), signal.SIGUSR1)',
+        't = threading.Timer(0.01, print, args=("timer",)); t.start(); t.join()',
+      ].join('\n'),
+      { seccomp: true },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe("tempfile 1\nmultiprocessing 7\nposix_spawn 0\nsubprocess b'3\\n'\nctypes [1, 2, 3]\nsignal\ntimer\n");
   });
 
   it('allow_seccomp_unix_sockets_threads_and_subprocess', async () => {
