@@ -18,7 +18,7 @@ import { prepareRunBase, sweepRunBase } from './rundir.js';
 import { describeBounds } from './limits.js';
 import { Runner } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
-import { DaemonServer } from './server.js';
+import { DaemonServer } from './server/index.js';
 import { SlotPool, slotUsers } from './slots.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
