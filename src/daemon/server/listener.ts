@@ -35,6 +35,12 @@ export class DaemonServer {
   private readonly refusals: ThrottledLog;
   private readonly requests: Requests;
   private stopping = false;
+  /**
+   * Set once our own bind of the socket path succeeded: only then is the file there ours to
+   * remove. A start that failed before (another daemon serves the path, or it is not a socket)
+   * must leave it alone.
+   */
+  private bound = false;
   private nextConnectionId = 1;
 
   constructor(private readonly options: ServerOptions) {
@@ -81,6 +87,7 @@ export class DaemonServer {
       this.server.once('error', reject);
       this.server.listen(socketPath, () => {
         this.server.off('error', reject);
+        this.bound = true;
         resolve();
       });
     });
@@ -148,7 +155,7 @@ export class DaemonServer {
     await Promise.all([...this.connections].map((c) => c.shutdown()));
     await closed;
     this.refusals.flush();
-    if (!this.activated) await fs.unlink(this.options.socketPath).catch(() => undefined);
+    if (this.bound) await fs.unlink(this.options.socketPath).catch(() => undefined);
   }
 
   /**
