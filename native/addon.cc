@@ -327,7 +327,8 @@ Napi::Value PeerCred(const Napi::CallbackInfo &info) {
 
 // What a socket is, from the kernel itself: the daemon checks that an fd systemd passed is a
 // listening Unix stream socket before serving it. Address family and type as the kernel numbers
-// them (AF_*, SOCK_*); path is getsockname's, '@' first for an abstract one, absent if unnamed.
+// them (AF_*, SOCK_*); path is getsockname's ('@' for each NUL of an abstract one), absent if
+// unnamed.
 Napi::Value SocketInfo(const Napi::CallbackInfo &info) {
   if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "socketInfo(fd)");
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -350,7 +351,11 @@ Napi::Value SocketInfo(const Napi::CallbackInfo &info) {
       throw errno_error(info.Env(), "getsockname", errno, strerror(errno));
     size_t n = addrlen > offsetof(struct sockaddr_un, sun_path) ? addrlen - offsetof(struct sockaddr_un, sun_path) : 0;
     if (n > 0 && addr.sun_path[0] == '\0') {
-      out.Set("path", Napi::String::New(info.Env(), "@" + std::string(addr.sun_path + 1, n - 1)));
+      // An abstract name is n bytes, NULs included: written as the kernel lists it in
+      // /proc/net/unix, each NUL as '@'.
+      std::string name(addr.sun_path, n);
+      for (char &c : name) if (c == '\0') c = '@';
+      out.Set("path", Napi::String::New(info.Env(), name));
     } else if (n > 0) {
       // A pathname address may or may not count its terminating NUL.
       out.Set("path", Napi::String::New(info.Env(), std::string(addr.sun_path, strnlen(addr.sun_path, n))));

@@ -125,7 +125,10 @@ export interface NativeSocketInfo {
   type: number;
   /** SO_ACCEPTCONN: listen() was called on it. */
   listening: boolean;
-  /** A Unix socket's bound path ('@' first for an abstract name); absent when unnamed or not Unix. */
+  /**
+   * A Unix socket's bound path; an abstract name as /proc/net/unix lists it, each NUL (the first
+   * included) written '@'. Absent when unnamed or not Unix.
+   */
   path?: string;
 }
 

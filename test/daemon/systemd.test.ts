@@ -69,6 +69,15 @@ describe('native socketInfo', () => {
     expect(native().socketInfo(fdOf(server))).toEqual({ domain: AF_UNIX, type: SOCK_STREAM, listening: true, path: socketPath });
   });
 
+  it('support_socket_info_names_an_abstract_socket_as_proc_net_unix_does', async () => {
+    const name = `codejail-test-${process.pid}-${Date.now()}`;
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(`\0${name}`, resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    // libuv binds the whole sun_path: the name's trailing NULs are part of it.
+    expect(native().socketInfo(fdOf(server))).toMatchObject({ domain: AF_UNIX, listening: true, path: expect.stringMatching(new RegExp(`^@${name}@*$`)) });
+  });
+
   it('support_socket_info_of_a_connected_unbound_unix_socket', async () => {
     const client = await connectedUnixSocket();
     expect(native().socketInfo(fdOf(client))).toEqual({ domain: AF_UNIX, type: SOCK_STREAM, listening: false });
