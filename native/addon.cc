@@ -326,6 +326,45 @@ Napi::Value PeerCred(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// What a socket is, from the kernel itself: the daemon checks that an fd systemd passed is a
+// listening Unix stream socket before serving it. Address family and type as the kernel numbers
+// them (AF_*, SOCK_*); path is getsockname's ('@' for each NUL of an abstract one), absent if
+// unnamed.
+Napi::Value SocketInfo(const Napi::CallbackInfo &info) {
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "socketInfo(fd)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int domain = 0, type = 0, listening = 0;
+  socklen_t len = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) throw errno_error(info.Env(), "SO_DOMAIN", errno, strerror(errno));
+  len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) throw errno_error(info.Env(), "SO_TYPE", errno, strerror(errno));
+  len = sizeof listening;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0)
+    throw errno_error(info.Env(), "SO_ACCEPTCONN", errno, strerror(errno));
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("domain", domain);
+  out.Set("type", type);
+  out.Set("listening", Napi::Boolean::New(info.Env(), listening != 0));
+  if (domain == AF_UNIX) {
+    struct sockaddr_un addr {};
+    socklen_t addrlen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &addrlen) != 0)
+      throw errno_error(info.Env(), "getsockname", errno, strerror(errno));
+    size_t n = addrlen > offsetof(struct sockaddr_un, sun_path) ? addrlen - offsetof(struct sockaddr_un, sun_path) : 0;
+    if (n > 0 && addr.sun_path[0] == '\0') {
+      // An abstract name is n bytes, NULs included: written as the kernel lists it in
+      // /proc/net/unix, each NUL as '@'.
+      std::string name(addr.sun_path, n);
+      for (char &c : name) if (c == '\0') c = '@';
+      out.Set("path", Napi::String::New(info.Env(), name));
+    } else if (n > 0) {
+      // A pathname address may or may not count its terminating NUL.
+      out.Set("path", Napi::String::New(info.Env(), std::string(addr.sun_path, strnlen(addr.sun_path, n))));
+    }
+  }
+  return out;
+}
+
 // sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET ('@' = abstract address).
 Napi::Value Notify(const Napi::CallbackInfo &info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
@@ -426,6 +465,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("seccompSupported", Napi::Function::New(env, SeccompSupported, "seccompSupported"));
   exports.Set("createNamespace", Napi::Function::New(env, CreateNamespace, "createNamespace"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
+  exports.Set("socketInfo", Napi::Function::New(env, SocketInfo, "socketInfo"));
   exports.Set("notify", Napi::Function::New(env, Notify, "notify"));
   exports.Set("shareRunBase", Napi::Function::New(env, ShareRunBase, "shareRunBase"));
   exports.Set("mountRunDisk", Napi::Function::New(env, MountRunDisk, "mountRunDisk"));

@@ -123,6 +123,21 @@ export interface NativePeerCred {
   gid: number;
 }
 
+/** What a socket fd is, as getsockopt and getsockname tell. */
+export interface NativeSocketInfo {
+  /** SO_DOMAIN: the address family (AF_UNIX is 1). */
+  domain: number;
+  /** SO_TYPE: SOCK_STREAM is 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5. */
+  type: number;
+  /** SO_ACCEPTCONN: listen() was called on it. */
+  listening: boolean;
+  /**
+   * A Unix socket's bound path; an abstract name as /proc/net/unix lists it, each NUL (the first
+   * included) written '@'. Absent when unnamed or not Unix.
+   */
+  path?: string;
+}
+
 interface Addon {
   spawn(plan: NativePlan): NativeChild;
   watchExit(pidfd: number, pid: number, onExit: (exit: NativeExit) => void): void;
@@ -162,6 +177,8 @@ interface Addon {
    */
   createNamespace(kind: 'net' | 'ipc' | 'mnt', hide?: string[]): number;
   peerCred(fd: number): NativePeerCred;
+  /** Throws with code ENOTSOCK for an fd that is not a socket, EBADF for one not open. */
+  socketInfo(fd: number): NativeSocketInfo;
   notify(socketPath: string, message: string): void;
   /**
    * Makes `runBase` a shared mount (bind-mounting it onto itself first when `bindFirst`), so

@@ -7,10 +7,10 @@ import { performance } from 'node:perf_hooks';
 import { PROTOCOL_VERSION, type CheckResult, type StatusResult } from '../protocol/index.js';
 import { native } from '../native.js';
 import { PACKAGE_VERSION } from '../package.js';
-import { resolveAllowList } from './auth.js';
+import { resolveAllowList, type AllowList, type Caller } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
 import { DaemonError } from './errors.js';
-import { discoverCommands } from './interpreter.js';
+import { discoverCommands, type CommandProfile } from './interpreter.js';
 import { detectLayers, type LayerReport, type Layers } from './layers.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
@@ -18,7 +18,7 @@ import { prepareRunBase, sweepRunBase } from './rundir.js';
 import { describeBounds } from './limits.js';
 import { Runner } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
-import { DaemonServer } from './server.js';
+import { DaemonServer } from './server/index.js';
 import { SlotPool, slotUsers } from './slots.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
@@ -92,22 +92,15 @@ const LIVE_KEYS = new Set(['defaultLimits', 'ceilings', 'allow', 'logLevel', 'qu
 const VERSION = PACKAGE_VERSION;
 
 export async function startDaemon(options: StartDaemonOptions = {}): Promise<DaemonHandle> {
-  // Flags win over the file, now and at every reload.
-  const withFlags = (loaded: DaemonConfig): DaemonConfig => ({
-    ...loaded,
-    ...(options.socketPath ? { socket: { ...loaded.socket, path: options.socketPath } } : {}),
-    ...(options.logLevel ? { logLevel: options.logLevel } : {}),
-  });
   // This one object is the runner's config for the daemon's lifetime: a reload assigns the live
   // keys into it, so the next run sees the new limits without any other plumbing.
-  const config: DaemonConfig = withFlags(options.config ?? loadConfig(options.configFile));
+  const config: DaemonConfig = withFlags(options.config ?? loadConfig(options.configFile), options);
   const log = options.log ?? createLogger({ level: config.logLevel });
   const addon = native();
   const startedAt = Date.now();
 
   const layers = detectLayers(config, { addon, log, unsafe: options.unsafe ?? false });
-  let server: DaemonServer | undefined;
-  let metricsHttp: http.Server | undefined;
+  let daemon: Daemon | undefined;
   try {
     log.info('confinement layers', { layers: layers.report });
     // Orphans of a run (a daemonised grandchild) must come back to us to be reaped, not to an
@@ -137,49 +130,114 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     } else {
       log.warn('self-check skipped: no command of kind "python" is configured');
     }
-    let selfCheckOk = true;
-    let stopping = false;
-    let allowList = resolveAllowList(config, log);
-    const metrics = new Metrics();
+    daemon = new Daemon({ options, config, log, layers, commands, slots, runner, checkCommand, startedAt });
+    await daemon.serve((fd) => addon.peerCred(fd));
+    return daemon;
+  } catch (err) {
+    await daemon?.abandon();
+    await releaseLayers(layers, log);
+    throw err;
+  }
+}
 
-    // The 'check' request: the same self-check again, through real sandboxes. Concurrent requests
-    // share one run; its outcome is what the watchdog's health test looks at.
-    let checking: Promise<CheckResult> | undefined;
-    const check = (): Promise<CheckResult> =>
-      (checking ??= (async (): Promise<CheckResult> => {
-        if (stopping) throw new DaemonError('shutting_down', 'the daemon is stopping');
-        if (!checkCommand) {
-          return { ok: true, layers: layers.report, durationMs: 0, probes: [{ name: 'self-check', outcome: 'skipped', detail: 'no command of kind "python" is configured' }] };
-        }
-        // Probes that were refused for want of a queue place would read as a broken sandbox.
-        if (slots.busy >= slots.total && slots.queued >= slots.maxQueued) throw new DaemonError('overloaded', 'the run queue is full; try the check again later');
-        const started = performance.now();
-        let probes: CheckOutcome[];
-        try {
-          probes = await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log });
-        } catch (err) {
-          if (!(err instanceof SelfCheckError)) throw err;
-          probes = err.outcomes;
-        }
-        selfCheckOk = probes.every((p) => p.outcome !== 'failed');
-        if (!selfCheckOk) log.error('self-check failed while serving: the daemon reports itself unhealthy', {});
-        return { ok: selfCheckOk, layers: layers.report, probes, durationMs: Math.round(performance.now() - started) };
-      })().finally(() => {
-        checking = undefined;
-      }));
-    const renderMetrics = () =>
-      metrics.render({
-        slotsTotal: slots.total,
-        slotsBusy: slots.busy,
-        slotsQuarantined: runner.quarantinedSlots,
-        queueDepth: slots.queued,
-        queueMax: slots.maxQueued,
-        selfCheckOk,
-        setupFailures: runner.counters.setupFailures,
-        draining: stopping,
-      });
+/** Flags win over the file, now and at every reload. */
+function withFlags(loaded: DaemonConfig, options: StartDaemonOptions): DaemonConfig {
+  return {
+    ...loaded,
+    ...(options.socketPath ? { socket: { ...loaded.socket, path: options.socketPath } } : {}),
+    ...(options.logLevel ? { logLevel: options.logLevel } : {}),
+  };
+}
 
-    const status = (): StatusResult => ({
+/** What the start-up sequence built, handed to the serving daemon. */
+interface DaemonParts {
+  options: StartDaemonOptions;
+  config: DaemonConfig;
+  log: Logger;
+  layers: Layers;
+  commands: Map<string, CommandProfile>;
+  slots: SlotPool;
+  runner: Runner;
+  /** The command the self-check runs, when one of kind "python" is configured. */
+  checkCommand: string | undefined;
+  startedAt: number;
+}
+
+/** A daemon past its start-up checks: serves the socket, answers status and check, reloads, stops. */
+class Daemon implements DaemonHandle {
+  readonly address: string;
+  readonly layers: LayerReport;
+  readonly unsafe: boolean;
+  readonly log: Logger;
+  private readonly metrics = new Metrics();
+  private allowList: AllowList;
+  private selfCheckOk = true;
+  private stopping = false;
+  /** The 'check' in progress: concurrent requests share it. */
+  private checking: Promise<CheckResult> | undefined;
+  private server: DaemonServer | undefined;
+  private metricsHttp: http.Server | undefined;
+  private closing: Promise<void> | undefined;
+  /** Aborted by a close(0) during a close: the grace period ends at once. */
+  private readonly hurry = new AbortController();
+
+  constructor(private readonly parts: DaemonParts) {
+    this.address = parts.config.socket.path;
+    this.layers = parts.layers.report;
+    this.unsafe = parts.layers.unsafe;
+    this.log = parts.log;
+    this.allowList = resolveAllowList(parts.config, parts.log);
+  }
+
+  get activated(): boolean {
+    return this.server?.activated ?? false;
+  }
+
+  /** Listens on the socket (and the metrics port, if configured); only then is the daemon ready. */
+  async serve(peerCred: (fd: number) => Caller): Promise<void> {
+    const { config, options, runner, log, layers, commands } = this.parts;
+    this.server = new DaemonServer({
+      socketPath: config.socket.path,
+      group: config.socket.group,
+      mode: config.socket.mode,
+      maxFrameBytes: config.maxFrameBytes,
+      connections: config.connections,
+      runner,
+      status: () => this.status(),
+      log,
+      listenFd: options.listenFd,
+      peerCred,
+      allowList: () => this.allowList,
+      metrics: this.metrics,
+      renderMetrics: () => this.renderMetrics(),
+      check: () => this.check(),
+    });
+    await this.server.listen();
+    if (config.metrics.port !== undefined) {
+      this.metricsHttp = await serveMetricsHttp({ host: config.metrics.host, port: config.metrics.port, render: () => this.renderMetrics(), log });
+    }
+    log.info('ready', {
+      socket: config.socket.path,
+      activated: this.server.activated,
+      version: VERSION,
+      unsafe: layers.unsafe,
+      layers: layers.report,
+      slots: config.slots.count,
+      commands: [...commands.keys()],
+      allow: this.allowList.describe,
+    });
+  }
+
+  /** Undoes serve() after a start that failed (the caller releases the layers). */
+  async abandon(): Promise<void> {
+    if (this.metricsHttp) await closeHttp(this.metricsHttp);
+    await this.server?.close().catch(() => undefined);
+  }
+
+  /** The 'status' request. */
+  private status(): StatusResult {
+    const { config, layers, slots, commands, runner, startedAt } = this.parts;
+    return {
       version: VERSION,
       protocol: PROTOCOL_VERSION,
       unsafe: layers.unsafe,
@@ -195,113 +253,123 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
         disk: layers.disk,
       }),
       counters: { ...runner.counters },
-    });
-    server = new DaemonServer({
-      socketPath: config.socket.path,
-      group: config.socket.group,
-      mode: config.socket.mode,
-      maxFrameBytes: config.maxFrameBytes,
-      connections: config.connections,
-      runner,
-      status,
-      log,
-      listenFd: options.listenFd,
-      peerCred: (fd) => addon.peerCred(fd),
-      allowList: () => allowList,
-      metrics,
-      renderMetrics,
-      check,
-    });
-    await server.listen();
-    if (config.metrics.port !== undefined) {
-      metricsHttp = await serveMetricsHttp({ host: config.metrics.host, port: config.metrics.port, render: renderMetrics, log });
-    }
-    log.info('ready', {
-      socket: config.socket.path,
-      activated: server.activated,
-      version: VERSION,
-      unsafe: layers.unsafe,
-      layers: layers.report,
-      slots: config.slots.count,
-      commands: [...commands.keys()],
-      allow: allowList.describe,
-    });
-
-    let closing: Promise<void> | undefined;
-    const hurry = new AbortController();
-    const running = server;
-    const runningHttp = metricsHttp;
-    return {
-      address: config.socket.path,
-      layers: layers.report,
-      unsafe: layers.unsafe,
-      activated: running.activated,
-      log,
-      close: (graceMs?: number) => {
-        if (closing && graceMs === 0) hurry.abort();
-        return (closing ??= (async () => {
-          stopping = true;
-          const grace = graceMs ?? config.shutdownGraceMs;
-          log.info('stopping', { inflight: running.inflight, busySlots: slots.busy, queued: slots.queued, graceMs: grace });
-          // Queued runs are refused now (shutting_down); runs already in a slot may finish.
-          slots.close('the daemon is stopping');
-          if (runningHttp) await closeHttp(runningHttp);
-          await running.close(grace, hurry.signal);
-          await releaseLayers(layers, log);
-          log.info('stopped');
-        })());
-      },
-      reload: () => {
-        if (!options.configFile && options.config) {
-          throw new Error('this daemon was started with an in-memory config: there is no file to reload');
-        }
-        let next: DaemonConfig;
-        try {
-          next = withFlags(loadConfig(options.configFile));
-        } catch (err) {
-          metrics.recordReload(false);
-          throw err;
-        }
-        const report: ReloadReport = { applied: [], needsRestart: [] };
-        const keys = new Set([...Object.keys(config), ...Object.keys(next)]);
-        for (const key of keys) {
-          const before = (config as Record<string, unknown>)[key];
-          const after = (next as Record<string, unknown>)[key];
-          if (JSON.stringify(before) === JSON.stringify(after)) continue;
-          if (LIVE_KEYS.has(key)) report.applied.push(key);
-          else report.needsRestart.push(key);
-        }
-        // Resolve before assigning anything, so a failure leaves the old config whole.
-        // Against the socket group in force: a new socket.group only applies after a restart.
-        const nextAllow = resolveAllowList({ ...next, socket: config.socket }, log);
-        for (const key of report.applied) (config as Record<string, unknown>)[key] = (next as Record<string, unknown>)[key];
-        allowList = nextAllow;
-        // Also when allow itself did not change: a group may have lost members or been removed.
-        const revoked = running.reauthorize();
-        if (revoked > 0) log.warn(`${revoked} connection(s) closed: their callers are no longer allowed`, { revoked });
-        slots.setMaxQueued(config.queueMax);
-        (log as Partial<{ setLevel(level: LogLevel): void }>).setLevel?.(config.logLevel);
-        metrics.recordReload(true);
-        return report;
-      },
-      health: () => {
-        if (!selfCheckOk) return { healthy: false, reason: 'the last self-check failed' };
-        if (slots.total > 0 && runner.quarantinedSlots >= slots.total) {
-          return { healthy: false, reason: `all ${slots.total} slots are quarantined (processes survived a kill)` };
-        }
-        return { healthy: true };
-      },
-      describe: () =>
-        stopping
-          ? `stopping: ${running.inflight} requests in flight`
-          : `serving${layers.unsafe ? ' UNSAFE' : ''}: ${slots.busy}/${slots.total} slots busy, ${slots.queued} queued, ` +
-            `${runner.counters.finished} runs done`,
     };
-  } catch (err) {
-    if (metricsHttp) await closeHttp(metricsHttp);
-    await server?.close().catch(() => undefined);
+  }
+
+  /**
+   * The 'check' request: the same self-check again, through real sandboxes. Concurrent requests
+   * share one run; its outcome is what the watchdog's health test looks at.
+   */
+  private check(): Promise<CheckResult> {
+    return (this.checking ??= this.runCheck().finally(() => {
+      this.checking = undefined;
+    }));
+  }
+
+  private async runCheck(): Promise<CheckResult> {
+    const { checkCommand, layers, slots, runner, config, log } = this.parts;
+    if (this.stopping) throw new DaemonError('shutting_down', 'the daemon is stopping');
+    if (!checkCommand) {
+      return { ok: true, layers: layers.report, durationMs: 0, probes: [{ name: 'self-check', outcome: 'skipped', detail: 'no command of kind "python" is configured' }] };
+    }
+    // Probes that were refused for want of a queue place would read as a broken sandbox.
+    if (slots.busy >= slots.total && slots.queued >= slots.maxQueued) throw new DaemonError('overloaded', 'the run queue is full; try the check again later');
+    const started = performance.now();
+    let probes: CheckOutcome[];
+    try {
+      probes = await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log });
+    } catch (err) {
+      if (!(err instanceof SelfCheckError)) throw err;
+      probes = err.outcomes;
+    }
+    this.selfCheckOk = probes.every((p) => p.outcome !== 'failed');
+    if (!this.selfCheckOk) log.error('self-check failed while serving: the daemon reports itself unhealthy', {});
+    return { ok: this.selfCheckOk, layers: layers.report, probes, durationMs: Math.round(performance.now() - started) };
+  }
+
+  /** The 'metrics' request and the HTTP endpoint: the Prometheus text. */
+  private renderMetrics(): string {
+    const { slots, runner } = this.parts;
+    return this.metrics.render({
+      slotsTotal: slots.total,
+      slotsBusy: slots.busy,
+      slotsQuarantined: runner.quarantinedSlots,
+      queueDepth: slots.queued,
+      queueMax: slots.maxQueued,
+      selfCheckOk: this.selfCheckOk,
+      setupFailures: runner.counters.setupFailures,
+      draining: this.stopping,
+    });
+  }
+
+  close(graceMs?: number): Promise<void> {
+    if (this.closing && graceMs === 0) this.hurry.abort();
+    return (this.closing ??= this.stop(graceMs ?? this.parts.config.shutdownGraceMs));
+  }
+
+  private async stop(graceMs: number): Promise<void> {
+    const { slots, layers, log } = this.parts;
+    const server = this.server!;
+    this.stopping = true;
+    log.info('stopping', { inflight: server.inflight, busySlots: slots.busy, queued: slots.queued, graceMs });
+    // Queued runs are refused now (shutting_down); runs already in a slot may finish.
+    slots.close('the daemon is stopping');
+    if (this.metricsHttp) await closeHttp(this.metricsHttp);
+    await server.close(graceMs, this.hurry.signal);
     await releaseLayers(layers, log);
-    throw err;
+    log.info('stopped');
+  }
+
+  reload(): ReloadReport {
+    const { options, config, log, slots } = this.parts;
+    if (!options.configFile && options.config) {
+      throw new Error('this daemon was started with an in-memory config: there is no file to reload');
+    }
+    let next: DaemonConfig;
+    try {
+      next = withFlags(loadConfig(options.configFile), options);
+    } catch (err) {
+      this.metrics.recordReload(false);
+      throw err;
+    }
+    const report: ReloadReport = { applied: [], needsRestart: [] };
+    const keys = new Set([...Object.keys(config), ...Object.keys(next)]);
+    for (const key of keys) {
+      const before = (config as Record<string, unknown>)[key];
+      const after = (next as Record<string, unknown>)[key];
+      if (JSON.stringify(before) === JSON.stringify(after)) continue;
+      if (LIVE_KEYS.has(key)) report.applied.push(key);
+      else report.needsRestart.push(key);
+    }
+    // Resolve before assigning anything, so a failure leaves the old config whole.
+    // Against the socket group in force: a new socket.group only applies after a restart.
+    const nextAllow = resolveAllowList({ ...next, socket: config.socket }, log);
+    for (const key of report.applied) (config as Record<string, unknown>)[key] = (next as Record<string, unknown>)[key];
+    this.allowList = nextAllow;
+    // Also when allow itself did not change: a group may have lost members or been removed.
+    const revoked = this.server!.reauthorize();
+    if (revoked > 0) log.warn(`${revoked} connection(s) closed: their callers are no longer allowed`, { revoked });
+    slots.setMaxQueued(config.queueMax);
+    (log as Partial<{ setLevel(level: LogLevel): void }>).setLevel?.(config.logLevel);
+    this.metrics.recordReload(true);
+    return report;
+  }
+
+  health(): Health {
+    const { slots, runner } = this.parts;
+    if (!this.selfCheckOk) return { healthy: false, reason: 'the last self-check failed' };
+    if (slots.total > 0 && runner.quarantinedSlots >= slots.total) {
+      return { healthy: false, reason: `all ${slots.total} slots are quarantined (processes survived a kill)` };
+    }
+    return { healthy: true };
+  }
+
+  describe(): string {
+    const { layers, slots, runner } = this.parts;
+    return this.stopping
+      ? `stopping: ${this.server!.inflight} requests in flight`
+      : `serving${layers.unsafe ? ' UNSAFE' : ''}: ${slots.busy}/${slots.total} slots busy, ${slots.queued} queued, ` +
+          `${runner.counters.finished} runs done`;
   }
 }
 

@@ -2,7 +2,7 @@
 // interval are written, the rest summed up in one line when it ends.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { LogFields, Logger } from '../../src/daemon/log.js';
-import { ThrottledLog } from '../../src/daemon/throttle.js';
+import { ThrottledLog } from '../../src/daemon/server/throttle.js';
 
 function recorder(): Logger & { lines: Array<{ level: string; msg: string; fields?: LogFields }> } {
   const lines: Array<{ level: string; msg: string; fields?: LogFields }> = [];

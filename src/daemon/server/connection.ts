@@ -1,0 +1,336 @@
+// One client connection: its frames (decoded with their cost bounded first, shape.ts), the
+// requests it has in flight, its timeouts (idle, unfinished frame) and its backpressure (it is
+// not read while its replies are not). A decoded request that is valid goes to requests.ts.
+import net from 'node:net';
+import {
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  PROTOCOL_VERSION,
+  RefusedFrame,
+  REQUEST_SHAPE_LIMITS,
+  request as requestSchema,
+  validateFirstIssue,
+  type ErrorCode,
+} from '../../protocol/index.js';
+import type { Caller } from '../auth.js';
+import { DaemonError } from '../errors.js';
+import type { ConnectionClose } from '../metrics.js';
+import type { ServerOptions } from './options.js';
+import type { RequestOrigin, Requests } from './requests.js';
+import type { ThrottledLog } from './throttle.js';
+
+/** What a connection needs of its server. */
+export interface ConnectionHost {
+  /** Log lines about refusals, rate-limited. */
+  refusals: ThrottledLog;
+  /** Called when the bytes a connection holds grew: the server checks its budget for all. */
+  grew(): void;
+  /** What each request does. */
+  requests: Requests;
+}
+
+/** One client connection: its frame decoder and the runs it has in flight. */
+export class Connection implements RequestOrigin {
+  private readonly decoder: FrameDecoder;
+  /** Runs in flight by request id (requests.ts adds and removes them; a close aborts them). */
+  readonly runs = new Map<number, AbortController>();
+  private readonly settled = new Set<Promise<void>>();
+  private broken = false;
+  /** Requests decoded but not handled yet: a chunk may hold many, and handling pauses with reading. */
+  private readonly backlog: unknown[] = [];
+  private backlogHead = 0;
+  /** The client has more unread replies than a frame: requests wait until its socket drains. */
+  private waitingForDrain = false;
+  /** Set when a reload took the caller's permission away: every request is refused with it. */
+  private revoked: string | undefined;
+  /** Set once the daemon closed the connection for a cap: it holds nothing any more. */
+  private closedFor: ConnectionClose | undefined;
+  /** Closes a connection with nothing in flight that sent nothing for idleTimeoutMs. */
+  private readonly idleTimer: NodeJS.Timeout;
+  /** Armed while a frame is in progress: it must arrive whole within frameTimeoutMs. */
+  private frameTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly options: ServerOptions,
+    readonly caller: Caller,
+    readonly id: number,
+    private readonly host: ConnectionHost,
+  ) {
+    this.decoder = new FrameDecoder(options.maxFrameBytes, REQUEST_SHAPE_LIMITS);
+    this.idleTimer = setTimeout(() => this.onIdle(), options.connections.idleTimeoutMs);
+    this.idleTimer.unref();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('close', () => {
+      clearTimeout(this.idleTimer);
+      clearTimeout(this.frameTimer);
+      this.cancelAll(new DaemonError('cancelled', 'the client disconnected'));
+    });
+  }
+
+  /** Requests still being worked on. */
+  get pending(): number {
+    return this.settled.size;
+  }
+
+  /** Bytes this connection holds in the daemon: a frame in progress and replies not yet read. */
+  get bufferedBytes(): number {
+    if (this.closedFor !== undefined) return 0;
+    return this.decoder.pendingBytes + this.socket.writableLength;
+  }
+
+  /**
+   * Closes the connection for a cap or a bad frame, releasing what it holds at once. Over a byte
+   * cap, a caller with replies unread gets no explanation (writing one would hold more); others
+   * get `code` and `message` on request id 0 before the hang-up. Its runs are cancelled when the
+   * socket closes.
+   */
+  close(reason: ConnectionClose, code: ErrorCode, message: string): void {
+    if (this.closedFor !== undefined) return;
+    this.closedFor = reason;
+    this.broken = true;
+    this.options.metrics.recordConnectionClose(reason);
+    this.host.refusals.warn(`connection closed: ${CLOSE_REASONS[reason]}`, {
+      connection: this.id,
+      caller: this.callerFields(),
+      frameBytes: this.decoder.pendingBytes,
+      unreadBytes: this.socket.writableLength,
+      reason: message,
+    });
+    this.decoder.reset();
+    clearTimeout(this.frameTimer);
+    if ((reason === 'buffer_limit' || reason === 'buffer_budget') && this.socket.writableLength > 0) {
+      this.socket.destroy();
+      return;
+    }
+    // As a refused connection is told (DaemonServer.refuse): half-close, let the caller hang up.
+    this.socket.end(this.errorFrame(0, code, message));
+    this.socket.resume();
+    const cutOff = setTimeout(() => this.socket.destroy(), 1000);
+    cutOff.unref();
+    this.socket.once('close', () => clearTimeout(cutOff));
+  }
+
+  /** Resolves once nothing is in flight on this connection (new work may not start: slots are closed). */
+  async idle(): Promise<void> {
+    while (this.settled.size > 0) await Promise.all(this.settled);
+  }
+
+  /** Fails everything in flight with 'forbidden', then says why on request id 0 and hangs up. */
+  revoke(reason: string): void {
+    if (this.revoked !== undefined) return;
+    this.revoked = reason;
+    this.cancelAll(new DaemonError('forbidden', reason));
+    void this.idle().then(() => {
+      this.send(this.errorFrame(0, 'forbidden', reason));
+      this.broken = true;
+      this.socket.end();
+      this.socket.destroySoon();
+    });
+  }
+
+  /** Cancels this connection's runs, waits until they are cleaned up, then closes it. */
+  async shutdown(): Promise<void> {
+    this.cancelAll(new DaemonError('shutting_down', 'the daemon is stopping'));
+    await Promise.all(this.settled);
+    this.socket.end();
+    this.socket.destroySoon();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.broken) return;
+    this.idleTimer.refresh();
+    let messages: unknown[];
+    try {
+      messages = this.decoder.push(chunk);
+    } catch (err) {
+      // The stream cannot be resynchronised after a bad frame: say why, then hang up. (The
+      // decoder throws only FrameError; anything else is treated the same rather than crash.)
+      const reason = err instanceof FrameError ? err.message : `undecodable frame: ${(err as Error).message}`;
+      this.close('bad_frame', 'bad_frame', reason);
+      return;
+    }
+    // The frame timer times the frame in progress: one that completed ends it, and the bytes
+    // left over (if any) began the next one in this chunk.
+    if (messages.length > 0 || this.decoder.pendingBytes === 0) {
+      clearTimeout(this.frameTimer);
+      this.frameTimer = undefined;
+    }
+    if (this.decoder.pendingBytes > 0) {
+      this.frameTimer ??= setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
+      // A frame in progress is held here: within this connection's cap, and the daemon's.
+      if (!this.withinCap()) return;
+      this.host.grew();
+      if (this.broken) return;
+    }
+    for (const message of messages) this.backlog.push(message);
+    this.pump();
+  }
+
+  /** Closes the connection when it holds more than connections.maxBufferedBytes; false then. */
+  private withinCap(): boolean {
+    const cap = this.options.connections.maxBufferedBytes;
+    const held = this.bufferedBytes;
+    if (held <= cap) return true;
+    this.close(
+      'buffer_limit',
+      'overloaded',
+      `the connection holds ${held} bytes (an unfinished frame and unread replies), more than the ${cap} one may (connections.maxBufferedBytes)`,
+    );
+    return false;
+  }
+
+  private onIdle(): void {
+    if (this.broken) return;
+    // Not idle while work is in flight, requests wait, or a frame is in progress (its own timer).
+    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.decoder.pendingBytes > 0) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.broken = true;
+    this.options.metrics.recordConnectionClose('idle');
+    this.options.log.debug('closing an idle connection', { connection: this.id, caller: this.callerFields(), idleTimeoutMs: this.options.connections.idleTimeoutMs });
+    this.socket.end();
+    this.socket.destroySoon();
+  }
+
+  private onFrameTimeout(): void {
+    this.frameTimer = undefined;
+    if (this.broken || this.decoder.pendingBytes === 0) return;
+    // Paused because the client does not read its replies: the frame waits on us, not on it.
+    if (this.waitingForDrain) {
+      this.frameTimer = setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
+      return;
+    }
+    const { frameTimeoutMs } = this.options.connections;
+    this.close(
+      'frame_timeout',
+      'bad_frame',
+      `a frame must arrive whole within ${frameTimeoutMs} ms of its first byte (connections.frameTimeoutMs); ${this.decoder.pendingBytes} bytes of it came`,
+    );
+  }
+
+  /** Handles decoded requests until none is left or the client stopped reading its replies. */
+  private pump(): void {
+    while (this.backlogHead < this.backlog.length && !this.waitingForDrain && !this.broken) {
+      const message = this.backlog[this.backlogHead++];
+      try {
+        this.handle(message);
+      } catch (err) {
+        this.options.log.error('handling a request failed', { error: err, stack: (err as Error)?.stack });
+        this.replyError(requestId(message), 'internal', 'internal error in the daemon (logged)');
+      }
+    }
+    if (this.backlogHead === this.backlog.length) {
+      this.backlog.length = 0;
+      this.backlogHead = 0;
+    }
+  }
+
+  private handle(raw: unknown): void {
+    if (raw instanceof RefusedFrame) {
+      // Over the caps a request can reach: refused undecoded, the connection kept.
+      this.options.metrics.recordRequestRefusal('frame_limit');
+      this.host.refusals.info('request refused: frame over the protocol caps', { connection: this.id, caller: this.callerFields(), reason: raw.reason });
+      this.replyError(raw.id ?? 0, 'bad_request', raw.reason);
+      return;
+    }
+    const id = requestId(raw);
+    if (this.revoked !== undefined) {
+      this.replyError(id, 'forbidden', this.revoked);
+      return;
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      this.replyError(id, 'bad_request', 'a request must be a map');
+      return;
+    }
+    const version = (raw as { v?: unknown }).v;
+    if (version !== undefined && version !== PROTOCOL_VERSION) {
+      this.replyError(id, 'bad_version', `protocol version ${String(version)} is not supported; this daemon speaks version ${PROTOCOL_VERSION}`);
+      return;
+    }
+    const parsed = validateFirstIssue(requestSchema, raw);
+    if (!parsed.success) {
+      this.options.metrics.recordRequestRefusal('bad_request');
+      this.host.refusals.info('request refused: not a valid request', { connection: this.id, caller: this.callerFields(), reason: parsed.message });
+      this.replyError(id, 'bad_request', parsed.message);
+      return;
+    }
+    this.host.requests.dispatch(parsed.data, this);
+  }
+
+  /**
+   * Keeps `work` in the settled set until it is done, so shutdown can wait for it. The idle time
+   * counts from the last reply too: a client that waited on a long run may send the next request.
+   */
+  track(work: Promise<void>): void {
+    const done: Promise<void> = work.finally(() => {
+      this.settled.delete(done);
+      this.idleTimer.refresh();
+    });
+    this.settled.add(done);
+  }
+
+  callerFields(): Record<string, number> {
+    return { uid: this.caller.uid, pid: this.caller.pid };
+  }
+
+  private cancelAll(reason: DaemonError): void {
+    for (const controller of this.runs.values()) controller.abort(reason);
+  }
+
+  replyOk(id: number, result: unknown): void {
+    this.send(encodeFrame({ v: PROTOCOL_VERSION, id, ok: true, result }));
+  }
+
+  replyError(id: number, code: ErrorCode, message: string): void {
+    this.send(this.errorFrame(id, code, message));
+  }
+
+  private errorFrame(id: number, code: ErrorCode, message: string): Buffer {
+    return encodeFrame({ v: PROTOCOL_VERSION, id, ok: false, error: { code, message } });
+  }
+
+  private send(frame: Buffer): void {
+    // A client that left gets no reply; its runs were cancelled when it closed.
+    if (this.broken || this.socket.destroyed || !this.socket.writable) return;
+    this.socket.write(frame);
+    // Replies a client does not read pile up in this process. Past one frame's worth, stop
+    // reading its requests (no new work, so no new replies) until the socket drains; past its
+    // cap (replies of runs already in flight), it is not reading at all: cut it off, which
+    // cancels its runs, rather than let one caller exhaust the daemon's memory. All connections
+    // together are held to the daemon's budget.
+    const unread = this.socket.writableLength;
+    const { maxFrameBytes } = this.options;
+    if (unread === 0) return;
+    if (!this.withinCap()) return;
+    this.host.grew();
+    if (this.broken) return;
+    if (unread > maxFrameBytes && !this.waitingForDrain) {
+      this.waitingForDrain = true;
+      this.socket.pause();
+      this.socket.once('drain', () => {
+        this.waitingForDrain = false;
+        if (this.broken) return;
+        this.socket.resume();
+        this.pump();
+      });
+    }
+  }
+}
+
+/** How the log names each reason a connection is closed for. */
+const CLOSE_REASONS: Record<ConnectionClose, string> = {
+  idle: 'idle',
+  frame_timeout: 'a frame was not completed in time',
+  bad_frame: 'bad frame',
+  buffer_limit: 'it holds more bytes than a connection may',
+  buffer_budget: "it holds the most bytes and all connections hold more than the daemon's budget",
+};
+
+/** The request's id when it is a valid one, so even a rejected request gets a matching reply. */
+function requestId(raw: unknown): number {
+  const id = (raw as { id?: unknown } | null)?.id;
+  return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= 0xffffffff ? id : 0;
+}

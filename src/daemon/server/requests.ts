@@ -1,0 +1,152 @@
+// What each request does once its frame is decoded and valid (connection.ts): status, metrics,
+// check, cancel and jail_code; and the accounting of every run: one 'run ended' line at info and
+// its verdict in the metrics.
+import { performance } from 'node:perf_hooks';
+import type { ErrorCode, JailCodeResult, Request } from '../../protocol/index.js';
+import { DaemonError } from '../errors.js';
+import type { Verdict } from '../metrics.js';
+import type { ServerOptions } from './options.js';
+import type { ThrottledLog } from './throttle.js';
+
+/** What the handlers need of the connection a request came on (a Connection). */
+export interface RequestOrigin {
+  /** The connection's number, as the log names it. */
+  readonly id: number;
+  /** Runs in flight on the connection by request id: 'cancel' aborts one, a close aborts all. */
+  readonly runs: Map<number, AbortController>;
+  /** The caller's uid and pid, for log lines. */
+  callerFields(): Record<string, number>;
+  replyOk(id: number, result: unknown): void;
+  replyError(id: number, code: ErrorCode, message: string): void;
+  /** Counts `work` as in flight on the connection until it settles (shutdown waits for it). */
+  track(work: Promise<void>): void;
+}
+
+/** The daemon's answers to requests; one for the server, shared by its connections. */
+export class Requests {
+  constructor(
+    private readonly options: ServerOptions,
+    /** Log lines about refusals, rate-limited. */
+    private readonly refusals: ThrottledLog,
+  ) {}
+
+  dispatch(request: Request, origin: RequestOrigin): void {
+    if (request.op !== 'jail_code') {
+      this.options.log.debug('request', { op: request.op, id: request.id, connection: origin.id, caller: origin.callerFields() });
+    }
+    switch (request.op) {
+      case 'status':
+        origin.replyOk(request.id, this.options.status());
+        return;
+      case 'metrics':
+        origin.replyOk(request.id, { text: this.options.renderMetrics() });
+        return;
+      case 'check':
+        origin.track(
+          this.options.check().then(
+            (result) => origin.replyOk(request.id, result),
+            (err: unknown) => this.replyFailure(origin, request.id, err, { op: 'check' }),
+          ),
+        );
+        return;
+      case 'cancel': {
+        const controller = origin.runs.get(request.target);
+        controller?.abort(new DaemonError('cancelled', `cancelled by request ${request.id}`));
+        origin.replyOk(request.id, { cancelled: controller !== undefined });
+        return;
+      }
+      case 'jail_code':
+        this.startRun(request, origin);
+        return;
+    }
+  }
+
+  private startRun(request: Extract<Request, { op: 'jail_code' }>, origin: RequestOrigin): void {
+    const { id } = request;
+    if (origin.runs.has(id)) {
+      origin.replyError(id, 'bad_request', `request id ${id} is already in flight on this connection`);
+      return;
+    }
+    const controller = new AbortController();
+    origin.runs.set(id, controller);
+    const { log, metrics } = this.options;
+    const started = performance.now();
+    // Every run ends with exactly one 'run ended' line at info: who asked (caller uid and pid),
+    // what (slug, command, limits), how it went (verdict, status or error code) and what it cost.
+    const base = { id, connection: origin.id, slug: request.slug, caller: origin.callerFields(), command: request.command };
+    log.debug('run accepted', { ...base, requestedLimits: request.limits });
+    origin.track(
+      this.options.runner
+        .run(request, controller.signal)
+        .then(
+          (result) => {
+            const verdict = resultVerdict(result);
+            const durationMs = round(performance.now() - started);
+            metrics.recordRun(verdict, durationMs / 1000);
+            log.info('run ended', {
+              ...base,
+              runId: result.runId,
+              verdict,
+              status: result.status,
+              limits: result.limits,
+              durationMs,
+              usage: result.usage,
+              truncated: result.truncated,
+            });
+            origin.replyOk(id, result);
+          },
+          (err: unknown) => {
+            const verdict = errorVerdict(err);
+            const durationMs = round(performance.now() - started);
+            metrics.recordRun(verdict, durationMs / 1000);
+            const fields = { ...base, verdict, requestedLimits: request.limits, durationMs };
+            // Refusals (overloaded, unknown command...) come in storms when callers retry: their
+            // lines are rate-limited; runs_total counts every one.
+            const line = { ...fields, error: (err as DaemonError).code, reason: (err as Error).message };
+            if (verdict === 'rejected') this.refusals.info('run ended', line);
+            else if (err instanceof DaemonError) log.info('run ended', line);
+            this.replyFailure(origin, id, err, fields);
+          },
+        )
+        .finally(() => origin.runs.delete(id)),
+    );
+  }
+
+  /** A DaemonError is the caller's answer; anything else is a bug, logged, and 'internal' to it. */
+  private replyFailure(origin: RequestOrigin, id: number, err: unknown, fields: Record<string, unknown>): void {
+    if (err instanceof DaemonError) {
+      origin.replyError(id, err.code, err.message);
+      return;
+    }
+    this.options.log.error('a request failed unexpectedly', { ...fields, error: err, stack: (err as Error)?.stack });
+    origin.replyError(id, 'internal', 'internal error in the daemon (logged)');
+  }
+}
+
+export function resultVerdict(result: JailCodeResult): Verdict {
+  if (result.timedOut) return 'timeout';
+  if (result.oomKilled) return 'oom';
+  if (result.status === 0) return 'ok';
+  return result.status < 0 ? 'signal' : 'exit';
+}
+
+export function errorVerdict(err: unknown): Verdict {
+  if (!(err instanceof DaemonError)) return 'error';
+  switch (err.code) {
+    case 'setup_failed':
+      return 'setup_failed';
+    case 'cancelled':
+    case 'shutting_down':
+    case 'forbidden':
+      return 'cancelled';
+    case 'internal':
+      return 'error';
+    default:
+      // overloaded, unknown_command, limit_exceeds_ceiling, bad_request: refused before running.
+      return 'rejected';
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
