@@ -88,7 +88,6 @@ async function main(): Promise<number> {
     notifySystemd(`STATUS=cannot start: ${statusLine((err as Error).message)}`, bootLog);
     return 1;
   }
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, remember);
 
   // From here on, the daemon's own logger: it honours logLevel and its reloads.
   const log = daemon.log;
@@ -134,9 +133,13 @@ async function main(): Promise<number> {
       }
       notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, log);
     };
+    // The real handlers go on before `remember` comes off: removing a signal's last listener
+    // closes Node's watcher for it, and a signal already caught but not yet delivered (one sent
+    // right at "ready") would be lost with it, leaving a daemon that ignores its SIGTERM.
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
     process.on('SIGHUP', reload);
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, remember);
     if (early) stop(early);
   });
 }

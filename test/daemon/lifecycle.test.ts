@@ -115,6 +115,24 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
   });
 });
 
+describe.skipIf(!isRoot)('a SIGTERM right at ready', () => {
+  it('support_sigterm_at_ready_is_never_lost: the daemon stops every time', async () => {
+    // A signal caught while the start-up handler was being swapped for the real one used to be
+    // dropped with Node's signal watcher, leaving a daemon that ignored its SIGTERM.
+    for (let i = 0; i < 4; i++) {
+      const daemon = await startTestDaemon();
+      daemon.process.kill('SIGTERM');
+      const exited = await Promise.race([
+        new Promise<number | null>((resolve) => daemon.process.once('exit', (code) => resolve(code))),
+        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 8000)),
+      ]);
+      if (exited === 'hung') daemon.process.kill('SIGKILL');
+      await daemon.stop();
+      expect(exited).toBe(0);
+    }
+  });
+});
+
 describe.skipIf(!isRoot)('a second SIGTERM', () => {
   it('cuts the grace period short and cancels the runs still in flight', async () => {
     await withLongRun(60_000, 'insisted', async (daemon) => {
