@@ -14,14 +14,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
-import { DaemonError } from '../daemon/errors.js';
-import type { CommandProfile } from '../daemon/interpreter.js';
-import { rlimitsFor } from '../daemon/limits.js';
-import { collectOutput, feedInput, OutputBudget, readOutput, writeInput, type InputPipe, type OutputPipe } from '../daemon/pipes.js';
-import { sandboxEnv } from '../daemon/plan.js';
-import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../daemon/rundir.js';
+import { RequestError } from '../protocol/errors.js';
+import type { CommandProfile } from '../run/commands.js';
+import { sandboxEnv } from '../run/env.js';
+import { rlimitsFor } from '../run/limits.js';
+import { collectOutput, feedInput, OutputBudget } from '../run/pipes.js';
+import { startNative, type Budgets, type ProcessExit, type RunProcess } from '../run/process.js';
+import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../run/rundir.js';
+import { roundMs, supervise } from '../run/supervise.js';
 import { native, type NativePlan, type NativeRlimits } from '../native.js';
 import { DEFAULT_LIMITS, describeIssues, jailCodeRequest } from '../protocol/index.js';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
@@ -45,8 +46,6 @@ export const DEFAULT_UNSAFE_COMMANDS: Readonly<Record<string, UnsafeCommand>> = 
 /** How the process is started: 'auto' uses the addon when it loads, else prlimit. */
 export type UnsafeSpawner = 'auto' | 'addon' | 'prlimit';
 
-/** The daemon's grace for pipes still open after the run's process group was killed. */
-const OUTPUT_EOF_GRACE_MS = 2000;
 const PRLIMIT = '/usr/bin/prlimit';
 /** prlimit's option for each of the addon's rlimits. */
 const PRLIMIT_OPTIONS: Record<keyof NativeRlimits, string> = {
@@ -74,35 +73,9 @@ function warnOnce(): void {
   );
 }
 
-/** A request's fields, its limits complete (the client always sends all of them; defaults fill any gap). */
+/** A request's fields, its limits complete (what the caller set, over DEFAULT_LIMITS). */
 type UnsafeRequest = Omit<JailCodeRequest, 'v' | 'id' | 'op' | 'limits'> & { limits: Limits };
 const requestFields = jailCodeRequest.omit({ v: true, id: true });
-
-interface Exit {
-  /** Exit code, or minus the signal number. */
-  status: number;
-  userMs: number;
-  systemMs: number;
-  maxRssKb: number;
-}
-
-/** A started run: its pipes, its exit, and a kill that reaches its whole process group. */
-interface Started {
-  stdin: InputPipe;
-  stdout: OutputPipe;
-  stderr: OutputPipe;
-  result?: OutputPipe;
-  /** Resolves once the main process is reaped; rejects only when it could not start at all. */
-  exited: Promise<Exit>;
-  kill(): void;
-  /** Frees what the spawn holds (the pidfd); only after `exited` has settled. */
-  release(): void;
-}
-
-interface Budgets {
-  output: OutputBudget;
-  result: OutputBudget;
-}
 
 /** Runs jail_code requests without a daemon. Used by Client in unsafe mode. */
 export class UnsafeRunner {
@@ -149,7 +122,7 @@ export class UnsafeRunner {
     const dir = await makeRunDir();
     try {
       await writeRunFiles(dir, request, undefined).catch((err: unknown) => {
-        throw err instanceof DaemonError ? new CodejailError(err.code, err.message) : err;
+        throw err instanceof RequestError ? new CodejailError(err.code, err.message) : err;
       });
       const plan: NativePlan = {
         file: profile.executable,
@@ -175,48 +148,33 @@ export class UnsafeRunner {
       result: new OutputBudget(Infinity),
     };
     if (signal.aborted) throw closedError();
-    const begin = performance.now();
-    const started = this.spawner === 'addon' ? spawnWithAddon(plan, request.stdin, budgets) : spawnWithPrlimit(plan, request.stdin, budgets);
-    let timedOut = false;
-    const timer =
-      limits.REALTIME > 0
-        ? setTimeout(() => {
-            timedOut = true;
-            started.kill();
-          }, limits.REALTIME * 1000)
-        : undefined;
-    const onClose = () => started.kill();
-    signal.addEventListener('abort', onClose, { once: true });
-    const outputs = [started.stdout, started.stderr, ...(started.result ? [started.result] : [])];
-    try {
-      const exit = await started.exited;
-      const wallMs = performance.now() - begin;
+    const started = this.spawner === 'addon' ? startWithAddon(plan, request.stdin, budgets) : startWithPrlimit(plan, request.stdin, budgets);
+    const outcome = await supervise(started, {
+      realtimeSeconds: limits.REALTIME,
+      signal,
       // The main process is gone; what it left in its process group goes too, so the pipes close.
-      started.kill();
-      await drain(outputs);
-      if (signal.aborted) throw closedError();
-      const reply: JailCodeResult = {
-        runId: path.basename(dir.path),
-        stdout: started.stdout.contents(),
-        stderr: started.stderr.contents(),
-        status: exit.status,
-        truncated: budgets.output.truncated,
-        timedOut,
-        usage: { wallMs: round(wallMs), userMs: exit.userMs, systemMs: exit.systemMs, maxRssKb: exit.maxRssKb },
-        confinement: 'none',
-        limits,
-      };
-      if (started.result) reply.result = started.result.contents();
-      return reply;
-    } finally {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onClose);
-      started.kill();
-      started.stdin.destroy();
-      for (const output of outputs) output.destroy();
-      await started.exited.catch(() => undefined);
-      started.release();
-    }
+      afterExit: async () => started.kill(),
+    });
+    if (outcome.cancelled !== undefined) throw closedError();
+    const { exit } = outcome;
+    const reply: JailCodeResult = {
+      runId: path.basename(dir.path),
+      stdout: outcome.stdout,
+      stderr: outcome.stderr,
+      status: exit.code ?? -(exit.signal ?? 0),
+      truncated: budgets.output.truncated,
+      timedOut: outcome.timedOut,
+      usage: {
+        wallMs: roundMs(outcome.wallMs),
+        userMs: roundMs(exit.userUs / 1000),
+        systemMs: roundMs(exit.systemUs / 1000),
+        ...(exit.maxRssKb !== undefined ? { maxRssKb: exit.maxRssKb } : {}),
+      },
+      confinement: 'none',
+      limits,
+    };
+    if (outcome.result) reply.result = outcome.result;
+    return reply;
   }
 }
 
@@ -253,57 +211,18 @@ async function makeRunDir(): Promise<RunDir> {
   return dir;
 }
 
-function spawnWithAddon(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): Started {
-  const addon = native();
-  let child;
+function startWithAddon(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): RunProcess {
   try {
-    child = addon.spawn(plan);
+    return startNative(plan, stdin, budgets);
   } catch (err) {
     const failure = err as Partial<{ step: string; message: string }>;
     throw new CodejailError('setup_failed', `unsafe run could not start at step "${failure.step ?? 'spawn'}": ${failure.message ?? String(err)}`, {
       cause: err,
     });
   }
-  const { pid, pidfd } = child;
-  const kill = () => {
-    try {
-      addon.pidfdSignal(pidfd, 9);
-    } catch {
-      // Already reaped.
-    }
-    killGroup(pid);
-  };
-  let exited: Promise<Exit>;
-  try {
-    exited = new Promise<Exit>((resolve) =>
-      addon.watchExit(pidfd, pid, (exit) =>
-        resolve({
-          status: exit.code ?? -(exit.signal ?? 0),
-          userMs: round(exit.userUs / 1000),
-          systemMs: round(exit.systemUs / 1000),
-          maxRssKb: exit.maxRssKb,
-        }),
-      ),
-    );
-  } catch (err) {
-    // Without a watcher nothing would reap it: kill it and give its fds back before failing.
-    kill();
-    for (const fd of [child.stdin, child.stdout, child.stderr, child.result, pidfd]) if (fd !== undefined) addon.closeFd(fd);
-    throw new CodejailError('setup_failed', `unsafe run: cannot watch its exit: ${(err as Error).message}`, { cause: err });
-  }
-  return {
-    // Each wrap takes ownership of its fd (libuv closes it).
-    stdout: readOutput(child.stdout, budgets.output),
-    stderr: readOutput(child.stderr, budgets.output),
-    result: child.result === undefined ? undefined : readOutput(child.result, budgets.result),
-    stdin: writeInput(child.stdin, stdin),
-    exited,
-    kill,
-    release: () => addon.closeFd(pidfd),
-  };
 }
 
-function spawnWithPrlimit(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): Started {
+function startWithPrlimit(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): RunProcess {
   const limits = Object.entries(plan.rlimits ?? {}).map(
     ([name, [soft, hard]]) => `${PRLIMIT_OPTIONS[name as keyof NativeRlimits]}=${soft}:${hard}`,
   );
@@ -320,23 +239,35 @@ function spawnWithPrlimit(plan: NativePlan, stdin: Uint8Array | undefined, budge
   } catch (err) {
     throw new CodejailError('setup_failed', `unsafe run could not start ${PRLIMIT}: ${(err as Error).message}`, { cause: err });
   }
-  const exited = new Promise<Exit>((resolve, reject) => {
+  const exited = new Promise<ProcessExit>((resolve, reject) => {
     child.once('error', (err) => reject(new CodejailError('setup_failed', `unsafe run could not start ${PRLIMIT}: ${err.message}`, { cause: err })));
     child.once('exit', (code, signal) =>
       // child_process reports no resource usage.
-      resolve({ status: code ?? -(signal ? os.constants.signals[signal] : 0), userMs: 0, systemMs: 0, maxRssKb: 0 }),
+      resolve({ code, signal: signal ? os.constants.signals[signal] : null, userUs: 0, systemUs: 0 }),
     );
   });
-  exited.catch(() => {}); // observed by supervise
+  const kill = () => {
+    if (child.pid !== undefined) killGroup(child.pid);
+  };
   return {
     stdout: collectOutput(child.stdout!, budgets.output),
     stderr: collectOutput(child.stderr!, budgets.output),
     result: plan.resultChannel ? collectOutput(child.stdio[3] as Readable, budgets.result) : undefined,
     stdin: feedInput(child.stdin as Writable, stdin),
     exited,
-    kill: () => {
-      if (child.pid !== undefined) killGroup(child.pid);
+    // No addon, so no deadline thread: a timer of this event loop.
+    armDeadline: (ms) => {
+      let fired = false;
+      const timer = setTimeout(() => {
+        fired = true;
+        kill();
+      }, ms);
+      return () => {
+        clearTimeout(timer);
+        return fired;
+      };
     },
+    kill,
     release: () => {},
   };
 }
@@ -348,14 +279,6 @@ function killGroup(pid: number): void {
   } catch {
     // ESRCH: the group is already gone.
   }
-}
-
-/** Waits for EOF on every output; past the grace (a descendant that left the group holds a pipe), stops waiting. */
-async function drain(outputs: OutputPipe[]): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, OUTPUT_EOF_GRACE_MS)));
-  await Promise.race([Promise.all(outputs.map((output) => output.closed)), late]);
-  clearTimeout(timer);
 }
 
 function closedError(): CodejailError {
@@ -378,8 +301,4 @@ function isExecutable(file: string): boolean {
   } catch {
     return false;
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
 }

@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
-import { ceilingViolation, DEFAULT_CEILINGS } from './limits.js';
+import { ceilingViolation, DEFAULT_CEILINGS } from '../run/limits.js';
 import { LOG_LEVELS } from './log.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/codejail/config.json';

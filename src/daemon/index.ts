@@ -9,13 +9,13 @@ import { native } from '../native.js';
 import { PACKAGE_VERSION } from '../package.js';
 import { resolveAllowList, type AllowList, type Caller } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
-import { DaemonError } from './errors.js';
-import { discoverCommands, type CommandProfile } from './interpreter.js';
+import { RequestError } from '../protocol/errors.js';
+import { discoverCommands, type CommandProfile } from '../run/commands.js';
 import { detectLayers, type LayerReport, type Layers } from './layers.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
-import { prepareRunBase, sweepRunBase } from './rundir.js';
-import { describeBounds } from './limits.js';
+import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
+import { describeBounds } from '../run/limits.js';
 import { Runner } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
@@ -268,12 +268,12 @@ class Daemon implements DaemonHandle {
 
   private async runCheck(): Promise<CheckResult> {
     const { checkCommand, layers, slots, runner, config, log } = this.parts;
-    if (this.stopping) throw new DaemonError('shutting_down', 'the daemon is stopping');
+    if (this.stopping) throw new RequestError('shutting_down', 'the daemon is stopping');
     if (!checkCommand) {
       return { ok: true, layers: layers.report, durationMs: 0, probes: [{ name: 'self-check', outcome: 'skipped', detail: 'no command of kind "python" is configured' }] };
     }
     // Probes that were refused for want of a queue place would read as a broken sandbox.
-    if (slots.busy >= slots.total && slots.queued >= slots.maxQueued) throw new DaemonError('overloaded', 'the run queue is full; try the check again later');
+    if (slots.busy >= slots.total && slots.queued >= slots.maxQueued) throw new RequestError('overloaded', 'the run queue is full; try the check again later');
     const started = performance.now();
     let probes: CheckOutcome[];
     try {

@@ -7,7 +7,7 @@ import { parseAccounts, readAccounts } from './accounts.js';
 import { CgroupTree } from './cgroups.js';
 import type { DaemonConfig, LayerMode, LayerName } from './config.js';
 import type { Logger } from './log.js';
-import { DISK_BYTES_PER_INODE, mountPoints, prepareRunBase, type RunDiskControl } from './rundir.js';
+import { DISK_BYTES_PER_INODE, mountPoints, prepareRunBase, type RunDiskControl } from '../run/rundir.js';
 import { slotUsers } from './slots.js';
 
 type Addon = ReturnType<typeof native>;

@@ -2,10 +2,11 @@
 // execve. Pure: everything it needs is passed in, so it is unit-tested without the addon.
 import type { Limits } from '../protocol/index.js';
 import type { NativePlan } from '../native.js';
-import { landlockPolicy, type CommandProfile } from './interpreter.js';
+import { landlockPolicy, type CommandProfile } from '../run/commands.js';
+import { sandboxEnv } from '../run/env.js';
 import type { Layers } from './layers.js';
-import { rlimitsFor } from './limits.js';
-import { CODE_FILE, type RunDir } from './rundir.js';
+import { rlimitsFor } from '../run/limits.js';
+import { CODE_FILE, type RunDir } from '../run/rundir.js';
 import type { Slot } from './slots.js';
 
 export interface PlanInput {
@@ -61,19 +62,4 @@ function slotNetns(layers: Layers, slot: Slot): number {
   const fd = layers.netnsFds?.[slot.index];
   if (fd === undefined) throw new Error(`no network namespace was made for slot ${slot.index}`);
   return fd;
-}
-
-/**
- * The sandbox's whole environment: nothing of the daemon's leaks in. The command's configured
- * variables may replace PATH and LANG, but HOME and TMPDIR always point into the run.
- */
-export function sandboxEnv(profile: CommandProfile, dir: RunDir): string[] {
-  const env: Record<string, string> = {
-    PATH: '/usr/bin:/bin',
-    LANG: 'C.UTF-8',
-    ...profile.env,
-    HOME: dir.tmp,
-    TMPDIR: dir.tmp,
-  };
-  return Object.entries(env).map(([name, value]) => `${name}=${value}`);
 }

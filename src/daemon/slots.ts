@@ -1,7 +1,7 @@
 // Slots: each concurrent run gets its own uid and gid (slot i: firstUid + i), so runs cannot
 // signal or read each other and NPROC counts per run. When all slots are busy, runs wait in a
 // bounded FIFO queue; past its bound they are refused as 'overloaded'.
-import { DaemonError } from './errors.js';
+import { RequestError } from '../protocol/errors.js';
 
 export interface Slot {
   index: number;
@@ -86,7 +86,7 @@ export class SlotPool {
    * queue is full, and with 'cancelled' (leaving the queue) when `signal` aborts first.
    */
   acquire(signal?: AbortSignal): Promise<Slot> {
-    if (this.closedReason !== undefined) return Promise.reject(new DaemonError('shutting_down', this.closedReason));
+    if (this.closedReason !== undefined) return Promise.reject(new RequestError('shutting_down', this.closedReason));
     if (signal?.aborted) return Promise.reject(cancelled(signal));
     if (this.waiters.length === 0) {
       const slot = this.free.pop();
@@ -97,7 +97,7 @@ export class SlotPool {
     }
     if (this.waiters.length >= this.queueMax) {
       return Promise.reject(
-        new DaemonError('overloaded', `${this.waiters.length} runs queued, the maximum is ${this.queueMax}; try again later`),
+        new RequestError('overloaded', `${this.waiters.length} runs queued, the maximum is ${this.queueMax}; try again later`),
       );
     }
     return new Promise<Slot>((resolve, reject) => {
@@ -144,7 +144,7 @@ export class SlotPool {
     this.closedReason = reason;
     for (const waiter of this.waiters.splice(0)) {
       waiter.detach();
-      waiter.reject(new DaemonError('shutting_down', reason));
+      waiter.reject(new RequestError('shutting_down', reason));
     }
   }
 
@@ -155,7 +155,7 @@ export class SlotPool {
   }
 }
 
-function cancelled(signal: AbortSignal): DaemonError {
+function cancelled(signal: AbortSignal): RequestError {
   const reason = signal.reason;
-  return reason instanceof DaemonError ? reason : new DaemonError('cancelled', 'the run was cancelled while queued');
+  return reason instanceof RequestError ? reason : new RequestError('cancelled', 'the run was cancelled while queued');
 }

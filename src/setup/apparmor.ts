@@ -9,7 +9,7 @@ import { existsSync, promises as fs, readFileSync, realpathSync } from 'node:fs'
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
-import { discoverCommands, type CommandProfile } from '../daemon/interpreter.js';
+import { discoverCommands, type CommandProfile } from '../run/commands.js';
 import type { Logger } from '../daemon/log.js';
 
 /** The name the shipped sandbox profile has; replaced by config.apparmorProfile when it differs. */

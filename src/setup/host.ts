@@ -8,7 +8,7 @@ import path from 'node:path';
 import { readAccounts, type AccountTable } from '../daemon/accounts.js';
 import { setupAppArmor } from './apparmor.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
-import { prepareRunBase } from '../daemon/rundir.js';
+import { prepareRunBase } from '../run/rundir.js';
 import { slotUsers, type SlotUser } from '../daemon/slots.js';
 
 export interface AccountOptions {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/protocol/index.js';
-import type { CommandProfile } from '../../src/daemon/interpreter.js';
+import type { CommandProfile } from '../../src/run/commands.js';
 import type { Layers } from '../../src/daemon/layers.js';
 import { buildPlan } from '../../src/daemon/plan.js';
-import { OutputBudget } from '../../src/daemon/pipes.js';
+import { OutputBudget } from '../../src/run/pipes.js';
 
 const profile: CommandProfile = {
   name: 'python',

@@ -2,7 +2,7 @@
 // replies, a fake runner stands in for the sandboxes.
 import { describe, expect, it } from 'vitest';
 import type { JailCodeResult, Request } from '../../src/protocol/index.js';
-import { DaemonError } from '../../src/daemon/errors.js';
+import { RequestError } from '../../src/protocol/errors.js';
 import type { Logger } from '../../src/daemon/log.js';
 import type { Verdict } from '../../src/daemon/metrics.js';
 import type { ServerOptions } from '../../src/daemon/server/index.js';
@@ -105,9 +105,9 @@ describe('requests', () => {
     expect(resultVerdict(result({ status: 2 }))).toBe('exit');
     expect(resultVerdict(result({ status: -11 }))).toBe('signal');
     expect(errorVerdict(new Error('bug'))).toBe('error');
-    expect(errorVerdict(new DaemonError('setup_failed', ''))).toBe('setup_failed');
-    for (const code of ['cancelled', 'shutting_down', 'forbidden'] as const) expect(errorVerdict(new DaemonError(code, ''))).toBe('cancelled');
-    expect(errorVerdict(new DaemonError('internal', ''))).toBe('error');
-    for (const code of ['overloaded', 'unknown_command', 'bad_request'] as const) expect(errorVerdict(new DaemonError(code, ''))).toBe('rejected');
+    expect(errorVerdict(new RequestError('setup_failed', ''))).toBe('setup_failed');
+    for (const code of ['cancelled', 'shutting_down', 'forbidden'] as const) expect(errorVerdict(new RequestError(code, ''))).toBe('cancelled');
+    expect(errorVerdict(new RequestError('internal', ''))).toBe('error');
+    for (const code of ['overloaded', 'unknown_command', 'bad_request'] as const) expect(errorVerdict(new RequestError(code, ''))).toBe('rejected');
   });
 });

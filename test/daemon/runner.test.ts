@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import type { CommandProfile } from '../../src/daemon/interpreter.js';
+import type { CommandProfile } from '../../src/run/commands.js';
 import type { Layers } from '../../src/daemon/layers.js';
 import { silentLogger } from '../../src/daemon/log.js';
 import { Runner } from '../../src/daemon/runner.js';

@@ -2,11 +2,15 @@
 // CODEJAIL_SABOTAGE=<layer>[,<layer>] drops layers from every plan built here: the way to see a
 // deny_* test fail with its layer turned off (npm run sabotage does it for each layer).
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
+import { silentLogger } from '../../src/daemon/log.js';
 import { native, type NativeExit, type NativeLandlock, type NativePlan } from '../../src/native.js';
+import { discoverCommand, landlockPolicy, type CommandProfile } from '../../src/run/commands.js';
+import { OutputBudget } from '../../src/run/pipes.js';
+import { startNative } from '../../src/run/process.js';
+import { supervise } from '../../src/run/supervise.js';
 
 export const isRoot = process.getuid?.() === 0;
 export const PYTHON = '/usr/bin/python3';
@@ -49,22 +53,20 @@ afterAll(() => {
   for (const dir of madeDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function realpaths(paths: string[]): string[] {
-  return paths.filter((p) => fs.existsSync(p)).map((p) => fs.realpathSync(p));
-}
+let pythonProfile: CommandProfile | undefined;
 
-/** The Landlock policy the daemon uses for Python, for a given run directory. */
+/**
+ * The Landlock policy the daemon gives its default python command, for a given run directory:
+ * the daemon's own discovery and policy code, not a copy of it.
+ */
 export function pythonLandlock(runDir: string): NativeLandlock {
-  const libDir = process.arch === 'arm64' ? '/usr/lib/aarch64-linux-gnu' : '/usr/lib/x86_64-linux-gnu';
-  const loader = process.arch === 'arm64' ? '/lib/ld-linux-aarch64.so.1' : '/lib64/ld-linux-x86-64.so.2';
-  return {
-    execute: realpaths([PYTHON, loader]),
-    read: realpaths([libDir, '/usr/lib/python3.11', '/usr/lib/python3/dist-packages', '/etc/ld.so.cache', '/dev/urandom']),
-    readWrite: [runDir],
-    readWriteFiles: ['/dev/null'],
-    denyTcp: true,
-    scope: true,
-  };
+  pythonProfile ??= discoverCommand(
+    'python',
+    { path: PYTHON, kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [] },
+    '/var/lib/codejail-native-tests',
+    silentLogger,
+  );
+  return landlockPolicy(pythonProfile, runDir);
 }
 
 export interface Layers {
@@ -97,22 +99,17 @@ export async function runPython(code: string, layers: Layers, runDir = makeRunDi
   if (layers.landlock && layerOn('landlock')) plan.landlock = pythonLandlock(runDir);
   if (layers.netns && layerOn('netns')) plan.netnsFd = sharedNetns();
   if (layers.mntns && layerOn('mntns')) plan.mntnsFd = sharedMntns();
-  const child = native().spawn(plan);
-  native().closeFd(child.stdin);
-  const collect = (fd: number) =>
-    new Promise<string>((resolve) => {
-      const chunks: Buffer[] = [];
-      const s = new net.Socket({ fd, readable: true, writable: false });
-      s.on('data', (d) => chunks.push(d));
-      s.on('close', () => resolve(Buffer.concat(chunks).toString()));
-    });
-  const out = collect(child.stdout);
-  const err = collect(child.stderr);
-  const exit = await new Promise<NativeExit>((resolve) => native().watchExit(child.pidfd, child.pid, resolve));
-  native().closeFd(child.pidfd);
-  if (layers.uid && layerOn('kill')) native().killUid(TEST_UID);
-  const [stdout, stderr] = await Promise.all([out, err]);
-  return { stdout, stderr, exit, status: exit.code ?? -(exit.signal ?? 0) };
+  // The run's whole path, as the daemon's slots and the unsafe client take it: supervise().
+  const budgets = { output: new OutputBudget(Infinity), result: new OutputBudget(Infinity) };
+  const started = startNative(plan, undefined, budgets);
+  const outcome = await supervise(started, {
+    realtimeSeconds: 0,
+    afterExit: async () => {
+      if (layers.uid && layerOn('kill')) native().killUid(TEST_UID);
+    },
+  });
+  const exit: NativeExit = { ...outcome.exit, maxRssKb: outcome.exit.maxRssKb ?? 0 };
+  return { stdout: outcome.stdout.toString(), stderr: outcome.stderr.toString(), exit, status: exit.code ?? -(exit.signal ?? 0) };
 }
 
 /** Pids whose real uid is `uid`, read from /proc. */

@@ -14,7 +14,7 @@ import {
   type ErrorCode,
 } from '../../protocol/index.js';
 import type { Caller } from '../auth.js';
-import { DaemonError } from '../errors.js';
+import { RequestError } from '../../protocol/errors.js';
 import type { ConnectionClose } from '../metrics.js';
 import type { ServerOptions } from './options.js';
 import type { RequestOrigin, Requests } from './requests.js';
@@ -65,7 +65,7 @@ export class Connection implements RequestOrigin {
     socket.on('close', () => {
       clearTimeout(this.idleTimer);
       clearTimeout(this.frameTimer);
-      this.cancelAll(new DaemonError('cancelled', 'the client disconnected'));
+      this.cancelAll(new RequestError('cancelled', 'the client disconnected'));
     });
   }
 
@@ -121,7 +121,7 @@ export class Connection implements RequestOrigin {
   revoke(reason: string): void {
     if (this.revoked !== undefined) return;
     this.revoked = reason;
-    this.cancelAll(new DaemonError('forbidden', reason));
+    this.cancelAll(new RequestError('forbidden', reason));
     void this.idle().then(() => {
       this.send(this.errorFrame(0, 'forbidden', reason));
       this.broken = true;
@@ -132,7 +132,7 @@ export class Connection implements RequestOrigin {
 
   /** Cancels this connection's runs, waits until they are cleaned up, then closes it. */
   async shutdown(): Promise<void> {
-    this.cancelAll(new DaemonError('shutting_down', 'the daemon is stopping'));
+    this.cancelAll(new RequestError('shutting_down', 'the daemon is stopping'));
     await Promise.all(this.settled);
     this.socket.end();
     this.socket.destroySoon();
@@ -276,7 +276,7 @@ export class Connection implements RequestOrigin {
     return { uid: this.caller.uid, pid: this.caller.pid };
   }
 
-  private cancelAll(reason: DaemonError): void {
+  private cancelAll(reason: RequestError): void {
     for (const controller of this.runs.values()) controller.abort(reason);
   }
 

@@ -3,10 +3,11 @@
 // its verdict in the metrics.
 import { performance } from 'node:perf_hooks';
 import type { ErrorCode, JailCodeResult, Request } from '../../protocol/index.js';
-import { DaemonError } from '../errors.js';
+import { RequestError } from '../../protocol/errors.js';
 import type { Verdict } from '../metrics.js';
 import type { ServerOptions } from './options.js';
 import type { ThrottledLog } from './throttle.js';
+import { roundMs } from '../../run/supervise.js';
 
 /** What the handlers need of the connection a request came on (a Connection). */
 export interface RequestOrigin {
@@ -51,7 +52,7 @@ export class Requests {
         return;
       case 'cancel': {
         const controller = origin.runs.get(request.target);
-        controller?.abort(new DaemonError('cancelled', `cancelled by request ${request.id}`));
+        controller?.abort(new RequestError('cancelled', `cancelled by request ${request.id}`));
         origin.replyOk(request.id, { cancelled: controller !== undefined });
         return;
       }
@@ -81,7 +82,7 @@ export class Requests {
         .then(
           (result) => {
             const verdict = resultVerdict(result);
-            const durationMs = round(performance.now() - started);
+            const durationMs = roundMs(performance.now() - started);
             metrics.recordRun(verdict, durationMs / 1000);
             log.info('run ended', {
               ...base,
@@ -97,14 +98,14 @@ export class Requests {
           },
           (err: unknown) => {
             const verdict = errorVerdict(err);
-            const durationMs = round(performance.now() - started);
+            const durationMs = roundMs(performance.now() - started);
             metrics.recordRun(verdict, durationMs / 1000);
             const fields = { ...base, verdict, requestedLimits: request.limits, durationMs };
             // Refusals (overloaded, unknown command...) come in storms when callers retry: their
             // lines are rate-limited; runs_total counts every one.
-            const line = { ...fields, error: (err as DaemonError).code, reason: (err as Error).message };
+            const line = { ...fields, error: (err as RequestError).code, reason: (err as Error).message };
             if (verdict === 'rejected') this.refusals.info('run ended', line);
-            else if (err instanceof DaemonError) log.info('run ended', line);
+            else if (err instanceof RequestError) log.info('run ended', line);
             this.replyFailure(origin, id, err, fields);
           },
         )
@@ -112,9 +113,9 @@ export class Requests {
     );
   }
 
-  /** A DaemonError is the caller's answer; anything else is a bug, logged, and 'internal' to it. */
+  /** A RequestError is the caller's answer; anything else is a bug, logged, and 'internal' to it. */
   private replyFailure(origin: RequestOrigin, id: number, err: unknown, fields: Record<string, unknown>): void {
-    if (err instanceof DaemonError) {
+    if (err instanceof RequestError) {
       origin.replyError(id, err.code, err.message);
       return;
     }
@@ -131,7 +132,7 @@ export function resultVerdict(result: JailCodeResult): Verdict {
 }
 
 export function errorVerdict(err: unknown): Verdict {
-  if (!(err instanceof DaemonError)) return 'error';
+  if (!(err instanceof RequestError)) return 'error';
   switch (err.code) {
     case 'setup_failed':
       return 'setup_failed';
@@ -147,6 +148,3 @@ export function errorVerdict(err: unknown): Verdict {
   }
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
-}

@@ -2,7 +2,7 @@
 // the config's ceilings before the run takes a slot. Pure functions, unit-tested.
 import { LIMIT_NAMES, type Limits } from '../protocol/index.js';
 import type { NativeRlimits } from '../native.js';
-import { DaemonError } from './errors.js';
+import { RequestError } from '../protocol/errors.js';
 
 /** Ceilings no request may exceed. 0 means "no ceiling" for that limit. */
 export const DEFAULT_CEILINGS: Limits = {
@@ -51,7 +51,7 @@ export function effectiveLimits(defaults: Limits, requested: Partial<Limits>, ce
     if (value !== undefined) limits[name] = value;
   }
   const violation = ceilingViolation(limits, ceilings);
-  if (violation) throw new DaemonError('limit_exceeds_ceiling', violation);
+  if (violation) throw new RequestError('limit_exceeds_ceiling', violation);
   return limits;
 }
 

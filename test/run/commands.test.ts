@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { discoverCommand, elfInterpreter, grantProblem } from '../../src/daemon/interpreter.js';
+import { discoverCommand, elfInterpreter, grantProblem } from '../../src/run/commands.js';
 import type { Logger } from '../../src/daemon/log.js';
 
 describe('elfInterpreter', () => {

@@ -6,9 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { NativeLandlock } from '../native.js';
-import type { CommandConfig, DaemonConfig } from './config.js';
-import { ConfigError } from './config.js';
-import type { Logger } from './log.js';
+import type { CommandConfig, DaemonConfig } from '../daemon/config.js';
+import { ConfigError } from '../daemon/config.js';
+import type { Logger } from '../daemon/log.js';
 
 /** A command ready to run: its executable and the fixed part of its Landlock policy. */
 export interface CommandProfile {

@@ -15,8 +15,8 @@ import { CODE_FILE, TMP_DIR, type FileEntry } from '../protocol/index.js';
 
 export { CODE_FILE, TMP_DIR };
 import type { NativeRunDisk } from '../native.js';
-import { DaemonError } from './errors.js';
-import type { Logger } from './log.js';
+import { RequestError } from '../protocol/errors.js';
+import type { Logger } from '../daemon/log.js';
 
 
 const RUN_BASE_MODE = 0o711; // traverse, not list
@@ -203,7 +203,7 @@ export async function writeRunFiles(dir: RunDir, input: RunFiles, owner: RunOwne
   const writer = new TreeWriter(dir.path, owner && { uid: 0, gid: owner.gid });
   const implied = impliedEntries(input);
   if (implied > MAX_RUN_ENTRIES) {
-    throw new DaemonError(
+    throw new RequestError(
       'bad_request',
       `the files and the directories their names imply exceed ${MAX_RUN_ENTRIES} entries (${implied}); nothing was written`,
     );
@@ -227,7 +227,7 @@ export async function writeRunFiles(dir: RunDir, input: RunFiles, owner: RunOwne
   }
   for (const [i, [name, data]] of input.extraFiles.entries()) {
     const where = `extraFiles[${i}]`;
-    if (name.includes('/')) throw new DaemonError('bad_request', `${where} "${name}": must be a plain name, without "/"`);
+    if (name.includes('/')) throw new RequestError('bad_request', `${where} "${name}": must be a plain name, without "/"`);
     await writer.file(name, data, FILE_MODE, where);
     await pacer.step();
   }
@@ -324,7 +324,7 @@ class TreeWriter {
 
   symlink(name: string, target: string, where: string): void {
     if (target.length === 0 || target.includes('\0')) {
-      throw new DaemonError('bad_request', `${where} "${name}": the symlink target is empty or contains NUL`);
+      throw new RequestError('bad_request', `${where} "${name}": the symlink target is empty or contains NUL`);
     }
     const full = this.place(name, where);
     try {
@@ -338,7 +338,7 @@ class TreeWriter {
   /** Validates the name, creates its missing parents, and returns its absolute path. */
   private place(name: string, where: string): string {
     const problem = nameProblem(name);
-    if (problem) throw new DaemonError('bad_request', `${where} "${name}": the name ${problem}`);
+    if (problem) throw new RequestError('bad_request', `${where} "${name}": the name ${problem}`);
     this.count(where);
     const parts = name.split('/');
     let current = this.root;
@@ -357,20 +357,20 @@ class TreeWriter {
       }
       const parent = path.relative(this.root, current);
       if (stat.isSymbolicLink()) {
-        throw new DaemonError('bad_request', `${where} "${name}": its parent "${parent}" is a symlink; names may not pass through symlinks`);
+        throw new RequestError('bad_request', `${where} "${name}": its parent "${parent}" is a symlink; names may not pass through symlinks`);
       }
-      if (!stat.isDirectory()) throw new DaemonError('bad_request', `${where} "${name}": its parent "${parent}" is not a directory`);
+      if (!stat.isDirectory()) throw new RequestError('bad_request', `${where} "${name}": its parent "${parent}" is not a directory`);
     }
     return path.join(this.root, name);
   }
 
   private count(where: string): void {
     if (++this.entries > MAX_RUN_ENTRIES) {
-      throw new DaemonError('bad_request', `${where}: the files and the directories their names imply exceed ${MAX_RUN_ENTRIES} entries`);
+      throw new RequestError('bad_request', `${where}: the files and the directories their names imply exceed ${MAX_RUN_ENTRIES} entries`);
     }
   }
 
-  private failure(where: string, name: string, err: unknown): DaemonError {
+  private failure(where: string, name: string, err: unknown): RequestError {
     const code = (err as NodeJS.ErrnoException).code;
     const reason =
       code === 'EEXIST'
@@ -378,7 +378,7 @@ class TreeWriter {
         : code === 'ENOSPC' || code === 'EDQUOT'
           ? `does not fit: the request's files exceed the run's DISK limit (${code})`
           : `cannot be written (${code ?? (err as Error).message})`;
-    return new DaemonError('bad_request', `${where} "${name}": ${reason}`);
+    return new RequestError('bad_request', `${where} "${name}": ${reason}`);
   }
 }
 

@@ -1,0 +1,107 @@
+// One run from its start to its end, whoever started it: feeds nothing itself (stdin was handed
+// to the process), collects output, arms REALTIME, honours cancellation, lets the caller sweep
+// what the run left once its main process is gone, and waits for the pipes to close. The daemon's
+// slots, the unsafe client and the layer tests all run through here.
+import { setTimeout as delay } from 'node:timers/promises';
+import type { OutputPipe } from './pipes.js';
+import type { ProcessExit, RunProcess } from './process.js';
+
+/** After the main process exits and the run is swept, its pipes close at once; this is a backstop. */
+export const OUTPUT_EOF_GRACE_MS = 2000;
+
+export interface SuperviseOptions {
+  /** Wall-clock seconds before the run is killed; 0: none. */
+  realtimeSeconds: number;
+  /** Aborting kills the run at once; the abort's reason comes back as `cancelled`. */
+  signal?: AbortSignal;
+  /**
+   * Called once the main process has been reaped, before the pipes are waited for: reads what
+   * must be read before the kill (a cgroup's OOM verdict) and kills everything the run left (a
+   * setsid()'d sleeper holding the pipes). Also called, once, when supervise fails earlier.
+   */
+  afterExit(): Promise<void>;
+  /** Called when output pipes are still open OUTPUT_EOF_GRACE_MS after the sweep (a leak). */
+  onLateOutputs?(): void;
+  /** Called right after the deadline is armed (a test hook blocks the event loop here). */
+  onStarted?(): void;
+}
+
+export interface Supervised {
+  exit: ProcessExit;
+  wallMs: number;
+  /** REALTIME ran out and the run was killed for it. */
+  timedOut: boolean;
+  /** The abort reason when `signal` aborted while the run was in flight. */
+  cancelled?: unknown;
+  stdout: Buffer;
+  stderr: Buffer;
+  result?: Buffer;
+}
+
+export async function supervise(run: RunProcess, options: SuperviseOptions): Promise<Supervised> {
+  const { signal } = options;
+  const started = performance.now();
+  run.exited.catch(() => {}); // observed below; never an unhandled rejection
+  let disarm: (() => boolean) | undefined;
+  let cancelled: unknown;
+  let sweptOnce = false;
+  const sweep = async () => {
+    if (sweptOnce) return;
+    sweptOnce = true;
+    await options.afterExit();
+  };
+  // One kill is enough to end the main process; the sweep after its exit does the rest.
+  const onAbort = () => {
+    cancelled = signal!.reason ?? new Error('the run was cancelled');
+    run.kill();
+  };
+  const outputs: OutputPipe[] = [run.stdout, run.stderr, ...(run.result ? [run.result] : [])];
+  try {
+    if (options.realtimeSeconds > 0) disarm = run.armDeadline(options.realtimeSeconds * 1000);
+    options.onStarted?.();
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+
+    const exit = await run.exited;
+    const wallMs = performance.now() - started;
+    const timedOut = disarm?.() ?? false;
+    signal?.removeEventListener('abort', onAbort);
+    await sweep();
+    if (!(await closedWithin(outputs, OUTPUT_EOF_GRACE_MS))) options.onLateOutputs?.();
+    return {
+      exit,
+      wallMs,
+      timedOut,
+      ...(cancelled !== undefined ? { cancelled } : {}),
+      stdout: run.stdout.contents(),
+      stderr: run.stderr.contents(),
+      ...(run.result ? { result: run.result.contents() } : {}),
+    };
+  } finally {
+    disarm?.();
+    signal?.removeEventListener('abort', onAbort);
+    if (!sweptOnce) {
+      run.kill();
+      await sweep();
+    }
+    run.stdin.destroy();
+    for (const output of outputs) output.destroy();
+    await run.exited.catch(() => undefined);
+    run.release();
+  }
+}
+
+/** Milliseconds to the microsecond, for results and logs. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/** Whether every output reached EOF within `ms`. */
+async function closedWithin(outputs: OutputPipe[], ms: number): Promise<boolean> {
+  const grace = new AbortController();
+  const closed = Promise.all(outputs.map((output) => output.closed)).then(() => true);
+  const late = delay(ms, false, { signal: grace.signal }).catch(() => false);
+  const drained = await Promise.race([closed, late]);
+  grace.abort();
+  return drained;
+}
