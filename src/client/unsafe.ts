@@ -20,7 +20,7 @@ import { DaemonError } from '../daemon/errors.js';
 import type { CommandProfile } from '../daemon/interpreter.js';
 import { rlimitsFor } from '../daemon/limits.js';
 import { collectOutput, feedInput, OutputBudget, readOutput, writeInput, type InputPipe, type OutputPipe } from '../daemon/pipes.js';
-import { sandboxEnv } from '../daemon/plan.js';
+import { sandboxEnv } from '../layers/plan.js';
 import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../daemon/rundir.js';
 import { native, type NativePlan, type NativeRlimits } from '../native.js';
 import { DEFAULT_LIMITS, describeIssues, jailCodeRequest } from '../protocol/index.js';

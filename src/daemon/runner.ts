@@ -5,15 +5,15 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
 import type { native, NativeChild, NativeExit } from '../native.js';
-import type { CgroupVerdict } from './cgroups.js';
+import type { CgroupVerdict } from '../layers/cgroups.js';
 import type { DaemonConfig } from './config.js';
 import { DaemonError } from './errors.js';
 import type { CommandProfile } from './interpreter.js';
-import type { Layers } from './layers.js';
+import type { Layers } from '../layers/index.js';
 import { effectiveLimits } from './limits.js';
 import type { Logger } from './log.js';
 import { readOutput, writeInput, OutputBudget, type InputPipe, type OutputPipe } from './pipes.js';
-import { buildPlan } from './plan.js';
+import { buildPlan } from '../layers/plan.js';
 import { createRunDir, removeRunDir, runDiskSize, writeRunFiles, type RunDir, type RunOwner } from './rundir.js';
 import type { Slot, SlotPool } from './slots.js';
 

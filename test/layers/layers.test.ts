@@ -3,8 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { CgroupError, type CgroupTree } from '../../src/daemon/cgroups.js';
-import { detectLayers, hiddenDirs } from '../../src/daemon/layers.js';
+import { CgroupError, type CgroupTree } from '../../src/layers/cgroups.js';
+import { detectLayers } from '../../src/layers/index.js';
+import { hiddenDirs } from '../../src/layers/mntns.js';
 import { silentLogger, type Logger } from '../../src/daemon/log.js';
 
 const fakeAddon = (over: Record<string, unknown> = {}) =>
