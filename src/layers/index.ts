@@ -64,7 +64,7 @@ export interface DetectOptions extends Omit<LayerContext, 'config'> {
 }
 
 /** LAYERS in detection order: each after the layers it names in `after`, otherwise as listed. */
-const DETECTION_ORDER: readonly AnyLayer[] = (() => {
+export const DETECTION_ORDER: readonly AnyLayer[] = (() => {
   const order: AnyLayer[] = [];
   const pending = [...LAYERS];
   while (pending.length) {

@@ -62,6 +62,30 @@ describe('detectLayers', () => {
     }
   });
 
+  it('support_failed_start_releases_what_earlier_layers_made: the run base bind mount and the mount namespace', async () => {
+    const runBase = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'cj-layers-')));
+    try {
+      const closeFd = vi.fn();
+      const unmountRunDisk = vi.fn(async () => undefined);
+      const addon = fakeAddon({
+        shareRunBase: () => undefined,
+        unmountRunDisk,
+        closeFd,
+        createNamespace: (kind: string) => {
+          if (kind === 'net') throw new Error('unshare: ENOSPC');
+          return 7;
+        },
+      });
+      expect(() =>
+        detectLayers(parseConfig({ runBase, layers: { apparmor: 'off', cgroups: 'off' } }), { addon, log: silentLogger, unsafe: false, isRoot: true, passwd }),
+      ).toThrow(/layer "netns" is required but unavailable: unshare: ENOSPC/);
+      expect(closeFd).toHaveBeenCalledWith(7);
+      expect(unmountRunDisk).toHaveBeenCalledWith(runBase);
+    } finally {
+      fs.rmSync(runBase, { recursive: true, force: true });
+    }
+  });
+
   it('never hides the directory that holds the run base', () => {
     expect(hiddenDirs('/tmp/codejail/runs')).toEqual({ hide: ['/run', '/var/tmp', '/dev/shm', '/home', '/root'], kept: ['/tmp'] });
     expect(hiddenDirs('/var/lib/codejail/runs').kept).toEqual([]);
