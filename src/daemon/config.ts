@@ -4,10 +4,10 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { LAYERS, type LayerMode, type LayerName } from '../layers/index.js';
 import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
 import { ceilingViolation, DEFAULT_CEILINGS } from './limits.js';
 import { LOG_LEVELS } from './log.js';
-import { LAYERS, type LayerMode, type LayerName } from '../layers/index.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/codejail/config.json';
 
