@@ -127,10 +127,9 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
 
 extern "C" const char *cj_step_name(enum cj_step step) {
   static const char *const names[CJ_STEP_COUNT] = {
-      "none",        "setsid",    "signals",      "cgroup",         "setns(net)",
-      "setns(ipc)",  "setns(mnt)", "setrlimit", "apparmor",     "setgroups",      "setresgid",
-      "setresuid",   "pdeathsig", "stdio",        "chdir",          "close_range",
-      "no_new_privs", "landlock_restrict_self", "seccomp", "execve",
+#define CJ_STEP_NAME(id, name) name,
+      CJ_STEPS(CJ_STEP_NAME)
+#undef CJ_STEP_NAME
   };
   return step >= 0 && step < CJ_STEP_COUNT ? names[step] : "unknown";
 }

@@ -22,28 +22,35 @@ extern "C" {
 
 struct sock_fprog;
 
-/* Steps in the order cj_apply_plan performs them; reported with errno when one fails. */
+/* Steps in the order cj_apply_plan performs them, each with the name an error reports
+ * ("sandbox set-up failed at setresuid: ..."). One line per step: the enum and cj_step_name's
+ * table are both made from this list, so a new step cannot get the wrong name. */
+#define CJ_STEPS(X)                        \
+  X(NONE, "none")                          \
+  X(SETSID, "setsid")                      \
+  X(SIGNALS, "signals")                    \
+  X(CGROUP, "cgroup")                      \
+  X(NETNS, "setns(net)")                   \
+  X(IPCNS, "setns(ipc)")                   \
+  X(MNTNS, "setns(mnt)")                   \
+  X(RLIMIT, "setrlimit")                   \
+  X(APPARMOR, "apparmor")                  \
+  X(SETGROUPS, "setgroups")                \
+  X(SETRESGID, "setresgid")                \
+  X(SETRESUID, "setresuid")                \
+  X(PDEATHSIG, "pdeathsig")                \
+  X(STDIO, "stdio")                        \
+  X(CHDIR, "chdir")                        \
+  X(CLOSE_FDS, "close_range")              \
+  X(NO_NEW_PRIVS, "no_new_privs")          \
+  X(LANDLOCK, "landlock_restrict_self")    \
+  X(SECCOMP, "seccomp")                    \
+  X(EXECVE, "execve")
+
 enum cj_step {
-  CJ_STEP_NONE = 0,
-  CJ_STEP_SETSID,
-  CJ_STEP_SIGNALS,
-  CJ_STEP_CGROUP,
-  CJ_STEP_NETNS,
-  CJ_STEP_IPCNS,
-  CJ_STEP_MNTNS,
-  CJ_STEP_RLIMIT,
-  CJ_STEP_APPARMOR,
-  CJ_STEP_SETGROUPS,
-  CJ_STEP_SETRESGID,
-  CJ_STEP_SETRESUID,
-  CJ_STEP_PDEATHSIG,
-  CJ_STEP_STDIO,
-  CJ_STEP_CHDIR,
-  CJ_STEP_CLOSE_FDS,
-  CJ_STEP_NO_NEW_PRIVS,
-  CJ_STEP_LANDLOCK,
-  CJ_STEP_SECCOMP,
-  CJ_STEP_EXECVE,
+#define CJ_STEP_ENUM(id, name) CJ_STEP_##id,
+  CJ_STEPS(CJ_STEP_ENUM)
+#undef CJ_STEP_ENUM
   CJ_STEP_COUNT
 };
 

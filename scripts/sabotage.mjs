@@ -2,13 +2,20 @@
 // Sabotage check: for each layer, run the security suites with that layer turned off
 // (CODEJAIL_SABOTAGE=<layer>) and require every deny_<layer>* test to FAIL, then run them with
 // every layer on and require them to pass. A deny test that still passes with its layer off
-// proves nothing about that layer, and this script says which.
+// proves nothing about that layer, and this script says which. The switches and their prefixes
+// are the layers' own (src/layers/*.ts `sabotage`), read from the compiled registry.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const LAYERS = { uid: 'deny_uid', rlimits: 'deny_rlimit', landlock: 'deny_landlock', seccomp: 'deny_seccomp', netns: 'deny_netns', mntns: 'deny_mntns', disk: 'deny_disk', kill: 'deny_kill' };
+let SABOTAGE;
+try {
+  ({ SABOTAGE } = await import('../dist/layers/index.js'));
+} catch (err) {
+  console.error(`cannot read the layer registry from dist/ (build first: npx tsc -p tsconfig.json): ${err.message}`);
+  process.exit(2);
+}
 const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['test/native'];
 
 function run(sabotage, prefix) {
@@ -23,7 +30,7 @@ function run(sabotage, prefix) {
 }
 
 let bad = 0;
-for (const [layer, prefix] of Object.entries(LAYERS)) {
+for (const [layer, prefix] of Object.entries(SABOTAGE)) {
   const on = run('', prefix);
   const off = run(layer, prefix);
   for (const t of on) {

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { LAYERS, type LayerMode, type LayerName } from '../layers/index.js';
 import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
 import { ceilingViolation, DEFAULT_CEILINGS } from '../run/limits.js';
 import { LOG_LEVELS } from './log.js';
@@ -25,8 +26,8 @@ const fileMode = z.union([
     .transform((s) => parseInt(s, 8)),
 ]);
 
-const layerMode = z.enum(['required', 'auto', 'off']);
-export type LayerMode = z.infer<typeof layerMode>;
+const layerMode = z.enum(['required', 'auto', 'off']) satisfies z.ZodType<LayerMode>;
+export type { LayerMode };
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name');
 
@@ -52,25 +53,16 @@ const commandName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 of 
 
 const fullLimits = (defaults: Limits) => limitsSchema.default({}).transform((l): Limits => ({ ...defaults, ...l }));
 
-const layersSchema = z
-  .object({
-    uid: layerMode.default('required'),
-    rlimits: layerMode.default('required'),
-    landlock: layerMode.default('required'),
-    seccomp: layerMode.default('required'),
-    netns: layerMode.default('required'),
-    mntns: layerMode.default('required'),
-    apparmor: layerMode.default('auto'),
-    // Per-run cgroup v2 leaves (memory.max, pids.max, cgroup.kill). Auto: used where cgroup2 has
-    // the memory and pids controllers available to the daemon (systemd: Delegate=yes).
-    cgroups: layerMode.default('auto'),
-    // A tmpfs per run directory: the DISK limit in bytes and inodes, noexec, and clean-up by one
-    // unmount. Needs mount rights (root, CAP_SYS_ADMIN).
-    disk: layerMode.default('required'),
-  })
-  .strict();
-export type LayersConfig = z.infer<typeof layersSchema>;
-export type LayerName = keyof LayersConfig;
+/**
+ * One key per confinement layer (src/layers/index.ts LAYERS), defaulting to the layer's own
+ * defaultMode. Built on first use: the layer modules import this file's types, and interpreter.ts
+ * (which the Landlock layer uses) imports this file.
+ */
+const layersSchema: z.ZodType<LayersConfig, z.ZodTypeDef, Partial<LayersConfig>> = z.lazy(() =>
+  z.object(Object.fromEntries(LAYERS.map((layer) => [layer.name, layerMode.default(layer.defaultMode)]))).strict(),
+) as never;
+export type LayersConfig = Record<LayerName, LayerMode>;
+export type { LayerName };
 
 /**
  * What callers may hold open and buffered in the daemon. Past a cap a connection is refused or

@@ -11,7 +11,7 @@ import { resolveAllowList, type AllowList, type Caller } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
 import { RequestError } from '../protocol/errors.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
-import { detectLayers, type LayerReport, type Layers } from './layers.js';
+import { detectLayers, releaseLayers, type LayerReport, type Layers } from '../layers/index.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
@@ -23,8 +23,8 @@ import { SlotPool, slotUsers } from './slots.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';
-export { LayerError } from './layers.js';
-export type { LayerReport } from './layers.js';
+export { LayerError } from '../layers/index.js';
+export type { LayerReport } from '../layers/index.js';
 export { SelfCheckError } from './selfcheck.js';
 export { createLogger, silentLogger } from './log.js';
 export type { Logger } from './log.js';
@@ -135,7 +135,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     return daemon;
   } catch (err) {
     await daemon?.abandon();
-    await releaseLayers(layers, log);
+    await releaseLayers(layers, { addon: native(), log });
     throw err;
   }
 }
@@ -316,7 +316,7 @@ class Daemon implements DaemonHandle {
     slots.close('the daemon is stopping');
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await server.close(graceMs, this.hurry.signal);
-    await releaseLayers(layers, log);
+    await releaseLayers(layers, { addon: native(), log });
     log.info('stopped');
   }
 
@@ -370,21 +370,5 @@ class Daemon implements DaemonHandle {
       ? `stopping: ${this.server!.inflight} requests in flight`
       : `serving${layers.unsafe ? ' UNSAFE' : ''}: ${slots.busy}/${slots.total} slots busy, ${slots.queued} queued, ` +
           `${runner.counters.finished} runs done`;
-  }
-}
-
-async function releaseLayers(layers: Layers, log: Logger): Promise<void> {
-  for (const fd of layers.netnsFds?.splice(0) ?? []) native().closeFd(fd);
-  layers.netnsFds = undefined;
-  if (layers.mntnsFd !== undefined) native().closeFd(layers.mntnsFd);
-  layers.mntnsFd = undefined;
-  // The bind mount that made runBase shareable: ours to undo, so that a stopped daemon leaves
-  // the host's mount table as it found it.
-  const bound = layers.runBaseBound;
-  layers.runBaseBound = undefined;
-  if (bound !== undefined) {
-    await native()
-      .unmountRunDisk(bound)
-      .catch((err: unknown) => log.error('could not unmount the run base bind mount', { runBase: bound, error: err }));
   }
 }

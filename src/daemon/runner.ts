@@ -9,10 +9,10 @@ import type { native } from '../native.js';
 import type { CommandProfile } from '../run/commands.js';
 import { effectiveLimits } from '../run/limits.js';
 import { RunSlot, SetupError, type PreparedRun, type SlotIdentity } from '../run/slot.js';
+import type { Layers } from '../layers/index.js';
+import { buildPlan } from '../layers/plan.js';
 import type { DaemonConfig } from './config.js';
-import type { Layers } from './layers.js';
 import type { Logger } from './log.js';
-import { buildPlan } from './plan.js';
 import type { SlotPool } from './slots.js';
 
 type Addon = ReturnType<typeof native>;

@@ -2,47 +2,29 @@
 // with every configured layer, one run that must work and a few that must be denied. A failure
 // means the sandbox is not what the operator thinks it is, so the daemon refuses to serve.
 import type { Limits } from '../protocol/index.js';
-import type { LayerName } from './config.js';
-import type { Layers } from './layers.js';
+import { LAYERS, type LayerName, type Layers, type SelfCheckProbe } from '../layers/index.js';
 import type { Logger } from './log.js';
 import type { Runner } from './runner.js';
 
-interface Check {
-  name: string;
-  code: string;
+interface Check extends SelfCheckProbe {
   /** Layers any one of which should make the check pass; empty for the run that must work. */
   enforcedBy: LayerName[];
 }
 
-// Each deny check prints DENIED only on the specific refusal we expect (PermissionError), so a
-// check cannot pass by crashing for an unrelated reason.
 const MUST_WORK: Check = { name: 'print(1) runs', code: 'print(1)\n', enforcedBy: [] };
-const MUST_BE_DENIED: Check[] = [
-  {
-    name: 'reading /etc/passwd is denied',
-    code: "try:\n    open('/etc/passwd').read()\n    print('ALLOWED')\nexcept PermissionError:\n    print('DENIED')\n",
-    enforcedBy: ['landlock', 'apparmor'],
-  },
-  {
-    name: 'creating an AF_INET socket is denied',
-    code:
-      'import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n    print("ALLOWED")\n' +
-      'except PermissionError:\n    print("DENIED")\n',
-    enforcedBy: ['seccomp', 'apparmor'],
-  },
-  {
-    name: 'executing /usr/bin/true with os.execv is denied',
-    code: "import os\ntry:\n    os.execv('/usr/bin/true', ['true'])\nexcept PermissionError:\n    print('DENIED')\n",
-    enforcedBy: ['landlock', 'apparmor'],
-  },
-  {
-    name: 'executing /usr/bin/true with subprocess is denied',
-    code:
-      "import subprocess\ntry:\n    subprocess.run(['/usr/bin/true'])\n    print('ALLOWED')\n" +
-      'except PermissionError:\n    print("DENIED")\n',
-    enforcedBy: ['landlock', 'apparmor'],
-  },
-];
+
+/** Every layer's probes, each once, in the order the layers list them first. */
+function mustBeDenied(): Check[] {
+  const checks = new Map<SelfCheckProbe, Check>();
+  for (const layer of LAYERS) {
+    for (const probe of layer.probes ?? []) {
+      const check = checks.get(probe) ?? { ...probe, enforcedBy: [] };
+      check.enforcedBy.push(layer.name);
+      checks.set(probe, check);
+    }
+  }
+  return [...checks.values()];
+}
 
 export interface CheckOutcome {
   name: string;
@@ -90,7 +72,7 @@ export async function runSelfCheck(options: {
   };
 
   outcomes.push(await attempt(MUST_WORK, '1\n', true));
-  for (const check of MUST_BE_DENIED) {
+  for (const check of mustBeDenied()) {
     if (layers.unsafe) {
       outcomes.push({ name: check.name, outcome: 'skipped', detail: 'unsafe mode: nothing is denied' });
       continue;

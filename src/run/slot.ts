@@ -14,8 +14,8 @@
 import type { JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
-import type { CgroupVerdict } from '../daemon/cgroups.js';
-import type { Layers } from '../daemon/layers.js';
+import type { CgroupVerdict } from '../layers/cgroups.js';
+import type { Layers } from '../layers/index.js';
 import type { Logger } from '../daemon/log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type RunProcess } from './process.js';

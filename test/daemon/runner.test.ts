@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import type { CommandProfile } from '../../src/run/commands.js';
-import type { Layers } from '../../src/daemon/layers.js';
+import type { Layers } from '../../src/layers/index.js';
 import { silentLogger } from '../../src/daemon/log.js';
 import { Runner } from '../../src/daemon/runner.js';
 import { SlotPool, slotUsers } from '../../src/daemon/slots.js';

@@ -6,11 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LAYER_NAMES } from '../../src/layers/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
 
-const DAEMON_LAYERS = ['uid', 'rlimits', 'landlock', 'seccomp', 'netns', 'mntns', 'disk'] as const;
+/** Every layer the daemon's config can turn off: each one in the registry. */
+export const DAEMON_LAYERS: readonly string[] = LAYER_NAMES;
 
 export interface TestDaemon {
   socketPath: string;

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
 import { silentLogger } from '../../src/daemon/log.js';
+import type { SabotageSwitch } from '../../src/layers/index.js';
 import { native, type NativeExit, type NativeLandlock, type NativePlan } from '../../src/native.js';
 import { discoverCommand, landlockPolicy, type CommandProfile } from '../../src/run/commands.js';
 import { OutputBudget } from '../../src/run/pipes.js';
@@ -17,7 +18,8 @@ export const PYTHON = '/usr/bin/python3';
 /** A uid/gid no daemon slot uses, so these tests never race a running daemon. */
 export const TEST_UID = 61999;
 
-export type Layer = 'uid' | 'rlimits' | 'landlock' | 'seccomp' | 'netns' | 'mntns' | 'kill';
+/** A CODEJAIL_SABOTAGE switch (the layers declare them: src/layers/*.ts `sabotage`). */
+export type Layer = SabotageSwitch;
 const sabotaged = new Set((process.env.CODEJAIL_SABOTAGE ?? '').split(',').filter(Boolean));
 export const layerOn = (layer: Layer) => !sabotaged.has(layer);
 

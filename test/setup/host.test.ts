@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { detectLayers } from '../../src/daemon/layers.js';
+import { detectLayers } from '../../src/layers/index.js';
 import { silentLogger } from '../../src/daemon/log.js';
 import { setupAccounts } from '../../src/setup/host.js';
 

@@ -1,13 +1,13 @@
 // Builds the NativePlan of one run: what the addon's child applies to itself between clone and
-// execve. Pure: everything it needs is passed in, so it is unit-tested without the addon.
+// execve. Each active layer adds its part (its module's plan()). Pure: everything it needs is
+// passed in, so it is unit-tested without the addon.
 import type { Limits } from '../protocol/index.js';
 import type { NativePlan } from '../native.js';
-import { landlockPolicy, type CommandProfile } from '../run/commands.js';
+import type { CommandProfile } from '../run/commands.js';
 import { sandboxEnv } from '../run/env.js';
-import type { Layers } from './layers.js';
-import { rlimitsFor } from '../run/limits.js';
 import { CODE_FILE, type RunDir } from '../run/rundir.js';
-import type { Slot } from './slots.js';
+import type { Slot } from '../daemon/slots.js';
+import { LAYERS, type Layers } from './index.js';
 
 export interface PlanInput {
   profile: CommandProfile;
@@ -37,29 +37,11 @@ export function buildPlan(input: PlanInput): NativePlan {
     parentDeathSignal: true,
   };
   if (input.resultChannel) plan.resultChannel = true;
-  if (layers.rlimits) plan.rlimits = rlimitsFor(input.limits);
-  if (layers.unsafe) return plan;
-
-  if (layers.uid) {
-    plan.uid = input.slot.uid;
-    plan.gid = input.slot.gid;
+  for (const layer of LAYERS) {
+    if (!layers[layer.name] || (layers.unsafe && !layer.keptWhenUnsafe)) continue;
+    // Each layer's plan reads its own state: the fields it put into Layers.
+    Object.assign(plan, (layer.plan as ((input: PlanInput, state: Layers) => Partial<NativePlan>) | undefined)?.(input, layers));
   }
-  if (layers.netns) plan.netnsFd = slotNetns(layers, input.slot);
-  if (layers.mntns && layers.mntnsFd !== undefined) plan.mntnsFd = layers.mntnsFd;
-  if (layers.landlock) plan.landlock = landlockPolicy(profile, dir.path);
-  if (layers.seccomp) plan.seccomp = true;
-  if (layers.apparmor) plan.apparmorProfile = input.apparmorProfile;
-  if (input.cgroupProcsFd !== undefined) plan.cgroupProcsFds = [input.cgroupProcsFd];
-  plan.noNewPrivs = true;
+  if (!layers.unsafe) plan.noNewPrivs = true;
   return plan;
-}
-
-/**
- * The slot's own network namespace. Fails closed: a run without one would stay in the host's,
- * where host services' abstract Unix sockets are.
- */
-function slotNetns(layers: Layers, slot: Slot): number {
-  const fd = layers.netnsFds?.[slot.index];
-  if (fd === undefined) throw new Error(`no network namespace was made for slot ${slot.index}`);
-  return fd;
 }

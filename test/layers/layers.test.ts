@@ -3,8 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { CgroupError, type CgroupTree } from '../../src/daemon/cgroups.js';
-import { detectLayers, hiddenDirs } from '../../src/daemon/layers.js';
+import { CgroupError, type CgroupTree } from '../../src/layers/cgroups.js';
+import { detectLayers } from '../../src/layers/index.js';
+import { hiddenDirs } from '../../src/layers/mntns.js';
 import { silentLogger, type Logger } from '../../src/daemon/log.js';
 
 const fakeAddon = (over: Record<string, unknown> = {}) =>
@@ -56,6 +57,30 @@ describe('detectLayers', () => {
       expect(layers.runBaseBound).toBe(runBase);
       expect(layers.report.disk).toMatch(/^active \(a tmpfs per run directory/);
       expect(layers.confinement).toContain('disk');
+    } finally {
+      fs.rmSync(runBase, { recursive: true, force: true });
+    }
+  });
+
+  it('support_failed_start_releases_what_earlier_layers_made: the run base bind mount and the mount namespace', async () => {
+    const runBase = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'cj-layers-')));
+    try {
+      const closeFd = vi.fn();
+      const unmountRunDisk = vi.fn(async () => undefined);
+      const addon = fakeAddon({
+        shareRunBase: () => undefined,
+        unmountRunDisk,
+        closeFd,
+        createNamespace: (kind: string) => {
+          if (kind === 'net') throw new Error('unshare: ENOSPC');
+          return 7;
+        },
+      });
+      expect(() =>
+        detectLayers(parseConfig({ runBase, layers: { apparmor: 'off', cgroups: 'off' } }), { addon, log: silentLogger, unsafe: false, isRoot: true, passwd }),
+      ).toThrow(/layer "netns" is required but unavailable: unshare: ENOSPC/);
+      expect(closeFd).toHaveBeenCalledWith(7);
+      expect(unmountRunDisk).toHaveBeenCalledWith(runBase);
     } finally {
       fs.rmSync(runBase, { recursive: true, force: true });
     }

@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/protocol/index.js';
 import type { CommandProfile } from '../../src/run/commands.js';
-import type { Layers } from '../../src/daemon/layers.js';
-import { buildPlan } from '../../src/daemon/plan.js';
-import { OutputBudget } from '../../src/run/pipes.js';
+import type { Layers } from '../../src/layers/index.js';
+import { buildPlan } from '../../src/layers/plan.js';
 
 const profile: CommandProfile = {
   name: 'python',
@@ -71,15 +70,5 @@ describe('buildPlan', () => {
     expect(plan.seccomp).toBeUndefined();
     expect(plan.netnsFd).toBeUndefined();
     expect(plan.rlimits).toBeDefined();
-  });
-});
-
-describe('OutputBudget', () => {
-  it('shares one cap between stdout and stderr and reports truncation', () => {
-    const budget = new OutputBudget(10);
-    expect(budget.take(Buffer.from('123456'))?.toString()).toBe('123456');
-    expect(budget.take(Buffer.from('abcdef'))?.toString()).toBe('abcd');
-    expect(budget.truncated).toBe(true);
-    expect(budget.take(Buffer.from('z'))).toBeUndefined();
   });
 });

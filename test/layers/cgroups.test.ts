@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CgroupError, CgroupTree, findCgroup2Mount } from '../../src/daemon/cgroups.js';
+import { CgroupError, CgroupTree, findCgroup2Mount } from '../../src/layers/cgroups.js';
 import { DEFAULT_LIMITS } from '../../src/protocol/index.js';
 
 let mount: string;

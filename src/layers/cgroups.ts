@@ -14,6 +14,30 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Limits } from '../protocol/index.js';
+import { defineLayer } from './layer.js';
+
+export interface CgroupsState {
+  /** Where the runs' cgroups live. */
+  cgroupTree?: CgroupTree;
+}
+
+/**
+ * The cgroups layer (native/cgroup.cc). Detection creates <cgroup>/codejail (directories only,
+ * nothing a failed start-up would leak); the runner prepares a leaf per run and passes its
+ * cgroup.procs fd in the plan input.
+ */
+export const cgroups = defineLayer<'cgroups', CgroupsState>({
+  name: 'cgroups',
+  // Auto: used where cgroup2 has the memory and pids controllers available to the daemon
+  // (systemd: Delegate=yes). Its deny tests need a delegated cgroup2: they run in test/vm.
+  defaultMode: 'auto',
+  detect(ctx) {
+    const open = ctx.openCgroups ?? ((memoryMax: number) => CgroupTree.open({ memoryMax }));
+    const cgroupTree = open(ctx.config.cgroupMemoryMax);
+    return { available: true, detail: cgroupTree.root, state: { cgroupTree } };
+  },
+  plan: (input) => (input.cgroupProcsFd === undefined ? {} : { cgroupProcsFds: [input.cgroupProcsFd] }),
+});
 
 /** The controllers a run's leaf needs; both must be available (delegated) where the tree lives. */
 const CONTROLLERS = ['memory', 'pids'] as const;

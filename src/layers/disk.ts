@@ -1,0 +1,42 @@
+// The disk layer (native/rundisk.cc): each run directory is a tmpfs of the run's DISK size
+// (bytes and inodes), noexec, cleaned up by one unmount. Daemon side only: the runner mounts and
+// unmounts through runDisk; nothing is added to the child's plan.
+import { realpathSync } from 'node:fs';
+import { DISK_BYTES_PER_INODE, mountPoints, prepareRunBase, type RunDiskControl } from '../run/rundir.js';
+import { defineLayer } from './layer.js';
+
+export interface DiskState {
+  runDisk?: RunDiskControl;
+  /** The daemon bind-mounted runBase onto itself to share it: unmounted again at close. */
+  runBaseBound?: string;
+}
+
+export const disk = defineLayer<'disk', DiskState, 'disk'>({
+  name: 'disk',
+  defaultMode: 'required',
+  detect(ctx) {
+    const { config, addon } = ctx;
+    prepareRunBase(config.runBase);
+    // Mount points are listed by their real paths.
+    const runBase = realpathSync(config.runBase);
+    const bindFirst = !mountPoints().includes(runBase);
+    addon.shareRunBase(runBase, bindFirst);
+    const runDisk: RunDiskControl = { mount: (dir, size) => addon.mountRunDisk(dir, size), unmount: (dir) => addon.unmountRunDisk(dir) };
+    return {
+      available: true,
+      detail: `a tmpfs per run directory (DISK bytes, one inode per ${DISK_BYTES_PER_INODE} bytes, noexec)`,
+      state: bindFirst ? { runDisk, runBaseBound: runBase } : { runDisk },
+    };
+  },
+  // The bind mount that made runBase shareable: ours to undo, so that a stopped daemon leaves
+  // the host's mount table as it found it.
+  async release(state, ctx) {
+    const bound = state.runBaseBound;
+    state.runBaseBound = undefined;
+    if (bound === undefined) return;
+    await ctx.addon
+      .unmountRunDisk(bound)
+      .catch((err: unknown) => ctx.log.error('could not unmount the run base bind mount', { runBase: bound, error: err }));
+  },
+  sabotage: { disk: 'deny_disk' },
+});
