@@ -100,7 +100,6 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
     }
   }
   req.netns_fd = fd_field(plan, "netnsFd");
-  req.ipcns_fd = fd_field(plan, "ipcnsFd");
   req.mntns_fd = fd_field(plan, "mntnsFd");
   Napi::Value cg = plan.Get("cgroupProcsFds");
   if (cg.IsArray()) {
@@ -299,8 +298,8 @@ Napi::Value SeccompSupported(const Napi::CallbackInfo &info) {
 
 Napi::Value CreateNamespace(const Napi::CallbackInfo &info) {
   std::string kind = info[0].As<Napi::String>().Utf8Value();
-  int type = kind == "net" ? CLONE_NEWNET : kind == "ipc" ? CLONE_NEWIPC : kind == "mnt" ? CLONE_NEWNS : 0;
-  if (!type) throw Napi::TypeError::New(info.Env(), "createNamespace: kind must be 'net', 'ipc' or 'mnt'");
+  int type = kind == "net" ? CLONE_NEWNET : kind == "mnt" ? CLONE_NEWNS : 0;
+  if (!type) throw Napi::TypeError::New(info.Env(), "createNamespace: kind must be 'net' or 'mnt'");
   std::vector<std::string> hide;
   if (type == CLONE_NEWNS && info.Length() > 1 && info[1].IsArray()) {
     Napi::Array list = info[1].As<Napi::Array>();

@@ -84,7 +84,6 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
   if (plan->reset_signals) STEP(CJ_STEP_SIGNALS, reset_signals());
   if (plan->n_cgroup_procs_fds) STEP(CJ_STEP_CGROUP, apply_cgroup(plan->cgroup_procs_fds, plan->n_cgroup_procs_fds));
   if (plan->netns_fd >= 0) STEP(CJ_STEP_NETNS, apply_namespace(plan->netns_fd, CLONE_NEWNET));
-  if (plan->ipcns_fd >= 0) STEP(CJ_STEP_IPCNS, apply_namespace(plan->ipcns_fd, CLONE_NEWIPC));
   // Resets root and cwd to the namespace's: chdir comes later.
   if (plan->mntns_fd >= 0) STEP(CJ_STEP_MNTNS, apply_namespace(plan->mntns_fd, CLONE_NEWNS));
   if (plan->n_rlimits) STEP(CJ_STEP_RLIMIT, apply_rlimits(plan->rlimits, plan->n_rlimits));

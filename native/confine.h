@@ -31,7 +31,6 @@ struct sock_fprog;
   X(SIGNALS, "signals")                    \
   X(CGROUP, "cgroup")                      \
   X(NETNS, "setns(net)")                   \
-  X(IPCNS, "setns(ipc)")                   \
   X(MNTNS, "setns(mnt)")                   \
   X(RLIMIT, "setrlimit")                   \
   X(APPARMOR, "apparmor")                  \
@@ -66,7 +65,6 @@ struct cj_plan {
   const int *cgroup_procs_fds;     /* open cgroup.procs files to write our pid into */
   size_t n_cgroup_procs_fds;
   int netns_fd;                    /* -1: stay in the current network namespace */
-  int ipcns_fd;                    /* -1: stay in the current IPC namespace */
   int mntns_fd;                    /* -1: stay in the current mount namespace */
   const struct cj_rlimit *rlimits;
   size_t n_rlimits;

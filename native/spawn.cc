@@ -195,7 +195,6 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   plan.cgroup_procs_fds = req.cgroup_procs_fds.data();
   plan.n_cgroup_procs_fds = req.cgroup_procs_fds.size();
   plan.netns_fd = req.netns_fd;
-  plan.ipcns_fd = req.ipcns_fd;
   plan.mntns_fd = req.mntns_fd;
   plan.rlimits = req.rlimits.data();
   plan.n_rlimits = req.rlimits.size();

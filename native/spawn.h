@@ -24,7 +24,6 @@ struct SpawnRequest {
   gid_t gid = 0;
   std::vector<cj_rlimit> rlimits;
   int netns_fd = -1;
-  int ipcns_fd = -1;
   int mntns_fd = -1;
   std::vector<int> cgroup_procs_fds;
   bool landlock = false;

@@ -50,8 +50,6 @@ export interface NativePlan {
   rlimits?: NativeRlimits;
   /** fd of a network namespace to join with setns (a pre-made, empty one). */
   netnsFd?: number;
-  /** fd of an IPC namespace to join with setns. */
-  ipcnsFd?: number;
   /** fd of a mount namespace to join with setns (resets root and cwd; the plan's cwd applies after). */
   mntnsFd?: number;
   /** fd of a cgroup.procs file to write the child's pid into (cgroup v2 leaf or v1). */
@@ -175,7 +173,7 @@ interface Addon {
    * daemon's mount namespace with each existing directory of `hide` covered by an empty
    * read-only tmpfs.
    */
-  createNamespace(kind: 'net' | 'ipc' | 'mnt', hide?: string[]): number;
+  createNamespace(kind: 'net' | 'mnt', hide?: string[]): number;
   peerCred(fd: number): NativePeerCred;
   /** Throws with code ENOTSOCK for an fd that is not a socket, EBADF for one not open. */
   socketInfo(fd: number): NativeSocketInfo;

@@ -4,7 +4,7 @@
 // values of the variables in tunables/codejail and, when the config's apparmorProfile is not the
 // default, the sandbox profile's name. Everything is computed from the config plus the same
 // interpreter discovery the daemon runs at start, so the profile grants what Landlock grants.
-import { execFileSync } from 'node:child_process';
+import { runTool, ToolError, writeIfChanged } from './host_files.js';
 import { existsSync, promises as fs, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package.js';
@@ -158,7 +158,7 @@ export async function installAppArmor(
   const report: string[] = [];
   for (const file of files) {
     const target = path.join(etcDir, file.name);
-    const changed = await writeIfChanged(target, file.contents);
+    const changed = (await writeIfChanged(target, file.contents)) !== 'unchanged';
     report.push(`${changed ? 'installed' : 'found'} AppArmor ${file.profile ? 'profile' : 'variables'} ${target}`);
   }
   for (const file of files.filter((f) => f.profile)) {
@@ -233,33 +233,18 @@ function nonEmpty(values: Set<string>): string[] {
   return values.size ? [...values].sort() : [NOTHING];
 }
 
-/** Atomic (temporary file + rename) and idempotent: returns whether anything changed. */
-async function writeIfChanged(target: string, contents: string): Promise<boolean> {
-  const current = await fs.readFile(target, 'utf8').catch(() => undefined);
-  if (current === contents) return false;
-  await fs.mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
-  const tmp = `${target}.codejail-tmp-${process.pid}`;
-  try {
-    await fs.writeFile(tmp, contents, { mode: 0o644 });
-    await fs.rename(tmp, target);
-  } finally {
-    await fs.rm(tmp, { force: true });
-  }
-  return true;
-}
-
 function runParser(parser: string, args: string[]): void {
   try {
-    execFileSync(parser, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    runTool(parser, args);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException & { stderr?: unknown };
-    if (e.code === 'ENOENT') throw new AppArmorSetupError(`${parser} is not installed (Debian: apt-get install apparmor)`);
+    if (!(err instanceof ToolError)) throw err;
+    if (err.code === 'ENOENT') throw new AppArmorSetupError(`${parser} is not installed (Debian: apt-get install apparmor)`);
     // The parser warns on stderr about the cache even when it succeeds; on failure the last
     // lines name the file, line and rule.
-    const stderr = String(e.stderr ?? '')
+    const said = err.stderr
       .split('\n')
       .filter((l) => l && !l.startsWith('Cache read/write disabled'))
       .join('\n');
-    throw new AppArmorSetupError(`${parser} ${args.join(' ')} failed: ${stderr || e.message}`);
+    throw new AppArmorSetupError(`${parser} ${args.join(' ')} failed: ${said || (err.cause as Error).message}`);
   }
 }

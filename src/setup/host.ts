@@ -2,11 +2,11 @@
 // one group and user per slot with fixed ids (named by id, so that daemons with different slot
 // ranges can share a host), and the daemon's directories. Never overwrites a config, and refuses
 // (rather than reuses) an id that belongs to someone else.
-import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { readAccounts, type AccountTable } from '../daemon/accounts.js';
 import { setupAppArmor } from './apparmor.js';
+import { runTool } from './host_files.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 import { prepareRunBase } from '../run/rundir.js';
 import { slotUsers, type SlotUser } from '../daemon/slots.js';
@@ -62,14 +62,14 @@ export function setupAccounts(config: DaemonConfig, options: AccountOptions = {}
   if (groups.byName.has(socketGroup)) {
     steps.push({ line: `found group ${socketGroup} (gid ${groups.byName.get(socketGroup)})` });
   } else {
-    steps.push({ line: `created group ${socketGroup}`, create: () => run('groupadd', [...prefixArgs, '--system', socketGroup]) });
+    steps.push({ line: `created group ${socketGroup}`, create: () => runTool('groupadd', [...prefixArgs, '--system', socketGroup]) });
   }
 
   for (const slot of slotUsers(config.slots)) {
-    steps.push(checkAccount(groups, 'group', slot, slot.gid, () => run('groupadd', [...prefixArgs, '-g', String(slot.gid), slot.user])));
+    steps.push(checkAccount(groups, 'group', slot, slot.gid, () => runTool('groupadd', [...prefixArgs, '-g', String(slot.gid), slot.user])));
     steps.push(
       checkAccount(users, 'user', slot, slot.uid, () =>
-        run('useradd', [
+        runTool('useradd', [
           ...prefixArgs,
           ...['--system', '-u', String(slot.uid), '-g', String(slot.gid), '-M', '-d', '/nonexistent', '-s', '/usr/sbin/nologin', slot.user],
         ]),
@@ -116,15 +116,6 @@ async function ensureDir(dir: string, uid: number, gid: number, mode: number): P
   await fs.lchown(dir, uid, gid);
   await fs.chmod(dir, mode);
   return `${existed ? 'found' : 'created'} ${dir} (${uid}:${gid} ${mode.toString(8).padStart(4, '0')})`;
-}
-
-function run(program: string, args: string[]): void {
-  try {
-    execFileSync(program, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
-    throw new Error(`${program} ${args.join(' ')} failed: ${stderr || (err as Error).message}`);
-  }
 }
 
 async function exists(p: string): Promise<boolean> {

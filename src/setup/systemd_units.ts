@@ -1,7 +1,7 @@
 // Installing codejaild's systemd units (`codejail setup --systemd`): the files in systemd/ with
 // ExecStart= pointing at this installation and the socket unit matching config.socket, then
 // daemon-reload and enable --now of the socket when systemd is the running init.
-import { execFileSync } from 'node:child_process';
+import { runTool, writeIfChanged } from './host_files.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package.js';
@@ -97,26 +97,6 @@ function quoteArg(arg: string): string {
   return `"${arg.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
 }
 
-/** Atomic write (temp file + rename), root:root 0644; says whether anything changed. */
-async function writeIfChanged(file: string, text: string): Promise<'installed' | 'updated' | 'unchanged'> {
-  const existing = await fs.readFile(file, 'utf8').catch(() => undefined);
-  if (existing === text) return 'unchanged';
-  const temp = `${file}.codejail-${process.pid}`;
-  try {
-    await fs.writeFile(temp, text, { mode: 0o644, flag: 'wx' });
-    await fs.rename(temp, file);
-  } catch (err) {
-    await fs.unlink(temp).catch(() => undefined);
-    throw err;
-  }
-  return existing === undefined ? 'installed' : 'updated';
-}
-
 function systemctl(args: string[]): void {
-  try {
-    execFileSync('systemctl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
-    throw new Error(`systemctl ${args.join(' ')} failed: ${stderr || (err as Error).message}`);
-  }
+  runTool('systemctl', args);
 }
