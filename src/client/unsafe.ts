@@ -22,7 +22,7 @@ import { rlimitsFor } from '../run/limits.js';
 import { collectOutput, feedInput, OutputBudget } from '../run/pipes.js';
 import { startNative, type Budgets, type ProcessExit, type RunProcess } from '../run/process.js';
 import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../run/rundir.js';
-import { roundMs, supervise } from '../run/supervise.js';
+import { jailCodeResult, supervise } from '../run/supervise.js';
 import { native, type NativePlan, type NativeRlimits } from '../native.js';
 import { DEFAULT_LIMITS, describeIssues, jailCodeRequest } from '../protocol/index.js';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
@@ -156,25 +156,7 @@ export class UnsafeRunner {
       afterExit: async () => started.kill(),
     });
     if (outcome.cancelled !== undefined) throw closedError();
-    const { exit } = outcome;
-    const reply: JailCodeResult = {
-      runId: path.basename(dir.path),
-      stdout: outcome.stdout,
-      stderr: outcome.stderr,
-      status: exit.code ?? -(exit.signal ?? 0),
-      truncated: budgets.output.truncated,
-      timedOut: outcome.timedOut,
-      usage: {
-        wallMs: roundMs(outcome.wallMs),
-        userMs: roundMs(exit.userUs / 1000),
-        systemMs: roundMs(exit.systemUs / 1000),
-        ...(exit.maxRssKb !== undefined ? { maxRssKb: exit.maxRssKb } : {}),
-      },
-      confinement: 'none',
-      limits,
-    };
-    if (outcome.result) reply.result = outcome.result;
-    return reply;
+    return jailCodeResult(outcome, { runId: path.basename(dir.path), budgets, confinement: 'none', limits });
   }
 }
 

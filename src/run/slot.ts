@@ -20,7 +20,7 @@ import type { Logger } from '../daemon/log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type RunProcess } from './process.js';
 import { createRunDir, removeRunDir, runDiskSize, writeRunFiles, type RunDir, type RunFiles, type RunOwner } from './rundir.js';
-import { roundMs, supervise } from './supervise.js';
+import { jailCodeResult, supervise } from './supervise.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -172,30 +172,13 @@ export class RunSlot {
       },
       onLateOutputs: () => log.warn('output pipes still open after the slot was swept; closing them', { runId: prepared.dir.id }),
     });
-    const { exit } = outcome;
-    const result: JailCodeResult = {
+    const result = jailCodeResult(outcome, {
       runId: prepared.dir.id,
-      stdout: outcome.stdout,
-      stderr: outcome.stderr,
-      status: exit.code ?? -(exit.signal ?? 0),
-      truncated: budgets.output.truncated,
-      timedOut: outcome.timedOut,
-      usage: {
-        wallMs: roundMs(outcome.wallMs),
-        userMs: roundMs(exit.userUs / 1000),
-        systemMs: roundMs(exit.systemUs / 1000),
-        ...(exit.maxRssKb !== undefined ? { maxRssKb: exit.maxRssKb } : {}),
-        ...(memory?.memoryPeakKb !== undefined ? { memoryPeakKb: memory.memoryPeakKb } : {}),
-      },
-      ...(memory ? { oomKilled: memory.oomKilled } : {}),
+      budgets,
       confinement: layers.confinement,
       limits: spec.limits,
-    };
-    if (outcome.result) {
-      // A cut-off result cannot be decoded: say so rather than hand back half of it.
-      if (budgets.result.truncated) result.truncated = true;
-      result.result = outcome.result;
-    }
+      memory,
+    });
     return { result, ...(outcome.cancelled !== undefined ? { cancelled: outcome.cancelled } : {}) };
   }
 

@@ -3,8 +3,9 @@
 // what the run left once its main process is gone, and waits for the pipes to close. The daemon's
 // slots, the unsafe client and the layer tests all run through here.
 import { setTimeout as delay } from 'node:timers/promises';
+import type { JailCodeResult, Limits } from '../protocol/index.js';
 import type { OutputPipe } from './pipes.js';
-import type { ProcessExit, RunProcess } from './process.js';
+import type { Budgets, ProcessExit, RunProcess } from './process.js';
 
 /** After the main process exits and the run is swept, its pipes close at once; this is a backstop. */
 export const OUTPUT_EOF_GRACE_MS = 2000;
@@ -89,6 +90,46 @@ export async function supervise(run: RunProcess, options: SuperviseOptions): Pro
     await run.exited.catch(() => undefined);
     run.release();
   }
+}
+
+/** What a jail_code result says beyond what supervise() saw. */
+export interface ResultContext {
+  runId: string;
+  budgets: Budgets;
+  confinement: JailCodeResult['confinement'];
+  limits: Limits;
+  /** The cgroups layer's view of the run's memory. */
+  memory?: { oomKilled: boolean; memoryPeakKb?: number };
+}
+
+/** A supervised run as the jail_code result both the daemon and the unsafe client return. */
+export function jailCodeResult(outcome: Supervised, context: ResultContext): JailCodeResult {
+  const { exit } = outcome;
+  const { memory, budgets } = context;
+  const result: JailCodeResult = {
+    runId: context.runId,
+    stdout: outcome.stdout,
+    stderr: outcome.stderr,
+    status: exit.code ?? -(exit.signal ?? 0),
+    truncated: budgets.output.truncated,
+    timedOut: outcome.timedOut,
+    usage: {
+      wallMs: roundMs(outcome.wallMs),
+      userMs: roundMs(exit.userUs / 1000),
+      systemMs: roundMs(exit.systemUs / 1000),
+      ...(exit.maxRssKb !== undefined ? { maxRssKb: exit.maxRssKb } : {}),
+      ...(memory?.memoryPeakKb !== undefined ? { memoryPeakKb: memory.memoryPeakKb } : {}),
+    },
+    ...(memory ? { oomKilled: memory.oomKilled } : {}),
+    confinement: context.confinement,
+    limits: context.limits,
+  };
+  if (outcome.result) {
+    // A cut-off result cannot be decoded: say so rather than hand back half of it.
+    if (budgets.result.truncated) result.truncated = true;
+    result.result = outcome.result;
+  }
+  return result;
 }
 
 /** Milliseconds to the microsecond, for results and logs. */
