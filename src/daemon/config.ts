@@ -8,6 +8,9 @@ import { LAYERS, type LayerMode, type LayerName } from '../layers/index.js';
 import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, describeIssues, limitsSchema, type Limits } from '../protocol/index.js';
 import { ceilingViolation, DEFAULT_CEILINGS } from '../run/limits.js';
 import { LOG_LEVELS } from './log.js';
+import { ConfigError } from '../config_error.js';
+
+export { ConfigError };
 
 export const DEFAULT_CONFIG_PATH = '/etc/codejail/config.json';
 
@@ -197,17 +200,6 @@ export const configSchema = z
 
 export type DaemonConfig = z.output<typeof configSchema>;
 export type DaemonConfigInput = z.input<typeof configSchema>;
-
-export class ConfigError extends Error {
-  /** One line per problem, each naming its key (check-config prints them one per line). */
-  readonly issues: string[];
-
-  constructor(message: string, issues?: string[]) {
-    super(message);
-    this.name = 'ConfigError';
-    this.issues = issues ?? [message];
-  }
-}
 
 /** The embedded configuration (what a missing default config file means). */
 export function defaultConfig(): DaemonConfig {

@@ -7,7 +7,7 @@ import { closeSync, existsSync, openSync, readSync, realpathSync } from 'node:fs
 import path from 'node:path';
 import type { NativeLandlock } from '../native.js';
 import type { CommandConfig, DaemonConfig } from '../daemon/config.js';
-import { ConfigError } from '../daemon/config.js';
+import { ConfigError } from '../config_error.js';
 import type { Logger } from '../daemon/log.js';
 
 /** A command ready to run: its executable and the fixed part of its Landlock policy. */
