@@ -10,7 +10,7 @@ problem with the key it concerns (exit 1). Also warns about groups that do not e
 export async function checkConfig(args: string[]): Promise<number> {
   const { values } = withUsageErrors(() => parseArgs({ args, options: { config: { type: 'string' } }, strict: true }));
   const { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } = await import('../daemon/config.js');
-  const { readAccounts } = await import('../daemon/accounts.js');
+  const { readAccounts } = await import('../accounts.js');
   const file = values.config ?? DEFAULT_CONFIG_PATH;
   let config;
   try {

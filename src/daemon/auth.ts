@@ -3,7 +3,7 @@
 // systemd: every connection's peer credentials (SO_PEERCRED, filled in by the kernel at connect
 // time, so a client cannot choose them) are checked against config.allow.
 import { readFileSync } from 'node:fs';
-import { readAccounts } from './accounts.js';
+import { readAccounts } from '../accounts.js';
 import type { DaemonConfig } from './config.js';
 import type { Logger } from './log.js';
 

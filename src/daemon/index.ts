@@ -19,7 +19,8 @@ import { describeBounds } from '../run/limits.js';
 import { Runner } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
-import { SlotPool, slotUsers } from './slots.js';
+import { slotUsers } from '../run/slot.js';
+import { SlotPool } from './slots.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';

@@ -1,6 +1,6 @@
 // The network namespace layer (native/namespaces.cc): each slot's runs join an empty network
 // namespace of the slot's own, made at start.
-import type { Slot } from '../daemon/slots.js';
+import type { SlotIdentity } from '../run/slot.js';
 import { defineLayer, type Addon } from './layer.js';
 
 export interface NetnsState {
@@ -51,7 +51,7 @@ function createNetnsPerSlot(addon: Addon, count: number): number[] {
  * The slot's own network namespace. Fails closed: a run without one would stay in the host's,
  * where host services' abstract Unix sockets are.
  */
-function slotNetns(state: NetnsState, slot: Slot): number {
+function slotNetns(state: NetnsState, slot: SlotIdentity): number {
   const fd = state.netnsFds?.[slot.index];
   if (fd === undefined) throw new Error(`no network namespace was made for slot ${slot.index}`);
   return fd;

@@ -6,7 +6,7 @@ import type { NativePlan } from '../native.js';
 import type { CommandProfile } from '../run/commands.js';
 import { sandboxEnv } from '../run/env.js';
 import { CODE_FILE, type RunDir } from '../run/rundir.js';
-import type { Slot } from '../daemon/slots.js';
+import type { SlotIdentity } from '../run/slot.js';
 import { LAYERS, type Layers } from './index.js';
 
 export interface PlanInput {
@@ -16,7 +16,7 @@ export interface PlanInput {
   hasCode: boolean;
   argv: string[];
   limits: Limits;
-  slot: Slot;
+  slot: SlotIdentity;
   layers: Layers;
   apparmorProfile: string;
   /** Open cgroup.procs of the run's cgroup leaf: the child joins it before anything else. */

@@ -1,8 +1,8 @@
 // The uid layer (native/credentials.cc): each run drops to its slot's own uid and gid, with no
 // supplementary groups. Also how a run's processes are found and killed: every process of the
 // slot's uid, which reaches setsid()'d descendants (the 'kill' sabotage switch).
-import { parseAccounts, readAccounts } from '../daemon/accounts.js';
-import { slotUsers } from '../daemon/slots.js';
+import { parseAccounts, readAccounts } from '../accounts.js';
+import { slotUsers } from '../run/slot.js';
 import { defineLayer, LayerError, type Detection, type LayerConfig } from './layer.js';
 
 export const uid = defineLayer<'uid', object, 'uid' | 'kill'>({

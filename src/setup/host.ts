@@ -4,12 +4,12 @@
 // (rather than reuses) an id that belongs to someone else.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { readAccounts, type AccountTable } from '../daemon/accounts.js';
+import { readAccounts, type AccountTable } from '../accounts.js';
 import { setupAppArmor } from './apparmor.js';
 import { runTool } from './host_files.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 import { prepareRunBase } from '../run/rundir.js';
-import { slotUsers, type SlotUser } from '../daemon/slots.js';
+import { slotUsers, type SlotUser } from '../run/slot.js';
 
 export interface AccountOptions {
   /**

@@ -10,7 +10,8 @@ import type { CommandProfile } from '../../src/run/commands.js';
 import type { Layers } from '../../src/layers/index.js';
 import { silentLogger } from '../../src/daemon/log.js';
 import { Runner } from '../../src/daemon/runner.js';
-import { SlotPool, slotUsers } from '../../src/daemon/slots.js';
+import { slotUsers } from '../../src/run/slot.js';
+import { SlotPool } from '../../src/daemon/slots.js';
 
 const profile: CommandProfile = { name: 'python', path: '/usr/bin/python3', executable: '/usr/bin/python3', args: [], env: {}, execute: [], read: [] };
 // kill 'uid' without the uid layer: run dirs are written without chown, kills go to the fake.

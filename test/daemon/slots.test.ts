@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { SlotPool, slotUsers } from '../../src/daemon/slots.js';
+import { slotUsers } from '../../src/run/slot.js';
+import { SlotPool } from '../../src/daemon/slots.js';
 
 const pool = (count: number, queueMax: number) => new SlotPool(slotUsers({ firstUid: 61000, count }), queueMax);
 

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { encodeFrame, PROTOCOL_VERSION, type ErrorCode } from '../../protocol/index.js';
-import { readAccounts } from '../accounts.js';
+import { readAccounts } from '../../accounts.js';
 import { authorize, type Caller } from '../auth.js';
 import { describeListeningUnixSocket } from '../systemd.js';
 import { Connection } from './connection.js';
