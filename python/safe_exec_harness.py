@@ -5,9 +5,12 @@ one JSON document from stdin::
 
     {"code": str, "globals": <tagged dict>, "python_path": [plain names in cwd]}
 
-runs ``exec(code, g)`` with ``g`` decoded from the tagged globals, keeps the JSON-safe part of
-``g`` (the original CodeJail's ``json_safe``) and writes it, tagged, to the result channel: file
-descriptor 3, a pipe that is not stdout, so whatever the code prints cannot corrupt the result.
+runs ``exec(code, g_dict)`` with ``g_dict`` decoded from the tagged globals, keeps the JSON-safe
+part of ``g_dict`` (the original CodeJail's ``json_safe``) and writes it, tagged, to the result
+channel: file descriptor 3, a pipe that is not stdout, so whatever the code writes to fd 1 cannot
+corrupt the result. As in the original, sys.stdout discards what the code prints, and a traceback
+shows this harness's frame as ``File "jailed_code", line N, in <module>`` with its line
+``exec(code, g_dict)``, then the code's frames as ``File "<string>"``.
 
 Tagged values (JSON): strings and finite numbers are themselves; null, true, false; a list is
 ``["l", item, ...]``; a dict ``["d", key1, value1, key2, value2, ...]``; an int outside
@@ -25,7 +28,9 @@ import os
 import sys
 
 RESULT_FD = 3
-CODE_FILENAME = "<safe_exec code>"
+# What tracebacks call this harness: the name of the file the run directory holds, as the
+# original's jailed code is named (Python >= 3.9 would print the absolute path of the script).
+HARNESS_NAME = "jailed_code"
 MAX_SAFE_INTEGER = 2 ** 53 - 1
 # The client refuses a result with an int of more digits (its ResultBounds.maxIntDigits, Python's
 # default int_max_str_digits): such an int is dropped here, like anything else json_safe cannot
@@ -255,47 +260,30 @@ def _decode_input(tagged):
 # --- The run --------------------------------------------------------------------------------------
 
 
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+class DevNull:
+    """sys.stdout while the code runs: what it prints is discarded, as the original's is.
 
-
-def _show_code_in_tracebacks(code):
-    """Lets tracebacks print the code's own lines, under a name that is clearly the code's.
-
-    Done only when the code has raised, not before it runs: linecache imports tokenize and re,
-    which would cost every run more start-up time than everything else in this harness. (So a
-    traceback the code prints itself shows the line numbers of its own lines, not their text,
-    as the original CodeJail's "<string>" tracebacks do.)
+    The result travels on its own channel, so printing could not corrupt it; stdout is discarded
+    because the original's safe_exec discards it, and callers rely on that (stderr is kept).
     """
-    import linecache
 
-    linecache.cache[CODE_FILENAME] = (len(code), None, code.splitlines(True), CODE_FILENAME)
+    def write(self, *args, **kwargs):
+        pass
+
+    def flush(self, *args, **kwargs):
+        pass
 
 
-def main():
+def _open_channel():
+    """The result channel, on a private fd only this process may write, or None if fd 3 is not open.
+
+    The private fd is os.dup's (non-inheritable, so close-on-exec); fd 3 is closed so the code
+    cannot find it there, and forked children close the private fd too.
+    """
     try:
         os.fstat(RESULT_FD)
     except OSError:
-        sys.stderr.write(
-            "safe_exec harness: the result channel (fd %d) is not open; "
-            "run it through safeExec, which provides it\n" % RESULT_FD
-        )
-        return 2
-
-    request = _json_loads(sys.stdin.buffer.read().decode("utf-8"))
-    code = request["code"]
-    g = _decode_input(request["globals"])
-    if not isinstance(g, dict):
-        raise ValueError("globals must be a tagged dict")
-    cwd = os.getcwd()
-    for name in request.get("python_path", []):
-        sys.path.append(os.path.join(cwd, name))
-
-    # Only this process may write the result: keep it on a private close-on-exec fd (os.dup's
-    # new fd is non-inheritable), free fd 3, and close the private fd in forked children.
+        return None
     channel = {"fd": os.dup(RESULT_FD), "pid": os.getpid()}
     os.close(RESULT_FD)
 
@@ -309,37 +297,94 @@ def main():
                 pass
 
     os.register_at_fork(after_in_child=_close_in_child)
+    return channel
 
-    try:
-        exec(compile(code, CODE_FILENAME, "exec"), g)  # pylint: disable=exec-used
-    except SystemExit:
-        raise
-    except BaseException:  # pylint: disable=broad-except
-        etype, value, tb = sys.exc_info()
-        # Leave this harness's frame out of the traceback: it starts at the code (and is empty
-        # for a SyntaxError, which names the code's line itself).
-        tb = tb.tb_next
-        value = value.with_traceback(tb)
-        _show_code_in_tracebacks(code)
-        if sys.excepthook is sys.__excepthook__:
-            # The traceback module reads source lines through linecache, so the code's lines
-            # show (the built-in hook of older Pythons reads them from files only).
-            import traceback
 
-            traceback.print_exception(etype, value, tb)
-        else:
-            sys.excepthook(etype, value, tb)
-        sys.stderr.flush()
-        return 1
+def _read_request():
+    """The code and its globals, read from stdin; python_path entries are added to sys.path."""
+    request = _json_loads(sys.stdin.buffer.read().decode("utf-8"))
+    code = request["code"]
+    if not isinstance(code, str):
+        raise ValueError("code must be a string")
+    g_dict = _decode_input(request["globals"])
+    if not isinstance(g_dict, dict):
+        raise ValueError("globals must be a tagged dict")
+    cwd = os.getcwd()
+    for name in request.get("python_path", []):
+        sys.path.append(os.path.join(cwd, name))
+    return code, g_dict
 
+
+def _name_harness_frames(report, harness_file):
+    """Names this harness's frames HARNESS_NAME in a TracebackException and those it chains."""
+    seen = set()
+    pending = [report]
+    while pending:
+        te = pending.pop()
+        if te is None or id(te) in seen:
+            continue
+        seen.add(id(te))
+        for frame in te.stack:
+            if frame.filename == harness_file:
+                frame.filename = HARNESS_NAME
+        pending.extend([te.__cause__, te.__context__] + list(getattr(te, "exceptions", None) or ()))
+
+
+def print_traceback(exc):
+    """Prints exc's traceback to stderr as the interpreter would, this harness named HARNESS_NAME.
+
+    Through the code's own sys.excepthook if it set one, as the interpreter would call it.
+    """
+    if sys.excepthook is not sys.__excepthook__:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        return
+    # Imported only now: traceback imports linecache, tokenize and re, which would cost every
+    # run more start-up time than everything else in this harness.
+    import traceback
+
+    # Source lines are read (lookup_lines) before the frames are renamed, from the real file.
+    report = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    _name_harness_frames(report, __file__)
+    sys.stderr.write("".join(report.format()))
+    sys.stderr.flush()
+
+
+def report_globals(g_dict, channel):
+    """Writes the JSON-safe globals to the result channel; 0, or 0 without writing in a forked child."""
     if channel["fd"] is None or os.getpid() != channel["pid"]:
         # A forked child returning from the code: only the original process reports.
         return 0
-    _write_all(channel["fd"], encode_globals(json_safe(g)).encode("utf-8"))
+    _write_all(channel["fd"], encode_globals(json_safe(g_dict)).encode("utf-8"))
     os.close(channel["fd"])
     channel["fd"] = None
     return 0
 
 
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    channel = _open_channel()
+    if channel is None:
+        sys.stderr.write(
+            "safe_exec harness: the result channel (fd %d) is not open; "
+            "run it through safeExec, which provides it\n" % RESULT_FD
+        )
+        sys.exit(2)
+    code, g_dict = _read_request()
+    sys.stdout = DevNull()
+
+    # As the original's jailed code: exec at module level with the code as a string, so a
+    # traceback shows the same frames, this line (in <module>) then "<string>" for the code.
+    try:
+        exec(code, g_dict)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # pylint: disable=broad-except
+        print_traceback(exc)
+        sys.exit(1)
+    sys.exit(report_globals(g_dict, channel))

@@ -70,18 +70,37 @@ export interface SafeExecClient {
   jailCode(command: string, options: any): Promise<any>;
 }
 
-/** The Python code failed (or did not report its globals). Like the original's SafeExecException. */
+/** What a failed run left: its output, its status, and how it ended. */
+export interface SafeExecFailure {
+  stdout: Buffer;
+  stderr: Buffer;
+  status: number;
+  /** REALTIME ran out and the run was killed (then status is -9). */
+  timedOut?: boolean;
+  /** Output past the OUTPUT limit was dropped. */
+  truncated?: boolean;
+}
+
+/**
+ * The Python code failed (or did not report its globals). Like the original's SafeExecException:
+ * for a run that failed, the message is exactly the original's, and how the run ended (timed out,
+ * output truncated) is in the fields, not the message.
+ */
 export class SafeExecError extends Error {
   readonly stdout: Buffer;
   readonly stderr: Buffer;
   readonly status: number;
+  readonly timedOut: boolean;
+  readonly truncated: boolean;
 
-  constructor(message: string, fields: { stdout: Buffer; stderr: Buffer; status: number }, options?: { cause?: unknown }) {
+  constructor(message: string, fields: SafeExecFailure, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'SafeExecError';
     this.stdout = fields.stdout;
     this.stderr = fields.stderr;
     this.status = fields.status;
+    this.timedOut = fields.timedOut ?? false;
+    this.truncated = fields.truncated ?? false;
   }
 }
 
@@ -366,9 +385,37 @@ function asBuffer(value: unknown): Buffer {
   return Buffer.alloc(0);
 }
 
-/** Like Python's repr of the output in the original's message: quoted, escapes visible. */
-function quote(bytes: Buffer): string {
-  return JSON.stringify(bytes.toString('utf8'));
+const SINGLE_QUOTE = 0x27;
+
+/**
+ * `bytes` written as Python's repr() writes a bytes object (Objects/bytesobject.c), as the
+ * original's message shows a run's output: b'...', or b"..." when the bytes hold a ' and no ";
+ * that quote and the backslash escaped; tab, newline and carriage return as \t \n \r; any other
+ * byte below 0x20 or from 0x7f as \xhh (lower-case hex); the rest as themselves.
+ */
+export function pythonBytesRepr(bytes: Uint8Array): string {
+  const quote = bytes.includes(SINGLE_QUOTE) && !bytes.includes(QUOTE) ? QUOTE : SINGLE_QUOTE;
+  const parts: string[] = ['b', String.fromCharCode(quote)];
+  for (const c of bytes) {
+    if (c === quote || c === BACKSLASH) parts.push('\\', String.fromCharCode(c));
+    else if (c === 0x09) parts.push('\\t');
+    else if (c === 0x0a) parts.push('\\n');
+    else if (c === 0x0d) parts.push('\\r');
+    else if (c < 0x20 || c >= 0x7f) parts.push('\\x', c.toString(16).padStart(2, '0'));
+    else parts.push(String.fromCharCode(c));
+  }
+  parts.push(String.fromCharCode(quote));
+  return parts.join('');
+}
+
+/** A run's output and status, as the original's message writes them. */
+function runDetails(run: { stdout: Uint8Array; stderr: Uint8Array; status: number }): string {
+  return `stdout: ${pythonBytesRepr(run.stdout)}, stderr: ${pythonBytesRepr(run.stderr)} with status code: ${run.status}`;
+}
+
+/** The original's SafeExecException message for a run that failed: nothing else. */
+export function failureMessage(run: { stdout: Uint8Array; stderr: Uint8Array; status: number }): string {
+  return `Couldn't execute jailed code: ${runDetails(run)}`;
 }
 
 /**
@@ -416,13 +463,14 @@ export async function safeExec(
   const stdout = asBuffer(res?.stdout);
   const stderr = asBuffer(res?.stderr);
   const status: number = typeof res?.status === 'number' ? res.status : -1;
-  const fields = { stdout, stderr, status };
-  const details = `stdout: ${quote(stdout)}, stderr: ${quote(stderr)} with status code: ${status}`;
-  const notes = [res?.timedOut ? ' (the run timed out)' : '', res?.truncated ? ' (output was truncated)' : ''].join('');
+  const fields: SafeExecFailure = { stdout, stderr, status, timedOut: res?.timedOut === true, truncated: res?.truncated === true };
+  const details = runDetails(fields);
 
-  if (status !== 0) throw new SafeExecError(`Couldn't execute jailed code${notes}: ${details}`, fields);
+  if (status !== 0) throw new SafeExecError(failureMessage(fields), fields);
+  // The run succeeded but its globals cannot be had: the original would fail parsing its stdout;
+  // here the message says why, then the run's output as for a failed run.
   if (res?.result === undefined || res?.result === null || asBuffer(res.result).length === 0) {
-    throw new SafeExecError(`Couldn't execute jailed code: it ended without reporting its globals${notes}: ${details}`, fields);
+    throw new SafeExecError(`Couldn't execute jailed code: it ended without reporting its globals: ${details}`, fields);
   }
   let result: Record<string, unknown>;
   try {
@@ -431,13 +479,13 @@ export async function safeExec(
     if (err instanceof ResultBoundError) {
       const bound = `${err.message}: resultBounds.${err.bound}`;
       throw new SafeExecError(
-        `Couldn't execute jailed code: its globals are over a bound of the result (${bound})${notes}: ${details}`,
+        `Couldn't execute jailed code: its globals are over a bound of the result (${bound}): ${details}`,
         fields,
         { cause: err },
       );
     }
     throw new SafeExecError(
-      `Couldn't execute jailed code: its globals could not be decoded (${(err as Error).message})${notes}: ${details}`,
+      `Couldn't execute jailed code: its globals could not be decoded (${(err as Error).message}): ${details}`,
       fields,
       { cause: err },
     );

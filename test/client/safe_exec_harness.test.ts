@@ -3,7 +3,7 @@
 // so these exercise the real harness, the tagged encoding and safeExec's handling of results.
 // The ports of the original CodeJail's safe_exec and json_safe tests are marked "(original)".
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,12 +17,16 @@ import {
   decodeResult,
   encodeGlobals,
   harnessSource,
+  failureMessage,
+  pythonBytesRepr,
   safeExec,
 } from '../../src/client/safe_exec.js';
 import type { ResultBounds, SafeExecOptions } from '../../src/client/safe_exec.js';
 
 const PYTHON = '/usr/bin/python3';
 const HARNESS = fileURLToPath(new URL('../../python/safe_exec_harness.py', import.meta.url));
+/** The line of the harness's `exec(code, g_dict)`, which tracebacks name. */
+const EXEC_LINE = readFileSync(HARNESS, 'utf8').split('\n').indexOf('        exec(code, g_dict)') + 1;
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
 const dedent = (s: string) => {
   const lines = s.replace(/^\n/, '').split('\n');
@@ -186,17 +190,21 @@ describe('safeExec (original tests)', () => {
         `),
       globs,
     );
-    expect(err.message).toMatch(/^Couldn't execute jailed code: stdout: "", stderr: "Traceback/);
-    expect(err.message).toContain("ValueError: That's not how you pour soup!");
-    expect(err.message).toMatch(/with status code: 1$/);
     expect(err.status).toBe(1);
     expect(err.stderr.toString()).toBe(
       dedent(`
         Traceback (most recent call last):
-          File "<safe_exec code>", line 3, in <module>
-            raise ValueError("That's not how you pour soup!")
+          File "jailed_code", line ${EXEC_LINE}, in <module>
+            exec(code, g_dict)
+          File "<string>", line 3, in <module>
         ValueError: That's not how you pour soup!
         `),
+    );
+    // The original's message, the output written as Python's bytes repr (both quotes inside: ').
+    expect(err.message).toBe(
+      `Couldn't execute jailed code: stdout: b'', stderr: b'Traceback (most recent call last):\\n  File "jailed_code", ` +
+        `line ${EXEC_LINE}, in <module>\\n    exec(code, g_dict)\\n  File "<string>", line 3, in <module>\\n` +
+        `ValueError: That\\'s not how you pour soup!\\n' with status code: 1`,
     );
     expect(globs).toEqual({ keep: [1, 2], x: 1 });
   });
@@ -578,36 +586,72 @@ describe('safeExec: the result channel', () => {
 });
 
 describe('safeExec: failures', () => {
-  it('returns stdout and stderr, including what the code wrote to stderr', async () => {
-    const err = await failure("import sys\nprint('before')\nsys.stderr.write('my own words\\n')\n1/0");
-    expect(err.stdout.toString()).toBe('before\n');
+  it('discards what the code prints, keeps what it writes to stderr', async () => {
+    const err = await failure("import sys\nprint('before')\nsys.stdout.write('more')\nsys.stderr.write('my own words\\n')\n1/0");
+    expect(err.stdout.toString()).toBe('');
     expect(err.stderr.toString()).toMatch(/^my own words\nTraceback \(most recent call last\):\n/);
     expect(err.stderr.toString()).toContain('ZeroDivisionError: division by zero');
-    expect(err.message).toContain('stdout: "before\\n"');
-    expect(err.message).toContain('my own words');
+    expect(err.message).toMatch(/^Couldn't execute jailed code: stdout: b'', stderr: b'my own words\\nTraceback/);
   });
 
-  it('a syntax error names the code, not the harness', async () => {
+  it('a syntax error shows the harness frame, then the code as "<string>"', async () => {
     const err = await failure('x = (');
     expect(err.status).toBe(1);
-    expect(err.stderr.toString()).toContain('File "<safe_exec code>", line 1');
-    expect(err.stderr.toString()).toContain('SyntaxError');
-    expect(err.stderr.toString()).not.toContain('harness');
+    expect(err.stderr.toString()).toBe(
+      [
+        'Traceback (most recent call last):',
+        `  File "jailed_code", line ${EXEC_LINE}, in <module>`,
+        '    exec(code, g_dict)',
+        '  File "<string>", line 1',
+        '    x = (',
+        '        ^',
+        "SyntaxError: '(' was never closed",
+        '',
+      ].join('\n'),
+    );
   });
 
-  it('an exception in a function shows the code lines and no harness frame', async () => {
+  it("a traceback shows the original's frames: jailed_code's exec, then the code's \"<string>\" without source", async () => {
     const err = await failure('def f():\n    raise KeyError("k")\nf()');
     expect(err.stderr.toString()).toBe(
       [
         'Traceback (most recent call last):',
-        '  File "<safe_exec code>", line 3, in <module>',
-        '    f()',
-        '  File "<safe_exec code>", line 2, in f',
-        '    raise KeyError("k")',
+        `  File "jailed_code", line ${EXEC_LINE}, in <module>`,
+        '    exec(code, g_dict)',
+        '  File "<string>", line 3, in <module>',
+        '  File "<string>", line 2, in f',
         "KeyError: 'k'",
         '',
       ].join('\n'),
     );
+  });
+
+  it('a chained exception names the harness frame jailed_code in every part', async () => {
+    const err = await failure('try:\n    1/0\nexcept Exception as e:\n    raise KeyError("k") from e');
+    const text = err.stderr.toString();
+    expect(text).toContain('The above exception was the direct cause of the following exception:');
+    expect(text).not.toContain('safe_exec_harness');
+    expect(text).not.toMatch(/File "\//);
+    expect(text.endsWith(`  File "jailed_code", line ${EXEC_LINE}, in <module>\n    exec(code, g_dict)\n  File "<string>", line 4, in <module>\nKeyError: 'k'\n`)).toBe(true);
+  });
+
+  it('a timeout: the message is the original\'s with status -9; "timed out" is in the fields', async () => {
+    const client = {
+      jailCode: async () => ({ stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), status: -9, timedOut: true, truncated: false }),
+    };
+    const err = await safeExec(client, 'while True: pass', {}).catch((e: unknown) => e as SafeExecError);
+    expect(err).toBeInstanceOf(SafeExecError);
+    expect(err.message).toBe("Couldn't execute jailed code: stdout: b'', stderr: b'' with status code: -9");
+    expect(err).toMatchObject({ status: -9, timedOut: true, truncated: false });
+  });
+
+  it('truncated output is in the fields, not the message', async () => {
+    const client = {
+      jailCode: async () => ({ stdout: Buffer.alloc(0), stderr: Buffer.from('x'), status: 1, timedOut: false, truncated: true }),
+    };
+    const err = await safeExec(client, 'a = 1', {}).catch((e: unknown) => e as SafeExecError);
+    expect(err.message).toBe("Couldn't execute jailed code: stdout: b'', stderr: b'x' with status code: 1");
+    expect(err).toMatchObject({ timedOut: false, truncated: true });
   });
 
   it('sys.exit(0) in the code is a failure: no globals were reported', async () => {
@@ -671,6 +715,33 @@ describe('the harness run directly', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('pythonBytesRepr: the output in the message, as Python writes a bytes repr', () => {
+  const table: Array<[string, Buffer]> = [
+    ['empty', Buffer.alloc(0)],
+    ['newline', Buffer.from('a\nb')],
+    ['single quote', Buffer.from("it's")],
+    ['double quote', Buffer.from('say "hi"')],
+    ['both quotes', Buffer.from('it\'s "x"')],
+    ['backslash', Buffer.from('a\\b\\')],
+    ['backslash and quote', Buffer.from("\\'")],
+    ['NUL', Buffer.from([0, 0x61, 0])],
+    ['tab, CR, other controls', Buffer.from('\t\r\x01\x1f\x0b\x0c\x1b')],
+    ['DEL and high bytes', Buffer.from([0x7e, 0x7f, 0x80, 0xab, 0xff])],
+    ['UTF-8', Buffer.from('ключ 日本')],
+    ['every byte', Buffer.from(Array.from({ length: 256 }, (_, i) => i))],
+  ];
+  it('matches repr(bytes) of the real Python for tricky inputs', () => {
+    const script = 'import sys\nfor h in sys.argv[1:]: print(repr(bytes.fromhex(h)))';
+    const expected = execFileSync(PYTHON, ['-c', script, ...table.map(([, b]) => b.toString('hex'))]).toString().split('\n');
+    table.forEach(([name, bytes], i) => expect(pythonBytesRepr(bytes), name).toBe(expected[i]));
+  });
+
+  it('the failure message is exactly the original\'s', () => {
+    const run = { stdout: Buffer.from("it's"), stderr: Buffer.from('a\nb\x00\\'), status: -9 };
+    expect(failureMessage(run)).toBe(`Couldn't execute jailed code: stdout: b"it's", stderr: b'a\\nb\\x00\\\\' with status code: -9`);
   });
 });
 

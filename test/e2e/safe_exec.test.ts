@@ -3,6 +3,7 @@
 // test/client/safe_exec_harness.test.ts, through the real sandbox.
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { SafeExecError } from '../../src/client/index.js';
 import type { SafeExecOptions } from '../../src/client/index.js';
 import { dedent, safeExecCases } from '../helpers/cases.js';
 import { daemonSuite } from '../helpers/suite.js';
@@ -122,5 +123,38 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
         `),
     );
     expect(globs).toEqual({ pid: expect.any(Number), in_parent: true });
+  });
+
+  describe("the original's exact results", () => {
+    const failure = (code: string, options?: SafeExecOptions) =>
+      exec(code, {}, options).then(
+        () => expect.unreachable('safeExec succeeded'),
+        (err: unknown) => {
+          expect(err).toBeInstanceOf(SafeExecError);
+          return err as SafeExecError;
+        },
+      );
+
+    it("a failed run's message is exactly the original's; the code's stdout is discarded, its stderr kept", async () => {
+      const err = await failure("print('to stdout')\nimport sys\nsys.stderr.write(\"it's\\n\")\nraise ValueError('soup')");
+      const stderr = err.stderr.toString();
+      expect(stderr).toMatch(
+        /^it's\nTraceback \(most recent call last\):\n  File "jailed_code", line \d+, in <module>\n    exec\(code, g_dict\)\n  File "<string>", line 4, in <module>\nValueError: soup\n$/,
+      );
+      expect(err.stdout.length).toBe(0);
+      const line = /line (\d+)/.exec(stderr)![1];
+      expect(err.message).toBe(
+        "Couldn't execute jailed code: stdout: b'', stderr: b'it\\'s\\nTraceback (most recent call last):\\n" +
+          `  File "jailed_code", line ${line}, in <module>\\n    exec(code, g_dict)\\n` +
+          `  File "<string>", line 4, in <module>\\nValueError: soup\\n' with status code: 1`,
+      );
+      expect(err).toMatchObject({ status: 1, timedOut: false, truncated: false });
+    });
+
+    it('a timeout reads "stdout: b\'\', stderr: b\'\' with status code: -9"; timedOut is a field', async () => {
+      const err = await failure('import time\nprint("waiting")\ntime.sleep(60)', { limits: { REALTIME: 1 } });
+      expect(err.message).toBe("Couldn't execute jailed code: stdout: b'', stderr: b'' with status code: -9");
+      expect(err).toMatchObject({ status: -9, timedOut: true });
+    });
   });
 });
