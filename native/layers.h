@@ -30,7 +30,7 @@ int apply_namespace(int ns_fd, int nstype);
  * for it (the namespace stays alive as long as the fd does). Throws std::system_error. */
 int create_namespace(int nstype);
 // A private copy of the current mount namespace in which each directory of `hide` is covered by
-// an empty read-only tmpfs. Returns an fd of it for setns().
+// an empty tmpfs no entry can be added to (mode 0555, one inode). Returns an fd of it for setns().
 int create_mount_namespace(const std::vector<std::string> &hide);
 
 /* rundisk.cc: daemon side only (nothing here runs in the child). Each throws std::system_error. */

@@ -5,7 +5,9 @@
 //
 // The mount namespace exists for what Landlock (up to ABI 7) does not mediate: connect() to a
 // pathname Unix socket. Host services listen under /run, /tmp and friends (D-Bus, journald's
-// /dev/log, nscd, X11); in the sandbox's namespace those directories are empty read-only tmpfs.
+// /dev/log, nscd, X11); in the sandbox's namespace those directories are empty tmpfs that nobody
+// can add to: a slot uid is refused with EACCES (PermissionError, as under the original CodeJail's
+// AppArmor), root in a sandbox with ENOSPC.
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -56,7 +58,11 @@ int create_mount_namespace(const std::vector<std::string> &hide) {
       struct stat st;
       // A symlink (/var/run -> /run) is covered through its target; what does not exist needs nothing.
       if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
-      if (mount("codejail-empty", dir.c_str(), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755") != 0) {
+      // Read-write, so that creating an entry is refused by its permission check (EACCES: mode
+      // 0555, owned by root), not by the mount (EROFS, which no other path outside the run
+      // gives). nr_inodes=1 is the root directory itself: not even root (uid layer off) can add
+      // an entry, so the namespace all runs share carries nothing from one run to another.
+      if (mount("codejail-empty", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=1,mode=0555,uid=0,gid=0") != 0) {
         err = errno;
         failed = "mount an empty tmpfs on " + dir;
         return;

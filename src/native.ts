@@ -170,8 +170,8 @@ interface Addon {
   seccompSupported(): boolean;
   /**
    * Makes a namespace on a throwaway thread and returns an fd of it. 'mnt': a private copy of the
-   * daemon's mount namespace with each existing directory of `hide` covered by an empty
-   * read-only tmpfs.
+   * daemon's mount namespace with each existing directory of `hide` covered by an empty tmpfs
+   * no entry can be added to (mode 0555, one inode: EACCES for a slot uid, ENOSPC for root).
    */
   createNamespace(kind: 'net' | 'mnt', hide?: string[]): number;
   peerCred(fd: number): NativePeerCred;

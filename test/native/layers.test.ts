@@ -316,6 +316,35 @@ describe.skipIf(!isRoot)('mount namespace layer', () => {
   });
 });
 
+describe.skipIf(!isRoot)('mount namespace layer: hidden directories hold nothing', () => {
+  // Only the namespace stands between these probes and the host's /var/tmp (mode 1777): with the
+  // layer sabotaged they land there, and are removed afterwards.
+  const file = `/var/tmp/cj-native-hidden-${process.pid}`;
+  const sock = `/var/tmp/cj-native-hidden-${process.pid}.sock`;
+  afterAll(() => {
+    fs.rmSync(file, { force: true });
+    fs.rmSync(sock, { force: true });
+  });
+  const create =
+    'import socket\n' +
+    `try:\n  open(${JSON.stringify(file)}, "w"); print("created")\nexcept OSError as e: print(type(e).__name__, e.errno)\n` +
+    `try:\n  socket.socket(socket.AF_UNIX).bind(${JSON.stringify(sock)}); print("bound")\nexcept OSError as e: print(type(e).__name__, e.errno)`;
+
+  it('deny_mntns_slot_uid_creating_in_a_hidden_dir_is_permission_denied', async () => {
+    // EACCES, as the original CodeJail's AppArmor answers anywhere outside the run (a read-only
+    // mount would answer EROFS, "Read-only file system", which no other path gives).
+    const r = await runPython(create, { uid: true, mntns: true });
+    expect(r.stdout).toBe('PermissionError 13\nPermissionError 13\n');
+  });
+
+  it('deny_mntns_root_in_the_sandbox_cannot_store_anything_in_a_hidden_dir', async () => {
+    // Root (uid layer off) passes the permission check; the tmpfs has no inode to give (ENOSPC),
+    // so the one namespace every run shares carries nothing from run to run.
+    const r = await runPython(create, { mntns: true });
+    expect(r.stdout).toBe('OSError 28\nOSError 28\n');
+  });
+});
+
 describe.skipIf(!isRoot)('network namespace layer', () => {
   it('deny_netns_host_loopback_unreachable', async () => {
     const server = net.createServer((s) => s.end());
