@@ -19,8 +19,12 @@ float that JSON cannot carry (nan, +-inf, or one whose JSON text would read back
 ``["f", "nan" | "inf" | "-inf" | "<repr>"]``; bytes are ``["b", "<base64>"]`` (inputs only:
 json_safe decodes bytes in outputs).
 
+Before the code runs, a seccomp filter makes every execve fail (forbid_starting_programs): no
+program can be started from the run, not even the interpreter, as under the original's AppArmor.
+
 Exit status: 0 with the result written; 1 when the code raised (the traceback goes to stderr
-and nothing is written to the result channel); 2 when fd 3 is not open.
+and nothing is written to the result channel); 2 when fd 3 is not open or starting programs
+cannot be forbidden.
 """
 
 import binascii
@@ -257,6 +261,90 @@ def _decode_input(tagged):
         sys.set_int_max_str_digits(saved)
 
 
+# --- No program may be started -------------------------------------------------------------------
+#
+# The sandbox must let the interpreter itself be executed, so Landlock grants it execute and a
+# run could start it again (subprocess.run([sys.executable, ...])). Before the code runs, this
+# harness closes that for good: a seccomp filter on top of the daemon's, inherited by every fork
+# and impossible to remove, answers execve and execveat with EACCES (PermissionError, as the
+# original's AppArmor profile answers). It is kernel-enforced, so native code the run loads (a
+# ctypes call, an extension module) cannot start a program either.
+
+# machine: (AUDIT_ARCH_* of <linux/audit.h>, execve, execveat)
+_EXEC_SYSCALLS = {
+    "x86_64": (0xC000003E, 59, 322),
+    "aarch64": (0xC00000B7, 221, 281),
+}
+_X32_SYSCALL_BIT = 0x40000000
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_SECCOMP_RET_KILL_PROCESS = 0x80000000
+_SECCOMP_RET_ERRNO = 0x00050000
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_EACCES = 13
+_BPF_LD_W_ABS = 0x20
+_BPF_JEQ_K = 0x15
+_BPF_JGE_K = 0x35
+_BPF_RET_K = 0x06
+
+
+def _exec_filter(machine):
+    """The filter's instructions as (code, jt, jf, k): execve and execveat of this ABI get EACCES."""
+    arch, execve, execveat = _EXEC_SYSCALLS[machine]
+    program = [
+        (_BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        (_BPF_JEQ_K, 1, 0, arch),
+        # Another ABI (i386 through int 0x80) numbers its calls otherwise: nothing it may do.
+        (_BPF_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS),
+        (_BPF_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if machine == "x86_64":
+        # x32 calls share the architecture with the x32 bit set: their execve too.
+        program += [(_BPF_JGE_K, 0, 1, _X32_SYSCALL_BIT), (_BPF_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS)]
+    program += [
+        (_BPF_JEQ_K, 2, 0, execve),
+        (_BPF_JEQ_K, 1, 0, execveat),
+        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _EACCES),
+    ]
+    return program
+
+
+def forbid_starting_programs():
+    """Installs the filter on this process, or raises OSError saying why it could not."""
+    import struct
+
+    machine = os.uname().machine
+    if machine not in _EXEC_SYSCALLS:
+        raise OSError("no seccomp filter for the machine %r" % machine)
+    try:
+        import ctypes
+    except ImportError as err:
+        raise OSError("ctypes is not available (%s)" % err) from None
+
+    class SockFprog(ctypes.Structure):  # struct sock_fprog
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    program = _exec_filter(machine)
+    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *insn) for insn in program))
+    fprog = SockFprog(len(program), ctypes.cast(code, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    # The daemon has set no_new_privs already (the unsafe client has not): the kernel installs a
+    # filter for an unprivileged process only under it.
+    for option, arg, what in (
+        (_PR_SET_NO_NEW_PRIVS, None, "PR_SET_NO_NEW_PRIVS"),
+        (_PR_SET_SECCOMP, ctypes.addressof(fprog), "PR_SET_SECCOMP"),
+    ):
+        first = 1 if option == _PR_SET_NO_NEW_PRIVS else _SECCOMP_MODE_FILTER
+        if prctl(option, first, arg, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, "prctl(%s): %s" % (what, os.strerror(errno)))
+
+
 # --- The run --------------------------------------------------------------------------------------
 
 
@@ -376,6 +464,12 @@ if __name__ == "__main__":
         )
         sys.exit(2)
     code, g_dict = _read_request()
+    try:
+        forbid_starting_programs()
+    except OSError as err:
+        # Fail closed: the code must not run where it could start programs.
+        sys.stderr.write("safe_exec harness: cannot forbid starting programs: %s\n" % err)
+        sys.exit(2)
     sys.stdout = DevNull()
 
     # As the original's jailed code: exec at module level with the code as a string, so a

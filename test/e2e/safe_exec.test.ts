@@ -151,6 +151,17 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
       expect(err).toMatchObject({ status: 1, timedOut: false, truncated: false });
     });
 
+    it('deny_safe_exec_starting_a_program: subprocess.run(sys.executable) raises PermissionError', async () => {
+      const err = await failure('import subprocess, sys\nsubprocess.run(sys.executable)');
+      expect(err.stderr.toString()).toMatch(/\nPermissionError: \[Errno 13\] Permission denied: '\/[^']*python3[.0-9]*'\n$/);
+      expect(err.status).toBe(1);
+    });
+
+    it('allow_safe_exec_fork_without_exec', async () => {
+      const globs = await exec('import os\npid = os.fork()\nif pid == 0: os._exit(5)\nstatus = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\ndel pid, os');
+      expect(globs).toEqual({ status: 5 });
+    });
+
     it('a timeout reads "stdout: b\'\', stderr: b\'\' with status code: -9"; timedOut is a field', async () => {
       const err = await failure('import time\nprint("waiting")\ntime.sleep(60)', { limits: { REALTIME: 1 } });
       expect(err.message).toBe("Couldn't execute jailed code: stdout: b'', stderr: b'' with status code: -9");

@@ -65,4 +65,49 @@ describe.skipIf(!isRoot)('the original CodeJail results, hostile reproductions',
     expect(err.stderr.toString()).toMatch(/\nPermissionError: \[Errno 13\] Permission denied: '\/tmp\/x'\n$/);
     expect(err.message).toMatch(/PermissionError: \[Errno 13\] Permission denied: \\'\/tmp\/x\\'\\n' with status code: 1$/);
   });
+
+  it('support_safe_exec_traceback_shows_the_original_frames', async () => {
+    // Was: "<safe_exec code>" frames with source lines, and no harness frame.
+    const err = await suite.client.safeExec('def f():\n    raise KeyError("k")\nf()', {}).catch((e: unknown) => e as SafeExecError);
+    expect(err.stderr.toString()).toMatch(
+      /^Traceback \(most recent call last\):\n  File "jailed_code", line \d+, in <module>\n    exec\(code, g_dict\)\n  File "<string>", line 3, in <module>\n  File "<string>", line 2, in f\nKeyError: 'k'\n$/,
+    );
+  });
+
+  it('deny_safe_exec_starting_the_interpreter: subprocess.run(sys.executable) and subprocess.run("python3")', async () => {
+    // Was: both ran a second interpreter, which Landlock must allow to execute (the run starts it).
+    const globs = await suite.client.safeExec(
+      dedent(`
+        import subprocess, sys
+        out = []
+        for args in (sys.executable, 'python3', ['/bin/sh', '-c', 'true']):
+            try:
+                subprocess.run(args, env={'PATH': '/usr/local/bin:/usr/bin:/bin'})
+                out.append('started')
+            except OSError as e:
+                out.append('%s: %s' % (type(e).__name__, e))
+        del subprocess, sys, args
+        `),
+      {},
+    );
+    expect(globs.out).toEqual([
+      expect.stringMatching(/^PermissionError: \[Errno 13\] Permission denied: '\/[^']*python3[.0-9]*'$/),
+      "PermissionError: [Errno 13] Permission denied: 'python3'",
+      "PermissionError: [Errno 13] Permission denied: '/bin/sh'",
+    ]);
+  });
+
+  it("support_safe_exec_failure_message_is_the_original's: bytes reprs, status -9 on a timeout, nothing else", async () => {
+    // Was: JSON-quoted output and "(the run timed out)" in the message.
+    const failed = await suite.client
+      .safeExec('import sys\nprint("discarded")\nsys.stderr.buffer.write(b"it\'s \\\\ \\x00\\xff\\n")\nsys.exit(4)', {})
+      .catch((e: unknown) => e as SafeExecError);
+    expect(failed).toBeInstanceOf(SafeExecError);
+    expect(failed.message).toBe("Couldn't execute jailed code: stdout: b'', stderr: b\"it's \\\\ \\x00\\xff\\n\" with status code: 4");
+    const timedOut = await suite.client
+      .safeExec('import time\ntime.sleep(60)', {}, { limits: { REALTIME: 1 } })
+      .catch((e: unknown) => e as SafeExecError);
+    expect(timedOut.message).toBe("Couldn't execute jailed code: stdout: b'', stderr: b'' with status code: -9");
+    expect(timedOut).toMatchObject({ status: -9, timedOut: true });
+  });
 });
