@@ -93,7 +93,8 @@ export class Client {
   /**
    * Runs Python `code` with `exec(code, globals)` in a sandbox (the original's safe_exec). Resolves
    * with the JSON-safe globals afterwards and assigns them into `globals`; rejects with
-   * SafeExecError (stdout, stderr, status, the traceback in the message) and leaves `globals` as it was.
+   * SafeExecError (stdout, stderr, status, timedOut, truncated; the original's message, which holds
+   * the traceback) and leaves `globals` as it was.
    */
   safeExec(code: string, globals: Record<string, unknown> = {}, options: SafeExecOptions = {}): Promise<Record<string, unknown>> {
     return safeExecWith(this, code, globals, options);

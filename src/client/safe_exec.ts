@@ -423,7 +423,8 @@ export function failureMessage(run: { stdout: Uint8Array; stderr: Uint8Array; st
  * that can be represented). On success, resolves with the JSON-safe globals afterwards and makes
  * `globals` hold exactly them (keys the result lacks are deleted). If the code raises (or the run
  * fails otherwise), rejects with SafeExecError, whose message holds the sandbox's stdout and
- * stderr (so the traceback), and leaves `globals` as it was.
+ * stderr (so the traceback) as the original's does, and leaves `globals` as it was. The harness
+ * discards what the code prints to sys.stdout, and no program can be started from the run.
  */
 export async function safeExec(
   client: SafeExecClient,
