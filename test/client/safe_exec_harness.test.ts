@@ -3,7 +3,7 @@
 // so these exercise the real harness, the tagged encoding and safeExec's handling of results.
 // The ports of the original CodeJail's safe_exec and json_safe tests are marked "(original)".
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -722,6 +722,28 @@ describe('the harness run directly', () => {
       expect(out.status).toBe(2);
       expect(out.stderr.toString()).toContain('result channel (fd 3) is not open');
       expect(out.stdout.length).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fails closed: exits 2 without running the code where starting programs cannot be forbidden', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
+    try {
+      // The harness run as __main__ on a machine it has no seccomp filter for.
+      writeFileSync(
+        path.join(dir, 'wrapper.py'),
+        'import os, runpy, sys\n' +
+          'real = os.uname()\n' +
+          'os.uname = lambda: os.uname_result(tuple(real)[:4] + ("sparc64",))\n' +
+          `runpy.run_path(${JSON.stringify(HARNESS)}, run_name="__main__")\n`,
+      );
+      const request = JSON.stringify({ code: 'open("ran", "w").close()', globals: ['d'], python_path: [] });
+      const out = await runPython('wrapper.py', dir, request);
+      expect(out.status).toBe(2);
+      expect(out.stderr.toString()).toBe("safe_exec harness: cannot forbid starting programs: no seccomp filter for the machine 'sparc64'\n");
+      expect(existsSync(path.join(dir, 'ran'))).toBe(false);
+      expect(out.result!.length).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
