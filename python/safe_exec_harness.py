@@ -333,16 +333,16 @@ def forbid_starting_programs():
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
+
+    def call(option, arg2, arg3, name):
+        if prctl(option, arg2, arg3, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, "prctl(%s): %s" % (name, os.strerror(errno)))
+
     # The daemon has set no_new_privs already (the unsafe client has not): the kernel installs a
     # filter for an unprivileged process only under it.
-    for option, arg, what in (
-        (_PR_SET_NO_NEW_PRIVS, None, "PR_SET_NO_NEW_PRIVS"),
-        (_PR_SET_SECCOMP, ctypes.addressof(fprog), "PR_SET_SECCOMP"),
-    ):
-        first = 1 if option == _PR_SET_NO_NEW_PRIVS else _SECCOMP_MODE_FILTER
-        if prctl(option, first, arg, 0, 0) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, "prctl(%s): %s" % (what, os.strerror(errno)))
+    call(_PR_SET_NO_NEW_PRIVS, 1, None, "PR_SET_NO_NEW_PRIVS")
+    call(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog), "PR_SET_SECCOMP")
 
 
 # --- The run --------------------------------------------------------------------------------------
@@ -438,14 +438,13 @@ def print_traceback(exc):
 
 
 def report_globals(g_dict, channel):
-    """Writes the JSON-safe globals to the result channel; 0, or 0 without writing in a forked child."""
+    """Writes the JSON-safe globals to the result channel, from the original process only."""
     if channel["fd"] is None or os.getpid() != channel["pid"]:
         # A forked child returning from the code: only the original process reports.
-        return 0
+        return
     _write_all(channel["fd"], encode_globals(json_safe(g_dict)).encode("utf-8"))
     os.close(channel["fd"])
     channel["fd"] = None
-    return 0
 
 
 def _write_all(fd, data):
@@ -481,4 +480,4 @@ if __name__ == "__main__":
     except BaseException as exc:  # pylint: disable=broad-except
         print_traceback(exc)
         sys.exit(1)
-    sys.exit(report_globals(g_dict, channel))
+    report_globals(g_dict, channel)
