@@ -7,6 +7,10 @@
 //    one of them is the one cut off (its reply lost, its run cancelled).
 // 2. The run queue is one FIFO for all callers: one uid fills the slots and the queue, and every
 //    other caller is refused 'overloaded' for as long as it keeps them full.
+// 3. Accepting is not bounded per caller: a few processes that connect and hang up in a loop keep
+//    the listen backlog full, and other callers' connect() fails at once with EAGAIN, which the
+//    client reports as 'unavailable'. Any user who can reach the socket can do it: the refusal
+//    of a caller the allow list does not name comes after accept().
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -138,6 +142,57 @@ describe.skipIf(process.getuid?.() !== 0)('review: one caller holding every slot
       } finally {
         await client.close();
       }
+    } finally {
+      await stopAttacker(child);
+    }
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('review: one user churning connections', () => {
+  let daemon: TestDaemon;
+  beforeAll(async () => {
+    // nobody is NOT allowed: the socket's mode is widened, as the allow list is meant to hold then.
+    daemon = await startTestDaemon();
+    openToNobody(daemon);
+  });
+  afterAll(async () => {
+    await daemon?.stop();
+  });
+
+  // Reviewed: 8 loops of connect-then-close by a uid the allow list refuses made 35 of 40 status
+  // requests of root fail with 'unavailable' (connect EAGAIN), and 50 loops 29 of 40.
+  it('deny_connection_churn_locking_other_callers_out', async () => {
+    const { child, line } = await asNobody(
+      `const net = require('node:net');
+       let stop = false;
+       const churn = () => {
+         if (stop) return;
+         const s = net.connect(process.argv[1]);
+         s.on('error', () => {});
+         s.on('connect', () => s.destroy());
+         s.on('close', churn);
+       };
+       for (let i = 0; i < 8; i++) churn();
+       setTimeout(() => process.stdout.write('churning\\n'), 500);
+       process.stdin.on('end', () => { stop = true; process.exit(0); });
+       process.stdin.resume();`,
+      daemon.socketPath,
+    );
+    try {
+      expect(line).toBe('churning');
+      const failures: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        const client = new Client({ socketPath: daemon.socketPath });
+        try {
+          await client.status();
+        } catch (err) {
+          failures.push((err as Error).message);
+        } finally {
+          await client.close().catch(() => undefined);
+        }
+        await sleep(50);
+      }
+      expect(failures).toEqual([]);
     } finally {
       await stopAttacker(child);
     }
