@@ -239,25 +239,48 @@ export async function writeRunFiles(dir: RunDir, input: RunFiles, owner: RunOwne
  * half-written tree. Stops counting past MAX_RUN_ENTRIES.
  */
 function impliedEntries(input: RunFiles): number {
-  const seen = new Set<string>();
-  const add = (name: string) => {
-    let slash = name.indexOf('/');
-    while (slash > 0 && seen.size <= MAX_RUN_ENTRIES) {
-      seen.add(name.slice(0, slash));
-      slash = name.indexOf('/', slash + 1);
+  const tree = new NameTree();
+  const names = [...(input.code ? [CODE_FILE] : []), ...input.files.map((entry) => entry.name), ...input.extraFiles.map(([name]) => name)];
+  for (const name of names) {
+    tree.add(name);
+    if (tree.size > MAX_RUN_ENTRIES) break;
+  }
+  return tree.size;
+}
+
+interface NameNode {
+  children?: Map<string, NameNode>;
+  /** The writer has checked (or made) it as a real directory of the run. */
+  isDirectory?: boolean;
+}
+
+/**
+ * Names as a tree of their components, so that walking a name costs one lookup per component:
+ * a set of whole parent paths would hash every prefix of every name again (10 000 names 32 levels
+ * deep are 310 000 prefixes of 2 kB on average: most of a second on the event loop).
+ */
+class NameTree {
+  private readonly root: NameNode = {};
+  /** Nodes in the tree: the entries the names make, parents included. */
+  size = 0;
+
+  /** The node of each component of `name`, made as needed. */
+  add(name: string): NameNode[] {
+    const nodes: NameNode[] = [];
+    let node = this.root;
+    for (const part of name.split('/')) {
+      node.children ??= new Map();
+      let child = node.children.get(part);
+      if (!child) {
+        child = {};
+        node.children.set(part, child);
+        this.size++;
+      }
+      nodes.push(child);
+      node = child;
     }
-    seen.add(name);
-  };
-  if (input.code) add(CODE_FILE);
-  for (const entry of input.files) {
-    if (seen.size > MAX_RUN_ENTRIES) break;
-    add(entry.name);
+    return nodes;
   }
-  for (const [name] of input.extraFiles) {
-    if (seen.size > MAX_RUN_ENTRIES) break;
-    add(name);
-  }
-  return seen.size;
 }
 
 /**
@@ -281,6 +304,8 @@ export function nameProblem(name: string): string | undefined {
 class TreeWriter {
   /** Entries made so far, implied parents included (MAX_RUN_ENTRIES bounds them). */
   private entries = 0;
+  /** The names written so far, as a tree: which parents are known real directories. */
+  private readonly names = new NameTree();
 
   constructor(
     private readonly root: string,
@@ -341,9 +366,14 @@ class TreeWriter {
     if (problem) throw new RequestError('bad_request', `${where} "${name}": the name ${problem}`);
     this.count(where);
     const parts = name.split('/');
+    // Parents this writer already checked or made are real directories still: nothing else
+    // writes in the run directory before the run starts. Each is lstat'ed once, not once per name.
+    const nodes = this.names.add(name);
     let current = this.root;
-    for (const part of parts.slice(0, -1)) {
+    for (const [i, part] of parts.slice(0, -1).entries()) {
       current = path.join(current, part);
+      const node = nodes[i]!;
+      if (node.isDirectory) continue;
       const stat = fs.lstatSync(current, { throwIfNoEntry: false });
       if (!stat) {
         this.count(where);
@@ -353,6 +383,7 @@ class TreeWriter {
           throw this.failure(where, name, err);
         }
         setOwner(current, this.owner, RUN_DIR_MODE);
+        node.isDirectory = true;
         continue;
       }
       const parent = path.relative(this.root, current);
@@ -360,6 +391,7 @@ class TreeWriter {
         throw new RequestError('bad_request', `${where} "${name}": its parent "${parent}" is a symlink; names may not pass through symlinks`);
       }
       if (!stat.isDirectory()) throw new RequestError('bad_request', `${where} "${name}": its parent "${parent}" is not a directory`);
+      node.isDirectory = true;
     }
     return path.join(this.root, name);
   }

@@ -7,6 +7,8 @@ import type { JailCodeResult, Limits } from '../protocol/index.js';
 import type { OutputPipe } from './pipes.js';
 import type { Budgets, ProcessExit, RunProcess } from './process.js';
 
+const SIGKILL = 9;
+
 /** After the main process exits and the run is swept, its pipes close at once; this is a backstop. */
 export const OUTPUT_EOF_GRACE_MS = 2000;
 
@@ -65,7 +67,10 @@ export async function supervise(run: RunProcess, options: SuperviseOptions): Pro
 
     const exit = await run.exited;
     const wallMs = performance.now() - started;
-    const timedOut = disarm?.() ?? false;
+    // The deadline fired and the kill is what ended the run: a process that exited by itself
+    // between the deadline thread's check and its signal still takes the signal (as a zombie),
+    // but was not timed out.
+    const timedOut = (disarm?.() ?? false) && exit.signal === SIGKILL;
     signal?.removeEventListener('abort', onAbort);
     await sweep();
     if (!(await closedWithin(outputs, OUTPUT_EOF_GRACE_MS))) options.onLateOutputs?.();
