@@ -39,17 +39,35 @@ export function readOutput(fd: number, budget: OutputBudget): OutputPipe {
   return collectOutput(new net.Socket({ fd, readable: true, writable: false }), budget);
 }
 
+/**
+ * Past the budget, output is dropped, but reading it still costs this process a read per 64 KiB
+ * (a run writing without end kept the daemon's event loop at most of a core). So once a chunk is
+ * dropped, reading pauses this long before the next read: the run's writes block on the full pipe
+ * meanwhile, and what it writes past its budget drains at about 3 MB/s, its time and not ours.
+ */
+export const DROPPED_OUTPUT_PAUSE_MS = 20;
+
 /** Keeps what `budget` allows of a readable stream (a pipe's socket, a child_process stream). */
 export function collectOutput(stream: Readable, budget: OutputBudget): OutputPipe {
   const chunks: Buffer[] = [];
+  let pause: NodeJS.Timeout | undefined;
   const closed = new Promise<void>((resolve) => {
     stream.on('data', (chunk: Buffer) => {
       const kept = budget.take(chunk);
       if (kept) chunks.push(kept);
+      if (kept?.length === chunk.length || pause) return;
+      stream.pause();
+      pause = setTimeout(() => {
+        pause = undefined;
+        stream.resume();
+      }, DROPPED_OUTPUT_PAUSE_MS);
     });
     // A read error (there should be none on a pipe) ends the output like EOF; 'close' follows.
     stream.on('error', () => {});
-    stream.on('close', () => resolve());
+    stream.on('close', () => {
+      clearTimeout(pause);
+      resolve();
+    });
   });
   return {
     closed,
