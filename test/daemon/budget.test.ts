@@ -6,14 +6,16 @@ import type { ConnectionLimits } from '../../src/daemon/server/options.js';
 
 interface Fake extends BudgetHolder {
   bufferedBytes: number;
+  queuedBytes: number;
   replyInTransit: boolean;
   closed?: { reason: string; code: string; message: string };
 }
 
-function fake(uid: number, bytes: number, replyInTransit = false): Fake {
+function fake(uid: number, bytes: number, replyInTransit = false, queuedBytes = 0): Fake {
   const holder: Fake = {
     caller: { uid },
     bufferedBytes: bytes,
+    queuedBytes,
     replyInTransit,
     close(reason, code, message) {
       holder.closed = { reason, code, message };
@@ -40,7 +42,7 @@ describe('the byte budget', () => {
     const hoarder = Array.from({ length: 10 }, () => fake(1, 100));
     const victim = fake(2, 300);
     const budget = new BufferBudget([...hoarder, victim], limits(1200, 1200));
-    budget.enforce(victim);
+    budget.enforce(victim, 'frame');
     expect(victim.closed).toBeUndefined();
     expect(hoarder.filter((h) => h.closed?.reason === 'buffer_budget')).toHaveLength(1);
     expect(budget.total()).toBeLessThanOrEqual(1200);
@@ -52,7 +54,7 @@ describe('the byte budget', () => {
     const large = fake(1, 500);
     const other = fake(2, 900);
     const budget = new BufferBudget([small, large, other], limits(500, 2000));
-    budget.enforce(small);
+    budget.enforce(small, 'frame');
     expect(large.closed).toMatchObject({ reason: 'buffer_uid_limit', code: 'overloaded' });
     expect(large.closed!.message).toMatch(/uid 1 hold 600 bytes.*more than the 500 one caller may \(connections\.perUidBufferedBytes\)/);
     expect(small.closed).toBeUndefined();
@@ -65,15 +67,32 @@ describe('the byte budget', () => {
     const reader = fake(1, 700, true);
     const holder = fake(2, 400);
     const budget = new BufferBudget([reader, holder], limits(1000, 1000));
-    budget.enforce(reader);
+    budget.enforce(reader, 'reply');
     expect(reader.closed).toBeUndefined();
     expect(holder.closed?.reason).toBe('buffer_budget');
     // Replies in transit only: the budget holds all the same.
     const a = fake(1, 700, true);
     const b = fake(2, 400, true);
-    new BufferBudget([a, b], limits(1000, 1000)).enforce(b);
+    new BufferBudget([a, b], limits(1000, 1000)).enforce(b, 'reply');
     expect(a.closed?.reason).toBe('buffer_budget');
     expect(b.closed).toBeUndefined();
+  });
+
+  it('support_a_frame_waits_for_queued_requests_to_leave_rather_than_close_anyone', () => {
+    // uid 1 holds 400 queued and a frame of 300 past its cap of 600: without its queued requests
+    // it fits, so its frame waits; nothing is closed.
+    const queuedHere = fake(1, 400, false, 400);
+    const frame = fake(1, 300);
+    const budget = new BufferBudget([queuedHere, frame], limits(600, 2000));
+    expect(budget.enforce(frame, 'frame')).toBe('wait');
+    expect(queuedHere.closed).toBeUndefined();
+    expect(frame.closed).toBeUndefined();
+    // A reply cannot wait, and frames that do not fit even without the queue are closed.
+    expect(budget.enforce(frame, 'reply')).toBe('ok');
+    expect(queuedHere.closed?.reason).toBe('buffer_uid_limit');
+    const a = fake(1, 800, false, 100);
+    expect(new BufferBudget([a], limits(600, 2000)).enforce(a, 'frame')).toBe('ok');
+    expect(a.closed?.reason).toBe('buffer_uid_limit');
   });
 
   it('deny_a_queued_request_past_a_cap_and_close_nobody_for_it', () => {

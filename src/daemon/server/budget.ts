@@ -3,7 +3,9 @@
 // and all together connections.totalBufferedBytes. Growth past a cap closes connections of the
 // uid that holds the most (its largest first), never of a caller holding a little: a caller
 // cannot get another's connection closed by spreading its bytes over many connections. A queued
-// request is refused rather than admitted past a cap: nobody is closed to make room for it.
+// request is refused rather than admitted past a cap: nobody is closed to make room for it; and a
+// frame that finds the room taken by queued requests waits for them to start (its connection is
+// not read meanwhile) rather than close anyone.
 import type { ErrorCode } from '../../protocol/index.js';
 import type { ConnectionClose } from '../metrics.js';
 import type { ConnectionLimits } from './options.js';
@@ -13,6 +15,8 @@ export interface BudgetHolder {
   readonly caller: { readonly uid: number };
   /** Bytes it holds: frame in progress, unread replies, queued requests (0 once closed). */
   readonly bufferedBytes: number;
+  /** Of those, the bytes of its requests waiting in the run queue. */
+  readonly queuedBytes: number;
   /**
    * A reply was just written and the kernel is still draining it to the reader: it goes last,
    * so that a reader that reads is not closed for the moment its reply is in transit.
@@ -45,11 +49,15 @@ export class BufferBudget {
    * Called when what `grown` holds grew (a chunk of a frame, a reply): closes connections of its
    * uid while the uid holds more than its cap, then of the uid holding the most while all hold
    * more than the budget. The excess is one chunk or one reply at most, so a few are closed.
+   * Returns 'wait' instead when a frame grew past a cap that queued requests fill: without them
+   * the frames and replies fit, and the queued requests leave as their runs start. The frame's
+   * connection is then not read until they do (past the cap by that one chunk meanwhile).
    */
-  enforce(grown: BudgetHolder): void {
+  enforce(grown: BudgetHolder, growth: 'frame' | 'reply'): 'ok' | 'wait' {
     const { perUidBufferedBytes: cap, totalBufferedBytes: budget } = this.limits;
     const uid = grown.caller.uid;
     let held = this.ofUid(uid);
+    if (held > cap && growth === 'frame' && held - this.queued((h) => h.caller.uid === uid) <= cap) return 'wait';
     while (held > cap) {
       const victim = largest([...this.holders].filter((h) => h.caller.uid === uid));
       if (!victim) break;
@@ -62,6 +70,7 @@ export class BufferBudget {
       held -= bytes;
     }
     let total = this.total();
+    if (total > budget && growth === 'frame' && total - this.queued(() => true) <= budget) return 'wait';
     while (total > budget) {
       const victim = this.largestOfTheLargestUid();
       if (!victim) break;
@@ -73,6 +82,14 @@ export class BufferBudget {
       );
       total -= bytes;
     }
+    return 'ok';
+  }
+
+  /** Bytes of queued requests of the connections `which` picks. */
+  private queued(which: (holder: BudgetHolder) => boolean): number {
+    let bytes = 0;
+    for (const holder of this.holders) if (holder.bufferedBytes > 0 && which(holder)) bytes += holder.queuedBytes;
+    return bytes;
   }
 
   /**

@@ -32,8 +32,13 @@ const REPLY_TRANSIT_MS = 1000;
 export interface ConnectionHost {
   /** Log lines about refusals, rate-limited. */
   refusals: ThrottledLog;
-  /** Called when the bytes a connection holds grew: the server checks its budget per uid and in all. */
-  grew(connection: Connection): void;
+  /**
+   * Called when the bytes a connection holds grew: the server checks its budget per uid and in
+   * all. 'wait': a frame's room is taken by queued requests; stop reading until roomMade().
+   */
+  grew(connection: Connection, growth: 'frame' | 'reply'): 'ok' | 'wait';
+  /** Called when queued requests' bytes were released: connections waiting for room may read again. */
+  released(): void;
   /** Why the connection may not hold `bytes` more for a queued request (a cap and its key), or undefined. */
   refusal(connection: Connection, bytes: number): string | undefined;
   /** What each request does. */
@@ -57,7 +62,9 @@ export class Connection implements RequestOrigin {
   /** Set once the daemon closed the connection for a cap: it holds nothing any more. */
   private closedFor: ConnectionClose | undefined;
   /** Bytes of this connection's requests waiting in the run queue (their code, stdin, files, argv). */
-  private queuedBytes = 0;
+  private queued = 0;
+  /** Its frame in progress found the room taken by queued requests: not read until they leave. */
+  private waitingForRoom = false;
   /** When the last reply that did not go out at once was written (performance.now()). */
   private replyWrittenAt = -Infinity;
   /** Closes a connection with nothing in flight that sent nothing for idleTimeoutMs. */
@@ -95,7 +102,12 @@ export class Connection implements RequestOrigin {
    */
   get bufferedBytes(): number {
     if (this.closedFor !== undefined) return 0;
-    return this.decoder.pendingBytes + this.socket.writableLength + this.queuedBytes;
+    return this.decoder.pendingBytes + this.socket.writableLength + this.queued;
+  }
+
+  /** Bytes of this connection's requests waiting in the run queue. */
+  get queuedBytes(): number {
+    return this.queued;
   }
 
   /** A reply was written within REPLY_TRANSIT_MS and the kernel has not taken all of it yet. */
@@ -112,13 +124,28 @@ export class Connection implements RequestOrigin {
   holdQueued(bytes: number): () => void {
     const refusal = this.host.refusal(this, bytes);
     if (refusal !== undefined) throw new RequestError('overloaded', refusal);
-    this.queuedBytes += bytes;
+    this.queued += bytes;
     let held = true;
     return () => {
       if (!held) return;
       held = false;
-      this.queuedBytes -= bytes;
+      this.queued -= bytes;
+      this.host.released();
     };
+  }
+
+  /** Queued requests left: reads again if its frame was waiting for room (the budget checks again). */
+  roomMade(): void {
+    if (!this.waitingForRoom) return;
+    this.waitingForRoom = false;
+    this.readOrPause();
+  }
+
+  /** Reads the socket unless a reason to stop (replies unread, no room for its frame) holds. */
+  private readOrPause(): void {
+    if (this.broken) return;
+    if (this.waitingForDrain || this.waitingForRoom) this.socket.pause();
+    else this.socket.resume();
   }
 
   /**
@@ -137,7 +164,7 @@ export class Connection implements RequestOrigin {
       caller: this.callerFields(),
       frameBytes: this.decoder.pendingBytes,
       unreadBytes: this.socket.writableLength,
-      queuedBytes: this.queuedBytes,
+      queuedBytes: this.queued,
       reason: message,
     });
     this.decoder.reset();
@@ -201,13 +228,29 @@ export class Connection implements RequestOrigin {
     }
     if (this.decoder.pendingBytes > 0) {
       this.frameTimer ??= setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
-      // A frame in progress is held here: within this connection's cap, and the daemon's.
-      if (!this.withinCap()) return;
-      this.host.grew(this);
-      if (this.broken) return;
+      // A frame in progress is held here: within this connection's cap, its uid's and the
+      // daemon's; when queued requests take the room it needs, it waits for them to start.
+      if (this.queuedTakeTheRoom()) {
+        this.waitingForRoom = true;
+        this.readOrPause();
+      } else {
+        if (!this.withinCap()) return;
+        if (this.host.grew(this, 'frame') === 'wait' && !this.broken) {
+          this.waitingForRoom = true;
+          this.readOrPause();
+        }
+        if (this.broken) return;
+      }
     }
     for (const message of messages) this.backlog.push(message);
     this.pump();
+  }
+
+  /** Over connections.maxBufferedBytes only with its queued requests counted. */
+  private queuedTakeTheRoom(): boolean {
+    const cap = this.options.connections.maxBufferedBytes;
+    const held = this.bufferedBytes;
+    return held > cap && held - this.queued <= cap;
   }
 
   /**
@@ -229,7 +272,7 @@ export class Connection implements RequestOrigin {
   private onIdle(): void {
     if (this.broken) return;
     // Not idle while work is in flight, requests wait, or a frame is in progress (its own timer).
-    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.decoder.pendingBytes > 0) {
+    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.waitingForRoom || this.decoder.pendingBytes > 0) {
       this.idleTimer.refresh();
       return;
     }
@@ -243,8 +286,9 @@ export class Connection implements RequestOrigin {
   private onFrameTimeout(): void {
     this.frameTimer = undefined;
     if (this.broken || this.decoder.pendingBytes === 0) return;
-    // Paused because the client does not read its replies: the frame waits on us, not on it.
-    if (this.waitingForDrain) {
+    // Paused because the client does not read its replies, or queued requests take the room its
+    // frame needs: the frame waits on us, not on it.
+    if (this.waitingForDrain || this.waitingForRoom) {
       this.frameTimer = setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
       return;
     }
@@ -351,15 +395,15 @@ export class Connection implements RequestOrigin {
     if (unread === 0) return;
     this.replyWrittenAt = performance.now();
     if (!this.withinCap()) return;
-    this.host.grew(this);
+    this.host.grew(this, 'reply');
     if (this.broken) return;
     if (unread > maxFrameBytes && !this.waitingForDrain) {
       this.waitingForDrain = true;
-      this.socket.pause();
+      this.readOrPause();
       this.socket.once('drain', () => {
         this.waitingForDrain = false;
         if (this.broken) return;
-        this.socket.resume();
+        this.readOrPause();
         this.pump();
       });
     }

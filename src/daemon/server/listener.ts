@@ -232,7 +232,10 @@ export class DaemonServer {
     }
     const connection = new Connection(socket, this.options, caller, this.nextConnectionId++, {
       refusals: this.refusals,
-      grew: (grown) => this.budget.enforce(grown),
+      grew: (grown, growth) => this.budget.enforce(grown, growth),
+      released: () => {
+        for (const waiting of this.connections) waiting.roomMade();
+      },
       refusal: (holder, bytes) => this.budget.refusal(holder, bytes),
       requests: this.requests,
     });
