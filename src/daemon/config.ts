@@ -88,10 +88,17 @@ const connectionsSchema = z
      */
     maxBufferedBytes: z.number().int().min(64 * 1024).max(2 ** 40).optional(),
     /**
-     * Bytes all connections together may hold; past it the connection holding the most is closed.
-     * Default: 4 * maxFrameBytes.
+     * Bytes all connections together may hold, requests waiting in the run queue included; past
+     * it, connections of the uid holding the most are closed (its largest first), and a request
+     * that would go past it is refused. Default: 4 * maxFrameBytes.
      */
     totalBufferedBytes: z.number().int().min(64 * 1024).max(2 ** 40).optional(),
+    /**
+     * Bytes the connections of one caller uid may hold together, its queued requests included:
+     * below the total, so that one caller cannot take the whole budget from the others. Default:
+     * half of totalBufferedBytes (maxFrameBytes + 4 at least).
+     */
+    perUidBufferedBytes: z.number().int().min(64 * 1024).max(2 ** 40).optional(),
   })
   .strict();
 
@@ -190,12 +197,22 @@ export const configSchema = z
         message: `must be at least connections.maxBufferedBytes (or maxFrameBytes + 4): ${maxBufferedBytes ?? frame}`,
       });
     }
+    const { perUidBufferedBytes } = config.connections;
+    if (perUidBufferedBytes !== undefined) {
+      const total = totalBufferedBytes ?? Math.max(4 * config.maxFrameBytes, maxBufferedBytes ?? 0);
+      if (perUidBufferedBytes < frame) {
+        ctx.addIssue({ code: 'custom', path: ['connections', 'perUidBufferedBytes'], message: `must be at least maxFrameBytes + 4 (${frame})` });
+      } else if (perUidBufferedBytes > total) {
+        ctx.addIssue({ code: 'custom', path: ['connections', 'perUidBufferedBytes'], message: `must be at most connections.totalBufferedBytes (${total})` });
+      }
+    }
   })
   .transform((config) => {
     const { connections, maxFrameBytes } = config;
     const maxBufferedBytes = connections.maxBufferedBytes ?? 2 * maxFrameBytes;
     const totalBufferedBytes = connections.totalBufferedBytes ?? Math.max(4 * maxFrameBytes, maxBufferedBytes);
-    return { ...config, connections: { ...connections, maxBufferedBytes, totalBufferedBytes } };
+    const perUidBufferedBytes = connections.perUidBufferedBytes ?? Math.max(Math.floor(totalBufferedBytes / 2), maxFrameBytes + 4);
+    return { ...config, connections: { ...connections, maxBufferedBytes, totalBufferedBytes, perUidBufferedBytes } };
   });
 
 export type DaemonConfig = z.output<typeof configSchema>;

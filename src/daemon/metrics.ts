@@ -20,10 +20,11 @@ export type ConnectionRefusal = (typeof CONNECTION_REFUSALS)[number];
 
 /**
  * Why the daemon closed a connection: idle too long, a frame left unfinished, a malformed frame,
- * more bytes held than a connection may (a frame in progress plus unread replies), or the most
- * bytes held when all connections together held more than the daemon's budget.
+ * more bytes held than a connection may (a frame in progress, unread replies and queued
+ * requests), the largest of a caller uid holding more than one uid may, or the largest of the
+ * uid holding the most when all connections together held more than the daemon's budget.
  */
-export const CONNECTION_CLOSES = ['idle', 'frame_timeout', 'bad_frame', 'buffer_limit', 'buffer_budget'] as const;
+export const CONNECTION_CLOSES = ['idle', 'frame_timeout', 'bad_frame', 'buffer_limit', 'buffer_uid_limit', 'buffer_budget'] as const;
 export type ConnectionClose = (typeof CONNECTION_CLOSES)[number];
 
 /** Requests refused before dispatch: over the frame's shape caps, or failing the schema. */
@@ -136,7 +137,7 @@ export class Metrics {
     ]);
     const connections = this.connections();
     metric('codejail_connections', 'gauge', 'Client connections open.', [['', connections.open]]);
-    metric('codejail_buffered_bytes', 'gauge', 'Bytes connections hold in the daemon: frames in progress and unread replies.', [
+    metric('codejail_buffered_bytes', 'gauge', 'Bytes connections hold in the daemon: frames in progress, unread replies and requests waiting in the run queue.', [
       ['', connections.bufferedBytes],
     ]);
     metric(
@@ -148,7 +149,7 @@ export class Metrics {
     metric(
       'codejail_connections_closed_total',
       'counter',
-      'Connections the daemon closed: idle, frame unfinished in time, bad frame, over its byte cap, or evicted over the byte budget.',
+      "Connections the daemon closed: idle, frame unfinished in time, bad frame, over its byte cap, over its uid's byte cap, or evicted over the byte budget.",
       CONNECTION_CLOSES.map((r) => [`{reason="${r}"}`, this.connectionCloses.get(r)!]),
     );
     metric(

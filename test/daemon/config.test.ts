@@ -55,8 +55,15 @@ describe('config: connection caps', () => {
       frameTimeoutMs: 30_000,
       maxBufferedBytes: 128 * 1024 * 1024,
       totalBufferedBytes: 256 * 1024 * 1024,
+      perUidBufferedBytes: 128 * 1024 * 1024,
     });
-    expect(parseConfig({ maxFrameBytes: 1024 * 1024 }).connections).toMatchObject({ maxBufferedBytes: 2 * 1024 * 1024, totalBufferedBytes: 4 * 1024 * 1024 });
+    expect(parseConfig({ maxFrameBytes: 1024 * 1024 }).connections).toMatchObject({
+      maxBufferedBytes: 2 * 1024 * 1024,
+      totalBufferedBytes: 4 * 1024 * 1024,
+      perUidBufferedBytes: 2 * 1024 * 1024,
+    });
+    // Half the total, but one frame at least.
+    expect(parseConfig({ maxFrameBytes: 1024 * 1024, connections: { totalBufferedBytes: 1024 * 1024 + 4 } }).connections.perUidBufferedBytes).toBe(1024 * 1024 + 4);
     expect(parseConfig({ connections: { maxBufferedBytes: 512 * 1024 * 1024 } }).connections.totalBufferedBytes).toBe(512 * 1024 * 1024);
   });
 
@@ -66,6 +73,12 @@ describe('config: connection caps', () => {
     );
     expect(() => parseConfig({ connections: { maxBufferedBytes: 200 * 1024 * 1024, totalBufferedBytes: 100 * 1024 * 1024 } })).toThrow(
       /connections\.totalBufferedBytes: must be at least connections\.maxBufferedBytes/,
+    );
+    expect(() => parseConfig({ maxFrameBytes: 1024 * 1024, connections: { perUidBufferedBytes: 1024 * 1024 } })).toThrow(
+      /connections\.perUidBufferedBytes: must be at least maxFrameBytes \+ 4 \(1048580\)/,
+    );
+    expect(() => parseConfig({ maxFrameBytes: 1024 * 1024, connections: { perUidBufferedBytes: 5 * 1024 * 1024 } })).toThrow(
+      /connections\.perUidBufferedBytes: must be at most connections\.totalBufferedBytes \(4194304\)/,
     );
     expect(() => parseConfig({ connections: { max: 0 } })).toThrow(/connections\.max/);
     expect(() => parseConfig({ connections: { idle: 5 } })).toThrow(/idle/);

@@ -15,14 +15,18 @@ interface Line {
   fields?: Record<string, unknown>;
 }
 
-function setUp(run: (signal: AbortSignal) => Promise<JailCodeResult>, check: () => Promise<unknown> = async () => ({ ok: true })) {
+function setUp(
+  run: (signal: AbortSignal, started?: () => void) => Promise<JailCodeResult>,
+  check: () => Promise<unknown> = async () => ({ ok: true }),
+  refusal?: (bytes: number) => string | undefined,
+) {
   const lines: Line[] = [];
   const record = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, fields });
   const log = { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') } as unknown as Logger;
   const runs: Array<{ verdict: Verdict; seconds: number }> = [];
   const options = {
     log,
-    runner: { run: (_request: unknown, signal: AbortSignal) => run(signal) },
+    runner: { run: (_request: unknown, signal: AbortSignal, started?: () => void) => run(signal, started) },
     metrics: { recordRun: (verdict: Verdict, seconds: number) => runs.push({ verdict, seconds }) },
     status: () => ({ version: 'test' }),
     renderMetrics: () => 'text',
@@ -37,14 +41,27 @@ function setUp(run: (signal: AbortSignal) => Promise<JailCodeResult>, check: () 
     replyOk: (id, result) => void replies.push({ id, ok: true, result }),
     replyError: (id, code, message) => void replies.push({ id, ok: false, code, message }),
     track: (promise) => void work.push(promise),
+    holdQueued: (bytes) => {
+      const refused = refusal?.(bytes);
+      if (refused !== undefined) throw new RequestError('overloaded', refused);
+      held.bytes += bytes;
+      let once = true;
+      return () => {
+        if (once) held.bytes -= bytes;
+        once = false;
+      };
+    },
   };
+  /** Bytes the origin holds for queued requests. */
+  const held = { bytes: 0 };
   const requests = new Requests(options, new ThrottledLog(log));
   const settle = () => Promise.all(work);
-  return { requests, origin, lines, runs, replies, settle };
+  return { requests, origin, lines, runs, replies, settle, held };
 }
 
 const finished = { runId: 'r1', status: 0, timedOut: false, oomKilled: false, limits: {}, usage: {}, truncated: false } as unknown as JailCodeResult;
-const jailCode = (id: number) => ({ op: 'jail_code', id, command: 'python', slug: 'test', limits: {} }) as unknown as Request;
+const jailCode = (id: number, payload: Record<string, unknown> = {}) =>
+  ({ op: 'jail_code', id, command: 'python', slug: 'test', limits: {}, files: [], extraFiles: [], argv: [], ...payload }) as unknown as Request;
 
 describe('requests', () => {
   it('support_a_run_ends_with_one_info_line_its_verdict_and_its_reply', async () => {
@@ -95,6 +112,62 @@ describe('requests', () => {
     await t.settle();
     expect(t.replies).toEqual([{ id: 9, ok: false, code: 'internal', message: 'internal error in the daemon (logged)' }]);
     expect(t.lines.some((l) => l.level === 'error' && l.msg === 'a request failed unexpectedly')).toBe(true);
+  });
+
+  it('support_a_queued_request_holds_its_payload_until_its_run_starts', async () => {
+    let start!: () => void;
+    let finish!: (result: JailCodeResult) => void;
+    const t = setUp(
+      (_signal, started) =>
+        new Promise((resolve) => {
+          start = started!;
+          finish = resolve;
+        }),
+    );
+    const payload = {
+      code: Buffer.alloc(1000),
+      stdin: Buffer.alloc(200),
+      files: [{ type: 'file', name: 'a.txt', data: Buffer.alloc(30) }, { type: 'dir', name: 'd' }, { type: 'symlink', name: 'l', target: 'a.txt' }],
+      extraFiles: [['x', Buffer.alloc(4)]],
+      argv: ['ab', 'é'],
+    };
+    t.requests.dispatch(jailCode(1, payload), t.origin);
+    // 1000 + 200 + (5 + 30) + 1 + (1 + 5) + (1 + 4) + (2 + 2)
+    expect(t.held.bytes).toBe(1251);
+    start();
+    expect(t.held.bytes).toBe(0);
+    finish(finished);
+    await t.settle();
+    expect(t.held.bytes).toBe(0);
+    expect(t.replies.map((r) => r.ok)).toEqual([true]);
+  });
+
+  it('support_a_queued_request_cancelled_or_refused_holds_nothing', async () => {
+    const t = setUp((signal) => new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason))));
+    t.requests.dispatch(jailCode(5, { code: Buffer.alloc(100) }), t.origin);
+    expect(t.held.bytes).toBe(100);
+    t.requests.dispatch({ op: 'cancel', id: 6, target: 5 } as Request, t.origin);
+    await t.settle();
+    expect(t.held.bytes).toBe(0);
+  });
+
+  it('deny_a_request_past_a_byte_cap_is_refused_overloaded_naming_it', async () => {
+    let ran = false;
+    const t = setUp(
+      async () => {
+        ran = true;
+        return finished;
+      },
+      undefined,
+      (bytes) => (bytes > 10 ? `${bytes} bytes, more than connections.perUidBufferedBytes` : undefined),
+    );
+    t.requests.dispatch(jailCode(2, { code: Buffer.alloc(11) }), t.origin);
+    await t.settle();
+    expect(ran).toBe(false);
+    expect(t.replies).toEqual([{ id: 2, ok: false, code: 'overloaded', message: '11 bytes, more than connections.perUidBufferedBytes' }]);
+    expect(t.runs.map((r) => r.verdict)).toEqual(['rejected']);
+    expect(t.origin.runs.size).toBe(0);
+    expect(t.held.bytes).toBe(0);
   });
 
   it('support_verdicts_of_results_and_errors', () => {

@@ -2,6 +2,7 @@
 // requests it has in flight, its timeouts (idle, unfinished frame) and its backpressure (it is
 // not read while its replies are not). A decoded request that is valid goes to requests.ts.
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import {
   encodeFrame,
   FrameDecoder,
@@ -20,12 +21,26 @@ import type { ServerOptions } from './options.js';
 import type { RequestOrigin, Requests } from './requests.js';
 import type { ThrottledLog } from './throttle.js';
 
+/**
+ * How long after a reply was written it counts as in transit (the kernel draining it to a reader
+ * that reads): the budget closes such a connection last. A reader that has not read it by then
+ * is holding it like any other.
+ */
+const REPLY_TRANSIT_MS = 1000;
+
 /** What a connection needs of its server. */
 export interface ConnectionHost {
   /** Log lines about refusals, rate-limited. */
   refusals: ThrottledLog;
-  /** Called when the bytes a connection holds grew: the server checks its budget for all. */
-  grew(): void;
+  /**
+   * Called when the bytes a connection holds grew: the server checks its budget per uid and in
+   * all. 'wait': a frame's room is taken by queued requests; stop reading until roomMade().
+   */
+  grew(connection: Connection, growth: 'frame' | 'reply'): 'ok' | 'wait';
+  /** Called when queued requests' bytes were released: connections waiting for room may read again. */
+  released(): void;
+  /** Why the connection may not hold `bytes` more for a queued request (a cap and its key), or undefined. */
+  refusal(connection: Connection, bytes: number): string | undefined;
   /** What each request does. */
   requests: Requests;
 }
@@ -46,6 +61,12 @@ export class Connection implements RequestOrigin {
   private revoked: string | undefined;
   /** Set once the daemon closed the connection for a cap: it holds nothing any more. */
   private closedFor: ConnectionClose | undefined;
+  /** Bytes of this connection's requests waiting in the run queue (their code, stdin, files, argv). */
+  private queued = 0;
+  /** Its frame in progress found the room taken by queued requests: not read until they leave. */
+  private waitingForRoom = false;
+  /** When the last reply that did not go out at once was written (performance.now()). */
+  private replyWrittenAt = -Infinity;
   /** Closes a connection with nothing in flight that sent nothing for idleTimeoutMs. */
   private readonly idleTimer: NodeJS.Timeout;
   /** Armed while a frame is in progress: it must arrive whole within frameTimeoutMs. */
@@ -74,10 +95,57 @@ export class Connection implements RequestOrigin {
     return this.settled.size;
   }
 
-  /** Bytes this connection holds in the daemon: a frame in progress and replies not yet read. */
+  /**
+   * Bytes this connection holds in the daemon: a frame in progress, replies not yet read, and
+   * requests waiting in the run queue. A connection the daemon closed holds nothing (what its
+   * queued requests hold goes as they are cancelled, at once).
+   */
   get bufferedBytes(): number {
     if (this.closedFor !== undefined) return 0;
-    return this.decoder.pendingBytes + this.socket.writableLength;
+    return this.decoder.pendingBytes + this.socket.writableLength + this.queued;
+  }
+
+  /** Bytes of this connection's requests waiting in the run queue. */
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  /** A reply was written within REPLY_TRANSIT_MS and the kernel has not taken all of it yet. */
+  get replyInTransit(): boolean {
+    return this.socket.writableLength > 0 && performance.now() - this.replyWrittenAt < REPLY_TRANSIT_MS;
+  }
+
+  /**
+   * Charges `bytes` of a request about to wait in the run queue to this connection (and so to its
+   * uid and the daemon's budget) until the returned function is called: when its run starts, or
+   * it was refused or cancelled. Past a cap it is refused 'overloaded' (a RequestError thrown),
+   * and nobody is closed to make room for it.
+   */
+  holdQueued(bytes: number): () => void {
+    const refusal = this.host.refusal(this, bytes);
+    if (refusal !== undefined) throw new RequestError('overloaded', refusal);
+    this.queued += bytes;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.queued -= bytes;
+      this.host.released();
+    };
+  }
+
+  /** Queued requests left: reads again if its frame was waiting for room (the budget checks again). */
+  roomMade(): void {
+    if (!this.waitingForRoom) return;
+    this.waitingForRoom = false;
+    this.readOrPause();
+  }
+
+  /** Reads the socket unless a reason to stop (replies unread, no room for its frame) holds. */
+  private readOrPause(): void {
+    if (this.broken) return;
+    if (this.waitingForDrain || this.waitingForRoom) this.socket.pause();
+    else this.socket.resume();
   }
 
   /**
@@ -96,11 +164,12 @@ export class Connection implements RequestOrigin {
       caller: this.callerFields(),
       frameBytes: this.decoder.pendingBytes,
       unreadBytes: this.socket.writableLength,
+      queuedBytes: this.queued,
       reason: message,
     });
     this.decoder.reset();
     clearTimeout(this.frameTimer);
-    if ((reason === 'buffer_limit' || reason === 'buffer_budget') && this.socket.writableLength > 0) {
+    if ((reason === 'buffer_limit' || reason === 'buffer_uid_limit' || reason === 'buffer_budget') && this.socket.writableLength > 0) {
       this.socket.destroy();
       return;
     }
@@ -159,16 +228,35 @@ export class Connection implements RequestOrigin {
     }
     if (this.decoder.pendingBytes > 0) {
       this.frameTimer ??= setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
-      // A frame in progress is held here: within this connection's cap, and the daemon's.
-      if (!this.withinCap()) return;
-      this.host.grew();
-      if (this.broken) return;
+      // A frame in progress is held here: within this connection's cap, its uid's and the
+      // daemon's; when queued requests take the room it needs, it waits for them to start.
+      if (this.queuedTakeTheRoom()) {
+        this.waitingForRoom = true;
+        this.readOrPause();
+      } else {
+        if (!this.withinCap()) return;
+        if (this.host.grew(this, 'frame') === 'wait' && !this.broken) {
+          this.waitingForRoom = true;
+          this.readOrPause();
+        }
+        if (this.broken) return;
+      }
     }
     for (const message of messages) this.backlog.push(message);
     this.pump();
   }
 
-  /** Closes the connection when it holds more than connections.maxBufferedBytes; false then. */
+  /** Over connections.maxBufferedBytes only with its queued requests counted. */
+  private queuedTakeTheRoom(): boolean {
+    const cap = this.options.connections.maxBufferedBytes;
+    const held = this.bufferedBytes;
+    return held > cap && held - this.queued <= cap;
+  }
+
+  /**
+   * Closes the connection when it holds more than connections.maxBufferedBytes; false then. Its
+   * queued requests count: they are its own, and they go with it.
+   */
   private withinCap(): boolean {
     const cap = this.options.connections.maxBufferedBytes;
     const held = this.bufferedBytes;
@@ -176,7 +264,7 @@ export class Connection implements RequestOrigin {
     this.close(
       'buffer_limit',
       'overloaded',
-      `the connection holds ${held} bytes (an unfinished frame and unread replies), more than the ${cap} one may (connections.maxBufferedBytes)`,
+      `the connection holds ${held} bytes (an unfinished frame, unread replies and queued requests), more than the ${cap} one may (connections.maxBufferedBytes)`,
     );
     return false;
   }
@@ -184,7 +272,7 @@ export class Connection implements RequestOrigin {
   private onIdle(): void {
     if (this.broken) return;
     // Not idle while work is in flight, requests wait, or a frame is in progress (its own timer).
-    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.decoder.pendingBytes > 0) {
+    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.waitingForRoom || this.decoder.pendingBytes > 0) {
       this.idleTimer.refresh();
       return;
     }
@@ -198,8 +286,9 @@ export class Connection implements RequestOrigin {
   private onFrameTimeout(): void {
     this.frameTimer = undefined;
     if (this.broken || this.decoder.pendingBytes === 0) return;
-    // Paused because the client does not read its replies: the frame waits on us, not on it.
-    if (this.waitingForDrain) {
+    // Paused because the client does not read its replies, or queued requests take the room its
+    // frame needs: the frame waits on us, not on it.
+    if (this.waitingForDrain || this.waitingForRoom) {
       this.frameTimer = setTimeout(() => this.onFrameTimeout(), this.options.connections.frameTimeoutMs).unref();
       return;
     }
@@ -304,16 +393,17 @@ export class Connection implements RequestOrigin {
     const unread = this.socket.writableLength;
     const { maxFrameBytes } = this.options;
     if (unread === 0) return;
+    this.replyWrittenAt = performance.now();
     if (!this.withinCap()) return;
-    this.host.grew();
+    this.host.grew(this, 'reply');
     if (this.broken) return;
     if (unread > maxFrameBytes && !this.waitingForDrain) {
       this.waitingForDrain = true;
-      this.socket.pause();
+      this.readOrPause();
       this.socket.once('drain', () => {
         this.waitingForDrain = false;
         if (this.broken) return;
-        this.socket.resume();
+        this.readOrPause();
         this.pump();
       });
     }
@@ -326,7 +416,8 @@ const CLOSE_REASONS: Record<ConnectionClose, string> = {
   frame_timeout: 'a frame was not completed in time',
   bad_frame: 'bad frame',
   buffer_limit: 'it holds more bytes than a connection may',
-  buffer_budget: "it holds the most bytes and all connections hold more than the daemon's budget",
+  buffer_uid_limit: 'it holds the most bytes of its uid, which holds more than one caller may',
+  buffer_budget: "it holds the most bytes of the uid holding the most, and all connections hold more than the daemon's budget",
 };
 
 /** The request's id when it is a valid one, so even a rejected request gets a matching reply. */

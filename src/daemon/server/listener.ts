@@ -2,8 +2,8 @@
 // systemd passed), accepts connections and hands each to a Connection (connection.ts). Every
 // connection's caller (SO_PEERCRED) is checked against the allow list before a byte is read, and
 // again for each open connection after a reload. Callers are trusted with nothing else:
-// connections are capped in all and per uid, and the bytes all connections hold together are
-// held to a budget. Refusals are counted in the metrics and logged at a bounded rate.
+// connections are capped in all and per uid, and the bytes they hold are held to a budget per uid
+// and in all (budget.ts). Refusals are counted in the metrics and logged at a bounded rate.
 import { promises as fs, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import { encodeFrame, PROTOCOL_VERSION, type ErrorCode } from '../../protocol/in
 import { readAccounts } from '../../accounts.js';
 import { authorize, type Caller } from '../auth.js';
 import { describeListeningUnixSocket } from '../systemd.js';
+import { BufferBudget } from './budget.js';
 import { Connection } from './connection.js';
 import type { ServerOptions } from './options.js';
 import { Requests } from './requests.js';
@@ -42,11 +43,14 @@ export class DaemonServer {
    */
   private bound = false;
   private nextConnectionId = 1;
+  /** The bytes connections hold, per caller uid and in all, and the caps on them. */
+  private readonly budget: BufferBudget;
 
   constructor(private readonly options: ServerOptions) {
     this.server = net.createServer((socket) => this.accept(socket));
     this.refusals = new ThrottledLog(options.log);
     this.requests = new Requests(options, this.refusals);
+    this.budget = new BufferBudget(this.connections, options.connections);
     options.metrics.observeConnections(() => ({ open: this.connections.size, bufferedBytes: this.bufferedBytes() }));
   }
 
@@ -179,35 +183,9 @@ export class DaemonServer {
     return revoked;
   }
 
-  /** Bytes all connections hold: frames in progress and unread replies. */
+  /** Bytes all connections hold: frames in progress, unread replies and queued requests. */
   bufferedBytes(): number {
-    let total = 0;
-    for (const connection of this.connections) total += connection.bufferedBytes;
-    return total;
-  }
-
-  /**
-   * Past the budget for all connections, closes the connection holding the most bytes until the
-   * rest fit: a caller hoarding memory (unfinished frames, unread replies) goes before one that
-   * holds a little. Called when a connection's holding grew, so the excess is a chunk at most.
-   */
-  private enforceBudget(): void {
-    const budget = this.options.connections.totalBufferedBytes;
-    let total = this.bufferedBytes();
-    while (total > budget) {
-      let largest: Connection | undefined;
-      for (const connection of this.connections) {
-        if (connection.bufferedBytes > (largest?.bufferedBytes ?? 0)) largest = connection;
-      }
-      if (!largest) return;
-      const held = largest.bufferedBytes;
-      total -= held;
-      largest.close(
-        'buffer_budget',
-        'overloaded',
-        `the daemon's connections hold more than its budget of ${budget} bytes (connections.totalBufferedBytes), and this one held the most (${held} bytes of an unfinished frame and unread replies)`,
-      );
-    }
+    return this.budget.total();
   }
 
   private accept(socket: net.Socket): void {
@@ -254,7 +232,11 @@ export class DaemonServer {
     }
     const connection = new Connection(socket, this.options, caller, this.nextConnectionId++, {
       refusals: this.refusals,
-      grew: () => this.enforceBudget(),
+      grew: (grown, growth) => this.budget.enforce(grown, growth),
+      released: () => {
+        for (const waiting of this.connections) waiting.roomMade();
+      },
+      refusal: (holder, bytes) => this.budget.refusal(holder, bytes),
       requests: this.requests,
     });
     log.debug('connection accepted', { connection: connection.id, caller: { uid: caller.uid, pid: caller.pid }, via: verdict.via });

@@ -14,6 +14,7 @@ export interface ConnectionLimits {
   frameTimeoutMs: number;
   maxBufferedBytes: number;
   totalBufferedBytes: number;
+  perUidBufferedBytes: number;
 }
 
 export interface ServerOptions {

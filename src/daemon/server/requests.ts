@@ -21,6 +21,11 @@ export interface RequestOrigin {
   replyError(id: number, code: ErrorCode, message: string): void;
   /** Counts `work` as in flight on the connection until it settles (shutdown waits for it). */
   track(work: Promise<void>): void;
+  /**
+   * Charges a queued request's bytes to the connection and its uid until the returned function
+   * is called; throws RequestError 'overloaded' past a byte cap.
+   */
+  holdQueued(bytes: number): () => void;
 }
 
 /** The daemon's answers to requests; one for the server, shared by its connections. */
@@ -76,9 +81,17 @@ export class Requests {
     // what (slug, command, limits), how it went (verdict, status or error code) and what it cost.
     const base = { id, connection: origin.id, slug: request.slug, caller: origin.callerFields(), command: request.command };
     log.debug('run accepted', { ...base, requestedLimits: request.limits });
+    // Until its run starts, the request waits in the run queue holding its payload: charged to its
+    // connection and uid as their bytes are, or refused past their caps.
+    let running: Promise<JailCodeResult>;
+    try {
+      const release = origin.holdQueued(payloadBytes(request));
+      running = this.options.runner.run(request, controller.signal, release).finally(release);
+    } catch (err) {
+      running = Promise.reject(err);
+    }
     origin.track(
-      this.options.runner
-        .run(request, controller.signal)
+      running
         .then(
           (result) => {
             const verdict = resultVerdict(result);
@@ -122,6 +135,22 @@ export class Requests {
     this.options.log.error('a request failed unexpectedly', { ...fields, error: err, stack: (err as Error)?.stack });
     origin.replyError(id, 'internal', 'internal error in the daemon (logged)');
   }
+}
+
+/**
+ * The bytes a jail_code request holds once decoded: its code, stdin, files, extra files and argv
+ * (what the decoder keeps of its frame; the rest of a frame is a few bytes per item).
+ */
+export function payloadBytes(request: Extract<Request, { op: 'jail_code' }>): number {
+  let bytes = (request.code?.byteLength ?? 0) + (request.stdin?.byteLength ?? 0);
+  for (const file of request.files) {
+    bytes += Buffer.byteLength(file.name);
+    if (file.type === 'file') bytes += file.data.byteLength;
+    else if (file.type === 'symlink') bytes += Buffer.byteLength(file.target);
+  }
+  for (const [name, data] of request.extraFiles) bytes += Buffer.byteLength(name) + data.byteLength;
+  for (const arg of request.argv) bytes += Buffer.byteLength(arg);
+  return bytes;
 }
 
 export function resultVerdict(result: JailCodeResult): Verdict {
