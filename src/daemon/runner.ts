@@ -106,9 +106,10 @@ export class Runner {
    * Runs the request and resolves with its result. Rejects with a RequestError: unknown_command,
    * limit_exceeds_ceiling or bad_request (argv) before taking a slot, overloaded, bad_request
    * (files), setup_failed, cancelled or shutting_down (when `signal` aborts; its reason, if a
-   * RequestError, is used).
+   * RequestError, is used). `caller` is the uid the run is for, whose share of the slots and
+   * queue it takes (src/daemon/slots.ts); without it, the daemon's own (the self-check).
    */
-  async run(request: RunRequest, signal?: AbortSignal): Promise<JailCodeResult> {
+  async run(request: RunRequest, signal?: AbortSignal, caller?: number): Promise<JailCodeResult> {
     const profile = this.ctx.commands.get(request.command);
     if (!profile) {
       const known = [...this.ctx.commands.keys()].join(', ');
@@ -119,7 +120,7 @@ export class Runner {
     // A C string ends at its first NUL: such an argument cannot reach the program intact.
     const nul = request.argv.findIndex((arg) => arg.includes('\0'));
     if (nul >= 0) throw new RequestError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
-    const identity = await this.ctx.slots.acquire(signal);
+    const identity = await this.ctx.slots.acquire(signal, caller);
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
     try {

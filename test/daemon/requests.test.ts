@@ -15,14 +15,14 @@ interface Line {
   fields?: Record<string, unknown>;
 }
 
-function setUp(run: (signal: AbortSignal) => Promise<JailCodeResult>, check: () => Promise<unknown> = async () => ({ ok: true })) {
+function setUp(run: (signal: AbortSignal, caller?: number) => Promise<JailCodeResult>, check: () => Promise<unknown> = async () => ({ ok: true })) {
   const lines: Line[] = [];
   const record = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, fields });
   const log = { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') } as unknown as Logger;
   const runs: Array<{ verdict: Verdict; seconds: number }> = [];
   const options = {
     log,
-    runner: { run: (_request: unknown, signal: AbortSignal) => run(signal) },
+    runner: { run: (_request: unknown, signal: AbortSignal, caller?: number) => run(signal, caller) },
     metrics: { recordRun: (verdict: Verdict, seconds: number) => runs.push({ verdict, seconds }) },
     status: () => ({ version: 'test' }),
     renderMetrics: () => 'text',
@@ -33,6 +33,7 @@ function setUp(run: (signal: AbortSignal) => Promise<JailCodeResult>, check: () 
   const origin: RequestOrigin = {
     id: 7,
     runs: new Map(),
+    caller: { uid: 1000 },
     callerFields: () => ({ uid: 1000, pid: 42 }),
     replyOk: (id, result) => void replies.push({ id, ok: true, result }),
     replyError: (id, code, message) => void replies.push({ id, ok: false, code, message }),
@@ -57,6 +58,14 @@ describe('requests', () => {
     expect(ended[0]).toMatchObject({ level: 'info', fields: { id: 1, connection: 7, slug: 'test', caller: { uid: 1000, pid: 42 }, verdict: 'ok', runId: 'r1' } });
     expect(t.runs.map((r) => r.verdict)).toEqual(['ok']);
     expect(t.origin.runs.size).toBe(0);
+  });
+
+  it('support_a_run_takes_its_callers_share_of_the_queue: the runner is told whose run it is', async () => {
+    const callers: Array<number | undefined> = [];
+    const t = setUp(async (_signal, caller) => (callers.push(caller), finished));
+    t.requests.dispatch(jailCode(1), t.origin);
+    await t.settle();
+    expect(callers).toEqual([1000]);
   });
 
   it('deny_a_second_run_on_a_request_id_in_flight', async () => {

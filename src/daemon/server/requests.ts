@@ -15,6 +15,8 @@ export interface RequestOrigin {
   readonly id: number;
   /** Runs in flight on the connection by request id: 'cancel' aborts one, a close aborts all. */
   readonly runs: Map<number, AbortController>;
+  /** The caller (SO_PEERCRED): its uid is whose share of the run queue a run takes. */
+  readonly caller: { readonly uid: number };
   /** The caller's uid and pid, for log lines. */
   callerFields(): Record<string, number>;
   replyOk(id: number, result: unknown): void;
@@ -78,7 +80,7 @@ export class Requests {
     log.debug('run accepted', { ...base, requestedLimits: request.limits });
     origin.track(
       this.options.runner
-        .run(request, controller.signal)
+        .run(request, controller.signal, origin.caller.uid)
         .then(
           (result) => {
             const verdict = resultVerdict(result);
