@@ -77,7 +77,8 @@ export class DaemonServer {
       const inherited = describeListeningUnixSocket(listenFd);
       await new Promise<void>((resolve, reject) => {
         this.server.once('error', reject);
-        this.server.listen({ fd: listenFd, backlog: LISTEN_BACKLOG }, () => {
+        // The backlog as an argument: node ignores options.backlog with an fd.
+        this.server.listen({ fd: listenFd }, LISTEN_BACKLOG, () => {
           this.server.off('error', reject);
           resolve();
         });
