@@ -1,5 +1,6 @@
 // One Unix-socket connection to the daemon, carrying many concurrent requests told apart by id.
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { FrameDecoder, FrameError, PROTOCOL_VERSION, describeIssues, encodeFrame, reply } from '../protocol/index.js';
 import { CodejailError } from './errors.js';
 
@@ -10,48 +11,96 @@ interface PendingRequest {
 
 const MAX_REQUEST_ID = 0xffffffff;
 
+/**
+ * A connect() refused with EAGAIN (the daemon's listen backlog is full: a burst of callers, or
+ * someone churning connections) is tried again, after waits doubling from the first to the
+ * largest (each drawn between half and all of it, so that callers refused together do not come
+ * back together), for as long as the budget lasts; then the request fails 'unavailable'.
+ */
+const CONNECT_RETRY_FIRST_MS = 2;
+const CONNECT_RETRY_MAX_MS = 100;
+const CONNECT_RETRY_BUDGET_MS = 10_000;
+
 export class Connection {
-  private readonly socket: net.Socket;
+  /** The socket of the current attempt to connect (a new one after each EAGAIN). */
+  private socket!: net.Socket;
   private readonly decoder: FrameDecoder;
   private readonly pending = new Map<number, PendingRequest>();
   /** 0 is never used: the daemon answers the connection itself (forbidden, bad_frame) on id 0. */
   private nextId = 1;
   private connected = false;
+  /** Frames of requests made before the connection is up: an attempt refused loses nothing. */
+  private unsent: Buffer[] = [];
+  private readonly connectStarted = performance.now();
+  private connectAttempts = 0;
+  /** Set when an attempt failed with EAGAIN: the wait before the next, once its socket closed. */
+  private retryWaitMs: number | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   /** Set once the connection is unusable; every request still pending is rejected with it. */
   private failure: CodejailError | null = null;
   private readonly closedPromise: Promise<void>;
+  private settleClosed!: () => void;
 
   constructor(
     private readonly socketPath: string,
     private readonly maxFrameBytes: number,
   ) {
     this.decoder = new FrameDecoder(maxFrameBytes);
-    this.socket = net.createConnection(socketPath);
+    this.closedPromise = new Promise((resolve) => (this.settleClosed = resolve));
+    this.open();
+  }
+
+  private open(): void {
+    const { socketPath } = this;
+    const socket = net.createConnection(socketPath);
+    this.socket = socket;
+    this.connectAttempts++;
     // An idle connection must not keep the caller's process alive; it is referenced only while
     // requests are in flight (see request() and settle()).
-    this.socket.unref();
-    this.socket.on('connect', () => {
+    if (this.pending.size === 0) socket.unref();
+    socket.on('connect', () => {
       this.connected = true;
+      for (const frame of this.unsent) socket.write(frame);
+      this.unsent = [];
     });
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.socket.on('error', (err: NodeJS.ErrnoException) => {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (!this.connected && err.code === 'EAGAIN' && this.failure === null) {
+        this.retryWaitMs = this.nextRetryWait();
+        if (this.retryWaitMs !== undefined) return;
+      }
       const reason = err.code ?? err.message;
+      const retried =
+        err.code === 'EAGAIN'
+          ? `; its listen backlog stayed full through ${this.connectAttempts} attempts over ${Math.round(performance.now() - this.connectStarted)} ms: the daemon is overloaded, or its socket is flooded with connections`
+          : ' (is codejaild running, and may this user use its socket?)';
       this.fail(
         this.connected
           ? new CodejailError('connection_lost', `connection to the codejail daemon at ${socketPath} failed: ${reason}`, { cause: err })
-          : new CodejailError(
-              'unavailable',
-              `cannot connect to the codejail daemon at ${socketPath}: ${reason} (is codejaild running, and may this user use its socket?)`,
-              { cause: err },
-            ),
+          : new CodejailError('unavailable', `cannot connect to the codejail daemon at ${socketPath}: ${reason}${retried}`, { cause: err }),
       );
     });
-    this.closedPromise = new Promise((resolve) => {
-      this.socket.on('close', () => {
-        this.fail(new CodejailError('connection_lost', `the codejail daemon at ${socketPath} closed the connection`));
-        resolve();
-      });
+    socket.on('close', () => {
+      if (this.retryWaitMs !== undefined && this.failure === null) {
+        const timer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.open();
+        }, this.retryWaitMs);
+        this.retryWaitMs = undefined;
+        if (this.pending.size === 0) timer.unref();
+        this.retryTimer = timer;
+        return;
+      }
+      this.fail(new CodejailError('connection_lost', `the codejail daemon at ${socketPath} closed the connection`));
+      this.settleClosed();
     });
+  }
+
+  /** The wait before the next attempt to connect, or undefined once the budget is spent. */
+  private nextRetryWait(): number | undefined {
+    const cap = Math.min(CONNECT_RETRY_MAX_MS, CONNECT_RETRY_FIRST_MS * 2 ** Math.min(this.connectAttempts - 1, 16));
+    const wait = cap / 2 + Math.random() * (cap / 2);
+    return performance.now() + wait - this.connectStarted > CONNECT_RETRY_BUDGET_MS ? undefined : wait;
   }
 
   /** False once the connection failed or was closed; the client then opens a new one. */
@@ -77,7 +126,9 @@ export class Connection {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.socket.ref();
-      this.socket.write(frame);
+      this.retryTimer?.ref();
+      if (this.connected) this.socket.write(frame);
+      else this.unsent.push(frame);
     });
   }
 
@@ -145,12 +196,22 @@ export class Connection {
 
   private settle(id: number): void {
     this.pending.delete(id);
-    if (this.pending.size === 0) this.socket.unref();
+    if (this.pending.size === 0) {
+      this.socket.unref();
+      this.retryTimer?.unref();
+    }
   }
 
   /** Marks the connection failed (the first reason wins), destroys it and rejects what is pending. */
   private fail(error: CodejailError): void {
     this.failure ??= error;
+    this.unsent = [];
+    if (this.retryTimer !== undefined) {
+      // Between two attempts: no socket is open, so the connection is closed now.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+      this.settleClosed();
+    }
     this.socket.destroy();
     const requests = [...this.pending.values()];
     this.pending.clear();

@@ -32,6 +32,14 @@ export interface RunnerContext {
   log: Logger;
 }
 
+/** Who a run is for, and who wants to know when it leaves the queue. */
+export interface RunOrigin {
+  /** The caller's uid: the run takes that caller's share of the slots and the queue. */
+  caller?: number;
+  /** Called once the run has its slot. */
+  started?: () => void;
+}
+
 export interface RunCounters {
   started: number;
   finished: number;
@@ -106,9 +114,11 @@ export class Runner {
    * Runs the request and resolves with its result. Rejects with a RequestError: unknown_command,
    * limit_exceeds_ceiling or bad_request (argv) before taking a slot, overloaded, bad_request
    * (files), setup_failed, cancelled or shutting_down (when `signal` aborts; its reason, if a
-   * RequestError, is used). `started` is called once it has its slot (it left the run queue).
+   * RequestError, is used). `run.caller` is the uid the run is for, whose share of the slots and
+   * queue it takes (src/daemon/slots.ts; without it, the daemon's own: the self-check);
+   * `run.started` is called once it has its slot (it left the run queue).
    */
-  async run(request: RunRequest, signal?: AbortSignal, started?: () => void): Promise<JailCodeResult> {
+  async run(request: RunRequest, signal?: AbortSignal, run: RunOrigin = {}): Promise<JailCodeResult> {
     const profile = this.ctx.commands.get(request.command);
     if (!profile) {
       const known = [...this.ctx.commands.keys()].join(', ');
@@ -119,8 +129,8 @@ export class Runner {
     // A C string ends at its first NUL: such an argument cannot reach the program intact.
     const nul = request.argv.findIndex((arg) => arg.includes('\0'));
     if (nul >= 0) throw new RequestError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
-    const identity = await this.ctx.slots.acquire(signal);
-    started?.();
+    const identity = await this.ctx.slots.acquire(signal, run.caller);
+    run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
     try {

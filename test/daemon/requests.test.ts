@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { JailCodeResult, Request } from '../../src/protocol/index.js';
 import { RequestError } from '../../src/protocol/errors.js';
 import type { Logger } from '../../src/daemon/log.js';
+import type { RunOrigin } from '../../src/daemon/runner.js';
 import type { Verdict } from '../../src/daemon/metrics.js';
 import type { ServerOptions } from '../../src/daemon/server/index.js';
 import { errorVerdict, Requests, resultVerdict, type RequestOrigin } from '../../src/daemon/server/requests.js';
@@ -16,7 +17,7 @@ interface Line {
 }
 
 function setUp(
-  run: (signal: AbortSignal, started?: () => void) => Promise<JailCodeResult>,
+  run: (signal: AbortSignal, origin?: RunOrigin) => Promise<JailCodeResult>,
   check: () => Promise<unknown> = async () => ({ ok: true }),
   refusal?: (bytes: number) => string | undefined,
 ) {
@@ -26,7 +27,7 @@ function setUp(
   const runs: Array<{ verdict: Verdict; seconds: number }> = [];
   const options = {
     log,
-    runner: { run: (_request: unknown, signal: AbortSignal, started?: () => void) => run(signal, started) },
+    runner: { run: (_request: unknown, signal: AbortSignal, origin?: RunOrigin) => run(signal, origin) },
     metrics: { recordRun: (verdict: Verdict, seconds: number) => runs.push({ verdict, seconds }) },
     status: () => ({ version: 'test' }),
     renderMetrics: () => 'text',
@@ -37,6 +38,7 @@ function setUp(
   const origin: RequestOrigin = {
     id: 7,
     runs: new Map(),
+    caller: { uid: 1000 },
     callerFields: () => ({ uid: 1000, pid: 42 }),
     replyOk: (id, result) => void replies.push({ id, ok: true, result }),
     replyError: (id, code, message) => void replies.push({ id, ok: false, code, message }),
@@ -74,6 +76,14 @@ describe('requests', () => {
     expect(ended[0]).toMatchObject({ level: 'info', fields: { id: 1, connection: 7, slug: 'test', caller: { uid: 1000, pid: 42 }, verdict: 'ok', runId: 'r1' } });
     expect(t.runs.map((r) => r.verdict)).toEqual(['ok']);
     expect(t.origin.runs.size).toBe(0);
+  });
+
+  it('support_a_run_takes_its_callers_share_of_the_queue: the runner is told whose run it is', async () => {
+    const callers: Array<number | undefined> = [];
+    const t = setUp(async (_signal, origin) => (callers.push(origin?.caller), finished));
+    t.requests.dispatch(jailCode(1), t.origin);
+    await t.settle();
+    expect(callers).toEqual([1000]);
   });
 
   it('deny_a_second_run_on_a_request_id_in_flight', async () => {
@@ -118,9 +128,9 @@ describe('requests', () => {
     let start!: () => void;
     let finish!: (result: JailCodeResult) => void;
     const t = setUp(
-      (_signal, started) =>
+      (_signal, origin) =>
         new Promise((resolve) => {
-          start = started!;
+          start = origin!.started!;
           finish = resolve;
         }),
     );

@@ -24,6 +24,14 @@ import { ThrottledLog } from './throttle.js';
  */
 const REFUSALS_BEING_TOLD = 64;
 
+/**
+ * Connections the kernel queues for accept() (the kernel caps it at net.core.somaxconn, 4096 by
+ * default): node's default, 511, was too few for a burst of callers, and a connect() finding the
+ * queue full fails at once (EAGAIN; the client tries again for a while). Applies to a socket
+ * systemd passed too: node listens on it again, with this backlog.
+ */
+const LISTEN_BACKLOG = 1024;
+
 /** File descriptors kept for the runs (pipes, pidfds, files written) and the daemon's own. */
 const DESCRIPTORS_FOR_RUNS = 1024;
 
@@ -73,7 +81,8 @@ export class DaemonServer {
       const inherited = describeListeningUnixSocket(listenFd);
       await new Promise<void>((resolve, reject) => {
         this.server.once('error', reject);
-        this.server.listen({ fd: listenFd }, () => {
+        // The backlog as an argument: node ignores options.backlog with an fd.
+        this.server.listen({ fd: listenFd }, LISTEN_BACKLOG, () => {
           this.server.off('error', reject);
           resolve();
         });
@@ -89,7 +98,7 @@ export class DaemonServer {
     // permission, so only root can connect in that window.
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(socketPath, () => {
+      this.server.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', reject);
         this.bound = true;
         resolve();

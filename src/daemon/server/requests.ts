@@ -15,6 +15,8 @@ export interface RequestOrigin {
   readonly id: number;
   /** Runs in flight on the connection by request id: 'cancel' aborts one, a close aborts all. */
   readonly runs: Map<number, AbortController>;
+  /** The caller (SO_PEERCRED): its uid is whose share of the run queue a run takes. */
+  readonly caller: { readonly uid: number };
   /** The caller's uid and pid, for log lines. */
   callerFields(): Record<string, number>;
   replyOk(id: number, result: unknown): void;
@@ -86,7 +88,9 @@ export class Requests {
     let running: Promise<JailCodeResult>;
     try {
       const release = origin.holdQueued(payloadBytes(request));
-      running = this.options.runner.run(request, controller.signal, release).finally(release);
+      running = this.options.runner
+        .run(request, controller.signal, { caller: origin.caller.uid, started: release })
+        .finally(release);
     } catch (err) {
       running = Promise.reject(err);
     }
