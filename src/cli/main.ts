@@ -7,6 +7,7 @@ import { CHECK_USAGE, check } from './check.js';
 import { CHECK_CONFIG_USAGE, checkConfig } from './check_config.js';
 import { METRICS_USAGE, metrics } from './metrics.js';
 import { RUN_FAILED_EXIT, RUN_USAGE, run } from './run.js';
+import { SERVE_USAGE, serve } from './serve.js';
 import { SETUP_USAGE, setup } from './setup.js';
 import { STATUS_USAGE, status } from './status.js';
 
@@ -25,6 +26,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   check: { usage: CHECK_USAGE, main: check, failureExit: 1 },
   metrics: { usage: METRICS_USAGE, main: metrics, failureExit: 1 },
   'check-config': { usage: CHECK_CONFIG_USAGE, main: checkConfig, failureExit: 1 },
+  serve: { usage: SERVE_USAGE, main: serve, failureExit: 1 },
 };
 
 const USAGE = `usage: codejail <command> [options]
@@ -36,6 +38,7 @@ commands:
   check   run the daemon's self-check now and print its layers and probes
   metrics print the daemon's metrics (Prometheus text format)
   check-config  validate the daemon's configuration file
+  serve   serve codejail-service's HTTP API as a client of the daemon (not as root)
 Run 'codejail <command> --help' for a command's options; 'codejail --version' prints the version.`;
 
 const USAGE_EXIT = 2;

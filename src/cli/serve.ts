@@ -1,0 +1,107 @@
+// `codejail serve`: codejail-service's HTTP API (what edx-platform's remote exec posts to), as an
+// unprivileged client of the daemon's socket. It refuses to run as root: it parses what the
+// network sends, and needs no right but connecting to the socket (its user is in the socket's
+// group, or allowed by the daemon's allow list).
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { Client } from '../client/index.js';
+import { ConfigError } from '../config_error.js';
+import { createLogger, LOG_LEVELS } from '../daemon/log.js';
+import { DEFAULT_HTTP_LIMITS, HttpService, type HttpServiceLimits } from '../http/server.js';
+import { UsageError, withUsageErrors } from './args.js';
+
+export const SERVE_USAGE = `usage: codejail serve [--listen HOST:PORT] [--socket PATH] [--config FILE]
+Serves codejail-service's HTTP API (POST /api/v0/code-exec, GET /health/, GET /metrics) as a
+client of the daemon's socket. Refuses to run as root. --listen defaults to 127.0.0.1:8080;
+--config names a JSON file of { listen, socket, logLevel, maxBodyBytes, maxFieldBytes,
+maxFileBytes, maxParts, maxInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs }
+(the flags win over it). maxInFlight defaults to the daemon's slots plus its queue.`;
+
+const DEFAULT_LISTEN = '127.0.0.1:8080';
+
+const positive = z.number().int().positive();
+const serveConfig = z
+  .object({
+    listen: z.string().optional(),
+    socket: z.string().optional(),
+    logLevel: z.enum(LOG_LEVELS).optional(),
+    maxBodyBytes: positive.optional(),
+    maxFieldBytes: positive.optional(),
+    maxFileBytes: positive.optional(),
+    maxParts: positive.optional(),
+    maxInFlight: positive.optional(),
+    headersTimeoutMs: positive.optional(),
+    requestTimeoutMs: positive.optional(),
+    selfCheckTtlMs: z.number().int().nonnegative().optional(),
+  })
+  .strict();
+type ServeConfig = z.infer<typeof serveConfig>;
+
+function loadServeConfig(file: string | undefined): ServeConfig {
+  if (file === undefined) return {};
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`${file}: ${(err as Error).message}`);
+  }
+  const parsed = serveConfig.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(top)'}: ${issue.message}`);
+    throw new ConfigError(`${file}: ${issues.join('; ')}`, issues);
+  }
+  return parsed.data;
+}
+
+/** HOST:PORT, [IPv6]:PORT; the port 0-65535 (0: any free port). */
+export function parseListen(value: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new UsageError(`--listen must be HOST:PORT, not '${value}'`);
+  return { host: match[1] ?? match[2]!, port };
+}
+
+export async function serve(args: string[]): Promise<number> {
+  const { values } = withUsageErrors(() =>
+    parseArgs({
+      args,
+      options: { listen: { type: 'string' }, socket: { type: 'string' }, config: { type: 'string' } },
+      strict: true,
+    }),
+  );
+  if (process.getuid?.() === 0) {
+    throw new Error('refusing to run as root: run it as its own user in the socket\'s group (systemd/codejail-http.service)');
+  }
+  const config = loadServeConfig(values.config);
+  const { host, port } = parseListen(values.listen ?? config.listen ?? DEFAULT_LISTEN);
+  const logger = createLogger({ level: config.logLevel ?? 'info' });
+  const client = new Client({ socketPath: values.socket ?? config.socket });
+
+  let maxInFlight = config.maxInFlight;
+  if (maxInFlight === undefined) {
+    try {
+      const status = await client.status();
+      maxInFlight = status.slots.total + status.queue.max;
+    } catch (err) {
+      maxInFlight = DEFAULT_HTTP_LIMITS.maxInFlight;
+      logger.warn('daemon status unavailable; code-exec requests at once bounded by the default', { err: (err as Error).message, maxInFlight });
+    }
+  }
+  const { listen: _l, socket: _s, logLevel: _v, ...limitKeys } = config;
+  const limits: HttpServiceLimits = { ...DEFAULT_HTTP_LIMITS, ...limitKeys, maxInFlight };
+  const service = new HttpService(client, logger, limits);
+  const address = await service.listen(port, host);
+  // The first self-check now, so that /health/ answers at once.
+  void service.selfCheck();
+  logger.info('ready', { listen: `${address.address}:${address.port}`, socket: client.socketPath, maxInFlight });
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  logger.info('stopping');
+  await service.close();
+  await client.close();
+  return 0;
+}
