@@ -6,9 +6,10 @@ set -euo pipefail
 
 # Build: g++, make, python3 (node-gyp). Sandbox: python3 is the default command. Setup: passwd
 # (useradd/groupadd). Tests: procps; python3-numpy and python3-venv (the sandbox environment
-# tests); apparmor (apparmor_parser checks the profiles offline); qemu-system-x86 and
-# busybox-static (the VM in which test/vm proves AppArmor and cgroup v2 under Debian's kernel).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-venv apparmor qemu-system-x86 busybox-static)
+# tests); python3-requests (the HTTP API tests post as edx-platform does); apparmor
+# (apparmor_parser checks the profiles offline); qemu-system-x86 and busybox-static (the VM in
+# which test/vm proves AppArmor and cgroup v2 under Debian's kernel).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then

@@ -91,6 +91,9 @@ export class HttpService {
       {
         headersTimeout: limits.headersTimeoutMs,
         requestTimeout: limits.requestTimeoutMs,
+        // How often those two are enforced (Node's default, 30 s, would let a slow sender hold a
+        // connection for that long past its timeout).
+        connectionsCheckingInterval: Math.max(100, Math.min(1000, limits.headersTimeoutMs / 2)),
         // Headers are a few hundred bytes from edx-platform; Node's default (16 KiB) bounds them.
         maxHeaderSize: 16 * 1024,
       },

@@ -1,0 +1,140 @@
+// `codejail serve` over HTTP with Node's fetch and FormData: codejail-service's API, each answer
+// and each message as that service gives it, against a real daemon.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parsePythonJson } from '../../src/http/python_json.js';
+import { makeZip, startTestServe, type TestServe } from '../helpers/serve.js';
+
+const isRoot = process.getuid?.() === 0;
+
+function form(payload: unknown, files: Record<string, Uint8Array> = {}): FormData {
+  const body = new FormData();
+  body.append('payload', typeof payload === 'string' ? payload : JSON.stringify(payload));
+  for (const [name, data] of Object.entries(files)) body.append(name, new Blob([data]), name);
+  return body;
+}
+
+async function post(serve: TestServe, body: FormData | URLSearchParams | string, headers: Record<string, string> = {}) {
+  const res = await fetch(`${serve.url}/api/v0/code-exec`, { method: 'POST', body, headers });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: parsePythonJson(text) as Record<string, any> };
+}
+
+describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
+  let serve: TestServe;
+  beforeAll(async () => {
+    serve = await startTestServe({ config: { maxBodyBytes: 256 * 1024, maxFileBytes: 128 * 1024 } });
+  }, 30_000);
+  afterAll(async () => {
+    await serve?.stop();
+  });
+
+  it('support_http_code_ran_returns_its_globals', async () => {
+    const res = await post(serve, form({ code: 'out = x + 1', globals_dict: { x: 41 } }));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    expect(res.json).toEqual({ globals_dict: { x: 41, out: 42 } });
+  });
+
+  it('support_http_form_urlencoded', async () => {
+    const body = new URLSearchParams({ payload: JSON.stringify({ code: 's = "é" * 2', globals_dict: {} }) });
+    const res = await post(serve, body);
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ globals_dict: { s: 'éé' } });
+  });
+
+  it('support_http_code_failed_returns_input_globals_and_emsg', async () => {
+    const res = await post(serve, form({ code: 'x = 2\nraise ValueError("boom")', globals_dict: { x: 1, keep: [1, 'a'] } }));
+    expect(res.status).toBe(200);
+    expect(res.json.globals_dict).toEqual({ x: 1, keep: [1, 'a'] });
+    expect(res.json.emsg).toMatch(/^Couldn't execute jailed code: stdout: b'', stderr: b'Traceback/);
+    expect(res.json.emsg).toContain('ValueError: boom');
+  });
+
+  it('support_http_nan_and_infinity_both_ways', async () => {
+    const payload = '{"code": "out = [a, b, c, a + 1]", "globals_dict": {"a": NaN, "b": Infinity, "c": -Infinity}}';
+    const res = await post(serve, form(payload));
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('"out": [NaN, Infinity, -Infinity, NaN]');
+    const out = res.json.globals_dict.out as number[];
+    expect(Number.isNaN(out[0])).toBe(true);
+    expect(out.slice(1, 3)).toEqual([Infinity, -Infinity]);
+  });
+
+  it('support_http_big_ints_keep_their_digits', async () => {
+    const res = await post(serve, form('{"code": "out = n * 10", "globals_dict": {"n": 123456789012345678901234567890}}'));
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('"out": 1234567890123456789012345678900');
+  });
+
+  it('support_http_python_lib_zip_on_python_path', async () => {
+    const zip = makeZip({ 'course_lib.py': 'def triple(n):\n    return 3 * n\n' });
+    const payload = { code: 'import course_lib\nresult = course_lib.triple(7)', globals_dict: {}, python_path: ['python_lib.zip'] };
+    const res = await post(serve, form(payload, { 'python_lib.zip': zip }));
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ globals_dict: { result: 21 } });
+  });
+
+  it('support_http_optional_fields_may_be_null', async () => {
+    const payload = { code: 'y = 1', globals_dict: {}, python_path: null, limit_overrides_context: null, slug: null, unsafely: false };
+    const res = await post(serve, form(payload));
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ globals_dict: { y: 1 } });
+  });
+
+  it.each([
+    ['no payload', () => new URLSearchParams({ other: '1' }), "Missing 'payload' parameter in POST body"],
+    ['payload not JSON', () => form(''), 'Unable to parse payload JSON: Expecting value: line 1 column 1 (char 0)'],
+    ['payload with a trailing comma', () => form('{"code": "x", }'), 'Unable to parse payload JSON: Expecting property name enclosed in double quotes: line 1 column 15 (char 14)'],
+    ['payload not an object', () => form('[]'), "Payload JSON did not match schema at path $: [] is not of type 'object'"],
+    ['code missing', () => form({ globals_dict: {} }), "Payload JSON did not match schema at path $: 'code' is a required property"],
+    ['globals_dict missing', () => form({ code: '' }), "Payload JSON did not match schema at path $: 'globals_dict' is a required property"],
+    ['code not a string', () => form({ code: 1, globals_dict: {} }), "Payload JSON did not match schema at path $.code: 1 is not of type 'string'"],
+    ['globals_dict a list', () => form({ code: '', globals_dict: [] }), "Payload JSON did not match schema at path $.globals_dict: [] is not of type 'object'"],
+    ['slug a number', () => form({ code: '', globals_dict: {}, slug: 3 }), 'Payload JSON did not match schema at path $.slug: 3 is not valid under any of the given schemas'],
+    ['unsafely a string', () => form({ code: '', globals_dict: {}, unsafely: 'yes' }), "Payload JSON did not match schema at path $.unsafely: 'yes' is not of type 'boolean'"],
+    ['python_path other', () => form({ code: '', globals_dict: {}, python_path: ['python_lib.zip', '/etc'] }), "Only allowed entry in 'python_path' is 'python_lib.zip'"],
+    ['file named other', () => form({ code: '', globals_dict: {} }, { 'other.zip': Buffer.from('x') }), "Only allowed name for uploaded file is 'python_lib.zip'"],
+    ['unsafely true', () => form({ code: '', globals_dict: {}, unsafely: true }), 'Refusing codejail execution with unsafely=true'],
+  ])('support_http_400_%s', async (_name, body, message) => {
+    const res = await post(serve, body());
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    expect(res.json).toEqual({ error: message });
+  });
+
+  it('support_http_413_for_a_body_or_file_over_its_limit', async () => {
+    const big = await post(serve, form({ code: '', globals_dict: { s: 'x'.repeat(300 * 1024) } }));
+    expect(big.status).toBe(413);
+    expect(big.json.error).toMatch(/larger than/);
+    const file = await post(serve, form({ code: '', globals_dict: {} }, { 'python_lib.zip': Buffer.alloc(200 * 1024) }));
+    expect(file.status).toBe(413);
+    // The service still answers after refusing them.
+    expect((await post(serve, form({ code: 'z = 3', globals_dict: {} }))).json).toEqual({ globals_dict: { z: 3 } });
+  });
+
+  it('support_http_415_for_a_body_that_is_not_a_form', async () => {
+    const res = await post(serve, '{"payload": "{}"}', { 'content-type': 'application/json' });
+    expect(res.status).toBe(415);
+  });
+
+  it('support_http_health_ok', async () => {
+    const res = await fetch(`${serve.url}/health/`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: 'OK' });
+  });
+
+  it('support_http_access_log_and_metrics', async () => {
+    await post(serve, form({ code: 'a = 1', globals_dict: {} }));
+    const line = serve.logs.find((l) => l.msg === 'http request' && l.path === '/api/v0/code-exec' && l.status === 200);
+    expect(line).toMatchObject({ level: 'info', method: 'POST', outcome: 'executed.success' });
+    expect(typeof line!.time).toBe('string');
+    const metrics = await (await fetch(`${serve.url}/metrics`)).text();
+    expect(metrics).toMatch(/codejail_http_requests_total\{route="code_exec",status="200"\} [1-9]/);
+    expect(metrics).toMatch(/codejail_http_code_exec_total\{status="executed.success"\} [1-9]/);
+  });
+
+  it('support_http_unknown_route_404', async () => {
+    expect((await fetch(`${serve.url}/api/v1/code-exec`, { method: 'POST' })).status).toBe(404);
+    expect((await fetch(`${serve.url}/api/v0/code-exec`)).status).toBe(405);
+  });
+});
