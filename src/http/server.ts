@@ -114,10 +114,18 @@ export class HttpService {
     });
   }
 
-  /** Stops accepting, lets requests in flight finish, closes idle connections. */
-  close(): Promise<void> {
+  /**
+   * Stops accepting and closes idle connections; requests in flight get `graceMs` to finish (a
+   * run is bounded by the daemon's limits), then every connection left is closed, so that a
+   * caller holding one open (a slow upload) cannot keep the service from stopping.
+   */
+  close(graceMs = 10_000): Promise<void> {
     return new Promise((resolve) => {
-      this.server.close(() => resolve());
+      const force = setTimeout(() => this.server.closeAllConnections(), graceMs);
+      this.server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
       this.server.closeIdleConnections();
     });
   }

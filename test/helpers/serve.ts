@@ -83,10 +83,16 @@ export async function startTestServe(options: TestServeOptions = {}): Promise<Te
     logs,
     process: child,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-      await daemon.stop();
-      fs.rmSync(cwd, { recursive: true, force: true });
+      try {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+        // It lets requests in flight finish for up to 10 s; past that it is stuck: kill it.
+        const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(killer);
+      } finally {
+        await daemon.stop();
+        fs.rmSync(cwd, { recursive: true, force: true });
+      }
     },
   };
 }

@@ -36,7 +36,7 @@ describe.skipIf(!isRoot)('hostile: codejail serve', () => {
   }, 30_000);
   afterAll(async () => {
     await serve?.stop();
-  });
+  }, 30_000);
 
   it('deny_http_serve_refuses_to_run_as_root', () => {
     const run = spawnSync(process.execPath, [CLI_MAIN, 'serve', '--listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
@@ -142,7 +142,7 @@ describe.skipIf(!isRoot)('hostile: codejail serve without its daemon', () => {
   }, 30_000);
   afterAll(async () => {
     await serve?.stop();
-  });
+  }, 30_000);
 
   it('support_http_daemon_down_is_503_on_health_and_500_on_code_exec', async () => {
     expect((await fetch(`${serve.url}/health/`)).status).toBe(200);

@@ -26,7 +26,7 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
   }, 30_000);
   afterAll(async () => {
     await serve?.stop();
-  });
+  }, 30_000);
 
   it('support_http_code_ran_returns_its_globals', async () => {
     const res = await post(serve, form({ code: 'out = x + 1', globals_dict: { x: 41 } }));

@@ -46,7 +46,7 @@ describe.skipIf(!isRoot || !hasRequests)('http: edx-platform through python3-req
   }, 30_000);
   afterAll(async () => {
     await serve?.stop();
-  });
+  }, 30_000);
 
   it('support_http_edx_platform_remote_exec', async () => {
     const zipPath = `${serve.cwd}/upload-source.zip`;
