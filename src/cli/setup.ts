@@ -1,9 +1,9 @@
 // `codejail setup`: creates what the daemon needs on this host. The work is the daemon's
 // setupHost(); it is imported only here so that the other subcommands never load daemon code.
 import { parseArgs } from 'node:util';
-import { withUsageErrors } from './args.js';
+import { UsageError, withUsageErrors } from './args.js';
 
-export const SETUP_USAGE = `usage: codejail setup [--config FILE] [--systemd]
+export const SETUP_USAGE = `usage: codejail setup [--config FILE] [--systemd [--http]]
 Creates the codejail group, the slot users and the daemon's directories as the configuration
 (default /etc/codejail/config.json, else the built-in defaults) describes. Needs root; safe to
 run again.
@@ -11,12 +11,15 @@ run again.
   --systemd   also install codejaild.socket and codejaild.service in /etc/systemd/system
               (ExecStart= pointing at this installation, the socket as configured), then
               run systemctl daemon-reload and enable --now codejaild.socket when systemd is
-              the running init`;
+              the running init
+  --http      with --systemd: also create the user codejail-http (in the socket's group) and
+              install, enable and start codejail-http.service (\`codejail serve\`, the HTTP API)`;
 
 export async function setup(args: string[]): Promise<number> {
   const { values } = withUsageErrors(() =>
-    parseArgs({ args, options: { config: { type: 'string' }, systemd: { type: 'boolean' } }, strict: true }),
+    parseArgs({ args, options: { config: { type: 'string' }, systemd: { type: 'boolean' }, http: { type: 'boolean' } }, strict: true }),
   );
+  if (values.http && !values.systemd) throw new UsageError('--http needs --systemd');
   const { loadConfig } = await import('../daemon/config.js');
   const { setupHost } = await import('../setup/host.js');
   const config = loadConfig(values.config);
@@ -24,8 +27,9 @@ export async function setup(args: string[]): Promise<number> {
   const report = await setupHost(config);
   if (values.systemd) {
     // After setupHost: the socket unit names the group it has just created.
-    const { installSystemdUnits } = await import('../setup/systemd_units.js');
+    const { installHttpUnit, installSystemdUnits } = await import('../setup/systemd_units.js');
     report.push(...(await installSystemdUnits(config, { configFile: values.config })));
+    if (values.http) report.push(...(await installHttpUnit(config)));
   }
   process.stdout.write(report.map((line) => `${line}\n`).join(''));
   return 0;

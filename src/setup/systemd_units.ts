@@ -4,12 +4,16 @@
 import { runTool, writeIfChanged } from './host_files.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { readAccounts } from '../accounts.js';
 import { PACKAGE_ROOT } from '../package.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 const UNIT_SOURCE_DIR = path.join(PACKAGE_ROOT, 'systemd');
 const DAEMON_MAIN = path.join(PACKAGE_ROOT, 'dist/daemon/main.js');
+const CLI_MAIN = path.join(PACKAGE_ROOT, 'dist/cli/main.js');
+/** The user `codejail serve` runs as under codejail-http.service. */
+export const HTTP_USER = 'codejail-http';
 
 export interface InstallUnitsOptions {
   /** Where the units go (default /etc/systemd/system). */
@@ -18,6 +22,48 @@ export interface InstallUnitsOptions {
   configFile?: string;
   /** Whether to run systemctl; default: when systemd is the running init. */
   systemctl?: boolean;
+}
+
+export interface InstallHttpUnitOptions {
+  unitDir?: string;
+  systemctl?: boolean;
+  /** Where /etc/passwd and /etc/group are (useradd --prefix): for tests. */
+  prefix?: string;
+}
+
+/**
+ * codejail-http.service (`codejail serve` as its own user, in the socket's group): creates the
+ * user when missing, writes the unit with ExecStart= pointing at this installation and the
+ * socket's path and group, and enables and starts it when systemd runs. One line per step.
+ */
+export async function installHttpUnit(config: DaemonConfig, options: InstallHttpUnitOptions = {}): Promise<string[]> {
+  const unitDir = options.unitDir ?? DEFAULT_UNIT_DIR;
+  const etc = (file: string) => path.join(options.prefix ?? '/', 'etc', file);
+  const report: string[] = [];
+  const socketGroup = config.socket.group;
+  if (readAccounts(etc('passwd')).byName.has(HTTP_USER)) {
+    report.push(`found user ${HTTP_USER}`);
+  } else {
+    const prefixArgs = options.prefix === undefined ? [] : ['--prefix', options.prefix];
+    // A system user with a group of its own, no home and no shell; in the socket's group too.
+    runTool('useradd', [...prefixArgs, '--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--groups', socketGroup, HTTP_USER]);
+    report.push(`created user ${HTTP_USER} (in group ${socketGroup})`);
+  }
+  const execStart = [process.execPath, CLI_MAIN, 'serve', '--socket', config.socket.path];
+  let unit = await readUnit('codejail-http.service');
+  unit = setKey(unit, 'Service', 'ExecStart', execStart.map(quoteArg).join(' '));
+  unit = setKey(unit, 'Service', 'SupplementaryGroups', socketGroup);
+  await fs.mkdir(unitDir, { recursive: true, mode: 0o755 });
+  const target = path.join(unitDir, 'codejail-http.service');
+  report.push(`${await writeIfChanged(target, unit)} ${target}`);
+  if (!(options.systemctl ?? (await systemdIsRunning()))) {
+    report.push('systemd is not the running init: codejail-http.service installed but not enabled; once it runs: systemctl daemon-reload && systemctl enable --now codejail-http.service');
+    return report;
+  }
+  systemctl(['daemon-reload']);
+  systemctl(['enable', '--now', 'codejail-http.service']);
+  report.push('ran systemctl enable --now codejail-http.service (listening on 127.0.0.1:8080)');
+  return report;
 }
 
 /** sd_booted(): systemd is the running init when this directory exists. */
