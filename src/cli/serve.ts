@@ -15,8 +15,8 @@ export const SERVE_USAGE = `usage: codejail serve [--listen HOST:PORT] [--socket
 Serves codejail-service's HTTP API (POST /api/v0/code-exec, GET /health/, GET /metrics) as a
 client of the daemon's socket. Refuses to run as root. --listen defaults to 127.0.0.1:8080;
 --config names a JSON file of { listen, socket, logLevel, maxBodyBytes, maxFieldBytes,
-maxFileBytes, maxParts, maxInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs }
-(the flags win over it). maxInFlight defaults to the daemon's slots plus its queue.`;
+maxFileBytes, maxParts, maxInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs,
+limits: {NAME: value}, limitOverrides: {context: {NAME: value}} } (the flags win over it). maxInFlight defaults to the daemon's slots plus its queue.`;
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
 
@@ -34,6 +34,10 @@ const serveConfig = z
     headersTimeoutMs: positive.optional(),
     requestTimeoutMs: positive.optional(),
     selfCheckTtlMs: z.number().int().nonnegative().optional(),
+    /** The original's set_limit: the limits of every run, by name (CPU, REALTIME, VMEM...). */
+    limits: z.record(z.string(), z.number()).optional(),
+    /** The original's override_limit: limits for runs whose limit_overrides_context is the key. */
+    limitOverrides: z.record(z.string(), z.record(z.string(), z.number())).optional(),
   })
   .strict();
 type ServeConfig = z.infer<typeof serveConfig>;
@@ -77,6 +81,11 @@ export async function serve(args: string[]): Promise<number> {
   const { host, port } = parseListen(values.listen ?? config.listen ?? DEFAULT_LISTEN);
   const logger = createLogger({ level: config.logLevel ?? 'info' });
   const client = new Client({ socketPath: values.socket ?? config.socket });
+  // As codejail-service configures codejail from its settings (CODE_JAIL limits and overrides).
+  for (const [name, value] of Object.entries(config.limits ?? {})) client.setLimit(name, value);
+  for (const [context, overrides] of Object.entries(config.limitOverrides ?? {})) {
+    for (const [name, value] of Object.entries(overrides)) client.overrideLimit(name, value, context);
+  }
 
   let maxInFlight = config.maxInFlight;
   if (maxInFlight === undefined) {
@@ -88,7 +97,7 @@ export async function serve(args: string[]): Promise<number> {
       logger.warn('daemon status unavailable; code-exec requests at once bounded by the default', { err: (err as Error).message, maxInFlight });
     }
   }
-  const { listen: _l, socket: _s, logLevel: _v, ...limitKeys } = config;
+  const { listen: _l, socket: _s, logLevel: _v, limits: _m, limitOverrides: _o, ...limitKeys } = config;
   const limits: HttpServiceLimits = { ...DEFAULT_HTTP_LIMITS, ...limitKeys, maxInFlight };
   const service = new HttpService(client, logger, limits);
   const address = await service.listen(port, host);

@@ -234,7 +234,12 @@ export class HttpService {
   }
 
   private async codeExecAdmitted(req: IncomingMessage): Promise<Answer> {
-    if (!(await this.selfCheck())) {
+    // The last result, not a fresh one: a check runs sandboxes and must not delay a run. One
+    // that is stale is renewed in the background; only the very first request waits for it.
+    const known = this.lastCheck;
+    const healthy = known ? known.ok : await this.selfCheck();
+    if (known && Date.now() - known.at >= this.limits.selfCheckTtlMs) void this.selfCheck();
+    if (!healthy) {
       return errorAnswer(500, 'Codejail service is not correctly configured', 'disabled.safety_checks_failed');
     }
     let form;

@@ -22,7 +22,9 @@ async function post(serve: TestServe, body: FormData | URLSearchParams | string,
 describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
   let serve: TestServe;
   beforeAll(async () => {
-    serve = await startTestServe({ config: { maxBodyBytes: 256 * 1024, maxFileBytes: 128 * 1024 } });
+    serve = await startTestServe({
+      config: { maxBodyBytes: 256 * 1024, maxFileBytes: 128 * 1024, limitOverrides: { 'course-v1:slow': { REALTIME: 4 } } },
+    });
   }, 30_000);
   afterAll(async () => {
     await serve?.stop();
@@ -79,6 +81,15 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
     const res = await post(serve, form(payload));
     expect(res.status).toBe(200);
     expect(res.json).toEqual({ globals_dict: { y: 1 } });
+  });
+
+  it('support_http_limit_overrides_context_selects_configured_limits', async () => {
+    const code = 'import time\ntime.sleep(1.3)\ndone = 1';
+    const slow = await post(serve, form({ code, globals_dict: {}, limit_overrides_context: 'course-v1:slow', slug: 'p1' }));
+    expect(slow.json).toEqual({ globals_dict: { done: 1 } });
+    // The default REALTIME (1 s) kills the same code.
+    const killed = await post(serve, form({ code, globals_dict: {} }));
+    expect(killed.json.emsg).toMatch(/with status code: -9$/);
   });
 
   it.each([
