@@ -25,19 +25,47 @@ export class BadRequest extends Error {
 /** The only python_path entry and the only uploaded file's name the API accepts, as edx-platform sends. */
 export const PYTHON_LIB_ZIP = 'python_lib.zip';
 
-/** Python's repr() of a JSON value, as jsonschema writes the instance in its messages (short). */
+/** At most this many characters of a caller's value are copied into an error message. */
+const REPR_MAX = 200;
+
+/**
+ * Python's repr() of a JSON value, as jsonschema writes the instance in its messages, cut at
+ * REPR_MAX characters: the walk stops there, so a huge globals_dict costs no more than a small one.
+ */
 function pythonRepr(value: unknown): string {
-  let text: string;
-  if (value === null) text = 'None';
-  else if (value === true) text = 'True';
-  else if (value === false) text = 'False';
-  else if (typeof value === 'number') text = Number.isNaN(value) ? 'nan' : value === Infinity ? 'inf' : value === -Infinity ? '-inf' : String(value);
-  else if (typeof value === 'bigint') text = value.toString();
-  else if (typeof value === 'string') text = `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-  else if (Array.isArray(value)) text = `[${value.map(pythonRepr).join(', ')}]`;
-  else text = `{${Object.entries(value as object).map(([k, v]) => `${pythonRepr(k)}: ${pythonRepr(v)}`).join(', ')}}`;
-  // The message goes back to the caller: a huge globals_dict must not be copied into it whole.
-  return text.length > 200 ? `${text.slice(0, 200)}...` : text;
+  const out = { text: '' };
+  writeRepr(value, out);
+  return out.text.length > REPR_MAX ? `${out.text.slice(0, REPR_MAX)}...` : out.text;
+}
+
+function writeRepr(value: unknown, out: { text: string }): void {
+  if (out.text.length > REPR_MAX) return;
+  if (value === null) out.text += 'None';
+  else if (value === true) out.text += 'True';
+  else if (value === false) out.text += 'False';
+  else if (typeof value === 'number') out.text += Number.isNaN(value) ? 'nan' : value === Infinity ? 'inf' : value === -Infinity ? '-inf' : String(value);
+  else if (typeof value === 'bigint') out.text += value.toString();
+  else if (typeof value === 'string') out.text += `'${value.slice(0, REPR_MAX + 1).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+  else if (Array.isArray(value)) {
+    out.text += '[';
+    for (let i = 0; i < value.length && out.text.length <= REPR_MAX; i++) {
+      if (i > 0) out.text += ', ';
+      writeRepr(value[i], out);
+    }
+    out.text += ']';
+  } else {
+    out.text += '{';
+    let first = true;
+    for (const key in value as object) {
+      if (out.text.length > REPR_MAX) break;
+      if (!first) out.text += ', ';
+      first = false;
+      writeRepr(key, out);
+      out.text += ': ';
+      writeRepr((value as Record<string, unknown>)[key], out);
+    }
+    out.text += '}';
+  }
 }
 
 type JsonType = 'string' | 'object' | 'array' | 'boolean' | 'null';

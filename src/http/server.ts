@@ -287,7 +287,8 @@ export class HttpService {
         this.logger.error('codejail daemon failed the request', { code: err.code, err: err.message });
         // The next request checks the daemon again before running anything.
         this.lastCheck = undefined;
-        return errorAnswer(500, `Codejail daemon unavailable: ${err.message}`, `error.${err.code}`);
+        // The details (socket path, daemon's words) go to the log, not to the network caller.
+        return errorAnswer(500, 'Codejail service is unavailable: see its logs', `error.${err.code}`);
       }
       throw err;
     }
