@@ -21,7 +21,11 @@ export interface Form {
   files: Map<string, Buffer>;
 }
 
-/** A body the server refuses: `status` is 413 (too large), 415 (not a form) or 400 (malformed). */
+/**
+ * A body the server refuses: `status` is 413 (too large), 415 (not a form) or 400 (malformed).
+ * The rest of the body is then read and dropped (discardRest), so that a caller still sending
+ * gets the answer instead of a reset connection.
+ */
 export class FormError extends Error {
   constructor(
     readonly status: 400 | 413 | 415,
@@ -32,21 +36,38 @@ export class FormError extends Error {
   }
 }
 
+/**
+ * Reads what is left of the body and drops it: closing a socket with unread data resets the
+ * connection, and the caller would see that rather than the answer. Up to twice maxBodyBytes
+ * (a body just over the limit is read to its end); past that the connection is cut.
+ * requestTimeout bounds how long it may take.
+ */
+function discardRest(req: IncomingMessage, limits: FormLimits): void {
+  let discarded = 0;
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > 2 * limits.maxBodyBytes) req.socket.destroy();
+  });
+  req.resume();
+}
+
 const FORM_TYPES = /^(application\/x-www-form-urlencoded|multipart\/form-data)\s*(;|$)/i;
 
 /**
  * The form in `req`'s body. Rejects with FormError for a body over `limits`, not a form, or
- * malformed; then the rest of the body is not read, and the caller should close the connection.
+ * malformed; the rest of the body is then discarded (discardRest).
  */
 export function readForm(req: IncomingMessage, limits: FormLimits): Promise<Form> {
   const contentType = req.headers['content-type'] ?? '';
   if (!FORM_TYPES.test(contentType)) {
+    discardRest(req, limits);
     return Promise.reject(
       new FormError(415, `Unsupported content type '${contentType.slice(0, 100)}': send application/x-www-form-urlencoded or multipart/form-data`),
     );
   }
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
+    discardRest(req, limits);
     return Promise.reject(bodyTooLarge(limits));
   }
   let parser: busboy.Busboy;
@@ -56,6 +77,7 @@ export function readForm(req: IncomingMessage, limits: FormLimits): Promise<Form
       limits: { fieldSize: limits.maxFieldBytes, fileSize: limits.maxFileBytes, parts: limits.maxParts, fieldNameSize: 200 },
     });
   } catch (err) {
+    discardRest(req, limits);
     return Promise.reject(new FormError(400, `Malformed form: ${(err as Error).message}`));
   }
 
@@ -71,6 +93,7 @@ export function readForm(req: IncomingMessage, limits: FormLimits): Promise<Form
       parser.removeAllListeners();
       // Errors after this (a half-fed parser) have nowhere to go.
       parser.on('error', () => {});
+      discardRest(req, limits);
       reject(err);
     };
     const count = (chunk: Buffer) => {

@@ -63,7 +63,7 @@ interface Answer {
   headers?: Record<string, string>;
   /** codejail-service's codejail.exec.status for a code-exec request. */
   outcome?: string;
-  /** The rest of the body was not read: the connection cannot be reused. */
+  /** The body will not be read: the connection closes after the answer. */
   close?: boolean;
 }
 
@@ -186,8 +186,6 @@ export class HttpService {
       this.logger.error('http request failed', { err: (err as Error).stack ?? String(err) });
       answer = errorAnswer(500, "Couldn't execute sandboxed code: See logs.", 'error.internal');
     }
-    // A request whose body was not read to its end, on a route that does not read bodies, too.
-    if (!req.complete && answer.close === undefined) answer.close = true;
     this.write(res, answer);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.metrics.request(route, answer.status);
@@ -246,7 +244,7 @@ export class HttpService {
     try {
       form = await readForm(req, this.limits);
     } catch (err) {
-      if (err instanceof FormError) return errorAnswer(err.status, err.message, 'invalid.body', { close: true });
+      if (err instanceof FormError) return errorAnswer(err.status, err.message, 'invalid.body');
       throw err;
     }
     const payloadText = form.fields.get('payload');
