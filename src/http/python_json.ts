@@ -190,9 +190,11 @@ export function parsePythonJson(text: string, bounds: ReadBounds = DEFAULT_READ_
 }
 
 /**
- * json.dumps(value) for what safeExec returns (plain objects, arrays, strings, numbers, BigInts,
- * booleans, null): NaN, Infinity and -Infinity as those literals, a BigInt as its digits. The
- * values come from the sandbox, so nothing here recurses: an explicit stack walks them.
+ * JSON text as codejail-service answers (Django REST framework's renderer: json.dumps with
+ * compact separators, non-ASCII as itself, allow_nan) for what safeExec returns (plain objects,
+ * arrays, strings, numbers, BigInts, booleans, null): NaN, Infinity and -Infinity as those
+ * literals, a BigInt as its digits. The values come from the sandbox, so nothing here
+ * recurses: an explicit stack walks them.
  */
 export function stringifyPythonJson(value: unknown): string {
   const parts: string[] = [];
@@ -216,7 +218,7 @@ export function stringifyPythonJson(value: unknown): string {
       stack.push(']');
       for (let i = v.length - 1; i >= 0; i--) {
         stack.push({ value: v[i] });
-        if (i > 0) stack.push(', ');
+        if (i > 0) stack.push(',');
       }
     } else if (typeof v === 'object' && !(v instanceof Uint8Array)) {
       const keys = Object.keys(v);
@@ -224,8 +226,8 @@ export function stringifyPythonJson(value: unknown): string {
       stack.push('}');
       for (let i = keys.length - 1; i >= 0; i--) {
         stack.push({ value: (v as Record<string, unknown>)[keys[i]!] });
-        stack.push(`${JSON.stringify(keys[i])}: `);
-        if (i > 0) stack.push(', ');
+        stack.push(`${JSON.stringify(keys[i])}:`);
+        if (i > 0) stack.push(',');
       }
     } else {
       // Bytes and anything else JSON has no form for: what the original's json_safe drops.
