@@ -76,6 +76,16 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
     expect(res.json).toEqual({ globals_dict: { result: 21 } });
   });
 
+  it('support_http_repeated_names_last_wins', async () => {
+    const body = new FormData();
+    body.append('payload', JSON.stringify({ code: 'first = 1', globals_dict: {} }));
+    body.append('python_lib.zip', new Blob([makeZip({ 'm.py': 'V = "old"\n' })]), 'python_lib.zip');
+    body.append('payload', JSON.stringify({ code: 'import m\nv = m.V', globals_dict: {}, python_path: ['python_lib.zip'] }));
+    body.append('python_lib.zip', new Blob([makeZip({ 'm.py': 'V = "new"\n' })]), 'python_lib.zip');
+    const res = await post(serve, body);
+    expect(res.json).toEqual({ globals_dict: { v: 'new' } });
+  });
+
   it('support_http_optional_fields_may_be_null', async () => {
     const payload = { code: 'y = 1', globals_dict: {}, python_path: null, limit_overrides_context: null, slug: null, unsafely: false };
     const res = await post(serve, form(payload));
