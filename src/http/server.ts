@@ -45,7 +45,7 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpServiceLimits> = Object.freeze({
   maxParts: 16,
   maxInFlight: 32,
   headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
+  requestTimeoutMs: 30_000,
   selfCheckTtlMs: 60_000,
 });
 
