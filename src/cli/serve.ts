@@ -98,7 +98,7 @@ export async function serve(args: string[]): Promise<number> {
     }
   }
   const { listen: _l, socket: _s, logLevel: _v, limits: _m, limitOverrides: _o, ...limitKeys } = config;
-  const limits: HttpServiceLimits = { ...DEFAULT_HTTP_LIMITS, ...limitKeys, maxInFlight };
+  const limits: HttpServiceLimits = { ...DEFAULT_HTTP_LIMITS, ...limitKeys, maxInFlight, maxInFlightFromDaemon: config.maxInFlight === undefined };
   const service = new HttpService(client, logger, limits);
   const address = await service.listen(port, host);
   // The first self-check now, so that /health/ answers at once.

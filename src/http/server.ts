@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CodejailError, SafeExecError } from '../client/index.js';
-import type { CheckResult, SafeExecOptions } from '../client/index.js';
+import type { CheckResult, SafeExecOptions, StatusResult } from '../client/index.js';
 import { FormError, readForm, type FormLimits } from './form.js';
 import { HttpMetrics } from './metrics.js';
 import { BadRequest, checkRequest, parsePayload, PYTHON_LIB_ZIP } from './payload.js';
@@ -16,6 +16,7 @@ import { stringifyPythonJson } from './python_json.js';
 export interface DaemonClient {
   safeExec(code: string, globals: Record<string, unknown>, options: SafeExecOptions): Promise<Record<string, unknown>>;
   check(): Promise<CheckResult>;
+  status(): Promise<StatusResult>;
 }
 
 /** The daemon's log lines: {time, level, msg, ...fields} (src/daemon/log.ts makes one). */
@@ -28,6 +29,11 @@ export interface HttpLogger {
 export interface HttpServiceLimits extends FormLimits {
   /** code-exec requests handled at once (reading, queued in the daemon, running); more get 503. */
   maxInFlight: number;
+  /**
+   * Whether maxInFlight follows the daemon's slots plus its queue, read again with each
+   * self-check (a daemon reloaded with more slots is used without restarting this service).
+   */
+  maxInFlightFromDaemon?: boolean;
   /** Time to receive a request's headers (Node's headersTimeout). */
   headersTimeoutMs: number;
   /** Time to receive a whole request, body included (Node's requestTimeout). */
@@ -78,6 +84,7 @@ export class HttpService {
   readonly metrics = new HttpMetrics();
   private readonly server: http.Server;
   private inFlight = 0;
+  private maxInFlight: number;
   private lastCheck: { ok: boolean; at: number } | undefined;
   private checking: Promise<boolean> | undefined;
 
@@ -86,6 +93,7 @@ export class HttpService {
     private readonly logger: HttpLogger,
     private readonly limits: HttpServiceLimits = DEFAULT_HTTP_LIMITS,
   ) {
+    this.maxInFlight = limits.maxInFlight;
     this.metrics.maxInFlight = limits.maxInFlight;
     this.server = http.createServer(
       {
@@ -144,6 +152,7 @@ export class HttpService {
             const failed = result.probes.filter((probe) => probe.outcome === 'failed').map((probe) => probe.name);
             this.logger.error('daemon self-check failed', { failed });
           }
+          if (this.limits.maxInFlightFromDaemon) void this.followDaemonCapacity();
           return result.ok;
         },
         (err: Error) => {
@@ -157,6 +166,16 @@ export class HttpService {
         return ok;
       });
     return this.checking;
+  }
+
+  private async followDaemonCapacity(): Promise<void> {
+    try {
+      const status = await this.client.status();
+      this.maxInFlight = Math.max(1, status.slots.total + status.queue.max);
+      this.metrics.maxInFlight = this.maxInFlight;
+    } catch {
+      // Kept as it was: the next self-check tries again.
+    }
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -216,7 +235,7 @@ export class HttpService {
 
   private async codeExec(req: IncomingMessage): Promise<Answer> {
     // Refused before the body is read: a full service holds no more uploads.
-    if (this.inFlight >= this.limits.maxInFlight) {
+    if (this.inFlight >= this.maxInFlight) {
       return errorAnswer(503, 'Codejail service is at capacity; retry later', 'unavailable.capacity', {
         headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
       });

@@ -154,6 +154,18 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
     expect(metrics).toMatch(/codejail_http_code_exec_total\{status="executed.success"\} [1-9]/);
   });
 
+  it('support_http_capacity_follows_the_daemon_slots_and_queue', async () => {
+    const { Client } = await import('../../src/client/index.js');
+    const client = new Client({ socketPath: serve.daemon.socketPath });
+    try {
+      const status = await client.status();
+      const metrics = await (await fetch(`${serve.url}/metrics`)).text();
+      expect(metrics).toContain(`\ncodejail_http_code_exec_max_in_flight ${status.slots.total + status.queue.max}\n`);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('support_http_unknown_route_404', async () => {
     expect((await fetch(`${serve.url}/api/v1/code-exec`, { method: 'POST' })).status).toBe(404);
     expect((await fetch(`${serve.url}/api/v0/code-exec`)).status).toBe(405);
