@@ -180,7 +180,9 @@ def encode(value):
             raise ValueError("an int of more than %d digits" % MAX_INT_DIGITS)
         return ["i", str(int(value))]
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        # A whole-number float as a plain JSON number (2.0) reads back as an int on the client's
+        # side: tagged, it stays a float for the callers that keep the difference.
+        if value != value or value in (float("inf"), float("-inf")) or value.is_integer():
             return ["f", _float_text(value)]
         return float(value)
     if isinstance(value, (list, tuple)):

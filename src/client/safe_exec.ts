@@ -7,7 +7,8 @@
 //   ["l", ...items]                 a list (array)
 //   ["d", k1, v1, k2, v2, ...]      a dict (plain object)
 //   ["i", "digits"]                 an int outside +-(2^53 - 1) (BigInt)
-//   ["f", "nan"|"inf"|"-inf"|text]  a float JSON cannot carry as itself
+//   ["f", "nan"|"inf"|"-inf"|text]  a float JSON cannot carry as itself, or a whole-number
+//                                   float (2.0) that JSON text would read back as an int
 //   ["b", "<base64>"]               bytes (Buffer/Uint8Array inputs)
 //
 // The result is written by the sandbox, so it is hostile input to the caller's process: before
@@ -37,6 +38,11 @@ export interface SafeExecOptions {
   slug?: string;
   /** Limits for this call only. */
   limits?: Partial<Limits>;
+  /**
+   * How whole-number floats (Python's 2.0) come back: numbers (default), or PythonFloat objects,
+   * which also go in as floats. Inputs may always hold PythonFloats.
+   */
+  wholeFloats?: WholeFloats;
   /** Raises or lowers the bounds on the result (DEFAULT_RESULT_BOUNDS) for this call. */
   resultBounds?: Partial<ResultBounds>;
 }
@@ -122,6 +128,27 @@ function isPlainObject(value: object): boolean {
   return proto === Object.prototype || proto === null;
 }
 
+/**
+ * A Python float whose value is a whole number (2.0), kept apart from the int 2 where a caller
+ * asks for it (`wholeFloats: 'python'`): a JavaScript number cannot tell them apart, and
+ * codejail-service's callers see the difference in the JSON they get back.
+ */
+export class PythonFloat {
+  constructor(readonly value: number) {}
+
+  valueOf(): number {
+    return this.value;
+  }
+
+  /** As Python's repr() writes a whole-number float: 2.0, -0.0, 1e+16. */
+  toString(): string {
+    const v = this.value;
+    if (Object.is(v, -0)) return '-0.0';
+    if (Math.abs(v) >= 1e16) return v.toExponential();
+    return `${v}.0`;
+  }
+}
+
 function encodeNumber(value: number): unknown {
   if (Number.isNaN(value)) return ['f', 'nan'];
   if (value === Infinity) return ['f', 'inf'];
@@ -142,6 +169,7 @@ function encodeValue(value: unknown, seen: Set<object>): unknown {
     case 'bigint':
       return ['i', value.toString()];
     case 'object':
+      if (value instanceof PythonFloat) return ['f', value.toString()];
       break;
     default:
       // undefined, functions, symbols.
@@ -208,6 +236,7 @@ function setOwn(target: object, key: string, value: unknown): void {
 
 function keyString(key: unknown): string {
   if (typeof key === 'string') return key;
+  if (key instanceof PythonFloat) return key.toString();
   if (typeof key === 'number' || typeof key === 'bigint' || typeof key === 'boolean' || key === null) return String(key);
   throw new Error(`a dict key that is not a string, number or null: ${describe(key)}`);
 }
@@ -220,6 +249,13 @@ function decodeFloat(text: string): number {
   if (text.trim() === '' || Number.isNaN(value)) throw new Error(`a bad float: ${preview(text)}`);
   return value;
 }
+
+/**
+ * How a whole-number float of the result (Python's 2.0) comes back: as a number (2, the default:
+ * what JavaScript code expects) or as a PythonFloat (what a caller that writes Python's JSON, as
+ * `codejail serve` does, needs to write 2.0 again).
+ */
+export type WholeFloats = 'number' | 'python';
 
 /** A result over one of its bounds (decodeResult throws it; safeExec names the bound). */
 export class ResultBoundError extends Error {
@@ -271,10 +307,11 @@ function decodeKey(key: unknown, bounds: ResultBounds): string {
     const digits = (negative ? text.slice(1) : text).replace(/^0+(?=\d)/, '');
     return negative && digits !== '0' ? `-${digits}` : digits;
   }
-  return keyString(decodeValue(key, bounds));
+  // A float key is written as Python's json.dumps writes it: 2.0 as "2.0".
+  return keyString(decodeValue(key, bounds, 'python'));
 }
 
-function decodeValue(value: unknown, bounds: ResultBounds): unknown {
+function decodeValue(value: unknown, bounds: ResultBounds, wholeFloats: WholeFloats): unknown {
   if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
     return value;
   }
@@ -282,14 +319,14 @@ function decodeValue(value: unknown, bounds: ResultBounds): unknown {
     const [tag] = value;
     if (tag === 'l') {
       const out: unknown[] = new Array(value.length - 1);
-      for (let i = 1; i < value.length; i++) out[i - 1] = decodeValue(value[i], bounds);
+      for (let i = 1; i < value.length; i++) out[i - 1] = decodeValue(value[i], bounds, wholeFloats);
       return out;
     }
     if (tag === 'd' && value.length % 2 === 1) {
       const out: Record<string, unknown> = {};
       for (let i = 1; i < value.length; i += 2) {
         const key = decodeKey(value[i], bounds);
-        const item = decodeValue(value[i + 1], bounds);
+        const item = decodeValue(value[i + 1], bounds, wholeFloats);
         // On this fresh plain object an assignment makes an own property for every key but
         // __proto__ (an accessor of Object.prototype), and costs a third of defineProperty.
         if (key === '__proto__') setOwn(out, key, item);
@@ -299,7 +336,10 @@ function decodeValue(value: unknown, bounds: ResultBounds): unknown {
     }
     if (value.length === 2 && typeof value[1] === 'string') {
       if (tag === 'i') return decodeInt(value[1], bounds);
-      if (tag === 'f') return decodeFloat(value[1]);
+      if (tag === 'f') {
+        const float = decodeFloat(value[1]);
+        return wholeFloats === 'python' && Number.isInteger(float) ? new PythonFloat(float) : float;
+      }
       if (tag === 'b') return Buffer.from(value[1], 'base64');
     }
   }
@@ -353,14 +393,18 @@ function tooManyValues(bounds: ResultBounds): ResultBoundError {
  * The globals the harness reported: its tagged JSON (bytes or text) as a plain object. Throws a
  * ResultBoundError for a result over `bounds`, before decoding it.
  */
-export function decodeResult(bytes: Uint8Array | string, bounds: ResultBounds = DEFAULT_RESULT_BOUNDS): Record<string, unknown> {
+export function decodeResult(
+  bytes: Uint8Array | string,
+  bounds: ResultBounds = DEFAULT_RESULT_BOUNDS,
+  wholeFloats: WholeFloats = 'number',
+): Record<string, unknown> {
   const size = typeof bytes === 'string' ? Buffer.byteLength(bytes, 'utf8') : bytes.byteLength;
   if (size > bounds.maxBytes) {
     throw new ResultBoundError(`${size} bytes, more than the ${bounds.maxBytes} allowed`, 'maxBytes');
   }
   const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
   checkShape(text, bounds);
-  const decoded = decodeValue(JSON.parse(text), bounds);
+  const decoded = decodeValue(JSON.parse(text), bounds, wholeFloats);
   if (decoded === null || typeof decoded !== 'object' || Array.isArray(decoded) || decoded instanceof Uint8Array) {
     throw new Error('the result is not a dict');
   }
@@ -498,7 +542,7 @@ export async function safeExec(
   }
   let result: Record<string, unknown>;
   try {
-    result = decodeResult(asBuffer(res.result), bounds);
+    result = decodeResult(asBuffer(res.result), bounds, options.wholeFloats);
   } catch (err) {
     if (err instanceof ResultBoundError) {
       const bound = `${err.message}: resultBounds.${err.bound}`;

@@ -4,6 +4,7 @@
 // json.loads would say ("Expecting value: line 1 column 1 (char 0)"), since the API's 400
 // message carries it. JSON.parse refuses the literals and rounds big ints, so the reader is our
 // own: one pass, iterative over the text, recursive only as deep as the nesting it has bounded.
+import { PythonFloat } from '../client/safe_exec.js';
 
 /** A payload that json.loads would refuse; the message is json.loads's. */
 export class PythonJsonError extends Error {
@@ -82,8 +83,13 @@ class Reader {
     throw this.error('Expecting value', this.i);
   }
 
-  private number(text: string, isFloat: boolean): number | bigint {
-    if (isFloat) return Number(text);
+  private number(text: string, isFloat: boolean): number | bigint | PythonFloat {
+    if (isFloat) {
+      // 2.0 is a float to Python: kept as one, so that the code sees a float and the answer
+      // writes 2.0 again.
+      const value = Number(text);
+      return Number.isInteger(value) ? new PythonFloat(value) : value;
+    }
     const digits = text.length - (text.startsWith('-') ? 1 : 0);
     if (digits > this.bounds.maxIntDigits) {
       // Python's own refusal, before the costly conversion.
@@ -207,7 +213,9 @@ export function stringifyPythonJson(value: unknown): string {
       continue;
     }
     const v = item.value;
-    if (typeof v === 'number') {
+    if (v instanceof PythonFloat) {
+      parts.push(v.toString());
+    } else if (typeof v === 'number') {
       parts.push(Number.isNaN(v) ? 'NaN' : v === Infinity ? 'Infinity' : v === -Infinity ? '-Infinity' : JSON.stringify(v));
     } else if (typeof v === 'bigint') {
       parts.push(v.toString());

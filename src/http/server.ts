@@ -285,6 +285,8 @@ export class HttpService {
       pythonPath: libraryZip && payload.pythonPath.includes(PYTHON_LIB_ZIP) ? [PYTHON_LIB_ZIP] : [],
       limitOverridesContext: payload.limitOverridesContext ?? undefined,
       slug: payload.slug ?? undefined,
+      // 2.0 stays a float both ways, as codejail-service's JSON keeps it.
+      wholeFloats: 'python',
     };
     try {
       const globalsOut = await this.client.safeExec(payload.code, payload.globalsDict, options);

@@ -12,6 +12,7 @@ import { collectFiles, encodeExtraFiles } from '../../src/client/files.js';
 import type { ExtraFile } from '../../src/client/files.js';
 import {
   DEFAULT_RESULT_BOUNDS,
+  PythonFloat,
   ResultBoundError,
   SafeExecError,
   decodeResult,
@@ -879,5 +880,25 @@ describe('encodeGlobals / decodeResult', () => {
     for (const bad of ['["d","a"]', '["q"]', '[]', '"x"', '["l"]', '["i","1.5"]', '["d","a",["f","abc"]]', 'not json']) {
       expect(() => decodeResult(bad), bad).toThrow();
     }
+  });
+});
+
+describe('whole-number floats', () => {
+  it('come back as numbers by default, as PythonFloats when asked, and go in as floats', () => {
+    const text = JSON.stringify(['d', 'f', ['f', '2.0'], 'i', 2, 'h', 2.5, ['f', '3.0'], 1]);
+    expect(decodeResult(text)).toEqual({ f: 2, i: 2, h: 2.5, '3.0': 1 });
+    const python = decodeResult(text, DEFAULT_RESULT_BOUNDS, 'python');
+    expect(python.f).toBeInstanceOf(PythonFloat);
+    expect(String(python.f)).toBe('2.0');
+    expect(python.i).toBe(2);
+    expect(encodeGlobals({ f: new PythonFloat(2), big: new PythonFloat(1e16), z: new PythonFloat(-0) })).toEqual([
+      'd',
+      'f',
+      ['f', '2.0'],
+      'big',
+      ['f', '1e+16'],
+      'z',
+      ['f', '-0.0'],
+    ]);
   });
 });

@@ -62,6 +62,14 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
     expect(out.slice(1, 3)).toEqual([Infinity, -Infinity]);
   });
 
+  it('support_http_whole_number_floats_stay_floats_both_ways', async () => {
+    // Python's json keeps 2.0 a float: the code sees a float, and the answer writes 2.0 again.
+    const payload = '{"code": "kinds = [type(x).__name__, type(y).__name__]\\nz = x * 2\\nw = y * 1.0\\nk = {2.0: 1}", "globals_dict": {"x": 2.0, "y": 3, "big": 1e16}}';
+    const res = await post(serve, form(payload));
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('{"globals_dict":{"x":2.0,"y":3,"big":1e+16,"kinds":["float","int"],"z":4.0,"w":3.0,"k":{"2.0":1}}}');
+  });
+
   it('support_http_big_ints_keep_their_digits', async () => {
     const res = await post(serve, form('{"code": "out = n * 10", "globals_dict": {"n": 123456789012345678901234567890}}'));
     expect(res.status).toBe(200);

@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { parsePythonJson, stringifyPythonJson } from '../../src/http/python_json.js';
+import { PythonFloat } from '../../src/client/safe_exec.js';
 
 const CASES = [
   '', 'Not JSON', '{"code": "x", }', '{"a" 1}', '{"a": 1 "b": 2}', '[1, 2', '"abc', '"a\\qb"', '{"a": "\t"}', '[1,]', '{',
@@ -42,5 +43,16 @@ describe('http: JSON as Python reads and writes it', () => {
     expect(Object.getPrototypeOf(value)).toBe(Object.prototype);
     expect(Object.keys(value)).toEqual(['__proto__']);
     expect(stringifyPythonJson(value)).toBe('{"__proto__":{"admin":true}}');
+  });
+});
+
+describe('whole-number floats', () => {
+  it('support_http_json_whole_number_floats_read_and_written_as_python_does', () => {
+    const value = parsePythonJson('{"a": 2.0, "b": 2, "c": -0.0, "d": 1e16, "e": 2.5, "f": 1E2}') as Record<string, unknown>;
+    expect(value.a).toBeInstanceOf(PythonFloat);
+    expect(value.b).toBe(2);
+    expect(value.e).toBe(2.5);
+    // As Python's json.dumps writes them back.
+    expect(stringifyPythonJson(value)).toBe('{"a":2.0,"b":2,"c":-0.0,"d":1e+16,"e":2.5,"f":100.0}');
   });
 });
