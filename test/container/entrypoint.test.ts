@@ -20,6 +20,9 @@ import { Client } from '../../src/client/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ENTRYPOINT = path.join(root, 'container/entrypoint.sh');
+const RUN_ROOTFS = path.join(root, 'container/run-rootfs.sh');
+/** An unpacked image (buildah mount, docker export), when one was built: see container/README.md. */
+const IMAGE_ROOTFS = process.env.CODEJAIL_TEST_IMAGE_ROOTFS;
 const isRoot = process.getuid?.() === 0;
 const hasTools = spawnSync('sh', ['-c', 'command -v setpriv && command -v unshare && command -v prlimit'], { stdio: 'ignore' }).status === 0;
 
@@ -81,7 +84,7 @@ afterAll(async () => {
 async function startEntrypoint(
   index: number,
   caps: readonly Capability[],
-  options: { hardSigpending?: number; layers?: Record<string, string> } = {},
+  options: { hardSigpending?: number; layers?: Record<string, string>; imageRootfs?: string } = {},
 ): Promise<Started> {
   const { hardSigpending } = options;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-container-'));
@@ -96,7 +99,17 @@ async function startEntrypoint(
     configEnv.CODEJAIL_CONFIG = path.join(dir, 'config.json');
   }
   const prefix = hardSigpending === undefined ? [] : ['prlimit', `--sigpending=${hardSigpending}:${hardSigpending}`, '--'];
-  const child = spawn(
+  // The image's root, run by container/run-rootfs.sh (with the set it gives): the run base is
+  // /var/lib/codejail/runs inside, runBase/runs here.
+  const volume = runBase;
+  const image = options.imageRootfs;
+  if (image) fs.mkdirSync(path.dirname(socketPath), { recursive: true });
+  if (image) fs.mkdirSync(volume, { recursive: true });
+  const child = image
+    ? spawn(RUN_ROOTFS, [image, path.dirname(socketPath), volume, `CODEJAIL_FIRST_UID=${firstUid}`, 'CODEJAIL_SLOTS=2'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawn(
     'unshare',
     ['--mount', '--propagation', 'private', '--', ...prefix, 'setpriv', '--bounding-set', `-all,${caps.map((c) => `+${c}`).join(',')}`, '--', ENTRYPOINT],
     {
@@ -139,7 +152,13 @@ async function startEntrypoint(
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) {
+        // run-rootfs.sh: unshare --fork waits for its child, tini (PID 1 inside), which forwards
+        // SIGTERM to the daemon.
+        const tini = image ? Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]) : 0;
+        if (tini > 0) process.kill(tini, 'SIGTERM');
+        else child.kill('SIGTERM');
+      }
       const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
       await exited;
       clearTimeout(killer);
@@ -154,13 +173,13 @@ async function startEntrypoint(
       // The run disks live in the daemon's mount namespace, gone with it; its runBase directory
       // is on the host's file system.
       spawnSync('umount', ['--recursive', '--lazy', runBase], { stdio: 'ignore' });
-      fs.rmSync(runBase, { recursive: true, force: true });
+      fs.rmSync(volume, { recursive: true, force: true });
       fs.rmSync(dir, { recursive: true, force: true });
     })());
   leftovers.push(stop);
   return {
     ready,
-    runBase,
+    runBase: image ? path.join(volume, 'runs') : runBase,
     slotUids: [firstUid, firstUid + 1],
     get exitCode() {
       return exitCode;
@@ -259,6 +278,33 @@ describe.skipIf(!isRoot || !hasTools)('container entrypoint outside an engine', 
     for (const cap of expected) expect(unitSet).toContain(cap);
   });
 
+  it('support_container_entrypoint_names_a_bad_setting', () => {
+    const bad: Array<[string, string]> = [
+      ['CODEJAIL_FIRST_UID', '61000; rm -rf /'],
+      ['CODEJAIL_SLOTS', '16x'],
+      ['CODEJAIL_SOCKET', 'relative/codejail.sock'],
+      ['CODEJAIL_RUN_BASE', '/var/lib/"codejail'],
+      ['CODEJAIL_ALLOW_UIDS', '0,,1000'],
+      ['CODEJAIL_CONFIG', '/nonexistent/config.json'],
+    ];
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-container-'));
+    const privateSettings = {
+      CODEJAIL_SOCKET: path.join(dir, 'codejail.sock'),
+      CODEJAIL_RUN_BASE: path.join(dir, 'runs'),
+      CODEJAIL_FIRST_UID: '64700',
+      CODEJAIL_SLOTS: '2',
+    };
+    for (const [name, value] of bad) {
+      // Private values for the others: a check that failed to stop must not start a daemon on
+      // the host's default socket and run base.
+      const env = { PATH: process.env.PATH, ...privateSettings, [name]: value };
+      const r = spawnSync(ENTRYPOINT, [], { env, encoding: 'utf8', timeout: 10_000 });
+      expect(r.status, `${name}=${value}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toContain(name);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('allow_container_entrypoint_exact_capability_set_serves_print_1', async () => {
     const daemon = await startEntrypoint(0, SET);
     try {
@@ -291,6 +337,22 @@ describe.skipIf(!isRoot || !hasTools)('container entrypoint outside an engine', 
       } finally {
         await daemon.stop();
       }
+    },
+    60_000,
+  );
+
+  it.skipIf(!IMAGE_ROOTFS)(
+    'allow_container_image_rootfs_serves_with_the_set',
+    async () => {
+      const daemon = await startEntrypoint(14, SET, { imageRootfs: IMAGE_ROOTFS });
+      try {
+        expect(daemon.ready, JSON.stringify(daemon.logs)).toBe(true);
+        expect(daemon.logs.filter((l) => l.outcome === 'failed')).toEqual([]);
+        expect(await workload(daemon)).toBe('served');
+      } finally {
+        await daemon.stop();
+      }
+      expect(daemon.logs.at(-1)?.msg).toBe('stopped');
     },
     60_000,
   );
