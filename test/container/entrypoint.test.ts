@@ -407,6 +407,9 @@ describe.skipIf(!isRoot || !hasTools)('container entrypoint outside an engine', 
         }
         outcomes.push(`CAP_${dropped.toUpperCase()} -> ${outcome}`);
         expect(outcome).not.toMatch(/^WORKS/);
+        // The daemon itself refused (its JSON log says why) or served and then failed a run: not
+        // a broken entrypoint, which would "refuse" every row.
+        if (!daemon.ready) expect(daemon.logs.some((l) => l.level === 'error'), JSON.stringify(daemon.logs.slice(-3))).toBe(true);
       }, 60_000);
     });
   });
