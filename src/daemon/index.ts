@@ -16,7 +16,7 @@ import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
 import { describeBounds } from '../run/limits.js';
-import { Runner } from './runner.js';
+import { Runner, START_DRAIN_MS } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot.js';
@@ -121,6 +121,15 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     const slots = new SlotPool(slotList, config.queueMax);
     const runner = new Runner({ config, layers, commands, slots, addon, log });
     const quarantinedAtStart = await runner.drainAtStart(slotList);
+    // Some slots quarantined: the daemon serves with the others and retries them. All of them: it
+    // could run nothing, not even its self-check, so it says why and stops (a supervisor restarts
+    // it, and the next start drains again) rather than wait without a word.
+    if (quarantinedAtStart > 0 && quarantinedAtStart === slotList.length) {
+      throw new Error(
+        `every slot (${slotList.length}) still has processes of an earlier daemon ${START_DRAIN_MS / 1000} s after they were killed, ` +
+          'or they cannot be killed: the daemon cannot run anything',
+      );
+    }
     prepareRunBase(config.runBase);
     if (quarantinedAtStart === 0) await sweepRunBase(realpathSync(config.runBase), log, layers.runDisk);
     else log.warn('run directories of an earlier daemon are kept until a start finds every slot empty', { runBase: config.runBase });

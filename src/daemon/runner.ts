@@ -53,7 +53,7 @@ export interface RunCounters {
  * daemon's sandboxes may linger as zombies until the host's init reaps them. A slot still not
  * empty then is quarantined, and the daemon starts without it.
  */
-const START_DRAIN_MS = 5000;
+export const START_DRAIN_MS = 5000;
 /** Room in the reply frame for everything but stdout and stderr. */
 const REPLY_OVERHEAD_BYTES = 16 * 1024;
 

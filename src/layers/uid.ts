@@ -1,6 +1,7 @@
 // The uid layer (native/credentials.cc): each run drops to its slot's own uid and gid, with no
 // supplementary groups. Also how a run's processes are found and killed: every process of the
 // slot's uid, which reaches setsid()'d descendants (the 'kill' sabotage switch).
+import { readFileSync } from 'node:fs';
 import { parseAccounts, readAccounts } from '../accounts.js';
 import { slotUsers } from '../run/slot.js';
 import { defineLayer, LayerError, type Detection, type LayerConfig } from './layer.js';
@@ -8,7 +9,18 @@ import { defineLayer, LayerError, type Detection, type LayerConfig } from './lay
 export const uid = defineLayer<'uid', object, 'uid' | 'kill'>({
   name: 'uid',
   defaultMode: 'required',
-  detect: (ctx) => probeSlotUids(ctx.config, ctx.passwd),
+  detect: (ctx) => {
+    const missing = missingCapabilities(UID_LAYER_CAPABILITIES);
+    if (missing.length) {
+      return {
+        available: false,
+        detail:
+          `the daemon lacks ${missing.join(', ')}: it drops each run to its slot's uid and gid (SETUID, SETGID), ` +
+          'hands run directories to them (CHOWN, FOWNER) and kills what a run leaves, at its deadline too (KILL)',
+      };
+    }
+    return probeSlotUids(ctx.config, ctx.passwd);
+  },
   whenInactive(ctx) {
     // Without the uid drop the sandbox keeps root and every capability of the daemon: only the
     // other layers stand between it and the host. Worth saying at the top of the journal.
@@ -21,6 +33,35 @@ export const uid = defineLayer<'uid', object, 'uid' | 'kill'>({
   plan: (input) => ({ uid: input.slot.uid, gid: input.slot.gid }),
   sabotage: { uid: 'deny_uid', kill: 'deny_kill' },
 });
+
+/** What the uid layer does as root, by capability number (linux/capability.h). */
+const UID_LAYER_CAPABILITIES: ReadonlyArray<readonly [string, number]> = [
+  ['CAP_CHOWN', 0],
+  ['CAP_FOWNER', 3],
+  ['CAP_KILL', 5],
+  ['CAP_SETGID', 6],
+  ['CAP_SETUID', 7],
+];
+
+/**
+ * The capabilities of `wanted` missing from this process's effective set. Without one, a run
+ * would fail in a way that says little (a kill that silently does nothing, a slot quarantined
+ * for good): better refused at start, naming it (a container started with too few --cap-add).
+ */
+export function missingCapabilities(wanted: ReadonlyArray<readonly [string, number]>, status?: string): string[] {
+  let text = status;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/status', 'utf8');
+    } catch {
+      return [];
+    }
+  }
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(text)?.[1];
+  if (hex === undefined) return [];
+  const effective = BigInt(`0x${hex}`);
+  return wanted.filter(([, bit]) => (effective & (1n << BigInt(bit))) === 0n).map(([name]) => name);
+}
 
 /**
  * The daemon kills every process of a slot's uid after each run, and the sandbox can touch

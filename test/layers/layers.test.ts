@@ -207,3 +207,17 @@ describe('detectLayers', () => {
     expect(layers.confinement).toContain('cgroups');
   });
 });
+
+describe('the uid layer needs its capabilities', () => {
+  it('names the capabilities missing from the effective set', async () => {
+    const { missingCapabilities } = await import('../../src/layers/uid.js');
+    const wanted = [
+      ['CAP_KILL', 5],
+      ['CAP_SETUID', 7],
+    ] as const;
+    // Every capability, then all but CAP_KILL (bit 5).
+    expect(missingCapabilities(wanted, 'Name:\tnode\nCapEff:\t000001ffffffffff\n')).toEqual([]);
+    expect(missingCapabilities(wanted, `CapEff:\t${(0x1ffffffffffn & ~(1n << 5n)).toString(16).padStart(16, '0')}\n`)).toEqual(['CAP_KILL']);
+    expect(missingCapabilities(wanted, 'CapEff:\t0000000000000000\n')).toEqual(['CAP_KILL', 'CAP_SETUID']);
+  });
+});
