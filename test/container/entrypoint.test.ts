@@ -17,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
+import { followLogLines } from '../helpers/log_lines.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ENTRYPOINT = path.join(root, 'container/entrypoint.sh');
@@ -125,28 +126,13 @@ async function startEntrypoint(
     },
   );
   const logs: Array<Record<string, unknown>> = [];
-  let buffered = '';
   let exitCode: number | null = null;
   const exited = new Promise<void>((resolve) => child.on('exit', (code) => ((exitCode = code), resolve())));
   const ready = await new Promise<boolean>((resolve) => {
-    const feed = (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        let parsed: Record<string, unknown>;
-        try {
-          parsed = JSON.parse(line);
-        } catch {
-          parsed = { msg: line };
-        }
-        logs.push(parsed);
-        if (parsed.msg === 'ready') resolve(true);
-      }
-    };
-    child.stdout!.on('data', feed);
-    child.stderr!.on('data', feed);
+    followLogLines([child.stdout, child.stderr], (line) => {
+      logs.push(line);
+      if (line.msg === 'ready') resolve(true);
+    });
     void exited.then(() => resolve(false));
   });
   let stopped: Promise<void> | undefined;

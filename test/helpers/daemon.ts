@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LAYER_NAMES } from '../../src/layers/index.js';
+import { followLogLines } from './log_lines.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
@@ -70,29 +71,12 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
           env: { ...env, LISTEN_FDS: '1' },
         });
   const logs: Array<Record<string, unknown>> = [];
-  let buffered = '';
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const ready = new Promise<void>((resolve, reject) => {
-    const onLine = (line: string) => {
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(line);
-      } catch {
-        parsed = { msg: line };
-      }
-      logs.push(parsed);
-      if (parsed.msg === 'ready') resolve();
-    };
-    const feed = (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        onLine(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-      }
-    };
-    child.stderr!.on('data', feed);
-    child.stdout!.on('data', feed);
+    followLogLines([child.stderr, child.stdout], (line) => {
+      logs.push(line);
+      if (line.msg === 'ready') resolve();
+    });
     void exited.then((code) =>
       options.expectExit ? resolve() : reject(new Error(`codejaild exited with ${code} before ready:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)),
     );

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startTestDaemon, type TestDaemon } from './daemon.js';
+import { followLogLines } from './log_lines.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI_MAIN = path.join(root, 'dist/cli/main.js');
@@ -49,23 +50,10 @@ export async function startTestServe(options: TestServeOptions = {}): Promise<Te
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   let stderr = '';
   const ready = new Promise<string>((resolve, reject) => {
-    let buffered = '';
-    child.stderr!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      stderr += chunk.toString();
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        let parsed: Record<string, unknown>;
-        try {
-          parsed = JSON.parse(line);
-        } catch {
-          parsed = { msg: line };
-        }
-        logs.push(parsed);
-        if (parsed.msg === 'ready') resolve(`http://${parsed.listen as string}`);
-      }
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    followLogLines([child.stderr], (line) => {
+      logs.push(line);
+      if (line.msg === 'ready') resolve(`http://${line.listen as string}`);
     });
     void exited.then(() => reject(new Error(`codejail serve exited before ready:\n${stderr}`)));
   });
