@@ -17,6 +17,7 @@
 #include <cstring>
 #include <limits>
 
+#include "addon.h"
 #include "deadline.h"
 #include "spawn.h"
 
@@ -65,6 +66,10 @@ rlim_t rlim_value(const Napi::Env &env, Napi::Value v) {
   if (d >= 9007199254740992.0) return RLIM_INFINITY;
   return (rlim_t)d;
 }
+
+}  // namespace
+
+namespace codejail {
 
 SpawnRequest parse_plan(const Napi::Object &plan) {
   Napi::Env env = plan.Env();
@@ -121,6 +126,7 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
   Napi::Value aa = plan.Get("apparmorProfile");
   if (aa.IsString()) req.apparmor_profile = aa.As<Napi::String>().Utf8Value();
   req.result_channel = bool_field(plan, "resultChannel", false);
+  req.channel_fd = fd_field(plan, "channelFd");
   req.no_new_privs = bool_field(plan, "noNewPrivs", true);
   req.parent_death_signal = bool_field(plan, "parentDeathSignal", true);
   return req;
@@ -134,6 +140,10 @@ Napi::Error errno_error(Napi::Env env, const std::string &step, int err, const s
   e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
   return e;
 }
+
+}  // namespace codejail
+
+namespace {
 
 Napi::Value Spawn(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -469,6 +479,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("shareRunBase", Napi::Function::New(env, ShareRunBase, "shareRunBase"));
   exports.Set("mountRunDisk", Napi::Function::New(env, MountRunDisk, "mountRunDisk"));
   exports.Set("unmountRunDisk", Napi::Function::New(env, UnmountRunDisk, "unmountRunDisk"));
+  register_warm(env, exports);
   return exports;
 }
 

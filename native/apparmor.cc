@@ -32,10 +32,19 @@ std::string prepare_apparmor(const std::string &profile) {
   return (caller_is_confined() ? "stack " : "exec ") + profile;
 }
 
+// The warm template's child writes this before no_new_privs is set, so a plain switch is allowed
+// (to an unconfined template; a confined one needs a change_profile rule for the target).
+std::string prepare_apparmor_now(const std::string &profile) { return "changeprofile " + profile; }
+
 int apply_apparmor(const char *attr, size_t len) {
+  static const char kNow[] = "changeprofile ";
+  bool now = len >= sizeof kNow - 1;
+  for (size_t i = 0; now && i < sizeof kNow - 1; i++) now = attr[i] == kNow[i];
   // The per-LSM path first (kernels >= 5.1); the shared attr file on older ones.
-  long fd = raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/attr/apparmor/exec", O_WRONLY | O_CLOEXEC);
-  if (fd == -ENOENT) fd = raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/attr/exec", O_WRONLY | O_CLOEXEC);
+  long fd = raw_syscall(SYS_openat, AT_FDCWD, (long)(now ? "/proc/self/attr/apparmor/current" : "/proc/self/attr/apparmor/exec"),
+                        O_WRONLY | O_CLOEXEC);
+  if (fd == -ENOENT)
+    fd = raw_syscall(SYS_openat, AT_FDCWD, (long)(now ? "/proc/self/attr/current" : "/proc/self/attr/exec"), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return (int)-fd;
   long r = raw_syscall(SYS_write, fd, (long)attr, (long)len);
   raw_syscall(SYS_close, fd);

@@ -65,7 +65,8 @@ int prepare_landlock(const LandlockPolicy &policy);
 int apply_landlock(int ruleset_fd);
 
 /* seccomp.cc */
-const sock_fprog *seccomp_program();  // built once, never freed
+// Built once, never freed. `warm`: also refuses execve (a warm run never needs one).
+const sock_fprog *seccomp_program(bool warm = false);
 bool seccomp_supported();
 int apply_seccomp(const sock_fprog *program);
 
@@ -73,6 +74,9 @@ int apply_seccomp(const sock_fprog *program);
 /* Formats the attribute string: "exec <profile>" for an unconfined caller, "stack <profile>"
  * when the caller is itself confined and no_new_privs would forbid a transition. */
 std::string prepare_apparmor(const std::string &profile);
+/* "changeprofile <profile>": a warm run switches at once, since it has no execve to wait for. */
+std::string prepare_apparmor_now(const std::string &profile);
+/* Writes the attribute: "changeprofile ..." to the current attribute, others to the exec one. */
 int apply_apparmor(const char *attr, size_t len);
 
 }  // namespace codejail

@@ -111,7 +111,7 @@ void jump(std::vector<sock_filter> &p, uint16_t code, uint32_t k, uint8_t jt, ui
 }
 void load_nr(std::vector<sock_filter> &p) { stmt(p, BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)); }
 
-std::vector<sock_filter> build() {
+std::vector<sock_filter> build(bool warm) {
   std::vector<sock_filter> p;
   // Other ABIs (i386 through int 0x80, x32) have other syscall numbers: the policy below would
   // not mean what it says there, so such calls kill the process.
@@ -168,22 +168,30 @@ std::vector<sock_filter> build() {
     jump(p, BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 1);
     stmt(p, BPF_RET | BPF_K, errno_ret(EACCES));
   }
+  // A warm run is a fork of a template interpreter that is already running: it has no execve
+  // to make, so none is allowed, and no program, the interpreter included, can be started.
+  if (warm) {
+    jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_execve, 0, 1);
+    stmt(p, BPF_RET | BPF_K, errno_ret(EACCES));
+  }
   stmt(p, BPF_RET | BPF_K, kAllow);
   return p;
 }
 
 }  // namespace
 
-const sock_fprog *seccomp_program() {
-  static std::vector<sock_filter> filter;
-  static sock_fprog program;
+const sock_fprog *seccomp_program(bool warm) {
+  static std::vector<sock_filter> filters[2];
+  static sock_fprog programs[2];
   static std::once_flag once;
   std::call_once(once, [] {
-    filter = build();
-    program.len = (unsigned short)filter.size();
-    program.filter = filter.data();
+    for (int w = 0; w < 2; w++) {
+      filters[w] = build(w == 1);
+      programs[w].len = (unsigned short)filters[w].size();
+      programs[w].filter = filters[w].data();
+    }
   });
-  return &program;
+  return &programs[warm ? 1 : 0];
 }
 
 bool seccomp_supported() {

@@ -4,6 +4,7 @@
 // own stack while the calling thread waits for execve. CLONE_PIDFD hands back a pidfd so the
 // exit can be watched and signals sent without pid-reuse races.
 #include "spawn.h"
+#include "fd.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -87,41 +88,6 @@ int child_main(void *raw) {
   return 127;
 }
 
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd &) = delete;
-  Fd &operator=(const Fd &) = delete;
-  ~Fd() { reset(); }
-  void reset(int f = -1) {
-    if (fd >= 0) close(fd);
-    fd = f;
-  }
-  int release() {
-    int f = fd;
-    fd = -1;
-    return f;
-  }
-};
-
-// Pipe ends are moved above 3 so that the child's dup2 onto 0..3 can never clobber one of them.
-void make_pipe(Fd &read_end, Fd &write_end) {
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
-  for (int &fd : p) {
-    if (fd < 4) {
-      int moved = fcntl(fd, F_DUPFD_CLOEXEC, 4);
-      int err = errno;
-      close(fd);
-      if (moved < 0) throw std::system_error(err, std::generic_category(), "fcntl(F_DUPFD_CLOEXEC)");
-      fd = moved;
-    }
-  }
-  read_end.reset(p[0]);
-  write_end.reset(p[1]);
-}
-
 std::vector<char *> c_strings(const std::vector<std::string> &strings) {
   std::vector<char *> out;
   out.reserve(strings.size() + 1);
@@ -167,6 +133,7 @@ long rss_counter_slack_kb() {
 SpawnedChild spawn_confined(const SpawnRequest &req) {
   if (req.file.empty() || req.file[0] != '/') throw SpawnError(CJ_STEP_EXECVE, EINVAL, "file must be an absolute path");
   if (req.change_ids && req.uid == 0) throw SpawnError(CJ_STEP_SETRESUID, EINVAL, "refusing to run as uid 0");
+  if (req.channel_fd >= 0 && req.result_channel) throw SpawnError(CJ_STEP_STDIO, EINVAL, "a channel fd and a result channel both want fd 3");
 
   // Everything below is prepared before the clone: the child only makes system calls.
   std::vector<char *> argv = c_strings(req.argv);
@@ -208,7 +175,7 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   plan.stdio_fds[0] = stdin_read.fd;
   plan.stdio_fds[1] = stdout_write.fd;
   plan.stdio_fds[2] = stderr_write.fd;
-  plan.stdio_fds[3] = result_write.fd;
+  plan.stdio_fds[3] = req.channel_fd >= 0 ? req.channel_fd : result_write.fd;
   plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
   plan.close_other_fds = 1;
   plan.no_new_privs = req.no_new_privs;

@@ -31,6 +31,7 @@ struct SpawnRequest {
   bool seccomp = false;
   std::string apparmor_profile;
   bool result_channel = false;  // a fourth pipe, the child's fd 3, read by the parent
+  int channel_fd = -1;          // or this fd of ours as the child's fd 3 (a warm template's socket)
   bool no_new_privs = true;
   bool parent_death_signal = true;
 };

@@ -1,6 +1,7 @@
 // Typed face of the C++ addon (native/). Everything privileged that touches the kernel goes
 // through here; the daemon never forks or changes credentials by itself.
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { PACKAGE_ROOT } from './package.js';
 
 /** Resource limits the child sets on itself, [soft, hard]. Omitted means inherited. */
@@ -65,6 +66,16 @@ export interface NativePlan {
   resultChannel?: boolean;
   /** SIGKILL the child if the daemon dies. */
   parentDeathSignal?: boolean;
+  /** This fd of ours becomes the child's fd 3 (a warm template's channel); not with resultChannel. */
+  channelFd?: number;
+}
+
+/** The daemon's ends of a warm run's pipes (sendWarmRun). */
+export interface NativeWarmEnds {
+  stdin: number;
+  stdout: number;
+  stderr: number;
+  result?: number;
 }
 
 export interface NativeChild {
@@ -190,12 +201,38 @@ interface Addon {
    * rejects with the errno code (EINVAL: not a mount point).
    */
   unmountRunDisk(dir: string): Promise<void>;
+  /** A SOCK_SEQPACKET socket pair (close-on-exec): [daemon's end, the template's end]. */
+  channelPair(): [number, number];
+  /**
+   * Reads a channel on the event loop: each message with the fds it carried (close-on-exec, now
+   * the caller's), `data` null when a message was cut short. `onEnd` once at end of file (null) or
+   * on a socket error (its text). Returns an id for unwatchChannel.
+   */
+  watchChannel(fd: number, onMessage: (data: Buffer | null, fds: number[]) => void, onEnd: (error: string | null) => void): number;
+  unwatchChannel(id: number): void;
+  /** Sends one message without fds; throws with code EAGAIN when the socket buffer is full. */
+  channelSend(fd: number, data: Buffer): void;
+  /**
+   * Prepares `plan` as a warm plan (native/warm.h) and sends it to a template with the fds it
+   * names; returns the daemon's pipe ends. Throws like spawn for a plan that cannot be made, and
+   * with step 'send' when sending fails (code EAGAIN: the template is behind).
+   */
+  sendWarmRun(fd: number, token: number, plan: NativePlan, tail: Buffer): NativeWarmEnds;
 }
 
 const require = createRequire(import.meta.url);
 const root = PACKAGE_ROOT;
 
 let addon: Addon | undefined;
+
+/**
+ * The warm templates' confinement library (libcodejail_warm.so: cj_warm_apply), built beside the
+ * addon and shipped in the same directory.
+ */
+export function warmLibraryPath(): string {
+  const addonPath = require('node-gyp-build').resolve(root) as string;
+  return path.join(path.dirname(addonPath), 'codejail_warm.so');
+}
 
 /** Loads the addon once (prebuild or build/Release). Throws with a clear message when absent. */
 export function native(): Addon {

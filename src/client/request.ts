@@ -25,6 +25,10 @@ export interface JailCodeOptions {
   limits?: Partial<Limits>;
   /** Open fd 3 in the sandbox as a pipe whose contents come back as `result` (safeExec uses it). */
   resultChannel?: boolean;
+  /** false: a fresh interpreter even where the daemon runs the command warm. */
+  warm?: boolean;
+  /** Ask for usage.stages: where the run's time went. */
+  profile?: boolean;
 }
 
 /** The request without its envelope (v, id), which the connection adds. */
@@ -68,6 +72,8 @@ export async function buildJailCodeFields(
   if (options.stdin !== undefined) fields.stdin = toBytes(options.stdin, 'stdin');
   if (options.slug !== undefined) fields.slug = options.slug;
   if (options.resultChannel) fields.resultChannel = true;
+  if (options.warm !== undefined) fields.warm = options.warm;
+  if (options.profile) fields.profile = true;
 
   const checked = jailCodeFields.safeParse({ op: 'jail_code', ...fields });
   if (!checked.success) throw new CodejailError('bad_request', `jailCode: ${describeIssues(checked.error)}`);

@@ -48,8 +48,18 @@ const commandSchema = z
     read: z.array(absolutePath).default([]),
     /** Extra paths the sandbox may read and execute. */
     execute: z.array(absolutePath).default([]),
+    /**
+     * Kind python: run from a warm template (src/run/template.ts) rather than a fresh interpreter.
+     * Default on for python; a binary always runs cold.
+     */
+    warm: z.boolean().optional(),
+    /** Modules the warm template imports once, for every run (e.g. numpy). */
+    preload: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, 'must be a module name')).max(256).default([]),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.kind === 'python' || (c.warm !== true && c.preload.length === 0), {
+    message: 'warm and preload apply to commands of kind "python" only',
+  });
 export type CommandConfig = z.infer<typeof commandSchema>;
 
 const commandName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 of [A-Za-z0-9_.-]');
@@ -146,7 +156,15 @@ export const configSchema = z
     commands: z
       .record(commandName, commandSchema)
       .refine((c) => Object.keys(c).length > 0, 'must name at least one command')
-      .default({ python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [] } }),
+      .default({ python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [], preload: [] } }),
+    /** When a warm template is replaced by a fresh one (also on SIGHUP). */
+    warm: z
+      .object({
+        maxForks: z.number().int().min(1).default(10_000),
+        maxAgeSeconds: z.number().int().min(1).default(3600),
+      })
+      .strict()
+      .default({}),
     defaultLimits: fullLimits(DEFAULT_LIMITS),
     ceilings: fullLimits(DEFAULT_CEILINGS),
     layers: layersSchema.default({}),

@@ -11,6 +11,7 @@ import { resolveAllowList, type AllowList, type Caller } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
 import { RequestError } from '../protocol/errors.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
+import { openWarmCommands, type WarmCommand, type WarmSettings } from '../run/template.js';
 import { detectLayers, releaseLayers, type LayerReport, type Layers } from '../layers/index.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
@@ -102,6 +103,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
 
   const layers = detectLayers(config, { addon, log, unsafe: options.unsafe ?? false });
   let daemon: Daemon | undefined;
+  let warm: Map<string, WarmCommand> | undefined;
   try {
     log.info('confinement layers', { layers: layers.report });
     // Orphans of a run (a daemonised grandchild) must come back to us to be reaped, not to an
@@ -117,9 +119,18 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     // parent-death signal). They must be gone BEFORE the sweep: one still running as a slot uid
     // could swap a directory of its run for a symlink while root removes the tree. A slot that
     // does not drain in time is quarantined, not fatal; the sweep then waits for the next start.
+    // Warm templates: each command's interpreter started once, with its preloads imported; runs
+    // fork from it. One that cannot start (a preload that does not import) stops the start.
+    warm = await openWarmCommands(commands.values(), () => warmSettings(config), {
+      addon,
+      log,
+      mntnsFd: layers.mntnsFd,
+      ownNetns: layers.netns === true,
+      uidLayer: layers.uid === true && !layers.unsafe,
+    });
     const slotList = slotUsers(config.slots);
     const slots = new SlotPool(slotList, config.queueMax);
-    const runner = new Runner({ config, layers, commands, slots, addon, log });
+    const runner = new Runner({ config, layers, commands, slots, addon, log, warm });
     const quarantinedAtStart = await runner.drainAtStart(slotList);
     // Some slots quarantined: the daemon serves with the others and retries them. All of them: it
     // could run nothing, not even its self-check, so it says why and stops (a supervisor restarts
@@ -140,14 +151,19 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     } else {
       log.warn('self-check skipped: no command of kind "python" is configured');
     }
-    daemon = new Daemon({ options, config, log, layers, commands, slots, runner, checkCommand, startedAt });
+    daemon = new Daemon({ options, config, log, layers, commands, slots, runner, checkCommand, startedAt, warm });
     await daemon.serve((fd) => addon.peerCred(fd));
     return daemon;
   } catch (err) {
     await daemon?.abandon();
+    for (const command of warm?.values() ?? []) command.close();
     await releaseLayers(layers, { addon: native(), log });
     throw err;
   }
+}
+
+function warmSettings(config: DaemonConfig): WarmSettings {
+  return { maxForks: config.warm.maxForks, maxAgeMs: config.warm.maxAgeSeconds * 1000 };
 }
 
 /** Flags win over the file, now and at every reload. */
@@ -168,6 +184,8 @@ interface DaemonParts {
   commands: Map<string, CommandProfile>;
   slots: SlotPool;
   runner: Runner;
+  /** Each warm command's templates. */
+  warm: Map<string, WarmCommand>;
   /** The command the self-check runs, when one of kind "python" is configured. */
   checkCommand: string | undefined;
   startedAt: number;
@@ -326,6 +344,7 @@ class Daemon implements DaemonHandle {
     slots.close('the daemon is stopping');
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await server.close(graceMs, this.hurry.signal);
+    for (const command of this.parts.warm.values()) command.close();
     await releaseLayers(layers, { addon: native(), log });
     log.info('stopped');
   }
@@ -360,6 +379,8 @@ class Daemon implements DaemonHandle {
     const revoked = this.server!.reauthorize();
     if (revoked > 0) log.warn(`${revoked} connection(s) closed: their callers are no longer allowed`, { revoked });
     slots.setMaxQueued(config.queueMax);
+    // Fresh templates (they drain the old ones): a SIGHUP also bounds what a template has held.
+    for (const command of this.parts.warm.values()) command.replace('reload');
     (log as Partial<{ setLevel(level: LogLevel): void }>).setLevel?.(config.logLevel);
     this.metrics.recordReload(true);
     return report;

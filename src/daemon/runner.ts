@@ -8,7 +8,9 @@ import { RequestError } from '../protocol/errors.js';
 import type { native } from '../native.js';
 import type { CommandProfile } from '../run/commands.js';
 import { effectiveLimits } from '../run/limits.js';
-import { RunSlot, SetupError, type PreparedRun, type SlotIdentity } from '../run/slot.js';
+import { RunSlot, SetupError, type PreparedRun, type RunOutcome, type SlotIdentity } from '../run/slot.js';
+import { roundMs } from '../run/supervise.js';
+import { MAX_WARM_TAIL_BYTES, type WarmCommand } from '../run/template.js';
 import type { Layers } from '../layers/index.js';
 import { buildPlan } from '../layers/plan.js';
 import type { DaemonConfig } from './config.js';
@@ -21,7 +23,14 @@ type Addon = ReturnType<typeof native>;
 export type RunRequest = Pick<
   JailCodeRequest,
   'command' | 'code' | 'files' | 'extraFiles' | 'argv' | 'stdin' | 'limits' | 'slug' | 'resultChannel'
->;
+> & {
+  /** The code is the safeExec harness and stdin its request: a warm run runs the template's harness. */
+  safeExec?: boolean;
+  /** false: run cold even where the command is warm. */
+  warm?: boolean;
+  /** Report where the run's time went (usage.stages). */
+  profile?: boolean;
+};
 
 export interface RunnerContext {
   config: DaemonConfig;
@@ -30,6 +39,8 @@ export interface RunnerContext {
   slots: SlotPool;
   addon: Addon;
   log: Logger;
+  /** The warm path of each warm command, by name (none in unsafe mode or without the uid layer). */
+  warm?: Map<string, WarmCommand>;
 }
 
 /** Who a run is for, and who wants to know when it leaves the queue. */
@@ -129,19 +140,43 @@ export class Runner {
     // A C string ends at its first NUL: such an argument cannot reach the program intact.
     const nul = request.argv.findIndex((arg) => arg.includes('\0'));
     if (nul >= 0) throw new RequestError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
+    const queuedAt = performance.now();
     const identity = await this.ctx.slots.acquire(signal, run.caller);
+    const preparedAt = performance.now();
     run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
+    let result: JailCodeResult | undefined;
+    let sweepMs = 0;
+    let startAt = preparedAt;
     try {
       try {
         prepared = await slot.prepare(request, limits, signal);
-        return await this.runPrepared(slot, prepared, profile, request, limits, signal);
+        startAt = performance.now();
+        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
+        result = outcome.result;
+        sweepMs = outcome.stages.sweepMs;
+        if (request.profile) {
+          const { stages } = outcome;
+          result.usage.stages = {
+            queueMs: roundMs(preparedAt - queuedAt),
+            prepareMs: roundMs(startAt - preparedAt),
+            startMs: roundMs(stages.startMs),
+            runMs: roundMs(stages.runMs),
+            resultMs: roundMs(stages.resultMs),
+            warm: stages.warm,
+          };
+        }
+        return result;
       } catch (err) {
         throw err instanceof SetupError ? this.setupFailed(err, prepared?.dir.id, request.slug) : err;
       }
     } finally {
+      const releasedAt = performance.now();
       await slot.release(prepared);
+      // Known only now, after the reply was made: the clean-up the caller waited for is the sweep;
+      // the release runs before the slot is free again, and shows in the next run's queue time.
+      if (result?.usage.stages) result.usage.stages.cleanupMs = roundMs(sweepMs + performance.now() - releasedAt);
       if (slot.dirty) this.quarantine(slot, identity, 'processes of its uid survived the kill');
       else this.ctx.slots.release(identity);
     }
@@ -154,14 +189,15 @@ export class Runner {
     request: RunRequest,
     limits: Limits,
     signal: AbortSignal | undefined,
-  ): Promise<JailCodeResult> {
+  ): Promise<RunOutcome> {
     const { config, layers, log } = this.ctx;
     // The reply frame carries stdout+stderr and, when asked for, the result channel: with a result
     // channel each side gets half the frame, so neither can crowd the other out.
     const frameRoom = config.maxFrameBytes - REPLY_OVERHEAD_BYTES;
     const outputRoom = request.resultChannel ? Math.floor(frameRoom / 2) : frameRoom;
     this.counters.started++;
-    const { result, cancelled } = await slot.run(prepared, {
+    const warm = this.warmPath(profile, request);
+    const outcome = await slot.run(prepared, {
         plan: ({ dir, cgroupProcsFd }) =>
           buildPlan({
             profile,
@@ -182,7 +218,14 @@ export class Runner {
         signal,
         slug: request.slug,
         onStarted: () => blockLoopForTests(request.slug),
+        ...(warm
+          ? {
+              startWarm: (plan, stdin, budgets) =>
+                warm.start(plan, { mode: request.safeExec ? 'safe_exec' : 'main', argv: request.argv, env: plan.env, result: plan.resultChannel === true }, stdin, budgets),
+            }
+          : {}),
       });
+    const { result, cancelled } = outcome;
     if (result.timedOut) {
       this.counters.timedOut++;
       log.warn(`run ${result.runId} exceeded REALTIME ${limits.REALTIME}s, killed`, { runId: result.runId, slug: request.slug });
@@ -199,8 +242,21 @@ export class Runner {
       status: result.status,
       wallMs: result.usage.wallMs,
       truncated: result.truncated,
+      warm: outcome.stages.warm,
     });
-    return result;
+    return outcome;
+  }
+
+  /**
+   * The command's warm path when this run may take it: a script to run (jailCode with code, or
+   * safeExec), not turned off by the request, and an argv and environment that fit the channel.
+   */
+  private warmPath(profile: CommandProfile, request: RunRequest): WarmCommand | undefined {
+    const warm = this.ctx.warm?.get(profile.name);
+    if (!warm || request.warm === false || request.code === undefined) return undefined;
+    let tailBytes = 0;
+    for (const arg of request.argv) tailBytes += Buffer.byteLength(arg) + 8;
+    return tailBytes <= MAX_WARM_TAIL_BYTES / 2 ? warm : undefined;
   }
 
   /**

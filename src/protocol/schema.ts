@@ -100,6 +100,10 @@ export const jailCodeRequest = z
     slug: text(256).optional(),
     /** Give the run a fourth pipe as fd 3 whose bytes come back as `result` (safeExec's globals). */
     resultChannel: z.boolean().optional(),
+    /** false: run cold (a fresh interpreter) even where the command runs warm. */
+    warm: z.boolean().optional(),
+    /** Report where the run's time went, in usage.stages. */
+    profile: z.boolean().optional(),
   })
   .strict();
 export type JailCodeRequest = z.infer<typeof jailCodeRequest>;
@@ -129,6 +133,20 @@ export const usage = z.object({
   maxRssKb: z.number().optional(),
   /** Peak memory of the run's cgroup, all its processes together (cgroups layer, kernel >= 5.19). */
   memoryPeakKb: z.number().optional(),
+  /** Where the run's time went, when the request asked (`profile`). */
+  stages: z
+    .object({
+      queueMs: z.number(),
+      prepareMs: z.number(),
+      startMs: z.number(),
+      runMs: z.number(),
+      resultMs: z.number(),
+      cleanupMs: z.number(),
+      /** The run forked from a warm template. */
+      warm: z.boolean(),
+    })
+    .partial()
+    .optional(),
 });
 
 export const jailCodeResult = z.object({

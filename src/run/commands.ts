@@ -22,6 +22,10 @@ export interface CommandProfile {
   /** Granted to every run of this command; the run directory is added per run. */
   execute: string[];
   read: string[];
+  /** Runs fork from a warm template (kind python, unless the config turned it off). */
+  warm: boolean;
+  /** Modules the warm template imports. */
+  preload: string[];
 }
 
 const ARCH_TRIPLETS: Partial<Record<NodeJS.Architecture, string>> = {
@@ -140,6 +144,8 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
     executable,
     args: command.args,
     env: command.env,
+    warm: command.kind === 'python' && command.warm !== false,
+    preload: command.preload ?? [],
     execute: [...execute],
     read: dropCovered([...read]),
   };

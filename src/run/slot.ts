@@ -18,7 +18,7 @@ import type { CgroupVerdict } from '../layers/cgroups.js';
 import type { Layers } from '../layers/index.js';
 import type { Logger } from '../daemon/log.js';
 import { OutputBudget } from './pipes.js';
-import { startNative, type RunProcess } from './process.js';
+import { startNative, type Budgets, type RunProcess } from './process.js';
 import { createRunDir, removeRunDir, runDiskSize, writeRunFiles, type RunDir, type RunFiles, type RunOwner } from './rundir.js';
 import { jailCodeResult, supervise } from './supervise.js';
 
@@ -89,6 +89,25 @@ export interface RunSpec {
   slug?: string;
   /** Called right after the child started (the test hook that blocks the event loop). */
   onStarted?(): void;
+  /**
+   * Starts the run from a warm template instead (src/run/template.ts), or returns undefined when
+   * none is ready: the run then starts cold. Either way the rest of the lifecycle is this one.
+   */
+  startWarm?(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> | undefined;
+}
+
+/** Where a run's time went, in milliseconds (`profile` requests; codejail bench --profile). */
+export interface RunStages {
+  /** Building the plan and starting the child, until it is confined (fork or clone, and the plan). */
+  startMs: number;
+  /** The run's code, until its main process exits. */
+  runMs: number;
+  /** Sweeping the slot after the exit. */
+  sweepMs: number;
+  /** Collecting the output and the result once the run is swept. */
+  resultMs: number;
+  /** Whether the run forked from a warm template. */
+  warm: boolean;
 }
 
 /**
@@ -113,6 +132,7 @@ export class SetupError extends Error {
 /** A finished run, as a jail_code result, plus whether it was cancelled. */
 export interface RunOutcome {
   result: JailCodeResult;
+  stages: RunStages;
   /** The abort reason when the run was cancelled (the result is then not for the caller). */
   cancelled?: unknown;
 }
@@ -179,8 +199,13 @@ export class RunSlot {
       result: new OutputBudget(spec.resultRoom),
     };
     let started: RunProcess;
+    const t0 = performance.now();
+    let warm = false;
     try {
-      started = startNative(spec.plan(prepared), spec.stdin, budgets, addon);
+      const plan = spec.plan(prepared);
+      const warmStart = spec.startWarm?.(plan, spec.stdin, budgets);
+      warm = warmStart !== undefined;
+      started = warmStart ? await warmStart : startNative(plan, spec.stdin, budgets, addon);
     } catch (err) {
       // The addon reaps a child whose set-up failed; sweep the slot anyway, it costs little.
       await this.sweep();
@@ -188,15 +213,20 @@ export class RunSlot {
     } finally {
       this.closeCgroupProcs(prepared);
     }
+    const t1 = performance.now();
+    let exitAt = t1;
+    let sweptAt = t1;
     let memory: CgroupVerdict | undefined;
     const outcome = await supervise(started, {
       realtimeSeconds: spec.limits.REALTIME,
       signal: spec.signal,
       onStarted: spec.onStarted,
       afterExit: async () => {
+        exitAt = performance.now();
         // Before the kill: an OOM kill's trace in memory.events is the run's memory verdict.
         memory = this.cgroupVerdict();
         await this.sweep(started);
+        sweptAt = performance.now();
       },
       onLateOutputs: () => log.warn('output pipes still open after the slot was swept; closing them', { runId: prepared.dir.id }),
     });
@@ -207,7 +237,8 @@ export class RunSlot {
       limits: spec.limits,
       memory,
     });
-    return { result, ...(outcome.cancelled !== undefined ? { cancelled: outcome.cancelled } : {}) };
+    const stages: RunStages = { startMs: t1 - t0, runMs: exitAt - t1, sweepMs: sweptAt - exitAt, resultMs: performance.now() - sweptAt, warm };
+    return { result, stages, ...(outcome.cancelled !== undefined ? { cancelled: outcome.cancelled } : {}) };
   }
 
   /**

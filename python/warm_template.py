@@ -1,0 +1,310 @@
+"""A warm template interpreter: codejaild's fast path for commands of kind python.
+
+codejaild starts one template per warm command (src/run/template.ts), as root, in the runs' mount
+namespace and an empty network namespace of its own, with the command's interpreter flags and a
+run's environment. The template imports the safeExec harness and the configured preloads, then
+serves forks over its channel (fd 3, a SOCK_SEQPACKET socket to the daemon). It never runs
+submitted code and holds nothing secret: every run is a fresh child forked from it, which applies
+the run's plan to itself (libcodejail_warm.so: the same confinement core as a cold run) before any
+of the run's code is read, and then runs either a script as ``__main__`` (jailCode) or the
+safeExec harness, the way a cold interpreter started on that file would.
+
+Messages, daemon to template: ``RUN1`` (a header, the flattened plan, then a JSON tail: mode,
+argv, env), with the run's fds attached; ``DRN1``: take no more runs, exit once the children are
+gone. Template (and child) to daemon, each a 4-byte kind and JSON: ``REDY`` once, then per run
+``OKAY`` (from the child, its pidfd attached: it is confined, its code is about to run) or ``FAIL``
+(the step that failed, errno), then ``EXIT`` (from the template, once it reaped the child: status
+and usage). ``WARN`` reports a request the template could not use.
+"""
+
+def _vm_size_kb():
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"VmSize:"):
+                return int(line.split()[1])
+    return 0
+
+
+# Before any import of this file's own: the address space a fresh interpreter has when it starts a
+# script, which a cold run of the same command has too.
+VM_START_KB = _vm_size_kb()
+
+import ctypes  # noqa: E402
+import fcntl
+import json  # noqa: E402
+import os  # noqa: E402
+import selectors  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+
+CHANNEL_FD = 3
+# The channel is moved up here, out of the way of the fds a run's child moves onto 0..3.
+CHANNEL_FLOOR = 64
+HEADER = struct.Struct("=4sIII")  # kind, token, plan length, tail length (native/warm_prepare.cc)
+MAX_MESSAGE = 512 * 1024
+MAX_FDS = 16
+# Where the harness's code claims to come from; tracebacks rename it "jailed_code" as cold runs do.
+HARNESS_FILENAME = "<codejail-harness>"
+
+
+def parse_args(argv):
+    options = {"preload": []}
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--lib", "--harness"):
+            options[arg[2:]] = next(it)
+        elif arg == "--preload":
+            options["preload"] = [name for name in next(it).split(",") if name]
+        else:
+            raise SystemExit("warm_template: unknown argument %r" % arg)
+    return options
+
+
+class Template:
+    def __init__(self, options):
+        self.pid = os.getpid()
+        channel_fd = fcntl.fcntl(CHANNEL_FD, fcntl.F_DUPFD_CLOEXEC, CHANNEL_FLOOR)
+        # fd 3 stays taken, so the fds a run brings arrive at 4 and above, where moving them onto
+        # 0..3 can never overwrite one not yet moved.
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, CHANNEL_FD)
+        os.close(null)
+        self.channel = socket.socket(fileno=channel_fd)
+        self.lib = ctypes.CDLL(options["lib"])
+        self.lib.cj_warm_apply.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int), ctypes.c_size_t,
+            ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+        ]
+        self.lib.cj_warm_step_name.restype = ctypes.c_char_p
+        if self.lib.cj_warm_init() != 0:
+            raise SystemExit("warm_template: cj_warm_init failed")
+        self.harness = self._compile_harness(options["harness"])
+        for name in options["preload"]:
+            __import__(name)
+        # What a run's tracebacks need, imported now rather than in every run.
+        import atexit  # noqa: F401
+        import threading  # noqa: F401
+        import traceback  # noqa: F401
+        import types  # noqa: F401
+
+        self.vm_ready_kb = _vm_size_kb()
+        self.children = {}  # pidfd -> (pid, token)
+        self.draining = False
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.channel, selectors.EVENT_READ)
+
+    def _compile_harness(self, path):
+        with open(path, "rb") as f:
+            source = f.read()
+        # The harness reads its own source lines for tracebacks ("exec(code, g_dict)"): cached with
+        # no mtime, linecache never looks for a file of that name.
+        import linecache
+
+        text = source.decode("utf-8")
+        linecache.cache[HARNESS_FILENAME] = (len(text), None, text.splitlines(True), HARNESS_FILENAME)
+        return compile(source, HARNESS_FILENAME, "exec", dont_inherit=True)
+
+    def send(self, kind, body, fds=()):
+        data = kind + json.dumps(body, separators=(",", ":")).encode()
+        if fds:
+            socket.send_fds(self.channel, [data], list(fds))
+        else:
+            self.channel.send(data)
+
+    def serve(self):
+        self.send(b"REDY", {"pid": self.pid, "vmStartKb": VM_START_KB, "vmReadyKb": self.vm_ready_kb})
+        while True:
+            for key, _ in self.selector.select():
+                if key.fileobj is self.channel:
+                    if not self.receive():
+                        return
+                else:
+                    self.reap(key.fd)
+            if self.draining and not self.children:
+                return
+
+    def receive(self):
+        """Handles one message; False when the daemon is gone."""
+        try:
+            data, fds, flags, _ = socket.recv_fds(self.channel, MAX_MESSAGE, MAX_FDS)
+        except BlockingIOError:
+            return True
+        if not data and not fds:
+            return False
+        try:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                self.send(b"WARN", {"message": "a message was cut short"})
+            elif data[:4] == b"DRN1":
+                self.draining = True
+            elif data[:4] == b"RUN1" and not self.draining:
+                self.fork(data, fds)
+            else:
+                self.send(b"WARN", {"message": "unexpected message %r" % bytes(data[:4])})
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def fork(self, data, fds):
+        kind, token, plan_len, tail_len = HEADER.unpack_from(data)
+        if HEADER.size + plan_len + tail_len != len(data):
+            self.send(b"FAIL", {"token": token, "step": "message", "errno": 22})
+            return
+        plan = bytes(data[HEADER.size:HEADER.size + plan_len])
+        try:
+            tail = json.loads(data[HEADER.size + plan_len:])
+            tail["mode"], tail["script"], tail["argv"], tail["env"]
+        except (ValueError, KeyError, TypeError):
+            self.send(b"FAIL", {"token": token, "step": "message", "errno": 22})
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.child(token, plan, fds, tail)
+            finally:
+                os._exit(127)
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = (pid, token)
+        self.selector.register(pidfd, selectors.EVENT_READ)
+
+    def reap(self, pidfd):
+        pid, token = self.children.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status, usage = os.wait4(pid, 0)
+        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        self.send(b"EXIT", {
+            "token": token,
+            "code": exit_code,
+            "signal": signal_number,
+            "userUs": round(usage.ru_utime * 1e6),
+            "systemUs": round(usage.ru_stime * 1e6),
+            "maxRssKb": usage.ru_maxrss,
+        })
+
+    # --- In the forked child --------------------------------------------------------------------
+
+    def child(self, token, plan, fds, tail):
+        pidfd = os.pidfd_open(os.getpid())
+        fd_array = (ctypes.c_int * len(fds))(*fds)
+        step = ctypes.c_int(0)
+        err = self.lib.cj_warm_apply(plan, len(plan), fd_array, len(fds), self.pid, ctypes.byref(step))
+        if err:
+            name = self.lib.cj_warm_step_name(step.value).decode()
+            self.send(b"FAIL", {"token": token, "step": name, "errno": err})
+            os._exit(127)
+        # Confined now. The daemon learns it, with a pidfd to signal and watch this child by; then
+        # everything inherited from the template goes, as execve's close-on-exec would.
+        self.send(b"OKAY", {"token": token, "pid": os.getpid()}, [pidfd])
+        self.channel.detach()
+        err = self.lib.cj_warm_seal(4 if tail.get("result") else 3)
+        if err:
+            os._exit(127)
+        run_as_main(tail, self.harness)
+
+
+def run_as_main(tail, harness):
+    """Runs the run's program as a cold interpreter would run it as its script, then exits."""
+    import builtins
+    import types
+
+    env = tail["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    cwd = os.getcwd()
+    if tail["mode"] == "safe_exec":
+        path = HARNESS_FILENAME
+        code = harness
+    else:
+        path = os.path.join(cwd, tail["script"])
+        with open(path, "rb") as f:
+            source = f.read()
+    sys.argv = [tail["script"]] + list(tail["argv"])
+    sys.path[0] = cwd
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__builtins__ = builtins
+    main.__cached__ = None
+    sys.modules["__main__"] = main
+    try:
+        if tail["mode"] != "safe_exec":
+            code = compile(source, path, "exec", dont_inherit=True)
+        exec(code, main.__dict__)
+    except SystemExit as exc:
+        finish(exit_status(exc))
+    except KeyboardInterrupt as exc:
+        report_uncaught(exc)
+        interrupted()
+    except BaseException as exc:  # noqa: BLE001 - every uncaught exception, as the interpreter
+        report_uncaught(exc)
+        finish(1)
+    finish(0)
+
+
+def exit_status(exc):
+    """The status an interpreter exits with for an uncaught SystemExit (printing a non-int code)."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:  # noqa: BLE001
+        pass
+    return 1
+
+
+def report_uncaught(exc):
+    """sys.excepthook with the template's own frames taken off the traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    try:
+        sys.excepthook(type(exc), exc, tb)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def interrupted():
+    """An uncaught KeyboardInterrupt ends the interpreter by SIGINT, as since Python 3.8."""
+    import signal
+
+    flush_streams()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(130)
+
+
+def flush_streams():
+    status = 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001
+            status = 120
+    return status
+
+
+def finish(status):
+    """Interpreter shutdown, as far as a run can tell: threads joined, atexit, streams flushed."""
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()
+    except BaseException:  # noqa: BLE001
+        pass
+    atexit._run_exitfuncs()
+    flushed = flush_streams()
+    os._exit(status or flushed)
+
+
+if __name__ == "__main__":
+    Template(parse_args(sys.argv[1:])).serve()

@@ -1,0 +1,575 @@
+// Warm templates: per warm command, one interpreter (python/warm_template.py) started once with
+// the safeExec harness and the command's preloads imported, from which each run is a fresh fork.
+// The fork applies the run's plan to itself through the same confinement core as a cold run
+// (native/warm_apply.cc), so a warm run differs from a cold one only in what it skips: the
+// execve and the interpreter's start-up. This module starts, feeds, restarts and replaces
+// templates, and turns a forked run into the RunProcess supervise() drives, like any other.
+//
+// The template itself runs as root, unconfined but for the runs' mount namespace and an empty
+// network namespace of its own; it never runs submitted code. It is replaced after `maxForks`
+// runs or `maxAgeMs`, and on SIGHUP, so that whatever it holds (heap layout, address-space
+// layout shared by every child) has a bounded lifetime; the old one drains: it takes no new run
+// and exits once its children have.
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from '../daemon/log.js';
+import { warmLibraryPath, type native, type NativePlan } from '../native.js';
+import { PACKAGE_ROOT } from '../package.js';
+import type { CommandProfile } from './commands.js';
+import { CODE_FILE } from './rundir.js';
+import { readOutput, writeInput } from './pipes.js';
+import type { Budgets, ProcessExit, RunProcess } from './process.js';
+
+type Addon = ReturnType<typeof native>;
+
+export const TEMPLATE_SCRIPT = path.join(PACKAGE_ROOT, 'python', 'warm_template.py');
+export const HARNESS_SCRIPT = path.join(PACKAGE_ROOT, 'python', 'safe_exec_harness.py');
+
+/** How long a template may take to import its preloads and say it is ready. */
+export const TEMPLATE_START_MS = 30_000;
+/** How long a forked run may take to confine itself and report (it takes well under a ms). */
+const FORK_REPORT_MS = 10_000;
+/** After an unexpected exit, restart after 1 s, doubling to this. */
+const RESTART_MAX_MS = 60_000;
+/** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
+export const MAX_WARM_TAIL_BYTES = 128 * 1024;
+const SIGKILL = 9;
+/** VMEM below this many times a fresh interpreter's address space runs cold (see WarmCommand.start). */
+const TIGHT_VMEM_FACTOR = 1.5;
+
+export interface WarmSettings {
+  /** Forks after which a template is replaced. */
+  maxForks: number;
+  /** Milliseconds after which a template is replaced. */
+  maxAgeMs: number;
+}
+
+export interface TemplateContext {
+  addon: Addon;
+  log: Logger;
+  /** The runs' mount namespace (mntns layer), which the template joins; undefined: the host's. */
+  mntnsFd?: number;
+  /** Give the template an empty network namespace of its own (netns layer). */
+  ownNetns: boolean;
+}
+
+/** What a warm child runs, beside its plan. */
+export interface WarmTail {
+  /** 'main': the run directory's CODE_FILE as __main__ (jailCode); 'safe_exec': the harness. */
+  mode: 'main' | 'safe_exec';
+  argv: string[];
+  env: string[];
+  result: boolean;
+}
+
+/** A started warm run, once its child has confined itself. */
+interface PendingRun {
+  ends: { stdin: number; stdout: number; stderr: number; result?: number };
+  resolveStart(started: { pid: number; pidfd: number }): void;
+  rejectStart(err: Error): void;
+  started?: { pid: number; pidfd: number };
+  settleExit?: (exit: ProcessExit) => void;
+  /** EXIT read before the start's continuation ran (both in one read of the channel). */
+  exitEarly?: ProcessExit;
+  timer: NodeJS.Timeout;
+}
+
+/** A failed warm start: the step the child reports (as the addon's set-up errors carry). */
+export class WarmStartError extends Error {
+  constructor(
+    message: string,
+    readonly step: string,
+    readonly errno?: number,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'WarmStartError';
+  }
+}
+
+/** One template process and its channel. */
+class Template {
+  readonly ready: Promise<void>;
+  forks = 0;
+  readonly startedAt = performance.now();
+  /** Bytes of address space the template had mapped beyond a fresh interpreter: added to VMEM. */
+  vmAllowanceBytes = 0;
+  /** Bytes of address space a fresh interpreter has mapped when it starts a script. */
+  vmStartBytes = 0;
+  private state: 'starting' | 'ready' | 'draining' | 'gone' = 'starting';
+  private readonly runs = new Map<number, PendingRun>();
+  private nextToken = 1;
+  private readonly channel: number;
+  private readonly watch: number;
+  private readonly pid: number;
+  private readonly pidfd: number;
+  private onGone: (reason: string) => void = () => {};
+
+  constructor(
+    private readonly profile: CommandProfile,
+    private readonly ctx: TemplateContext,
+  ) {
+    const { addon } = ctx;
+    const [mine, theirs] = addon.channelPair();
+    this.channel = mine;
+    let netnsFd: number | undefined;
+    let settleReady!: { resolve(): void; reject(err: Error): void };
+    this.ready = new Promise<void>((resolve, reject) => (settleReady = { resolve, reject }));
+    this.ready.catch(() => {});
+    try {
+      if (ctx.ownNetns) netnsFd = addon.createNamespace('net');
+      const child = addon.spawn(this.spawnPlan(theirs, netnsFd));
+      this.pid = child.pid;
+      this.pidfd = child.pidfd;
+      addon.closeFd(child.stdin);
+      logLines(child.stdout, ctx.log, profile.name);
+      logLines(child.stderr, ctx.log, profile.name);
+      addon.watchExit(child.pidfd, child.pid, (exit) => {
+        addon.closeFd(child.pidfd);
+        this.gone(`the template exited (${exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`})`);
+      });
+    } catch (err) {
+      addon.closeFd(mine);
+      throw err;
+    } finally {
+      addon.closeFd(theirs);
+      if (netnsFd !== undefined) addon.closeFd(netnsFd);
+    }
+    const timer = setTimeout(() => {
+      settleReady.reject(new Error(`the warm template of "${profile.name}" was not ready within ${TEMPLATE_START_MS / 1000} s`));
+      this.kill();
+    }, TEMPLATE_START_MS);
+    timer.unref();
+    this.onGone = (reason) => {
+      clearTimeout(timer);
+      settleReady.reject(new Error(`the warm template of "${profile.name}" could not start: ${reason}`));
+    };
+    this.watch = addon.watchChannel(
+      mine,
+      (data, fds) => this.onMessage(data, fds, () => {
+        clearTimeout(timer);
+        this.state = 'ready';
+        settleReady.resolve();
+      }),
+      (error) => this.gone(error ? `its channel failed: ${error}` : 'its channel closed'),
+    );
+  }
+
+  get isReady(): boolean {
+    return this.state === 'ready';
+  }
+
+  get inFlight(): number {
+    return this.runs.size;
+  }
+
+  /** Called once when the template is gone (after every run it held has been settled). */
+  set whenGone(callback: (reason: string) => void) {
+    const previous = this.onGone;
+    this.onGone = (reason) => {
+      previous(reason);
+      callback(reason);
+    };
+  }
+
+  /**
+   * Sends the run and resolves with its RunProcess once the child has confined itself; rejects
+   * with WarmStartError when a step failed (or the template went away first).
+   */
+  start(plan: NativePlan, tail: WarmTail, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> {
+    const { addon } = this.ctx;
+    const token = this.nextToken++;
+    const body = Buffer.from(JSON.stringify({ mode: tail.mode, script: CODE_FILE, argv: tail.argv, env: envObject(tail.env), result: tail.result }));
+    // Synchronous: a send that fails (EAGAIN: the template is behind) throws before anything ran.
+    const ends = addon.sendWarmRun(this.channel, token, withVmAllowance(plan, this.vmAllowanceBytes), body);
+    return this.awaitStart(token, ends, stdin, budgets);
+  }
+
+  private async awaitStart(token: number, ends: PendingRun['ends'], stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> {
+    const { addon } = this.ctx;
+    this.forks++;
+    let run!: PendingRun;
+    const started = await new Promise<{ pid: number; pidfd: number }>((resolveStart, rejectStart) => {
+      const timer = setTimeout(() => {
+        this.fail(token, new WarmStartError(`the warm run did not report within ${FORK_REPORT_MS / 1000} s`, 'fork'));
+      }, FORK_REPORT_MS);
+      run = { ends, resolveStart, rejectStart, timer };
+      this.runs.set(token, run);
+    });
+    // Its EXIT may have been read in the same wake-up as its OKAY, before this line ran.
+    const exited =
+      run.exitEarly !== undefined ? Promise.resolve(run.exitEarly) : new Promise<ProcessExit>((resolve) => (run.settleExit = resolve));
+    return {
+      stdout: readOutput(ends.stdout, budgets.output),
+      stderr: readOutput(ends.stderr, budgets.output),
+      result: ends.result === undefined ? undefined : readOutput(ends.result, budgets.result),
+      stdin: writeInput(ends.stdin, stdin),
+      exited,
+      armDeadline: (ms) => {
+        const id = addon.armDeadline(started.pidfd, started.pid, ms);
+        let fired: boolean | undefined;
+        return () => (fired ??= addon.disarmDeadline(id));
+      },
+      kill: () => killGroup(addon, started),
+      release: () => closeQuietly(addon, started.pidfd),
+    };
+  }
+
+  /** Takes no new run; the template exits once its children are gone. */
+  drain(): void {
+    if (this.state === 'gone' || this.state === 'draining') return;
+    this.state = 'draining';
+    try {
+      this.ctx.addon.channelSend(this.channel, Buffer.from('DRN1'));
+    } catch {
+      this.kill();
+    }
+  }
+
+  /** SIGKILL: its children die with it (their parent-death signal). */
+  kill(): void {
+    try {
+      this.ctx.addon.pidfdSignal(this.pidfd, SIGKILL);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  private onMessage(data: Buffer | null, fds: number[], onReady: () => void): void {
+    const { addon, log } = this.ctx;
+    let message: { token?: number; [key: string]: unknown } = {};
+    const kind = data?.subarray(0, 4).toString('latin1');
+    try {
+      if (data) message = JSON.parse(data.subarray(4).toString('utf8'));
+    } catch {
+      data = null;
+    }
+    const run = typeof message.token === 'number' ? this.runs.get(message.token) : undefined;
+    const keep: number[] = [];
+    try {
+      if (!data) {
+        log.warn('a warm template sent a message that could not be read', { command: this.profile.name });
+      } else if (kind === 'REDY') {
+        const vmStart = Number(message.vmStartKb) || 0;
+        const vmReady = Number(message.vmReadyKb) || 0;
+        this.vmAllowanceBytes = Math.max(0, vmReady - vmStart) * 1024;
+        this.vmStartBytes = vmStart * 1024;
+        log.info('warm template ready', { command: this.profile.name, pid: message.pid, vmAllowanceKb: vmReady - vmStart });
+        onReady();
+      } else if (kind === 'OKAY' && run && !run.started && fds.length === 1) {
+        clearTimeout(run.timer);
+        run.started = { pid: Number(message.pid), pidfd: fds[0] };
+        keep.push(fds[0]);
+        run.resolveStart(run.started);
+      } else if (kind === 'FAIL' && run) {
+        const errno = Number(message.errno);
+        const step = String(message.step);
+        this.fail(message.token as number, new WarmStartError(`sandbox set-up failed at ${step}: errno ${errno}`, step, errno, errnoName(errno)));
+      } else if (kind === 'EXIT' && message.token !== undefined) {
+        this.exited(message.token, {
+          code: typeof message.code === 'number' ? message.code : null,
+          signal: typeof message.signal === 'number' ? message.signal : null,
+          userUs: Number(message.userUs) || 0,
+          systemUs: Number(message.systemUs) || 0,
+          maxRssKb: Number(message.maxRssKb) || undefined,
+        });
+      } else if (kind === 'WARN') {
+        log.warn('warm template', { command: this.profile.name, message: message.message });
+      }
+    } finally {
+      for (const fd of fds) if (!keep.includes(fd)) closeQuietly(addon, fd);
+    }
+  }
+
+  /** The run failed before its code could run: its pipes close, its start rejects. */
+  private fail(token: number, err: Error): void {
+    const run = this.runs.get(token);
+    if (!run || run.started) return;
+    clearTimeout(run.timer);
+    for (const fd of [run.ends.stdin, run.ends.stdout, run.ends.stderr, run.ends.result]) if (fd !== undefined) closeQuietly(this.ctx.addon, fd);
+    // Its EXIT still comes (the template reaps it); keep nothing for it but a tombstone.
+    this.runs.set(token, { ...run, started: { pid: 0, pidfd: -1 }, settleExit: () => {} });
+    run.rejectStart(err);
+  }
+
+  private exited(token: number, exit: ProcessExit): void {
+    const run = this.runs.get(token);
+    if (!run) return;
+    this.runs.delete(token);
+    clearTimeout(run.timer);
+    if (!run.started) {
+      // Died before it could report: set-up did not finish (a kill, a crash in the plan).
+      for (const fd of [run.ends.stdin, run.ends.stdout, run.ends.stderr, run.ends.result]) if (fd !== undefined) closeQuietly(this.ctx.addon, fd);
+      run.rejectStart(new WarmStartError(`the warm run ended during set-up (${describeExit(exit)})`, 'fork'));
+      return;
+    }
+    if (run.settleExit) run.settleExit(exit);
+    else run.exitEarly = exit;
+  }
+
+  private gone(reason: string): void {
+    if (this.state === 'gone') return;
+    this.state = 'gone';
+    const { addon } = this.ctx;
+    addon.unwatchChannel(this.watch);
+    closeQuietly(addon, this.channel);
+    this.kill();
+    // Its children died with it (parent-death signal): each run ends as killed.
+    for (const token of [...this.runs.keys()]) {
+      const run = this.runs.get(token)!;
+      if (!run.started) {
+        this.fail(token, new WarmStartError(`the warm template went away: ${reason}`, 'fork'));
+        this.runs.delete(token);
+      } else this.exited(token, { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 });
+    }
+    this.onGone(reason);
+  }
+
+  private spawnPlan(channelFd: number, netnsFd: number | undefined): NativePlan {
+    const { profile, ctx } = this;
+    return {
+      file: profile.executable,
+      argv: [
+        profile.path,
+        ...profile.args,
+        TEMPLATE_SCRIPT,
+        '--lib',
+        warmLibraryPath(),
+        '--harness',
+        HARNESS_SCRIPT,
+        '--preload',
+        profile.preload.join(','),
+      ],
+      // A run's environment, so that the interpreter starts as a run's would (locale, stdio
+      // encoding); each child sets its own run's values before its code runs.
+      env: templateEnv(profile),
+      cwd: '/',
+      ...(ctx.mntnsFd !== undefined ? { mntnsFd: ctx.mntnsFd } : {}),
+      ...(netnsFd !== undefined ? { netnsFd } : {}),
+      channelFd,
+      parentDeathSignal: true,
+      noNewPrivs: false,
+    };
+  }
+}
+
+/**
+ * The warm path of one command: its current template, restarted when it dies and replaced when
+ * it has served long enough. `start()` hands back undefined when no template is ready (the run
+ * then goes cold).
+ */
+export class WarmCommand {
+  private current?: Template;
+  private starting?: Template;
+  private restartDelay = 1000;
+  private restartTimer?: NodeJS.Timeout;
+  private closed = false;
+  readonly counters = { warm: 0, cold: 0, restarts: 0, replaced: 0 };
+
+  constructor(
+    readonly profile: CommandProfile,
+    private readonly settings: () => WarmSettings,
+    private readonly ctx: TemplateContext,
+  ) {}
+
+  /** The first template; rejects when it cannot start (a preload that does not import). */
+  async open(): Promise<void> {
+    const template = this.launch();
+    await template.ready;
+    this.current = template;
+  }
+
+  get ready(): boolean {
+    return this.current?.isReady === true;
+  }
+
+  /**
+   * Starts the run warm, or returns undefined when no template is ready (the caller runs it cold).
+   * Rejects with WarmStartError when the run's set-up failed in the child.
+   */
+  start(plan: NativePlan, tail: WarmTail, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> | undefined {
+    const template = this.current;
+    if (!template?.isReady) {
+      this.counters.cold++;
+      return undefined;
+    }
+    // VMEM so tight that a fresh interpreter could not even start: only a cold run fails the way a
+    // cold run does (a warm child is already running and would not notice).
+    const as = plan.rlimits?.as?.[0];
+    if (as !== undefined && as < template.vmStartBytes * TIGHT_VMEM_FACTOR) {
+      this.counters.cold++;
+      return undefined;
+    }
+    const { maxForks, maxAgeMs } = this.settings();
+    if (template.forks + 1 >= maxForks || performance.now() - template.startedAt >= maxAgeMs) {
+      this.replace(template.forks + 1 >= maxForks ? `${maxForks} forks` : `${Math.round(maxAgeMs / 1000)} s old`);
+    }
+    try {
+      const started = template.start(plan, tail, stdin, budgets);
+      this.counters.warm++;
+      return started;
+    } catch (err) {
+      // Not sent (the template's socket is full, or it just went away): this run goes cold.
+      if ((err as { step?: string }).step !== 'send') throw err;
+      this.counters.cold++;
+      this.ctx.log.warn('a warm template is behind; running cold', { command: this.profile.name, error: err });
+      return undefined;
+    }
+  }
+
+  /** Starts a new template; once it is ready it takes the runs and the old one drains. */
+  replace(reason: string): void {
+    if (this.closed || this.starting) return;
+    const next = this.launch();
+    this.starting = next;
+    next.ready.then(
+      () => {
+        if (this.starting !== next) return;
+        this.starting = undefined;
+        const old = this.current;
+        this.current = next;
+        this.counters.replaced++;
+        this.ctx.log.info('warm template replaced', { command: this.profile.name, reason, forks: old?.forks });
+        old?.drain();
+      },
+      (err) => {
+        if (this.starting === next) this.starting = undefined;
+        this.ctx.log.error('a replacement warm template did not start; the old one keeps serving', { command: this.profile.name, error: err });
+      },
+    );
+  }
+
+  /** Kills the templates (the daemon is stopping; its runs are already over). */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.restartTimer);
+    this.starting?.kill();
+    this.current?.kill();
+  }
+
+  private launch(): Template {
+    const template = new Template(this.profile, this.ctx);
+    template.whenGone = (reason) => {
+      if (this.closed || this.current !== template) return;
+      this.current = undefined;
+      this.counters.restarts++;
+      this.ctx.log.error('warm template gone; runs go cold until it is back', { command: this.profile.name, reason, restartInMs: this.restartDelay });
+      this.restartTimer = setTimeout(() => {
+        if (this.closed) return;
+        const next = this.launch();
+        next.ready.then(
+          () => {
+            this.restartDelay = 1000;
+            if (!this.closed && !this.current) this.current = next;
+            else if (this.current !== next) next.kill();
+          },
+          () => {
+            this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
+            next.whenGone = () => {};
+          },
+        );
+      }, this.restartDelay);
+      this.restartTimer.unref();
+    };
+    return template;
+  }
+}
+
+/** A template's environment: a run's, with HOME and TMPDIR nowhere (no run is there yet). */
+function templateEnv(profile: CommandProfile): string[] {
+  const env: Record<string, string> = { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...profile.env, HOME: '/nonexistent', TMPDIR: '/nonexistent' };
+  return Object.entries(env).map(([name, value]) => `${name}=${value}`);
+}
+
+function envObject(env: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of env) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) out[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * A warm child starts with the template's mappings (a fresh interpreter's, plus the harness and
+ * the preloads): VMEM gets that much more room, so that the allocation at which MemoryError comes
+ * is where it comes in a cold run.
+ */
+function withVmAllowance(plan: NativePlan, allowance: number): NativePlan {
+  const as = plan.rlimits?.as;
+  if (!as || allowance === 0) return plan;
+  const raise = (v: number) => (v >= Number.MAX_SAFE_INTEGER ? v : v + allowance);
+  return { ...plan, rlimits: { ...plan.rlimits, as: [raise(as[0]), raise(as[1])] } };
+}
+
+function killGroup(addon: Addon, child: { pid: number; pidfd: number }): void {
+  try {
+    addon.pidfdSignal(child.pidfd, SIGKILL);
+  } catch {
+    // Already reaped.
+  }
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+function closeQuietly(addon: Addon, fd: number): void {
+  try {
+    addon.closeFd(fd);
+  } catch {
+    // Already closed.
+  }
+}
+
+function describeExit(exit: ProcessExit): string {
+  return exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`;
+}
+
+const ERRNO_NAMES: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 9: 'EBADF', 13: 'EACCES', 22: 'EINVAL', 38: 'ENOSYS', 95: 'EOPNOTSUPP' };
+function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
+
+/** The template's own output (it prints only on failure): logged a line at a time, bounded. */
+function logLines(fd: number, log: Logger, command: string): void {
+  const stream = new net.Socket({ fd, readable: true, writable: false });
+  let pending = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    pending = (pending + chunk).slice(-16 * 1024);
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (line) log.warn('warm template says', { command, line });
+    }
+  });
+  stream.on('error', () => {});
+  stream.on('close', () => {
+    if (pending) log.warn('warm template says', { command, line: pending });
+  });
+}
+
+/**
+ * The warm path of every warm command, each with its first template ready; rejects (and stops
+ * what it started) when one cannot start, so that a daemon told to preload what does not import
+ * says so at start. None without the uid layer: a template's child would stay root.
+ */
+export async function openWarmCommands(
+  profiles: Iterable<CommandProfile>,
+  settings: () => WarmSettings,
+  ctx: TemplateContext & { uidLayer: boolean },
+): Promise<Map<string, WarmCommand>> {
+  const warm = new Map<string, WarmCommand>();
+  if (!ctx.uidLayer) return warm;
+  for (const profile of profiles) if (profile.warm) warm.set(profile.name, new WarmCommand(profile, settings, ctx));
+  try {
+    await Promise.all([...warm.values()].map((command) => command.open()));
+  } catch (err) {
+    for (const command of warm.values()) command.close();
+    throw err;
+  }
+  return warm;
+}
