@@ -157,9 +157,10 @@ export const configSchema = z
       .record(commandName, commandSchema)
       .refine((c) => Object.keys(c).length > 0, 'must name at least one command')
       .default({ python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [], preload: [] } }),
-    /** When a warm template is replaced by a fresh one (also on SIGHUP). */
+    /** Warm templates: off turns every command cold; when a template is replaced (also on SIGHUP). */
     warm: z
       .object({
+        enabled: z.boolean().default(true),
         maxForks: z.number().int().min(1).default(10_000),
         maxAgeSeconds: z.number().int().min(1).default(3600),
       })

@@ -121,7 +121,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     // does not drain in time is quarantined, not fatal; the sweep then waits for the next start.
     // Warm templates: each command's interpreter started once, with its preloads imported; runs
     // fork from it. One that cannot start (a preload that does not import) stops the start.
-    warm = await openWarmCommands(commands.values(), () => warmSettings(config), {
+    warm = await openWarmCommands(config.warm.enabled ? commands.values() : [], () => warmSettings(config), {
       addon,
       log,
       mntnsFd: layers.mntnsFd,
