@@ -15,8 +15,8 @@ describe('the npm tarball', () => {
   }>;
   const files = listing[0]!.files.map((f) => f.path);
 
-  it('ships the bins, the addon sources, the profiles, the units, the harness and the LICENSE', () => {
-    for (const needed of ['dist/daemon/main.js', 'dist/cli/main.js', 'binding.gyp', 'native/confine.cc', 'apparmor/codejail-sandbox', 'systemd/codejaild.service', 'python/safe_exec_harness.py', 'LICENSE', 'README.md']) {
+  it('ships the bins, the addon sources, the profiles, the units, the harness, the warm template and the LICENSE', () => {
+    for (const needed of ['dist/daemon/main.js', 'dist/cli/main.js', 'binding.gyp', 'native/confine.cc', 'apparmor/codejail-sandbox', 'systemd/codejaild.service', 'python/safe_exec_harness.py', 'python/warm_template.py', 'native/warm_apply.cc', 'LICENSE', 'README.md']) {
       expect(files).toContain(needed);
     }
   });
