@@ -327,6 +327,8 @@ class Daemon implements DaemonHandle {
       selfCheckOk: this.selfCheckOk,
       setupFailures: runner.counters.setupFailures,
       draining: this.stopping,
+      cleanups: runner.cleanupStats,
+      warm: [...this.parts.warm.values()].map((w) => ({ command: w.profile.name, ready: w.ready, ...w.counters })),
     });
   }
 
@@ -344,6 +346,7 @@ class Daemon implements DaemonHandle {
     slots.close('the daemon is stopping');
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await server.close(graceMs, this.hurry.signal);
+    await this.parts.runner.drained();
     for (const command of this.parts.warm.values()) command.close();
     await releaseLayers(layers, { addon: native(), log });
     log.info('stopped');

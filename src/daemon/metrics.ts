@@ -45,6 +45,10 @@ export interface MetricsSnapshot {
   selfCheckOk: boolean;
   setupFailures: number;
   draining: boolean;
+  /** Clean-ups after replies (the sweep's last rounds, the leaf, the run directory). */
+  cleanups: { count: number; totalMs: number };
+  /** Per warm command: runs forked from a template, runs that went cold, template restarts and replacements. */
+  warm: Array<{ command: string; ready: boolean; warm: number; cold: number; restarts: number; replaced: number }>;
 }
 
 export class Metrics {
@@ -132,6 +136,16 @@ export class Metrics {
       ['', snapshot.setupFailures],
     ]);
     metric('codejail_selfcheck_ok', 'gauge', 'Whether the last self-check passed.', [['', snapshot.selfCheckOk ? 1 : 0]]);
+    metric('codejail_cleanup_seconds_total', 'counter', 'Time spent cleaning up after runs, after their replies (the slot is busy meanwhile).', [
+      ['', snapshot.cleanups.totalMs / 1000],
+    ]);
+    metric('codejail_cleanups_total', 'counter', 'Clean-ups after runs.', [['', snapshot.cleanups.count]]);
+    const label = (command: string) => `{command=${JSON.stringify(command)}}`;
+    metric('codejail_warm_template_ready', 'gauge', 'Whether the command has a warm template ready.', snapshot.warm.map((w) => [label(w.command), w.ready ? 1 : 0]));
+    metric('codejail_warm_runs_total', 'counter', 'Runs forked from a warm template.', snapshot.warm.map((w) => [label(w.command), w.warm]));
+    metric('codejail_warm_fallback_runs_total', 'counter', 'Runs of a warm command that went cold (no template ready, or a VMEM too tight).', snapshot.warm.map((w) => [label(w.command), w.cold]));
+    metric('codejail_warm_template_restarts_total', 'counter', 'Warm templates that died and were restarted.', snapshot.warm.map((w) => [label(w.command), w.restarts]));
+    metric('codejail_warm_template_replacements_total', 'counter', 'Warm templates replaced (forks, age, SIGHUP).', snapshot.warm.map((w) => [label(w.command), w.replaced]));
     metric('codejail_refused_connections_total', 'counter', 'Connections refused because the caller is not allowed.', [
       ['', this.refusedConnections],
     ]);

@@ -74,6 +74,10 @@ export class Runner {
   private readonly runSlots = new Map<number, RunSlot>();
   /** Slots kept out of the pool until a sweep finds them clean. */
   private readonly quarantined = new Set<number>();
+  /** Clean-ups still running after their run's reply. */
+  private readonly cleanups = new Set<Promise<void>>();
+  /** Clean-ups after replies, for metrics: how many, and their total time. */
+  readonly cleanupStats = { count: 0, totalMs: 0 };
 
   constructor(private readonly ctx: RunnerContext) {}
 
@@ -146,18 +150,14 @@ export class Runner {
     run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
-    let result: JailCodeResult | undefined;
-    let sweepMs = 0;
-    let startAt = preparedAt;
+    let outcome: RunOutcome | undefined;
     try {
       try {
         prepared = await slot.prepare(request, limits, signal);
-        startAt = performance.now();
-        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
-        result = outcome.result;
-        sweepMs = outcome.stages.sweepMs;
+        const startAt = performance.now();
+        outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
+        const { result, stages } = outcome;
         if (request.profile) {
-          const { stages } = outcome;
           result.usage.stages = {
             queueMs: roundMs(preparedAt - queuedAt),
             prepareMs: roundMs(startAt - preparedAt),
@@ -172,14 +172,35 @@ export class Runner {
         throw err instanceof SetupError ? this.setupFailed(err, prepared?.dir.id, request.slug) : err;
       }
     } finally {
-      const releasedAt = performance.now();
+      // After the reply: the sweep's last kill rounds, the leaf and the run directory. The slot
+      // goes back to the pool (or into quarantine) only once they are done.
+      this.track(this.finish(slot, identity, prepared, outcome?.swept));
+    }
+  }
+
+  /** Resolves once every run's clean-up has finished (the daemon is stopping). */
+  async drained(): Promise<void> {
+    while (this.cleanups.size > 0) await Promise.all([...this.cleanups]);
+  }
+
+  private async finish(slot: RunSlot, identity: SlotIdentity, prepared: PreparedRun | undefined, swept: Promise<void> | undefined): Promise<void> {
+    const started = performance.now();
+    try {
+      await swept;
       await slot.release(prepared);
-      // Known only now, after the reply was made: the clean-up the caller waited for is the sweep;
-      // the release runs before the slot is free again, and shows in the next run's queue time.
-      if (result?.usage.stages) result.usage.stages.cleanupMs = roundMs(sweepMs + performance.now() - releasedAt);
+    } finally {
+      this.cleanupStats.count++;
+      this.cleanupStats.totalMs += performance.now() - started;
       if (slot.dirty) this.quarantine(slot, identity, 'processes of its uid survived the kill');
       else this.ctx.slots.release(identity);
     }
+  }
+
+  private track(cleanup: Promise<void>): void {
+    this.cleanups.add(cleanup);
+    cleanup
+      .catch((err) => this.ctx.log.error('cleaning up after a run failed', { error: err }))
+      .finally(() => this.cleanups.delete(cleanup));
   }
 
   private async runPrepared(

@@ -102,9 +102,10 @@ export interface RunStages {
   startMs: number;
   /** The run's code, until its main process exits. */
   runMs: number;
-  /** Sweeping the slot after the exit. */
-  sweepMs: number;
-  /** Collecting the output and the result once the run is swept. */
+  /**
+   * From the exit to the complete output (and, when a process the run left held a pipe open, the
+   * sweep that killed it). The rest of the sweep and the release run after the reply.
+   */
   resultMs: number;
   /** Whether the run forked from a warm template. */
   warm: boolean;
@@ -133,6 +134,8 @@ export class SetupError extends Error {
 export interface RunOutcome {
   result: JailCodeResult;
   stages: RunStages;
+  /** Settles once the slot is swept (see Supervised.swept): release() only after it. */
+  swept: Promise<void>;
   /** The abort reason when the run was cancelled (the result is then not for the caller). */
   cancelled?: unknown;
 }
@@ -215,7 +218,6 @@ export class RunSlot {
     }
     const t1 = performance.now();
     let exitAt = t1;
-    let sweptAt = t1;
     let memory: CgroupVerdict | undefined;
     const outcome = await supervise(started, {
       realtimeSeconds: spec.limits.REALTIME,
@@ -226,7 +228,6 @@ export class RunSlot {
         // Before the kill: an OOM kill's trace in memory.events is the run's memory verdict.
         memory = this.cgroupVerdict();
         await this.sweep(started);
-        sweptAt = performance.now();
       },
       onLateOutputs: () => log.warn('output pipes still open after the slot was swept; closing them', { runId: prepared.dir.id }),
     });
@@ -237,8 +238,10 @@ export class RunSlot {
       limits: spec.limits,
       memory,
     });
-    const stages: RunStages = { startMs: t1 - t0, runMs: exitAt - t1, sweepMs: sweptAt - exitAt, resultMs: performance.now() - sweptAt, warm };
-    return { result, stages, ...(outcome.cancelled !== undefined ? { cancelled: outcome.cancelled } : {}) };
+    // The reply waited for the outputs (and, when one was held open, the sweep) until `collected`.
+    const collected = performance.now();
+    const stages: RunStages = { startMs: t1 - t0, runMs: exitAt - t1, resultMs: collected - exitAt, warm };
+    return { result, stages, swept: outcome.swept, ...(outcome.cancelled !== undefined ? { cancelled: outcome.cancelled } : {}) };
   }
 
   /**

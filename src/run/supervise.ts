@@ -30,6 +30,12 @@ export interface SuperviseOptions {
 }
 
 export interface Supervised {
+  /**
+   * Settles when the sweep after the exit is done. When every output had closed by itself, the
+   * outcome comes back before the sweep finishes (nothing the reply needs depends on it): the
+   * caller waits for this before it hands the slot on.
+   */
+  swept: Promise<void>;
   exit: ProcessExit;
   wallMs: number;
   /** REALTIME ran out and the run was killed for it. */
@@ -72,9 +78,19 @@ export async function supervise(run: RunProcess, options: SuperviseOptions): Pro
     // but was not timed out.
     const timedOut = (disarm?.() ?? false) && exit.signal === SIGKILL;
     signal?.removeEventListener('abort', onAbort);
-    await sweep();
-    if (!(await closedWithin(outputs, OUTPUT_EOF_GRACE_MS))) options.onLateOutputs?.();
+    // The sweep kills whatever the run left (a sleeper holding a pipe open). The output is
+    // complete once every pipe is at EOF: when that comes first, the reply need not wait for the
+    // sweep's kill rounds, which only the slot's next run must.
+    const swept = sweep();
+    swept.catch(() => {}); // the caller awaits it
+    const allClosed = Promise.all(outputs.map((output) => output.closed));
+    await Promise.race([allClosed, swept]);
+    if (!(await closedWithin(outputs, OUTPUT_EOF_GRACE_MS))) {
+      await swept;
+      options.onLateOutputs?.();
+    }
     return {
+      swept,
       exit,
       wallMs,
       timedOut,

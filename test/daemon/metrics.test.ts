@@ -73,6 +73,8 @@ describe('Metrics.render', () => {
       selfCheckOk: true,
       setupFailures: 0,
       draining: false,
+      cleanups: { count: 3, totalMs: 1500 },
+      warm: [{ command: 'python', ready: true, warm: 5, cold: 1, restarts: 0, replaced: 2 }],
     });
     expectSamples(text, {
       'codejail_runs_total{verdict="ok"}': 1,
@@ -82,6 +84,11 @@ describe('Metrics.render', () => {
       'codejail_run_duration_seconds_bucket{le="+Inf"}': 2,
       codejail_run_duration_seconds_count: 2,
       codejail_queue_depth: 2,
+      codejail_cleanups_total: 3,
+      codejail_cleanup_seconds_total: 1.5,
+      'codejail_warm_runs_total{command="python"}': 5,
+      'codejail_warm_fallback_runs_total{command="python"}': 1,
+      'codejail_warm_template_ready{command="python"}': 1,
     });
     expect(text).toContain('# TYPE codejail_runs_total counter');
     expect(text.endsWith('\n')).toBe(true);

@@ -54,6 +54,8 @@ describe('Runner', () => {
     runBase = t.runBase;
     await expect(t.runner.run(request)).rejects.toMatchObject({ code: 'setup_failed', message: expect.stringContaining('"landlock_restrict_self"') });
     expect(t.runner.counters.setupFailures).toBe(1);
+    // The slot's clean-up finishes after the reply.
+    await t.runner.drained();
     // The round also reaps zombies of every slot uid, not only this slot's.
     expect(killUidRound).toHaveBeenCalledWith(61000, 61000, 1);
     expect(fs.readdirSync(t.runBase)).toEqual([]);

@@ -85,6 +85,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
         limits: { FSIZE: 1000 },
       });
       expect(r.stdout.toString()).toBe('True True\n');
+      await suite.idle();
       expect(fs.readdirSync(suite.daemon.runBase)).toEqual([]);
     });
 

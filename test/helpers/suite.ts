@@ -7,6 +7,20 @@ export interface DaemonSuite {
   readonly daemon: TestDaemon;
   /** This test's client; replaced before each test. */
   readonly client: Client;
+  /**
+   * Resolves once no slot is busy: a run's clean-up (the sweep's last rounds, its run directory)
+   * finishes after its reply, so what a run left is gone only then.
+   */
+  idle(): Promise<void>;
+}
+
+/** Polls `status` until no slot is busy (at most 10 s). */
+export async function waitIdle(client: Client): Promise<void> {
+  const until = Date.now() + 10_000;
+  while ((await client.status()).slots.busy > 0) {
+    if (Date.now() > until) throw new Error('slots still busy 10 s after the last reply');
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /**
@@ -40,5 +54,6 @@ export function daemonSuite(
     get client() {
       return client!;
     },
+    idle: () => waitIdle(client!),
   };
 }

@@ -155,8 +155,10 @@ describe.skipIf(!isRoot)('hostile: kernel objects, the exec boundary, runs side 
 
   it('allow_abstract_sockets_within_a_run_and_ordinary_python', async () => {
     // The per-slot namespace and the seccomp list leave what student code does alone: threads, a
-    // child interpreter, temp files, ctypes callbacks, an abstract socket between two of its threads.
+    // child interpreter (cold runs: a warm one cannot start programs), temp files, ctypes
+    // callbacks, an abstract socket between two of its threads.
     const stdout = await out({
+      warm: false,
       code: dedent(`
         import ctypes, socket, subprocess, sys, tempfile, threading
         srv = socket.socket(socket.AF_UNIX); srv.bind("\\0cj-own"); srv.listen(1)
