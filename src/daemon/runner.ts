@@ -17,11 +17,11 @@ import type { SlotPool } from './slots.js';
 
 type Addon = ReturnType<typeof native>;
 
-/** The fields of a jail_code request the runner uses. */
+/** The fields of a jail_code request the runner uses; `safeExec` marks a safe_exec's run (safe_exec.ts). */
 export type RunRequest = Pick<
   JailCodeRequest,
-  'command' | 'code' | 'files' | 'extraFiles' | 'argv' | 'stdin' | 'limits' | 'slug' | 'resultChannel'
->;
+  'command' | 'code' | 'files' | 'extraFiles' | 'argv' | 'stdin' | 'limits' | 'slug' | 'resultChannel' | 'warm' | 'profile'
+> & { safeExec?: boolean };
 
 export interface RunnerContext {
   config: DaemonConfig;
