@@ -96,6 +96,15 @@ def _make_codec():
             value, end = scan(text, start)
         except StopIteration as err:
             raise ValueError("invalid JSON: expecting a value at offset %d" % err.value) from None
+        except SystemError:
+            # _json raises a syntax error as json.decoder.JSONDecodeError, which it looks up in
+            # sys.modules only (CPython <= 3.11): with json not imported, it fails without an
+            # exception. Only a caller's malformed request comes here: json itself then says
+            # what is wrong, and importing it costs nothing to a run that goes on.
+            import json
+
+            json.loads(text)
+            raise
         if text[end:].strip(_WHITESPACE):
             raise ValueError("invalid JSON: extra data at offset %d" % end)
         return value
