@@ -7,6 +7,7 @@ import { Client, CodejailError, SafeExecError } from '../../src/client/index.js'
 import type { SafeExecCall, Usage } from '../../src/client/index.js';
 import { Connection } from '../../src/client/connection.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../../src/protocol/index.js';
+import { GRADER_CODE, graderGlobals, graderProblem } from '../../src/cli/bench_cases.js';
 import { daemonSuite } from '../helpers/suite.js';
 
 /** A client whose safe_exec requests carry `globals` instead of what safeExec encoded. */
@@ -132,6 +133,13 @@ describe.skipIf(process.getuid?.() !== 0)('the safe_exec request', () => {
     // ...and the client before sending: '/' has no basename to name it by.
     const err = await rejection(suite.client.safeExec('a = 1', {}, { pythonPath: ['/'] }));
     expect(err).toMatchObject({ code: 'bad_request' });
+  });
+
+  it("support_the_bench's_grader_leaves_the_globals_it_checks", async () => {
+    for (const warm of [true, false]) {
+      const globs = await suite.client.safeExec(GRADER_CODE, graderGlobals(), { warm });
+      expect(graderProblem(globs), JSON.stringify(globs)).toBeUndefined();
+    }
   });
 
   it('support_warm_false_and_profile_are_accepted_and_give_the_same_result', async () => {
