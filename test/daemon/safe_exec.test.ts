@@ -108,10 +108,19 @@ describe('safe_exec dispatched', () => {
       replyOk: (id, result) => void replies.push({ id, ok: true, result }),
       replyError: (id, code, message) => void replies.push({ id, ok: false, code, message }),
       track: (promise) => void work.push(promise),
-      holdQueued: () => () => {},
+      holdQueued: (bytes) => {
+        held.bytes += bytes;
+        let once = true;
+        return () => {
+          if (once) held.bytes -= bytes;
+          once = false;
+        };
+      },
     };
+    /** Bytes the origin holds for queued requests. */
+    const held = { bytes: 0 };
     const requests = new Requests(options, new ThrottledLog(log));
-    return { requests, origin, lines, verdicts, replies, settle: () => Promise.all(work) };
+    return { requests, origin, lines, verdicts, replies, held, settle: () => Promise.all(work) };
   }
   const finished = { runId: 'r1', status: 0, timedOut: false, limits: {}, usage: {}, truncated: false, result: Buffer.from('["d"]') } as unknown as JailCodeResult;
 
@@ -127,9 +136,10 @@ describe('safe_exec dispatched', () => {
     expect(ended).toEqual([expect.objectContaining({ level: 'info', fields: expect.objectContaining({ op: 'safe_exec', command: 'python', slug: 'g', verdict: 'ok' }) })]);
     expect(t.verdicts).toEqual(['ok']);
     expect(t.origin.runs.size).toBe(0);
+    expect(t.held.bytes).toBe(0);
   });
 
-  it('deny_safe_exec_of_an_unknown_or_binary_command_before_any_run', async () => {
+  it('deny_safe_exec_of_an_unknown_or_binary_command_before_any_run_holding_nothing', async () => {
     const t = setUp(async () => {
       throw new Error('must not run');
     });
@@ -142,5 +152,6 @@ describe('safe_exec dispatched', () => {
     ]);
     expect(t.verdicts).toEqual(['rejected', 'rejected']);
     expect(t.origin.runs.size).toBe(0);
+    expect(t.held.bytes).toBe(0);
   });
 });

@@ -96,8 +96,9 @@ export class Requests {
     // connection and uid as their bytes are, or refused past their caps.
     let running: Promise<JailCodeResult>;
     try {
-      const release = origin.holdQueued(payloadBytes(request));
+      // Before anything is held: a safe_exec refused here (its command) must leave nothing held.
       const run = request.op === 'safe_exec' ? safeExecRun(request, this.options.commandKinds) : request;
+      const release = origin.holdQueued(payloadBytes(request));
       running = this.options.runner
         .run(run, controller.signal, { caller: origin.caller.uid, started: release })
         .finally(release);
