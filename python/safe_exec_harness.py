@@ -23,8 +23,8 @@ Before the code runs, a seccomp filter makes every execve fail (forbid_starting_
 program can be started from the run, not even the interpreter, as under the original's AppArmor.
 
 Exit status: 0 with the result written; 1 when the code raised (the traceback goes to stderr
-and nothing is written to the result channel); 2 when fd 3 is not open or starting programs
-cannot be forbidden.
+and nothing is written to the result channel); 2 when fd 3 is not open, the request on stdin is
+malformed (a line on stderr says why) or starting programs cannot be forbidden.
 """
 
 import binascii
@@ -96,6 +96,15 @@ def _make_codec():
             value, end = scan(text, start)
         except StopIteration as err:
             raise ValueError("invalid JSON: expecting a value at offset %d" % err.value) from None
+        except SystemError:
+            # _json raises a syntax error as json.decoder.JSONDecodeError, which it looks up in
+            # sys.modules only (CPython <= 3.11): with json not imported, it fails without an
+            # exception. Only a caller's malformed request comes here: json itself then says
+            # what is wrong, and importing it costs nothing to a run that goes on.
+            import json
+
+            json.loads(text)
+            raise
         if text[end:].strip(_WHITESPACE):
             raise ValueError("invalid JSON: extra data at offset %d" % end)
         return value
@@ -464,7 +473,13 @@ if __name__ == "__main__":
             "run it through safeExec, which provides it\n" % RESULT_FD
         )
         sys.exit(2)
-    code, g_dict = _read_request()
+    try:
+        code, g_dict = _read_request()
+    except Exception as err:  # pylint: disable=broad-except
+        # The request is the caller's (its globals travel untouched through the daemon): what is
+        # wrong with it is said in one line, not as a traceback of this harness.
+        sys.stderr.write("safe_exec harness: bad request: %s: %s\n" % (type(err).__name__, err))
+        sys.exit(2)
     try:
         forbid_starting_programs()
     except OSError as err:

@@ -1,26 +1,33 @@
 // `codejail bench`: latency and throughput of jailCode and safeExec against bare interpreter
 // spawns, measured in the same process so that all see the same machine. Each runner is one row
-// of the table, compared against the same baseline.
+// of the table, compared against the same baseline; warm and cold runs of the same code are rows
+// side by side, and --profile adds where each row's time went, stage by stage, as the daemon saw it.
 import { spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Client } from '../client/index.js';
+import type { Stages } from '../client/index.js';
 import { UsageError, positiveInteger, withUsageErrors } from './args.js';
+import { GRADER_CODE, graderGlobals, graderProblem } from './bench_cases.js';
 
-export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,2,4] [--socket PATH] [--python /usr/bin/python3]
+export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--profile] [--socket PATH] [--python /usr/bin/python3]
   -n N               measured runs per runner and concurrency level (default 200)
-  --concurrency LIST comma-separated numbers of runs kept in flight (default 1,2,4)
+  --concurrency LIST comma-separated numbers of runs kept in flight (default 1,4)
+  --profile          ask the daemon for each run's stages and print their p50 per row
   --socket PATH      the daemon's socket (default $CODEJAIL_SOCKET or /run/codejail/codejail.sock)
   --python PATH      the interpreter for the bare baseline (default /usr/bin/python3)
-Compares jailCode('python', {code: 'print(1)'}) and safeExec('a = 17', {}) with bare
-'python3 -E -B -c print(1)' spawns and prints the ratios (and jailCode's targets). Exits 0
-whatever the ratios; 1 when the daemon cannot be reached or a run does not do what it should.`;
+Compares with bare 'python3 -E -B -c print(1)' spawns, warm (the command's own way) and cold
+(warm: false) side by side: jailCode('python', {code: 'print(1)'}) and safeExec('a = 17', {}) at
+every level, and a 40-line grader through safeExec at the highest level. Prints the ratios and
+the targets. Exits 0 whatever the ratios; 1 when the daemon cannot be reached or a run does not
+do what it should.`;
 
 /** One kind of run to measure. runOnce rejects if the run did not do what it should. */
 export interface BenchRunner {
   label: string;
-  runOnce(): Promise<void>;
+  /** Resolves with the run's stages when the daemon sent them (a run asked with profile: true). */
+  runOnce(): Promise<Stages | void>;
 }
 
 /** A runner compared against the baseline, with the targets it should meet (if any). */
@@ -30,7 +37,17 @@ export interface BenchCandidate {
   maxP50Ratio?: number;
   /** Smallest acceptable runs/s as a fraction of the baseline's, at one concurrency level. */
   minThroughputRatio?: { ratio: number; concurrency: number };
+  /** Largest acceptable p50 latency in milliseconds, at one concurrency level. */
+  maxP50Ms?: { ms: number; concurrency: number };
+  /** Smallest acceptable runs/s, at one concurrency level. */
+  minRunsPerSecond?: { rate: number; concurrency: number };
+  /** Measured at the highest concurrency level only (a row of its own, not one per level). */
+  highestOnly?: boolean;
 }
+
+/** The stages of a run, in the order they happen (usage.stages' keys). */
+export const STAGE_NAMES = ['queueMs', 'prepareMs', 'startMs', 'runMs', 'resultMs', 'cleanupMs'] as const satisfies ReadonlyArray<keyof Stages>;
+export type StageName = (typeof STAGE_NAMES)[number];
 
 export interface Measurement {
   label: string;
@@ -40,6 +57,8 @@ export interface Measurement {
   p90Ms: number;
   p99Ms: number;
   runsPerSecond: number;
+  /** Each stage's p50 over the runs that reported it; absent when none did. */
+  stages?: Partial<Record<StageName, number>>;
 }
 
 /** Nearest-rank percentile of ascending samples. */
@@ -50,20 +69,28 @@ function percentile(sorted: readonly number[], p: number): number {
 /** Runs `runner` `runs` times keeping `concurrency` runs in flight; times each run and the whole. */
 export async function measure(runner: BenchRunner, runs: number, concurrency: number): Promise<Measurement> {
   const latencies: number[] = [];
+  const stageSamples = new Map<StageName, number[]>();
   let started = 0;
   const worker = async (): Promise<void> => {
     while (started < runs) {
       started += 1;
       const begin = performance.now();
-      await runner.runOnce();
+      const stages = await runner.runOnce();
       latencies.push(performance.now() - begin);
+      for (const name of STAGE_NAMES) {
+        const value = stages ? stages[name] : undefined;
+        if (typeof value !== 'number') continue;
+        let samples = stageSamples.get(name);
+        if (!samples) stageSamples.set(name, (samples = []));
+        samples.push(value);
+      }
     }
   };
   const begin = performance.now();
   await Promise.all(Array.from({ length: Math.min(concurrency, runs) }, worker));
   const elapsedMs = performance.now() - begin;
   latencies.sort((a, b) => a - b);
-  return {
+  const measurement: Measurement = {
     label: runner.label,
     concurrency,
     runs,
@@ -72,6 +99,11 @@ export async function measure(runner: BenchRunner, runs: number, concurrency: nu
     p99Ms: percentile(latencies, 99),
     runsPerSecond: runs / (elapsedMs / 1000),
   };
+  if (stageSamples.size > 0) {
+    measurement.stages = {};
+    for (const [name, samples] of stageSamples) measurement.stages[name] = percentile(samples.sort((a, b) => a - b), 50);
+  }
+  return measurement;
 }
 
 const PRINT_ONE = 'print(1)';
@@ -105,28 +137,60 @@ export function bareSpawnRunner(python: string): BenchRunner {
   };
 }
 
-export function jailCodeRunner(client: Client): BenchRunner {
+/** How the daemon is asked to run: `warm` (false: cold), and whether to send its stages. */
+export interface RunWay {
+  warm: boolean;
+  profile: boolean;
+}
+
+const wayLabel = (way: RunWay) => (way.warm ? 'warm' : 'cold');
+
+export function jailCodeRunner(client: Client, way: RunWay = { warm: true, profile: false }): BenchRunner {
   return {
-    label: 'jailCode',
+    label: `jailCode ${wayLabel(way)}`,
     runOnce: async () => {
-      const result = await client.jailCode('python', { code: PRINT_ONE });
+      const result = await client.jailCode('python', { code: PRINT_ONE, ...way });
       if (result.status !== 0 || result.stdout.toString() !== EXPECTED_OUTPUT) {
         throw describeFailure('jailCode print(1)', result.status, result.stdout, result.stderr);
       }
+      return result.usage.stages;
     },
   };
 }
 
-/** safeExec's whole path: the harness, JSON globals in on stdin and out on the fd 3 channel. */
-export function safeExecRunner(client: Client): BenchRunner {
+/**
+ * safeExec's whole path: the safe_exec request, the harness, the globals in on stdin and out on
+ * the fd 3 channel. `check` says what is wrong with the globals the code left, if anything.
+ */
+function safeExecCodeRunner(
+  client: Client,
+  label: string,
+  code: string,
+  globals: () => Record<string, unknown>,
+  check: (globals: Record<string, unknown>) => string | undefined,
+  way: RunWay,
+): BenchRunner {
   return {
-    label: 'safeExec',
+    label: `${label} ${wayLabel(way)}`,
     runOnce: async () => {
+      let stages: Stages | undefined;
       // Rejects with SafeExecError, holding the run's output, when the code fails.
-      const globals = await client.safeExec('a = 17', {});
-      if (globals.a !== 17) throw new Error(`safeExec('a = 17') returned ${JSON.stringify(globals)}`);
+      const result = await client.safeExec(code, globals(), { ...way, onUsage: (usage) => (stages = usage.stages) });
+      const problem = check(result);
+      if (problem) throw new Error(`${label}: ${problem}`);
+      return stages;
     },
   };
+}
+
+export function safeExecRunner(client: Client, way: RunWay = { warm: true, profile: false }): BenchRunner {
+  const check = (globals: Record<string, unknown>) => (globals.a === 17 ? undefined : `'a = 17' returned ${JSON.stringify(globals)}`);
+  return safeExecCodeRunner(client, 'safeExec', 'a = 17', () => ({}), check, way);
+}
+
+/** The grader of bench_cases.ts through safeExec. */
+export function graderRunner(client: Client, way: RunWay = { warm: true, profile: false }): BenchRunner {
+  return safeExecCodeRunner(client, 'grader', GRADER_CODE, graderGlobals, graderProblem, way);
 }
 
 const formatMs = (ms: number) => ms.toFixed(2).padStart(8);
@@ -137,7 +201,8 @@ const formatRatio = (ratio: number, ok: boolean | undefined) => `${ratio.toFixed
 /**
  * One concurrency level as a table: a row per runner (the baseline first), each candidate with
  * its p50 and runs/s as multiples of the baseline's, marked ok or MISS where a target applies at
- * this level; the targets themselves are listed under the table.
+ * this level; the targets themselves are listed under the table, the absolute ones (ms, runs/s)
+ * with what this level measured, where they apply.
  */
 export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[BenchCandidate, Measurement]>): string {
   const rows = [baseline, ...candidates.map(([, measurement]) => measurement)];
@@ -150,10 +215,11 @@ export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[Be
     numbers(baseline),
   ];
   const targets: string[] = [];
+  const absolute: string[] = [];
   for (const [candidate, measurement] of candidates) {
     const p50Ratio = measurement.p50Ms / baseline.p50Ms;
     const rateRatio = measurement.runsPerSecond / baseline.runsPerSecond;
-    const { maxP50Ratio, minThroughputRatio } = candidate;
+    const { maxP50Ratio, minThroughputRatio, maxP50Ms, minRunsPerSecond } = candidate;
     const rateTargetHere = minThroughputRatio?.concurrency === baseline.concurrency;
     const p50Cell = formatRatio(p50Ratio, maxP50Ratio === undefined ? undefined : p50Ratio <= maxP50Ratio);
     const rateCell = formatRatio(rateRatio, rateTargetHere ? rateRatio >= minThroughputRatio!.ratio : undefined);
@@ -166,8 +232,45 @@ export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[Be
         : [`runs/s >= ${minThroughputRatio.ratio.toFixed(2)}x at concurrency ${minThroughputRatio.concurrency}`]),
     ];
     if (wanted.length) targets.push(`${candidate.runner.label} ${wanted.join(', ')}`);
+    if (maxP50Ms?.concurrency === baseline.concurrency) {
+      const ok = measurement.p50Ms <= maxP50Ms.ms;
+      absolute.push(`${candidate.runner.label} p50 <= ${maxP50Ms.ms.toFixed(2)} ms: ${measurement.p50Ms.toFixed(2)} ${ok ? 'ok' : 'MISS'}`);
+    }
+    if (minRunsPerSecond?.concurrency === baseline.concurrency) {
+      const ok = measurement.runsPerSecond >= minRunsPerSecond.rate;
+      absolute.push(`${candidate.runner.label} runs/s >= ${minRunsPerSecond.rate}: ${measurement.runsPerSecond.toFixed(1)} ${ok ? 'ok' : 'MISS'}`);
+    }
   }
   if (targets.length) lines.push(`targets (x bare): ${targets.join('; ')}`);
+  if (absolute.length) lines.push(`targets at concurrency ${baseline.concurrency}: ${absolute.join('; ')}`);
+  return lines.join('\n') + '\n';
+}
+
+const STAGE_HEADERS: Record<StageName, string> = {
+  queueMs: 'queue',
+  prepareMs: 'prepare',
+  startMs: 'start',
+  runMs: 'run',
+  resultMs: 'result',
+  cleanupMs: 'cleanup',
+};
+
+/**
+ * The p50 of each stage, per row of one level: queue (waiting for a slot), prepare (the run
+ * directory), start (fork or exec, and confinement), run (the code), result (output and result
+ * channel), cleanup (sweep and removal); "-" where the daemon sent no such stage.
+ */
+export function formatStages(measurements: readonly Measurement[]): string {
+  const width = Math.max(...measurements.map((row) => row.label.length));
+  const header = STAGE_NAMES.map((name) => STAGE_HEADERS[name].padStart(8)).join(' ');
+  const lines = [`stages at concurrency ${measurements[0]?.concurrency}, p50 ms ("-": the daemon sent none)`, `${''.padEnd(width)} ${header}`];
+  for (const row of measurements) {
+    const cells = STAGE_NAMES.map((name) => {
+      const value = row.stages?.[name];
+      return (value === undefined ? '-' : value.toFixed(2)).padStart(8);
+    });
+    lines.push(`${row.label.padEnd(width)} ${cells.join(' ')}`);
+  }
   return lines.join('\n') + '\n';
 }
 
@@ -177,13 +280,31 @@ function parseConcurrency(list: string): number[] {
   return levels;
 }
 
+/** The rows, warm and cold side by side, with the issues' targets. */
+export function benchCandidates(client: Client, profile: boolean): BenchCandidate[] {
+  const warm: RunWay = { warm: true, profile };
+  const cold: RunWay = { warm: false, profile };
+  return [
+    // Warm: a process forked from the daemon's template interpreter, p50 within 0.3x of a bare
+    // spawn. Cold keeps the targets it had: p50 within 1.25x of a bare spawn, and at concurrency 2
+    // at least 0.8x of its runs/s.
+    { runner: jailCodeRunner(client, warm), maxP50Ratio: 0.3 },
+    { runner: jailCodeRunner(client, cold), maxP50Ratio: 1.25, minThroughputRatio: { ratio: 0.8, concurrency: 2 } },
+    { runner: safeExecRunner(client, warm), maxP50Ms: { ms: 2, concurrency: 1 }, minRunsPerSecond: { rate: 1000, concurrency: 4 } },
+    { runner: safeExecRunner(client, cold) },
+    { runner: graderRunner(client, warm), highestOnly: true },
+    { runner: graderRunner(client, cold), highestOnly: true },
+  ];
+}
+
 export async function bench(args: string[]): Promise<number> {
   const { values } = withUsageErrors(() =>
     parseArgs({
       args,
       options: {
         n: { type: 'string', short: 'n', default: '200' },
-        concurrency: { type: 'string', default: '1,2,4' },
+        concurrency: { type: 'string', default: '1,4' },
+        profile: { type: 'boolean', default: false },
         socket: { type: 'string' },
         python: { type: 'string', default: '/usr/bin/python3' },
       },
@@ -192,36 +313,43 @@ export async function bench(args: string[]): Promise<number> {
   );
   const runs = positiveInteger('-n', values.n);
   const levels = parseConcurrency(values.concurrency);
+  const highest = Math.max(...levels);
   const client = new Client({ socketPath: values.socket });
   try {
     // Fails first, with the reason, when the daemon cannot be reached.
     const daemon = await client.status();
     const baseline = bareSpawnRunner(values.python);
-    // The issue's targets: jailCode p50 within 1.25x of a bare spawn, and at concurrency 2 at
-    // least 0.8x of its runs/s.
-    // safeExec has no target: its row shows what the harness (JSON both ways, fd 3) adds.
-    const candidates: BenchCandidate[] = [
-      { runner: jailCodeRunner(client), maxP50Ratio: 1.25, minThroughputRatio: { ratio: 0.8, concurrency: 2 } },
-      { runner: safeExecRunner(client) },
-    ];
+    const candidates = benchCandidates(client, values.profile);
     // Each layer's state word only ("active", "absent", "off"): `codejail status` has the details.
     const layers = Object.entries(daemon.layers).map(([name, state]) => `${name}=${state.split(' ')[0]}`);
+    const commandLine = [
+      'codejail bench',
+      `-n ${runs}`,
+      `--concurrency ${levels.join(',')}`,
+      ...(values.profile ? ['--profile'] : []),
+      `--python ${values.python}`,
+    ].join(' ');
     process.stdout.write(
-      `codejail bench: node ${process.version}, ${cpus().length} CPUs, baseline ${values.python}, daemon ${daemon.version} ` +
+      `${commandLine}\n` +
+        `node ${process.version}, ${cpus().length} CPUs, baseline ${values.python}, daemon ${daemon.version} ` +
         `(${daemon.unsafe ? 'UNSAFE, runs not confined' : `layers ${layers.join(' ')}`}, ${daemon.slots.total} slots)\n\n`,
     );
 
     // Warm-up: page caches, the daemon's slots and the interpreter's own start-up files.
-    const maxConcurrency = Math.max(...levels);
     for (const runner of [baseline, ...candidates.map((c) => c.runner)]) {
-      await measure(runner, Math.max(10, 2 * maxConcurrency), maxConcurrency);
+      await measure(runner, Math.max(10, 2 * highest), highest);
     }
 
     for (const concurrency of levels) {
       const baselineMeasurement = await measure(baseline, runs, concurrency);
       const measured: [BenchCandidate, Measurement][] = [];
-      for (const candidate of candidates) measured.push([candidate, await measure(candidate.runner, runs, concurrency)]);
-      process.stdout.write(formatLevel(baselineMeasurement, measured) + '\n');
+      for (const candidate of candidates) {
+        if (candidate.highestOnly && concurrency !== highest) continue;
+        measured.push([candidate, await measure(candidate.runner, runs, concurrency)]);
+      }
+      let text = formatLevel(baselineMeasurement, measured);
+      if (values.profile) text += '\n' + formatStages(measured.map(([, measurement]) => measurement));
+      process.stdout.write(text + '\n');
     }
     return 0;
   } finally {

@@ -4,9 +4,9 @@ import type { z } from 'zod';
 import { Connection } from './connection.js';
 import { CodejailError } from './errors.js';
 import { LimitSettings } from './limits.js';
-import { buildJailCodeFields } from './request.js';
-import type { JailCodeOptions } from './request.js';
-import { safeExec as safeExecWith, type SafeExecOptions } from './safe_exec.js';
+import { buildJailCodeFields, buildSafeExecFields } from './request.js';
+import type { JailCodeOptions, SafeExecCall } from './request.js';
+import { harnessJailCodeOptions, safeExec as safeExecWith, type SafeExecOptions } from './safe_exec.js';
 import { UnsafeRunner, type UnsafeCommand } from './unsafe.js';
 
 
@@ -39,6 +39,14 @@ function parseReply<S extends z.ZodTypeAny>(schema: S, raw: unknown, op: string)
     throw new CodejailError('bad_reply', `the codejail daemon sent a malformed ${op} result: ${describeIssues(parsed.error)}`);
   }
   return parsed.data;
+}
+
+/** A run's reply (jail_code's or safe_exec's), checked, its bytes as Buffers. */
+function runResult(raw: unknown, op: string): JailCodeResult {
+  const { result, ...rest } = parseReply(jailCodeResult, raw, op);
+  const reply: JailCodeResult = { ...rest, stdout: asBuffer(rest.stdout), stderr: asBuffer(rest.stderr) };
+  if (result !== undefined) reply.result = asBuffer(result);
+  return reply;
 }
 
 /** A view, not a copy: the reply frame belongs to nobody else. */
@@ -84,10 +92,7 @@ export class Client {
   async jailCode(command: string, options: JailCodeOptions = {}): Promise<JailCodeResult> {
     const fields = await buildJailCodeFields(command, options, this.limitSettings);
     const raw = this.unsafe ? await this.unsafe.run(fields) : await this.call('jail_code', fields);
-    const { result, ...rest } = parseReply(jailCodeResult, raw, 'jail_code');
-    const reply: JailCodeResult = { ...rest, stdout: asBuffer(rest.stdout), stderr: asBuffer(rest.stderr) };
-    if (result !== undefined) reply.result = asBuffer(result);
-    return reply;
+    return runResult(raw, 'jail_code');
   }
 
   /**
@@ -98,6 +103,16 @@ export class Client {
    */
   safeExec(code: string, globals: Record<string, unknown> = {}, options: SafeExecOptions = {}): Promise<Record<string, unknown>> {
     return safeExecWith(this, code, globals, options);
+  }
+
+  /**
+   * safeExec's transport: a safe_exec request, the daemon running its own harness. In unsafe mode
+   * (no daemon) the harness goes as jailCode's code instead.
+   */
+  async sendSafeExec(call: SafeExecCall): Promise<JailCodeResult> {
+    if (this.unsafe) return this.jailCode(call.command, harnessJailCodeOptions(call));
+    const fields = await buildSafeExecFields(call, this.limitSettings);
+    return runResult(await this.call('safe_exec', fields), 'safe_exec');
   }
 
   /** Whether the daemon runs `command` (the original's is_configured). */

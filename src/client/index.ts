@@ -11,12 +11,12 @@ export type { ClientOptions, JailCodeResult } from './client.js';
 export { CodejailError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export type { ExtraFile } from './files.js';
-export type { JailCodeOptions } from './request.js';
+export type { JailCodeOptions, SafeExecCall } from './request.js';
 export type { UnsafeCommand } from './unsafe.js';
 export { DEFAULT_RESULT_BOUNDS, PythonFloat, SafeExecError } from './safe_exec.js';
 export type { ResultBounds, SafeExecFailure, SafeExecOptions } from './safe_exec.js';
 export { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, LIMIT_NAMES, ERROR_CODES } from '../protocol/index.js';
-export type { CheckResult, ErrorCode, LimitName, Limits, StatusResult } from '../protocol/index.js';
+export type { CheckResult, ErrorCode, LimitName, Limits, Stages, StatusResult, Usage } from '../protocol/index.js';
 
 let defaultClient: Client | undefined;
 

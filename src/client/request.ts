@@ -1,5 +1,6 @@
-// Turns the caller's jailCode options into the fields of a jail_code request.
-import { CODE_FILE, describeIssues, jailCodeRequest } from '../protocol/index.js';
+// Turns the caller's jailCode and safeExec options into the fields of a jail_code or safe_exec
+// request.
+import { CODE_FILE, describeIssues, jailCodeRequest, safeExecRequest } from '../protocol/index.js';
 import type { Limits } from '../protocol/index.js';
 import { CodejailError } from './errors.js';
 import { collectFiles, encodeExtraFiles, toBytes } from './files.js';
@@ -25,14 +26,36 @@ export interface JailCodeOptions {
   limits?: Partial<Limits>;
   /** Open fd 3 in the sandbox as a pipe whose contents come back as `result` (safeExec uses it). */
   resultChannel?: boolean;
-  /** false: a fresh interpreter even where the daemon runs the command warm. */
+  /**
+   * false: a cold run (a fresh interpreter) even where the daemon runs the command warm (forked
+   * from its template). Default: the command's own way.
+   */
   warm?: boolean;
-  /** Ask for usage.stages: where the run's time went. */
+  /** Ask the daemon for the run's per-stage timings, in `usage.stages`. */
   profile?: boolean;
 }
 
-/** The request without its envelope (v, id), which the connection adds. */
+/** What a safe_exec request is made of (src/client/safe_exec.ts builds it). */
+export interface SafeExecCall {
+  command: string;
+  code: string;
+  /** The tagged globals dict as JSON text (encodeGlobals), UTF-8. */
+  globals: Uint8Array;
+  /** Names, in the run directory, added to sys.path. */
+  pythonPath: readonly string[];
+  /** As JailCodeOptions' fields of the same names. */
+  files: readonly string[];
+  extraFiles: readonly ExtraFile[];
+  limitOverridesContext?: string;
+  slug?: string;
+  limits?: Partial<Limits>;
+  warm?: boolean;
+  profile?: boolean;
+}
+
+/** The requests without their envelope (v, id), which the connection adds. */
 const jailCodeFields = jailCodeRequest.omit({ v: true, id: true });
+const safeExecFields = safeExecRequest.omit({ v: true, id: true });
 
 /** Builds and validates the fields of a jail_code request (everything but v, id and op). */
 export async function buildJailCodeFields(
@@ -40,13 +63,41 @@ export async function buildJailCodeFields(
   options: JailCodeOptions,
   limitSettings: LimitSettings,
 ): Promise<Record<string, unknown>> {
+  const fields = await runFields(command, options, options.code !== undefined, limitSettings);
+  fields.argv = options.argv ?? [];
+  if (options.code !== undefined) fields.code = toBytes(options.code, 'code');
+  if (options.stdin !== undefined) fields.stdin = toBytes(options.stdin, 'stdin');
+  if (options.resultChannel) fields.resultChannel = true;
+
+  const checked = jailCodeFields.safeParse({ op: 'jail_code', ...fields });
+  if (!checked.success) throw new CodejailError('bad_request', `jailCode: ${describeIssues(checked.error)}`);
+  return fields;
+}
+
+/** Builds and validates the fields of a safe_exec request (everything but v, id and op). */
+export async function buildSafeExecFields(call: SafeExecCall, limitSettings: LimitSettings): Promise<Record<string, unknown>> {
+  // The daemon writes its harness where jailCode writes the code.
+  const fields = await runFields(call.command, call, true, limitSettings);
+  fields.code = call.code;
+  fields.globals = call.globals;
+  fields.pythonPath = call.pythonPath;
+
+  const checked = safeExecFields.safeParse({ op: 'safe_exec', ...fields });
+  if (!checked.success) throw new CodejailError('bad_request', `safeExec: ${describeIssues(checked.error)}`);
+  return fields;
+}
+
+type RunOptions = Pick<JailCodeOptions, 'files' | 'extraFiles' | 'limitOverridesContext' | 'slug' | 'limits' | 'warm' | 'profile'>;
+
+/** The fields both requests share: command, files, extra files, limits, slug, warm and profile. */
+async function runFields(command: string, options: RunOptions, hasCodeFile: boolean, limitSettings: LimitSettings): Promise<Record<string, unknown>> {
   const limits = limitSettings.requested(options.limitOverridesContext, options.limits ?? {});
   const files = await collectFiles(options.files ?? []);
   const extraFiles = encodeExtraFiles(options.extraFiles ?? []);
 
   // The top of the run directory is one flat namespace: a second entry with the same name
   // would silently replace the first, so that is refused here.
-  const topNames = new Set(options.code === undefined ? [] : [CODE_FILE]);
+  const topNames = new Set(hasCodeFile ? [CODE_FILE] : []);
   const newTopNames = [
     ...files.filter((entry) => !entry.name.includes('/')).map((entry) => entry.name),
     ...extraFiles.map(([name]) => name),
@@ -61,21 +112,9 @@ export async function buildJailCodeFields(
     topNames.add(name);
   }
 
-  const fields: Record<string, unknown> = {
-    command,
-    files,
-    extraFiles,
-    argv: options.argv ?? [],
-    limits,
-  };
-  if (options.code !== undefined) fields.code = toBytes(options.code, 'code');
-  if (options.stdin !== undefined) fields.stdin = toBytes(options.stdin, 'stdin');
+  const fields: Record<string, unknown> = { command, files, extraFiles, limits };
   if (options.slug !== undefined) fields.slug = options.slug;
-  if (options.resultChannel) fields.resultChannel = true;
   if (options.warm !== undefined) fields.warm = options.warm;
-  if (options.profile) fields.profile = true;
-
-  const checked = jailCodeFields.safeParse({ op: 'jail_code', ...fields });
-  if (!checked.success) throw new CodejailError('bad_request', `jailCode: ${describeIssues(checked.error)}`);
+  if (options.profile !== undefined) fields.profile = options.profile;
   return fields;
 }

@@ -1,6 +1,7 @@
-// safeExec: the original CodeJail's safe_exec on top of jailCode. The jailed code is
-// python/safe_exec_harness.py; it reads {code, globals, python_path} on stdin, runs
+// safeExec: the original CodeJail's safe_exec. The daemon's safe_exec request runs
+// python/safe_exec_harness.py, which reads {globals, code, python_path} on stdin, runs
 // exec(code, g) and writes the JSON-safe globals to a result channel (fd 3) that is not stdout.
+// Without a daemon (unsafe mode), the same harness goes as jailCode's code, with that stdin.
 //
 // Both directions use a tagged JSON encoding, so that every value means one thing:
 //   strings and finite numbers are themselves; null, true, false;
@@ -16,8 +17,9 @@
 // number of values, digits of an int), and a result over a bound is a SafeExecError naming it.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Limits } from '../protocol/index.js';
+import type { Limits, Usage } from '../protocol/index.js';
 import type { ExtraFile } from './files.js';
+import type { SafeExecCall } from './request.js';
 
 /** Where the harness lives: <root>/python/, two levels above src/client/ and dist/client/. */
 const HARNESS_URL = new URL('../../python/safe_exec_harness.py', import.meta.url);
@@ -45,6 +47,17 @@ export interface SafeExecOptions {
   wholeFloats?: WholeFloats;
   /** Raises or lowers the bounds on the result (DEFAULT_RESULT_BOUNDS) for this call. */
   resultBounds?: Partial<ResultBounds>;
+  /** The daemon's command that runs the harness: one of kind python. Default 'python'. */
+  command?: string;
+  /**
+   * false: a cold run (a fresh interpreter) even where the daemon runs the command warm (forked
+   * from its template). Default: the command's own way.
+   */
+  warm?: boolean;
+  /** Ask the daemon for the run's per-stage timings (`usage.stages`, given to onUsage). */
+  profile?: boolean;
+  /** Called with what the run cost (and its stages, with `profile`) once it ended, failed or not. */
+  onUsage?: (usage: Usage) => void;
 }
 
 /**
@@ -71,9 +84,15 @@ export const DEFAULT_RESULT_BOUNDS: Readonly<ResultBounds> = Object.freeze({
   maxIntDigits: 4300,
 });
 
-/** Anything with a jailCode that takes `resultChannel` and returns the channel's bytes as `result`. */
+/**
+ * What safeExec runs through: a client that sends safe_exec requests (the Client), or anything
+ * with a jailCode that takes `resultChannel` and returns the channel's bytes as `result`, which
+ * then runs the harness as its code (harnessJailCodeOptions).
+ */
 export interface SafeExecClient {
   jailCode(command: string, options: any): Promise<any>;
+  /** Runs the call as a safe_exec request; resolves with the run's result, as jailCode does. */
+  sendSafeExec?(call: SafeExecCall): Promise<any>;
 }
 
 /** What a failed run left: its output, its status, and how it ended. */
@@ -116,6 +135,27 @@ let harness: string | undefined;
 export function harnessSource(): string {
   harness ??= readFileSync(HARNESS_URL, 'utf8');
   return harness;
+}
+
+/**
+ * jailCode's options that run `call` without a safe_exec request: the harness as the code, its
+ * request on stdin (as the daemon composes it, src/daemon/safe_exec.ts) and the result channel.
+ */
+export function harnessJailCodeOptions(call: SafeExecCall): Record<string, unknown> {
+  const tail = `,"code":${JSON.stringify(call.code)},"python_path":${JSON.stringify(call.pythonPath)}}`;
+  return {
+    code: harnessSource(),
+    stdin: Buffer.concat([Buffer.from('{"globals":'), call.globals, Buffer.from(tail)]),
+    files: call.files,
+    extraFiles: call.extraFiles,
+    argv: [],
+    limitOverridesContext: call.limitOverridesContext,
+    slug: call.slug,
+    limits: call.limits,
+    resultChannel: true,
+    warm: call.warm,
+    profile: call.profile,
+  };
 }
 
 // --- Encoding (JS -> Python) --------------------------------------------------------------------
@@ -515,18 +555,21 @@ export async function safeExec(
     if (!extraNames.has(name) && !givenFiles.has(path.resolve(entry))) files.push(entry);
   }
 
-  const stdin = JSON.stringify({ code, globals: encodeGlobals(globals), python_path: pythonPathNames });
-  const res = await client.jailCode('python', {
-    code: harnessSource(),
-    stdin,
+  const call: SafeExecCall = {
+    command: options.command ?? 'python',
+    code,
+    globals: Buffer.from(JSON.stringify(encodeGlobals(globals)), 'utf8'),
+    pythonPath: pythonPathNames,
     files,
     extraFiles,
-    argv: [],
     limitOverridesContext: options.limitOverridesContext,
     slug: options.slug,
     limits: options.limits,
-    resultChannel: true,
-  });
+    warm: options.warm,
+    profile: options.profile,
+  };
+  const res = client.sendSafeExec ? await client.sendSafeExec(call) : await client.jailCode(call.command, harnessJailCodeOptions(call));
+  if (res?.usage !== undefined) options.onUsage?.(res.usage);
 
   const stdout = asBuffer(res?.stdout);
   const stderr = asBuffer(res?.stderr);

@@ -231,6 +231,7 @@ class Daemon implements DaemonHandle {
       maxFrameBytes: config.maxFrameBytes,
       connections: config.connections,
       runner,
+      commandKinds: new Map(Object.entries(config.commands).map(([name, command]) => [name, command.kind])),
       status: () => this.status(),
       log,
       listenFd: options.listenFd,

@@ -19,17 +19,13 @@ import type { SlotPool } from './slots.js';
 
 type Addon = ReturnType<typeof native>;
 
-/** The fields of a jail_code request the runner uses. */
+/** The fields of a jail_code request the runner uses; `safeExec` marks a safe_exec's run (safe_exec.ts). */
 export type RunRequest = Pick<
   JailCodeRequest,
-  'command' | 'code' | 'files' | 'extraFiles' | 'argv' | 'stdin' | 'limits' | 'slug' | 'resultChannel'
+  'command' | 'code' | 'files' | 'extraFiles' | 'argv' | 'stdin' | 'limits' | 'slug' | 'resultChannel' | 'warm' | 'profile'
 > & {
   /** The code is the safeExec harness and stdin its request: a warm run runs the template's harness. */
   safeExec?: boolean;
-  /** false: run cold even where the command is warm. */
-  warm?: boolean;
-  /** Report where the run's time went (usage.stages). */
-  profile?: boolean;
 };
 
 export interface RunnerContext {

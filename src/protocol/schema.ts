@@ -86,6 +86,17 @@ export const limitsSchema = z
 
 const base = { v: z.literal(PROTOCOL_VERSION), id: z.number().int().nonnegative().max(0xffffffff) };
 
+/** How a run is made, for jail_code and safe_exec alike. */
+const runOptions = {
+  /**
+   * false forces a cold run (a fresh interpreter exec'd for the run) even where the command is
+   * warm (forked from the daemon's template); absent or true: the command's own way.
+   */
+  warm: z.boolean().optional(),
+  /** Asks for the run's per-stage timings in `usage.stages`. */
+  profile: z.boolean().optional(),
+};
+
 export const jailCodeRequest = z
   .object({
     ...base,
@@ -100,13 +111,39 @@ export const jailCodeRequest = z
     slug: text(256).optional(),
     /** Give the run a fourth pipe as fd 3 whose bytes come back as `result` (safeExec's globals). */
     resultChannel: z.boolean().optional(),
-    /** false: run cold (a fresh interpreter) even where the command runs warm. */
-    warm: z.boolean().optional(),
-    /** Report where the run's time went, in usage.stages. */
-    profile: z.boolean().optional(),
+    ...runOptions,
   })
   .strict();
 export type JailCodeRequest = z.infer<typeof jailCodeRequest>;
+
+/**
+ * The original CodeJail's safe_exec as one request: the daemon runs its own harness
+ * (python/safe_exec_harness.py) with `command`, which must be of kind python, and sends it the
+ * code, the globals and the python path. The reply is jail_code's result, the harness's tagged
+ * globals in `result`.
+ */
+export const safeExecRequest = z
+  .object({
+    ...base,
+    op: z.literal('safe_exec'),
+    command: text(64).min(1).default('python'),
+    /** Python source for exec(code, globals). Bounded by the frame, as jail_code's code is. */
+    code: z.string(),
+    /**
+     * The tagged globals dict as JSON text (src/client/safe_exec.ts encodeGlobals): passed to the
+     * harness as they are, never parsed by the daemon. The harness refuses a malformed one.
+     */
+    globals: bytes,
+    /** Names of files or directories of the run directory added to sys.path, in order. */
+    pythonPath: z.array(plainName).max(4096).default([]),
+    files: jailCodeRequest.shape.files,
+    extraFiles: jailCodeRequest.shape.extraFiles,
+    limits: limitsSchema.default({}),
+    slug: text(256).optional(),
+    ...runOptions,
+  })
+  .strict();
+export type SafeExecRequest = z.infer<typeof safeExecRequest>;
 
 export const statusRequest = z.object({ ...base, op: z.literal('status') }).strict();
 export const cancelRequest = z.object({ ...base, op: z.literal('cancel'), target: base.id }).strict();
@@ -116,9 +153,39 @@ export const metricsRequest = z.object({ ...base, op: z.literal('metrics') }).st
 /** Runs the daemon's self-check again (through real sandboxes) and reports each probe. */
 export const checkRequest = z.object({ ...base, op: z.literal('check') }).strict();
 
-export const request = z.discriminatedUnion('op', [jailCodeRequest, statusRequest, cancelRequest, metricsRequest, checkRequest]);
+export const request = z.discriminatedUnion('op', [
+  jailCodeRequest,
+  safeExecRequest,
+  statusRequest,
+  cancelRequest,
+  metricsRequest,
+  checkRequest,
+]);
 export type Request = z.infer<typeof request>;
 export type RequestInput = z.input<typeof request>;
+
+/** A run's wall time by stage, in milliseconds, from the daemon's point of view. */
+export const stages = z.object({
+  /** Waiting in the run queue for a slot. */
+  queueMs: z.number().optional(),
+  /** Setting the run directory up: its disk, the request's files, the cgroup leaf. */
+  prepareMs: z.number().optional(),
+  /** Fork (or clone and exec) and confinement, until the run's own code starts. */
+  startMs: z.number().optional(),
+  /** The run's code. */
+  runMs: z.number().optional(),
+  /** Collecting output and the result channel once the code ended. */
+  resultMs: z.number().optional(),
+  /**
+   * Clean-up the reply waited for. The sweep's last rounds and the run directory's removal run
+   * after the reply (the slot stays busy meanwhile): the daemon's metrics count that time
+   * (codejail_cleanup_seconds_total).
+   */
+  cleanupMs: z.number().optional(),
+  /** The run forked from a warm template (false: a fresh interpreter). */
+  warm: z.boolean().optional(),
+});
+export type Stages = z.infer<typeof stages>;
 
 export const usage = z.object({
   wallMs: z.number(),
@@ -133,21 +200,10 @@ export const usage = z.object({
   maxRssKb: z.number().optional(),
   /** Peak memory of the run's cgroup, all its processes together (cgroups layer, kernel >= 5.19). */
   memoryPeakKb: z.number().optional(),
-  /** Where the run's time went, when the request asked (`profile`). */
-  stages: z
-    .object({
-      queueMs: z.number(),
-      prepareMs: z.number(),
-      startMs: z.number(),
-      runMs: z.number(),
-      resultMs: z.number(),
-      cleanupMs: z.number(),
-      /** The run forked from a warm template. */
-      warm: z.boolean(),
-    })
-    .partial()
-    .optional(),
+  /** Where the run's time went, when the request asked for a profile (each stage if measured). */
+  stages: stages.optional(),
 });
+export type Usage = z.infer<typeof usage>;
 
 export const jailCodeResult = z.object({
   runId: z.string(),

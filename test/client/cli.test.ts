@@ -1,6 +1,8 @@
 // The CLI's pure parts: exit codes, bench measurement and tables, status formatting.
 import { describe, expect, it } from 'vitest';
-import { formatLevel, measure } from '../../src/cli/bench.js';
+import { benchCandidates, formatLevel, formatStages, measure } from '../../src/cli/bench.js';
+import { GRADER_CODE, graderGlobals, graderProblem } from '../../src/cli/bench_cases.js';
+import { Client } from '../../src/client/index.js';
 import type { BenchCandidate, Measurement } from '../../src/cli/bench.js';
 import { exitCodeForStatus } from '../../src/cli/run.js';
 import { formatStatus } from '../../src/cli/status.js';
@@ -65,6 +67,72 @@ describe('bench', () => {
     const atOne = formatLevel(row('bare python3', 1, 10, 100), [[candidate, row('jailCode', 1, 12, 70)]]);
     // The runs/s target is for concurrency 2 only.
     expect(atOne).toMatch(/^jailCode\s.*\s1\.20x ok\s+0\.70x$/m);
+  });
+});
+
+describe('bench: warm and cold, absolute targets, stages', () => {
+  const row = (label: string, concurrency: number, p50Ms: number, runsPerSecond: number, stages?: Measurement['stages']): Measurement => ({
+    label,
+    concurrency,
+    runs: 100,
+    p50Ms,
+    p90Ms: p50Ms,
+    p99Ms: p50Ms,
+    runsPerSecond,
+    ...(stages ? { stages } : {}),
+  });
+
+  it('keeps the p50 of each stage the runs reported, and none when no run did', async () => {
+    let i = 0;
+    const stages = [{ runMs: 3, startMs: 1 }, { runMs: 1 }, { runMs: 2, startMs: 5 }, undefined];
+    const measured = await measure({ label: 'x', runOnce: async () => stages[i++ % stages.length] }, 4, 1);
+    expect(measured.stages).toEqual({ runMs: 2, startMs: 1 });
+    const none = await measure({ label: 'y', runOnce: async () => {} }, 3, 2);
+    expect(none.stages).toBeUndefined();
+  });
+
+  it('prints absolute targets at their level only, with what was measured', () => {
+    const safeExec: BenchCandidate = {
+      runner: { label: 'safeExec warm', runOnce: async () => {} },
+      maxP50Ms: { ms: 2, concurrency: 1 },
+      minRunsPerSecond: { rate: 1000, concurrency: 4 },
+    };
+    const atOne = formatLevel(row('bare python3', 1, 10, 100), [[safeExec, row('safeExec warm', 1, 1.5, 600)]]);
+    expect(atOne).toContain('targets at concurrency 1: safeExec warm p50 <= 2.00 ms: 1.50 ok\n');
+    expect(atOne).not.toContain('runs/s >= 1000');
+    const atFour = formatLevel(row('bare python3', 4, 10, 200), [[safeExec, row('safeExec warm', 4, 3, 900)]]);
+    expect(atFour).toContain('targets at concurrency 4: safeExec warm runs/s >= 1000: 900.0 MISS\n');
+    expect(atFour).not.toContain('p50 <= 2.00 ms');
+  });
+
+  it('prints a stage table with "-" where the daemon sent none', () => {
+    const text = formatStages([row('jailCode warm', 4, 1, 1, { queueMs: 0.05, runMs: 0.4, cleanupMs: 1.25 }), row('jailCode cold', 4, 1, 1)]);
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('stages at concurrency 4, p50 ms ("-": the daemon sent none)');
+    expect(lines[1]).toMatch(/^\s+queue\s+prepare\s+start\s+run\s+result\s+cleanup$/);
+    expect(lines[2]).toMatch(/^jailCode warm\s+0\.05\s+-\s+-\s+0\.40\s+-\s+1\.25$/);
+    expect(lines[3]).toMatch(/^jailCode cold(\s+-){6}$/);
+  });
+
+  it('has warm and cold rows side by side, the grader at the highest level only', () => {
+    const candidates = benchCandidates(new Client({ socketPath: '/nonexistent' }), true);
+    expect(candidates.map((c) => `${c.runner.label}${c.highestOnly ? ' (highest)' : ''}`)).toEqual([
+      'jailCode warm',
+      'jailCode cold',
+      'safeExec warm',
+      'safeExec cold',
+      'grader warm (highest)',
+      'grader cold (highest)',
+    ]);
+    expect(candidates[0]!.maxP50Ratio).toBe(0.3);
+    expect(candidates[2]).toMatchObject({ maxP50Ms: { ms: 2, concurrency: 1 }, minRunsPerSecond: { rate: 1000, concurrency: 4 } });
+  });
+
+  it('the grader is about forty lines, and its expected globals are what Python leaves', () => {
+    expect(GRADER_CODE.trim().split('\n').length).toBeGreaterThanOrEqual(35);
+    expect(GRADER_CODE).toMatch(/^import math\nimport random\n/m);
+    expect(graderProblem({ ...graderGlobals(), correct: true, score: 1, message: '20 of 20 sample points agree', points: new Array(20).fill({}) })).toBeUndefined();
+    expect(graderProblem({ correct: false, score: 0.5, message: '10 of 20 sample points agree', points: [] })).toMatch(/the grader returned/);
   });
 });
 

@@ -750,6 +750,25 @@ describe('the harness run directly', () => {
     }
   });
 
+  it('exits 2 naming a malformed request, without running anything', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
+    try {
+      for (const [request, said] of [
+        ['{"globals":{x,"code":"a = 1"}', 'JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 13 (char 12)'],
+        ['{"globals":["d",],"code":"a = 1"}', 'ValueError: invalid JSON: expecting a value at offset 16'],
+        ['{"globals":["d"]}', "KeyError: 'code'"],
+        ['{"globals":["x"],"code":"a = 1"}', "ValueError: not a tagged value: ['x']"],
+      ]) {
+        const out = await runPython(HARNESS, dir, request!);
+        expect(out.stderr.toString(), request).toBe(`safe_exec harness: bad request: ${said}\n`);
+        expect(out.status).toBe(2);
+        expect(out.result!.length).toBe(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writes nothing on the result channel when the code raises', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
     try {

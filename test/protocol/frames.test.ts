@@ -132,6 +132,8 @@ describe('frame shape', () => {
       limits: { CPU: 1, REALTIME: 1, VMEM: 0, FSIZE: 0, NPROC: 1, OUTPUT: 1 },
       slug: 's',
       resultChannel: true,
+      warm: false,
+      profile: true,
     };
     expect(Object.keys(largest)).toHaveLength(Object.keys(shape).length);
     const [decoded] = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, REQUEST_SHAPE_LIMITS).push(encodeFrame(largest));

@@ -5,6 +5,7 @@ import type { AllowList, Caller } from '../auth.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Runner } from '../runner.js';
+import type { CommandKind } from '../safe_exec.js';
 
 /** The connections section of the config, its byte defaults resolved (config.ts). */
 export interface ConnectionLimits {
@@ -25,6 +26,8 @@ export interface ServerOptions {
   maxFrameBytes: number;
   connections: ConnectionLimits;
   runner: Runner;
+  /** Each configured command's kind: safe_exec runs only a python one. */
+  commandKinds: ReadonlyMap<string, CommandKind>;
   status: () => StatusResult;
   log: Logger;
   /**

@@ -1,10 +1,11 @@
 // What each request does once its frame is decoded and valid (connection.ts): status, metrics,
-// check, cancel and jail_code; and the accounting of every run: one 'run ended' line at info and
-// its verdict in the metrics.
+// check, cancel, jail_code and safe_exec (a jail_code of the daemon's harness: ../safe_exec.ts);
+// and the accounting of every run: one 'run ended' line at info and its verdict in the metrics.
 import { performance } from 'node:perf_hooks';
 import type { ErrorCode, JailCodeResult, Request } from '../../protocol/index.js';
 import { RequestError } from '../../protocol/errors.js';
 import type { Verdict } from '../metrics.js';
+import { safeExecPayloadBytes, safeExecRun } from '../safe_exec.js';
 import type { ServerOptions } from './options.js';
 import type { ThrottledLog } from './throttle.js';
 import { roundMs } from '../../run/supervise.js';
@@ -39,7 +40,7 @@ export class Requests {
   ) {}
 
   dispatch(request: Request, origin: RequestOrigin): void {
-    if (request.op !== 'jail_code') {
+    if (request.op !== 'jail_code' && request.op !== 'safe_exec') {
       this.options.log.debug('request', { op: request.op, id: request.id, connection: origin.id, caller: origin.callerFields() });
     }
     switch (request.op) {
@@ -64,12 +65,13 @@ export class Requests {
         return;
       }
       case 'jail_code':
+      case 'safe_exec':
         this.startRun(request, origin);
         return;
     }
   }
 
-  private startRun(request: Extract<Request, { op: 'jail_code' }>, origin: RequestOrigin): void {
+  private startRun(request: RunOp, origin: RequestOrigin): void {
     const { id } = request;
     if (origin.runs.has(id)) {
       origin.replyError(id, 'bad_request', `request id ${id} is already in flight on this connection`);
@@ -81,15 +83,24 @@ export class Requests {
     const started = performance.now();
     // Every run ends with exactly one 'run ended' line at info: who asked (caller uid and pid),
     // what (slug, command, limits), how it went (verdict, status or error code) and what it cost.
-    const base = { id, connection: origin.id, slug: request.slug, caller: origin.callerFields(), command: request.command };
+    const base = {
+      id,
+      connection: origin.id,
+      slug: request.slug,
+      caller: origin.callerFields(),
+      command: request.command,
+      ...(request.op === 'safe_exec' ? { op: request.op } : {}),
+    };
     log.debug('run accepted', { ...base, requestedLimits: request.limits });
     // Until its run starts, the request waits in the run queue holding its payload: charged to its
     // connection and uid as their bytes are, or refused past their caps.
     let running: Promise<JailCodeResult>;
     try {
+      // Before anything is held: a safe_exec refused here (its command) must leave nothing held.
+      const run = request.op === 'safe_exec' ? safeExecRun(request, this.options.commandKinds) : request;
       const release = origin.holdQueued(payloadBytes(request));
       running = this.options.runner
-        .run(request, controller.signal, { caller: origin.caller.uid, started: release })
+        .run(run, controller.signal, { caller: origin.caller.uid, started: release })
         .finally(release);
     } catch (err) {
       running = Promise.reject(err);
@@ -141,19 +152,28 @@ export class Requests {
   }
 }
 
+/** The requests that make a run. */
+type RunOp = Extract<Request, { op: 'jail_code' | 'safe_exec' }>;
+
 /**
- * The bytes a jail_code request holds once decoded: its code, stdin, files, extra files and argv
- * (what the decoder keeps of its frame; the rest of a frame is a few bytes per item).
+ * The bytes a run request holds once decoded: its code, stdin, files, extra files and argv (what
+ * the decoder keeps of its frame; the rest of a frame is a few bytes per item), or for safe_exec
+ * its code, globals and python path, and the harness's stdin made of them.
  */
-export function payloadBytes(request: Extract<Request, { op: 'jail_code' }>): number {
-  let bytes = (request.code?.byteLength ?? 0) + (request.stdin?.byteLength ?? 0);
+export function payloadBytes(request: RunOp): number {
+  let bytes = 0;
+  if (request.op === 'safe_exec') {
+    bytes += safeExecPayloadBytes(request);
+  } else {
+    bytes += (request.code?.byteLength ?? 0) + (request.stdin?.byteLength ?? 0);
+    for (const arg of request.argv) bytes += Buffer.byteLength(arg);
+  }
   for (const file of request.files) {
     bytes += Buffer.byteLength(file.name);
     if (file.type === 'file') bytes += file.data.byteLength;
     else if (file.type === 'symlink') bytes += Buffer.byteLength(file.target);
   }
   for (const [name, data] of request.extraFiles) bytes += Buffer.byteLength(name) + data.byteLength;
-  for (const arg of request.argv) bytes += Buffer.byteLength(arg);
   return bytes;
 }
 

@@ -1,0 +1,79 @@
+// The safe_exec request as a run: the daemon's own harness (python/safe_exec_harness.py) as the
+// code, the caller's code, globals and python path as the harness's stdin, and the result channel
+// (fd 3) for the globals it reports. The caller's globals are bytes the daemon passes on without
+// parsing them: decoding JSON of megabytes on the event loop would stall every other connection,
+// and the harness, inside the sandbox, refuses a malformed one (exit 2, saying why).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { SafeExecRequest } from '../protocol/index.js';
+import { RequestError } from '../protocol/errors.js';
+import { PACKAGE_ROOT } from '../package.js';
+import type { CommandConfig } from './config.js';
+import type { RunRequest } from './runner.js';
+
+export type CommandKind = CommandConfig['kind'];
+
+/** The harness, in the package's python/ directory (as the client's unsafe mode finds it). */
+export const HARNESS_PATH = path.join(PACKAGE_ROOT, 'python', 'safe_exec_harness.py');
+
+let harness: Buffer | undefined;
+
+/** The harness's source, read once (at the first safe_exec). */
+export function harnessBytes(): Buffer {
+  harness ??= readFileSync(HARNESS_PATH);
+  return harness;
+}
+
+/**
+ * The run a safe_exec request stands for. Throws RequestError unknown_command when `command` is
+ * not configured, bad_request when it is not of kind python (the harness is Python).
+ */
+export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string, CommandKind>): RunRequest {
+  const kind = kinds.get(request.command);
+  if (kind === undefined) {
+    const known = [...kinds.keys()].join(', ');
+    throw new RequestError('unknown_command', `unknown command "${request.command}"; this daemon runs: ${known}`);
+  }
+  if (kind !== 'python') {
+    throw new RequestError('bad_request', `safe_exec runs Python: command "${request.command}" is of kind "${kind}", not "python"`);
+  }
+  const run: RunRequest = {
+    command: request.command,
+    code: harnessBytes(),
+    files: request.files,
+    extraFiles: request.extraFiles,
+    argv: [],
+    stdin: harnessInput(request),
+    limits: request.limits,
+    slug: request.slug,
+    resultChannel: true,
+    safeExec: true,
+  };
+  if (request.warm !== undefined) run.warm = request.warm;
+  if (request.profile !== undefined) run.profile = request.profile;
+  return run;
+}
+
+/**
+ * The harness's request, {globals, code, python_path} as JSON, composed around the caller's
+ * globals bytes instead of parsing them. The globals come first: a JSON object keeps the last of
+ * two equal keys, so a "code" or "python_path" smuggled into the globals text is overridden by the
+ * daemon's own; a globals text that is not one tagged dict leaves the document malformed or its
+ * globals not a dict, which the harness refuses.
+ */
+export function harnessInput(request: Pick<SafeExecRequest, 'code' | 'globals' | 'pythonPath'>): Buffer {
+  const tail = `,"code":${JSON.stringify(request.code)},"python_path":${JSON.stringify(request.pythonPath)}}`;
+  return Buffer.concat([HEAD, request.globals, Buffer.from(tail, 'utf8')]);
+}
+
+const HEAD = Buffer.from('{"globals":', 'utf8');
+
+/**
+ * The bytes a queued safe_exec holds: the request's code and globals, and the composed stdin that
+ * copies them, plus its files and python path names (jail_code's payloadBytes counts the rest).
+ */
+export function safeExecPayloadBytes(request: Pick<SafeExecRequest, 'code' | 'globals' | 'pythonPath'>): number {
+  let bytes = 2 * (Buffer.byteLength(request.code) + request.globals.byteLength);
+  for (const name of request.pythonPath) bytes += 2 * Buffer.byteLength(name);
+  return bytes;
+}
