@@ -32,8 +32,9 @@ std::string prepare_apparmor(const std::string &profile) {
   return (caller_is_confined() ? "stack " : "exec ") + profile;
 }
 
-// The warm template's child writes this before no_new_privs is set, so a plain switch is allowed
-// (to an unconfined template; a confined one needs a change_profile rule for the target).
+// A warm template's child writes this once it runs as the slot uid, before no_new_privs is set, so
+// a plain switch is allowed (from an unconfined template; a confined one needs a change_profile
+// rule for the target, which the codejaild profile has).
 std::string prepare_apparmor_now(const std::string &profile) { return "changeprofile " + profile; }
 
 int apply_apparmor(const char *attr, size_t len) {

@@ -70,6 +70,7 @@ struct cj_plan {
   size_t n_rlimits;
   const char *apparmor_attr;       /* preformatted "exec <profile>" or "stack <profile>", or NULL */
   size_t apparmor_attr_len;
+  int apparmor_after_ids;          /* write it after the credentials ("changeprofile": see confine.cc) */
   int change_ids;                  /* drop to uid/gid with supplementary groups = {gid} */
   uid_t uid;
   gid_t gid;
