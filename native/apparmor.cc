@@ -35,12 +35,13 @@ std::string prepare_apparmor(const std::string &profile) {
 // A warm template's child writes this once it runs as the slot uid, before no_new_privs is set, so
 // a plain switch is allowed (from an unconfined template; a confined one needs a change_profile
 // rule for the target, which the codejaild profile has).
-std::string prepare_apparmor_now(const std::string &profile) { return "changeprofile " + profile; }
+// Like a cold run, a confined caller stacks: "stack" written to the current attribute stacks at
+// once, as libapparmor's aa_stack_profile does.
+std::string prepare_apparmor_now(const std::string &profile) {
+  return (caller_is_confined() ? "stack " : "changeprofile ") + profile;
+}
 
-int apply_apparmor(const char *attr, size_t len) {
-  static const char kNow[] = "changeprofile ";
-  bool now = len >= sizeof kNow - 1;
-  for (size_t i = 0; now && i < sizeof kNow - 1; i++) now = attr[i] == kNow[i];
+int apply_apparmor(const char *attr, size_t len, bool now) {
   // The per-LSM path first (kernels >= 5.1); the shared attr file on older ones.
   long fd = raw_syscall(SYS_openat, AT_FDCWD, (long)(now ? "/proc/self/attr/apparmor/current" : "/proc/self/attr/apparmor/exec"),
                         O_WRONLY | O_CLOEXEC);

@@ -87,7 +87,7 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
   // Resets root and cwd to the namespace's: chdir comes later.
   if (plan->mntns_fd >= 0) STEP(CJ_STEP_MNTNS, apply_namespace(plan->mntns_fd, CLONE_NEWNS));
   if (plan->n_rlimits) STEP(CJ_STEP_RLIMIT, apply_rlimits(plan->rlimits, plan->n_rlimits));
-  if (plan->apparmor_attr && !plan->apparmor_after_ids) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len));
+  if (plan->apparmor_attr && !plan->apparmor_now) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len, false));
   if (plan->change_ids) {
     enum cj_step step = CJ_STEP_SETGROUPS;
     err = apply_credentials(plan->uid, plan->gid, &step);
@@ -96,10 +96,17 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
       return err;
     }
   }
-  // A switch that takes effect at once (a warm run's "changeprofile") comes after the
+  // A credential change makes the task non-dumpable, which turns /proc/self over to root; execve
+  // makes an ordinary program dumpable again. A warm run never execs, so it does this itself, or
+  // it would differ from a cold run in what of its own /proc it may read.
+  if (plan->dumpable_after_ids) {
+    long r = raw_syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0);
+    STEP(CJ_STEP_DUMPABLE, r < 0 ? (int)-r : 0);
+  }
+  // A switch that takes effect at once (a warm run's, to the current attribute) comes after the
   // credentials: the sandbox profile grants no capability, so setgroups and setresuid would fail
   // under it. An exec-time switch comes first, while the task can still write its exec attribute.
-  if (plan->apparmor_attr && plan->apparmor_after_ids) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len));
+  if (plan->apparmor_attr && plan->apparmor_now) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len, true));
   if (plan->parent_death_signal) {
     long r = raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, plan->parent_death_signal);
     STEP(CJ_STEP_PDEATHSIG, r < 0 ? (int)-r : 0);

@@ -37,6 +37,7 @@ struct sock_fprog;
   X(SETGROUPS, "setgroups")                \
   X(SETRESGID, "setresgid")                \
   X(SETRESUID, "setresuid")                \
+  X(DUMPABLE, "dumpable")                  \
   X(PDEATHSIG, "pdeathsig")                \
   X(STDIO, "stdio")                        \
   X(CHDIR, "chdir")                        \
@@ -70,7 +71,8 @@ struct cj_plan {
   size_t n_rlimits;
   const char *apparmor_attr;       /* preformatted "exec <profile>" or "stack <profile>", or NULL */
   size_t apparmor_attr_len;
-  int apparmor_after_ids;          /* write it after the credentials ("changeprofile": see confine.cc) */
+  int apparmor_now;                /* write it to the current attribute (switch at once), after the credentials */
+  int dumpable_after_ids;          /* PR_SET_DUMPABLE 1 after the credentials (no execve will) */
   int change_ids;                  /* drop to uid/gid with supplementary groups = {gid} */
   uid_t uid;
   gid_t gid;

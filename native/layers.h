@@ -74,10 +74,11 @@ int apply_seccomp(const sock_fprog *program);
 /* Formats the attribute string: "exec <profile>" for an unconfined caller, "stack <profile>"
  * when the caller is itself confined and no_new_privs would forbid a transition. */
 std::string prepare_apparmor(const std::string &profile);
-/* "changeprofile <profile>": a warm run switches at once, since it has no execve to wait for. */
+/* "changeprofile <profile>" ("stack <profile>" when confined), for the current attribute: a warm
+ * run switches at once, since it has no execve to wait for. */
 std::string prepare_apparmor_now(const std::string &profile);
-/* Writes the attribute: "changeprofile ..." to the current attribute, others to the exec one. */
-int apply_apparmor(const char *attr, size_t len);
+/* Writes the attribute: to the current one when `now` (switch at once), else to the exec one. */
+int apply_apparmor(const char *attr, size_t len, bool now);
 
 }  // namespace codejail
 

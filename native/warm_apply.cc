@@ -74,7 +74,8 @@ extern "C" int cj_warm_apply(const void *wire, size_t len, const int *fds, size_
   plan.n_rlimits = w.n_rlimits;
   plan.apparmor_attr = w.apparmor_len ? w.apparmor : nullptr;
   plan.apparmor_attr_len = w.apparmor_len;
-  plan.apparmor_after_ids = 1;
+  plan.apparmor_now = 1;
+  plan.dumpable_after_ids = 1;
   plan.change_ids = w.change_ids;
   plan.uid = w.uid;
   plan.gid = w.gid;

@@ -132,7 +132,9 @@ async function labelSeenFromOutside(client) {
         // The sandboxed interpreter, not a process of the slot's uid that has not exec'd yet (the
         // child between setresuid and execve) or the daemon's kill helper: both carry the
         // daemon's own label.
-        if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('jailed_code')) continue;
+        // A warm run is a fork of the template: its command line is the template's.
+        const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        if (!cmdline.includes('jailed_code') && !cmdline.includes('warm_template.py')) continue;
         seen = fs.readFileSync(`/proc/${pid}/attr/current`, 'utf8').trim();
         break;
       } catch {
