@@ -89,6 +89,12 @@ class Template:
         import types  # noqa: F401
 
         self.vm_ready_kb = _vm_size_kb()
+        # Everything the template holds moves to the collector's permanent generation: a child's
+        # collections then never walk (and so never copy-on-write) the template's objects.
+        import gc
+
+        gc.collect()
+        gc.freeze()
         self.children = {}  # pidfd -> (pid, token)
         self.draining = False
         self.selector = selectors.DefaultSelector()
