@@ -30,6 +30,12 @@ export function formatStatus(status: StatusResult): string {
     `queue     ${status.queue.depth} waiting, at most ${status.queue.max}`,
     ...(status.memory ? [`memory    ${status.memory}`] : []),
     ...(status.disk ? [`disk      ${status.disk}`] : []),
+    ...(status.warm ?? []).map(
+      (w) =>
+        `warm      ${w.command}: template ${w.ready ? 'ready' : 'NOT ready (runs go cold)'}` +
+        `${w.preload.length ? `, preloads ${w.preload.join(', ')}` : ''}; ${w.warmRuns} runs warm, ${w.coldRuns} cold, ` +
+        `${w.restarts} restarts, ${w.replaced} replacements`,
+    ),
     '',
     `${'layer'.padEnd(width)}  state`,
     ...layerNames.map((name) => `${name.padEnd(width)}  ${status.layers[name]}`),

@@ -281,6 +281,15 @@ class Daemon implements DaemonHandle {
         cgroupMemoryMax: config.cgroupMemoryMax,
         disk: layers.disk,
       }),
+      warm: [...this.parts.warm.values()].map((w) => ({
+        command: w.profile.name,
+        ready: w.ready,
+        warmRuns: w.counters.warm,
+        coldRuns: w.counters.cold,
+        restarts: w.counters.restarts,
+        replaced: w.counters.replaced,
+        preload: w.profile.preload,
+      })),
       counters: { ...runner.counters },
     };
   }

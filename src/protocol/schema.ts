@@ -241,6 +241,20 @@ export const statusResult = z.object({
   memory: z.string().optional(),
   /** What bounds a run's directory (the disk layer), in words. */
   disk: z.string().optional(),
+  /** Each warm command's template: ready or not, runs forked from it and runs that went cold. */
+  warm: z
+    .array(
+      z.object({
+        command: z.string(),
+        ready: z.boolean(),
+        warmRuns: z.number(),
+        coldRuns: z.number(),
+        restarts: z.number(),
+        replaced: z.number(),
+        preload: z.array(z.string()),
+      }),
+    )
+    .optional(),
   /** Run counts since start (optional: added after protocol 1 shipped its first shape). */
   counters: z
     .object({
