@@ -168,13 +168,13 @@ export async function startBalancer(backends: BalancerBackend[], options: Balanc
 
   // Ready once every server's last check passed (L7OK: GET /health/ answered 200) and it is UP:
   // HAProxy starts a server UP, before its first check.
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 60_000;
   for (;;) {
     const states = child.exitCode === null ? await stats().catch(() => undefined) : undefined;
     if (states && backends.every(({ name }) => states[name]?.status === 'UP' && states[name]?.check_status === 'L7OK')) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
-      throw new Error(`haproxy did not start with every server UP within 30 s: ${JSON.stringify(states)}\n${output}`);
+      throw new Error(`haproxy did not start with every server UP within 60 s: ${JSON.stringify(states)}\n${output}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

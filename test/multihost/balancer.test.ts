@@ -7,7 +7,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parsePythonJson } from '../../src/http/python_json.js';
 import { BACKEND_HEADER, haveHaproxy, startBalancer, type TestBalancer } from '../helpers/haproxy.js';
-import { startTestServe, type TestServe } from '../helpers/serve.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { SERVE_UID, startTestServe, type TestServe } from '../helpers/serve.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -111,25 +112,35 @@ function report(label: string, figures: Record<string, unknown>): void {
   process.stdout.write(`[multihost] ${label}: ${JSON.stringify(figures)}\n`);
 }
 
-/** Polls HAProxy until `server` is DOWN; resolves with performance.now() when it was seen so. */
-async function whenDown(balancer: TestBalancer, server: string, timeoutMs = 60_000): Promise<number> {
+/**
+ * Polls HAProxy until `server`'s status is `wanted` ('DOWN' also matches 'DOWN 1/2', a server
+ * down and passing its first checks again); resolves with performance.now() when it was seen so.
+ */
+async function whenStatus(balancer: TestBalancer, server: string, wanted: 'UP' | 'DOWN', timeoutMs = 60_000): Promise<number> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const status = await balancer.status();
-    if (status[server]?.startsWith('DOWN')) return performance.now();
-    if (performance.now() > deadline) throw new Error(`${server} never went DOWN in HAProxy: ${JSON.stringify(status)}\n${balancer.output()}`);
+    if (wanted === 'UP' ? status[server] === 'UP' : status[server]?.startsWith('DOWN')) return performance.now();
+    if (performance.now() > deadline) throw new Error(`${server} never went ${wanted} in HAProxy: ${JSON.stringify(status)}\n${balancer.output()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
+const whenDown = (balancer: TestBalancer, server: string) => whenStatus(balancer, server, 'DOWN');
+
 describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTTP fronts behind HAProxy', () => {
   let hosts: { a: TestServe; b: TestServe };
   let balancer: TestBalancer;
+  /** A daemon started again in place of host a's (its socket, its slots), by a test. */
+  let replacement: TestDaemon | undefined;
+  let firstUid: number;
 
   beforeEach(async () => {
     // Two configs, as two hosts would have: each its own socket and run base (the helper's), and
-    // slot uids apart (as on two hosts, where they may even be the same numbers).
-    const firstUid = 62_000 + (process.pid % 500) * 16;
+    // slot uids apart (as on two hosts, where they may even be the same numbers). Above the
+    // helper's range (62000-69999), which other test files' daemons use at the same time: a
+    // daemon kills every process of its slot uids after each run, so no two may share one.
+    firstUid = 70_000 + (process.pid % 500) * 2 * SLOTS;
     const start = (offset: number) =>
       startTestServe({
         // The front end's health follows its daemon within a second (the default reuses a
@@ -137,18 +148,29 @@ describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTT
         config: { selfCheckTtlMs: 1000 },
         daemonConfig: { slots: { firstUid: firstUid + offset, count: SLOTS } },
       });
-    const [a, b] = await Promise.all([start(0), start(8)]);
+    const [a, b] = await Promise.all([start(0), start(SLOTS)]);
     hosts = { a, b };
     expect(a.daemon.socketPath).not.toBe(b.daemon.socketPath);
     expect(a.daemon.runBase).not.toBe(b.daemon.runBase);
-    balancer = await startBalancer([
-      { name: 'a', url: a.url },
-      { name: 'b', url: b.url },
-    ]);
+    try {
+      balancer = await startBalancer([
+        { name: 'a', url: a.url },
+        { name: 'b', url: b.url },
+      ]);
+    } catch (err) {
+      // Why a front end's /health/ failed is in its log (and its daemon's).
+      const errors = (logs: Array<Record<string, unknown>>) => logs.filter((l) => l.level !== 'info').map((l) => JSON.stringify(l));
+      throw new Error(
+        `${(err as Error).message}\n--- a: ${[...errors(a.logs), ...errors(a.daemon.logs)].join('\n')}\n--- b: ${[...errors(b.logs), ...errors(b.daemon.logs)].join('\n')}`,
+      );
+    }
   }, 120_000);
 
   afterEach(async () => {
     await balancer?.stop();
+    // Before host a's own stop, which removes the socket's directory they share.
+    await replacement?.stop();
+    replacement = undefined;
     await Promise.all([hosts?.a.stop(), hosts?.b.stop()]);
   }, 120_000);
 
@@ -241,5 +263,33 @@ describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTT
       p50ms: Math.round(percentile(ms, 50)),
       p95ms: Math.round(percentile(ms, 95)),
     });
+  }, 300_000);
+
+  it('allow_balancer_takes_a_host_back_when_its_daemon_returns', async () => {
+    // Host a's daemon stops; once HAProxy has it DOWN, a daemon is started again on its socket
+    // (as systemd or the kubelet would restart it), and the balancer sends to a again.
+    const exited = new Promise<void>((resolve) => hosts.a.daemon.process.once('exit', () => resolve()));
+    hosts.a.daemon.process.kill('SIGTERM');
+    await exited;
+    await whenDown(balancer, 'a');
+    const during = await load(balancer.url, 0, 40);
+    expect(during.every((o) => o.kind === 'ok' && o.backend === 'b')).toBe(true);
+
+    const restartedAt = performance.now();
+    replacement = await startTestDaemon({
+      config: {
+        socket: { path: hosts.a.daemon.socketPath, group: 'root', mode: '0666' },
+        allow: { uids: [0, SERVE_UID] },
+        slots: { firstUid, count: SLOTS },
+      },
+    });
+    const upAt = await whenStatus(balancer, 'a', 'UP');
+    const after = await load(balancer.url, 1000, 100);
+    const lost = after.filter((o) => o.kind !== 'ok');
+    expect(lost, lost.map((o) => `#${o.i} ${o.status}: ${o.detail}`).join('\n')).toEqual([]);
+    const served = byBackend(after);
+    expect(served.a).toBeGreaterThan(0);
+    expect(served.b).toBeGreaterThan(0);
+    report('daemon back', { backUpMs: Math.round(upAt - restartedAt), served });
   }, 300_000);
 });
