@@ -25,7 +25,7 @@ const PYTHON = '/usr/bin/python3';
 /** Where the image has the package (container/Dockerfile's WORKDIR). */
 const IMAGE_ROOT = '/opt/codejail';
 
-/* eslint-disable @typescript-eslint/no-explicit-any -- manifests are plain JSON, checked here */
+/** A manifest document: plain JSON from the YAML, its shape checked by the tests themselves. */
 type Doc = Record<string, any>;
 
 interface SchemaReport {
