@@ -167,6 +167,7 @@ describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTT
   }, 120_000);
 
   afterEach(async () => {
+    // After a failed start this is the previous test's balancer, already stopped: stop() is idempotent.
     await balancer?.stop();
     // Before host a's own stop, which removes the socket's directory they share.
     await replacement?.stop();
