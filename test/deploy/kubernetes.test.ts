@@ -4,11 +4,10 @@
 // (container/README.md), its paths and socket group (container/Dockerfile), the daemon's config
 // schema (src/daemon/config.ts), serve's own config reader (`codejail serve` is started with the
 // ConfigMap's serve.json), the CLI's `check`, and the Pod Security level the namespace declares.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { CHECK_USAGE } from '../../src/cli/check.js';
 import { parseListen } from '../../src/cli/serve.js';
@@ -16,74 +15,20 @@ import { parseConfig, type DaemonConfig } from '../../src/daemon/config.js';
 import { DEFAULT_HTTP_LIMITS } from '../../src/http/server.js';
 import { followLogLines } from '../helpers/log_lines.js';
 import { CLI_MAIN, SERVE_UID } from '../helpers/serve.js';
+import { IMAGE_ROOT, MANIFESTS_DIR as dir, readManifests, root, schemaCheck, type Doc } from './manifests.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const dir = path.join(root, 'deploy/kubernetes');
-const SCHEMA_SCRIPT = path.join(root, 'test/deploy/k8s_schema.py');
-/** Debian's python3, which has python3-kubernetes and python3-yaml (not a pyenv one). */
-const PYTHON = '/usr/bin/python3';
-/** Where the image has the package (container/Dockerfile's WORKDIR). */
-const IMAGE_ROOT = '/opt/codejail';
-
-/** A manifest document: plain JSON from the YAML, its shape checked by the tests themselves. */
-type Doc = Record<string, any>;
-
-interface SchemaReport {
-  schema: string;
-  files: Record<string, Doc[]>;
-  problems: string[];
-  newer: Array<{ path: string; since: string }>;
-}
-
-function schemaCheck(files: string[]): SchemaReport {
-  const out = spawnSync(PYTHON, [SCHEMA_SCRIPT, ...files], { encoding: 'utf8' });
-  if (out.status !== 0) throw new Error(`k8s_schema.py failed (${out.status}): ${out.stderr}`);
-  return JSON.parse(out.stdout) as SchemaReport;
-}
-
-const yamlFiles = fs
-  .readdirSync(dir)
-  .filter((f) => f.endsWith('.yaml'))
-  .sort();
-const report = schemaCheck(yamlFiles.map((f) => path.join(dir, f)));
-const docs = Object.values(report.files).flat();
-const one = (kind: string): Doc => {
-  const found = docs.filter((d) => d.kind === kind);
-  expect(found.map((d) => d.kind)).toEqual([kind]);
-  return found[0]!;
-};
-
+const { yamlFiles, report, docs, one, pod, container, mountOf, configMapFile, env } = readManifests();
 const namespace = one('Namespace');
 const configMap = one('ConfigMap');
 const daemonSet = one('DaemonSet');
 const service = one('Service');
 const networkPolicy = one('NetworkPolicy');
 const kustomization = one('Kustomization');
-const pod: Doc = daemonSet.spec.template.spec;
-const container = (name: string): Doc => pod.containers.find((c: Doc) => c.name === name);
 const daemon = container('codejaild');
 const http = container('http');
-const volume = (name: string): Doc => pod.volumes.find((v: Doc) => v.name === name);
-/** The volume mounted at `mountPath` or above it in container `c`, with its mount. */
-function mountOf(c: Doc, target: string): { mount: Doc; volume: Doc } | undefined {
-  const mounts: Doc[] = (c.volumeMounts ?? []).filter((m: Doc) => target === m.mountPath || target.startsWith(`${m.mountPath}/`));
-  const mount = mounts.sort((x, y) => y.mountPath.length - x.mountPath.length)[0];
-  return mount && { mount, volume: volume(mount.name) };
-}
 
-const configDir = (): string => path.dirname(env(daemon, 'CODEJAIL_CONFIG'));
-function env(c: Doc, name: string): string {
-  return (c.env ?? []).find((e: Doc) => e.name === name)?.value;
-}
-/** The file a container sees at `file`, when it comes from the ConfigMap. */
-function configMapFile(c: Doc, file: string): string {
-  const found = mountOf(c, file);
-  expect(found?.volume.configMap?.name, `${c.name}: ${file} comes from the ConfigMap`).toBe(configMap.metadata.name);
-  const key = path.relative(found!.mount.mountPath, file);
-  expect(Object.keys(configMap.data)).toContain(key);
-  return configMap.data[key];
-}
-const daemonConfig: DaemonConfig = parseConfig(JSON.parse(configMapFile(daemon, env(daemon, 'CODEJAIL_CONFIG'))), 'ConfigMap config.json');
+const configDir = (): string => path.dirname(env(daemon, 'CODEJAIL_CONFIG')!);
+const daemonConfig: DaemonConfig = parseConfig(JSON.parse(configMapFile(daemon, env(daemon, 'CODEJAIL_CONFIG')!)), 'ConfigMap config.json');
 const servePath = http.args[http.args.indexOf('--config') + 1];
 const serveConfig: Record<string, any> = JSON.parse(configMapFile(http, servePath));
 
