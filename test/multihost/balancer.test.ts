@@ -245,7 +245,16 @@ describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTT
     const afterDown = all.filter((o) => o.sentAt > down);
     expect(afterDown.length).toBeGreaterThanOrEqual(100);
     expect(afterDown.every((o) => o.kind === 'ok' && o.backend === 'b')).toBe(true);
-    expect((await balancer.status()).b).toBe('UP');
+    // And a stays out, since what its health check asks fails: its /health/ answers 503 while
+    // its daemon is gone, and its port refuses connections once its front end is.
+    const status = await balancer.status();
+    expect(status.b).toBe('UP');
+    expect(status.a).toMatch(/^DOWN/);
+    const health = await fetch(`${hosts.a.url}/health/`).then(
+      async (res) => `${res.status} ${await res.text()}`,
+      (err: Error) => `no connection: ${(err.cause as NodeJS.ErrnoException | undefined)?.code ?? err.message}`,
+    );
+    expect(health).toBe(target === 'daemon' ? '503 {"status":"UNAVAILABLE"}' : 'no connection: ECONNREFUSED');
 
     const causes: Record<string, number> = {};
     for (const e of errors) causes[`${e.status} ${e.detail}`] = (causes[`${e.status} ${e.detail}`] ?? 0) + 1;
