@@ -50,7 +50,11 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
   const layers: Record<string, string> = {};
   for (const layer of DAEMON_LAYERS) if (sabotaged.includes(layer)) layers[layer] = 'off';
   // Each test daemon gets its own slot uids, so parallel test files never share a uid.
-  const firstUid = 62000 + (process.pid % 500) * 16 + (instance % 4) * 4;
+  // Never a range holding a uid something else runs as: the serve tests' front end (64917) or
+  // nobody (65534); a slot's sweep kills every process of its uids.
+  let firstUid = 62000 + (process.pid % 500) * 16 + (instance % 4) * 4;
+  if ([64_917, 65_534].some((uid) => uid >= firstUid && uid < firstUid + 4)) firstUid += 16 * 500;
+
   const config = {
     runBase,
     slots: { firstUid, count: 4 },
