@@ -53,7 +53,7 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
   // Never a range holding a uid something else runs as: the serve tests' front end (64917) or
   // nobody (65534); a slot's sweep kills every process of its uids.
   let firstUid = 62000 + (process.pid % 500) * 16 + (instance % 4) * 4;
-  if ([64_917, 65_534].some((uid) => uid >= firstUid && uid < firstUid + 4)) firstUid += 16 * 500;
+  if ([64_917, 65_534].some((uid) => uid >= firstUid && uid < firstUid + 4)) firstUid += 16_000; // 78000 up: clear of the multihost tests (70000-77999)
 
   const config = {
     runBase,
