@@ -85,7 +85,8 @@ export class HttpService {
   private readonly server: http.Server;
   private inFlight = 0;
   private maxInFlight: number;
-  private lastCheck: { ok: boolean; at: number } | undefined;
+  /** The last self-check: passed, and whether the daemon could be reached at all. */
+  private lastCheck: { ok: boolean; at: number; unreachable: boolean } | undefined;
   private checking: Promise<boolean> | undefined;
 
   constructor(
@@ -144,6 +145,7 @@ export class HttpService {
    */
   selfCheck(): Promise<boolean> {
     if (this.lastCheck && Date.now() - this.lastCheck.at < this.limits.selfCheckTtlMs) return Promise.resolve(this.lastCheck.ok);
+    let unreachable = false;
     this.checking ??= this.client
       .check()
       .then(
@@ -157,11 +159,12 @@ export class HttpService {
         },
         (err: Error) => {
           this.logger.error('daemon self-check could not run', { err: err.message });
+          unreachable = true;
           return false;
         },
       )
       .then((ok) => {
-        this.lastCheck = { ok, at: Date.now() };
+        this.lastCheck = { ok, at: Date.now(), unreachable };
         this.checking = undefined;
         return ok;
       });
@@ -257,6 +260,13 @@ export class HttpService {
     const healthy = known ? known.ok : await this.selfCheck();
     if (known && Date.now() - known.at >= this.limits.selfCheckTtlMs) void this.selfCheck();
     if (!healthy) {
+      // A daemon that cannot be reached (stopped, restarting) is a passing state a balancer should
+      // route around and a client may retry; one whose self-check fails is misconfigured.
+      if (this.lastCheck?.unreachable) {
+        return errorAnswer(503, 'Codejail service is unavailable: its daemon cannot be reached; retry later', 'unavailable.daemon', {
+          headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
+        });
+      }
       return errorAnswer(500, 'Codejail service is not correctly configured', 'disabled.safety_checks_failed');
     }
     let form;
@@ -306,6 +316,11 @@ export class HttpService {
         this.logger.error('codejail daemon failed the request', { code: err.code, err: err.message });
         // The next request checks the daemon again before running anything.
         this.lastCheck = undefined;
+        if (err.code === 'unavailable' || err.code === 'connection_lost' || err.code === 'shutting_down') {
+          return errorAnswer(503, 'Codejail service is unavailable: its daemon went away; retry later', `unavailable.${err.code}`, {
+            headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
+          });
+        }
         // The details (socket path, daemon's words) go to the log, not to the network caller.
         return errorAnswer(500, 'Codejail service is unavailable: see its logs', `error.${err.code}`);
       }

@@ -179,3 +179,23 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
     expect((await fetch(`${serve.url}/api/v0/code-exec`)).status).toBe(405);
   });
 });
+
+describe.skipIf(!isRoot)('http: code-exec while the daemon is gone', () => {
+  it('support_http_unreachable_daemon_is_503_with_retry_after_every_time', async () => {
+    // Reported by the multihost tests: once the daemon was gone, the first answer said "see its
+    // logs" and every later one "not correctly configured" (a 500 a balancer would not retry).
+    const serve = await startTestServe({ config: { selfCheckTtlMs: 60_000 } });
+    try {
+      expect((await post(serve, form({ code: 'a = 1', globals_dict: {} }))).status).toBe(200);
+      await serve.daemon.stop();
+      for (let i = 0; i < 3; i++) {
+        const res = await post(serve, form({ code: 'a = 1', globals_dict: {} }));
+        expect(res.status).toBe(503);
+        expect(res.headers.get('retry-after')).toBe('1');
+        expect(res.json.error).toMatch(/^Codejail service is unavailable: its daemon (went away|cannot be reached); retry later$/);
+      }
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
+});
