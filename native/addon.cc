@@ -451,6 +451,39 @@ class UnmountWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
+// A kill round on the thread pool: the killer helper is a vfork'd child, and the calling thread
+// waits until it has run, which on a busy host is a scheduling delay the event loop must not pay.
+class KillRoundWorker : public Napi::AsyncWorker {
+ public:
+  KillRoundWorker(Napi::Env env, uid_t uid, uid_t first, uid_t count)
+      : Napi::AsyncWorker(env, "codejail.killround"), uid_(uid), first_(first), count_(count), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override { err_ = kill_uid_round(uid_, first_, count_); }
+  void OnOK() override {
+    if (err_ && err_ != EAGAIN) {
+      deferred_.Reject(errno_error(Env(), "kill_uid", err_, std::string("killUidRound: ") + strerror(err_)).Value());
+      return;
+    }
+    deferred_.Resolve(Napi::Boolean::New(Env(), err_ == 0));
+  }
+
+ private:
+  uid_t uid_, first_, count_;
+  Napi::Promise::Deferred deferred_;
+  int err_ = 0;
+};
+
+Napi::Value KillUidRoundAsync(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw Napi::TypeError::New(env, "killUidRoundAsync(uid, reapFirstUid, reapCount)");
+  auto *worker = new KillRoundWorker(env, info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value(),
+                                     info[2].As<Napi::Number>().Uint32Value());
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
 Napi::Value UnmountRunDisk(const Napi::CallbackInfo &info) {
   if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "unmountRunDisk(path)");
   auto *worker = new UnmountWorker(info.Env(), info[0].As<Napi::String>().Utf8Value());
@@ -465,6 +498,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdSignal", Napi::Function::New(env, PidfdSignal, "pidfdSignal"));
   exports.Set("killUid", Napi::Function::New(env, KillUid, "killUid"));
   exports.Set("killUidRound", Napi::Function::New(env, KillUidRound, "killUidRound"));
+  exports.Set("killUidRoundAsync", Napi::Function::New(env, KillUidRoundAsync, "killUidRoundAsync"));
   exports.Set("armDeadline", Napi::Function::New(env, ArmDeadline, "armDeadline"));
   exports.Set("disarmDeadline", Napi::Function::New(env, DisarmDeadline, "disarmDeadline"));
   exports.Set("armedDeadlines", Napi::Function::New(env, ArmedDeadlines, "armedDeadlines"));

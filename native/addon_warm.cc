@@ -150,6 +150,12 @@ Napi::Value SendWarmRun(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// The name of a cj_step a warm child reports (FAIL), as the cold path names its steps.
+Napi::Value StepName(const Napi::CallbackInfo &info) {
+  int step = info[0].As<Napi::Number>().Int32Value();
+  return Napi::String::New(info.Env(), step < 0 ? "message" : cj_step_name(static_cast<cj_step>(step)));
+}
+
 }  // namespace
 
 void register_warm(Napi::Env env, Napi::Object exports) {
@@ -158,6 +164,7 @@ void register_warm(Napi::Env env, Napi::Object exports) {
   exports.Set("unwatchChannel", Napi::Function::New(env, UnwatchChannel, "unwatchChannel"));
   exports.Set("channelSend", Napi::Function::New(env, ChannelSend, "channelSend"));
   exports.Set("sendWarmRun", Napi::Function::New(env, SendWarmRun, "sendWarmRun"));
+  exports.Set("stepName", Napi::Function::New(env, StepName, "stepName"));
 }
 
 }  // namespace codejail

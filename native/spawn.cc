@@ -335,8 +335,18 @@ std::vector<pid_t> own_children() {
 
 }  // namespace
 
+// Watched pids and the statuses reaped on their behalf. Kill rounds run on the thread pool and
+// exit watchers on the JS thread: this lock makes "is it watched, reap it, stash it" and "take the
+// stash or reap it" one step each, so a pid is never reaped twice or its status lost.
+namespace {
+std::mutex reap_mutex;
+std::unordered_set<pid_t> watched;
+std::unordered_map<pid_t, ReapedStatus> stashed;
+}  // namespace
+
 int reap_run_zombies(uid_t first_uid, uid_t count) {
   int reaped_count = 0;
+  std::lock_guard<std::mutex> lock(reap_mutex);
   for (pid_t pid : own_children()) {
     // WNOWAIT: look first; only a zombie of a run's uid is ours to reap.
     siginfo_t info{};
@@ -371,17 +381,16 @@ int kill_uid(uid_t uid) {
   return EBUSY;
 }
 
-// Watched pids and statuses reaped on their behalf; touched only on the JS thread.
-namespace {
-std::unordered_set<pid_t> watched;
-std::unordered_map<pid_t, ReapedStatus> stashed;
-}  // namespace
-
-void watch_pid(pid_t pid) { watched.insert(pid); }
+void watch_pid(pid_t pid) {
+  std::lock_guard<std::mutex> lock(reap_mutex);
+  watched.insert(pid);
+}
+// Callers hold reap_mutex (reap_run_zombies).
 bool is_watched(pid_t pid) { return watched.count(pid) != 0; }
 void stash_reaped(pid_t pid, const ReapedStatus &status) { stashed[pid] = status; }
 
 int reap_watched(pid_t pid, ReapedStatus *out) {
+  std::lock_guard<std::mutex> lock(reap_mutex);
   auto it = stashed.find(pid);
   if (it != stashed.end()) {
     *out = it->second;

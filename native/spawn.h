@@ -64,7 +64,8 @@ struct ReapedStatus {
   struct rusage usage;
 };
 
-// Exit bookkeeping shared by the kill rounds and the addon's exit watchers (JS thread only).
+// Exit bookkeeping shared by the kill rounds (thread pool) and the addon's exit watchers (JS
+// thread), under one lock.
 void watch_pid(pid_t pid);
 bool is_watched(pid_t pid);
 void stash_reaped(pid_t pid, const ReapedStatus &status);
@@ -76,7 +77,7 @@ bool become_subreaper();
 // Reaps every zombie child of the daemon whose uid is in [first_uid, first_uid + count): the
 // runs' orphans, reparented here because the daemon is a subreaper. Zombies of other uids (libuv's
 // own child_process children) are left to whoever waits for them. A watched pid's status is
-// stashed for its watcher. Returns how many were reaped. JS thread only.
+// stashed for its watcher. Returns how many were reaped. Any thread.
 int reap_run_zombies(uid_t first_uid, uid_t count);
 
 // One round of killing `uid`, which never waits: reaps the run zombies of [reap_first,

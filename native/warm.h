@@ -75,6 +75,16 @@ struct cj_warm_plan {
  */
 CJ_WARM_EXPORT int cj_warm_apply(const void *wire, size_t len, const int *fds, size_t nfds, int parent, int *failed_step);
 
+/*
+ * The whole of a child's start, in raw system calls: opens a pidfd of itself, applies the plan
+ * (cj_warm_apply), reports to its template's `channel` ("OKAY" with token and pid, the pidfd
+ * attached; or "FAIL" with token, step and errno: 16 bytes each, native/warm_apply.cc), then
+ * closes every fd from 3 (4 with a result channel) up. `fds` is nfds packed ints. Returns 0, or
+ * the errno value of the failure (already reported when the channel could be written).
+ */
+CJ_WARM_EXPORT int cj_warm_start(const void *wire, size_t len, const void *fds, size_t nfds, int parent, int channel,
+                                 uint32_t token, int result_channel);
+
 /* After a successful cj_warm_apply (and the child's report to its template): closes every fd from
  * `first` up, which execve's close-on-exec would have closed. Returns 0 or an errno value. */
 CJ_WARM_EXPORT int cj_warm_seal(int first);

@@ -322,8 +322,14 @@ def _exec_filter(machine):
     return program
 
 
-def forbid_starting_programs():
-    """Installs the filter on this process, or raises OSError saying why it could not."""
+_installer = None
+
+
+def prepare_forbidding():
+    """Builds what forbid_starting_programs installs, once (a warm template does it before forking)."""
+    global _installer
+    if _installer is not None:
+        return _installer
     import struct
 
     machine = os.uname().machine
@@ -344,16 +350,28 @@ def forbid_starting_programs():
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
+    fprog_address = ctypes.addressof(fprog)
 
     def call(option, arg2, arg3, name):
         if prctl(option, arg2, arg3, 0, 0) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, "prctl(%s): %s" % (name, os.strerror(errno)))
 
-    # The daemon has set no_new_privs already (the unsafe client has not): the kernel installs a
-    # filter for an unprivileged process only under it.
-    call(_PR_SET_NO_NEW_PRIVS, 1, None, "PR_SET_NO_NEW_PRIVS")
-    call(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog), "PR_SET_SECCOMP")
+    def install():
+        # The daemon has set no_new_privs already (the unsafe client has not): the kernel
+        # installs a filter for an unprivileged process only under it.
+        call(_PR_SET_NO_NEW_PRIVS, 1, None, "PR_SET_NO_NEW_PRIVS")
+        call(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog_address, "PR_SET_SECCOMP")
+
+    # The buffers must live as long as the installer.
+    install.keep = (code, fprog)
+    _installer = install
+    return install
+
+
+def forbid_starting_programs():
+    """Installs the filter on this process, or raises OSError saying why it could not."""
+    prepare_forbidding()()
 
 
 # --- The run --------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ safeExec harness, the way a cold interpreter started on that file would.
 
 Messages, daemon to template: ``RUN1`` (a header, the flattened plan, then a JSON tail: mode,
 argv, env), with the run's fds attached; ``DRN1``: take no more runs, exit once the children are
-gone. Template (and child) to daemon, each a 4-byte kind and JSON: ``REDY`` once, then per run
-``OKAY`` (from the child, its pidfd attached: it is confined, its code is about to run) or ``FAIL``
-(the step that failed, errno), then ``EXIT`` (from the template, once it reaped the child: status
-and usage). ``WARN`` reports a request the template could not use.
+gone. Template to daemon, a 4-byte kind and JSON: ``REDY`` once; per run ``EXIT`` once it reaped
+the child (status and usage); ``WARN`` for a message it could not use. Per run, from the child
+(cj_warm_start, in C), 16 bytes: ``OKAY`` with the token and its pid, its pidfd attached (it is
+confined, its code is about to run), or ``FAIL`` with the token, the step that failed and errno.
 """
 
 def _vm_size_kb():
@@ -42,6 +42,7 @@ CHANNEL_FD = 3
 # The channel is moved up here, out of the way of the fds a run's child moves onto 0..3.
 CHANNEL_FLOOR = 64
 HEADER = struct.Struct("=4sIII")  # kind, token, plan length, tail length (native/warm_prepare.cc)
+REPORT = struct.Struct("=4sIii")  # OKAY (pid) or FAIL (step, errno), as native/warm_apply.cc sends them
 MAX_MESSAGE = 512 * 1024
 MAX_FDS = 16
 # Where the harness's code claims to come from; tracebacks rename it "jailed_code" as cold runs do.
@@ -72,11 +73,10 @@ class Template:
         os.close(null)
         self.channel = socket.socket(fileno=channel_fd)
         self.lib = ctypes.CDLL(options["lib"])
-        self.lib.cj_warm_apply.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int), ctypes.c_size_t,
-            ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+        self.lib.cj_warm_start.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
+            ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_int,
         ]
-        self.lib.cj_warm_step_name.restype = ctypes.c_char_p
         if self.lib.cj_warm_init() != 0:
             raise SystemExit("warm_template: cj_warm_init failed")
         self.harness = self._compile_harness(options["harness"])
@@ -101,15 +101,33 @@ class Template:
         self.selector.register(self.channel, selectors.EVENT_READ)
 
     def _compile_harness(self, path):
-        with open(path, "rb") as f:
-            source = f.read()
-        # The harness reads its own source lines for tracebacks ("exec(code, g_dict)"): cached with
-        # no mtime, linecache never looks for a file of that name.
+        """The safeExec harness, imported once; each run executes only its main block.
+
+        The main block is compiled on its own at its own line numbers, under HARNESS_FILENAME, so
+        that a traceback shows the frame a cold run shows ("jailed_code", line N, in <module>),
+        and runs in the module's namespace (the child's copy), where the harness expects it.
+        """
+        import importlib.util
         import linecache
 
-        text = source.decode("utf-8")
-        linecache.cache[HARNESS_FILENAME] = (len(text), None, text.splitlines(True), HARNESS_FILENAME)
-        return compile(source, HARNESS_FILENAME, "exec", dont_inherit=True)
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        spec = importlib.util.spec_from_file_location("codejail_safe_exec_harness", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.__file__ = HARNESS_FILENAME
+        module.prepare_forbidding()
+        lines = text.splitlines(True)
+        start = next(i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":'))
+        main = compile("\n" * start + "".join(lines[start:]), HARNESS_FILENAME, "exec", dont_inherit=True)
+        # Cached with no mtime, linecache never looks for a file of that name: the traceback's
+        # source line ("exec(code, g_dict)") comes from here.
+        linecache.cache[HARNESS_FILENAME] = (len(text), None, lines, HARNESS_FILENAME)
+        return module, main
+
+    def fail(self, token, errno_value):
+        """A run the template could not even fork: FAIL, as a child reports it (step -1: the message)."""
+        self.channel.send(REPORT.pack(b"FAIL", token, -1, errno_value))
 
     def send(self, kind, body, fds=()):
         data = kind + json.dumps(body, separators=(",", ":")).encode()
@@ -155,14 +173,14 @@ class Template:
     def fork(self, data, fds):
         kind, token, plan_len, tail_len = HEADER.unpack_from(data)
         if HEADER.size + plan_len + tail_len != len(data):
-            self.send(b"FAIL", {"token": token, "step": "message", "errno": 22})
+            self.fail(token, 22)
             return
         plan = bytes(data[HEADER.size:HEADER.size + plan_len])
         try:
             tail = json.loads(data[HEADER.size + plan_len:])
             tail["mode"], tail["script"], tail["argv"], tail["env"]
         except (ValueError, KeyError, TypeError):
-            self.send(b"FAIL", {"token": token, "step": "message", "errno": 22})
+            self.fail(token, 22)
             return
         sys.stdout.flush()
         sys.stderr.flush()
@@ -195,19 +213,10 @@ class Template:
     # --- In the forked child --------------------------------------------------------------------
 
     def child(self, token, plan, fds, tail):
-        pidfd = os.pidfd_open(os.getpid())
-        fd_array = (ctypes.c_int * len(fds))(*fds)
-        step = ctypes.c_int(0)
-        err = self.lib.cj_warm_apply(plan, len(plan), fd_array, len(fds), self.pid, ctypes.byref(step))
-        if err:
-            name = self.lib.cj_warm_step_name(step.value).decode()
-            self.send(b"FAIL", {"token": token, "step": name, "errno": err})
-            os._exit(127)
-        # Confined now. The daemon learns it, with a pidfd to signal and watch this child by; then
-        # everything inherited from the template goes, as execve's close-on-exec would.
-        self.send(b"OKAY", {"token": token, "pid": os.getpid()}, [pidfd])
-        self.channel.detach()
-        err = self.lib.cj_warm_seal(4 if tail.get("result") else 3)
+        # Packed before the call: every Python statement in the child copies template pages.
+        packed = struct.pack("=%di" % len(fds), *fds)
+        channel_fd = self.channel.detach()
+        err = self.lib.cj_warm_start(plan, len(plan), packed, len(fds), self.pid, channel_fd, token, 1 if tail["result"] else 0)
         if err:
             os._exit(127)
         run_as_main(tail, self.harness)
@@ -218,28 +227,36 @@ def run_as_main(tail, harness):
     import builtins
     import types
 
+    # The template started with a run's environment (HOME and TMPDIR aside): change only what
+    # differs, since every write here copies pages of the template's heap.
     env = tail["env"]
-    os.environ.clear()
-    os.environ.update(env)
+    environ = os.environ
+    for name in [name for name in environ if name not in env]:
+        del environ[name]
+    for name, value in env.items():
+        if environ.get(name) != value:
+            environ[name] = value
     cwd = os.getcwd()
-    if tail["mode"] == "safe_exec":
-        path = HARNESS_FILENAME
-        code = harness
-    else:
-        path = os.path.join(cwd, tail["script"])
-        with open(path, "rb") as f:
-            source = f.read()
     sys.argv = [tail["script"]] + list(tail["argv"])
     sys.path[0] = cwd
-    main = types.ModuleType("__main__")
-    main.__file__ = path
-    main.__builtins__ = builtins
-    main.__cached__ = None
+    if tail["mode"] == "safe_exec":
+        module, code = harness
+        module.__name__ = "__main__"
+        main = module
+        namespace = module.__dict__
+    else:
+        path = os.path.join(cwd, tail["script"])
+        main = types.ModuleType("__main__")
+        main.__file__ = path
+        main.__builtins__ = builtins
+        main.__cached__ = None
+        namespace = main.__dict__
     sys.modules["__main__"] = main
     try:
         if tail["mode"] != "safe_exec":
-            code = compile(source, path, "exec", dont_inherit=True)
-        exec(code, main.__dict__)
+            with open(path, "rb") as f:
+                code = compile(f.read(), path, "exec", dont_inherit=True)
+        exec(code, namespace)
     except SystemExit as exc:
         finish(exit_status(exc))
     except KeyboardInterrupt as exc:

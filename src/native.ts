@@ -164,6 +164,8 @@ interface Addon {
    * parent has not reaped them yet): try again later. Throws on anything else.
    */
   killUidRound(uid: number, reapFirstUid: number, reapCount: number): boolean;
+  /** killUidRound on the thread pool: the event loop does not wait for the killer helper. */
+  killUidRoundAsync(uid: number, reapFirstUid: number, reapCount: number): Promise<boolean>;
   /**
    * Arms a REALTIME deadline on the addon's deadline thread: after `ms`, unless the process has
    * exited, it is SIGKILLed through (a dup of) `pidfd`, and then its process group `pgid`. Needs
@@ -218,6 +220,8 @@ interface Addon {
    * with step 'send' when sending fails (code EAGAIN: the template is behind).
    */
   sendWarmRun(fd: number, token: number, plan: NativePlan, tail: Buffer): NativeWarmEnds;
+  /** The name of a confinement step (cj_step_name); -1: "message" (a run the template could not read). */
+  stepName(step: number): string;
 }
 
 const require = createRequire(import.meta.url);

@@ -260,9 +260,9 @@ export class RunSlot {
     // One round: cgroup.kill reaches every process of the run's leaf, whatever its uid or
     // session; the uid round every process of the slot's uid, and also reaps zombies of every
     // slot's uid reparented here, whichever run left them. Clean when both found nothing left.
-    const round = (): boolean => {
+    const round = async (): Promise<boolean> => {
       const leafEmpty = cgroupTree ? cgroupTree.killRound(this.identity) : true;
-      const uidEmpty = byUid ? addon.killUidRound(this.identity.uid, range.firstUid, range.count) : true;
+      const uidEmpty = byUid ? await addon.killUidRoundAsync(this.identity.uid, range.firstUid, range.count) : true;
       return leafEmpty && uidEmpty;
     };
     try {
@@ -271,7 +271,7 @@ export class RunSlot {
         return true;
       }
       if (byUid) assertKillable(this.identity);
-      for (let pause = 1; !round(); pause = Math.min(pause * 2, SWEEP_MAX_PAUSE_MS)) {
+      for (let pause = 1; !(await round()); pause = Math.min(pause * 2, SWEEP_MAX_PAUSE_MS)) {
         if (performance.now() >= until) {
           throw new Error(`processes of ${byUid ? `uid ${this.identity.uid}` : `the slot's cgroup`} remain after SIGKILL`);
         }

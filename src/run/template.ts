@@ -11,6 +11,7 @@
 // layout shared by every child) has a bounded lifetime; the old one drains: it takes no new run
 // and exits once its children have.
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../daemon/log.js';
 import { warmLibraryPath, type native, type NativePlan } from '../native.js';
@@ -34,6 +35,8 @@ const RESTART_MAX_MS = 60_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
+/** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
+const REPORT_BYTES = 16;
 /** VMEM below this many times a fresh interpreter's address space runs cold (see WarmCommand.start). */
 const TIGHT_VMEM_FACTOR = 1.5;
 
@@ -237,17 +240,33 @@ class Template {
 
   private onMessage(data: Buffer | null, fds: number[], onReady: () => void): void {
     const { addon, log } = this.ctx;
-    let message: { token?: number; [key: string]: unknown } = {};
-    const kind = data?.subarray(0, 4).toString('latin1');
-    try {
-      if (data) message = JSON.parse(data.subarray(4).toString('utf8'));
-    } catch {
-      data = null;
-    }
-    const run = typeof message.token === 'number' ? this.runs.get(message.token) : undefined;
     const keep: number[] = [];
     try {
-      if (!data) {
+      const kind = data?.subarray(0, 4).toString('latin1');
+      if (data && (kind === 'OKAY' || kind === 'FAIL') && data.length === REPORT_BYTES) {
+        // A child's report (native/warm_apply.cc): token, then pid, or step and errno.
+        const token = data.readUInt32LE(4);
+        const run = this.runs.get(token);
+        if (!run) return;
+        if (kind === 'OKAY' && !run.started && fds.length === 1) {
+          clearTimeout(run.timer);
+          run.started = { pid: data.readInt32LE(8), pidfd: fds[0]! };
+          keep.push(fds[0]!);
+          run.resolveStart(run.started);
+        } else if (kind === 'FAIL') {
+          const step = addon.stepName(data.readInt32LE(8));
+          const errno = data.readInt32LE(12);
+          this.fail(token, new WarmStartError(`sandbox set-up failed at ${step}: ${errnoText(errno)}`, step, errno, errnoName(errno)));
+        }
+        return;
+      }
+      let message: { token?: number; [key: string]: unknown } | undefined;
+      try {
+        if (data) message = JSON.parse(data.subarray(4).toString('utf8'));
+      } catch {
+        message = undefined;
+      }
+      if (!message) {
         log.warn('a warm template sent a message that could not be read', { command: this.profile.name });
       } else if (kind === 'REDY') {
         const vmStart = Number(message.vmStartKb) || 0;
@@ -256,16 +275,7 @@ class Template {
         this.vmStartBytes = vmStart * 1024;
         log.info('warm template ready', { command: this.profile.name, pid: message.pid, vmAllowanceKb: vmReady - vmStart });
         onReady();
-      } else if (kind === 'OKAY' && run && !run.started && fds.length === 1) {
-        clearTimeout(run.timer);
-        run.started = { pid: Number(message.pid), pidfd: fds[0] };
-        keep.push(fds[0]);
-        run.resolveStart(run.started);
-      } else if (kind === 'FAIL' && run) {
-        const errno = Number(message.errno);
-        const step = String(message.step);
-        this.fail(message.token as number, new WarmStartError(`sandbox set-up failed at ${step}: errno ${errno}`, step, errno, errnoName(errno)));
-      } else if (kind === 'EXIT' && message.token !== undefined) {
+      } else if (kind === 'EXIT' && typeof message.token === 'number') {
         this.exited(message.token, {
           code: typeof message.code === 'number' ? message.code : null,
           signal: typeof message.signal === 'number' ? message.signal : null,
@@ -527,9 +537,14 @@ function describeExit(exit: ProcessExit): string {
   return exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`;
 }
 
-const ERRNO_NAMES: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 9: 'EBADF', 13: 'EACCES', 22: 'EINVAL', 38: 'ENOSYS', 95: 'EOPNOTSUPP' };
+/** The names the kernel's errno values have (os.constants.errno, inverted). */
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
 function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+  return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+}
+function errnoText(errno: number): string {
+  const name = ERRNO_NAMES.get(errno);
+  return name ? `${name} (${errno})` : `errno ${errno}`;
 }
 
 /** The template's own output (it prints only on failure): logged a line at a time, bounded. */

@@ -21,6 +21,9 @@ const layers: Layers = {
 };
 
 function setup(addon: Record<string, unknown>, count = 1) {
+  // The daemon's sweeps call the thread-pool variant; these fakes answer both alike.
+  const round = addon.killUidRound as ((...args: number[]) => boolean) | undefined;
+  if (round) addon = { ...addon, killUidRoundAsync: async (...args: number[]) => round(...args) };
   const runBase = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-runner-'));
   const config = parseConfig({ runBase, slots: { firstUid: 61000, count } });
   const slotList = slotUsers(config.slots);
