@@ -174,6 +174,11 @@ export class Runner {
     }
   }
 
+  /** Whether `command` has a warm path (its runs fork from a template unless they say otherwise). */
+  isWarm(command: string): boolean {
+    return this.ctx.warm?.has(command) === true;
+  }
+
   /** Resolves once every run's clean-up has finished (the daemon is stopping). */
   async drained(): Promise<void> {
     while (this.cleanups.size > 0) await Promise.all([...this.cleanups]);

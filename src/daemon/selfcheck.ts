@@ -1,5 +1,6 @@
 // The self-check the daemon runs before it accepts a single request: through the real runner,
-// with every configured layer, one run that must work and a few that must be denied. A failure
+// with every configured layer, one run that must work and a few that must be denied, on each
+// path a run may take (cold, and warm where the command has a template). A failure
 // means the sandbox is not what the operator thinks it is, so the daemon refuses to serve.
 import type { Limits } from '../protocol/index.js';
 import { LAYERS, type LayerName, type Layers, type SelfCheckProbe } from '../layers/index.js';
@@ -53,35 +54,61 @@ export async function runSelfCheck(options: {
   const limits = { CPU: withinCeiling(5, options.ceilings.CPU), REALTIME: withinCeiling(20, options.ceilings.REALTIME) };
   const outcomes: CheckOutcome[] = [];
 
-  const attempt = async (check: Check, expected: string, requireCleanStderr: boolean): Promise<CheckOutcome> => {
+  // A warm command runs every check twice: cold (a fresh interpreter, as `warm: false` and a
+  // fallback run it) and warm (a fork of its template), since each path applies the plan itself.
+  const paths: Array<{ warm: boolean; suffix: string }> = runner.isWarm(command)
+    ? [
+        { warm: false, suffix: '' },
+        { warm: true, suffix: ', warm' },
+      ]
+    : [{ warm: false, suffix: '' }];
+
+  const attempt = async (check: Check, expected: string, requireCleanStderr: boolean, path: { warm: boolean; suffix: string }): Promise<CheckOutcome> => {
+    const name = check.name + path.suffix;
     try {
-      const result = await runner.run({ command, code: Buffer.from(check.code), files: [], extraFiles: [], argv: [], limits, slug: 'self-check' });
+      const result = await runner.run({
+        command,
+        code: Buffer.from(check.code),
+        files: [],
+        extraFiles: [],
+        argv: [],
+        limits,
+        slug: 'self-check',
+        warm: path.warm,
+        profile: true,
+      });
       const stdout = Buffer.from(result.stdout).toString('utf8');
       const stderr = Buffer.from(result.stderr).toString('utf8');
+      if (path.warm && result.usage.stages?.warm !== true) {
+        return { name, outcome: 'failed', detail: 'ran cold: the warm template did not take the run' };
+      }
       if (result.status === 0 && stdout === expected && (!requireCleanStderr || stderr === '')) {
-        return { name: check.name, outcome: 'passed' };
+        return { name, outcome: 'passed' };
       }
       return {
-        name: check.name,
+        name,
         outcome: 'failed',
         detail: `status ${result.status}, stdout ${JSON.stringify(stdout.slice(0, 200))}, stderr ${JSON.stringify(stderr.slice(-500))}`,
       };
     } catch (err) {
-      return { name: check.name, outcome: 'failed', detail: (err as Error).message };
+      return { name, outcome: 'failed', detail: (err as Error).message };
     }
   };
 
-  outcomes.push(await attempt(MUST_WORK, '1\n', true));
-  for (const check of mustBeDenied()) {
-    if (layers.unsafe) {
-      outcomes.push({ name: check.name, outcome: 'skipped', detail: 'unsafe mode: nothing is denied' });
-      continue;
+  for (const path of paths) {
+    outcomes.push(await attempt(MUST_WORK, '1\n', true, path));
+    for (const check of mustBeDenied()) {
+      const name = check.name + path.suffix;
+      if (layers.unsafe) {
+        outcomes.push({ name, outcome: 'skipped', detail: 'unsafe mode: nothing is denied' });
+        continue;
+      }
+      if (!check.enforcedBy.some((layer) => layers[layer])) {
+        outcomes.push({ name, outcome: 'skipped', detail: `none of ${check.enforcedBy.join(', ')} is active` });
+        continue;
+      }
+      outcomes.push(await attempt(check, 'DENIED\n', false, path));
     }
-    if (!check.enforcedBy.some((layer) => layers[layer])) {
-      outcomes.push({ name: check.name, outcome: 'skipped', detail: `none of ${check.enforcedBy.join(', ')} is active` });
-      continue;
-    }
-    outcomes.push(await attempt(check, 'DENIED\n', false));
   }
 
   for (const o of outcomes) {

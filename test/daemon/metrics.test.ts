@@ -148,6 +148,9 @@ describe.skipIf(!isRoot)('metrics and check from a running daemon', () => {
     expect(result.ok).toBe(true);
     expect(result.probes[0]).toMatchObject({ name: 'print(1) runs', outcome: 'passed' });
     expect(result.probes.length).toBeGreaterThanOrEqual(5);
+    // A warm command's probes run on both paths, each named.
+    expect(result.probes).toContainEqual({ name: 'print(1) runs, warm', outcome: 'passed' });
+    expect(result.probes).toContainEqual({ name: 'creating an AF_INET socket is denied, warm', outcome: 'passed' });
     expect(Object.keys(result.layers)).toEqual(expect.arrayContaining(['uid', 'landlock', 'seccomp']));
   });
 
