@@ -258,12 +258,16 @@ const STAGE_HEADERS: Record<StageName, string> = {
 /**
  * The p50 of each stage, per row of one level: queue (waiting for a slot), prepare (the run
  * directory), start (fork or exec, and confinement), run (the code), result (output and result
- * channel), cleanup (sweep and removal); "-" where the daemon sent no such stage.
+ * channel), cleanup (sweep and removal, after the reply: the mean from the daemon's metrics);
+ * "-" where the daemon sent no such stage.
  */
 export function formatStages(measurements: readonly Measurement[]): string {
   const width = Math.max(...measurements.map((row) => row.label.length));
   const header = STAGE_NAMES.map((name) => STAGE_HEADERS[name].padStart(8)).join(' ');
-  const lines = [`stages at concurrency ${measurements[0]?.concurrency}, p50 ms ("-": the daemon sent none)`, `${''.padEnd(width)} ${header}`];
+  const lines = [
+    `stages at concurrency ${measurements[0]?.concurrency}, p50 ms ("-": the daemon sent none; cleanup: mean, after the reply)`,
+    `${''.padEnd(width)} ${header}`,
+  ];
   for (const row of measurements) {
     const cells = STAGE_NAMES.map((name) => {
       const value = row.stages?.[name];
@@ -272,6 +276,14 @@ export function formatStages(measurements: readonly Measurement[]): string {
     lines.push(`${row.label.padEnd(width)} ${cells.join(' ')}`);
   }
   return lines.join('\n') + '\n';
+}
+
+/** The daemon's clean-up counters, once no slot is busy: how many, and their total time (ms). */
+async function cleanupTotals(client: Client): Promise<{ count: number; ms: number }> {
+  for (let i = 0; i < 200 && (await client.status()).slots.busy > 0; i++) await new Promise((r) => setTimeout(r, 5));
+  const text = await client.metrics();
+  const sample = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { count: sample('codejail_cleanups_total'), ms: sample('codejail_cleanup_seconds_total') * 1000 };
 }
 
 function parseConcurrency(list: string): number[] {
@@ -345,7 +357,15 @@ export async function bench(args: string[]): Promise<number> {
       const measured: [BenchCandidate, Measurement][] = [];
       for (const candidate of candidates) {
         if (candidate.highestOnly && concurrency !== highest) continue;
-        measured.push([candidate, await measure(candidate.runner, runs, concurrency)]);
+        const before = values.profile ? await cleanupTotals(client) : undefined;
+        const measurement = await measure(candidate.runner, runs, concurrency);
+        if (before) {
+          // A run's clean-up finishes after its reply (the slot stays busy): its mean comes from
+          // the daemon's metrics, once the last run's is done.
+          const after = await cleanupTotals(client);
+          if (after.count > before.count) (measurement.stages ??= {}).cleanupMs = (after.ms - before.ms) / (after.count - before.count);
+        }
+        measured.push([candidate, measurement]);
       }
       let text = formatLevel(baselineMeasurement, measured);
       if (values.profile) text += '\n' + formatStages(measured.map(([, measurement]) => measurement));

@@ -108,7 +108,7 @@ describe('bench: warm and cold, absolute targets, stages', () => {
   it('prints a stage table with "-" where the daemon sent none', () => {
     const text = formatStages([row('jailCode warm', 4, 1, 1, { queueMs: 0.05, runMs: 0.4, cleanupMs: 1.25 }), row('jailCode cold', 4, 1, 1)]);
     const lines = text.split('\n');
-    expect(lines[0]).toBe('stages at concurrency 4, p50 ms ("-": the daemon sent none)');
+    expect(lines[0]).toBe('stages at concurrency 4, p50 ms ("-": the daemon sent none; cleanup: mean, after the reply)');
     expect(lines[1]).toMatch(/^\s+queue\s+prepare\s+start\s+run\s+result\s+cleanup$/);
     expect(lines[2]).toMatch(/^jailCode warm\s+0\.05\s+-\s+-\s+0\.40\s+-\s+1\.25$/);
     expect(lines[3]).toMatch(/^jailCode cold(\s+-){6}$/);
