@@ -9,6 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Client } from '../../src/client/index.js';
 import { dedent, fixture, jailCodeCases } from '../helpers/cases.js';
+import { TEST_RUN_PATH } from '../helpers/daemon.js';
 import { daemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -24,6 +25,11 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('argv', () => jailCodeCases.argv(suite.client));
+
+    it(`runs on this project's path (${TEST_RUN_PATH})`, async () => {
+      const r = await py({ code: 'print(1)', profile: true });
+      expect(r.usage.stages?.warm).toBe(TEST_RUN_PATH === 'warm');
+    });
 
     it('ends with an exception whose traceback names jailed_code line 1', () => jailCodeCases.exceptionTraceback(suite.client));
 
