@@ -89,7 +89,7 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(meanwhile.stdout.toString()).toBe('1\n');
     if (logged(daemon, 'warm template ready').length === readyBefore) expect(meanwhile.usage.stages?.warm).toBe(false);
 
-    await until('a new template', () => logged(daemon, 'warm template ready').length === 2);
+    await until('a new template', () => logged(daemon, 'warm template ready').length > readyBefore);
     const again = await run(client, 'print(2)');
     expect(again.usage.stages?.warm).toBe(true);
     expect(again.stdout.toString()).toBe('2\n');
@@ -100,24 +100,29 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
 
   it('warm.maxForks replaces the template; the old one exits once its run in flight is over', async () => {
     const { daemon, client } = await start({ config: { warm: { maxForks: 5 } } });
+    // The start-up self-check's runs count too: wait until its replacements are over.
+    await until('one template', () => templatesOf(daemon).length === 1);
     const [first] = templatesOf(daemon);
-    // A run that outlives the replacement (its template's first fork).
+    const replacedBefore = logged(daemon, 'warm template replaced').length;
+    // A run that outlives the replacement.
     const long = run(client, "import time\ntime.sleep(6)\nprint('slept')", { limits: { REALTIME: 60 } });
-    await until('the long run to be forked', () => childrenOf(first).length > 0);
-    for (let i = 0; i < 4; i++) expect((await run(client, `print(${i})`)).usage.stages?.warm).toBe(true);
-    await until('the replacement', () => logged(daemon, 'warm template replaced').length === 1);
-    const replaced = logged(daemon, 'warm template replaced')[0];
-    expect(replaced.reason).toBe('5 forks');
-    // While its run is in flight, the old template drains: alive, but takes no new run.
     let longDone = false;
     void long.then(() => (longDone = true));
-    const templates = templatesOf(daemon);
-    if (!longDone) expect(templates).toContain(first);
-    const next = templates.find((pid) => pid !== first)!;
-    expect(next).toBeGreaterThan(0);
+    await until('the long run to be forked', () => childrenOf(first).length > 0);
+    for (let i = 0; i < 5 && logged(daemon, 'warm template replaced').length === replacedBefore; i++) {
+      expect((await run(client, `print(${i})`)).usage.stages?.warm).toBe(true);
+    }
+    await until('the replacement', () => logged(daemon, 'warm template replaced').length > replacedBefore);
+    expect(logged(daemon, 'warm template replaced')[replacedBefore].reason).toBe('5 forks');
+    const next = Number(logged(daemon, 'warm template ready').at(-1)!.pid);
+    expect(next).not.toBe(first);
+    // While its run is in flight, the old template drains: alive, its one run going on.
     const after = await run(client, 'print("new")');
     expect(after.usage.stages?.warm).toBe(true);
-    if (!longDone) expect(childrenOf(first)).toHaveLength(1);
+    if (!longDone) {
+      expect(alive(first)).toBe(true);
+      expect(childrenOf(first)).toHaveLength(1);
+    }
     const slept = await long;
     expect(slept.status).toBe(0);
     expect(slept.stdout.toString()).toBe('slept\n');
@@ -125,17 +130,41 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(templatesOf(daemon)).toEqual([next]);
   });
 
-  it('SIGHUP replaces the template', async () => {
+  it('deny_warm_template_holds_no_daemon_secret_nor_fd: its environment, and its fds beyond stdio and its channel', async () => {
+    const { daemon } = await start();
+    const [template] = templatesOf(daemon);
+    const environ = readProc(template, 'environ')!.split('\0').filter(Boolean);
+    expect(environ.join('\n')).not.toContain('HONEY_BOO_BOO');
+    expect(environ.map((e) => e.split('=')[0]).sort()).toEqual(['HOME', 'LANG', 'PATH', 'TMPDIR']);
+    // 0-2: its output pipes to the daemon; 3: /dev/null held in place; the channel; nothing of
+    // the daemon's (its listening socket, runs' pipes, other templates).
+    const fds = fs.readdirSync(`/proc/${template}/fd`).map((fd) => {
+      try {
+        return `${fd} ${fs.readlinkSync(`/proc/${template}/fd/${fd}`)}`;
+      } catch {
+        return `${fd} gone`;
+      }
+    });
+    const sockets = fds.filter((fd) => fd.includes('socket:'));
+    expect(sockets.length, fds.join('\n')).toBe(1);
+    expect(fds.length, fds.join('\n')).toBeLessThanOrEqual(6);
+  });
+
+  it('SIGHUP replaces the template, and with it the layout its runs share', async () => {
     const { daemon, client } = await start();
     const [first] = templatesOf(daemon);
+    const layout = "print(hex(id(None)), hash('codejail'))";
+    const before = (await run(client, layout)).stdout.toString();
+    expect((await run(client, layout)).stdout.toString()).toBe(before);
     daemon.process.kill('SIGHUP');
     await until('the replacement', () => logged(daemon, 'warm template replaced').length === 1);
     expect(logged(daemon, 'warm template replaced')[0].reason).toBe('reload');
     await until('the old template to exit', () => !alive(first));
     const [second] = templatesOf(daemon);
     expect(second).not.toBe(first);
-    const r = await run(client, 'print(1)');
+    const r = await run(client, layout);
     expect(r.usage.stages?.warm).toBe(true);
+    expect(r.stdout.toString()).not.toBe(before);
   });
 
   it('warm.maxAgeSeconds replaces a template that old at its next run', async () => {
