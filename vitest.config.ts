@@ -1,10 +1,24 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
+
+// The suites that run python through a real daemon (test/e2e, test/hostile) run twice: once on
+// the warm path (templates, the product's default) and once on the cold path (a fresh interpreter
+// per run, CODEJAIL_TEST_RUN_PATH=cold: test/helpers/daemon.ts). A test's name carries its
+// project, [warm] or [cold]. Everything else runs once, in "unit". test/e2e/warm.test.ts runs
+// both paths itself, side by side, so it is not repeated cold.
+const DAEMON_SUITES = ['test/e2e/**/*.test.ts', 'test/hostile/**/*.test.ts'];
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     pool: 'forks',
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...DAEMON_SUITES] } },
+      { extends: true, test: { name: 'warm', include: DAEMON_SUITES, env: { CODEJAIL_TEST_RUN_PATH: 'warm' } } },
+      {
+        extends: true,
+        test: { name: 'cold', include: DAEMON_SUITES, exclude: [...configDefaults.exclude, 'test/e2e/warm.test.ts'], env: { CODEJAIL_TEST_RUN_PATH: 'cold' } },
+      },
+    ],
   },
 });

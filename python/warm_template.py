@@ -240,32 +240,42 @@ def run_as_main(tail, harness):
     sys.argv = [tail["script"]] + list(tail["argv"])
     sys.path[0] = cwd
     if tail["mode"] == "safe_exec":
+        # The harness's own module (imported once by the template), as a cold run's __main__ is.
         module, code = harness
         module.__name__ = "__main__"
         main = module
-        namespace = module.__dict__
     else:
         path = os.path.join(cwd, tail["script"])
         main = types.ModuleType("__main__")
-        main.__file__ = path
+        # The globals a cold interpreter's __main__ has for a script, in its order: a program
+        # that lists globals(), or reads its source through __loader__ (inspect), sees the same.
+        import importlib.machinery
+
+        main.__annotations__ = {}
         main.__builtins__ = builtins
+        main.__file__ = path
         main.__cached__ = None
-        namespace = main.__dict__
+        main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    namespace = main.__dict__
     sys.modules["__main__"] = main
+    status = 0
+    uncaught = None
     try:
         if tail["mode"] != "safe_exec":
             with open(path, "rb") as f:
                 code = compile(f.read(), path, "exec", dont_inherit=True)
         exec(code, namespace)
     except SystemExit as exc:
-        finish(exit_status(exc))
-    except KeyboardInterrupt as exc:
-        report_uncaught(exc)
-        interrupted()
+        status = exit_status(exc)
     except BaseException as exc:  # noqa: BLE001 - every uncaught exception, as the interpreter
-        report_uncaught(exc)
-        finish(1)
-    finish(0)
+        uncaught = exc
+    # Out of the except clauses: what the hook, atexit handlers or the final flush raise must not
+    # carry the program's exception as its context, as it does not in a cold interpreter's C code.
+    if uncaught is not None:
+        status = report_uncaught(uncaught)
+        if isinstance(uncaught, KeyboardInterrupt) and status is None:
+            interrupted()
+    finish(1 if status is None else status)
 
 
 def exit_status(exc):
@@ -282,41 +292,98 @@ def exit_status(exc):
     return 1
 
 
-def report_uncaught(exc):
-    """sys.excepthook with the template's own frames taken off the traceback."""
+def without_template_frames(exc):
+    """The exception's traceback without this file's frames, which a cold run does not have."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     exc.__traceback__ = tb
+    return tb
+
+
+def report_uncaught(exc):
+    """sys.excepthook with the template's own frames taken off the traceback, failing as
+    CPython's _PyErr_PrintEx does: a hook that raises SystemExit exits with it (its status is
+    returned; None otherwise); one that raises anything else has both tracebacks printed; no hook
+    at all prints the exception plainly."""
+    tb = without_template_frames(exc)
+    if not hasattr(sys, "excepthook"):
+        write_stderr("sys.excepthook is missing\n")
+        display(exc)
+        return None
+    hook_exc = None
     try:
         sys.excepthook(type(exc), exc, tb)
+    except SystemExit as exit_exc:
+        return exit_status(exit_exc)
+    except BaseException as caught:  # noqa: BLE001 - whatever the hook raised, as CPython
+        hook_exc = caught
+    if hook_exc is not None:
+        without_template_frames(hook_exc)
+        write_stderr("Error in sys.excepthook:\n")
+        display(hook_exc)
+        write_stderr("\nOriginal exception was:\n")
+        display(exc)
+    return None
+
+
+def display(exc):
+    """PyErr_Display: the traceback, whatever sys.excepthook is now."""
+    try:
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def write_stderr(text):
+    try:
+        sys.stderr.write(text)
     except Exception:  # noqa: BLE001
         pass
 
 
 def interrupted():
-    """An uncaught KeyboardInterrupt ends the interpreter by SIGINT, as since Python 3.8."""
+    """An uncaught KeyboardInterrupt ends the interpreter by SIGINT, as since Python 3.8: after
+    the interpreter's shutdown (Py_RunMain finalizes first, then kills itself)."""
     import signal
 
-    flush_streams()
+    shutdown()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
     os._exit(130)
 
 
-def flush_streams():
-    status = 0
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:  # noqa: BLE001
-            status = 120
-    return status
+def flush_stream(stream):
+    """Flushes a standard stream that is there and open: False when that failed."""
+    if stream is None:
+        return True
+    try:
+        # As file_is_closed(): a stream without a readable `closed` counts as open.
+        if stream.closed:
+            return True
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        stream.flush()
+        return True
+    except Exception as exc:  # noqa: BLE001
+        if stream is sys.stdout:
+            # CPython's flush_std_files reports stdout's error as unraisable ("Exception ignored
+            # in: <stdout>"), with the traceback of the flush only; stderr's is dropped.
+            import traceback
+
+            try:
+                sys.stderr.write("Exception ignored in: %r\n" % (stream,))
+                traceback.print_exception(type(exc), exc, without_template_frames(exc), file=sys.stderr)
+                sys.stderr.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        return False
 
 
-def finish(status):
-    """Interpreter shutdown, as far as a run can tell: threads joined, atexit, streams flushed."""
+def shutdown():
+    """Interpreter shutdown, as far as a run can tell: threads joined, atexit, streams flushed.
+    False when a standard stream could not be flushed (the interpreter then exits 120)."""
     import atexit
     import threading
 
@@ -325,8 +392,14 @@ def finish(status):
     except BaseException:  # noqa: BLE001
         pass
     atexit._run_exitfuncs()
-    flushed = flush_streams()
-    os._exit(status or flushed)
+    stdout_ok = flush_stream(sys.stdout)
+    stderr_ok = flush_stream(sys.stderr)
+    return stdout_ok and stderr_ok
+
+
+def finish(status):
+    """Exits as Py_Exit(status) does: after the shutdown, with 120 if a stream failed to flush."""
+    os._exit(status if shutdown() else 120)
 
 
 if __name__ == "__main__":

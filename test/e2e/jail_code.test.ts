@@ -9,6 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Client } from '../../src/client/index.js';
 import { dedent, fixture, jailCodeCases } from '../helpers/cases.js';
+import { TEST_RUN_PATH } from '../helpers/daemon.js';
 import { daemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -24,6 +25,11 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('argv', () => jailCodeCases.argv(suite.client));
+
+    it(`runs on this project's path (${TEST_RUN_PATH})`, async () => {
+      const r = await py({ code: 'print(1)', profile: true });
+      expect(r.usage.stages?.warm).toBe(TEST_RUN_PATH === 'warm');
+    });
 
     it('ends with an exception whose traceback names jailed_code line 1', () => jailCodeCases.exceptionTraceback(suite.client));
 
@@ -298,7 +304,10 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
     });
 
     it('deny_landlock_exec_other_programs', async () => {
-      const r = await py({ code: "import subprocess\nsubprocess.run(['/usr/bin/true'])" });
+      // Cold: Landlock's execute rule is the only guard of a cold run's execve; a warm run's is
+      // refused by seccomp as well (test/e2e/warm.test.ts deny_seccomp_warm_execve), so warm this
+      // test would pass without Landlock and prove nothing about it.
+      const r = await py({ code: "import subprocess\nsubprocess.run(['/usr/bin/true'])", warm: false });
       expect(r.status).not.toBe(0);
       expect(r.stderr.toString()).toContain('PermissionError');
     });

@@ -1,6 +1,9 @@
 // Starts a real codejaild (the compiled dist/, as root) on a private socket and run base, for
 // the end-to-end suites. CODEJAIL_SABOTAGE turns the named layers off in its config, so that the
-// sabotage script can show a deny_* test failing without its layer.
+// sabotage script can show a deny_* test failing without its layer. CODEJAIL_TEST_RUN_PATH=cold
+// turns the warm templates off (warm.enabled: false), so that the same suites prove the cold path
+// too (vitest.config.ts runs test/e2e and test/hostile under both); by default runs go warm, as
+// the product's do.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +14,9 @@ import { followLogLines } from './log_lines.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
+
+/** The path this process's test daemons run python on: 'cold' turns the warm templates off. */
+export const TEST_RUN_PATH: 'warm' | 'cold' = process.env.CODEJAIL_TEST_RUN_PATH === 'cold' ? 'cold' : 'warm';
 
 /** Every layer the daemon's config can turn off: each one in the registry. */
 export const DAEMON_LAYERS: readonly string[] = LAYER_NAMES;
@@ -62,6 +68,8 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
     // Merged, not replaced, so a test can change the socket's mode and keep its private path.
     socket: { path: socketPath, group: 'codejail', mode: '0660', ...((options.config?.socket as object) ?? {}) },
     layers: { ...layers, ...((options.config?.layers as object) ?? {}) },
+    // A test that sets warm settings of its own keeps them; `enabled` only if it says so.
+    warm: { ...(TEST_RUN_PATH === 'cold' ? { enabled: false } : {}), ...((options.config?.warm as object) ?? {}) },
   };
   const configFile = path.join(dir, 'config.json');
   fs.writeFileSync(configFile, JSON.stringify(config));

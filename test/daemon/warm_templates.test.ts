@@ -1,0 +1,228 @@
+// Warm templates over their life (src/run/template.ts WarmCommand): a template killed under a
+// run ends that run and the daemon runs cold until a new one is ready; `warm.maxForks` and SIGHUP
+// replace it, the old one finishing its runs first; a preload that does not import stops the
+// start, naming the module; hundreds of runs and replacements leave no fd or process behind.
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Client, type JailCodeResult } from '../../src/client/index.js';
+import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from '../helpers/daemon.js';
+
+const isRoot = process.getuid?.() === 0;
+
+async function until(what: string, test: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function readProc(pid: number, file: string): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+const parentOf = (pid: number) => Number(readProc(pid, 'status')?.match(/^PPid:\s+(\d+)/m)?.[1]);
+
+function processes(): number[] {
+  return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number);
+}
+
+/** Live templates of this daemon: its children running warm_template.py (zombies are not). */
+function templatesOf(daemon: TestDaemon): number[] {
+  return processes().filter((pid) => {
+    if (parentOf(pid) !== daemon.process.pid) return false;
+    const state = readProc(pid, 'status')?.match(/^State:\s+(\S)/m)?.[1];
+    return state !== 'Z' && (readProc(pid, 'cmdline') ?? '').includes('warm_template.py');
+  });
+}
+
+/** The forked runs of a template. */
+const childrenOf = (pid: number) => processes().filter((p) => parentOf(p) === pid);
+
+const alive = (pid: number) => readProc(pid, 'status') !== undefined && !/^State:\s+Z/m.test(readProc(pid, 'status')!);
+
+const fdCount = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
+
+const logged = (daemon: TestDaemon, msg: string) => daemon.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(msg));
+
+describe.skipIf(!isRoot)('warm templates over their life', () => {
+  let daemon: TestDaemon | undefined;
+  let client: Client | undefined;
+
+  async function start(options: TestDaemonOptions = {}): Promise<{ daemon: TestDaemon; client: Client }> {
+    daemon = await startTestDaemon({ ...options, config: { ...options.config, warm: { enabled: true, ...(options.config?.warm as object) } } });
+    client = new Client({ socketPath: daemon.socketPath });
+    return { daemon, client };
+  }
+
+  afterEach(async () => {
+    await client?.close();
+    await daemon?.stop();
+    client = undefined;
+    daemon = undefined;
+  });
+
+  const run = (c: Client, code: string, more: Parameters<Client['jailCode']>[1] = {}): Promise<JailCodeResult> =>
+    c.jailCode('python', { code, profile: true, ...more });
+
+  it('a template killed mid-run: the run ends -9, runs go cold, then warm again once it is back', async () => {
+    const { daemon, client } = await start();
+    const [template] = templatesOf(daemon);
+    expect(template).toBeGreaterThan(0);
+    const inFlight = run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } });
+    await until('the warm run to be forked', () => childrenOf(template).length > 0);
+    process.kill(template, 'SIGKILL');
+    const killed = await inFlight;
+    expect(killed.usage.stages?.warm).toBe(true);
+    expect(killed.status).toBe(-9);
+    expect(killed.timedOut).toBe(false);
+    await until('the daemon to log the template gone', () => logged(daemon, 'warm template gone').length === 1);
+
+    // Until a new template says it is ready, runs go cold (restarted after 1 s: when the machine is
+    // so slow that it is back before the reply, this run may be warm, and that is right too).
+    const readyBefore = logged(daemon, 'warm template ready').length;
+    const meanwhile = await run(client, 'print(1)');
+    expect(meanwhile.stdout.toString()).toBe('1\n');
+    if (logged(daemon, 'warm template ready').length === readyBefore) expect(meanwhile.usage.stages?.warm).toBe(false);
+
+    await until('a new template', () => logged(daemon, 'warm template ready').length > readyBefore);
+    const again = await run(client, 'print(2)');
+    expect(again.usage.stages?.warm).toBe(true);
+    expect(again.stdout.toString()).toBe('2\n');
+    const now = templatesOf(daemon);
+    expect(now).toHaveLength(1);
+    expect(now[0]).not.toBe(template);
+  });
+
+  it('warm.maxForks replaces the template; the old one exits once its run in flight is over', async () => {
+    const { daemon, client } = await start({ config: { warm: { maxForks: 5 } } });
+    // The start-up self-check's runs count too: wait until its replacements are over.
+    await until('one template', () => templatesOf(daemon).length === 1);
+    const [first] = templatesOf(daemon);
+    const replacedBefore = logged(daemon, 'warm template replaced').length;
+    // A run that outlives the replacement.
+    const long = run(client, "import time\ntime.sleep(6)\nprint('slept')", { limits: { REALTIME: 60 } });
+    let longDone = false;
+    void long.then(() => (longDone = true));
+    await until('the long run to be forked', () => childrenOf(first).length > 0);
+    for (let i = 0; i < 5 && logged(daemon, 'warm template replaced').length === replacedBefore; i++) {
+      expect((await run(client, `print(${i})`)).usage.stages?.warm).toBe(true);
+    }
+    await until('the replacement', () => logged(daemon, 'warm template replaced').length > replacedBefore);
+    expect(logged(daemon, 'warm template replaced')[replacedBefore].reason).toBe('5 forks');
+    const next = Number(logged(daemon, 'warm template ready').at(-1)!.pid);
+    expect(next).not.toBe(first);
+    // While its run is in flight, the old template drains: alive, its one run going on.
+    const after = await run(client, 'print("new")');
+    expect(after.usage.stages?.warm).toBe(true);
+    if (!longDone) {
+      expect(alive(first)).toBe(true);
+      expect(childrenOf(first)).toHaveLength(1);
+    }
+    const slept = await long;
+    expect(slept.status).toBe(0);
+    expect(slept.stdout.toString()).toBe('slept\n');
+    await until('the old template to exit', () => !alive(first));
+    expect(templatesOf(daemon)).toEqual([next]);
+  });
+
+  it('deny_warm_template_holds_no_daemon_secret_nor_fd: its environment, and its fds beyond stdio and its channel', async () => {
+    const { daemon } = await start();
+    const [template] = templatesOf(daemon);
+    const environ = readProc(template, 'environ')!.split('\0').filter(Boolean);
+    expect(environ.join('\n')).not.toContain('HONEY_BOO_BOO');
+    expect(environ.map((e) => e.split('=')[0]).sort()).toEqual(['HOME', 'LANG', 'PATH', 'TMPDIR']);
+    // 0-2: its output pipes to the daemon; 3: /dev/null held in place; the channel; nothing of
+    // the daemon's (its listening socket, runs' pipes, other templates).
+    const fds = fs.readdirSync(`/proc/${template}/fd`).map((fd) => {
+      try {
+        return `${fd} ${fs.readlinkSync(`/proc/${template}/fd/${fd}`)}`;
+      } catch {
+        return `${fd} gone`;
+      }
+    });
+    const sockets = fds.filter((fd) => fd.includes('socket:'));
+    expect(sockets.length, fds.join('\n')).toBe(1);
+    expect(fds.length, fds.join('\n')).toBeLessThanOrEqual(6);
+  });
+
+  it('SIGHUP replaces the template, and with it the layout its runs share', async () => {
+    const { daemon, client } = await start();
+    const [first] = templatesOf(daemon);
+    const layout = "print(hex(id(None)), hash('codejail'))";
+    const before = (await run(client, layout)).stdout.toString();
+    expect((await run(client, layout)).stdout.toString()).toBe(before);
+    daemon.process.kill('SIGHUP');
+    await until('the replacement', () => logged(daemon, 'warm template replaced').length === 1);
+    expect(logged(daemon, 'warm template replaced')[0].reason).toBe('reload');
+    await until('the old template to exit', () => !alive(first));
+    const [second] = templatesOf(daemon);
+    expect(second).not.toBe(first);
+    const r = await run(client, layout);
+    expect(r.usage.stages?.warm).toBe(true);
+    expect(r.stdout.toString()).not.toBe(before);
+  });
+
+  it('warm.maxAgeSeconds replaces a template that old at its next run', async () => {
+    const { daemon, client } = await start({ config: { warm: { maxAgeSeconds: 1 } } });
+    const [first] = templatesOf(daemon);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await run(client, 'print(1)')).usage.stages?.warm).toBe(true);
+    await until('the replacement', () => logged(daemon, 'warm template replaced').length >= 1);
+    expect(logged(daemon, 'warm template replaced')[0].reason).toBe('1 s old');
+    await until('the old template to exit', () => !alive(first));
+  });
+
+  it('a stopped daemon leaves no template, and no run of one, behind', async () => {
+    const { daemon, client } = await start({ config: { shutdownGraceMs: 200 } });
+    const templates = templatesOf(daemon);
+    const inFlight = run(client, 'import time\ntime.sleep(60)', { limits: { REALTIME: 120 } }).catch((err: Error) => err);
+    await until('the warm run to be forked', () => childrenOf(templates[0]).length > 0);
+    const runs = childrenOf(templates[0]);
+    await daemon.stop();
+    await inFlight;
+    await until('the templates and their runs to be gone', () => [...templates, ...runs].every((pid) => !alive(pid)), 10_000);
+  });
+
+  it('a preload that does not import stops the start, naming the module', async () => {
+    const failed = await startTestDaemon({
+      config: {
+        warm: { enabled: true },
+        commands: { python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], preload: ['json', 'no_such_module_cj'] } },
+      },
+      expectExit: true,
+    });
+    const code = await failed.stop();
+    expect(code).not.toBe(0);
+    expect(JSON.stringify(failed.logs)).toContain('no_such_module_cj');
+  });
+
+  it('200 warm runs and their replacements leave the daemon fds and template processes as they were', async () => {
+    const { daemon, client } = await start({ config: { warm: { maxForks: 50 } } });
+    // One run first: whatever the first run opens once (the slot's cgroup, lazily made) is there.
+    expect((await run(client, 'print(0)')).usage.stages?.warm).toBe(true);
+    const fdsBefore = fdCount(daemon.process.pid);
+    const templatesBefore = templatesOf(daemon).length;
+    let warm = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < 200) {
+        const i = next++;
+        const r = await run(client, `print(${i})`);
+        expect(r.stdout.toString()).toBe(`${i}\n`);
+        if (r.usage.stages?.warm) warm++;
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    expect(warm).toBe(200);
+    expect(logged(daemon, 'warm template replaced').length).toBeGreaterThanOrEqual(3);
+    // The last replacement's old template drains and exits on its own time.
+    await until('one template, no run children', () => templatesOf(daemon).length === templatesBefore && childrenOf(templatesOf(daemon)[0]).length === 0);
+    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemon.process.pid) <= fdsBefore, 10_000).catch(() => {});
+    expect(fdCount(daemon.process.pid)).toBe(fdsBefore);
+  });
+});
