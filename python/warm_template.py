@@ -29,6 +29,7 @@ def _vm_size_kb():
 # script, which a cold run of the same command has too.
 VM_START_KB = _vm_size_kb()
 
+import array  # noqa: E402
 import ctypes  # noqa: E402
 import fcntl
 import json  # noqa: E402
@@ -74,7 +75,7 @@ class Template:
         self.channel = socket.socket(fileno=channel_fd)
         self.lib = ctypes.CDLL(options["lib"])
         self.lib.cj_warm_start.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
             ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_int,
         ]
         if self.lib.cj_warm_init() != 0:
@@ -96,6 +97,11 @@ class Template:
         gc.collect()
         gc.freeze()
         self.children = {}  # pidfd -> (pid, token)
+        # Every message is read into this one buffer (see receive).
+        self.raw = (ctypes.c_char * MAX_MESSAGE)()
+        self.buffer = memoryview(self.raw).cast("B")
+        self.view = self.buffer
+        self.ancillary_size = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
         self.draining = False
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.channel, selectors.EVENT_READ)
@@ -149,37 +155,41 @@ class Template:
                 return
 
     def receive(self):
-        """Handles one message; False when the daemon is gone."""
+        """Handles one message; False when the daemon is gone.
+
+        A run's message is read into one buffer that lives as long as the template, parsed only
+        in the child, and zeroed in the template right after the fork: nothing of one run (its
+        argv above all) stays in the template's memory, where the next runs' forks would find it.
+        """
         try:
-            data, fds, flags, _ = socket.recv_fds(self.channel, MAX_MESSAGE, MAX_FDS)
+            size, ancillary, flags, _ = self.channel.recvmsg_into([self.buffer], self.ancillary_size)
         except BlockingIOError:
             return True
-        if not data and not fds:
+        fds = []
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", data[: len(data) - len(data) % 4]))
+        if size == 0 and not fds:
             return False
         try:
+            head = bytes(self.buffer[:4])
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 self.send(b"WARN", {"message": "a message was cut short"})
-            elif data[:4] == b"DRN1":
+            elif head == b"DRN1":
                 self.draining = True
-            elif data[:4] == b"RUN1" and not self.draining:
-                self.fork(data, fds)
+            elif head == b"RUN1" and not self.draining:
+                self.fork(size, fds)
             else:
-                self.send(b"WARN", {"message": "unexpected message %r" % bytes(data[:4])})
+                self.send(b"WARN", {"message": "unexpected message %r" % head})
         finally:
+            self.view[:size] = bytes(size)
             for fd in fds:
                 os.close(fd)
         return True
 
-    def fork(self, data, fds):
-        kind, token, plan_len, tail_len = HEADER.unpack_from(data)
-        if HEADER.size + plan_len + tail_len != len(data):
-            self.fail(token, 22)
-            return
-        plan = bytes(data[HEADER.size:HEADER.size + plan_len])
-        try:
-            tail = json.loads(data[HEADER.size + plan_len:])
-            tail["mode"], tail["script"], tail["argv"], tail["env"]
-        except (ValueError, KeyError, TypeError):
+    def fork(self, size, fds):
+        kind, token, plan_len, tail_len = HEADER.unpack_from(self.buffer)
+        if HEADER.size + plan_len + tail_len != size:
             self.fail(token, 22)
             return
         sys.stdout.flush()
@@ -187,7 +197,7 @@ class Template:
         pid = os.fork()
         if pid == 0:
             try:
-                self.child(token, plan, fds, tail)
+                self.child(token, plan_len, tail_len, fds)
             finally:
                 os._exit(127)
         pidfd = os.pidfd_open(pid)
@@ -212,11 +222,19 @@ class Template:
 
     # --- In the forked child --------------------------------------------------------------------
 
-    def child(self, token, plan, fds, tail):
+    def child(self, token, plan_len, tail_len, fds):
+        # The run's own part, in this child's copy of the buffer only.
+        try:
+            tail = json.loads(bytes(self.view[HEADER.size + plan_len:HEADER.size + plan_len + tail_len]))
+            tail["mode"], tail["script"], tail["argv"], tail["env"], tail["result"]
+        except (ValueError, KeyError, TypeError):
+            self.fail(token, 22)
+            os._exit(127)
+        plan = ctypes.addressof(self.raw) + HEADER.size
         # Packed before the call: every Python statement in the child copies template pages.
         packed = struct.pack("=%di" % len(fds), *fds)
         channel_fd = self.channel.detach()
-        err = self.lib.cj_warm_start(plan, len(plan), packed, len(fds), self.pid, channel_fd, token, 1 if tail["result"] else 0)
+        err = self.lib.cj_warm_start(plan, plan_len, packed, len(fds), self.pid, channel_fd, token, 1 if tail["result"] else 0)
         if err:
             os._exit(127)
         run_as_main(tail, self.harness)
