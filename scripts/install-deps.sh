@@ -8,8 +8,10 @@ set -euo pipefail
 # (useradd/groupadd). Tests: procps; python3-numpy and python3-venv (the sandbox environment
 # tests); python3-requests (the HTTP API tests post as edx-platform does); apparmor
 # (apparmor_parser checks the profiles offline); qemu-system-x86 and busybox-static (the VM in
-# which test/vm proves AppArmor and cgroup v2 under Debian's kernel).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static)
+# which test/vm proves AppArmor and cgroup v2 under Debian's kernel); systemd and dbus (the VM's
+# PID 1 in test/vm/systemd.test.ts is the host's systemd, and systemd-analyze security talks to it
+# over D-Bus: a container-based CI host may have neither).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then

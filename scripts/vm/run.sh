@@ -32,6 +32,15 @@ case "$cmd" in *[[:space:]]*) die "COMMAND must not contain spaces (it travels o
 [ -x "$cmd" ] || die "$cmd is not executable"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: apt-get install qemu-system-x86"
 
+# One VM at a time per cache: test files run in parallel, and two emulated guests on a small
+# machine would each take twice as long (and build.sh must not run twice at once). The lock is
+# released when this script exits.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/run.lock"
+if ! flock -n 9; then
+  echo "scripts/vm/run.sh: another VM of $CACHE is running; waiting for it" >&2
+  flock 9
+fi
 "$HERE/build.sh" >&2
 
 log=$(mktemp)
