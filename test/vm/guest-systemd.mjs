@@ -35,7 +35,7 @@ const UNIT = 'codejaild.service';
 const DROP_IN_DIR = '/etc/systemd/system/codejaild.service.d';
 const MEMORY_MAX = 64 * 1024 * 1024;
 const NPROC = 8;
-const GRACE_MS = 8000;
+const GRACE_MS = 10_000;
 // What a site would write: production layers (cgroups required rather than auto, so that a
 // missing delegation fails the start), two slots to keep the emulated guest's work small, and
 // time limits that fit an emulated guest on a loaded host (Python alone may take a second).
@@ -346,7 +346,7 @@ try {
           (err) => ({ error: `${err.code ?? err.name}: ${err.message}` }),
         );
       // One run that ends well within the grace period, one that would outlast it.
-      const short = settle(client.jailCode('python', { code: 'import time\ntime.sleep(2)\nprint("finished")\n', limits: { CPU: 10, REALTIME: 60 } }));
+      const short = settle(client.jailCode('python', { code: 'import time\ntime.sleep(1)\nprint("finished")\n', limits: { CPU: 10, REALTIME: 60 } }));
       const long = settle(client.jailCode('python', { code: 'import time\ntime.sleep(120)\nprint("finished")\n', limits: { CPU: 10, REALTIME: 200 } }));
       r.bothRunning = (await waitFor(async () => leaves(base).length === 2, 60_000, 50)) === true;
       const stop = await systemctl('stop', UNIT);

@@ -180,7 +180,8 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
     expect(w.kill).toBe(0);
     expect(w.blockedLogged).toBe(true);
     expect(w.after, 'no restarted daemon within 180 s').toBeTruthy();
-    expect(w.after).toMatchObject({ ActiveState: 'active', NRestarts: '1' });
+    expect(w.after).toMatchObject({ ActiveState: 'active' });
+    expect(Number(w.after.NRestarts)).toBeGreaterThanOrEqual(1);
     expect(w.after.MainPID).not.toBe(w.before.MainPID);
     expect(w.systemdSaid).toContain('codejaild.service: Watchdog timeout (limit 8s)!');
     expect(w.systemdSaid).toContain("codejaild.service: Failed with result 'watchdog'.");
@@ -257,7 +258,8 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
   it('hardening: systemd-analyze security scores the unit (recorded, see notes)', () => {
     const s = section('security');
     expect(s.status, s.stderr).toBe(0);
-    expect(s.overall).toMatch(/^→ Overall exposure level for codejaild\.service: \d+\.\d /);
+    expect(s.overall).toMatch(/Overall exposure level for codejaild\.service: \d+\.\d [A-Z]+/);
+    console.log(`test/vm/systemd: systemd-analyze security: ${s.overall}`);
   });
 
   it('the daemon\'s logs reach the journal as JSON, one object per line', () => {
