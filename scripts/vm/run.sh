@@ -20,7 +20,9 @@ MEMORY=${CODEJAIL_VM_MEMORY:-2048}
 die() { echo "scripts/vm/run.sh: $*" >&2; exit 2; }
 init_args=
 if [ "${1:-}" = --systemd ]; then
-  init_args="codejail.init=systemd systemd.unit=codejail-vm.target systemd.unified_cgroup_hierarchy=1"
+  # fstab=no, luks=no: the host's /etc/fstab and /etc/crypttab name its disks, which the guest has
+  # not got; waiting for them would end the boot in emergency mode.
+  init_args="codejail.init=systemd systemd.unit=codejail-vm.target systemd.unified_cgroup_hierarchy=1 fstab=no luks=no"
   shift
 fi
 [ $# -eq 2 ] || die "usage: run.sh [--systemd] RESULTS_DIR COMMAND"

@@ -91,9 +91,10 @@ async function main(): Promise<number> {
 
   // From here on, the daemon's own logger: it honours logLevel and its reloads.
   const log = daemon.log;
+  // Before READY=1: once `systemctl start` returns, a test may send SIGUSR2 at once.
+  blockOnSigusr2ForTests(log);
   notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, log);
   const stopWatchdog = startWatchdog(daemon, log);
-  blockOnSigusr2ForTests(log);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
