@@ -8,11 +8,13 @@ set -euo pipefail
 # (useradd/groupadd). Tests: procps; python3-numpy and python3-venv (the sandbox environment
 # tests); python3-requests (the HTTP API tests post as edx-platform does); apparmor
 # (apparmor_parser checks the profiles offline); qemu-system-x86 and busybox-static (the VM in
-# which test/vm proves AppArmor and cgroup v2 under Debian's kernel); haproxy (test/multihost
-# runs it as a plain process, its own config, as the load balancer in front of two daemons);
+# which test/vm proves AppArmor and cgroup v2 under Debian's kernel); systemd and dbus (the VM's
+# PID 1 in test/vm/systemd.test.ts is the host's systemd, and systemd-analyze security talks to it
+# over D-Bus: a container-based CI host may have neither); haproxy (test/multihost runs it as a
+# plain process, its own config, as the load balancer in front of two daemons);
 # python3-kubernetes (test/deploy checks deploy/kubernetes offline against the API's models, and
 # reads the YAML with python3-yaml, which it brings).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static haproxy python3-kubernetes)
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then

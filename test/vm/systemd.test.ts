@@ -1,0 +1,276 @@
+// codejaild under a real systemd: scripts/vm/run.sh --systemd boots Debian's kernel under qemu
+// (TCG) with systemd as PID 1 (unified cgroup v2), and test/vm/guest-systemd.mjs, started as a
+// unit once the guest is up, installs codejail with `codejail setup --systemd` and drives the
+// shipped codejaild.socket/codejaild.service with systemctl. One boot serves every assertion
+// below; the guest writes results.json to a shared folder. AppArmor is on in this mode (the
+// kernel has it, setup loads the profiles, the layer is "auto"); cgroups are required.
+//
+// When it runs: as apparmor.test.ts: root, qemu-system-x86_64, and either CODEJAIL_VM_TESTS=1
+// (CI; then a missing qemu or systemd is a failure, not a skip) or an existing VM cache.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const cache = process.env.CODEJAIL_VM_CACHE ?? '/var/cache/codejail-vm';
+const hasQemu = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' }).status === 0;
+const hasSystemd = fs.existsSync('/lib/systemd/systemd');
+const asked = process.env.CODEJAIL_VM_TESTS === '1';
+const built = fs.existsSync(path.join(cache, 'vmlinuz')) && fs.existsSync(path.join(cache, 'initramfs.cpio.gz'));
+const isRoot = process.getuid?.() === 0;
+const skipReason = !isRoot
+  ? 'not root'
+  : asked
+    ? undefined
+    : !hasQemu
+      ? 'qemu-system-x86_64 is not installed'
+      : !hasSystemd
+        ? 'systemd is not installed (/lib/systemd/systemd)'
+        : !built
+          ? `no VM cache at ${cache} (run scripts/vm/build.sh, or set CODEJAIL_VM_TESTS=1)`
+          : undefined;
+if (skipReason) console.warn(`test/vm/systemd: SKIPPED, ${skipReason}`);
+
+/** What guest-systemd.mjs writes: one record per section (see that file), each may hold `error`. */
+type Section = Record<string, any> & { error?: string };
+interface GuestResults {
+  kernel: string;
+  uptimeAtStart: number;
+  steps: string[];
+  seconds: number;
+  fatal?: string;
+  guest: { cgroupMount: string; lsm: string; ownCgroup: string };
+  setup: Section;
+  activation: Section;
+  cgroups: Section;
+  reload: Section;
+  notify: Section;
+  watchdog: Section;
+  stop: Section;
+  security: Section;
+  journal: Section;
+}
+
+/** Boots the VM (scripts/vm/run.sh's own timeout bounds it) and collects its console. */
+function runVm(dir: string): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path.join(root, 'scripts/vm/run.sh'), ['--systemd', dir, path.join(root, 'test/vm/guest-systemd.sh')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CODEJAIL_VM_TIMEOUT: process.env.CODEJAIL_VM_TIMEOUT ?? '900' },
+    });
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => chunks.push(c));
+    child.stderr.on('data', (c: Buffer) => chunks.push(c));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, output: Buffer.concat(chunks).toString('utf8') }));
+  });
+}
+
+describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.sh --systemd)', () => {
+  let dir: string;
+  let guest: GuestResults;
+
+  beforeAll(async () => {
+    if (asked && !hasQemu) throw new Error('CODEJAIL_VM_TESTS=1 but qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)');
+    if (asked && !hasSystemd) throw new Error('CODEJAIL_VM_TESTS=1 but systemd is not installed (apt-get install systemd)');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-vm-systemd-'));
+    // The guest (root over 9p passthrough) writes here; keep it private to root.
+    fs.chmodSync(dir, 0o700);
+    const started = Date.now();
+    // Asynchronously: a worker blocked for minutes would miss vitest's own RPC deadlines.
+    const vm = await runVm(dir);
+    const file = path.join(dir, 'results.json');
+    if (!fs.existsSync(file)) throw new Error(`the VM run failed (status ${vm.status}), no results.json:\n${vm.output.slice(-6000)}`);
+    guest = JSON.parse(fs.readFileSync(file, 'utf8')) as GuestResults;
+    console.log(
+      `test/vm/systemd: boot + guest suite took ${((Date.now() - started) / 1000).toFixed(1)}s ` +
+        `(systemd boot ${guest.uptimeAtStart}s of guest uptime, suite ${guest.seconds}s, kernel ${guest.kernel})\n  ${guest.steps.join('\n  ').slice(0, 20_000)}`,
+    );
+    if (guest.fatal) throw new Error(`the guest suite failed: ${guest.fatal}`);
+    if (vm.status !== 0) throw new Error(`the VM run failed (status ${vm.status}):\n${vm.output.slice(-6000)}`);
+  }, 20 * 60_000);
+
+  afterAll(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A section's record, failing with its own error when it threw. */
+  const section = (name: keyof GuestResults): Section => {
+    const s = guest[name] as Section;
+    expect(s, `no "${name}" section: the guest stopped before it`).toBeDefined();
+    expect(s.error, s.error).toBeUndefined();
+    return s;
+  };
+
+  it('boots with systemd as PID 1 on the unified cgroup v2 hierarchy', () => {
+    expect(guest.steps[0]).toMatch(/pid 1 systemd, systemd \d+/);
+    expect(guest.guest.cgroupMount).toBe('cgroup2');
+    expect(guest.guest.ownCgroup).toBe('0::/system.slice/codejail-vm.service');
+  });
+
+  it('codejail setup --systemd installs the units and enables the socket', () => {
+    const s = section('setup');
+    expect(s.status, s.stderr).toBe(0);
+    expect(s.report).toContain('ran systemctl enable --now codejaild.socket (codejaild starts on the first connection)');
+    // The guest's node (first on its PATH) running this checkout's daemon.
+    expect(s.execStart).toMatch(/^ExecStart=\/\S*node /);
+    expect(s.execStart.endsWith(` ${path.join(root, 'dist/daemon/main.js')}`)).toBe(true);
+  });
+
+  describe('socket activation', () => {
+    it('no daemon runs before the first connection', () => {
+      const a = section('activation');
+      expect(a.socketActive).toBe('active');
+      expect(a.before).toEqual({ ActiveState: 'inactive', MainPID: '0' });
+      expect(a.daemonPidsBefore).toEqual([]);
+    });
+
+    it('the socket is root:codejail 0660', () => {
+      const a = section('activation');
+      expect(a.socket).toEqual({ type: 'socket', uid: 0, gid: a.codejailGid, mode: '0660' });
+      expect(a.codejailGid).toBeGreaterThan(0);
+    });
+
+    it('the first connection (codejail check) starts the daemon on the passed socket and is served', () => {
+      const a = section('activation');
+      expect(a.check.status, a.check.stderr ?? a.check.stdout).toBe(0);
+      expect(a.check.ok).toBe(true);
+      expect(a.check.failed).toEqual([]);
+      expect(a.after).toMatchObject({ ActiveState: 'active', SubState: 'running', TriggeredBy: 'codejaild.socket' });
+      expect(Number(a.after.MainPID)).toBeGreaterThan(1);
+      // The daemon served the socket systemd made, not one of its own.
+      expect(a.ready?.activated).toBe(true);
+    });
+
+    it('jailCode and safeExec through the client are served, with every layer', () => {
+      const a = section('activation');
+      expect(a.jailCode.status, a.jailCode.stderr).toBe(0);
+      expect(a.jailCode.stdout).toBe('42');
+      expect(a.jailCode.confinement).toEqual(expect.arrayContaining(['uid', 'landlock', 'seccomp', 'apparmor', 'cgroups']));
+      expect(a.safeExec).toEqual({ x: 21, y: 42 });
+    });
+  });
+
+  describe('Type=notify', () => {
+    it('systemctl start returns only after READY=1: activating while the self-check runs, then active', () => {
+      const n = section('notify');
+      expect(n.stopped).toEqual({ ActiveState: 'inactive' });
+      expect(n.start.status, n.start.stderr).toBe(0);
+      // Seen while start was waiting: systemd kept the unit activating, and the daemon's own
+      // STATUS= said why.
+      expect(n.whileStarting).toContain('activating/start: starting: checking layers and running the self-check');
+      expect(n.after).toMatchObject({ ActiveState: 'active', SubState: 'running' });
+      // Logged before READY=1 was sent, so in the journal by the time start returned.
+      expect(n.readyLogged).toBe(true);
+      expect(n.execToActiveMs).toBeGreaterThan(0);
+    });
+
+    it('systemctl status shows the daemon\'s STATUS=', () => {
+      const n = section('notify');
+      expect(n.after.StatusText).toMatch(/^serving: 0\/2 slots busy, 0 queued, \d+ runs done$/);
+      expect(n.statusOutput).toMatch(/^\s*Status: "serving: 0\/2 slots busy, 0 queued, \d+ runs done"$/m);
+    });
+  });
+
+  it('watchdog: a daemon with a blocked event loop is killed and restarted by systemd, and the next connection is served', () => {
+    const w = section('watchdog');
+    expect(w.start).toBe(0);
+    expect(w.before).toMatchObject({ WatchdogUSec: '8s', ActiveState: 'active', NRestarts: '0' });
+    expect(w.kill).toBe(0);
+    expect(w.blockedLogged).toBe(true);
+    expect(w.after, 'no restarted daemon within 180 s').toBeTruthy();
+    expect(w.after).toMatchObject({ ActiveState: 'active' });
+    expect(Number(w.after.NRestarts)).toBeGreaterThanOrEqual(1);
+    expect(w.after.MainPID).not.toBe(w.before.MainPID);
+    expect(w.systemdSaid).toContain('codejaild.service: Watchdog timeout (limit 8s)!');
+    expect(w.systemdSaid).toContain("codejaild.service: Failed with result 'watchdog'.");
+    expect(w.served).toEqual({ status: 0, stdout: 'served', stderr: '' });
+  });
+
+  it('systemctl reload applies a new defaultLimits value to the very next run, without a restart', () => {
+    const r = section('reload');
+    expect(r.before).toBe('0');
+    expect(r.reloadStatus, r.reloadStderr).toBe(0);
+    expect(r.after, r.afterStderr).toBe('123456');
+    expect(r.pidAfter).toBe(r.pidBefore);
+    expect(r.logged.map((l: { msg: string; applied?: string[] }) => [l.msg, l.applied])).toContainEqual(['configuration reloaded', ['defaultLimits']]);
+  });
+
+  it('systemctl stop with runs in flight drains within shutdownGraceMs and exits 0', () => {
+    const s = section('stop');
+    expect(s.bothRunning).toBe(true);
+    expect(s.stop.status, s.stop.stderr).toBe(0);
+    // The run that ends within the grace period finishes; the one that would outlast it is cancelled.
+    expect(s.short).toEqual({ status: 0, stdout: 'finished', timedOut: false, stderr: '' });
+    expect(s.long).toEqual({ error: 'shutting_down: the daemon is stopping' });
+    // Exited on its own (status 0, code=exited), not SIGKILLed at TimeoutStopSec=30s: the drain
+    // ended at shutdownGraceMs.
+    expect(s.after).toEqual({ ActiveState: 'inactive', Result: 'success', ExecMainCode: '1', ExecMainStatus: '0' });
+    expect(s.logged).toContain('shutdown grace period over: cancelling the runs still in flight');
+    expect(s.daemonPidsAfter).toEqual([]);
+    // RemoveOnStop=no: clients keep queueing on the socket for the next start.
+    expect(s.socketActive).toBe('active');
+    expect(s.socketKept).toBe(true);
+  });
+
+  describe('Delegate=yes: the cgroups layer below the service\'s own cgroup', () => {
+    it('is active there, as codejail status and codejail check report', () => {
+      const c = section('cgroups');
+      const expected = 'active (/sys/fs/cgroup/system.slice/codejaild.service/codejail)';
+      expect(c.statusLayers.cgroups).toBe(expected);
+      expect(section('activation').check.layers.cgroups).toBe(expected);
+      expect(c.delegate).toBe('yes');
+      // The daemon moved itself into a leaf so that its cgroup may hand controllers down.
+      expect(c.daemonCgroup).toBe('0::/system.slice/codejaild.service/daemon');
+      expect(c.subtreeControl.split(' ')).toEqual(expect.arrayContaining(['memory', 'pids']));
+    });
+
+    it('a run gets its own leaf with memory.max and pids.max, removed after the run', () => {
+      const c = section('cgroups');
+      expect(c.leavesBefore).toEqual([]);
+      expect(c.leafDuringRun).toEqual({ leaf: expect.stringMatching(/^slot-\d+$/), memoryMax: String(1024 ** 3), pidsMax: '8', oomGroup: '1' });
+      expect(c.leavesAfter).toEqual([]);
+      expect(c.leavesAfterBomb).toEqual([]);
+    });
+
+    it('memory.max holds: a memory bomb with no RLIMIT_AS (VMEM 0) is OOM-killed at cgroupMemoryMax', () => {
+      const m = section('cgroups').memory;
+      expect(m.status, m.stderr).toBe(-9);
+      expect(m.oomKilled).toBe(true);
+      expect(m.memoryPeakKb).toBeGreaterThan(32 * 1024);
+      expect(m.memoryPeakKb).toBeLessThanOrEqual(66 * 1024);
+    });
+
+    it('the OOM kill of a run does not stop the service (Delegate=yes: OOMPolicy=continue)', () => {
+      const c = section('cgroups');
+      expect(c.afterBomb).toEqual({ ActiveState: 'active', MainPID: c.pidBeforeBomb });
+    });
+
+    it('forking past NPROC fails', () => {
+      // pids.max (read above) and RLIMIT_NPROC are both NPROC here; the cgroup alone is proven in
+      // apparmor.test.ts, with the rlimits layer off.
+      const c = section('cgroups');
+      expect(c.pids.stdout, c.pids.stderr).toBe('EAGAIN after 7');
+    });
+  });
+
+  it('hardening: systemd-analyze security scores the unit (recorded, see notes)', () => {
+    const s = section('security');
+    expect(s.status, s.stderr).toBe(0);
+    expect(s.overall).toMatch(/Overall exposure level for codejaild\.service: \d+\.\d [A-Z]+/);
+    console.log(`test/vm/systemd: systemd-analyze security: ${s.overall}`);
+  });
+
+  it('the daemon\'s logs reach the journal as JSON, one object per line', () => {
+    const j = section('journal');
+    expect(j.daemonLines).toBeGreaterThan(10);
+    expect(j.notJson).toEqual([]);
+    // journalctl -u codejaild also shows systemd's own plain-text lines about the unit; those are
+    // the only lines that are not JSON.
+    expect(j.unitNotJson.length).toBeGreaterThan(0);
+    expect(j.unitNotJsonNotPid1).toEqual([]);
+  });
+});
