@@ -148,6 +148,8 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     const checkCommand = Object.entries(config.commands).find(([, c]) => c.kind === 'python')?.[0];
     if (checkCommand) {
       await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log });
+      // Its runs' clean-up ends after their replies: every slot is free before the first request.
+      await runner.drained();
     } else {
       log.warn('self-check skipped: no command of kind "python" is configured');
     }

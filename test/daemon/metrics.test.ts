@@ -13,6 +13,7 @@ import { parseConfig } from '../../src/daemon/config.js';
 import { Metrics } from '../../src/daemon/metrics.js';
 import { installSystemdUnits } from '../../src/setup/systemd_units.js';
 import { DAEMON_MAIN, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { waitIdle } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -119,6 +120,8 @@ describe.skipIf(!isRoot)('metrics and check from a running daemon', () => {
     expect((await client.jailCode('python', { code: 'print(1)' })).status).toBe(0);
     expect((await client.jailCode('python', { code: 'raise SystemExit(3)' })).status).toBe(3);
     await expect(client.jailCode('python', { code: 'print(1)', limits: { CPU: 1e6 } })).rejects.toMatchObject({ code: 'limit_exceeds_ceiling' });
+    // A run's clean-up finishes after its reply; the slot is busy until then.
+    await waitIdle(client);
     const text = await client.metrics();
     expect(sample(text, 'codejail_uptime_seconds')).toBeGreaterThan(0);
     expectSamples(text, {
