@@ -223,7 +223,12 @@ def run_as_main(tail, harness):
         path = os.path.join(cwd, tail["script"])
         with open(path, "rb") as f:
             source = f.read()
+        if b"\0" in source and sys.version_info < (3, 12):
+            source = without_nul_tails(source)
+    # The interpreter and its options, as a cold run's command line has them before the script.
+    interpreter = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv)]
     sys.argv = [tail["script"]] + list(tail["argv"])
+    sys.orig_argv = interpreter + sys.argv
     sys.path[0] = cwd
     main = types.ModuleType("__main__")
     # The globals a cold interpreter's __main__ has for a script, in its order: a program that
@@ -254,6 +259,13 @@ def run_as_main(tail, harness):
         if isinstance(uncaught, KeyboardInterrupt) and status is None:
             interrupted()
     finish(1 if status is None else status)
+
+
+def without_nul_tails(source):
+    """The source as CPython < 3.12 reads a script file: each line ends at a NUL byte, its newline
+    dropped with the rest (compile() would refuse the NUL with a ValueError instead)."""
+    lines = source.splitlines(keepends=True)
+    return b"".join(line.split(b"\0", 1)[0] if b"\0" in line else line for line in lines)
 
 
 def exit_status(exc):
