@@ -59,7 +59,6 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
   const firstUid = 62000 + (process.pid % 500) * 16 + (instance % 4) * 4;
   const config = {
     runBase,
-    slots: { firstUid, count: 4 },
     ...options.config,
     // Merged, so that a test asking for fewer slots keeps its private uids.
     slots: { firstUid, count: 4, ...((options.config?.slots as object) ?? {}) },
