@@ -276,9 +276,10 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
 
   it('200 warm runs and their replacements leave the daemon fds and template processes as they were', async () => {
     const { daemon, client } = await start({ config: { warm: { maxForks: 50 } } });
+    const daemonPid = daemon.process.pid!;
     // One run first: whatever the first run opens once (the slot's cgroup, lazily made) is there.
     expect((await run(client, 'print(0)')).usage.stages?.warm).toBe(true);
-    const fdsBefore = fdCount(daemon.process.pid);
+    const fdsBefore = fdCount(daemonPid);
     const templatesBefore = templatesOf(daemon).length;
     let warm = 0;
     let next = 0;
@@ -294,8 +295,8 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(warm).toBe(200);
     expect(logged(daemon, 'warm template replaced').length).toBeGreaterThanOrEqual(3);
     // The last replacement's old template drains and exits on its own time.
-    await until('one template, no run children', () => templatesOf(daemon).length === templatesBefore && childrenOf(templatesOf(daemon)[0]).length === 0);
-    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemon.process.pid) <= fdsBefore, 10_000).catch(() => {});
-    expect(fdCount(daemon.process.pid)).toBe(fdsBefore);
+    await until('one template, no run children', () => templatesOf(daemon).length === templatesBefore && childrenOf(templatesOf(daemon)[0]!).length === 0);
+    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
+    expect(fdCount(daemonPid)).toBe(fdsBefore);
   });
 });
