@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client, type JailCodeResult } from '../../src/client/index.js';
+import { dedent } from '../helpers/cases.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -264,6 +265,53 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
       process.kill(template, 'SIGCONT');
     }
   }, 60_000);
+
+  const withNumpy = { config: { commands: { python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], preload: ['numpy'] } } } };
+  // python3-numpy missing: test/e2e/numpy.test.ts says so.
+  const noNumpy = !fs.existsSync('/usr/lib/python3/dist-packages/numpy/__init__.py');
+
+  it.skipIf(noNumpy)('a numpy preload (BLAS threads in the template) gives warm runs the cold results', async () => {
+    const { client } = await start(withNumpy);
+    const code =
+      "import numpy as np, threading\na = np.arange(40000.).reshape(200, 200)\nprint((a @ a).sum(), np.linalg.det(np.eye(50) * 2))\nprint(threading.active_count())";
+    const warm = await run(client, code, { limits: { REALTIME: 20, CPU: 10 } });
+    const cold = await run(client, code, { warm: false, limits: { REALTIME: 20, CPU: 10 } });
+    expect(warm.usage.stages?.warm).toBe(true);
+    expect(cold.usage.stages?.warm).toBe(false);
+    expect({ out: warm.stdout.toString(), err: warm.stderr.toString(), status: warm.status }).toEqual({
+      out: cold.stdout.toString(),
+      err: cold.stderr.toString(),
+      status: cold.status,
+    });
+    expect(warm.status).toBe(0);
+  });
+
+  // Known difference (src/run/template.ts withVmAllowance): VMEM is raised by everything the
+  // template has mapped beyond a fresh interpreter, preloads included, so a warm run that imports
+  // a preloaded module gets that module's mappings (numpy: ~37 MiB) as extra room, where a cold
+  // run pays for them: MemoryError came after 240 MiB warm and 208 cold at VMEM 256 MiB (15%;
+  // 495 and 463 at 512 MiB). Counting only the template's own mappings would move the gap to
+  // runs that do not import numpy; which of the two to favour is the lead's call.
+  it.fails.skipIf(noNumpy)('VMEM 256 MiB with a numpy preload: a run that imports numpy gets MemoryError within 10% of where a cold one does', async () => {
+    const { daemon, client } = await start(withNumpy);
+    const code = dedent(`
+      import numpy
+      chunks = []
+      try:
+          while True:
+              chunks.append(bytearray(1 << 20))
+      except MemoryError:
+          pass
+      print(len(chunks))
+      `);
+    const limits = { VMEM: 256 * 1024 * 1024, REALTIME: 20 };
+    const warm = Number((await run(client, code, { limits })).stdout.toString());
+    const cold = Number((await run(client, code, { limits, warm: false })).stdout.toString());
+    const allowanceKb = logged(daemon, 'warm template ready')[0]?.vmAllowanceKb;
+    expect(cold).toBeGreaterThan(100);
+    expect(warm).toBeGreaterThan(100);
+    expect(Math.abs(warm - cold) / cold, `MiB before MemoryError: warm ${warm}, cold ${cold} (allowance ${allowanceKb} KiB)`).toBeLessThanOrEqual(0.1);
+  });
 
   it('a preload that does not import stops the start, naming the module', async () => {
     const failed = await startTestDaemon({
