@@ -71,17 +71,22 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
   const run = (c: Client, code: string, more: Parameters<Client['jailCode']>[1] = {}): Promise<JailCodeResult> =>
     c.jailCode('python', { code, profile: true, ...more });
 
-  it('a template killed mid-run: the run ends -9, runs go cold, then warm again once it is back', async () => {
+  it('a template killed mid-run: its runs end -9, runs go cold, then warm again once it is back, no fd left', async () => {
     const { daemon, client } = await start();
     const [template] = templatesOf(daemon);
     expect(template).toBeGreaterThan(0);
-    const inFlight = run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } });
-    await until('the warm run to be forked', () => childrenOf(template).length > 0);
-    process.kill(template, 'SIGKILL');
-    const killed = await inFlight;
-    expect(killed.usage.stages?.warm).toBe(true);
-    expect(killed.status).toBe(-9);
-    expect(killed.timedOut).toBe(false);
+    const daemonPid = daemon.process.pid!;
+    // A run in every slot first: whatever a slot's first run opens once is open before the count.
+    await Promise.all([0, 1, 2, 3].map(() => run(client, 'import time\ntime.sleep(0.2)', { limits: { REALTIME: 30 } })));
+    const fdsBefore = fdCount(daemonPid);
+    const inFlight = [0, 1, 2].map(() => run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } }));
+    await until('the warm runs to be forked', () => childrenOf(template!).length === 3);
+    process.kill(template!, 'SIGKILL');
+    for (const killed of await Promise.all(inFlight)) {
+      expect(killed.usage.stages?.warm).toBe(true);
+      expect(killed.status).toBe(-9);
+      expect(killed.timedOut).toBe(false);
+    }
     await until('the daemon to log the template gone', () => logged(daemon, 'warm template gone').length === 1);
 
     // Until a new template says it is ready, runs go cold (restarted after 1 s: when the machine is
@@ -98,6 +103,8 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     const now = templatesOf(daemon);
     expect(now).toHaveLength(1);
     expect(now[0]).not.toBe(template);
+    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
+    expect(fdCount(daemonPid)).toBe(fdsBefore);
   });
 
   it('warm.maxForks replaces the template; the old one exits once its run in flight is over', async () => {
