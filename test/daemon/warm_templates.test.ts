@@ -176,6 +176,22 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(r.stdout.toString()).not.toBe(before);
   });
 
+  it('warm.maxForks 1: a replacement per run under load, every run right, one template at the end', async () => {
+    const { daemon, client } = await start({ config: { warm: { maxForks: 1 } } });
+    let next = 0;
+    const worker = async () => {
+      while (next < 40) {
+        const i = next++;
+        const r = await run(client, `print(${i})`);
+        expect(r.stdout.toString()).toBe(`${i}\n`);
+        expect(r.status).toBe(0);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    expect(logged(daemon, 'warm template replaced').length).toBeGreaterThanOrEqual(2);
+    await until('one template left', () => templatesOf(daemon).length === 1);
+  });
+
   it('warm.maxAgeSeconds replaces a template that old at its next run', async () => {
     const { daemon, client } = await start({ config: { warm: { maxAgeSeconds: 1 } } });
     const [first] = templatesOf(daemon);
@@ -236,6 +252,21 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(warm).toContain('NoNewPrivs:\t1');
     expect(warm).toMatch(/CapEff:\t0+\n/);
     expect(warm).toBe(cold);
+  });
+
+  it('a warm run whose client goes away is killed, and its slot serves the next run', async () => {
+    const { daemon } = await start({ config: { slots: { count: 1 } } });
+    const [template] = templatesOf(daemon);
+    const leaving = new Client({ socketPath: daemon.socketPath });
+    const abandoned = run(leaving, 'import time\ntime.sleep(60)', { limits: { REALTIME: 120 } }).catch((err: Error) => err);
+    await until('the warm run to be forked', () => childrenOf(template!).length === 1);
+    const [child] = childrenOf(template!);
+    await leaving.close();
+    await abandoned;
+    await until('the abandoned run to be gone', () => !alive(child!), 10_000);
+    const next = await run(client!, 'print(1)');
+    expect(next.usage.stages?.warm).toBe(true);
+    expect(next.stdout.toString()).toBe('1\n');
   });
 
   it('a run whose child outlives it leaves no zombie under the template or the daemon', async () => {
