@@ -255,7 +255,10 @@ def run_as_main(tail, harness):
         if environ.get(name) != value:
             environ[name] = value
     cwd = os.getcwd()
+    # The interpreter and its options, as a cold run's command line has them before the script.
+    interpreter = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv)]
     sys.argv = [tail["script"]] + list(tail["argv"])
+    sys.orig_argv = interpreter + sys.argv
     sys.path[0] = cwd
     if tail["mode"] == "safe_exec":
         # The harness's own module (imported once by the template), as a cold run's __main__ is.
@@ -281,7 +284,10 @@ def run_as_main(tail, harness):
     try:
         if tail["mode"] != "safe_exec":
             with open(path, "rb") as f:
-                code = compile(f.read(), path, "exec", dont_inherit=True)
+                source = f.read()
+            if b"\0" in source and sys.version_info < (3, 12):
+                source = without_nul_tails(source)
+            code = compile(source, path, "exec", dont_inherit=True)
         exec(code, namespace)
     except SystemExit as exc:
         status = exit_status(exc)
@@ -294,6 +300,13 @@ def run_as_main(tail, harness):
         if isinstance(uncaught, KeyboardInterrupt) and status is None:
             interrupted()
     finish(1 if status is None else status)
+
+
+def without_nul_tails(source):
+    """The source as CPython < 3.12 reads a script file: each line ends at a NUL byte, its newline
+    dropped with the rest (compile() would refuse the NUL with a ValueError instead)."""
+    lines = source.splitlines(keepends=True)
+    return b"".join(line.split(b"\0", 1)[0] if b"\0" in line else line for line in lines)
 
 
 def exit_status(exc):

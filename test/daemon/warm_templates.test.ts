@@ -3,8 +3,10 @@
 // replace it, the old one finishing its runs first; a preload that does not import stops the
 // start, naming the module; hundreds of runs and replacements leave no fd or process behind.
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client, type JailCodeResult } from '../../src/client/index.js';
+import { dedent } from '../helpers/cases.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -69,17 +71,22 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
   const run = (c: Client, code: string, more: Parameters<Client['jailCode']>[1] = {}): Promise<JailCodeResult> =>
     c.jailCode('python', { code, profile: true, ...more });
 
-  it('a template killed mid-run: the run ends -9, runs go cold, then warm again once it is back', async () => {
+  it('a template killed mid-run: its runs end -9, runs go cold, then warm again once it is back, no fd left', async () => {
     const { daemon, client } = await start();
     const [template] = templatesOf(daemon);
     expect(template).toBeGreaterThan(0);
-    const inFlight = run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } });
-    await until('the warm run to be forked', () => childrenOf(template).length > 0);
-    process.kill(template, 'SIGKILL');
-    const killed = await inFlight;
-    expect(killed.usage.stages?.warm).toBe(true);
-    expect(killed.status).toBe(-9);
-    expect(killed.timedOut).toBe(false);
+    const daemonPid = daemon.process.pid!;
+    // A run in every slot first: whatever a slot's first run opens once is open before the count.
+    await Promise.all([0, 1, 2, 3].map(() => run(client, 'import time\ntime.sleep(0.2)', { limits: { REALTIME: 30 } })));
+    const fdsBefore = fdCount(daemonPid);
+    const inFlight = [0, 1, 2].map(() => run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } }));
+    await until('the warm runs to be forked', () => childrenOf(template!).length === 3);
+    process.kill(template!, 'SIGKILL');
+    for (const killed of await Promise.all(inFlight)) {
+      expect(killed.usage.stages?.warm).toBe(true);
+      expect(killed.status).toBe(-9);
+      expect(killed.timedOut).toBe(false);
+    }
     await until('the daemon to log the template gone', () => logged(daemon, 'warm template gone').length === 1);
 
     // Until a new template says it is ready, runs go cold (restarted after 1 s: when the machine is
@@ -96,6 +103,8 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     const now = templatesOf(daemon);
     expect(now).toHaveLength(1);
     expect(now[0]).not.toBe(template);
+    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
+    expect(fdCount(daemonPid)).toBe(fdsBefore);
   });
 
   it('warm.maxForks replaces the template; the old one exits once its run in flight is over', async () => {
@@ -167,6 +176,22 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(r.stdout.toString()).not.toBe(before);
   });
 
+  it('warm.maxForks 1: a replacement per run under load, every run right, one template at the end', async () => {
+    const { daemon, client } = await start({ config: { warm: { maxForks: 1 } } });
+    let next = 0;
+    const worker = async () => {
+      while (next < 40) {
+        const i = next++;
+        const r = await run(client, `print(${i})`);
+        expect(r.stdout.toString()).toBe(`${i}\n`);
+        expect(r.status).toBe(0);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    expect(logged(daemon, 'warm template replaced').length).toBeGreaterThanOrEqual(2);
+    await until('one template left', () => templatesOf(daemon).length === 1);
+  });
+
   it('warm.maxAgeSeconds replaces a template that old at its next run', async () => {
     const { daemon, client } = await start({ config: { warm: { maxAgeSeconds: 1 } } });
     const [first] = templatesOf(daemon);
@@ -188,6 +213,144 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     await until('the templates and their runs to be gone', () => [...templates, ...runs].every((pid) => !alive(pid)), 10_000);
   });
 
+  it('a warm run has the credentials, capabilities, no_new_privs and seccomp of a cold run', async () => {
+    // Read from outside: a run may not read /proc/self/status (Landlock).
+    const { daemon, client } = await start();
+    const { slots } = JSON.parse(fs.readFileSync(path.join(path.dirname(daemon.socketPath), 'config.json'), 'utf8')) as {
+      slots: { firstUid: number; count: number };
+    };
+    const inSlots = (uid: number) => uid >= slots.firstUid && uid < slots.firstUid + slots.count;
+    const sleeper = "import time\nprint('up', flush=True)\ntime.sleep(30)";
+    const fields = ['Uid', 'Gid', 'Groups', 'CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', 'NoNewPrivs', 'Seccomp', 'Seccomp_filters', 'Speculation_Store_Bypass'];
+    const statusOf = async (warm: boolean): Promise<string> => {
+      const before = new Set(processes());
+      const running = run(client, sleeper, { warm, limits: { REALTIME: 60 } });
+      // Its own process in a slot's uid, confined to the end (seccomp is the last step; a cold
+      // one has also exec'd the interpreter on its script).
+      const confined = (p: number) =>
+        !before.has(p) &&
+        inSlots(Number(readProc(p, 'status')?.match(/^Uid:\s+(\d+)/m)?.[1])) &&
+        /^Seccomp:\s+2$/m.test(readProc(p, 'status') ?? '') &&
+        (warm || (readProc(p, 'cmdline') ?? '').includes('jailed_code'));
+      let pid = 0;
+      await until('the run to start', () => (pid = processes().find(confined) ?? 0) > 0);
+      const status = readProc(pid, 'status')!;
+      const uid = status.match(/^Uid:\s+(\d+)/m)![1]!;
+      const gid = status.match(/^Gid:\s+(\d+)/m)![1]!;
+      void running.catch(() => {});
+      process.kill(pid, 'SIGKILL');
+      await running.catch(() => {});
+      return status
+        .split('\n')
+        .filter((line) => fields.includes(line.split(':')[0]!))
+        .join('\n')
+        .replaceAll(uid, 'UID')
+        .replaceAll(gid, 'GID');
+    };
+    const warm = await statusOf(true);
+    const cold = await statusOf(false);
+    expect(warm).toContain('NoNewPrivs:\t1');
+    expect(warm).toMatch(/CapEff:\t0+\n/);
+    expect(warm).toBe(cold);
+  });
+
+  it('a warm run whose client goes away is killed, and its slot serves the next run', async () => {
+    const { daemon } = await start({ config: { slots: { count: 1 } } });
+    const [template] = templatesOf(daemon);
+    const leaving = new Client({ socketPath: daemon.socketPath });
+    const abandoned = run(leaving, 'import time\ntime.sleep(60)', { limits: { REALTIME: 120 } }).catch((err: Error) => err);
+    await until('the warm run to be forked', () => childrenOf(template!).length === 1);
+    const [child] = childrenOf(template!);
+    await leaving.close();
+    await abandoned;
+    await until('the abandoned run to be gone', () => !alive(child!), 10_000);
+    const next = await run(client!, 'print(1)');
+    expect(next.usage.stages?.warm).toBe(true);
+    expect(next.stdout.toString()).toBe('1\n');
+  });
+
+  it('a run whose child outlives it leaves no zombie under the template or the daemon', async () => {
+    const { daemon, client } = await start();
+    const [template] = templatesOf(daemon);
+    const r = await run(
+      client,
+      "import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(30)\n    os._exit(0)\nprint('parent leaves')",
+      { limits: { NPROC: 4 } },
+    );
+    expect(r.usage.stages?.warm).toBe(true);
+    expect(r.stdout.toString()).toBe('parent leaves\n');
+    const zombies = () =>
+      processes().filter((pid) => [template, daemon.process.pid].includes(parentOf(pid)) && /^State:\s+Z/m.test(readProc(pid, 'status') ?? ''));
+    await until('no zombie under the template or the daemon', () => zombies().length === 0, 10_000).catch(() => {});
+    expect(zombies()).toEqual([]);
+    expect((await run(client, 'print(1)')).stdout.toString()).toBe('1\n');
+  });
+
+  // Bug (src/run/template.ts): a template that stops answering (SIGSTOP here; a hang in general)
+  // is still 'ready': each run sent to it waits FORK_REPORT_MS (10 s) and fails setup_failed,
+  // and so does every later one, until the daemon restarts. Expected: the run goes cold (or the
+  // template is replaced), as when it dies.
+  it.fails('a template that stops answering: runs still run (cold) and it is replaced', async () => {
+    const { daemon, client } = await start();
+    const [template] = templatesOf(daemon);
+    process.kill(template, 'SIGSTOP');
+    try {
+      const first = await run(client, 'print(1)', { limits: { REALTIME: 5 } });
+      expect(first.stdout.toString()).toBe('1\n');
+      const second = await run(client, 'print(2)', { limits: { REALTIME: 5 } });
+      expect(second.stdout.toString()).toBe('2\n');
+    } finally {
+      process.kill(template, 'SIGCONT');
+    }
+  }, 60_000);
+
+  const withNumpy = { config: { commands: { python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], preload: ['numpy'] } } } };
+  // python3-numpy missing: test/e2e/numpy.test.ts says so.
+  const noNumpy = !fs.existsSync('/usr/lib/python3/dist-packages/numpy/__init__.py');
+
+  it.skipIf(noNumpy)('a numpy preload (BLAS threads in the template) gives warm runs the cold results', async () => {
+    const { client } = await start(withNumpy);
+    const code =
+      "import numpy as np, threading\na = np.arange(40000.).reshape(200, 200)\nprint((a @ a).sum(), np.linalg.det(np.eye(50) * 2))\nprint(threading.active_count())";
+    const warm = await run(client, code, { limits: { REALTIME: 20, CPU: 10 } });
+    const cold = await run(client, code, { warm: false, limits: { REALTIME: 20, CPU: 10 } });
+    expect(warm.usage.stages?.warm).toBe(true);
+    expect(cold.usage.stages?.warm).toBe(false);
+    expect({ out: warm.stdout.toString(), err: warm.stderr.toString(), status: warm.status }).toEqual({
+      out: cold.stdout.toString(),
+      err: cold.stderr.toString(),
+      status: cold.status,
+    });
+    expect(warm.status).toBe(0);
+  });
+
+  // Known difference (src/run/template.ts withVmAllowance): VMEM is raised by everything the
+  // template has mapped beyond a fresh interpreter, preloads included, so a warm run that imports
+  // a preloaded module gets that module's mappings (numpy: ~37 MiB) as extra room, where a cold
+  // run pays for them: MemoryError came after 240 MiB warm and 208 cold at VMEM 256 MiB (15%;
+  // 495 and 463 at 512 MiB). Counting only the template's own mappings would move the gap to
+  // runs that do not import numpy; which of the two to favour is the lead's call.
+  (noNumpy ? it.skip : it.fails)('VMEM 256 MiB with a numpy preload: a run that imports numpy gets MemoryError within 10% of where a cold one does', async () => {
+    const { daemon, client } = await start(withNumpy);
+    const code = dedent(`
+      import numpy
+      chunks = []
+      try:
+          while True:
+              chunks.append(bytearray(1 << 20))
+      except MemoryError:
+          pass
+      print(len(chunks))
+      `);
+    const limits = { VMEM: 256 * 1024 * 1024, REALTIME: 20 };
+    const warm = Number((await run(client, code, { limits })).stdout.toString());
+    const cold = Number((await run(client, code, { limits, warm: false })).stdout.toString());
+    const allowanceKb = logged(daemon, 'warm template ready')[0]?.vmAllowanceKb;
+    expect(cold).toBeGreaterThan(100);
+    expect(warm).toBeGreaterThan(100);
+    expect(Math.abs(warm - cold) / cold, `MiB before MemoryError: warm ${warm}, cold ${cold} (allowance ${allowanceKb} KiB)`).toBeLessThanOrEqual(0.1);
+  });
+
   it('a preload that does not import stops the start, naming the module', async () => {
     const failed = await startTestDaemon({
       config: {
@@ -203,9 +366,12 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
 
   it('200 warm runs and their replacements leave the daemon fds and template processes as they were', async () => {
     const { daemon, client } = await start({ config: { warm: { maxForks: 50 } } });
-    // One run first: whatever the first run opens once (the slot's cgroup, lazily made) is there.
-    expect((await run(client, 'print(0)')).usage.stages?.warm).toBe(true);
-    const fdsBefore = fdCount(daemon.process.pid);
+    const daemonPid = daemon.process.pid!;
+    // A run in every slot first: whatever a slot's first run opens once (its cgroup, lazily
+    // made) is open before the count.
+    const firsts = await Promise.all([0, 1, 2, 3].map(() => run(client, 'import time\ntime.sleep(0.2)', { limits: { REALTIME: 30 } })));
+    expect(firsts.map((r) => r.usage.stages?.warm)).toEqual([true, true, true, true]);
+    const fdsBefore = fdCount(daemonPid);
     const templatesBefore = templatesOf(daemon).length;
     let warm = 0;
     let next = 0;
@@ -221,8 +387,8 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(warm).toBe(200);
     expect(logged(daemon, 'warm template replaced').length).toBeGreaterThanOrEqual(3);
     // The last replacement's old template drains and exits on its own time.
-    await until('one template, no run children', () => templatesOf(daemon).length === templatesBefore && childrenOf(templatesOf(daemon)[0]).length === 0);
-    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemon.process.pid) <= fdsBefore, 10_000).catch(() => {});
-    expect(fdCount(daemon.process.pid)).toBe(fdsBefore);
+    await until('one template, no run children', () => templatesOf(daemon).length === templatesBefore && childrenOf(templatesOf(daemon)[0]!).length === 0);
+    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
+    expect(fdCount(daemonPid)).toBe(fdsBefore);
   });
 });

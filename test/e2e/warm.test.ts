@@ -68,6 +68,7 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
       print(type(__loader__).__name__, __spec__)
       print(sys.modules['__main__'] is sys.modules[__name__], sys.modules['__main__'].__dict__ is globals())
       print(sys.flags)
+      print(sys.path[1:], sys.executable)
       print(sys.stdin.encoding, sys.stdout.encoding, sys.stdout.errors, sys.stderr.errors, sys.stdout.line_buffering)
       print(sys.stdin.isatty(), sys.stdout.isatty())
       print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid())
@@ -90,6 +91,58 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
       print('fds', sorted(int(fd) for fd in os.listdir('/proc/self/fd')))
       print('blocked', signal.pthread_sigmask(signal.SIG_BLOCK, []))
       `);
+  });
+
+  it('sys.orig_argv is the command line a cold run has', async () => {
+    const r = await code('import sys\nprint(sys.orig_argv)', { argv: ['a', 'b'] });
+    expect(r.stdout).toMatch(/'jailed_code', 'a', 'b'\]\n$/);
+  });
+
+  // Known difference, python/warm_template.py: the program runs 6 frames deep in the template's
+  // own (serve, receive, fork, child, run_as_main); inspect.stack() and sys._getframe() see them,
+  // and RecursionError comes 7 calls earlier. it.fails until the child unwinds to the template's
+  // module level before exec (one frame, which a recursion limit one higher would make up).
+  it.fails('the stack: the program is the only frame, as in a cold run', async () => {
+    await code(`
+      import inspect, sys, traceback
+      print(len(inspect.stack()), len(traceback.extract_stack()))
+      try:
+          sys._getframe(1)
+          print('a frame below the program')
+      except ValueError:
+          print('no frame below')
+      `);
+  });
+
+  it.fails('the recursion depth at which RecursionError comes', async () => {
+    const r = await code(`
+      import sys
+      depth = 0
+      def down():
+          global depth
+          depth += 1
+          down()
+      try:
+          down()
+      except RecursionError:
+          print(sys.getrecursionlimit(), depth)
+      `);
+    expect(r.stdout).toMatch(/^1000 \d+\n$/);
+  });
+
+  it('source with a coding cookie, a BOM, and a NUL byte', async () => {
+    await code('# -*- coding: latin-1 -*-\nprint(repr("\xe9"))');
+    await same(suite, { code: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('print("bom")\n')]) });
+    await same(suite, { code: Buffer.from('print(1)\n\0\n') });
+  });
+
+  it('inspect.getsource of a function of the program', async () => {
+    const r = await code('import inspect\ndef f():\n    return 1\nprint(inspect.getsource(f))');
+    expect(r.stdout).toBe('def f():\n    return 1\n\n');
+  });
+
+  it.fails('sys.modules: a warm run starts with the template’s imports (a known difference)', async () => {
+    await code("import sys\nprint(sorted(m for m in sys.modules if not m.startswith('_')))");
   });
 
   it('stdin', async () => {

@@ -63,8 +63,9 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
 
   const config = {
     runBase,
-    slots: { firstUid, count: 4 },
     ...options.config,
+    // Merged, so that a test asking for fewer slots keeps its private uids.
+    slots: { firstUid, count: 4, ...((options.config?.slots as object) ?? {}) },
     // Merged, not replaced, so a test can change the socket's mode and keep its private path.
     socket: { path: socketPath, group: 'codejail', mode: '0660', ...((options.config?.socket as object) ?? {}) },
     layers: { ...layers, ...((options.config?.layers as object) ?? {}) },
