@@ -21,6 +21,7 @@ import { OutputBudget } from './pipes.js';
 import { startNative, type Budgets, type RunProcess } from './process.js';
 import { createRunDir, removeRunDir, runDiskSize, writeRunFiles, type RunDir, type RunFiles, type RunOwner } from './rundir.js';
 import { jailCodeResult, supervise } from './supervise.js';
+import { WarmStartError } from './template.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -207,8 +208,19 @@ export class RunSlot {
     try {
       const plan = spec.plan(prepared);
       const warmStart = spec.startWarm?.(plan, spec.stdin, budgets);
-      warm = warmStart !== undefined;
-      started = warmStart ? await warmStart : startNative(plan, spec.stdin, budgets, addon);
+      let warmStarted: RunProcess | undefined;
+      if (warmStart) {
+        try {
+          warmStarted = await warmStart;
+        } catch (err) {
+          // The template failed (it went away or never answered), not the plan: nothing of the
+          // run started, and the same plan starts cold. A step that failed stays a failure.
+          if (!(err instanceof WarmStartError && err.templateFailed)) throw err;
+          log.warn('the warm template failed a run before it started; running it cold', { slug: spec.slug, error: err.message });
+        }
+      }
+      warm = warmStarted !== undefined;
+      started = warmStarted ?? startNative(plan, spec.stdin, budgets, addon);
     } catch (err) {
       // The addon reaps a child whose set-up failed; sweep the slot anyway, it costs little.
       await this.sweep();

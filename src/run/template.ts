@@ -28,8 +28,12 @@ export const HARNESS_SCRIPT = path.join(PACKAGE_ROOT, 'python', 'safe_exec_harne
 
 /** How long a template may take to import its preloads and say it is ready. */
 export const TEMPLATE_START_MS = 30_000;
-/** How long a forked run may take to confine itself and report (it takes well under a ms). */
-const FORK_REPORT_MS = 10_000;
+/**
+ * How long a forked run may take to confine itself and report (it takes about a millisecond). A
+ * template that lets a run wait this long is stuck (stopped, or wedged): it is killed and
+ * restarted, and the run starts cold instead.
+ */
+export const FORK_REPORT_MS = 3_000;
 /** After an unexpected exit, restart after 1 s, doubling to this. */
 const RESTART_MAX_MS = 60_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
@@ -79,6 +83,14 @@ interface PendingRun {
 
 /** A failed warm start: the step the child reports (as the addon's set-up errors carry). */
 export class WarmStartError extends Error {
+  /**
+   * The template failed, not the run's plan ("fork": it went away, or never answered): nothing
+   * of the run started, and the same plan may start cold.
+   */
+  get templateFailed(): boolean {
+    return this.step === 'fork' || this.step === 'message';
+  }
+
   constructor(
     message: string,
     readonly step: string,
@@ -194,7 +206,12 @@ class Template {
     let run!: PendingRun;
     const started = await new Promise<{ pid: number; pidfd: number }>((resolveStart, rejectStart) => {
       const timer = setTimeout(() => {
-        this.fail(token, new WarmStartError(`the warm run did not report within ${FORK_REPORT_MS / 1000} s`, 'fork'));
+        this.ctx.log.error('a warm template did not fork a run in time; killing it (runs go cold until it is back)', {
+          command: this.profile.name,
+          waitedMs: FORK_REPORT_MS,
+        });
+        this.fail(token, new WarmStartError(`the warm template did not fork the run within ${FORK_REPORT_MS / 1000} s`, 'fork'));
+        this.kill();
       }, FORK_REPORT_MS);
       run = { ends, resolveStart, rejectStart, timer };
       this.runs.set(token, run);

@@ -286,21 +286,27 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect((await run(client, 'print(1)')).stdout.toString()).toBe('1\n');
   });
 
-  // Bug (src/run/template.ts): a template that stops answering (SIGSTOP here; a hang in general)
-  // is still 'ready': each run sent to it waits FORK_REPORT_MS (10 s) and fails setup_failed,
-  // and so does every later one, until the daemon restarts. Expected: the run goes cold (or the
-  // template is replaced), as when it dies.
-  it.fails('a template that stops answering: runs still run (cold) and it is replaced', async () => {
+  // Was a bug: a template that stops answering (SIGSTOP here; a hang in general) stayed 'ready':
+  // each run sent to it waited 10 s and failed setup_failed, and so did every later one. Now the
+  // run waits FORK_REPORT_MS (3 s), starts cold, and the template is killed and restarted.
+  it('a template that stops answering: runs still run (cold) and it is replaced', async () => {
     const { daemon, client } = await start();
     const [template] = templatesOf(daemon);
     process.kill(template, 'SIGSTOP');
     try {
       const first = await run(client, 'print(1)', { limits: { REALTIME: 5 } });
       expect(first.stdout.toString()).toBe('1\n');
+      expect(first.usage.stages?.warm).toBe(false);
       const second = await run(client, 'print(2)', { limits: { REALTIME: 5 } });
       expect(second.stdout.toString()).toBe('2\n');
+      expect(daemon.logs.some((l) => /did not fork a run in time/.test(String(l.msg)))).toBe(true);
+      await until('a new template', () => templatesOf(daemon).some((pid) => pid !== template));
     } finally {
-      process.kill(template, 'SIGCONT');
+      try {
+        process.kill(template, 'SIGCONT');
+      } catch {
+        // Killed and reaped already.
+      }
     }
   }, 60_000);
 
