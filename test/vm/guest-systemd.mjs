@@ -65,6 +65,12 @@ const save = () => {
 };
 
 /** Runs a program to its end: { status, stdout, stderr, ms }. Never throws on a failed status. */
+
+/** Until no slot of the daemon is busy (a run's clean-up comes after its reply), 10 s at most. */
+async function idle(client) {
+  for (let i = 0; i < 200 && (await client.status()).slots.busy > 0; i++) await sleep(50);
+}
+
 function run(file, args, { timeout = 240_000 } = {}) {
   const t = performance.now();
   return new Promise((resolve) => {
@@ -280,11 +286,14 @@ try {
       await watching;
       r.leafDuringRun = seen;
       r.pids = { status: f.status, stdout: f.stdout.toString().trim(), stderr: f.stderr.toString().slice(-500) };
+      // A run's leaf goes in its clean-up, which finishes after the reply: once no slot is busy.
+      await idle(client);
       r.leavesAfter = leaves(base);
       // VMEM 0: no RLIMIT_AS, so memory.max (cgroupMemoryMax) is the only bound on the bomb.
       r.pidBeforeBomb = (await show(UNIT, ['MainPID'])).MainPID;
       const m = await client.jailCode('python', { code: MEMORY_BOMB, limits: { VMEM: 0, CPU: 20, REALTIME: 120 } });
       r.memory = { status: m.status, oomKilled: m.oomKilled, memoryPeakKb: m.usage.memoryPeakKb, confinement: m.confinement, stderr: m.stderr.toString().slice(-300) };
+      await idle(client);
       r.leavesAfterBomb = leaves(base);
       // systemd logs the kernel's OOM kill in the unit; it must not stop the service for it.
       r.afterBomb = await show(UNIT, ['ActiveState', 'MainPID']);
