@@ -32,6 +32,18 @@
 namespace codejail {
 namespace {
 
+// Watched pids and the statuses reaped on their behalf. Kill rounds run on the thread pool and
+// exit watchers on the JS thread: this lock makes "is it watched, reap it, stash it", "take the
+// stash or reap it" and "clone a run, watch it" one step each, so a pid is never reaped twice or
+// its status lost (a run that exits at once would otherwise be a slot-uid zombie a concurrent
+// round reaps before anyone watches it).
+std::mutex reap_mutex;
+std::unordered_set<pid_t> watched;
+std::unordered_map<pid_t, ReapedStatus> stashed;
+// One kill round at a time: a round's killer helper and its probe run as the slot's uid, and a
+// concurrent round reaping that uid's zombies would take them from under their waitpid (ECHILD).
+std::mutex round_mutex;
+
 constexpr size_t kChildStackBytes = 256 * 1024;
 // kill_uid gives up after this many rounds (about a second) and reports EBUSY: something of the
 // uid is still on the task list (a zombie nobody reaps, or a task stuck in the kernel).
@@ -186,10 +198,12 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   int pidfd = -1;
   pid_t pid;
   {
+    std::lock_guard<std::mutex> reap(reap_mutex);
     std::lock_guard<std::mutex> lock(clone_mutex);
     void *stack = child_stack_top();
     SignalsBlocked blocked;
     pid = clone(child_main, stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args, &pidfd);
+    if (pid > 0) watched.insert(pid);
   }
   if (pid < 0) throw SpawnError(CJ_STEP_NONE, errno, std::string("clone: ") + strerror(errno));
   Fd pidfd_guard(pidfd);
@@ -208,8 +222,14 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   do n = read(error_read.fd, report, sizeof report);
   while (n < 0 && errno == EINTR);
   if (n == (ssize_t)sizeof report) {
-    int status;
-    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
+    {
+      // Reaped here, not by a watcher: no longer watched (its pid may be reused).
+      std::lock_guard<std::mutex> reap(reap_mutex);
+      int status;
+      while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
+      }
+      watched.erase(pid);
+      stashed.erase(pid);
     }
     auto step = static_cast<cj_step>(report[0]);
     throw SpawnError(step, report[1], std::string("sandbox set-up failed at ") + cj_step_name(step) + ": " + strerror(report[1]));
@@ -335,15 +355,6 @@ std::vector<pid_t> own_children() {
 
 }  // namespace
 
-// Watched pids and the statuses reaped on their behalf. Kill rounds run on the thread pool and
-// exit watchers on the JS thread: this lock makes "is it watched, reap it, stash it" and "take the
-// stash or reap it" one step each, so a pid is never reaped twice or its status lost.
-namespace {
-std::mutex reap_mutex;
-std::unordered_set<pid_t> watched;
-std::unordered_map<pid_t, ReapedStatus> stashed;
-}  // namespace
-
 int reap_run_zombies(uid_t first_uid, uid_t count) {
   int reaped_count = 0;
   std::lock_guard<std::mutex> lock(reap_mutex);
@@ -362,6 +373,7 @@ int reap_run_zombies(uid_t first_uid, uid_t count) {
 
 int kill_uid_round(uid_t uid, uid_t reap_first, uid_t reap_count) {
   if (uid == 0) return EINVAL;
+  std::lock_guard<std::mutex> round(round_mutex);
   reap_run_zombies(reap_first, reap_count);
   int err = kill_and_probe(uid);
   // What the kill just ended are zombies now: those of our children go at once, so that the

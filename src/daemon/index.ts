@@ -11,7 +11,7 @@ import { resolveAllowList, type AllowList, type Caller } from './auth.js';
 import { loadConfig, type DaemonConfig } from './config.js';
 import { RequestError } from '../protocol/errors.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
-import { openWarmCommands, type WarmCommand, type WarmSettings } from '../run/template.js';
+import { openWarmCommands, type WarmCommand, type WarmSettings } from '../run/warm.js';
 import { detectLayers, releaseLayers, type LayerReport, type Layers } from '../layers/index.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';

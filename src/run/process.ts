@@ -95,8 +95,11 @@ export function wrapNativeChild(child: NativeChild, stdin: Uint8Array | undefine
 
 const SIGKILL = 9;
 
-/** SIGKILLs the main process (through its pidfd: no pid reuse) and its process group. */
-function killGroup(addon: Addon, child: NativeChild): void {
+/**
+ * SIGKILLs a run's main process (through its pidfd: no pid reuse) and its process group, cold or
+ * warm (both lead their own session).
+ */
+export function killGroup(addon: Addon, child: Pick<NativeChild, 'pid' | 'pidfd'>): void {
   try {
     addon.pidfdSignal(child.pidfd, SIGKILL);
   } catch {
@@ -110,7 +113,8 @@ function killGroup(addon: Addon, child: NativeChild): void {
   }
 }
 
-function closeQuietly(addon: Addon, fd: number): void {
+/** Closes an fd of the addon's that may already be closed. */
+export function closeQuietly(addon: Addon, fd: number): void {
   try {
     addon.closeFd(fd);
   } catch {

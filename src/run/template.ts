@@ -1,15 +1,11 @@
-// Warm templates: per warm command, one interpreter (python/warm_template.py) started once with
-// the safeExec harness and the command's preloads imported, from which each run is a fresh fork.
-// The fork applies the run's plan to itself through the same confinement core as a cold run
-// (native/warm_apply.cc), so a warm run differs from a cold one only in what it skips: the
-// execve and the interpreter's start-up. This module starts, feeds, restarts and replaces
-// templates, and turns a forked run into the RunProcess supervise() drives, like any other.
+// One warm template (python/warm_template.py): the interpreter process a warm command's runs
+// fork from, and its channel. It starts the process (root, in the runs' mount namespace and an
+// empty network namespace of its own), sends it each run's prepared plan with the run's fds
+// (native/warm_prepare.cc), and turns the fork into the same RunProcess a cold start gives
+// supervise(). When to start, restart and replace templates is src/run/warm.ts.
 //
-// The template itself runs as root, unconfined but for the runs' mount namespace and an empty
-// network namespace of its own; it never runs submitted code. It is replaced after `maxForks`
-// runs or `maxAgeMs`, and on SIGHUP, so that whatever it holds (heap layout, address-space
-// layout shared by every child) has a bounded lifetime; the old one drains: it takes no new run
-// and exits once its children have.
+// The template runs no submitted code: its children confine themselves (native/warm_apply.cc,
+// the same cj_apply_plan as a cold child) before anything of the run is read.
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +15,7 @@ import { PACKAGE_ROOT } from '../package.js';
 import type { CommandProfile } from './commands.js';
 import { CODE_FILE } from './rundir.js';
 import { readOutput, writeInput } from './pipes.js';
-import type { Budgets, ProcessExit, RunProcess } from './process.js';
+import { closeQuietly, killGroup, type Budgets, type ProcessExit, type RunProcess } from './process.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -34,22 +30,12 @@ export const TEMPLATE_START_MS = 30_000;
  * restarted, and the run starts cold instead.
  */
 export const FORK_REPORT_MS = 3_000;
-/** After an unexpected exit, restart after 1 s, doubling to this. */
-const RESTART_MAX_MS = 60_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
 /** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
 const REPORT_BYTES = 16;
-/** VMEM below this many times a fresh interpreter's address space runs cold (see WarmCommand.start). */
-const TIGHT_VMEM_FACTOR = 1.5;
 
-export interface WarmSettings {
-  /** Forks after which a template is replaced. */
-  maxForks: number;
-  /** Milliseconds after which a template is replaced. */
-  maxAgeMs: number;
-}
 
 export interface TemplateContext {
   addon: Addon;
@@ -103,7 +89,7 @@ export class WarmStartError extends Error {
 }
 
 /** One template process and its channel. */
-class Template {
+export class Template {
   readonly ready: Promise<void>;
   forks = 0;
   readonly startedAt = performance.now();
@@ -380,128 +366,6 @@ class Template {
   }
 }
 
-/**
- * The warm path of one command: its current template, restarted when it dies and replaced when
- * it has served long enough. `start()` hands back undefined when no template is ready (the run
- * then goes cold).
- */
-export class WarmCommand {
-  private current?: Template;
-  private starting?: Template;
-  private restartDelay = 1000;
-  private restartTimer?: NodeJS.Timeout;
-  private closed = false;
-  readonly counters = { warm: 0, cold: 0, restarts: 0, replaced: 0 };
-
-  constructor(
-    readonly profile: CommandProfile,
-    private readonly settings: () => WarmSettings,
-    private readonly ctx: TemplateContext,
-  ) {}
-
-  /** The first template; rejects when it cannot start (a preload that does not import). */
-  async open(): Promise<void> {
-    const template = this.launch();
-    await template.ready;
-    this.current = template;
-  }
-
-  get ready(): boolean {
-    return this.current?.isReady === true;
-  }
-
-  /**
-   * Starts the run warm, or returns undefined when no template is ready (the caller runs it cold).
-   * Rejects with WarmStartError when the run's set-up failed in the child.
-   */
-  start(plan: NativePlan, tail: WarmTail, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> | undefined {
-    const template = this.current;
-    if (!template?.isReady) {
-      this.counters.cold++;
-      return undefined;
-    }
-    // VMEM so tight that a fresh interpreter could not even start: only a cold run fails the way a
-    // cold run does (a warm child is already running and would not notice).
-    const as = plan.rlimits?.as?.[0];
-    if (as !== undefined && as < template.vmStartBytes * TIGHT_VMEM_FACTOR) {
-      this.counters.cold++;
-      return undefined;
-    }
-    const { maxForks, maxAgeMs } = this.settings();
-    if (template.forks + 1 >= maxForks || performance.now() - template.startedAt >= maxAgeMs) {
-      this.replace(template.forks + 1 >= maxForks ? `${maxForks} forks` : `${Math.round(maxAgeMs / 1000)} s old`);
-    }
-    try {
-      const started = template.start(plan, tail, stdin, budgets);
-      this.counters.warm++;
-      return started;
-    } catch (err) {
-      // Not sent (the template's socket is full, or it just went away): this run goes cold.
-      if ((err as { step?: string }).step !== 'send') throw err;
-      this.counters.cold++;
-      this.ctx.log.warn('a warm template is behind; running cold', { command: this.profile.name, error: err });
-      return undefined;
-    }
-  }
-
-  /** Starts a new template; once it is ready it takes the runs and the old one drains. */
-  replace(reason: string): void {
-    if (this.closed || this.starting) return;
-    const next = this.launch();
-    this.starting = next;
-    next.ready.then(
-      () => {
-        if (this.starting !== next) return;
-        this.starting = undefined;
-        const old = this.current;
-        this.current = next;
-        this.counters.replaced++;
-        this.ctx.log.info('warm template replaced', { command: this.profile.name, reason, forks: old?.forks });
-        old?.drain();
-      },
-      (err) => {
-        if (this.starting === next) this.starting = undefined;
-        this.ctx.log.error('a replacement warm template did not start; the old one keeps serving', { command: this.profile.name, error: err });
-      },
-    );
-  }
-
-  /** Kills the templates (the daemon is stopping; its runs are already over). */
-  close(): void {
-    this.closed = true;
-    clearTimeout(this.restartTimer);
-    this.starting?.kill();
-    this.current?.kill();
-  }
-
-  private launch(): Template {
-    const template = new Template(this.profile, this.ctx);
-    template.whenGone = (reason) => {
-      if (this.closed || this.current !== template) return;
-      this.current = undefined;
-      this.counters.restarts++;
-      this.ctx.log.error('warm template gone; runs go cold until it is back', { command: this.profile.name, reason, restartInMs: this.restartDelay });
-      this.restartTimer = setTimeout(() => {
-        if (this.closed) return;
-        const next = this.launch();
-        next.ready.then(
-          () => {
-            this.restartDelay = 1000;
-            if (!this.closed && !this.current) this.current = next;
-            else if (this.current !== next) next.kill();
-          },
-          () => {
-            this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
-            next.whenGone = () => {};
-          },
-        );
-      }, this.restartDelay);
-      this.restartTimer.unref();
-    };
-    return template;
-  }
-}
-
 /** A template's environment: a run's, with HOME and TMPDIR nowhere (no run is there yet). */
 function templateEnv(profile: CommandProfile): string[] {
   const env: Record<string, string> = { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...profile.env, HOME: '/nonexistent', TMPDIR: '/nonexistent' };
@@ -527,27 +391,6 @@ function withVmAllowance(plan: NativePlan, allowance: number): NativePlan {
   if (!as || allowance === 0) return plan;
   const raise = (v: number) => (v >= Number.MAX_SAFE_INTEGER ? v : v + allowance);
   return { ...plan, rlimits: { ...plan.rlimits, as: [raise(as[0]), raise(as[1])] } };
-}
-
-function killGroup(addon: Addon, child: { pid: number; pidfd: number }): void {
-  try {
-    addon.pidfdSignal(child.pidfd, SIGKILL);
-  } catch {
-    // Already reaped.
-  }
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    // ESRCH: the group is already gone.
-  }
-}
-
-function closeQuietly(addon: Addon, fd: number): void {
-  try {
-    addon.closeFd(fd);
-  } catch {
-    // Already closed.
-  }
 }
 
 function describeExit(exit: ProcessExit): string {
@@ -582,26 +425,4 @@ function logLines(fd: number, log: Logger, command: string): void {
   stream.on('close', () => {
     if (pending) log.warn('warm template says', { command, line: pending });
   });
-}
-
-/**
- * The warm path of every warm command, each with its first template ready; rejects (and stops
- * what it started) when one cannot start, so that a daemon told to preload what does not import
- * says so at start. None without the uid layer: a template's child would stay root.
- */
-export async function openWarmCommands(
-  profiles: Iterable<CommandProfile>,
-  settings: () => WarmSettings,
-  ctx: TemplateContext & { uidLayer: boolean },
-): Promise<Map<string, WarmCommand>> {
-  const warm = new Map<string, WarmCommand>();
-  if (!ctx.uidLayer) return warm;
-  for (const profile of profiles) if (profile.warm) warm.set(profile.name, new WarmCommand(profile, settings, ctx));
-  try {
-    await Promise.all([...warm.values()].map((command) => command.open()));
-  } catch (err) {
-    for (const command of warm.values()) command.close();
-    throw err;
-  }
-  return warm;
 }

@@ -159,7 +159,6 @@ describe.skipIf(!isRoot)('hostile: kernel objects, the exec boundary, runs side 
     // child interpreter (cold runs: a warm one cannot start programs), temp files, ctypes
     // callbacks, an abstract socket between two of its threads.
     const stdout = await out({
-      warm: false,
       code: dedent(`
         import ctypes, socket, subprocess, sys, tempfile, threading
         srv = socket.socket(socket.AF_UNIX); srv.bind("\\0cj-own"); srv.listen(1)

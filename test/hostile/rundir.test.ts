@@ -64,6 +64,8 @@ describe.skipIf(!isRoot)('hostile: run directories', () => {
       const result = await suite.client.jailCode('python', { code: NON_UTF8_TREE });
       expect(result.stderr.toString()).toBe('');
       expect(result.stdout.toString()).toBe('made\n');
+      // A run's directory goes in its clean-up, after the reply: once no slot is busy.
+      await suite.idle();
       expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
       expect(mountsBeneath(suite.daemon.runBase)).toEqual([]);
       expect(suite.daemon.logs.filter((l) => l.msg === 'could not remove a run directory')).toEqual([]);
@@ -119,6 +121,7 @@ except OSError as e:
       expect(result.stdout.toString()).toMatch(/^errno 28 after 10[12]\d\n$/);
       const next = await suite.client.jailCode('python', { code: "import os\nprint(os.listdir('tmp'))" });
       expect(next.stdout.toString()).toBe('[]\n');
+      await suite.idle();
       expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
     });
 

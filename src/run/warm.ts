@@ -1,0 +1,167 @@
+// The warm path of each warm command (kind python): its current template (src/run/template.ts),
+// restarted when it dies and replaced when it has served long enough, as the runs' fast path.
+// A run goes cold, with the same plan, whenever no template can take it.
+//
+// A template is replaced after `maxForks` runs or `maxAgeMs`, and on SIGHUP, so that what every
+// child shares with it (heap layout, address-space layout, hash seed) has a bounded lifetime; the
+// old one drains: it takes no new run and exits once its children have.
+import type { NativePlan } from '../native.js';
+import type { CommandProfile } from './commands.js';
+import type { Budgets, RunProcess } from './process.js';
+import { Template, type TemplateContext, type WarmTail } from './template.js';
+
+/** After an unexpected exit, restart after 1 s, doubling to this. */
+const RESTART_MAX_MS = 60_000;
+/** VMEM below this many times a fresh interpreter's address space runs cold (see WarmCommand.start). */
+const TIGHT_VMEM_FACTOR = 1.5;
+
+export interface WarmSettings {
+  /** Forks after which a template is replaced. */
+  maxForks: number;
+  /** Milliseconds after which a template is replaced. */
+  maxAgeMs: number;
+}
+
+/**
+ * The warm path of one command: its current template, restarted when it dies and replaced when
+ * it has served long enough. `start()` hands back undefined when no template is ready (the run
+ * then goes cold).
+ */
+export class WarmCommand {
+  private current?: Template;
+  private starting?: Template;
+  private restartDelay = 1000;
+  private restartTimer?: NodeJS.Timeout;
+  private closed = false;
+  readonly counters = { warm: 0, cold: 0, restarts: 0, replaced: 0 };
+
+  constructor(
+    readonly profile: CommandProfile,
+    private readonly settings: () => WarmSettings,
+    private readonly ctx: TemplateContext,
+  ) {}
+
+  /** The first template; rejects when it cannot start (a preload that does not import). */
+  async open(): Promise<void> {
+    const template = this.launch();
+    await template.ready;
+    this.current = template;
+  }
+
+  get ready(): boolean {
+    return this.current?.isReady === true;
+  }
+
+  /**
+   * Starts the run warm, or returns undefined when no template is ready (the caller runs it cold).
+   * Rejects with WarmStartError when the run's set-up failed in the child.
+   */
+  start(plan: NativePlan, tail: WarmTail, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> | undefined {
+    const template = this.current;
+    if (!template?.isReady) {
+      this.counters.cold++;
+      return undefined;
+    }
+    // VMEM so tight that a fresh interpreter could not even start: only a cold run fails the way a
+    // cold run does (a warm child is already running and would not notice).
+    const as = plan.rlimits?.as?.[0];
+    if (as !== undefined && as < template.vmStartBytes * TIGHT_VMEM_FACTOR) {
+      this.counters.cold++;
+      return undefined;
+    }
+    const { maxForks, maxAgeMs } = this.settings();
+    if (template.forks + 1 >= maxForks || performance.now() - template.startedAt >= maxAgeMs) {
+      this.replace(template.forks + 1 >= maxForks ? `${maxForks} forks` : `${Math.round(maxAgeMs / 1000)} s old`);
+    }
+    try {
+      const started = template.start(plan, tail, stdin, budgets);
+      this.counters.warm++;
+      return started;
+    } catch (err) {
+      // Not sent (the template's socket is full, or it just went away): this run goes cold.
+      if ((err as { step?: string }).step !== 'send') throw err;
+      this.counters.cold++;
+      this.ctx.log.warn('a warm template is behind; running cold', { command: this.profile.name, error: err });
+      return undefined;
+    }
+  }
+
+  /** Starts a new template; once it is ready it takes the runs and the old one drains. */
+  replace(reason: string): void {
+    if (this.closed || this.starting) return;
+    const next = this.launch();
+    this.starting = next;
+    next.ready.then(
+      () => {
+        if (this.starting !== next) return;
+        this.starting = undefined;
+        const old = this.current;
+        this.current = next;
+        this.counters.replaced++;
+        this.ctx.log.info('warm template replaced', { command: this.profile.name, reason, forks: old?.forks });
+        old?.drain();
+      },
+      (err) => {
+        if (this.starting === next) this.starting = undefined;
+        this.ctx.log.error('a replacement warm template did not start; the old one keeps serving', { command: this.profile.name, error: err });
+      },
+    );
+  }
+
+  /** Kills the templates (the daemon is stopping; its runs are already over). */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.restartTimer);
+    this.starting?.kill();
+    this.current?.kill();
+  }
+
+  private launch(): Template {
+    const template = new Template(this.profile, this.ctx);
+    template.whenGone = (reason) => {
+      if (this.closed || this.current !== template) return;
+      this.current = undefined;
+      this.counters.restarts++;
+      this.ctx.log.error('warm template gone; runs go cold until it is back', { command: this.profile.name, reason, restartInMs: this.restartDelay });
+      this.restartTimer = setTimeout(() => {
+        if (this.closed) return;
+        const next = this.launch();
+        next.ready.then(
+          () => {
+            this.restartDelay = 1000;
+            if (!this.closed && !this.current) this.current = next;
+            else if (this.current !== next) next.kill();
+          },
+          () => {
+            this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
+            next.whenGone = () => {};
+          },
+        );
+      }, this.restartDelay);
+      this.restartTimer.unref();
+    };
+    return template;
+  }
+}
+
+/**
+ * The warm path of every warm command, each with its first template ready; rejects (and stops
+ * what it started) when one cannot start, so that a daemon told to preload what does not import
+ * says so at start. None without the uid layer: a template's child would stay root.
+ */
+export async function openWarmCommands(
+  profiles: Iterable<CommandProfile>,
+  settings: () => WarmSettings,
+  ctx: TemplateContext & { uidLayer: boolean },
+): Promise<Map<string, WarmCommand>> {
+  const warm = new Map<string, WarmCommand>();
+  if (!ctx.uidLayer) return warm;
+  for (const profile of profiles) if (profile.warm) warm.set(profile.name, new WarmCommand(profile, settings, ctx));
+  try {
+    await Promise.all([...warm.values()].map((command) => command.open()));
+  } catch (err) {
+    for (const command of warm.values()) command.close();
+    throw err;
+  }
+  return warm;
+}
