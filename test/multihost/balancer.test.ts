@@ -71,7 +71,8 @@ async function send(url: string, i: number): Promise<Outcome> {
     const cause = clearError(res.status, text);
     return { ...base, kind: cause ? 'error' : 'lost', detail: cause ?? `unclear ${res.status}: ${text.slice(0, 300)}` };
   } catch (err) {
-    return { i, sentAt, doneAt: performance.now(), kind: 'lost', detail: `no answer: ${(err as Error).message}` };
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    return { i, sentAt, doneAt: performance.now(), kind: 'lost', detail: `no answer: ${(err as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ''}` };
   }
 }
 
