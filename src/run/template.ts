@@ -100,6 +100,8 @@ export class Template {
   private state: 'starting' | 'ready' | 'draining' | 'gone' = 'starting';
   private readonly runs = new Map<number, PendingRun>();
   private nextToken = 1;
+  /** Messages read from the template so far: a stuck one reads none. */
+  private messages = 0;
   private readonly channel: number;
   private readonly watch: number;
   private readonly pid: number;
@@ -191,13 +193,20 @@ export class Template {
     this.forks++;
     let run!: PendingRun;
     const started = await new Promise<{ pid: number; pidfd: number }>((resolveStart, rejectStart) => {
+      const sentAt = this.messages;
       const timer = setTimeout(() => {
-        this.ctx.log.error('a warm template did not fork a run in time; killing it (runs go cold until it is back)', {
-          command: this.profile.name,
-          waitedMs: FORK_REPORT_MS,
-        });
         this.fail(token, new WarmStartError(`the warm template did not fork the run within ${FORK_REPORT_MS / 1000} s`, 'fork'));
-        this.kill();
+        // Stuck (stopped, wedged) if it has said nothing since: killed, and restarted. One that
+        // did answer meanwhile is only slow (a loaded host); its late child is killed on arrival.
+        if (this.messages === sentAt) {
+          this.ctx.log.error('a warm template did not fork a run in time and says nothing; killing it (runs go cold until it is back)', {
+            command: this.profile.name,
+            waitedMs: FORK_REPORT_MS,
+          });
+          this.kill();
+        } else {
+          this.ctx.log.warn('a warm template was too slow to fork a run; running it cold', { command: this.profile.name, waitedMs: FORK_REPORT_MS });
+        }
       }, FORK_REPORT_MS);
       run = { ends, resolveStart, rejectStart, timer };
       this.runs.set(token, run);
@@ -243,6 +252,7 @@ export class Template {
 
   private onMessage(data: Buffer | null, fds: number[], onReady: () => void): void {
     const { addon, log } = this.ctx;
+    this.messages++;
     const keep: number[] = [];
     try {
       const kind = data?.subarray(0, 4).toString('latin1');
@@ -250,6 +260,16 @@ export class Template {
         // A child's report (native/warm_apply.cc): token, then pid, or step and errno.
         const token = data.readUInt32LE(4);
         const run = this.runs.get(token);
+        if (kind === 'OKAY' && fds.length === 1 && (!run || run.started)) {
+          // Confined, but its start was given up (it came too late): nobody supervises it, and
+          // its slot has moved on. It dies now, before its first line runs for long.
+          try {
+            addon.pidfdSignal(fds[0]!, SIGKILL);
+          } catch {
+            // Gone already.
+          }
+          return;
+        }
         if (!run) return;
         if (kind === 'OKAY' && !run.started && fds.length === 1) {
           clearTimeout(run.timer);
