@@ -76,7 +76,24 @@ export function wrapNativeChild(child: NativeChild, stdin: Uint8Array | undefine
     for (const fd of [child.stdin, child.stdout, child.stderr, child.result, child.pidfd]) if (fd !== undefined) closeQuietly(addon, fd);
     throw err;
   }
-  // Each wrap takes ownership of its fd (libuv closes it).
+  return runProcess(addon, child, stdin, budgets, exited);
+}
+
+/** What a started main process is made of, however it started: its pid and pidfd, our pipe ends. */
+export interface StartedChild {
+  pid: number;
+  pidfd: number;
+  stdin: number;
+  stdout: number;
+  stderr: number;
+  result?: number;
+}
+
+/**
+ * The RunProcess of a started main process, cold (the addon's clone) or warm (a template's fork):
+ * takes ownership of its pipe ends (each wrap's libuv handle closes its fd) and of its pidfd.
+ */
+export function runProcess(addon: Addon, child: StartedChild, stdin: Uint8Array | undefined, budgets: Budgets, exited: Promise<ProcessExit>): RunProcess {
   return {
     stdout: readOutput(child.stdout, budgets.output),
     stderr: readOutput(child.stderr, budgets.output),

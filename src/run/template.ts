@@ -14,8 +14,7 @@ import { warmLibraryPath, type native, type NativePlan } from '../native.js';
 import { PACKAGE_ROOT } from '../package.js';
 import type { CommandProfile } from './commands.js';
 import { CODE_FILE } from './rundir.js';
-import { readOutput, writeInput } from './pipes.js';
-import { closeQuietly, killGroup, type Budgets, type ProcessExit, type RunProcess } from './process.js';
+import { closeQuietly, runProcess, type Budgets, type ProcessExit, type RunProcess } from './process.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -214,20 +213,7 @@ export class Template {
     // Its EXIT may have been read in the same wake-up as its OKAY, before this line ran.
     const exited =
       run.exitEarly !== undefined ? Promise.resolve(run.exitEarly) : new Promise<ProcessExit>((resolve) => (run.settleExit = resolve));
-    return {
-      stdout: readOutput(ends.stdout, budgets.output),
-      stderr: readOutput(ends.stderr, budgets.output),
-      result: ends.result === undefined ? undefined : readOutput(ends.result, budgets.result),
-      stdin: writeInput(ends.stdin, stdin),
-      exited,
-      armDeadline: (ms) => {
-        const id = addon.armDeadline(started.pidfd, started.pid, ms);
-        let fired: boolean | undefined;
-        return () => (fired ??= addon.disarmDeadline(id));
-      },
-      kill: () => killGroup(addon, started),
-      release: () => closeQuietly(addon, started.pidfd),
-    };
+    return runProcess(addon, { ...started, ...ends }, stdin, budgets, exited);
   }
 
   /** Takes no new run; the template exits once its children are gone. */
