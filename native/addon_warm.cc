@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -150,6 +151,14 @@ Napi::Value SendWarmRun(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// Whether a pidfd's process has exited (its pidfd polls readable), without waiting. For a warm
+// run, which is the template's child: the daemon cannot reap it, only see that it ended.
+Napi::Value PidfdExited(const Napi::CallbackInfo &info) {
+  struct pollfd p = {info[0].As<Napi::Number>().Int32Value(), POLLIN, 0};
+  int n = poll(&p, 1, 0);
+  return Napi::Boolean::New(info.Env(), n > 0 && (p.revents & (POLLIN | POLLHUP)) != 0);
+}
+
 // The name of a cj_step a warm child reports (FAIL), as the cold path names its steps.
 Napi::Value StepName(const Napi::CallbackInfo &info) {
   int step = info[0].As<Napi::Number>().Int32Value();
@@ -165,6 +174,7 @@ void register_warm(Napi::Env env, Napi::Object exports) {
   exports.Set("channelSend", Napi::Function::New(env, ChannelSend, "channelSend"));
   exports.Set("sendWarmRun", Napi::Function::New(env, SendWarmRun, "sendWarmRun"));
   exports.Set("stepName", Napi::Function::New(env, StepName, "stepName"));
+  exports.Set("pidfdExited", Napi::Function::New(env, PidfdExited, "pidfdExited"));
 }
 
 }  // namespace codejail

@@ -237,7 +237,23 @@ class Template:
         err = self.lib.cj_warm_start(plan, plan_len, packed, len(fds), self.pid, channel_fd, token, 1 if tail["result"] else 0)
         if err:
             os._exit(127)
+        # The template's frames stay below the run's code: what they reach must say nothing of
+        # other runs (the children in flight, the selector watching them).
+        self.children.clear()
+        self.selector = None
+        reseed_preloads()
         run_as_main(tail, self.harness)
+
+
+def reseed_preloads():
+    """Random state a preload seeded at import is the template's, the same in every fork.
+
+    Python reseeds `random` in each fork (os.register_at_fork); numpy's global generator is
+    reseeded here from the OS's entropy, as a cold interpreter's import of numpy seeds it.
+    """
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
 
 
 def run_as_main(tail, harness):

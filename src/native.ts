@@ -222,6 +222,8 @@ interface Addon {
   sendWarmRun(fd: number, token: number, plan: NativePlan, tail: Buffer): NativeWarmEnds;
   /** The name of a confinement step (cj_step_name); -1: "message" (a run the template could not read). */
   stepName(step: number): string;
+  /** Whether the process of a pidfd has exited (it polls readable), without waiting. */
+  pidfdExited(pidfd: number): boolean;
 }
 
 const require = createRequire(import.meta.url);

@@ -277,9 +277,9 @@ export class Runner {
   private warmPath(profile: CommandProfile, request: RunRequest): WarmCommand | undefined {
     const warm = this.ctx.warm?.get(profile.name);
     if (!warm || request.warm === false || request.code === undefined) return undefined;
-    let tailBytes = 0;
-    for (const arg of request.argv) tailBytes += Buffer.byteLength(arg) + 8;
-    return tailBytes <= MAX_WARM_TAIL_BYTES / 2 ? warm : undefined;
+    // Measured as it travels (JSON: a control character takes 6 bytes): the environment and the
+    // rest of the tail take the other half.
+    return Buffer.byteLength(JSON.stringify(request.argv)) <= MAX_WARM_TAIL_BYTES / 2 ? warm : undefined;
   }
 
   /**

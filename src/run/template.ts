@@ -6,6 +6,7 @@
 //
 // The template runs no submitted code: its children confine themselves (native/warm_apply.cc,
 // the same cj_apply_plan as a cold child) before anything of the run is read.
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,6 +33,10 @@ export const FORK_REPORT_MS = 3_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
+/** How often the runs in flight are checked for an exit the template has not reported. */
+const REAP_CHECK_MS = 500;
+/** An exit the template leaves unreported this long: the template is stuck. */
+export const REAP_LATE_MS = 2_000;
 /** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
 const REPORT_BYTES = 16;
 
@@ -64,6 +69,8 @@ interface PendingRun {
   /** EXIT read before the start's continuation ran (both in one read of the channel). */
   exitEarly?: ProcessExit;
   timer: NodeJS.Timeout;
+  /** When its pidfd was first seen readable (it exited) with no EXIT from the template yet. */
+  exitSeenAt?: number;
 }
 
 /** A failed warm start: the step the child reports (as the addon's set-up errors carry). */
@@ -101,6 +108,7 @@ export class Template {
   private nextToken = 1;
   /** Messages read from the template so far: a stuck one reads none. */
   private messages = 0;
+  private readonly stuckCheck: NodeJS.Timeout;
   private readonly channel: number;
   private readonly watch: number;
   private readonly pid: number;
@@ -146,6 +154,8 @@ export class Template {
       clearTimeout(timer);
       settleReady.reject(new Error(`the warm template of "${profile.name}" could not start: ${reason}`));
     };
+    this.stuckCheck = setInterval(() => this.checkReaping(), REAP_CHECK_MS);
+    this.stuckCheck.unref();
     this.watch = addon.watchChannel(
       mine,
       (data, fds) => this.onMessage(data, fds, () => {
@@ -326,9 +336,32 @@ export class Template {
     else run.exitEarly = exit;
   }
 
+  /**
+   * A child that has exited is reaped by the template at once, which then says EXIT. One exited
+   * for REAP_LATE_MS without it means the template is stuck (stopped, wedged): its runs would
+   * wait for it however their REALTIME runs. The run is settled with the status the kernel keeps
+   * for the zombie, and the template is killed (and restarted).
+   */
+  private checkReaping(): void {
+    const now = performance.now();
+    for (const [token, run] of this.runs) {
+      if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
+      run.exitSeenAt ??= now;
+      if (now - run.exitSeenAt < REAP_LATE_MS) continue;
+      this.ctx.log.error('a warm template did not reap a run that ended; killing it (runs go cold until it is back)', {
+        command: this.profile.name,
+        waitedMs: REAP_LATE_MS,
+      });
+      this.exited(token, zombieExit(run.started.pid));
+      this.kill();
+      return;
+    }
+  }
+
   private gone(reason: string): void {
     if (this.state === 'gone') return;
     this.state = 'gone';
+    clearInterval(this.stuckCheck);
     const { addon } = this.ctx;
     addon.unwatchChannel(this.watch);
     closeQuietly(addon, this.channel);
@@ -397,6 +430,26 @@ function withVmAllowance(plan: NativePlan, allowance: number): NativePlan {
   if (!as || allowance === 0) return plan;
   const raise = (v: number) => (v >= Number.MAX_SAFE_INTEGER ? v : v + allowance);
   return { ...plan, rlimits: { ...plan.rlimits, as: [raise(as[0]), raise(as[1])] } };
+}
+
+/**
+ * The exit of a zombie the template did not reap, as the kernel keeps it in /proc/<pid>/stat
+ * (exit_code, field 52, in wait status form; utime and stime, fields 14 and 15, in clock ticks
+ * of 100 Hz). The pidfd it was seen through pins the pid: a zombie's pid is not reused. Unreadable
+ * (reaped meanwhile): killed, as far as the run can be told.
+ */
+function zombieExit(pid: number): ProcessExit {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const status = Number(fields[52 - 3]);
+    const ticksUs = 1_000_000 / 100;
+    const usage = { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs };
+    const signal = status & 0x7f;
+    return signal === 0 ? { code: (status >> 8) & 0xff, signal: null, ...usage } : { code: null, signal, ...usage };
+  } catch {
+    return { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 };
+  }
 }
 
 function describeExit(exit: ProcessExit): string {

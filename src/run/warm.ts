@@ -33,6 +33,7 @@ export class WarmCommand {
   private restartDelay = 1000;
   private restartTimer?: NodeJS.Timeout;
   private closed = false;
+  private behindLoggedAt = -Infinity;
   readonly counters = { warm: 0, cold: 0, restarts: 0, replaced: 0 };
 
   constructor(
@@ -79,9 +80,15 @@ export class WarmCommand {
       return started;
     } catch (err) {
       // Not sent (the template's socket is full, or it just went away): this run goes cold.
-      if ((err as { step?: string }).step !== 'send') throw err;
+      const failure = err as { step?: string; code?: string };
+      if (failure.step !== 'send') throw err;
       this.counters.cold++;
-      this.ctx.log.warn('a warm template is behind; running cold', { command: this.profile.name, error: err });
+      // Too large for one message is the request's size, said by the fallback counter; a full
+      // socket is the template falling behind, worth a line (at most one a second).
+      if (failure.code !== 'EMSGSIZE' && performance.now() - this.behindLoggedAt > 1000) {
+        this.behindLoggedAt = performance.now();
+        this.ctx.log.warn('a warm template is behind; running cold', { command: this.profile.name, error: err });
+      }
       return undefined;
     }
   }
