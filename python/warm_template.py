@@ -240,7 +240,14 @@ class Template:
         # The template's frames stay below the run's code: what they reach must say nothing of
         # other runs (the children in flight, the selector watching them).
         self.children.clear()
-        self.selector = None
+        # Emptied, not dropped: freed, the selector would close its epoll fd's number, which by
+        # then belongs to the run (the seal closed the real one). Unregistering closed fds fails
+        # quietly.
+        for key in list(self.selector.get_map().values()):
+            try:
+                self.selector.unregister(key.fileobj)
+            except (KeyError, ValueError, OSError):
+                pass
         reseed_preloads()
         run_as_main(tail, self.harness)
 

@@ -347,6 +347,17 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(daemon.logs.filter((l) => /behind/.test(String(l.msg)))).toEqual([]);
   });
 
+  // Found by CI: the child dropped the template's selector to hide it, and the collector freed it
+  // later, inside the run: it closed its old epoll fd's number, by then the harness's result
+  // channel (safeExec failed with EBADF whenever the code collected garbage).
+  it('support_warm_collecting_garbage_closes_nothing_of_the_run', async () => {
+    const { client } = await start();
+    for (let i = 0; i < 5; i++) {
+      const globals = await client.safeExec('import gc\nbig = [str(i) * 10 for i in range(2000)]\ngc.collect()\nout = len(big)', {});
+      expect(globals).toMatchObject({ out: 2000 });
+    }
+  });
+
   const withNumpy = { config: { commands: { python: { path: '/usr/bin/python3', kind: 'python', args: ['-E', '-B'], preload: ['numpy'] } } } };
   // python3-numpy missing: test/e2e/numpy.test.ts says so.
   const noNumpy = !fs.existsSync('/usr/lib/python3/dist-packages/numpy/__init__.py');
