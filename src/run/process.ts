@@ -1,7 +1,7 @@
 // A run's main process once started, whoever started it: the addon's confined clone (the daemon,
 // the unsafe client, the layer tests) or child_process through prlimit (an unsafe client without
 // the addon). supervise() needs only this face of it.
-import { native, type NativeChild, type NativePlan } from '../native.js';
+import { native, type NativeChild, type NativePlan, type NativeWarmEnds } from '../native.js';
 import { OutputBudget, readOutput, writeInput, type InputPipe, type OutputPipe } from './pipes.js';
 
 type Addon = ReturnType<typeof native>;
@@ -80,14 +80,7 @@ export function wrapNativeChild(child: NativeChild, stdin: Uint8Array | undefine
 }
 
 /** What a started main process is made of, however it started: its pid and pidfd, our pipe ends. */
-export interface StartedChild {
-  pid: number;
-  pidfd: number;
-  stdin: number;
-  stdout: number;
-  stderr: number;
-  result?: number;
-}
+export type StartedChild = Pick<NativeChild, 'pid' | 'pidfd'> & NativeWarmEnds;
 
 /**
  * The RunProcess of a started main process, cold (the addon's clone) or warm (a template's fork):
