@@ -153,6 +153,12 @@ export class Connection {
       messages = this.decoder.push(chunk);
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
+      // Replies that came whole before the bad frame are the daemon's own: deliver them first.
+      for (const message of err.complete) {
+        if (this.failure) return;
+        this.onReply(message);
+      }
+      if (this.failure) return;
       this.fail(new CodejailError('bad_reply', `the codejail daemon sent a bad frame: ${err.message}`, { cause: err }));
       return;
     }

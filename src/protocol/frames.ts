@@ -29,6 +29,13 @@ for (const type of UNUSED_EXTENSION_TYPES) {
 }
 
 export class FrameError extends Error {
+  /**
+   * The frames that came whole before the bad one in the same push: the peer sent them first, so
+   * a reader answers them before it hangs up (a pipelining client must not lose valid requests
+   * to a later bad frame).
+   */
+  complete: unknown[] = [];
+
   constructor(message: string) {
     super(message);
     this.name = 'FrameError';
@@ -79,11 +86,24 @@ export class FrameDecoder {
     this.buffered = 0;
   }
 
-  /** Feeds a chunk; returns the messages it completed. Throws FrameError on a bad frame. */
+  /**
+   * Feeds a chunk; returns the messages it completed. Throws FrameError on a bad frame, carrying
+   * the messages completed before it (`complete`).
+   */
   push(chunk: Buffer): unknown[] {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     const out: unknown[] = [];
+    try {
+      this.decodeInto(out);
+    } catch (err) {
+      if (err instanceof FrameError) err.complete = out;
+      throw err;
+    }
+    return out;
+  }
+
+  private decodeInto(out: unknown[]): void {
     for (;;) {
       if (this.buffered < HEADER_BYTES) break;
       const head = this.peek(HEADER_BYTES);
@@ -108,7 +128,6 @@ export class FrameDecoder {
       }
       out.push(message);
     }
-    return out;
   }
 
   private peek(n: number): Buffer {

@@ -103,6 +103,23 @@ describe('Client', () => {
     await client.close();
   });
 
+  it('delivers a reply that came in the same chunk before a bad frame, then fails the rest', async () => {
+    const held: Array<[FakeRequest, net.Socket]> = [];
+    handler = (request, connection) => {
+      held.push([request, connection]);
+      if (held.length < 2) return;
+      const [first] = held[0]!;
+      const reply = encodeFrame({ v: PROTOCOL_VERSION, id: first.id, ok: true, result: okResult('first') });
+      connection.write(Buffer.concat([reply, Buffer.alloc(4)]));
+    };
+    const client = new Client({ socketPath });
+    const outcomes = await Promise.allSettled([client.jailCode('python', { code: 'a' }), client.jailCode('python', { code: 'b' })]);
+    expect(outcomes[0]).toMatchObject({ status: 'fulfilled' });
+    expect((outcomes[0] as PromiseFulfilledResult<{ stdout: Buffer }>).value.stdout.toString()).toBe('first');
+    expect(outcomes[1]).toMatchObject({ status: 'rejected', reason: { code: 'bad_reply' } });
+    await client.close();
+  });
+
   it('sends the effective limits of the call', async () => {
     let seen: FakeRequest | undefined;
     handler = (request, connection) => {

@@ -427,6 +427,24 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
     raw.socket.destroy();
   });
 
+  // Issue 16 item 8: valid frames written in the same write as a later malformed one got no
+  // reply (status id 7, an unknown op id 8, then a zero-length frame: only bad_frame came back).
+  it('support_frames_before_a_bad_frame_in_the_same_write_are_answered', async () => {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const raw = await connectRaw(daemon.socketPath);
+      const run = { v: PROTOCOL_VERSION, id: 9, op: 'jail_code', command: 'python', code: Buffer.from('print(41 + 1)'), argv: [], files: [] };
+      raw.socket.write(Buffer.concat([encodeFrame({ v: PROTOCOL_VERSION, id: 7, op: 'status' }), encodeFrame({ v: PROTOCOL_VERSION, id: 8, op: 'bogus' }), encodeFrame(run), Buffer.alloc(4)]));
+      await raw.closed;
+      const byId = new Map(raw.replies.map((reply) => [reply.id, reply]));
+      expect(byId.get(7)).toMatchObject({ ok: true });
+      expect(byId.get(8)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(byId.get(9)).toMatchObject({ ok: true });
+      expect(Buffer.from((byId.get(9)!.result as { stdout: Uint8Array }).stdout).toString()).toBe('42\n');
+      // The bad frame is answered last, once everything before it was.
+      expect(raw.replies.at(-1)).toMatchObject({ id: 0, ok: false, error: { code: 'bad_frame', message: 'empty frame' } });
+    }
+  });
+
   it('deny_frame_left_unfinished', async () => {
     const slow = await connectRaw(daemon.socketPath);
     // Slowloris: a byte now and then keeps the connection from idling, not the frame from ending.

@@ -21,6 +21,23 @@ describe('frames', () => {
     expect({ ...decoded, code: Buffer.from(decoded!.code as Uint8Array) }).toEqual(message);
   });
 
+  it('support_frames_before_a_bad_one_come_with_its_error', () => {
+    // Issue 16 item 8: two valid frames and an empty one in one chunk; the valid ones are not lost.
+    const chunk = Buffer.concat([encodeFrame({ v: 1, id: 7, op: 'status' }), encodeFrame({ v: 1, id: 8, op: 'bogus' }), Buffer.alloc(4)]);
+    let thrown: unknown;
+    try {
+      new FrameDecoder().push(chunk);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(FrameError);
+    expect((thrown as FrameError).message).toBe('empty frame');
+    expect((thrown as FrameError).complete).toEqual([
+      { v: 1, id: 7, op: 'status' },
+      { v: 1, id: 8, op: 'bogus' },
+    ]);
+  });
+
   it('refuses a frame announced larger than the maximum before buffering it', () => {
     const header = Buffer.alloc(4);
     header.writeUInt32BE(1025, 0);

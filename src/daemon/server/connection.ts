@@ -59,6 +59,11 @@ export class Connection implements RequestOrigin {
   private waitingForDrain = false;
   /** Set when a reload took the caller's permission away: every request is refused with it. */
   private revoked: string | undefined;
+  /**
+   * Set when a bad frame followed valid ones: nothing more is read, the valid ones are answered,
+   * then the connection is closed with this reason.
+   */
+  private closingAfterBacklog: string | undefined;
   /** Set once the daemon closed the connection for a cap: it holds nothing any more. */
   private closedFor: ConnectionClose | undefined;
   /** Bytes of this connection's requests waiting in the run queue (their code, stdin, files, argv). */
@@ -144,7 +149,7 @@ export class Connection implements RequestOrigin {
   /** Reads the socket unless a reason to stop (replies unread, no room for its frame) holds. */
   private readOrPause(): void {
     if (this.broken) return;
-    if (this.waitingForDrain || this.waitingForRoom) this.socket.pause();
+    if (this.waitingForDrain || this.waitingForRoom || this.closingAfterBacklog !== undefined) this.socket.pause();
     else this.socket.resume();
   }
 
@@ -208,7 +213,7 @@ export class Connection implements RequestOrigin {
   }
 
   private onData(chunk: Buffer): void {
-    if (this.broken) return;
+    if (this.broken || this.closingAfterBacklog !== undefined) return;
     this.idleTimer.refresh();
     let messages: unknown[];
     try {
@@ -217,7 +222,9 @@ export class Connection implements RequestOrigin {
       // The stream cannot be resynchronised after a bad frame: say why, then hang up. (The
       // decoder throws only FrameError; anything else is treated the same rather than crash.)
       const reason = err instanceof FrameError ? err.message : `undecodable frame: ${(err as Error).message}`;
-      this.close('bad_frame', 'bad_frame', reason);
+      const complete = err instanceof FrameError ? err.complete : [];
+      if (complete.length === 0) this.close('bad_frame', 'bad_frame', reason);
+      else this.closeAfter(complete, reason);
       return;
     }
     // The frame timer times the frame in progress: one that completed ends it, and the bytes
@@ -244,6 +251,28 @@ export class Connection implements RequestOrigin {
     }
     for (const message of messages) this.backlog.push(message);
     this.pump();
+  }
+
+  /**
+   * A bad frame came after valid ones in the same chunk: the client sent those first and is owed
+   * their replies. Reading stops; they are handled (runs included) and answered, and only then is
+   * the connection closed for the bad frame.
+   */
+  private closeAfter(complete: unknown[], reason: string): void {
+    this.closingAfterBacklog = reason;
+    this.decoder.reset();
+    clearTimeout(this.frameTimer);
+    this.frameTimer = undefined;
+    this.readOrPause();
+    for (const message of complete) this.backlog.push(message);
+    this.pump();
+  }
+
+  /** The backlog is handled: a connection closing after it waits for its work, then closes. */
+  private backlogDone(): void {
+    const reason = this.closingAfterBacklog;
+    if (reason === undefined) return;
+    void this.idle().then(() => this.close('bad_frame', 'bad_frame', reason));
   }
 
   /** Over connections.maxBufferedBytes only with its queued requests counted. */
@@ -314,6 +343,7 @@ export class Connection implements RequestOrigin {
     if (this.backlogHead === this.backlog.length) {
       this.backlog.length = 0;
       this.backlogHead = 0;
+      this.backlogDone();
     }
   }
 
