@@ -2,7 +2,7 @@
 // (bytes and inodes), noexec, cleaned up by one unmount. Daemon side only: the runner mounts and
 // unmounts through runDisk; nothing is added to the child's plan.
 import { realpathSync } from 'node:fs';
-import { DISK_BYTES_PER_INODE, mountPoints, prepareRunBase, type RunDiskControl } from '../run/rundir.js';
+import { DISK_BYTES_PER_INODE, isSelfBindMount, mountPoints, prepareRunBase, type RunDiskControl } from '../run/rundir.js';
 import { defineLayer } from './layer.js';
 
 export interface DiskState {
@@ -20,12 +20,16 @@ export const disk = defineLayer<'disk', DiskState, 'disk'>({
     // Mount points are listed by their real paths.
     const runBase = realpathSync(config.runBase);
     const bindFirst = !mountPoints().includes(runBase);
+    // A bind of runBase onto itself already there was left by a daemon that was killed: taken
+    // over, and undone at this daemon's stop like its own. An operator's own mount is kept.
+    const leftBind = !bindFirst && isSelfBindMount(runBase);
+    if (leftBind) ctx.log.info('taking over the run base bind mount an earlier daemon left', { runBase });
     addon.shareRunBase(runBase, bindFirst);
     const runDisk: RunDiskControl = { mount: (dir, size) => addon.mountRunDisk(dir, size), unmount: (dir) => addon.unmountRunDisk(dir) };
     return {
       available: true,
       detail: `a tmpfs per run directory (DISK bytes, one inode per ${DISK_BYTES_PER_INODE} bytes, noexec)`,
-      state: bindFirst ? { runDisk, runBaseBound: runBase } : { runDisk },
+      state: bindFirst || leftBind ? { runDisk, runBaseBound: runBase } : { runDisk },
     };
   },
   // The bind mount that made runBase shareable: ours to undo, so that a stopped daemon leaves

@@ -134,18 +134,52 @@ export function mountsBeneath(dir: string, mountinfo?: string): string[] {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
+/** One line of /proc/self/mountinfo, the fields this module reads. */
+interface MountEntry {
+  id: string;
+  parent: string;
+  /** major:minor of the file system. */
+  dev: string;
+  /** The directory of that file system mounted here (not "/" for a bind mount of a subtree). */
+  root: string;
+  point: string;
+}
+
 /**
- * Every mount point of this process's mount namespace. /proc/self/mountinfo writes space, tab,
- * newline and backslash as octal escapes, and every other byte as it is.
+ * /proc/self/mountinfo's lines. It writes space, tab, newline and backslash as octal escapes,
+ * and every other byte as it is.
  */
-export function mountPoints(mountinfo = fs.readFileSync('/proc/self/mountinfo', 'latin1')): string[] {
-  const points: string[] = [];
+function mountEntries(mountinfo = fs.readFileSync('/proc/self/mountinfo', 'latin1')): MountEntry[] {
+  const unescape = (field: string) => Buffer.from(field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))), 'latin1').toString();
+  const entries: MountEntry[] = [];
   for (const line of mountinfo.split('\n')) {
-    const field = line.split(' ')[4];
-    if (!field) continue;
-    points.push(Buffer.from(field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))), 'latin1').toString());
+    const [id, parent, dev, root, point] = line.split(' ');
+    if (!id || !parent || !dev || !root || !point) continue;
+    entries.push({ id, parent, dev, root: unescape(root), point: unescape(point) });
   }
-  return points;
+  return entries;
+}
+
+/** Every mount point of this process's mount namespace. */
+export function mountPoints(mountinfo?: string): string[] {
+  return mountEntries(mountinfo).map((entry) => entry.point);
+}
+
+/**
+ * Whether the topmost mount at `dir` is `dir` bind-mounted onto itself (what the disk layer does
+ * to share the run base): the same file system as the mount beneath it, showing the very
+ * directory that lies there. A daemon killed before it could undo its bind leaves one; the next
+ * daemon takes it over and undoes it at its stop. A file system of its own mounted there (an
+ * operator's), or another directory bound there, is not.
+ */
+export function isSelfBindMount(dir: string, mountinfo?: string): boolean {
+  const entries = mountEntries(mountinfo);
+  const top = entries.filter((entry) => entry.point === dir).pop();
+  const below = top && entries.find((entry) => entry.id === top.parent);
+  if (!top || !below || below.dev !== top.dev) return false;
+  const relative = path.relative(below.point, dir);
+  if (relative.startsWith('..')) return false;
+  return top.root === path.join(below.root, relative);
 }
 
 /**

@@ -1,11 +1,13 @@
 // The daemon's lifecycle: SIGTERM drains (running work finishes within shutdownGraceMs, the rest
 // is killed and cleaned up, exit 0), SIGHUP reloads the config (a bad one is logged and the old
 // one kept; keys that need a restart are named), status reports the package's version.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
+import { mountPoints } from '../../src/run/rundir.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -170,6 +172,35 @@ describe.skipIf(!isRoot)('a restart after SIGKILL', () => {
       await client.close();
       await first.stop();
       await second?.stop();
+    }
+  }, 30_000);
+});
+
+describe.skipIf(!isRoot)('the run base bind mount after SIGKILL (issue 16 item 13)', () => {
+  const boundAt = (dir: string) => mountPoints().filter((point) => point === dir).length;
+
+  it('support_the_next_daemon_takes_over_the_bind_a_killed_one_left_and_undoes_it_at_its_stop', async () => {
+    const runBase = path.join('/var/lib/codejail-test', `bind-${process.pid}`);
+    const slots = { firstUid: 60600 + (process.pid % 50) * 4, count: 1 };
+    const first = await startTestDaemon({ config: { runBase, slots } });
+    let second: TestDaemon | undefined;
+    try {
+      expect(boundAt(runBase)).toBe(1);
+      first.process.kill('SIGKILL');
+      await exitOf(first);
+      expect(boundAt(runBase)).toBe(1);
+      second = await startTestDaemon({ config: { runBase, slots } });
+      // Taken over, not stacked on.
+      expect(boundAt(runBase)).toBe(1);
+      expect(second.logs.some((line) => /taking over the run base bind mount/.test(String(line.msg)))).toBe(true);
+      expect(await second.stop()).toBe(0);
+      second = undefined;
+      expect(boundAt(runBase)).toBe(0);
+    } finally {
+      await first.stop();
+      await second?.stop();
+      while (boundAt(runBase) > 0) spawnSync('umount', [runBase]);
+      fs.rmSync(runBase, { recursive: true, force: true });
     }
   }, 30_000);
 });

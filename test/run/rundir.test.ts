@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/daemon/log.js';
-import { createRunDir, mountPoints, mountsBeneath, nameProblem, printableName, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/run/rundir.js';
+import { createRunDir, isSelfBindMount, mountPoints, mountsBeneath, nameProblem, printableName, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/run/rundir.js';
 
 describe('nameProblem', () => {
   it.each([
@@ -159,6 +159,18 @@ describe('mount points and names from the sandbox', () => {
   it('lists the mounts beneath a directory, deepest first, with octal escapes decoded', () => {
     expect(mountsBeneath('/var/lib/runs', mountinfo)).toEqual(['/var/lib/runs/ab/deeper', '/var/lib/runs/a b', '/var/lib/runs/ab']);
     expect(mountPoints(mountinfo)).toContain('/var/lib/runs');
+  });
+  it('tells a bind of the run base onto itself (a killed daemon left it) from a file system mounted there', () => {
+    expect(isSelfBindMount('/var/lib/runs', mountinfo)).toBe(true);
+    // The topmost mount counts: a tmpfs over the bind is an operator's.
+    expect(isSelfBindMount('/var/lib/runs', `${mountinfo}\n95 90 0:60 / /var/lib/runs rw - tmpfs x rw`)).toBe(false);
+    // Another directory bound there, or a file system of its own, is not ours either.
+    expect(isSelfBindMount('/var/lib/runs', mountinfo.replace('8:1 /var/lib/runs /var/lib/runs', '8:1 /srv/elsewhere /var/lib/runs'))).toBe(false);
+    expect(isSelfBindMount('/var/lib/runsother', mountinfo)).toBe(false);
+    expect(isSelfBindMount('/var/lib/nothing', mountinfo)).toBe(false);
+    // Beneath a mount of a subtree: the root it shows plus the path within it.
+    const nested = ['22 1 8:1 / / rw - ext4 /dev/vda rw', '30 22 8:2 /data /srv rw - ext4 /dev/vdb rw', '31 30 8:2 /data/runs /srv/runs rw - ext4 /dev/vdb rw'].join('\n');
+    expect(isSelfBindMount('/srv/runs', nested)).toBe(true);
   });
   it('prints a name that is not UTF-8 with \\x escapes', () => {
     expect(printableName(Buffer.from('plain'))).toBe('plain');
