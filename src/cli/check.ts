@@ -4,12 +4,17 @@
 import { parseArgs } from 'node:util';
 import { Client } from '../client/index.js';
 import type { CheckResult } from '../client/index.js';
-import { withUsageErrors } from './args.js';
+import { positiveInteger, withUsageErrors } from './args.js';
 
-export const CHECK_USAGE = `usage: codejail check [--socket PATH] [--json]
+/** Seconds `check` waits for the daemon's answer: past the daemon's own bound on a check. */
+const DEFAULT_TIMEOUT_SECONDS = 90;
+
+export const CHECK_USAGE = `usage: codejail check [--socket PATH] [--json] [--timeout SECONDS]
 Runs the daemon's self-check now (one run that must work, runs that each layer must deny)
 and prints the layers and each probe's outcome (--json: the check reply as one JSON object).
-Exits 1 if a probe failed.`;
+Exits 1 if a probe failed, if the daemon could not run the check (no slot can take a run, or
+its runs did not finish within its own 60 s), or if no answer came within --timeout seconds
+(default ${DEFAULT_TIMEOUT_SECONDS}).`;
 
 function table(header: [string, string, string?], rows: Array<[string, string, string?]>): string[] {
   const widths = [0, 1].map((i) => Math.max(header[i]!.length, ...rows.map((r) => r[i]!.length)));
@@ -39,14 +44,20 @@ export function formatCheck(result: CheckResult): string {
 
 export async function check(args: string[]): Promise<number> {
   const { values } = withUsageErrors(() =>
-    parseArgs({ args, options: { socket: { type: 'string' }, json: { type: 'boolean' } }, strict: true }),
+    parseArgs({ args, options: { socket: { type: 'string' }, json: { type: 'boolean' }, timeout: { type: 'string' } }, strict: true }),
   );
+  const timeoutSeconds = values.timeout === undefined ? DEFAULT_TIMEOUT_SECONDS : positiveInteger('--timeout', values.timeout);
   const client = new Client({ socketPath: values.socket });
+  let timer: NodeJS.Timeout | undefined;
   try {
-    const result = await client.check();
+    const noAnswer = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer from the daemon within ${timeoutSeconds} s`)), timeoutSeconds * 1000);
+    });
+    const result = await Promise.race([client.check(), noAnswer]);
     process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : formatCheck(result));
     return result.ok ? 0 : 1;
   } finally {
+    clearTimeout(timer);
     await client.close();
   }
 }

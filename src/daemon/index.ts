@@ -93,6 +93,9 @@ const LIVE_KEYS = new Set(['defaultLimits', 'ceilings', 'allow', 'logLevel', 'qu
 
 const VERSION = PACKAGE_VERSION;
 
+/** How long the 'check' request may take, its runs' wait for slots included. */
+export const CHECK_TIMEOUT_MS = 60_000;
+
 export async function startDaemon(options: StartDaemonOptions = {}): Promise<DaemonHandle> {
   // This one object is the runner's config for the daemon's lifetime: a reload assigns the live
   // keys into it, so the next run sees the new limits without any other plumbing.
@@ -312,16 +315,32 @@ class Daemon implements DaemonHandle {
     if (!checkCommand) {
       return { ok: true, layers: layers.report, durationMs: 0, probes: [{ name: 'self-check', outcome: 'skipped', detail: 'no command of kind "python" is configured' }] };
     }
+    // A check that cannot run says so at once, rather than wait in the queue for a slot that
+    // never comes back: its probes would read as a broken sandbox, or never finish.
+    if (slots.total > 0 && runner.quarantinedSlots >= slots.total) {
+      throw new RequestError('overloaded', `no slot can take a run: all ${slots.total} slots are quarantined (processes of their uids survived a kill; see the log)`);
+    }
     // Probes that were refused for want of a queue place would read as a broken sandbox.
     if (slots.busy >= slots.total && slots.queued >= slots.maxQueued) throw new RequestError('overloaded', 'the run queue is full; try the check again later');
     const started = performance.now();
+    // Its runs queue for slots like any other: bounded, so that a caller (codejail check, serve's
+    // /health/) gets an answer. Running out of time says nothing about the sandbox: it is not a
+    // failed probe, and the last verdict stands.
+    const deadline = new AbortController();
+    const timer = setTimeout(
+      () => deadline.abort(new RequestError('overloaded', `the self-check did not finish within ${CHECK_TIMEOUT_MS} ms: its runs wait for slots like any other`)),
+      CHECK_TIMEOUT_MS,
+    );
     let probes: CheckOutcome[];
     try {
-      probes = await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log });
+      probes = await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log, signal: deadline.signal });
     } catch (err) {
       if (!(err instanceof SelfCheckError)) throw err;
       probes = err.outcomes;
+    } finally {
+      clearTimeout(timer);
     }
+    if (deadline.signal.aborted) throw deadline.signal.reason;
     this.selfCheckOk = probes.every((p) => p.outcome !== 'failed');
     if (!this.selfCheckOk) log.error('self-check failed while serving: the daemon reports itself unhealthy', {});
     return { ok: this.selfCheckOk, layers: layers.report, probes, durationMs: Math.round(performance.now() - started) };

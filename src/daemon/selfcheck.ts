@@ -48,8 +48,10 @@ export async function runSelfCheck(options: {
   command: string;
   ceilings: Limits;
   log: Logger;
+  /** Ends the check: the run in progress is cancelled and no other starts (the caller reports why). */
+  signal?: AbortSignal;
 }): Promise<CheckOutcome[]> {
-  const { runner, layers, command, log } = options;
+  const { runner, layers, command, log, signal } = options;
   // Generous time: the first interpreter start after boot reads everything from disk.
   const limits = { CPU: withinCeiling(5, options.ceilings.CPU), REALTIME: withinCeiling(20, options.ceilings.REALTIME) };
   const outcomes: CheckOutcome[] = [];
@@ -76,7 +78,7 @@ export async function runSelfCheck(options: {
         slug: 'self-check',
         warm: path.warm,
         profile: true,
-      });
+      }, signal);
       const stdout = Buffer.from(result.stdout).toString('utf8');
       const stderr = Buffer.from(result.stderr).toString('utf8');
       if (path.warm && result.usage.stages?.warm !== true) {
@@ -96,8 +98,10 @@ export async function runSelfCheck(options: {
   };
 
   for (const path of paths) {
+    if (signal?.aborted) break;
     outcomes.push(await attempt(MUST_WORK, '1\n', true, path));
     for (const check of mustBeDenied()) {
+      if (signal?.aborted) break;
       const name = check.name + path.suffix;
       if (layers.unsafe) {
         outcomes.push({ name, outcome: 'skipped', detail: 'unsafe mode: nothing is denied' });
@@ -111,6 +115,8 @@ export async function runSelfCheck(options: {
     }
   }
 
+  // Cut short: what ran says nothing about the rest (the caller reports the reason).
+  if (signal?.aborted) return outcomes;
   for (const o of outcomes) {
     const fields = { check: o.name, outcome: o.outcome, detail: o.detail };
     if (o.outcome === 'failed') log.error('self-check failed', fields);
