@@ -150,7 +150,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
 
     const checkCommand = Object.entries(config.commands).find(([, c]) => c.kind === 'python')?.[0];
     if (checkCommand) {
-      await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log });
+      await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log, patient: true });
       // Its runs' clean-up ends after their replies: every slot is free before the first request.
       await runner.drained();
     } else {

@@ -46,6 +46,8 @@ export interface RunOrigin {
   caller?: number;
   /** Called once the run has its slot. */
   started?: () => void;
+  /** Waits for a slot even while every slot is quarantined (the start-up self-check); others are refused. */
+  patient?: boolean;
 }
 
 export interface RunCounters {
@@ -142,7 +144,7 @@ export class Runner {
     const nul = request.argv.findIndex((arg) => arg.includes('\0'));
     if (nul >= 0) throw new RequestError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
     const queuedAt = performance.now();
-    const identity = await this.ctx.slots.acquire(signal, run.caller);
+    const identity = await this.ctx.slots.acquire(signal, run.caller, run.patient);
     const preparedAt = performance.now();
     run.started?.();
     const slot = this.slotOf(identity);
@@ -288,6 +290,7 @@ export class Runner {
    */
   private quarantine(slot: RunSlot, identity: SlotIdentity, reason: string): void {
     this.quarantined.add(identity.index);
+    this.ctx.slots.quarantined(identity);
     slot.quarantine(reason, () => {
       this.quarantined.delete(identity.index);
       this.ctx.slots.release(identity);

@@ -50,8 +50,10 @@ export async function runSelfCheck(options: {
   log: Logger;
   /** Ends the check: the run in progress is cancelled and no other starts (the caller reports why). */
   signal?: AbortSignal;
+  /** Waits for a slot even while every slot is quarantined (at start-up, before serving). */
+  patient?: boolean;
 }): Promise<CheckOutcome[]> {
-  const { runner, layers, command, log, signal } = options;
+  const { runner, layers, command, log, signal, patient } = options;
   // Generous time: the first interpreter start after boot reads everything from disk.
   const limits = { CPU: withinCeiling(5, options.ceilings.CPU), REALTIME: withinCeiling(20, options.ceilings.REALTIME) };
   const outcomes: CheckOutcome[] = [];
@@ -78,7 +80,7 @@ export async function runSelfCheck(options: {
         slug: 'self-check',
         warm: path.warm,
         profile: true,
-      }, signal);
+      }, signal, { patient });
       const stdout = Buffer.from(result.stdout).toString('utf8');
       const stderr = Buffer.from(result.stderr).toString('utf8');
       if (path.warm && result.usage.stages?.warm !== true) {

@@ -28,6 +28,8 @@ export const SELF: CallerKey = -1;
 
 interface Waiter {
   caller: CallerKey;
+  /** Waits even while every slot is quarantined (the start-up self-check). */
+  patient: boolean;
   /** Arrival order, across callers: the longest waiter goes first among equals. */
   seq: number;
   resolve(slot: Slot): void;
@@ -52,6 +54,8 @@ export class SlotPool {
   private waiterCount = 0;
   private nextSeq = 0;
   private closedReason: string | undefined;
+  /** Slots held in quarantine (by index): busy, and no run knows when they come back. */
+  private readonly outOfService = new Set<number>();
 
   constructor(
     slots: Slot[],
@@ -91,9 +95,10 @@ export class SlotPool {
    * many places as anyone can give up, or later when a caller holding fewer takes its place;
    * with 'cancelled' (leaving the queue) when `signal` aborts first.
    */
-  acquire(signal?: AbortSignal, caller: CallerKey = SELF): Promise<Slot> {
+  acquire(signal?: AbortSignal, caller: CallerKey = SELF, patient = false): Promise<Slot> {
     if (this.closedReason !== undefined) return Promise.reject(new RequestError('shutting_down', this.closedReason));
     if (signal?.aborted) return Promise.reject(cancelled(signal));
+    if (!patient && this.allOutOfService()) return Promise.reject(this.noSlotCanRun());
     if (this.waiterCount === 0) {
       const slot = this.free.pop();
       if (slot) {
@@ -112,6 +117,7 @@ export class SlotPool {
       };
       const waiter: Waiter = {
         caller,
+        patient,
         seq: this.nextSeq++,
         resolve,
         reject,
@@ -137,11 +143,40 @@ export class SlotPool {
   }
 
   /**
+   * A busy slot goes into quarantine: it comes back through release() once it is clean. While
+   * every slot is in quarantine, no run can start and none is known to: runs waiting for a slot
+   * and new ones are refused 'overloaded' at once, rather than wait for a slot that may never
+   * come back (only patient ones wait: the start-up self-check).
+   */
+  quarantined(slot: Slot): void {
+    if (!this.busySlots.has(slot)) throw new Error(`slot ${slot.index} is not busy`);
+    this.outOfService.add(slot.index);
+    if (!this.allOutOfService()) return;
+    for (const waiter of [...this.waiting.values()].flat().sort((a, b) => a.seq - b.seq)) {
+      if (waiter.patient) continue;
+      this.remove(waiter);
+      waiter.reject(this.noSlotCanRun());
+    }
+  }
+
+  private allOutOfService(): boolean {
+    return this.total > 0 && this.outOfService.size >= this.total;
+  }
+
+  private noSlotCanRun(): RequestError {
+    return new RequestError(
+      'overloaded',
+      `no slot can take a run: all ${this.total} slots are quarantined (processes of their uids survived a kill; see the daemon's log); try again later`,
+    );
+  }
+
+  /**
    * Gives a slot back: to the next waiter (the caller with the fewest runs in progress, its
    * oldest run), or to the free list.
    */
   release(slot: Slot): void {
     if (!this.busySlots.has(slot)) throw new Error(`slot ${slot.index} released twice`);
+    this.outOfService.delete(slot.index);
     const owner = this.busySlots.get(slot);
     if (owner !== undefined) {
       const held = (this.inProgress.get(owner) ?? 1) - 1;

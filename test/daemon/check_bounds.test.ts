@@ -1,5 +1,5 @@
-// The self-check on request (`check`, `codejail check`) answers promptly when no slot can take a
-// run, instead of waiting in the queue for a slot that never comes back (issue 16 item 3: eight
+// The self-check on request (`check`, `codejail check`) and runs answer promptly when no slot can
+// take a run, instead of waiting in the queue for a slot that never comes back (issue 16 item 3: eight
 // requests quarantined every slot, and `codejail check` and /health/ then hung). A slot is
 // quarantined here the way a run could: a zombie of its uid whose parent is not the daemon.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -62,6 +62,8 @@ describe.skipIf(!isRoot)('check when no slot can take a run', () => {
 
       const started = performance.now();
       await expect(client.check()).rejects.toMatchObject({ code: 'overloaded', message: expect.stringMatching(/all 1 slots are quarantined/) });
+      // A run is refused too, rather than queued for a slot that may never come back.
+      await expect(client.jailCode('python', { code: 'print(2)' })).rejects.toMatchObject({ code: 'overloaded', message: expect.stringMatching(/^no slot can take a run/) });
       const cli = spawnSync(process.execPath, [CLI_MAIN, 'check', '--socket', daemon.socketPath], { encoding: 'utf8', timeout: 20_000 });
       // Both answered without a run: far less than one probe's REALTIME (20 s).
       expect(performance.now() - started).toBeLessThan(10_000);

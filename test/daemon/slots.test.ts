@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { slotUsers } from '../../src/run/slot.js';
-import { SlotPool } from '../../src/daemon/slots.js';
+import { SELF, SlotPool } from '../../src/daemon/slots.js';
 
 const pool = (count: number, queueMax: number) => new SlotPool(slotUsers({ firstUid: 61000, count }), queueMax);
 
@@ -35,6 +35,28 @@ describe('SlotPool', () => {
     await Promise.all(waiting);
     expect(order).toEqual([1, 2, 3]);
     expect(slots.busy).toBe(2);
+  });
+
+  it('support_every_slot_quarantined_refuses_runs_at_once: waiting and new runs get overloaded, patient ones wait', async () => {
+    // Issue 16 item 3: with every slot quarantined, requests hung until their clients gave up.
+    const slots = pool(2, 10);
+    const a = await slots.acquire();
+    const b = await slots.acquire();
+    const waiting = slots.acquire(undefined, 1000);
+    const patient = slots.acquire(undefined, SELF, true);
+    slots.quarantined(a);
+    expect(slots.queued).toBe(2); // one slot is still in service: everyone waits
+    slots.quarantined(b);
+    await expect(waiting).rejects.toMatchObject({ code: 'overloaded', message: expect.stringMatching(/^no slot can take a run: all 2 slots are quarantined/) });
+    await expect(slots.acquire(undefined, 1001)).rejects.toMatchObject({ code: 'overloaded' });
+    expect(slots.queued).toBe(1);
+    // A slot back from quarantine: the patient waiter gets it, and new runs are taken again.
+    slots.release(b);
+    expect((await patient).index).toBe(b.index);
+    const next = slots.acquire(undefined, 1002);
+    expect(slots.queued).toBe(1);
+    slots.release(a);
+    expect((await next).index).toBe(a.index);
   });
 
   it('refuses past queueMax with overloaded, naming the numbers', async () => {
