@@ -233,7 +233,8 @@ export const statusResult = z.object({
   protocol: z.number(),
   unsafe: z.boolean(),
   layers: z.record(z.string(), z.string()),
-  slots: z.object({ total: z.number(), busy: z.number() }),
+  /** `quarantined`: busy slots held out of use until a sweep finds them clean (absent from older daemons). */
+  slots: z.object({ total: z.number(), busy: z.number(), quarantined: z.number().optional() }),
   queue: z.object({ depth: z.number(), max: z.number() }),
   uptimeMs: z.number(),
   commands: z.array(z.string()),
