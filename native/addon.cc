@@ -91,6 +91,7 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
         {"cpu", RLIMIT_CPU},     {"as", RLIMIT_AS},         {"fsize", RLIMIT_FSIZE},
         {"nproc", RLIMIT_NPROC}, {"nofile", RLIMIT_NOFILE}, {"core", RLIMIT_CORE},
         {"msgqueue", RLIMIT_MSGQUEUE}, {"memlock", RLIMIT_MEMLOCK}, {"sigpending", RLIMIT_SIGPENDING},
+        {"stack", RLIMIT_STACK},
     };
     Napi::Object limits = rl.As<Napi::Object>();
     for (auto &n : kNames) {

@@ -18,6 +18,8 @@ export interface NativeRlimits {
   memlock?: [number, number];
   /** Signals queued, and POSIX timers, at once for the real uid (RLIMIT_SIGPENDING). */
   sigpending?: [number, number];
+  /** Bytes of the main thread's stack (RLIMIT_STACK). */
+  stack?: [number, number];
 }
 
 /** Landlock policy for one run. Paths that do not exist are skipped. */
