@@ -72,8 +72,8 @@ constexpr uint32_t kArg1Low = offsetof(struct seccomp_data, args[1]);
 // sync and syncfs start writeback of the whole host's (or a whole file system's) dirty data and
 // wait for it: one run would make every process on the host wait on the disk. sysinfo reports
 // the host's uptime, free memory and process count (a count other runs change: a channel between
-// them); glibc's sysconf(_SC_PHYS_PAGES) and qsort's buffer sizing read it and carry on when it
-// fails, and CPython calls it nowhere else.
+// them). glibc's sysconf(_SC_PHYS_PAGES) and qsort's buffer sizing read it and ignore a failure
+// (sysconf's answer is then meaningless, qsort still sorts); CPython calls it nowhere else.
 // The same ground Docker's default profile and nsjail's policies cover, as far as a Python
 // sandbox is concerned; CPython's stdlib calls none of these.
 const int kDenied[] = {

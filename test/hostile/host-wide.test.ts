@@ -122,7 +122,7 @@ describe.skipIf(!isRoot)('hostile: what reaches the whole host', () => {
     expect(stdout).toBe('clone 5\nfork 6\nsysconf int\nrecursion 20000\n');
   });
 
-  it('a run and its children have oom_score_adj 1000; the daemon (and a template) a low one', async () => {
+  it('support_oom_score_adj_1000_for_a_run_and_its_children_low_for_the_daemon_and_templates', async () => {
     // Issue 16 item 7: no run had an oom_score_adj, so a host-wide OOM could take the daemon or a
     // host service first. The daemon lowers its own when it may (CAP_SYS_RESOURCE; this host's
     // bounding set may lack it: then it says so and keeps the value it was given).
