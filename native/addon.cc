@@ -4,6 +4,7 @@
 #include <uv.h>
 
 #include <fcntl.h>
+#include <cmath>
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -91,6 +92,7 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
         {"cpu", RLIMIT_CPU},     {"as", RLIMIT_AS},         {"fsize", RLIMIT_FSIZE},
         {"nproc", RLIMIT_NPROC}, {"nofile", RLIMIT_NOFILE}, {"core", RLIMIT_CORE},
         {"msgqueue", RLIMIT_MSGQUEUE}, {"memlock", RLIMIT_MEMLOCK}, {"sigpending", RLIMIT_SIGPENDING},
+        {"stack", RLIMIT_STACK},
     };
     Napi::Object limits = rl.As<Napi::Object>();
     for (auto &n : kNames) {
@@ -128,6 +130,14 @@ SpawnRequest parse_plan(const Napi::Object &plan) {
   req.result_channel = bool_field(plan, "resultChannel", false);
   req.channel_fd = fd_field(plan, "channelFd");
   req.no_new_privs = bool_field(plan, "noNewPrivs", true);
+  Napi::Value oom = plan.Get("oomScoreAdj");
+  if (!oom.IsUndefined()) {
+    double value = oom.IsNumber() ? oom.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(value >= -1000 && value <= 1000) || value != (int)value)
+      throw Napi::RangeError::New(env, "plan.oomScoreAdj must be an integer from -1000 to 1000");
+    req.set_oom_score_adj = true;
+    req.oom_score_adj = (int)value;
+  }
   req.parent_death_signal = bool_field(plan, "parentDeathSignal", true);
   return req;
 }

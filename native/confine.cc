@@ -53,6 +53,31 @@ int reset_signals() {
   return r < 0 ? (int)-r : 0;
 }
 
+// Written while the task still has the daemon's capabilities: with CAP_SYS_RESOURCE the kernel
+// also makes the value the task's floor (oom_score_adj_min), so that the run cannot lower it
+// again later, down to the daemon's low value it would otherwise have inherited as its floor.
+// A CLONE_VFORK child's write changes its own value only, not that of the daemon whose memory it
+// shares until execve (fs/proc/base.c, __set_oom_adj).
+int write_oom_score_adj(int value) {
+  char text[8];
+  int len = 0;
+  unsigned magnitude = value < 0 ? (unsigned)-value : (unsigned)value;
+  char digits[8];
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + magnitude % 10);
+    magnitude /= 10;
+  } while (magnitude && n < 7);
+  if (value < 0) text[len++] = '-';
+  while (n) text[len++] = digits[--n];
+  long fd = raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return (int)-fd;
+  long r = raw_syscall(SYS_write, fd, (long)text, len);
+  raw_syscall(SYS_close, fd);
+  if (r < 0) return (int)-r;
+  return r == len ? 0 : EIO;
+}
+
 int move_stdio(const int fds[4]) {
   for (int target = 0; target < 4; target++) {
     int fd = fds[target];
@@ -82,6 +107,8 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
     STEP(CJ_STEP_SETSID, r < 0 ? (int)-r : 0);
   }
   if (plan->reset_signals) STEP(CJ_STEP_SIGNALS, reset_signals());
+  // Before anything can fork (and its children inherit the value) and while /proc is the host's.
+  if (plan->set_oom_score_adj) STEP(CJ_STEP_OOM_SCORE_ADJ, write_oom_score_adj(plan->oom_score_adj));
   if (plan->n_cgroup_procs_fds) STEP(CJ_STEP_CGROUP, apply_cgroup(plan->cgroup_procs_fds, plan->n_cgroup_procs_fds));
   if (plan->netns_fd >= 0) STEP(CJ_STEP_NETNS, apply_namespace(plan->netns_fd, CLONE_NEWNET));
   // Resets root and cwd to the namespace's: chdir comes later.

@@ -29,6 +29,7 @@ struct sock_fprog;
   X(NONE, "none")                          \
   X(SETSID, "setsid")                      \
   X(SIGNALS, "signals")                    \
+  X(OOM_SCORE_ADJ, "oom_score_adj")        \
   X(CGROUP, "cgroup")                      \
   X(NETNS, "setns(net)")                   \
   X(MNTNS, "setns(mnt)")                   \
@@ -63,6 +64,8 @@ struct cj_rlimit {
 struct cj_plan {
   int new_session;                 /* setsid(): the run leads its own session and group */
   int reset_signals;               /* SIG_DFL for every signal, empty mask */
+  int set_oom_score_adj;           /* write oom_score_adj to /proc/self/oom_score_adj (while root) */
+  int oom_score_adj;               /* -1000..1000 */
   const int *cgroup_procs_fds;     /* open cgroup.procs files to write our pid into */
   size_t n_cgroup_procs_fds;
   int netns_fd;                    /* -1: stay in the current network namespace */

@@ -4,6 +4,7 @@
 // touching, objects the host shares between all its users, other processes, ways to run code
 // the interpreter was not, plus socket families other than AF_UNIX.
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -28,6 +29,9 @@
 
 #ifndef TIOCLINUX
 #define TIOCLINUX 0x541C
+#endif
+#ifndef F_NOTIFY
+#define F_NOTIFY 1026
 #endif
 // Newer than the build host's headers may know. Since Linux 5.x every architecture numbers new
 // system calls alike (x86_64 and aarch64 included); a kernel without them answers ENOSYS anyway.
@@ -65,6 +69,11 @@ constexpr uint32_t kArg1Low = offsetof(struct seccomp_data, args[1]);
 // (mbind, set_mempolicy...) would let a run pin its memory to one node of the host, and
 // migrate_pages, move_pages, process_madvise and process_mrelease act on other processes.
 // statmount and listmount read the mount table that /proc (unreadable under Landlock) hides.
+// sync and syncfs start writeback of the whole host's (or a whole file system's) dirty data and
+// wait for it: one run would make every process on the host wait on the disk. sysinfo reports
+// the host's uptime, free memory and process count (a count other runs change: a channel between
+// them). glibc's sysconf(_SC_PHYS_PAGES) and qsort's buffer sizing read it and ignore a failure
+// (sysconf's answer is then meaningless, qsort still sorts); CPython calls it nowhere else.
 // The same ground Docker's default profile and nsjail's policies cover, as far as a Python
 // sandbox is concerned; CPython's stdlib calls none of these.
 const int kDenied[] = {
@@ -73,6 +82,7 @@ const int kDenied[] = {
     SYS_mbind, SYS_set_mempolicy, SYS_set_mempolicy_home_node, SYS_migrate_pages, SYS_move_pages,
     SYS_io_setup, SYS_io_destroy, SYS_io_submit, SYS_io_cancel, SYS_io_getevents, SYS_io_pgetevents,
     SYS_inotify_init1, SYS_inotify_add_watch, SYS_inotify_rm_watch, SYS_fanotify_mark,
+    SYS_sync, SYS_syncfs, SYS_sysinfo,
     SYS_statmount, SYS_listmount, SYS_open_tree_attr, SYS_quotactl_fd, SYS_sethostname, SYS_setdomainname,
     SYS_keyctl, SYS_add_key, SYS_request_key, SYS_bpf, SYS_perf_event_open, SYS_userfaultfd,
     SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register,
@@ -101,9 +111,14 @@ const int kDenied[] = {
 // by the stdlib (subprocess, multiprocessing and posix_spawn all use execve).
 const int kDeniedExec[] = {SYS_memfd_create, SYS_memfd_secret, SYS_execveat};
 
-// Namespace-creating clone flags: a sandbox may create threads and processes, not namespaces.
-constexpr uint32_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID |
-                                     CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+// Clone flags a sandbox may not use: it may create threads and processes, not namespaces, and
+// not a process whose parent is its own parent (CLONE_PARENT). A warm run's parent is its
+// template, which waits only for the runs it forked: a sibling made with CLONE_PARENT would stay
+// a zombie of the slot's uid for good, and the slot could never be swept clean. (CLONE_THREAD
+// also gives a child the caller's parent, but the kernel accepts it only with CLONE_VM and
+// CLONE_SIGHAND, as a thread, which nobody waits for: it is reaped when it exits.)
+constexpr uint32_t kRefusedCloneFlags = CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID |
+                                        CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PARENT;
 
 void stmt(std::vector<sock_filter> &p, uint16_t code, uint32_t k) { p.push_back(BPF_STMT(code, k)); }
 void jump(std::vector<sock_filter> &p, uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
@@ -127,10 +142,10 @@ std::vector<sock_filter> build(bool warm) {
   // clone, whose flags we can check (EPERM would make thread creation fail outright).
   jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1);
   stmt(p, BPF_RET | BPF_K, errno_ret(ENOSYS));
-  // clone: refuse namespace flags (x86_64 and aarch64 both pass flags as the first argument).
+  // clone: refuse the flags above (x86_64 and aarch64 both pass flags as the first argument).
   jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4);
   stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg0Low);
-  jump(p, BPF_JMP | BPF_JSET | BPF_K, kNamespaceFlags, 0, 1);
+  jump(p, BPF_JMP | BPF_JSET | BPF_K, kRefusedCloneFlags, 0, 1);
   stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
   stmt(p, BPF_RET | BPF_K, kAllow);
   // socket and socketpair: AF_UNIX only. EACCES, so Python raises PermissionError.
@@ -149,6 +164,13 @@ std::vector<sock_filter> build(bool warm) {
   jump(p, BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0);
   stmt(p, BPF_RET | BPF_K, kAllow);
   stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  // fcntl: no F_NOTIFY (dnotify), which like inotify reports what others create in a directory.
+  // fcntl is frequent too: one comparison, then allowed.
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_fcntl, 0, 4);
+  stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg1Low);
+  jump(p, BPF_JMP | BPF_JEQ | BPF_K, F_NOTIFY, 0, 1);
+  stmt(p, BPF_RET | BPF_K, errno_ret(EPERM));
+  stmt(p, BPF_RET | BPF_K, kAllow);
   // personality: only the query (0xffffffff) and plain Linux (0); others turn off ASLR etc.
   jump(p, BPF_JMP | BPF_JEQ | BPF_K, SYS_personality, 0, 5);
   stmt(p, BPF_LD | BPF_W | BPF_ABS, kArg0Low);

@@ -171,6 +171,8 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   cj_plan plan{};
   plan.new_session = 1;
   plan.reset_signals = 1;
+  plan.set_oom_score_adj = req.set_oom_score_adj;
+  plan.oom_score_adj = req.oom_score_adj;
   plan.cgroup_procs_fds = req.cgroup_procs_fds.data();
   plan.n_cgroup_procs_fds = req.cgroup_procs_fds.size();
   plan.netns_fd = req.netns_fd;

@@ -33,6 +33,8 @@ struct SpawnRequest {
   bool result_channel = false;  // a fourth pipe, the child's fd 3, read by the parent
   int channel_fd = -1;          // or this fd of ours as the child's fd 3 (a warm template's socket)
   bool no_new_privs = true;
+  bool set_oom_score_adj = false;
+  int oom_score_adj = 0;        // -1000..1000, written by the child while root
   bool parent_death_signal = true;
 };
 

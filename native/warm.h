@@ -57,6 +57,8 @@ struct cj_warm_plan {
   uint32_t gid;
   int32_t seccomp;                /* 1: the warm policy (the cold one, and no execve at all) */
   int32_t no_new_privs;
+  int32_t set_oom_score_adj;      /* 1: write oom_score_adj, as cj_plan does */
+  int32_t oom_score_adj;
   uint32_t n_rlimits;
   struct cj_warm_rlimit rlimits[CJ_WARM_MAX_RLIMITS];
   uint32_t apparmor_len;          /* "changeprofile <profile>" (switch now), or 0 */

@@ -46,7 +46,8 @@ extern "C" int cj_warm_apply(const void *wire, size_t len, const int *fds, size_
   if (len != sizeof w) return EINVAL;
   memcpy(&w, wire, sizeof w);
   if (w.magic != CJ_WARM_MAGIC || w.size != sizeof w || w.n_rlimits > CJ_WARM_MAX_RLIMITS || w.apparmor_len >= CJ_WARM_MAX_ATTR ||
-      w.cwd_len == 0 || w.cwd_len >= CJ_WARM_MAX_CWD || w.cwd[w.cwd_len] != '\0' || w.cwd[0] != '/')
+      w.cwd_len == 0 || w.cwd_len >= CJ_WARM_MAX_CWD || w.cwd[w.cwd_len] != '\0' || w.cwd[0] != '/' ||
+      w.oom_score_adj < -1000 || w.oom_score_adj > 1000)
     return EINVAL;
   int role_fds[CJ_WARM_FD_ROLES];
   for (int role = 0; role < CJ_WARM_FD_ROLES; role++) {
@@ -70,6 +71,9 @@ extern "C" int cj_warm_apply(const void *wire, size_t len, const int *fds, size_
   // (SIGPIPE and SIGXFSZ ignored, SIGINT raising KeyboardInterrupt) are what a cold interpreter
   // sets at start, and resetting them would make the two differ.
   plan.reset_signals = 0;
+  // The template's own value is low (the daemon's, inherited): the run raises its own.
+  plan.set_oom_score_adj = w.set_oom_score_adj;
+  plan.oom_score_adj = w.oom_score_adj;
   plan.cgroup_procs_fds = cgroup_fd >= 0 ? &cgroup_fd : nullptr;
   plan.n_cgroup_procs_fds = cgroup_fd >= 0 ? 1 : 0;
   plan.netns_fd = role_fds[CJ_WARM_FD_NETNS];

@@ -81,6 +81,8 @@ WarmRunEnds send_warm_run(int sock, uint32_t token, const SpawnRequest &req, con
   plan.gid = req.gid;
   plan.seccomp = req.seccomp;
   plan.no_new_privs = req.no_new_privs || req.landlock || req.seccomp;
+  plan.set_oom_score_adj = req.set_oom_score_adj;
+  plan.oom_score_adj = req.oom_score_adj;
   plan.n_rlimits = (uint32_t)req.rlimits.size();
   for (size_t i = 0; i < req.rlimits.size(); i++) {
     plan.rlimits[i].resource = req.rlimits[i].resource;

@@ -18,6 +18,8 @@ export interface NativeRlimits {
   memlock?: [number, number];
   /** Signals queued, and POSIX timers, at once for the real uid (RLIMIT_SIGPENDING). */
   sigpending?: [number, number];
+  /** Bytes of the main thread's stack (RLIMIT_STACK). */
+  stack?: [number, number];
 }
 
 /** Landlock policy for one run. Paths that do not exist are skipped. */
@@ -68,6 +70,12 @@ export interface NativePlan {
   parentDeathSignal?: boolean;
   /** This fd of ours becomes the child's fd 3 (a warm template's channel); not with resultChannel. */
   channelFd?: number;
+  /**
+   * Written to the child's /proc/self/oom_score_adj (-1000..1000) first thing, while it is still
+   * root: its children inherit it, and as root the value is also its floor (it cannot lower it).
+   * Unset: the child keeps ours.
+   */
+  oomScoreAdj?: number;
 }
 
 /** The daemon's ends of a warm run's pipes (sendWarmRun). */

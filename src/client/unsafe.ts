@@ -58,6 +58,7 @@ const PRLIMIT_OPTIONS: Record<keyof NativeRlimits, string> = {
   msgqueue: '--msgqueue',
   memlock: '--memlock',
   sigpending: '--sigpending',
+  stack: '--stack',
 };
 
 let warned = false;

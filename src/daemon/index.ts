@@ -21,6 +21,7 @@ import { Runner, START_DRAIN_MS } from './runner.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot.js';
+import { lowerOwnOomScore } from '../run/oom.js';
 import { SlotPool } from './slots.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
@@ -112,6 +113,8 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     // Orphans of a run (a daemonised grandchild) must come back to us to be reaped, not to an
     // init that may never reap them and keep the slot's uid "in use".
     addon.becomeSubreaper();
+    // Before the templates start: they inherit it (each run raises its own to RUN_OOM_SCORE_ADJ).
+    lowerOwnOomScore(log);
 
     const commands = discoverCommands(config, log);
     for (const profile of commands.values()) {

@@ -5,6 +5,7 @@ import type { Limits } from '../protocol/index.js';
 import type { NativePlan } from '../native.js';
 import type { CommandProfile } from '../run/commands.js';
 import { sandboxEnv } from '../run/env.js';
+import { RUN_OOM_SCORE_ADJ } from '../run/oom.js';
 import { CODE_FILE, type RunDir } from '../run/rundir.js';
 import type { SlotIdentity } from '../run/slot.js';
 import { LAYERS, type Layers } from './index.js';
@@ -35,6 +36,8 @@ export function buildPlan(input: PlanInput): NativePlan {
     cwd: dir.path,
     // Kill the sandbox if the daemon dies: a run must never outlive the process accounting for it.
     parentDeathSignal: true,
+    // A host-wide OOM takes a run first (src/run/oom.ts), with every layer and in unsafe mode.
+    oomScoreAdj: RUN_OOM_SCORE_ADJ,
   };
   if (input.resultChannel) plan.resultChannel = true;
   for (const layer of LAYERS) {

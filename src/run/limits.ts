@@ -26,6 +26,15 @@ const NOFILE = 256;
 const SIGPENDING = 128;
 
 /**
+ * The main thread's stack, soft and hard: what a host gives a process by default. With the hard
+ * limit left unlimited (as the daemon's usually is) a run could lift its own, and a program it
+ * starts would get the kernel's legacy memory layout and a stack that grows until VMEM.
+ * Python 3.11's recursion limit is far within it; a thread's stack (threading.stack_size) is not
+ * bounded by it, only by VMEM.
+ */
+const STACK = 8 * 1024 * 1024;
+
+/**
  * Returns the first ceiling violation, or undefined. For every limit but FSIZE a value of 0
  * disables the limit, so 0 is refused wherever a nonzero ceiling exists; FSIZE 0 means "no file
  * may be written", the strictest setting, and is always allowed.
@@ -63,7 +72,7 @@ export function effectiveLimits(defaults: Limits, requested: Partial<Limits>, ce
  * Kernel objects counted per uid or per process are bounded too, whatever the daemon inherited:
  * no POSIX message queue bytes (seccomp refuses mq_open too: this holds with that layer off), no
  * locked memory (mlock makes host RAM unswappable, up to the limit in each of NPROC processes;
- * Python never locks), and few queued signals.
+ * Python never locks), and few queued signals. The stack's hard limit is its soft one.
  */
 export function rlimitsFor(limits: Limits): NativeRlimits {
   const rlimits: NativeRlimits = {
@@ -73,6 +82,7 @@ export function rlimitsFor(limits: Limits): NativeRlimits {
     msgqueue: [0, 0],
     memlock: [0, 0],
     sigpending: [SIGPENDING, SIGPENDING],
+    stack: [STACK, STACK],
   };
   if (limits.CPU > 0) {
     const cpu = Math.ceil(limits.CPU);

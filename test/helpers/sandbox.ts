@@ -78,6 +78,8 @@ export interface Layers {
   seccomp?: boolean;
   netns?: boolean;
   mntns?: boolean;
+  /** Not a layer: the plan's oomScoreAdj, as the daemon's plans carry it. */
+  oomScoreAdj?: number;
 }
 
 export interface RunResult {
@@ -96,6 +98,7 @@ export async function runPython(code: string, layers: Layers, runDir = makeRunDi
     cwd: runDir,
     seccomp: Boolean(layers.seccomp) && layerOn('seccomp'),
   };
+  if (layers.oomScoreAdj !== undefined) plan.oomScoreAdj = layers.oomScoreAdj;
   if (layers.uid && layerOn('uid')) Object.assign(plan, { uid: TEST_UID, gid: TEST_UID });
   if (layers.rlimits && layerOn('rlimits')) plan.rlimits = layers.rlimits;
   if (layers.landlock && layerOn('landlock')) plan.landlock = pythonLandlock(runDir);

@@ -46,6 +46,11 @@ describe('buildPlan', () => {
     expect(plan.rlimits?.cpu).toEqual([1, 2]);
   });
 
+  it('gives every run oom_score_adj 1000, unsafe ones too (issue 16 item 7)', () => {
+    expect(buildPlan(input).oomScoreAdj).toBe(1000);
+    expect(buildPlan({ ...input, layers: { ...allLayers, unsafe: true } }).oomScoreAdj).toBe(1000);
+  });
+
   it("joins the slot's own network namespace, and fails closed when the slot has none", () => {
     expect(buildPlan({ ...input, slot: { index: 0, uid: 61000, gid: 61000 } }).netnsFd).toBe(40);
     expect(buildPlan({ ...input, slot: { index: 3, uid: 61003, gid: 61003 } }).netnsFd).toBe(43);

@@ -93,6 +93,30 @@ describe.skipIf(!isRoot)('rlimits layer', () => {
     '    except OSError as e: last = e.errno\n' +
     'print("queued", queued)';
 
+  const mib = 1024 * 1024;
+  const stackProbe =
+    'import resource\nprint(resource.getrlimit(resource.RLIMIT_STACK))\n' +
+    'try: resource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)); print("raised")\n' +
+    'except ValueError: print("refused")';
+
+  it('deny_rlimit_stack_hard_limit_cannot_be_raised', async () => {
+    // Issue 16 item 12: the hard limit was the daemon's, unlimited; a run could lift its own.
+    const r = await runPython(stackProbe, { uid: true, rlimits: { stack: [8 * mib, 8 * mib] } });
+    expect(r.stdout).toBe(`(${8 * mib}, ${8 * mib})\nrefused\n`);
+  });
+
+  it('allow_rlimit_stack_deep_recursion_and_a_big_thread_stack', async () => {
+    // Python-level recursion does not grow the C stack in 3.11, and a thread's stack is sized
+    // by threading.stack_size (bounded by VMEM), not by RLIMIT_STACK.
+    const r = await runPython(
+      'import sys, threading\nsys.setrecursionlimit(100000)\nf = lambda n: 0 if n == 0 else 1 + f(n - 1)\nprint(f(20000))\n' +
+        'threading.stack_size(64 * 1024 * 1024)\nt = threading.Thread(target=lambda: print(f(50000))); t.start(); t.join()',
+      { uid: true, rlimits: { stack: [8 * mib, 8 * mib] } },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('20000\n50000\n');
+  });
+
   it('deny_rlimit_msgqueue_memlock_sigpending_bound_per_uid_kernel_objects', async () => {
     const r = await runPython(perUidObjects, { uid: true, rlimits: { msgqueue: [0, 0], memlock: [0, 0], sigpending: [16, 16] } });
     expect(r.stdout).toBe('mq_open -1 24\nmlock -1 1\nqueued 16\n');
@@ -248,6 +272,66 @@ describe.skipIf(!isRoot)('seccomp layer', () => {
       { seccomp: true },
     );
     expect(r.stdout).toBe('memfd_create 13\nexecveat 13\n');
+  });
+
+  // clone(2)'s number, and sync(2)'s (glibc's sync() wrapper hides its result).
+  const CLONE = process.arch === 'arm64' ? 220 : 56;
+  const SYNC = process.arch === 'arm64' ? 81 : 162;
+  const cloneProbe = (flags: string) =>
+    'import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n' +
+    `pid = libc.syscall(${CLONE}, ${flags}, 0, 0, 0, 0)\n` +
+    'if pid == 0: os._exit(5)\n' +
+    'if pid < 0: print("clone", pid, ctypes.get_errno())\n' +
+    'else: print("clone: child exited", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))';
+
+  it('deny_seccomp_clone_parent', async () => {
+    // Issue 16 item 3: CLONE_PARENT makes the child a sibling of the run, the child of the run's
+    // parent (a warm template, which never reaps it): a zombie of the slot's uid for good.
+    const r = await runPython(cloneProbe('0x8000 | 17'), { uid: true, seccomp: true });
+    expect(r.stdout).toBe('clone -1 1\n');
+  });
+
+  it('allow_seccomp_fork_and_plain_clone', async () => {
+    const r = await runPython(
+      cloneProbe('17') + '\npid = os.fork()\nif pid == 0: os._exit(6)\nprint("fork: child exited", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))',
+      { uid: true, seccomp: true },
+    );
+    expect(r.stdout).toBe('clone: child exited 5\nfork: child exited 6\n');
+  });
+
+  it('deny_seccomp_host_wide_sync_sysinfo_and_dnotify', async () => {
+    // Issue 16 item 12: sync/syncfs make the whole host write back (and wait); sysinfo reads the
+    // host's uptime, free memory and process count; F_NOTIFY watches a directory as inotify does.
+    const r = await runPython(
+      errnoOf([
+        ['sync', `libc.syscall(${SYNC})`],
+        ['syncfs', 'libc.syncfs(os.open(".", os.O_RDONLY))'],
+        ['sysinfo', 'libc.sysinfo(ctypes.create_string_buffer(256))'],
+        ['F_NOTIFY', 'libc.fcntl(os.open(".", os.O_RDONLY), 1026, 4)'],
+      ]).replace('import ctypes', 'import ctypes, os'),
+      { uid: true, seccomp: true },
+    );
+    expect(r.stdout).toBe('sync -1 1\nsyncfs -1 1\nsysinfo -1 1\nF_NOTIFY -1 1\n');
+  });
+
+  it('allow_seccomp_os_sync_sysconf_large_qsort_fsync_and_fcntl', async () => {
+    // What reaches the calls above from Python goes on: os.sync() (glibc ignores sync's result),
+    // sysconf and glibc's qsort (which reads sysinfo to size its buffer), fsync of an own file,
+    // every other fcntl.
+    const r = await runPython(
+      [
+        'import ctypes, fcntl, os, random',
+        'os.sync(); print("os.sync")',
+        'print("phys pages", type(os.sysconf("SC_PHYS_PAGES")).__name__, "cpus", os.cpu_count() > 0)',
+        'values = [random.randrange(10**6) for _ in range(5000)]; a = (ctypes.c_int * 5000)(*values)',
+        'ctypes.CDLL(None).qsort(a, 5000, 4, ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))(lambda x, y: (x[0] > y[0]) - (x[0] < y[0])))',
+        'print("qsort", list(a) == sorted(values))',
+        'with open("f", "wb") as f: f.write(b"x"); f.flush(); os.fsync(f.fileno()); print("fsync", fcntl.fcntl(f.fileno(), fcntl.F_GETFD))',
+      ].join('\n'),
+      { uid: true, seccomp: true },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('os.sync\nphys pages int cpus True\nqsort True\nfsync 1\n');
   });
 
   it('allow_seccomp_stdlib_tempfile_multiprocessing_ctypes_callbacks_and_signals', async () => {

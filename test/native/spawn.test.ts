@@ -209,3 +209,37 @@ describe.skipIf(!isRoot)('maxRssKb', () => {
     expect(r.exit.maxRssKb).toBeLessThanOrEqual(r.child.inheritedRssKb);
   });
 });
+
+describe.skipIf(!isRoot)('oom_score_adj', () => {
+  // Issue 16 item 7: a host-wide OOM must take a run, not the daemon or a host service. The child
+  // writes the value while still root; with CAP_SYS_RESOURCE that also makes it its floor:
+  // dropped to its uid (and without Landlock, which would hide /proc), it cannot lower it again.
+  // Without the capability (a bounding set may lack it) the floor stays the one it inherited, ours.
+  // Its children inherit the value.
+  const capEff = /^CapEff:\s+([0-9a-f]+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]!;
+  const CAP_SYS_RESOURCE = 24n;
+  const canSetFloor = ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 1n;
+  const probe = [
+    'import os',
+    'def show(who): print(who, open("/proc/self/oom_score_adj").read().strip(), flush=True)',
+    'show("run")',
+    'pid = os.fork()',
+    'if pid == 0: show("child"); os._exit(0)',
+    'os.waitpid(pid, 0)',
+    'try: open("/proc/self/oom_score_adj", "w").write("0"); print("lowered to", open("/proc/self/oom_score_adj").read().strip())',
+    'except PermissionError: print("cannot lower")',
+  ].join('\n');
+
+  it('support_run_gets_oom_score_adj_1000_as_its_floor_and_its_children_inherit_it', async () => {
+    const ours = fs.readFileSync('/proc/self/oom_score_adj', 'utf8');
+    const { stdout, stderr } = await spawnPython(probe, { uid: 61999, gid: 61999, oomScoreAdj: 1000 });
+    expect(stderr).toBe('');
+    expect(stdout).toBe(`run 1000\nchild 1000\n${canSetFloor ? 'cannot lower' : 'lowered to 0'}\n`);
+    // Ours is untouched: the child (CLONE_VM until its execve) changed its own value only.
+    expect(fs.readFileSync('/proc/self/oom_score_adj', 'utf8')).toBe(ours);
+  });
+
+  it('support_oom_score_adj_out_of_range_is_refused_before_the_spawn', () => {
+    expect(() => native().spawn({ file: PYTHON, argv: [PYTHON], env: [], cwd: '/', oomScoreAdj: 1001 })).toThrow(/oomScoreAdj/);
+  });
+});

@@ -45,6 +45,10 @@ describe('rlimitsFor', () => {
     expect(r.core).toEqual([0, 0]);
   });
 
+  it("bounds the stack's hard limit at its soft one, 8 MiB (issue 16 item 12)", () => {
+    expect(rlimitsFor(DEFAULT_LIMITS).stack).toEqual([8 * 1024 * 1024, 8 * 1024 * 1024]);
+  });
+
   it('sets VMEM as RLIMIT_AS and NPROC', () => {
     const r = rlimitsFor({ ...DEFAULT_LIMITS, VMEM: 80_000_000, NPROC: 1 });
     expect(r.as).toEqual([80_000_000, 80_000_000]);
