@@ -13,8 +13,11 @@ set -euo pipefail
 # over D-Bus: a container-based CI host may have neither); haproxy (test/multihost runs it as a
 # plain process, its own config, as the load balancer in front of two daemons);
 # python3-kubernetes (test/deploy checks deploy/kubernetes offline against the API's models, and
-# reads the YAML with python3-yaml, which it brings).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes)
+# reads the YAML with python3-yaml, which it brings); the Python package (clients/python, tested by
+# test/e2e/python_package.test.ts): python3-msgpack (its one dependency), python3-setuptools (pip
+# install --no-build-isolation), python3-pytest (runs its tests), python3-django and python3-six
+# (the original CodeJail's tests import them).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes python3-msgpack python3-setuptools python3-pytest python3-django python3-six)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
