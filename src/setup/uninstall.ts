@@ -10,7 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { readAccounts } from '../accounts.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
-import { encodeFrame, FrameDecoder } from '../protocol/index.js';
+import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../protocol/index.js';
 import { mountsBeneath } from '../run/rundir.js';
 import { slotUsers } from '../run/slot.js';
 import { APPARMOR_ETC, APPARMOR_SECURITYFS, DAEMON_PROFILE, TEMPLATE_DIR } from './apparmor.js';
@@ -146,7 +146,7 @@ function socketAnswer(socketPath: string): Promise<string | undefined> {
     };
     // Accepting without answering (a daemon starting, systemd's socket) counts: someone serves it.
     const timer = setTimeout(() => done(`${socketPath} accepts connections (no status reply within 2 s)`), 2000);
-    socket.on('connect', () => socket.write(encodeFrame({ v: 1, id: 1, op: 'status' })));
+    socket.on('connect', () => socket.write(encodeFrame({ v: PROTOCOL_VERSION, id: 1, op: 'status' })));
     socket.on('data', (chunk) => {
       let reply: { ok?: boolean; result?: { version?: unknown } } | undefined;
       try {
