@@ -1,9 +1,11 @@
-// `codejail setup`: creates what the daemon needs on this host. The work is the daemon's
-// setupHost(); it is imported only here so that the other subcommands never load daemon code.
+// `codejail setup`: creates what the daemon needs on this host (setupHost()), or with
+// --uninstall removes it again (uninstallHost()). Both are imported only here so that the other
+// subcommands never load daemon code.
 import { parseArgs } from 'node:util';
 import { UsageError, withUsageErrors } from './args.js';
 
 export const SETUP_USAGE = `usage: codejail setup [--config FILE] [--systemd [--http]]
+       codejail setup --uninstall [--purge] [--config FILE]
 Creates the codejail group, the slot users and the daemon's directories as the configuration
 (default /etc/codejail/config.json, else the built-in defaults) describes. Needs root; safe to
 run again.
@@ -13,23 +15,49 @@ run again.
               run systemctl daemon-reload and enable --now codejaild.socket when systemd is
               the running init
   --http      with --systemd: also create the user codejail-http (in the socket's group) and
-              install, enable and start codejail-http.service (\`codejail serve\`, the HTTP API)`;
+              install, enable and start codejail-http.service (\`codejail serve\`, the HTTP API)
+  --uninstall removes what setup created (recorded in /etc/codejail/setup-record.json, or, for an
+              older install, named exactly as setup names it and unused): its users and
+              groups, AppArmor profiles, systemd units, the run base and the socket's
+              directory. Refuses while a daemon of this configuration runs.
+  --purge     with --uninstall: also remove /etc/codejail (the configuration)`;
 
 export async function setup(args: string[]): Promise<number> {
   const { values } = withUsageErrors(() =>
-    parseArgs({ args, options: { config: { type: 'string' }, systemd: { type: 'boolean' }, http: { type: 'boolean' } }, strict: true }),
+    parseArgs({
+      args,
+      options: {
+        config: { type: 'string' },
+        systemd: { type: 'boolean' },
+        http: { type: 'boolean' },
+        uninstall: { type: 'boolean' },
+        purge: { type: 'boolean' },
+      },
+      strict: true,
+    }),
   );
   if (values.http && !values.systemd) throw new UsageError('--http needs --systemd');
-  const { loadConfig } = await import('../daemon/config.js');
-  const { setupHost } = await import('../setup/host.js');
+  if (values.purge && !values.uninstall) throw new UsageError('--purge needs --uninstall');
+  if (values.uninstall && values.systemd) throw new UsageError('--uninstall removes the units too: it takes no --systemd');
+  const { DEFAULT_CONFIG_PATH, loadConfig } = await import('../daemon/config.js');
   const config = loadConfig(values.config);
+  if (values.uninstall) {
+    const { uninstallHost } = await import('../setup/uninstall.js');
+    const report = await uninstallHost(config, { purge: values.purge, configFile: values.config });
+    process.stdout.write(report.map((line) => `${line}\n`).join(''));
+    return 0;
+  }
+  const { setupHost } = await import('../setup/host.js');
+  const { SetupRecord } = await import('../setup/record.js');
+  const path = await import('node:path');
+  const record = SetupRecord.load(path.dirname(DEFAULT_CONFIG_PATH));
   // One line per thing created or found, so a second run shows that nothing changed.
-  const report = await setupHost(config);
+  const report = await setupHost(config, { record });
   if (values.systemd) {
     // After setupHost: the socket unit names the group it has just created.
     const { installHttpUnit, installSystemdUnits } = await import('../setup/systemd_units.js');
-    report.push(...(await installSystemdUnits(config, { configFile: values.config })));
-    if (values.http) report.push(...(await installHttpUnit(config)));
+    report.push(...(await installSystemdUnits(config, { configFile: values.config, record })));
+    if (values.http) report.push(...(await installHttpUnit(config, { record })));
   }
   process.stdout.write(report.map((line) => `${line}\n`).join(''));
   return 0;

@@ -190,7 +190,7 @@ export class Connection {
     }
     this.settle(answer.id);
     if (!answer.ok) {
-      request.reject(new CodejailError(answer.error.code, answer.error.message));
+      request.reject(new CodejailError(answer.error.code, daemonErrorMessage(answer.error.code, answer.error.message)));
     } else if (answer.v !== PROTOCOL_VERSION) {
       request.reject(
         new CodejailError('bad_version', `the codejail daemon speaks protocol ${answer.v}; this client speaks ${PROTOCOL_VERSION}`),
@@ -223,4 +223,14 @@ export class Connection {
     this.pending.clear();
     for (const request of requests) request.reject(this.failure);
   }
+}
+
+/**
+ * The daemon's message, and for bad_version the client's side too: a daemon that does not serve
+ * this client's protocol names its own versions (an older one may name only its own), so the
+ * error names both and says which side is older.
+ */
+function daemonErrorMessage(code: string, message: string): string {
+  if (code !== 'bad_version') return message;
+  return `this client speaks codejail protocol version ${PROTOCOL_VERSION}, which the daemon does not serve (upgrade the daemon, or use a client of its version): ${message}`;
 }

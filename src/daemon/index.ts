@@ -4,7 +4,7 @@
 import { realpathSync } from 'node:fs';
 import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { PROTOCOL_VERSION, type CheckResult, type StatusResult } from '../protocol/index.js';
+import { PROTOCOL_VERSION, SERVED_PROTOCOL_VERSIONS, type CheckResult, type StatusResult } from '../protocol/index.js';
 import { native } from '../native.js';
 import { PACKAGE_VERSION } from '../package.js';
 import { resolveAllowList, type AllowList, type Caller } from './auth.js';
@@ -277,6 +277,7 @@ class Daemon implements DaemonHandle {
     return {
       version: VERSION,
       protocol: PROTOCOL_VERSION,
+      protocols: [...SERVED_PROTOCOL_VERSIONS],
       unsafe: layers.unsafe,
       layers: layers.report,
       slots: { total: slots.total, busy: slots.busy, quarantined: runner.quarantinedSlots },

@@ -1,8 +1,8 @@
 // The one schema both sides import. The daemon validates every decoded request against it
 // before use; the client validates replies. Bytes travel as msgpack bin (Uint8Array/Buffer).
 import { z } from 'zod';
+import { PROTOCOL_VERSION } from './versions.js';
 
-export const PROTOCOL_VERSION = 1;
 
 /** Names of the limits, with the original CodeJail's meaning plus OUTPUT and DISK. */
 export const LIMIT_NAMES = ['CPU', 'REALTIME', 'VMEM', 'FSIZE', 'NPROC', 'OUTPUT', 'DISK'] as const;
@@ -231,6 +231,8 @@ export type JailCodeResult = z.infer<typeof jailCodeResult>;
 export const statusResult = z.object({
   version: z.string(),
   protocol: z.number(),
+  /** Every protocol version the daemon serves (absent from daemons older than the rule: [1]). */
+  protocols: z.array(z.number()).optional(),
   unsafe: z.boolean(),
   layers: z.record(z.string(), z.string()),
   /** `quarantined`: busy slots held out of use until a sweep finds them clean (absent from older daemons). */

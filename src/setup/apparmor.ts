@@ -5,6 +5,7 @@
 // default, the sandbox profile's name. Everything is computed from the config plus the same
 // interpreter discovery the daemon runs at start, so the profile grants what Landlock grants.
 import { runTool, ToolError, writeIfChanged } from './host_files.js';
+import type { SetupRecord } from './record.js';
 import { existsSync, promises as fs, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package.js';
@@ -132,6 +133,8 @@ export interface InstallOptions {
   securityDir?: string;
   parser?: string;
   templateDir?: string;
+  /** Where each file installed is recorded, for `codejail setup --uninstall`. */
+  record?: SetupRecord;
 }
 
 /**
@@ -158,7 +161,9 @@ export async function installAppArmor(
   const report: string[] = [];
   for (const file of files) {
     const target = path.join(etcDir, file.name);
-    const changed = (await writeIfChanged(target, file.contents)) !== 'unchanged';
+    const outcome = await writeIfChanged(target, file.contents);
+    const changed = outcome !== 'unchanged';
+    if (outcome === 'installed') options.record?.add({ kind: 'apparmor', path: target, profile: file.profile });
     report.push(`${changed ? 'installed' : 'found'} AppArmor ${file.profile ? 'profile' : 'variables'} ${target}`);
   }
   for (const file of files.filter((f) => f.profile)) {

@@ -5,8 +5,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { readAccounts, type AccountTable } from '../accounts.js';
-import { setupAppArmor } from './apparmor.js';
+import { setupAppArmor, type InstallOptions } from './apparmor.js';
 import { runTool } from './host_files.js';
+import type { SetupRecord } from './record.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 import { prepareRunBase } from '../run/rundir.js';
 import { slotUsers, type SlotUser } from '../run/slot.js';
@@ -17,27 +18,44 @@ export interface AccountOptions {
    * groupadd and useradd as --prefix): for tests.
    */
   prefix?: string;
+  /** Where each account created is recorded, for `codejail setup --uninstall`. */
+  record?: SetupRecord;
+}
+
+export interface HostOptions extends AccountOptions {
+  /** The configuration's directory (default: /etc/codejail): tests use their own. */
+  configDir?: string;
+  apparmor?: InstallOptions;
 }
 
 /** Returns one line per thing done or found, e.g. "created user codejail-61000 (uid 61000)". */
-export async function setupHost(config: DaemonConfig): Promise<string[]> {
+export async function setupHost(config: DaemonConfig, options: HostOptions = {}): Promise<string[]> {
   if (process.getuid?.() !== 0) throw new Error('codejail setup must run as root');
-  const report = setupAccounts(config);
+  const { record } = options;
+  // The configuration's directory first: the record of what setup creates is kept in it.
+  const configDir = options.configDir ?? path.dirname(DEFAULT_CONFIG_PATH);
+  const configFile = path.join(configDir, path.basename(DEFAULT_CONFIG_PATH));
+  const configDirLine = await ensureDir(configDir, 0, 0, 0o755);
+  if (configDirLine.startsWith('created')) record?.add({ kind: 'dir', path: configDir, role: 'configDir' });
+  const configLine = configDirLine + ((await exists(configFile)) ? ` (config ${configFile} kept)` : ' (no config written: built-in defaults apply)');
+  const report = setupAccounts(config, options);
+  report.push(configLine);
   const socketGroup = config.socket.group;
 
-  const configDir = path.dirname(DEFAULT_CONFIG_PATH);
-  report.push((await ensureDir(configDir, 0, 0, 0o755)) + (await exists(DEFAULT_CONFIG_PATH) ? ` (config ${DEFAULT_CONFIG_PATH} kept)` : ' (no config written: built-in defaults apply)'));
-
   // The socket's directory: the group may reach the socket, nobody else may even see it.
-  const socketGid = readAccounts('/etc/group').byName.get(socketGroup) ?? 0;
-  report.push(await ensureDir(path.dirname(config.socket.path), 0, socketGid, 0o750));
+  const socketGid = readAccounts(path.join(options.prefix ?? '/', 'etc/group')).byName.get(socketGroup) ?? 0;
+  const socketDir = path.dirname(config.socket.path);
+  const socketDirLine = await ensureDir(socketDir, 0, socketGid, 0o750);
+  if (socketDirLine.startsWith('created')) record?.add({ kind: 'dir', path: socketDir, role: 'socketDir' });
+  report.push(socketDirLine);
 
   const baseExisted = await exists(config.runBase);
   await prepareRunBase(config.runBase);
+  if (!baseExisted) record?.add({ kind: 'dir', path: config.runBase, role: 'runBase' });
   report.push(`${baseExisted ? 'found' : 'created'} ${config.runBase} (root 0711)`);
 
   // Last: the profiles name the run base and the interpreters, which must exist by now.
-  report.push(...(await setupAppArmor(config)));
+  report.push(...(await setupAppArmor(config, { ...options.apparmor, record })));
   return report;
 }
 
@@ -62,18 +80,32 @@ export function setupAccounts(config: DaemonConfig, options: AccountOptions = {}
   if (groups.byName.has(socketGroup)) {
     steps.push({ line: `found group ${socketGroup} (gid ${groups.byName.get(socketGroup)})` });
   } else {
-    steps.push({ line: `created group ${socketGroup}`, create: () => runTool('groupadd', [...prefixArgs, '--system', socketGroup]) });
+    steps.push({
+      line: `created group ${socketGroup}`,
+      create: () => {
+        runTool('groupadd', [...prefixArgs, '--system', socketGroup]);
+        // groupadd chose the id: recorded as it is now, so that uninstall can tell it is the same group.
+        const gid = readAccounts(etc('group')).byName.get(socketGroup);
+        if (gid !== undefined) options.record?.add({ kind: 'group', name: socketGroup, id: gid });
+      },
+    });
   }
 
   for (const slot of slotUsers(config.slots)) {
-    steps.push(checkAccount(groups, 'group', slot, slot.gid, () => runTool('groupadd', [...prefixArgs, '-g', String(slot.gid), slot.user])));
     steps.push(
-      checkAccount(users, 'user', slot, slot.uid, () =>
+      checkAccount(groups, 'group', slot, slot.gid, () => {
+        runTool('groupadd', [...prefixArgs, '-g', String(slot.gid), slot.user]);
+        options.record?.add({ kind: 'group', name: slot.user, id: slot.gid });
+      }),
+    );
+    steps.push(
+      checkAccount(users, 'user', slot, slot.uid, () => {
         runTool('useradd', [
           ...prefixArgs,
           ...['--system', '-u', String(slot.uid), '-g', String(slot.gid), '-M', '-d', '/nonexistent', '-s', '/usr/sbin/nologin', slot.user],
-        ]),
-      ),
+        ]);
+        options.record?.add({ kind: 'user', name: slot.user, id: slot.uid });
+      }),
     );
   }
 

@@ -2,6 +2,7 @@
 // ExecStart= pointing at this installation and the socket unit matching config.socket, then
 // daemon-reload and enable --now of the socket when systemd is the running init.
 import { runTool, writeIfChanged } from './host_files.js';
+import type { SetupRecord } from './record.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { readAccounts } from '../accounts.js';
@@ -9,7 +10,7 @@ import { PACKAGE_ROOT } from '../package.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
-const UNIT_SOURCE_DIR = path.join(PACKAGE_ROOT, 'systemd');
+export const UNIT_SOURCE_DIR = path.join(PACKAGE_ROOT, 'systemd');
 const DAEMON_MAIN = path.join(PACKAGE_ROOT, 'dist/daemon/main.js');
 const CLI_MAIN = path.join(PACKAGE_ROOT, 'dist/cli/main.js');
 /** The user `codejail serve` runs as under codejail-http.service. */
@@ -22,6 +23,8 @@ export interface InstallUnitsOptions {
   configFile?: string;
   /** Whether to run systemctl; default: when systemd is the running init. */
   systemctl?: boolean;
+  /** Where each unit installed is recorded, for `codejail setup --uninstall`. */
+  record?: SetupRecord;
 }
 
 export interface InstallHttpUnitOptions {
@@ -29,6 +32,7 @@ export interface InstallHttpUnitOptions {
   systemctl?: boolean;
   /** Where /etc/passwd and /etc/group are (useradd --prefix): for tests. */
   prefix?: string;
+  record?: SetupRecord;
 }
 
 /**
@@ -47,6 +51,11 @@ export async function installHttpUnit(config: DaemonConfig, options: InstallHttp
     const prefixArgs = options.prefix === undefined ? [] : ['--prefix', options.prefix];
     // A system user with a group of its own, no home and no shell; in the socket's group too.
     runTool('useradd', [...prefixArgs, '--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--groups', socketGroup, HTTP_USER]);
+    // --user-group made a group of the same name: both recorded with the ids useradd chose.
+    const uid = readAccounts(etc('passwd')).byName.get(HTTP_USER);
+    const gid = readAccounts(etc('group')).byName.get(HTTP_USER);
+    if (uid !== undefined) options.record?.add({ kind: 'user', name: HTTP_USER, id: uid });
+    if (gid !== undefined) options.record?.add({ kind: 'group', name: HTTP_USER, id: gid });
     report.push(`created user ${HTTP_USER} (in group ${socketGroup})`);
   }
   const execStart = [process.execPath, CLI_MAIN, 'serve', '--socket', config.socket.path];
@@ -55,7 +64,9 @@ export async function installHttpUnit(config: DaemonConfig, options: InstallHttp
   unit = setKey(unit, 'Service', 'SupplementaryGroups', socketGroup);
   await fs.mkdir(unitDir, { recursive: true, mode: 0o755 });
   const target = path.join(unitDir, 'codejail-http.service');
-  report.push(`${await writeIfChanged(target, unit)} ${target}`);
+  const outcome = await writeIfChanged(target, unit);
+  if (outcome === 'installed') options.record?.add({ kind: 'unit', path: target });
+  report.push(`${outcome} ${target}`);
   if (!(options.systemctl ?? (await systemdIsRunning()))) {
     report.push('systemd is not the running init: codejail-http.service installed but not enabled; once it runs: systemctl daemon-reload && systemctl enable --now codejail-http.service');
     return report;
@@ -92,7 +103,9 @@ export async function installSystemdUnits(config: DaemonConfig, options: Install
     ['codejaild.service', service],
     ['codejaild.socket', socket],
   ] as const) {
-    report.push(`${await writeIfChanged(path.join(unitDir, name), text)} ${path.join(unitDir, name)}`);
+    const outcome = await writeIfChanged(path.join(unitDir, name), text);
+    if (outcome === 'installed') options.record?.add({ kind: 'unit', path: path.join(unitDir, name) });
+    report.push(`${outcome} ${path.join(unitDir, name)}`);
   }
 
   const runSystemctl = options.systemctl ?? (await systemdIsRunning());

@@ -12,6 +12,7 @@ import {
   REQUEST_SHAPE_LIMITS,
   request as requestSchema,
   validateFirstIssue,
+  unservedVersion,
   type ErrorCode,
 } from '../../protocol/index.js';
 import type { Caller } from '../auth.js';
@@ -364,9 +365,10 @@ export class Connection implements RequestOrigin {
       this.replyError(id, 'bad_request', 'a request must be a map');
       return;
     }
-    const version = (raw as { v?: unknown }).v;
-    if (version !== undefined && version !== PROTOCOL_VERSION) {
-      this.replyError(id, 'bad_version', `protocol version ${String(version)} is not supported; this daemon speaks version ${PROTOCOL_VERSION}`);
+    // Every served version is answered (protocol/versions.ts); today that is only version 1.
+    const unserved = unservedVersion((raw as { v?: unknown }).v);
+    if (unserved !== undefined) {
+      this.replyError(id, 'bad_version', unserved);
       return;
     }
     const parsed = validateFirstIssue(requestSchema, raw);
