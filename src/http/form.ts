@@ -159,7 +159,12 @@ export function readForm(req: IncomingMessage, limits: FormLimits, hooks: ReadFo
       if (!settled) chunks.push(chunk);
     });
     req.on('end', () => {
-      if (!settled) parser.end(asDjangoReadsIt(Buffer.concat(chunks)));
+      if (settled) return;
+      const body = Buffer.concat(chunks);
+      chunks.length = 0;
+      const read = asDjangoReadsIt(body, charge);
+      if (read === undefined) return fail(new FormError(503, 'Codejail service is at capacity; retry later'));
+      parser.end(read);
     });
   });
 }
@@ -171,11 +176,14 @@ const URLENCODED = /^application\/x-www-form-urlencoded\s*(;|$)/i;
  * are not UTF-8 make it decode the whole body as ISO-8859-1 (each byte one character), then
  * %-escapes as UTF-8 (a bad sequence: U+FFFD). busboy decodes as UTF-8 only, so each byte of
  * 0x80 and above is given to it as the %-escaped UTF-8 of that character (0xff as %C3%BF).
+ * Undefined when `charge` refuses the copy's bytes.
  */
-function asDjangoReadsIt(body: Buffer): Buffer {
+function asDjangoReadsIt(body: Buffer, charge: (bytes: number) => boolean): Buffer | undefined {
   if (isUtf8(body)) return body;
   let high = 0;
   for (const byte of body) if (byte >= 0x80) high++;
+  // Up to 6 times the body: charged like the body (undefined when it does not fit).
+  if (!charge(body.length + 5 * high)) return undefined;
   const out = Buffer.allocUnsafe(body.length + 5 * high);
   let at = 0;
   for (const byte of body) {

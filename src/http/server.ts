@@ -339,9 +339,25 @@ export class HttpService {
       this.idleCollector.held(this.bytesInFlight);
       return true;
     };
+    // Counted from here, with no wait between the check and the count: the self-check below may
+    // take a while for the very first requests.
+    this.bodiesReading++;
+    this.bodiesReadingByAddress.set(address, fromAddress + 1);
+    this.metrics.bodiesReading = this.bodiesReading;
+    let reading = true;
+    const doneReading = () => {
+      if (!reading) return;
+      reading = false;
+      this.bodiesReading--;
+      const left = this.bodiesReadingByAddress.get(address)! - 1;
+      if (left === 0) this.bodiesReadingByAddress.delete(address);
+      else this.bodiesReadingByAddress.set(address, left);
+      this.metrics.bodiesReading = this.bodiesReading;
+    };
     try {
-      return await this.codeExecCharged(req, res, address, charge);
+      return await this.codeExecCharged(req, res, charge, doneReading);
     } finally {
+      doneReading();
       this.bytesInFlight -= charged;
       this.metrics.bytesInFlight = this.bytesInFlight;
       this.idleCollector.held(this.bytesInFlight);
@@ -354,7 +370,7 @@ export class HttpService {
     });
   }
 
-  private async codeExecCharged(req: IncomingMessage, res: ServerResponse, address: string, charge: (bytes: number) => boolean): Promise<Answer> {
+  private async codeExecCharged(req: IncomingMessage, res: ServerResponse, charge: (bytes: number) => boolean, doneReading: () => void): Promise<Answer> {
     // The last result, not a fresh one: a check runs sandboxes and must not delay a run. One
     // that is stale is renewed in the background; only the very first request waits for it.
     const known = this.lastCheck;
@@ -372,9 +388,6 @@ export class HttpService {
     }
 
     let form;
-    this.bodiesReading++;
-    this.bodiesReadingByAddress.set(address, (this.bodiesReadingByAddress.get(address) ?? 0) + 1);
-    this.metrics.bodiesReading = this.bodiesReading;
     try {
       form = await readForm(req, this.limits, {
         charge,
@@ -389,11 +402,7 @@ export class HttpService {
       }
       throw err;
     } finally {
-      this.bodiesReading--;
-      const left = this.bodiesReadingByAddress.get(address)! - 1;
-      if (left === 0) this.bodiesReadingByAddress.delete(address);
-      else this.bodiesReadingByAddress.set(address, left);
-      this.metrics.bodiesReading = this.bodiesReading;
+      doneReading();
     }
     const payloadText = form.fields.get('payload');
     if (payloadText === undefined) return errorAnswer(400, "Missing 'payload' parameter in POST body", 'invalid.payload.missing');
