@@ -15,7 +15,8 @@ export const SERVE_USAGE = `usage: codejail serve [--listen HOST:PORT] [--socket
 Serves codejail-service's HTTP API (POST /api/v0/code-exec, GET /health/, GET /metrics) as a
 client of the daemon's socket. Refuses to run as root. --listen defaults to 127.0.0.1:8080;
 --config names a JSON file of { listen, socket, logLevel, maxBodyBytes, maxFieldBytes,
-maxFileBytes, maxParts, maxInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs,
+maxFileBytes, maxParts, maxInFlight, maxBodiesReading, maxBodiesReadingPerAddress,
+maxBytesInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs,
 limits: {NAME: value}, limitOverrides: {context: {NAME: value}} } (the flags win over it). maxInFlight defaults to the daemon's slots plus its queue.`;
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -31,6 +32,9 @@ const serveConfig = z
     maxFileBytes: positive.optional(),
     maxParts: positive.optional(),
     maxInFlight: positive.optional(),
+    maxBodiesReading: positive.optional(),
+    maxBodiesReadingPerAddress: positive.optional(),
+    maxBytesInFlight: positive.optional(),
     headersTimeoutMs: positive.optional(),
     requestTimeoutMs: positive.optional(),
     selfCheckTtlMs: z.number().int().nonnegative().optional(),

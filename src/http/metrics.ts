@@ -16,6 +16,8 @@ export class HttpMetrics {
   private latencySum = 0;
   inFlight = 0;
   maxInFlight = 0;
+  bodiesReading = 0;
+  bytesInFlight = 0;
 
   request(route: string, status: number): void {
     const key = `${route} ${status}`;
@@ -57,6 +59,12 @@ export class HttpMetrics {
       '# HELP codejail_http_code_exec_max_in_flight code-exec requests allowed at once (the daemon\'s slots and queue).',
       '# TYPE codejail_http_code_exec_max_in_flight gauge',
       `codejail_http_code_exec_max_in_flight ${this.maxInFlight}`,
+      '# HELP codejail_http_code_exec_bodies_reading code-exec requests still sending their body.',
+      '# TYPE codejail_http_code_exec_bodies_reading gauge',
+      `codejail_http_code_exec_bodies_reading ${this.bodiesReading}`,
+      '# HELP codejail_http_bytes_in_flight Bytes charged to requests in this service (bodies, parsed payloads).',
+      '# TYPE codejail_http_bytes_in_flight gauge',
+      `codejail_http_bytes_in_flight ${this.bytesInFlight}`,
     ];
     return lines.join('\n') + '\n';
   }

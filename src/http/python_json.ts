@@ -23,9 +23,12 @@ export interface ReadBounds {
 
 export const DEFAULT_READ_BOUNDS: Readonly<ReadBounds> = Object.freeze({ maxDepth: 500, maxIntDigits: 4300 });
 
-const WHITESPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);
 const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/y;
-const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const ESCAPE_OR_CONTROL = /[\\\x00-\x1f]/;
+const HEX4 = /^[0-9a-fA-F]{4}$/;
+const SIMPLE_ESCAPES = '"\\/bfnrt';
 
 class Reader {
   private i = 0;
@@ -52,7 +55,14 @@ class Reader {
   }
 
   private skipSpace(): void {
-    while (this.i < this.text.length && WHITESPACE.has(this.text.charCodeAt(this.i))) this.i++;
+    const text = this.text;
+    let i = this.i;
+    for (;;) {
+      const c = text.charCodeAt(i);
+      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+      i++;
+    }
+    this.i = i;
   }
 
   private startsWith(word: string): boolean {
@@ -60,18 +70,21 @@ class Reader {
   }
 
   private value(depth: number): unknown {
-    const c = this.text[this.i];
-    if (c === '"') return this.string();
-    if (c === '{' || c === '[') {
+    const c = this.text.charCodeAt(this.i);
+    if (c === QUOTE) return this.string();
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (depth >= this.bounds.maxDepth) {
         throw new PythonJsonError(`arrays and objects nested more than ${this.bounds.maxDepth} deep at char ${this.i}`);
       }
-      return c === '{' ? this.object(depth + 1) : this.array(depth + 1);
+      return c === 0x7b ? this.object(depth + 1) : this.array(depth + 1);
     }
-    for (const [word, value] of LITERALS) {
-      if (this.startsWith(word)) {
-        this.i += word.length;
-        return value;
+    // A literal only where its first letter is (a number is read without trying six words).
+    if (c < 0x30 || c > 0x39) {
+      for (const [word, value] of LITERALS) {
+        if (this.startsWith(word)) {
+          this.i += word.length;
+          return value;
+        }
       }
     }
     NUMBER.lastIndex = this.i;
@@ -99,40 +112,62 @@ class Reader {
     return Number.isSafeInteger(value) ? value : BigInt(text);
   }
 
+  /**
+   * A string from its opening quote. Its end is found with indexOf (a quote after an even run of
+   * backslashes); text without escapes or control characters is a slice of it, and text with
+   * escapes is decoded by JSON.parse, whose string syntax is json.loads's (the same escapes, no
+   * control characters, lone surrogates kept). Both are linear and native: decoding escape by
+   * escape into a growing string (a rope per escape) made 6 MiB of "\\n" cost half a second
+   * and 135 MB. Text either refuses is scanned again only to name the error as json.loads does.
+   */
   private string(): string {
+    const text = this.text;
     const start = this.i;
-    this.i++;
-    let out = '';
-    let chunkStart = this.i;
+    let end = start;
     for (;;) {
-      if (this.i >= this.text.length) throw this.error('Unterminated string starting at', start);
-      const c = this.text.charCodeAt(this.i);
-      if (c === 0x22) {
-        out += this.text.slice(chunkStart, this.i);
-        this.i++;
-        return out;
-      }
-      if (c < 0x20) throw this.error('Invalid control character at', this.i);
-      if (c !== 0x5c) {
-        this.i++;
+      end = text.indexOf('"', end + 1);
+      if (end < 0) throw this.stringError(start);
+      let backslashes = 0;
+      while (text.charCodeAt(end - 1 - backslashes) === BACKSLASH) backslashes++;
+      if (backslashes % 2 === 0) break;
+    }
+    const inside = text.slice(start + 1, end);
+    if (!ESCAPE_OR_CONTROL.test(inside)) {
+      this.i = end + 1;
+      return inside;
+    }
+    let value: string;
+    try {
+      value = JSON.parse(text.slice(start, end + 1)) as string;
+    } catch {
+      throw this.stringError(start);
+    }
+    this.i = end + 1;
+    return value;
+  }
+
+  /** json.loads's error for the string at `start`, which JSON.parse refused or never ends. */
+  private stringError(start: number): PythonJsonError {
+    const text = this.text;
+    for (let i = start + 1; i < text.length; ) {
+      const c = text.charCodeAt(i);
+      if (c === QUOTE) break;
+      if (c < 0x20) return this.error('Invalid control character at', i);
+      if (c !== BACKSLASH) {
+        i++;
         continue;
       }
-      out += this.text.slice(chunkStart, this.i);
-      const escape = this.text[this.i + 1];
-      if (escape === undefined) throw this.error('Unterminated string starting at', start);
+      if (i + 1 >= text.length) break;
+      const escape = text[i + 1]!;
       if (escape === 'u') {
-        const hex = this.text.slice(this.i + 2, this.i + 6);
-        if (!/^[0-9a-fA-F]{4}$/.test(hex)) throw this.error('Invalid \\uXXXX escape', this.i + 1);
-        out += String.fromCharCode(parseInt(hex, 16));
-        this.i += 6;
+        if (!HEX4.test(text.slice(i + 2, i + 6))) return this.error('Invalid \\uXXXX escape', i + 1);
+        i += 6;
       } else {
-        const replacement = ESCAPES[escape];
-        if (replacement === undefined) throw this.error('Invalid \\escape', this.i);
-        out += replacement;
-        this.i += 2;
+        if (!SIMPLE_ESCAPES.includes(escape)) return this.error('Invalid \\escape', i);
+        i += 2;
       }
-      chunkStart = this.i;
     }
+    return this.error('Unterminated string starting at', start);
   }
 
   private object(depth: number): Record<string, unknown> {
@@ -150,8 +185,12 @@ class Reader {
       if (this.text[this.i] !== ':') throw this.error("Expecting ':' delimiter", this.i);
       this.i++;
       this.skipSpace();
-      // defineProperty: a key named __proto__ is data, not the object's prototype.
-      Object.defineProperty(out, key, { value: this.value(depth), writable: true, enumerable: true, configurable: true });
+      const value = this.value(depth);
+      // On this fresh object an assignment makes an own property for every key but __proto__
+      // (Object.prototype's accessor), and costs far less than defineProperty; __proto__ is
+      // defined as data, never the object's prototype.
+      if (key === '__proto__') Object.defineProperty(out, key, { value, writable: true, enumerable: true, configurable: true });
+      else out[key] = value;
       this.skipSpace();
       const c = this.text[this.i];
       this.i++;
@@ -190,9 +229,65 @@ const LITERALS: ReadonlyArray<readonly [string, unknown]> = [
   ['-Infinity', -Infinity],
 ];
 
+/**
+ * Values (and keys) in JSON text, counted in one pass without parsing: outside strings, each
+ * opening [ or { and each comma or colon starts one (an empty [] or {} counts as one). What the
+ * parsed value will hold is bounded by this and the text's length, before anything is allocated.
+ */
+export function countJsonValues(text: string): number {
+  let values = 1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) inString = true;
+    else if (c === 0x5b || c === 0x7b || c === 0x2c || c === 0x3a) values++;
+  }
+  return values;
+}
+
+/** String.prototype.isWellFormed (Node 20; not yet in TypeScript's ES2022 library): no lone surrogate. */
+function wellFormed(text: string): boolean {
+  return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+/** A string JSON can hold but UTF-8 cannot: it has a lone surrogate (\ud800 with no pair). */
+export class UnencodableString extends Error {
+  constructor() {
+    super('a string holds a lone surrogate (a \\ud800-\\udfff escape without its pair), which UTF-8 cannot encode');
+    this.name = 'UnencodableString';
+  }
+}
+
+/** Whether a string or key anywhere in `value` (as parsePythonJson returns) has a lone surrogate. */
+export function holdsLoneSurrogate(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      if (!wellFormed(v)) return true;
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push(item);
+    } else if (v !== null && typeof v === 'object' && !(v instanceof PythonFloat)) {
+      for (const key of Object.keys(v)) {
+        if (!wellFormed(key)) return true;
+        stack.push((v as Record<string, unknown>)[key]);
+      }
+    }
+  }
+  return false;
+}
+
 /** json.loads(text): throws PythonJsonError with json.loads's message for text it would refuse. */
 export function parsePythonJson(text: string, bounds: ReadBounds = DEFAULT_READ_BOUNDS): unknown {
   return new Reader(text, bounds).read();
+}
+
+/** DRF's renderer escapes U+2028 and U+2029 (JSON allows them raw; JavaScript source did not). */
+function drfEscapes(json: string): string {
+  return json.replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
 }
 
 /**
@@ -200,7 +295,8 @@ export function parsePythonJson(text: string, bounds: ReadBounds = DEFAULT_READ_
  * compact separators, non-ASCII as itself, allow_nan) for what safeExec returns (plain objects,
  * arrays, strings, numbers, BigInts, booleans, null): NaN, Infinity and -Infinity as those
  * literals, a BigInt as its digits. The values come from the sandbox, so nothing here
- * recurses: an explicit stack walks them.
+ * recurses: an explicit stack walks them. A string with a lone surrogate throws
+ * UnencodableString: the renderer's UTF-8 encoding fails on it (codejail-service answers 500).
  */
 export function stringifyPythonJson(value: unknown): string {
   const parts: string[] = [];
@@ -219,7 +315,10 @@ export function stringifyPythonJson(value: unknown): string {
       parts.push(Number.isNaN(v) ? 'NaN' : v === Infinity ? 'Infinity' : v === -Infinity ? '-Infinity' : JSON.stringify(v));
     } else if (typeof v === 'bigint') {
       parts.push(v.toString());
-    } else if (typeof v === 'string' || typeof v === 'boolean' || v === null) {
+    } else if (typeof v === 'string') {
+      if (!wellFormed(v)) throw new UnencodableString();
+      parts.push(drfEscapes(JSON.stringify(v)));
+    } else if (typeof v === 'boolean' || v === null) {
       parts.push(JSON.stringify(v));
     } else if (Array.isArray(v)) {
       parts.push('[');
@@ -233,8 +332,9 @@ export function stringifyPythonJson(value: unknown): string {
       parts.push('{');
       stack.push('}');
       for (let i = keys.length - 1; i >= 0; i--) {
+        if (!wellFormed(keys[i]!)) throw new UnencodableString();
         stack.push({ value: (v as Record<string, unknown>)[keys[i]!] });
-        stack.push(`${JSON.stringify(keys[i])}:`);
+        stack.push(`${drfEscapes(JSON.stringify(keys[i]))}:`);
         if (i > 0) stack.push(',');
       }
     } else {

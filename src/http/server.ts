@@ -4,13 +4,14 @@
 // bounds what a network caller may make it hold (body, fields, files, requests at once, time).
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { CodejailError, SafeExecError } from '../client/index.js';
 import type { CheckResult, SafeExecOptions, StatusResult } from '../client/index.js';
-import { FormError, readForm, type FormLimits } from './form.js';
+import { discardRest, FormError, readForm, type FormLimits } from './form.js';
+import { IdleCollector } from './idle_gc.js';
 import { HttpMetrics } from './metrics.js';
-import { BadRequest, checkRequest, parsePayload, PYTHON_LIB_ZIP } from './payload.js';
-import { stringifyPythonJson } from './python_json.js';
+import { BadRequest, checkRequest, parsePayload, PYTHON_LIB_ZIP, type CodeExecPayload } from './payload.js';
+import { countJsonValues, holdsLoneSurrogate, stringifyPythonJson, UnencodableString } from './python_json.js';
 
 /** What the service needs of the daemon's client (Client has all of it). */
 export interface DaemonClient {
@@ -27,8 +28,21 @@ export interface HttpLogger {
 }
 
 export interface HttpServiceLimits extends FormLimits {
-  /** code-exec requests handled at once (reading, queued in the daemon, running); more get 503. */
+  /**
+   * code-exec requests whose body has arrived, handled at once (queued in the daemon, running);
+   * more get 503. A request still sending its body takes no place here.
+   */
   maxInFlight: number;
+  /** code-exec requests still sending their body, from everyone; more get 503 at once. */
+  maxBodiesReading: number;
+  /** code-exec requests still sending their body, from one client address; more get 429 at once. */
+  maxBodiesReadingPerAddress: number;
+  /**
+   * Bytes that requests in this service may hold at once: each body's bytes as they arrive, and
+   * for its payload once read, what parsing and sending it may cost (payloadCost). A request
+   * that does not fit gets 503 (Retry-After).
+   */
+  maxBytesInFlight: number;
   /**
    * Whether maxInFlight follows the daemon's slots plus its queue, read again with each
    * self-check (a daemon reloaded with more slots is used without restarting this service).
@@ -50,6 +64,9 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpServiceLimits> = Object.freeze({
   maxFileBytes: 24 * 1024 * 1024,
   maxParts: 16,
   maxInFlight: 32,
+  maxBodiesReading: 128,
+  maxBodiesReadingPerAddress: 32,
+  maxBytesInFlight: 256 * 1024 * 1024,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   selfCheckTtlMs: 60_000,
@@ -77,6 +94,32 @@ function errorAnswer(status: number, error: string, outcome?: string, extra: Par
   return { status, body: { error }, outcome, ...extra };
 }
 
+/**
+ * What a payload of this text may cost this process once parsed and sent to the daemon: the
+ * parsed strings, the tagged copy safeExec sends and its frame (4 bytes a character), and 96
+ * bytes for each value (an empty {}, 3 characters of text, becomes an object of about 80).
+ */
+function payloadCost(text: string): number {
+  return 4 * text.length + 96 * countJsonValues(text);
+}
+
+/**
+ * Lets Node's close of a `Connection: close` answer end the connection without a reset. Node
+ * destroys the socket once the answer is written; with body bytes of the caller still unread,
+ * the kernel then answers with a reset, and a caller still sending (most clients send the whole
+ * body before they read) sees a broken pipe instead of the answer. Here the write side is ended
+ * (FIN) and the socket is destroyed once the body has been read to its end; discardRest bounds
+ * what is read (twice maxBodyBytes) and requestTimeoutMs how long.
+ */
+function closeAfterBody(req: IncomingMessage, socket: Socket): void {
+  if (req.readableEnded) return;
+  socket.destroySoon = function (this: Socket) {
+    this.end();
+    if (req.readableEnded) this.destroy();
+    else req.once('end', () => this.destroy()).once('close', () => this.destroy());
+  };
+}
+
 /** Client error codes that mean the daemon cannot serve now (500) rather than a bad request. */
 const CALLER_ERRORS = new Set(['bad_request', 'limit_exceeds_ceiling']);
 
@@ -85,6 +128,14 @@ export class HttpService {
   private readonly server: http.Server;
   private inFlight = 0;
   private maxInFlight: number;
+  /** Requests still sending their body: in all, and by client address. */
+  private bodiesReading = 0;
+  private readonly bodiesReadingByAddress = new Map<string, number>();
+  private bytesInFlight = 0;
+  /** A full collection once idle after holding 32 MiB or more. */
+  private readonly idleCollector = new IdleCollector(32 * 1024 * 1024, 1000, () => this.bytesInFlight === 0);
+  /** Requests that asked for `100 Continue` before sending their body (it is sent when read). */
+  private readonly expectingContinue = new WeakSet<IncomingMessage>();
   /** The last self-check: passed, and whether the daemon could be reached at all. */
   private lastCheck: { ok: boolean; at: number; unreachable: boolean } | undefined;
   private checking: Promise<boolean> | undefined;
@@ -108,6 +159,12 @@ export class HttpService {
       },
       (req, res) => void this.handle(req, res),
     );
+    // A body declared too large, or one that finds no room, is refused before the caller sends
+    // it: `100 Continue` goes only when the body is about to be read.
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      this.expectingContinue.add(req);
+      void this.handle(req, res);
+    });
     // A keep-alive connection left idle is closed, so idle sockets do not pile up.
     this.server.keepAliveTimeout = 5_000;
   }
@@ -118,6 +175,8 @@ export class HttpService {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
+        // Errors of the listening socket (an accept() failing for want of fds): logged, not fatal.
+        this.server.on('error', (err) => this.logger.error('http server error', { err: err.message }));
         resolve(this.server.address() as AddressInfo);
       });
     });
@@ -183,13 +242,16 @@ export class HttpService {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
+    // A caller that resets the connection errors both; the request's own reader handles it.
+    res.on('error', () => {});
+    req.on('error', () => {});
     const url = (req.url ?? '/').split('?')[0]!;
     let route = 'other';
     let answer: Answer;
     try {
       if (url === CODE_EXEC_PATH) {
         route = 'code_exec';
-        answer = req.method === 'POST' ? await this.codeExec(req) : errorAnswer(405, `Method ${req.method} not allowed`, undefined, { headers: { allow: 'POST' } });
+        answer = req.method === 'POST' ? await this.codeExec(req, res) : errorAnswer(405, `Method ${req.method} not allowed`, undefined, { headers: { allow: 'POST' } });
       } else if (url === HEALTH_PATH) {
         route = 'health';
         answer =
@@ -208,7 +270,7 @@ export class HttpService {
       this.logger.error('http request failed', { err: (err as Error).stack ?? String(err) });
       answer = errorAnswer(500, "Couldn't execute sandboxed code: See logs.", 'error.internal');
     }
-    this.write(res, answer);
+    answer = this.write(req, res, answer);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.metrics.request(route, answer.status);
     if (answer.outcome) this.metrics.outcome(answer.outcome);
@@ -224,36 +286,91 @@ export class HttpService {
     });
   }
 
-  private write(res: ServerResponse, answer: Answer): void {
-    const text = typeof answer.body === 'string' ? answer.body : stringifyPythonJson(answer.body);
+  /** Writes the answer; returns what was written (a result that cannot be rendered is a 500). */
+  private write(req: IncomingMessage, res: ServerResponse, answer: Answer): Answer {
+    let text: string;
+    try {
+      text = typeof answer.body === 'string' ? answer.body : stringifyPythonJson(answer.body);
+    } catch (err) {
+      if (!(err instanceof UnencodableString)) throw err;
+      // codejail-service's renderer fails the same way (its UTF-8 encode), and Django answers 500.
+      answer = errorAnswer(500, `Couldn't render the result: ${err.message}`, 'error.unencodable');
+      text = stringifyPythonJson(answer.body);
+    }
+    // A body not read to its end (a refusal before or while reading it) is not left in the
+    // connection for the next request: the connection closes once the body is dropped.
+    const close = answer.close || !req.complete;
     const headers: Record<string, string | number> = {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(text),
       ...answer.headers,
     };
-    if (answer.close) headers.connection = 'close';
+    if (close) {
+      headers.connection = 'close';
+      if (!req.complete) {
+        if (req.readableFlowing !== true) discardRest(req, this.limits);
+        closeAfterBody(req, req.socket);
+      }
+    }
+    if (res.headersSent || res.destroyed) return answer;
     res.writeHead(answer.status, headers);
-    res.end(res.req.method === 'HEAD' ? undefined : text);
+    res.end(req.method === 'HEAD' ? undefined : text);
+    return answer;
   }
 
-  private async codeExec(req: IncomingMessage): Promise<Answer> {
-    // Refused before the body is read: a full service holds no more uploads.
-    if (this.inFlight >= this.maxInFlight) {
-      return errorAnswer(503, 'Codejail service is at capacity; retry later', 'unavailable.capacity', {
+  private async codeExec(req: IncomingMessage, res: ServerResponse): Promise<Answer> {
+    // Refused before the body is read: a full service takes no more uploads.
+    if (this.inFlight >= this.maxInFlight) return this.atCapacity('unavailable.capacity');
+    const address = req.socket.remoteAddress ?? '';
+    if (this.bodiesReading >= this.limits.maxBodiesReading) return this.atCapacity('unavailable.reading');
+    const fromAddress = this.bodiesReadingByAddress.get(address) ?? 0;
+    if (fromAddress >= this.limits.maxBodiesReadingPerAddress) {
+      return errorAnswer(429, 'Too many requests from this address are still sending their body; retry later', 'unavailable.reading_per_address', {
         headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
       });
     }
-    this.inFlight++;
-    this.metrics.inFlight = this.inFlight;
+    // Every byte this request holds is charged here and given back when it is answered.
+    let charged = 0;
+    const charge = (bytes: number): boolean => {
+      if (this.bytesInFlight + bytes > this.limits.maxBytesInFlight) return false;
+      this.bytesInFlight += bytes;
+      charged += bytes;
+      this.metrics.bytesInFlight = this.bytesInFlight;
+      this.idleCollector.held(this.bytesInFlight);
+      return true;
+    };
+    // Counted from here, with no wait between the check and the count: the self-check below may
+    // take a while for the very first requests.
+    this.bodiesReading++;
+    this.bodiesReadingByAddress.set(address, fromAddress + 1);
+    this.metrics.bodiesReading = this.bodiesReading;
+    let reading = true;
+    const doneReading = () => {
+      if (!reading) return;
+      reading = false;
+      this.bodiesReading--;
+      const left = this.bodiesReadingByAddress.get(address)! - 1;
+      if (left === 0) this.bodiesReadingByAddress.delete(address);
+      else this.bodiesReadingByAddress.set(address, left);
+      this.metrics.bodiesReading = this.bodiesReading;
+    };
     try {
-      return await this.codeExecAdmitted(req);
+      return await this.codeExecCharged(req, res, charge, doneReading);
     } finally {
-      this.inFlight--;
-      this.metrics.inFlight = this.inFlight;
+      doneReading();
+      this.bytesInFlight -= charged;
+      this.metrics.bytesInFlight = this.bytesInFlight;
+      this.idleCollector.held(this.bytesInFlight);
     }
   }
 
-  private async codeExecAdmitted(req: IncomingMessage): Promise<Answer> {
+  private atCapacity(outcome: string): Answer {
+    return errorAnswer(503, 'Codejail service is at capacity; retry later', outcome, {
+      headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
+    });
+  }
+
+  private async codeExecCharged(req: IncomingMessage, res: ServerResponse, charge: (bytes: number) => boolean, doneReading: () => void): Promise<Answer> {
     // The last result, not a fresh one: a check runs sandboxes and must not delay a run. One
     // that is stale is renewed in the background; only the very first request waits for it.
     const known = this.lastCheck;
@@ -269,15 +386,32 @@ export class HttpService {
       }
       return errorAnswer(500, 'Codejail service is not correctly configured', 'disabled.safety_checks_failed');
     }
+
     let form;
     try {
-      form = await readForm(req, this.limits);
+      form = await readForm(req, this.limits, {
+        charge,
+        accept: () => {
+          if (this.expectingContinue.has(req)) res.writeContinue();
+        },
+      });
     } catch (err) {
-      if (err instanceof FormError) return errorAnswer(err.status, err.message, 'invalid.body');
+      if (err instanceof FormError) {
+        if (err.status === 503) return this.atCapacity('unavailable.memory');
+        return errorAnswer(err.status, err.message, 'invalid.body');
+      }
       throw err;
+    } finally {
+      doneReading();
     }
     const payloadText = form.fields.get('payload');
     if (payloadText === undefined) return errorAnswer(400, "Missing 'payload' parameter in POST body", 'invalid.payload.missing');
+    const cost = payloadCost(payloadText);
+    if (cost > this.limits.maxBytesInFlight) {
+      // It would not fit even alone: retrying cannot help.
+      return errorAnswer(413, `Payload too large to parse: it would take about ${cost} bytes, more than the ${this.limits.maxBytesInFlight} allowed`, 'invalid.body');
+    }
+    if (!charge(cost)) return this.atCapacity('unavailable.memory');
     let payload;
     try {
       payload = parsePayload(payloadText);
@@ -286,8 +420,27 @@ export class HttpService {
       if (err instanceof BadRequest) return errorAnswer(400, err.message, 'invalid.payload');
       throw err;
     }
+    // codejail-service runs the code and then fails to render the answer, which carries the
+    // input's globals back whether the code succeeded or not: Django's 500. No run is needed
+    // to know it.
+    if (holdsLoneSurrogate(payload.globalsDict)) {
+      return errorAnswer(500, `Couldn't render the result: globals_dict: ${new UnencodableString().message}`, 'error.unencodable');
+    }
+    // A place in flight only now that the body has arrived: a slow sender holds none.
+    if (this.inFlight >= this.maxInFlight) return this.atCapacity('unavailable.capacity');
+    this.inFlight++;
+    this.metrics.inFlight = this.inFlight;
+    try {
+      return await this.run(payload, form.files);
+    } finally {
+      this.inFlight--;
+      this.metrics.inFlight = this.inFlight;
+    }
+  }
 
-    const libraryZip = form.files.get(PYTHON_LIB_ZIP);
+  private async run(payload: CodeExecPayload, files: Map<string, Buffer>): Promise<Answer> {
+
+    const libraryZip = files.get(PYTHON_LIB_ZIP);
     const options: SafeExecOptions = {
       extraFiles: libraryZip ? [[PYTHON_LIB_ZIP, libraryZip]] : [],
       // Only with the upload: a python_path entry without its file would otherwise be read from

@@ -141,6 +141,54 @@ describe.skipIf(!isRoot)('http: POST /api/v0/code-exec', () => {
     expect((await post(serve, form({ code: 'z = 3', globals_dict: {} }))).json).toEqual({ globals_dict: { z: 3 } });
   });
 
+  it('deny_http_lone_surrogate_in_globals_is_the_500_codejail_service_gives', async () => {
+    // Found by a review: this came back 200 {"globals_dict": {}}, no emsg, the input dropped in
+    // silence. What codejail-service does, worked out with CPython 3.11: json.loads keeps the
+    // lone surrogate; the original's json_safe keeps it too (json.dumps writes \ud800, which
+    // json.loads reads back); the run succeeds and globals_dict is {"s": "\ud800", "y":
+    // "\ud800"}; then DRF's JSONRenderer (ensure_ascii off) encodes its text as UTF-8 and raises
+    // UnicodeEncodeError ('surrogates not allowed'): Django answers 500. The same 500 here, with
+    // a JSON body naming the cause, and no run: the input's globals are in every answer.
+    const expected = {
+      error: "Couldn't render the result: globals_dict: a string holds a lone surrogate (a \\ud800-\\udfff escape without its pair), which UTF-8 cannot encode",
+    };
+    for (const payload of [
+      '{"code": "y = s", "globals_dict": {"s": "\\ud800"}}',
+      '{"code": "raise ValueError()", "globals_dict": {"s": ["ok", {"k": "\\udc00a"}]}}',
+      '{"code": "y = 1", "globals_dict": {"\\ud800": 1}}',
+    ]) {
+      const res = await post(serve, form(payload));
+      expect({ payload, status: res.status, json: res.json }).toEqual({ payload, status: 500, json: expected });
+    }
+    // A surrogate pair is one character, and fine.
+    const pair = await post(serve, form('{"code": "n = len(s)", "globals_dict": {"s": "\\ud83d\\ude00"}}'));
+    expect(pair.text).toBe('{"globals_dict":{"s":"\u{1F600}","n":1}}');
+  });
+
+  it('support_http_invalid_utf8_in_a_form_is_read_as_django_reads_it', async () => {
+    // What Django (codejail-service's framework; checked with its QueryDict and MultiPartParser)
+    // makes of bytes that are not UTF-8: in a multipart field, and in a %-escape of an urlencoded
+    // body, each bad sequence becomes U+FFFD; raw in an urlencoded body, the whole body is read
+    // as ISO-8859-1 (its %-escapes still as UTF-8).
+    const code = 'c = [ord(x) for x in s]\ndel s';
+    const payload = (s: Buffer) => Buffer.concat([Buffer.from(`{"code": ${JSON.stringify(code)}, "globals_dict": {"s": "`), s, Buffer.from('"}}')]);
+    const bad = Buffer.from([0x61, 0xff, 0x62, 0xe2, 0x82, 0x63]);
+    const multipart = Buffer.concat([
+      Buffer.from('--B\r\nContent-Disposition: form-data; name="payload"\r\n\r\n'),
+      payload(bad),
+      Buffer.from('\r\n--B--\r\n'),
+    ]);
+    const fromMultipart = await post(serve, new Uint8Array(multipart) as unknown as string, { 'content-type': 'multipart/form-data; boundary=B' });
+    expect(fromMultipart.json).toEqual({ globals_dict: { c: [0x61, 0xfffd, 0x62, 0xfffd, 0x63] } });
+    const escaped = `payload=${[...payload(bad)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('')}`;
+    const fromEscapes = await post(serve, escaped, { 'content-type': 'application/x-www-form-urlencoded' });
+    expect(fromEscapes.json).toEqual({ globals_dict: { c: [0x61, 0xfffd, 0x62, 0xfffd, 0x63] } });
+    // Raw: "é" as UTF-8 (c3 a9), then ff, then "é" %-escaped.
+    const raw = Buffer.concat([Buffer.from('payload='), payload(Buffer.concat([Buffer.from([0xc3, 0xa9, 0xff]), Buffer.from('%C3%A9')]))]);
+    const fromRaw = await post(serve, new Uint8Array(raw) as unknown as string, { 'content-type': 'application/x-www-form-urlencoded' });
+    expect(fromRaw.json).toEqual({ globals_dict: { c: [0xc3, 0xa9, 0xff, 0xe9] } });
+  });
+
   it('support_http_415_for_a_body_that_is_not_a_form', async () => {
     const res = await post(serve, '{"payload": "{}"}', { 'content-type': 'application/json' });
     expect(res.status).toBe(415);
