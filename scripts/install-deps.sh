@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages codejail's build and tests use, if any is missing. Idempotent; run
-# as root on Debian 12. Node.js 20 is expected to be installed already (Debian 12's own nodejs
-# is 18, too old for node-gyp 12 and vitest).
+# as root on Debian 12. Node.js 20.17+, 22 or 24 is expected to be installed already (Debian 12's
+# own nodejs is 18, too old for node-gyp 12 and vitest); the other supported majors, which
+# `npm test` also runs on, are fetched into a cache by scripts/node-versions.sh (below).
 set -euo pipefail
 
 # Build: g++, make, python3 (node-gyp). Sandbox: python3 is the default command. Setup: passwd
@@ -41,3 +42,7 @@ fi
 # by the test so that a download problem fails with its own message; once the cache exists,
 # test/vm runs instead of skipping.
 "$(dirname "$0")/vm/build.sh"
+
+# The other supported Node majors (scripts/test-node-versions.sh runs the daemon, client, e2e and
+# http suites on each). Idempotent, like the VM's cache: a cached major is not fetched again.
+"$(dirname "$0")/node-versions.sh"
