@@ -1,0 +1,138 @@
+// The tarball `npm pack` makes carries prebuilds/linux-x64 (the Node-API addon and the warm
+// templates' library, glibc-tagged: scripts/prebuild.sh, run by prepack), so installing it, in a
+// project and with `npm i -g`, compiles nothing: here with a PATH on which there is no compiler,
+// make or python3 (only node and sh), and npm told not to build from source. `codejail setup` then
+// `codejaild` work from the global install, and serve a warm and a cold run to the local
+// install's client. Without a matching prebuild, the install says what compiling needs and which
+// of those tools it did not find.
+// The pack runs in a copy of the checkout: prebuildify rebuilds build/ where it runs, which other
+// test files are loading at the same time.
+import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { followLogLines, type LogLine } from '../helpers/log_lines.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const isRoot = process.getuid?.() === 0;
+const NPM_CLI = (() => {
+  const found = spawnSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).stdout.trim();
+  return found ? fs.realpathSync(found) : '';
+})();
+// Not under /tmp: the runs' mount namespace empties /tmp, /home and /root, where the warm
+// template would not find its script (issue 18's other half).
+const WORK = path.join('/var/lib/codejail-pkg-test', String(process.pid));
+const COPY_SKIP = new Set(['node_modules', 'build', 'dist', 'prebuilds', 'test', '.git', '.vm']);
+
+/** Runs a command to its end without blocking this worker (a pack compiles for a minute or two). */
+function run(command: string, args: string[], options: SpawnOptions = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${stdout}\n${stderr}`))));
+  });
+}
+
+describe.runIf(isRoot && NPM_CLI !== '')('installing the packed tarball without a compiler', () => {
+  let tarball = '';
+  let noCompilerEnv: NodeJS.ProcessEnv = {};
+
+  beforeAll(async () => {
+    fs.rmSync(WORK, { recursive: true, force: true });
+    const checkout = path.join(WORK, 'checkout');
+    fs.cpSync(root, checkout, { recursive: true, filter: (source) => path.dirname(source) !== root || !COPY_SKIP.has(path.basename(source)) });
+    fs.symlinkSync(path.join(root, 'node_modules'), path.join(checkout, 'node_modules'));
+    await run(process.execPath, [NPM_CLI, 'pack', '--pack-destination', WORK], { cwd: checkout });
+    tarball = path.join(WORK, fs.readdirSync(WORK).find((name) => name.endsWith('.tgz'))!);
+
+    // Only node and sh: no g++, cc, make or python3 for an install step to find.
+    const tools = path.join(WORK, 'tools');
+    fs.mkdirSync(tools);
+    fs.symlinkSync(process.execPath, path.join(tools, 'node'));
+    fs.symlinkSync('/bin/sh', path.join(tools, 'sh'));
+    noCompilerEnv = { HOME: process.env.HOME, PATH: `${tools}:/usr/sbin:/sbin`, npm_config_build_from_source: 'false', npm_config_prefer_offline: 'true', npm_config_audit: 'false', npm_config_fund: 'false' };
+  }, 300_000);
+
+  afterAll(() => {
+    fs.rmSync(WORK, { recursive: true, force: true });
+  });
+
+  it('carries the glibc-tagged Node-API addon and warm library in prebuilds/linux-x64', async () => {
+    const listing = (await run('tar', ['-tzf', tarball])).split('\n');
+    expect(listing).toContain('package/prebuilds/linux-x64/codejail.napi.glibc.node');
+    expect(listing).toContain('package/prebuilds/linux-x64/codejail_warm.glibc.so');
+    expect(listing).toContain('package/scripts/install.mjs');
+    expect(listing.filter((f) => f.startsWith('package/build/'))).toEqual([]);
+  });
+
+  it('installs into a project and globally, compiling nothing; setup and codejaild then serve a warm and a cold run', async () => {
+    const project = path.join(WORK, 'project');
+    fs.mkdirSync(project);
+    fs.writeFileSync(path.join(project, 'package.json'), '{"name":"grader","private":true}\n');
+    await run(process.execPath, [NPM_CLI, 'install', tarball], { cwd: project, env: noCompilerEnv });
+    const prefix = path.join(WORK, 'global');
+    await run(process.execPath, [NPM_CLI, 'install', '--global', '--prefix', prefix, tarball], { cwd: WORK, env: noCompilerEnv });
+
+    const local = path.join(project, 'node_modules/codejail');
+    const global = path.join(prefix, 'lib/node_modules/codejail');
+    for (const installed of [local, global]) {
+      expect(fs.existsSync(path.join(installed, 'build')), `${installed}/build`).toBe(false);
+      expect(fs.readdirSync(path.join(installed, 'prebuilds/linux-x64')).sort()).toEqual(['codejail.napi.glibc.node', 'codejail_warm.glibc.so']);
+    }
+
+    const firstUid = 79_000 + (process.pid % 100) * 4;
+    const runBase = path.join('/var/lib/codejail-test', `pkg-${process.pid}`);
+    const socketPath = path.join(WORK, 'codejail.sock');
+    const configFile = path.join(WORK, 'config.json');
+    fs.writeFileSync(configFile, JSON.stringify({ runBase, slots: { firstUid, count: 2 }, socket: { path: socketPath, group: 'codejail', mode: '0660' } }));
+    await run(path.join(prefix, 'bin/codejail'), ['setup', '--config', configFile], { env: noCompilerEnv });
+
+    const daemon = spawn(path.join(prefix, 'bin/codejaild'), ['--config', configFile], { env: noCompilerEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    const logs: LogLine[] = [];
+    try {
+      await new Promise<void>((resolve, reject) => {
+        followLogLines([daemon.stdout, daemon.stderr], (line) => {
+          logs.push(line);
+          if (line.msg === 'ready') resolve();
+        });
+        daemon.on('exit', (code) => reject(new Error(`codejaild exited ${code}:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)));
+      });
+      const { Client } = (await import(path.join(local, 'dist/client/index.js'))) as typeof import('../../src/client/index.js');
+      const client = new Client({ socketPath });
+      try {
+        const warm = await client.jailCode('python', { code: 'print("warm", 6 * 7)' });
+        const cold = await client.jailCode('python', { code: 'print("cold", 6 * 7)', warm: false });
+        expect([warm.status, warm.stdout.toString()]).toEqual([0, 'warm 42\n']);
+        expect([cold.status, cold.stdout.toString()]).toEqual([0, 'cold 42\n']);
+      } finally {
+        await client.close();
+      }
+      expect(logs.some((l) => l.msg === 'warm template ready')).toBe(true);
+    } finally {
+      daemon.kill('SIGTERM');
+      await new Promise((resolve) => (daemon.exitCode === null ? daemon.once('exit', resolve) : resolve(null)));
+      spawnSync('umount', ['--recursive', '--lazy', runBase], { stdio: 'ignore' });
+      fs.rmSync(runBase, { recursive: true, force: true });
+    }
+    expect(fs.existsSync(path.join(global, 'build'))).toBe(false);
+  }, 300_000);
+
+  it('without a matching prebuild, says what compiling needs and which of those tools it did not find', async () => {
+    const unpacked = path.join(WORK, 'no-prebuild');
+    fs.mkdirSync(unpacked);
+    await run('tar', ['-xzf', tarball, '-C', unpacked, '--strip-components=1']);
+    fs.rmSync(path.join(unpacked, 'prebuilds'), { recursive: true });
+    fs.symlinkSync(path.join(root, 'node_modules'), path.join(unpacked, 'node_modules'));
+    const result = spawnSync(process.execPath, ['scripts/install.mjs'], { cwd: unpacked, env: noCompilerEnv, encoding: 'utf8' });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('no prebuilt addon in prebuilds/ matches this machine (linux-x64, glibc)');
+    expect(result.stderr).toContain('needs g++ (C++17), make, python3 and the Node.js headers');
+    expect(result.stderr).toContain('cannot compile: g++, make, python3 not found on PATH');
+    expect(fs.existsSync(path.join(unpacked, 'build'))).toBe(false);
+  });
+});
