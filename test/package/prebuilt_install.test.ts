@@ -90,7 +90,8 @@ describe.runIf(isRoot && NPM_CLI !== '')('installing the packed tarball without 
     const socketPath = path.join(WORK, 'codejail.sock');
     const configFile = path.join(WORK, 'config.json');
     fs.writeFileSync(configFile, JSON.stringify({ runBase, slots: { firstUid, count: 2 }, socket: { path: socketPath, group: 'codejail', mode: '0660' } }));
-    await run(path.join(prefix, 'bin/codejail'), ['setup', '--config', configFile], { env: noCompilerEnv });
+    const setupReport = await run(path.join(prefix, 'bin/codejail'), ['setup', '--config', configFile], { env: noCompilerEnv });
+    expect(setupReport).toMatch(/^\w+ \/usr\/local\/share\/man\/man8\/codejaild\.8 \(codejaild\(8\)\)$/m);
 
     const daemon = spawn(path.join(prefix, 'bin/codejaild'), ['--config', configFile], { env: noCompilerEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: LogLine[] = [];
