@@ -14,8 +14,9 @@ set -euo pipefail
 # over D-Bus: a container-based CI host may have neither); haproxy (test/multihost runs it as a
 # plain process, its own config, as the load balancer in front of two daemons);
 # python3-kubernetes (test/deploy checks deploy/kubernetes offline against the API's models, and
-# reads the YAML with python3-yaml, which it brings).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes)
+# reads the YAML with python3-yaml, which it brings); debootstrap (the root file system without a
+# compiler in which test/package installs the packed tarball: scripts/nocompiler-rootfs.sh).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes debootstrap)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
@@ -46,3 +47,7 @@ fi
 # The other supported Node majors (scripts/test-node-versions.sh runs the daemon, client, e2e and
 # http suites on each). Idempotent, like the VM's cache: a cached major is not fetched again.
 "$(dirname "$0")/node-versions.sh"
+
+# The root file system without a compiler in which test/package/prebuilt_install.test.ts installs
+# the packed tarball (debootstrap; idempotent, cached like the VM's kernel).
+"$(dirname "$0")/nocompiler-rootfs.sh"
