@@ -64,14 +64,13 @@ if (missing.length > 0) {
   );
   process.exit(1);
 }
-// npm tells its lifecycle scripts where its own node-gyp is; a checkout has node-gyp as a devDependency.
-let nodeGyp = process.env.npm_config_node_gyp;
-if (!nodeGyp) {
-  try {
-    nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
-  } catch {
-    nodeGyp = undefined;
-  }
+// A checkout's own node-gyp (a devDependency, the version the build is tested with), else the one
+// npm tells its lifecycle scripts about (its own), else one on PATH.
+let nodeGyp;
+try {
+  nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+} catch {
+  nodeGyp = process.env.npm_config_node_gyp;
 }
 const build = nodeGyp
   ? spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: 'inherit' })
