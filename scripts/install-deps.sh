@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages codejail's build and tests use, if any is missing. Idempotent; run
-# as root on Debian 12. Node.js 20 is expected to be installed already (Debian 12's own nodejs
-# is 18, too old for node-gyp 12 and vitest).
+# as root on Debian 12. Node.js 20.17+, 22 or 24 is expected to be installed already (Debian 12's
+# own nodejs is 18, too old for node-gyp 12 and vitest); the other supported majors, which
+# `npm test` also runs on, are fetched into a cache by scripts/node-versions.sh (below).
 set -euo pipefail
 
 # Build: g++, make, python3 (node-gyp). Sandbox: python3 is the default command. Setup: passwd
@@ -16,8 +17,9 @@ set -euo pipefail
 # reads the YAML with python3-yaml, which it brings); the Python package (clients/python, tested by
 # test/e2e/python_package.test.ts): python3-msgpack (its one dependency), python3-setuptools (pip
 # install --no-build-isolation), python3-pytest (runs its tests), python3-django and python3-six
-# (the original CodeJail's tests import them).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes python3-msgpack python3-setuptools python3-pytest python3-django python3-six)
+# (the original CodeJail's tests import them); debootstrap (the root file system without a
+# compiler in which test/package installs the packed tarball: scripts/nocompiler-rootfs.sh).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes python3-msgpack python3-setuptools python3-pytest python3-django python3-six debootstrap)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
@@ -44,3 +46,11 @@ fi
 # by the test so that a download problem fails with its own message; once the cache exists,
 # test/vm runs instead of skipping.
 "$(dirname "$0")/vm/build.sh"
+
+# The other supported Node majors (scripts/test-node-versions.sh runs the daemon, client, e2e and
+# http suites on each). Idempotent, like the VM's cache: a cached major is not fetched again.
+"$(dirname "$0")/node-versions.sh"
+
+# The root file system without a compiler in which test/package/prebuilt_install.test.ts installs
+# the packed tarball (debootstrap; idempotent, cached like the VM's kernel).
+"$(dirname "$0")/nocompiler-rootfs.sh"

@@ -241,11 +241,14 @@ let addon: Addon | undefined;
 
 /**
  * The warm templates' confinement library (libcodejail_warm.so: cj_warm_apply), built beside the
- * addon and shipped in the same directory.
+ * addon and shipped in the same directory: build/Release/codejail_warm.so, or in a prebuild
+ * (scripts/prebuild.sh) tagged with the C library the addon's name carries
+ * (codejail.napi.glibc.node, codejail_warm.glibc.so). scripts/install.mjs follows the same rule.
  */
 export function warmLibraryPath(): string {
   const addonPath = require('node-gyp-build').resolve(root) as string;
-  return path.join(path.dirname(addonPath), 'codejail_warm.so');
+  const libc = /\.(glibc|musl)\.node$/.exec(path.basename(addonPath))?.[1];
+  return path.join(path.dirname(addonPath), libc ? `codejail_warm.${libc}.so` : 'codejail_warm.so');
 }
 
 /** Loads the addon once (prebuild or build/Release). Throws with a clear message when absent. */

@@ -1,11 +1,16 @@
 // `codejail check-config`: validates a daemon configuration without starting anything, the way
 // the daemon would read it (at start and on SIGHUP). Prints OK or one line per problem.
 import { parseArgs } from 'node:util';
+import { describeConfigKeys } from '../daemon/config_doc.js';
 import { withUsageErrors } from './args.js';
 
 export const CHECK_CONFIG_USAGE = `usage: codejail check-config [--config FILE]
 Validates the daemon's configuration (default /etc/codejail/config.json) and prints OK, or each
-problem with the key it concerns (exit 1). Also warns about groups that do not exist.`;
+problem with the key it concerns (exit 1). Also warns about groups that do not exist.
+
+The configuration is one JSON object; every key is optional (codejail-config(5) shows the
+defaults):
+${describeConfigKeys()}`;
 
 export async function checkConfig(args: string[]): Promise<number> {
   const { values } = withUsageErrors(() => parseArgs({ args, options: { config: { type: 'string' } }, strict: true }));

@@ -10,6 +10,7 @@ import { RUN_FAILED_EXIT, RUN_USAGE, run } from './run.js';
 import { SERVE_USAGE, serve } from './serve.js';
 import { SETUP_USAGE, setup } from './setup.js';
 import { STATUS_USAGE, status } from './status.js';
+import { CODEJAIL_USAGE as USAGE } from './usage.js';
 
 interface Subcommand {
   usage: string;
@@ -28,18 +29,6 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   'check-config': { usage: CHECK_CONFIG_USAGE, main: checkConfig, failureExit: 1 },
   serve: { usage: SERVE_USAGE, main: serve, failureExit: 1 },
 };
-
-const USAGE = `usage: codejail <command> [options]
-commands:
-  run     run code in the sandbox and print its output
-  status  show the daemon's layers, slots and queue
-  setup   create the group, slot users and directories the daemon needs (root)
-  bench   compare jailCode latency and throughput with bare interpreter spawns
-  check   run the daemon's self-check now and print its layers and probes
-  metrics print the daemon's metrics (Prometheus text format)
-  check-config  validate the daemon's configuration file
-  serve   serve codejail-service's HTTP API as a client of the daemon (not as root)
-Run 'codejail <command> --help' for a command's options; 'codejail --version' prints the version.`;
 
 const USAGE_EXIT = 2;
 

@@ -7,8 +7,9 @@ import { UsageError, withUsageErrors } from './args.js';
 export const SETUP_USAGE = `usage: codejail setup [--config FILE] [--systemd [--http]]
        codejail setup --uninstall [--purge] [--config FILE]
 Creates the codejail group, the slot users and the daemon's directories as the configuration
-(default /etc/codejail/config.json, else the built-in defaults) describes. Needs root; safe to
-run again.
+(default /etc/codejail/config.json, else the built-in defaults) describes, and installs the man
+pages codejail(1), codejaild(8), codejail-config(5) (in /usr/local/share/man) and the bash
+completion of codejail. Needs root; safe to run again.
 
   --systemd   also install codejaild.socket and codejaild.service in /etc/systemd/system
               (ExecStart= pointing at this installation, the socket as configured), then
@@ -53,6 +54,8 @@ export async function setup(args: string[]): Promise<number> {
   const record = SetupRecord.load(path.dirname(DEFAULT_CONFIG_PATH));
   // One line per thing created or found, so a second run shows that nothing changed.
   const report = await setupHost(config, { record });
+  const { installOperatorFiles } = await import('../setup/operator_files.js');
+  report.push(...(await installOperatorFiles()));
   if (values.systemd) {
     // After setupHost: the socket unit names the group it has just created.
     const { installHttpUnit, installSystemdUnits } = await import('../setup/systemd_units.js');

@@ -8,22 +8,7 @@ import { PACKAGE_VERSION } from '../package.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './log.js';
 import { startDaemon, type DaemonHandle } from './index.js';
 import { listenFdFromEnv, notifySystemd, startWatchdog, statusLine } from './systemd.js';
-
-const USAGE = `usage: codejaild [--config FILE] [--socket PATH] [--log-level LEVEL] [--unsafe]
-
-Runs untrusted code for codejail clients in layered Linux sandboxes. Must run as root.
-
-  --config FILE      JSON configuration (default /etc/codejail/config.json, if it exists)
-  --socket PATH      listen here instead of the configured socket path
-  --log-level LEVEL  debug, info, warn or error, instead of the configured logLevel
-  --unsafe           run code WITHOUT confinement (rlimits only); for development only
-  --version          print the version and exit
-  --help             show this help
-
-Signals: SIGTERM/SIGINT stop (running work may finish for shutdownGraceMs), SIGHUP reloads the
-configuration file. Under systemd the socket may be passed in (LISTEN_FDS) and NOTIFY_SOCKET /
-WATCHDOG_USEC are honoured.
-`;
+import { CODEJAILD_USAGE as USAGE } from './usage.js';
 
 async function main(): Promise<number> {
   let values: { config?: string; socket?: string; 'log-level'?: string; unsafe?: boolean; help?: boolean; version?: boolean };

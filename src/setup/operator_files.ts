@@ -1,0 +1,27 @@
+// What an operator expects a daemon package to put on the host: the man pages and the bash
+// completion, both made from the --help texts (src/cli/man.ts, src/cli/completion.ts), so that
+// what `man codejaild` says is what this installation's `codejaild --help` says.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { bashCompletion } from '../cli/completion.js';
+import { manPages } from '../cli/man.js';
+import { writeIfChanged } from './host_files.js';
+
+export const MAN_DIR = '/usr/local/share/man';
+
+/** bash-completion's on-demand directory where the package is installed, else the classic one. */
+export function completionDir(): string {
+  return existsSync('/usr/share/bash-completion/completions') ? '/usr/share/bash-completion/completions' : '/etc/bash_completion.d';
+}
+
+/** Writes the man pages and the completion (only when their contents change); one line each. */
+export async function installOperatorFiles(manDir = MAN_DIR, completions = completionDir()): Promise<string[]> {
+  const report: string[] = [];
+  for (const page of manPages()) {
+    const target = path.join(manDir, `man${page.section}`, `${page.name}.${page.section}`);
+    report.push(`${await writeIfChanged(target, page.text)} ${target} (${page.name}(${page.section}))`);
+  }
+  const target = path.join(completions, 'codejail');
+  report.push(`${await writeIfChanged(target, bashCompletion())} ${target} (bash completion)`);
+  return report;
+}
