@@ -55,7 +55,7 @@ export async function setup(args: string[]): Promise<number> {
   // One line per thing created or found, so a second run shows that nothing changed.
   const report = await setupHost(config, { record });
   const { installOperatorFiles } = await import('../setup/operator_files.js');
-  report.push(...(await installOperatorFiles()));
+  report.push(...(await installOperatorFiles(undefined, undefined, record)));
   if (values.systemd) {
     // After setupHost: the socket unit names the group it has just created.
     const { installHttpUnit, installSystemdUnits } = await import('../setup/systemd_units.js');

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { bashCompletion } from '../cli/completion.js';
 import { manPages } from '../cli/man.js';
 import { writeIfChanged } from './host_files.js';
+import type { SetupRecord } from './record.js';
 
 export const MAN_DIR = '/usr/local/share/man';
 
@@ -14,14 +15,20 @@ export function completionDir(): string {
   return existsSync('/usr/share/bash-completion/completions') ? '/usr/share/bash-completion/completions' : '/etc/bash_completion.d';
 }
 
-/** Writes the man pages and the completion (only when their contents change); one line each. */
-export async function installOperatorFiles(manDir = MAN_DIR, completions = completionDir()): Promise<string[]> {
+/**
+ * Writes the man pages and the completion (only when their contents change); one line each.
+ * With `record`, each file it installs is recorded, for `codejail setup --uninstall`.
+ */
+export async function installOperatorFiles(manDir = MAN_DIR, completions = completionDir(), record?: SetupRecord): Promise<string[]> {
+  const files = [
+    ...manPages().map((page) => ({ target: path.join(manDir, `man${page.section}`, `${page.name}.${page.section}`), text: page.text, what: `${page.name}(${page.section})` })),
+    { target: path.join(completions, 'codejail'), text: bashCompletion(), what: 'bash completion' },
+  ];
   const report: string[] = [];
-  for (const page of manPages()) {
-    const target = path.join(manDir, `man${page.section}`, `${page.name}.${page.section}`);
-    report.push(`${await writeIfChanged(target, page.text)} ${target} (${page.name}(${page.section}))`);
+  for (const { target, text, what } of files) {
+    const outcome = await writeIfChanged(target, text);
+    if (outcome === 'installed') record?.add({ kind: 'file', path: target });
+    report.push(`${outcome} ${target} (${what})`);
   }
-  const target = path.join(completions, 'codejail');
-  report.push(`${await writeIfChanged(target, bashCompletion())} ${target} (bash completion)`);
   return report;
 }

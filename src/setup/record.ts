@@ -12,6 +12,8 @@ export type Created =
   | { kind: 'user' | 'group'; name: string; id: number }
   | { kind: 'apparmor'; path: string; profile: boolean }
   | { kind: 'unit'; path: string }
+  /** A man page or the bash completion (src/setup/operator_files.ts). */
+  | { kind: 'file'; path: string }
   | { kind: 'dir'; path: string; role: 'runBase' | 'socketDir' | 'configDir' };
 
 export class SetupRecord {

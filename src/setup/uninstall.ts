@@ -55,6 +55,7 @@ export async function uninstallHost(config: DaemonConfig, options: UninstallOpti
   const report: string[] = [];
   report.push(...(await removeUnits(record, options)));
   report.push(...(await removeAppArmor(config, record, options)));
+  report.push(...(await removeRecordedFiles(record)));
   report.push(...(await removeRunBase(config, record)));
   report.push(...(await removeSocketDir(config, record)));
   report.push(...removeAccounts(config, record, options));
@@ -188,6 +189,20 @@ async function removeUnits(record: SetupRecord, options: UninstallOptions): Prom
     report.push(`removed unit ${target}${systemctl ? ' (disabled)' : ''}`);
   }
   if (systemctl) runTool('systemctl', ['daemon-reload']);
+  return report;
+}
+
+/** The man pages and the completion setup installed (only those it recorded). */
+async function removeRecordedFiles(record: SetupRecord): Promise<string[]> {
+  const report: string[] = [];
+  for (const item of record.created) {
+    if (item.kind !== 'file') continue;
+    if (existsSync(item.path)) {
+      await fs.rm(item.path, { force: true });
+      report.push(`removed ${item.path}`);
+    }
+    record.remove(item);
+  }
   return report;
 }
 

@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig, type DaemonConfig } from '../../src/daemon/config.js';
 import { setupAccounts, setupHost } from '../../src/setup/host.js';
 import { RECORD_FILE, SetupRecord } from '../../src/setup/record.js';
+import { installOperatorFiles } from '../../src/setup/operator_files.js';
 import { installHttpUnit, installSystemdUnits } from '../../src/setup/systemd_units.js';
 import { uninstallHost, UninstallRefused, type UninstallOptions } from '../../src/setup/uninstall.js';
 import { startTestDaemon } from '../helpers/daemon.js';
@@ -42,6 +43,7 @@ async function setup(): Promise<string[]> {
   const report = await setupHost(config, { prefix, configDir: at('etc/codejail'), record, apparmor });
   report.push(...(await installSystemdUnits(config, { unitDir: at('etc/systemd/system'), systemctl: false, record })));
   report.push(...(await installHttpUnit(config, { unitDir: at('etc/systemd/system'), systemctl: false, prefix, record })));
+  report.push(...(await installOperatorFiles(at('usr/local/share/man'), at('usr/share/bash-completion/completions'), record)));
   return report;
 }
 
@@ -98,6 +100,10 @@ describe.skipIf(!isRoot)('codejail setup --uninstall', () => {
       'codejail-http',
       'codejail-http',
       'etc/systemd/system/codejail-http.service',
+      'usr/local/share/man/man1/codejail.1',
+      'usr/local/share/man/man8/codejaild.8',
+      'usr/local/share/man/man5/codejail-config.5',
+      'usr/share/bash-completion/completions/codejail',
     ]);
     // A leftover run directory of a daemon that crashed goes with the run base.
     mkdirSync(at('var/lib/codejail/0123456789abcdef0123456789abcdef/tmp'), { recursive: true });
@@ -111,6 +117,10 @@ describe.skipIf(!isRoot)('codejail setup --uninstall', () => {
       `removed AppArmor profile ${at('etc/apparmor.d/codejail-sandbox')} (unloaded)`,
       `removed AppArmor profile ${at('etc/apparmor.d/codejaild')} (unloaded)`,
       `removed AppArmor variables ${at('etc/apparmor.d/tunables/codejail')}`,
+      `removed ${at('usr/local/share/man/man1/codejail.1')}`,
+      `removed ${at('usr/local/share/man/man8/codejaild.8')}`,
+      `removed ${at('usr/local/share/man/man5/codejail-config.5')}`,
+      `removed ${at('usr/share/bash-completion/completions/codejail')}`,
       `removed the run base ${at('var/lib/codejail')}`,
       `removed the socket directory ${at('run/codejail')}`,
       'removed user codejail-60500 (uid 60500)',
@@ -125,7 +135,7 @@ describe.skipIf(!isRoot)('codejail setup --uninstall', () => {
     expect(lines('passwd')).toEqual(['bob:x:1000']);
     expect(lines('group')).toEqual(['users:x:100', 'codejail:x:990']);
     // What is left is what was there before setup (empty directories setup's tools made aside).
-    const emptyDirs = ['etc/apparmor.d/', 'etc/apparmor.d/tunables/', 'etc/systemd/', 'etc/systemd/system/', 'run/', 'var/', 'var/lib/'];
+    const emptyDirs = ['etc/apparmor.d/', 'etc/apparmor.d/tunables/', 'etc/systemd/', 'etc/systemd/system/', 'run/', 'var/', 'var/lib/', 'usr/', 'usr/local/', 'usr/local/share/', 'usr/local/share/man/', 'usr/local/share/man/man1/', 'usr/local/share/man/man5/', 'usr/local/share/man/man8/', 'usr/share/', 'usr/share/bash-completion/', 'usr/share/bash-completion/completions/'];
     expect(tree().filter((entry) => !emptyDirs.includes(entry) && !/^etc\/(passwd|group|shadow|gshadow)-$/.test(entry) && entry !== 'parser.log')).toEqual(before);
 
     const after = tree();
