@@ -16,7 +16,7 @@ Serves codejail-service's HTTP API (POST /api/v0/code-exec, GET /health/, GET /m
 client of the daemon's socket. Refuses to run as root. --listen defaults to 127.0.0.1:8080;
 --config names a JSON file of { listen, socket, logLevel, maxBodyBytes, maxFieldBytes,
 maxFileBytes, maxParts, maxInFlight, maxBodiesReading, maxBodiesReadingPerAddress,
-maxBytesInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs,
+maxBytesInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs, healthTimeoutMs,
 limits: {NAME: value}, limitOverrides: {context: {NAME: value}} } (the flags win over it). maxInFlight defaults to the daemon's slots plus its queue.`;
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -38,6 +38,7 @@ const serveConfig = z
     headersTimeoutMs: positive.optional(),
     requestTimeoutMs: positive.optional(),
     selfCheckTtlMs: z.number().int().nonnegative().optional(),
+    healthTimeoutMs: positive.optional(),
     /** The original's set_limit: the limits of every run, by name (CPU, REALTIME, VMEM...). */
     limits: z.record(z.string(), z.number()).optional(),
     /** The original's override_limit: limits for runs whose limit_overrides_context is the key. */

@@ -54,6 +54,11 @@ export interface HttpServiceLimits extends FormLimits {
   requestTimeoutMs: number;
   /** How long a self-check result is reused by /health/ and code-exec. */
   selfCheckTtlMs: number;
+  /**
+   * How long /health/ (and a code-exec that finds no self-check result yet) waits for the
+   * daemon's check before answering 503: a probe must get an answer, whatever the daemon does.
+   */
+  healthTimeoutMs: number;
 }
 
 export const DEFAULT_HTTP_LIMITS: Readonly<HttpServiceLimits> = Object.freeze({
@@ -70,6 +75,7 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpServiceLimits> = Object.freeze({
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   selfCheckTtlMs: 60_000,
+  healthTimeoutMs: 5_000,
 });
 
 /** Seconds a caller refused for want of room is told to wait. */
@@ -230,6 +236,22 @@ export class HttpService {
     return this.checking;
   }
 
+  /** selfCheck(), or false when it has not answered within `ms` (it goes on, for the next asker). */
+  private async selfCheckWithin(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => {
+        this.logger.warn('the daemon self-check did not answer in time', { healthTimeoutMs: ms });
+        resolve(false);
+      }, ms);
+    });
+    try {
+      return await Promise.race([this.selfCheck(), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async followDaemonCapacity(): Promise<void> {
     try {
       const status = await this.client.status();
@@ -256,7 +278,7 @@ export class HttpService {
         route = 'health';
         answer =
           req.method === 'GET' || req.method === 'HEAD'
-            ? (await this.selfCheck())
+            ? (await this.selfCheckWithin(this.limits.healthTimeoutMs))
               ? { status: 200, body: { status: 'OK' } }
               : { status: 503, body: { status: 'UNAVAILABLE' } }
             : errorAnswer(405, `Method ${req.method} not allowed`, undefined, { headers: { allow: 'GET, HEAD' } });

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '../../src/client/index.js';
 import { parsePythonJson } from '../../src/http/python_json.js';
 import { CLI_MAIN, makeZip, startTestServe, type TestServe } from '../helpers/serve.js';
 
@@ -366,4 +367,36 @@ describe.skipIf(!isRoot)('hostile: codejail serve without its daemon', () => {
     expect(res.status).toBe(503);
     expect(res.json.error).toMatch(/^Codejail service is unavailable: its daemon/);
   });
+});
+
+// Issue 16 item 3: with no slot free for the daemon's check, /health/ hung instead of failing.
+describe.skipIf(!isRoot)('hostile: codejail serve whose daemon cannot run its check', () => {
+  let serve: TestServe;
+  beforeAll(async () => {
+    serve = await startTestServe({ config: { selfCheckTtlMs: 0, healthTimeoutMs: 1000 }, daemonConfig: { slots: { count: 1 } } });
+  }, 30_000);
+  afterAll(async () => {
+    await serve?.stop();
+  }, 30_000);
+
+  it('deny_http_health_waits_no_longer_than_health_timeout_for_a_check_stuck_behind_runs', async () => {
+    expect((await fetch(`${serve.url}/health/`)).status).toBe(200);
+    const client = new Client({ socketPath: serve.daemon.socketPath });
+    // The one slot is taken for a while: the daemon's check waits in the queue behind it.
+    const sleeper = client.jailCode('python', { code: 'import time\ntime.sleep(15)', limits: { REALTIME: 30 } }).catch(() => undefined);
+    try {
+      const deadline = Date.now() + 10_000;
+      while ((await client.status()).slots.busy === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      const started = performance.now();
+      const health = await fetch(`${serve.url}/health/`);
+      const waitedMs = performance.now() - started;
+      expect(health.status).toBe(503);
+      expect(await health.json()).toEqual({ status: 'UNAVAILABLE' });
+      // Bounded by healthTimeoutMs (1 s), far from the sleeper's 15 s.
+      expect(waitedMs).toBeLessThan(8000);
+    } finally {
+      await client.close();
+      await sleeper;
+    }
+  }, 40_000);
 });
