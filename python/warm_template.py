@@ -2,7 +2,9 @@
 
 codejaild starts one template per warm command (src/run/template.ts), as root, in the runs' mount
 namespace and an empty network namespace of its own, with the command's interpreter flags and a
-run's environment. The template imports the safeExec harness and the configured preloads, then
+run's environment. It does not run this file from the install (which that namespace may not
+show): a bootstrap (src/run/template_boot.ts) reads this file's text, the harness and the library
+from its stdin, as the daemon read them at its start, and starts Template. The template imports the safeExec harness and the configured preloads, then
 serves forks over its channel (fd 3, a SOCK_SEQPACKET socket to the daemon). It never runs
 submitted code and holds nothing secret: every run is a fresh child forked from it, which applies
 the run's plan to itself (libcodejail_warm.so: the same confinement core as a cold run) before any
@@ -106,22 +108,22 @@ class Template:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.channel, selectors.EVENT_READ)
 
-    def _compile_harness(self, path):
-        """The safeExec harness, imported once; each run executes only its main block.
+    def _compile_harness(self, source):
+        """The safeExec harness (its source, as the daemon read it), imported once; each run
+        executes only its main block.
 
-        The main block is compiled on its own at its own line numbers, under HARNESS_FILENAME, so
-        that a traceback shows the frame a cold run shows ("jailed_code", line N, in <module>),
-        and runs in the module's namespace (the child's copy), where the harness expects it.
+        The module and, on its own at its own line numbers, its main block are compiled under
+        HARNESS_FILENAME, so that a traceback shows the frames a cold run shows ("jailed_code",
+        line N, in <module>); the main block runs in the module's namespace (the child's copy),
+        where the harness expects it.
         """
-        import importlib.util
         import linecache
+        import types
 
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-        spec = importlib.util.spec_from_file_location("codejail_safe_exec_harness", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        text = source.decode("utf-8")
+        module = types.ModuleType("codejail_safe_exec_harness")
         module.__file__ = HARNESS_FILENAME
+        exec(compile(text, HARNESS_FILENAME, "exec", dont_inherit=True), module.__dict__)
         module.prepare_forbidding()
         lines = text.splitlines(True)
         start = next(i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":'))
@@ -457,4 +459,9 @@ def finish(status):
 
 
 if __name__ == "__main__":
-    Template(parse_args(sys.argv[1:])).serve()
+    # Started as a file (by hand): the library and the harness named on the command line. codejaild
+    # instead hands both over with this file's text, through src/run/template_boot.ts.
+    main_options = parse_args(sys.argv[1:])
+    with open(main_options["harness"], "rb") as harness_file:
+        main_options["harness"] = harness_file.read()
+    Template(main_options).serve()

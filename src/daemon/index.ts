@@ -12,6 +12,7 @@ import { loadConfig, type DaemonConfig } from './config.js';
 import { RequestError } from '../protocol/errors.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
 import { openWarmCommands, type WarmCommand, type WarmSettings } from '../run/warm.js';
+import { installFiles } from '../run/install_files.js';
 import { detectLayers, releaseLayers, type LayerReport, type Layers } from '../layers/index.js';
 import { createLogger, type LogLevel, type Logger } from './log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
@@ -104,6 +105,9 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
   const log = options.log ?? createLogger({ level: config.logLevel });
   const addon = native();
   const startedAt = Date.now();
+  // What runs and templates need of the install, read now and kept: they cannot look it up later
+  // (the runs' namespace may not show it), nor should a later upgrade of the files reach them.
+  installFiles();
 
   const layers = detectLayers(config, { addon, log, unsafe: options.unsafe ?? false });
   let daemon: Daemon | undefined;

@@ -3,25 +3,17 @@
 // (fd 3) for the globals it reports. The caller's globals are bytes the daemon passes on without
 // parsing them: decoding JSON of megabytes on the event loop would stall every other connection,
 // and the harness, inside the sandbox, refuses a malformed one (exit 2, saying why).
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import type { SafeExecRequest } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
-import { PACKAGE_ROOT } from '../package.js';
+import { installFiles } from '../run/install_files.js';
 import type { CommandConfig } from './config.js';
 import type { RunRequest } from './runner.js';
 
 export type CommandKind = CommandConfig['kind'];
 
-/** The harness, in the package's python/ directory (as the client's unsafe mode finds it). */
-export const HARNESS_PATH = path.join(PACKAGE_ROOT, 'python', 'safe_exec_harness.py');
-
-let harness: Buffer | undefined;
-
-/** The harness's source, read once (at the first safe_exec). */
+/** The harness's source (python/safe_exec_harness.py), as the daemon read it at its start. */
 export function harnessBytes(): Buffer {
-  harness ??= readFileSync(HARNESS_PATH);
-  return harness;
+  return installFiles().harness;
 }
 
 /**

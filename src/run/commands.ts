@@ -3,8 +3,9 @@
 // then turned into the read/execute part of the Landlock policy. Only what exists is granted, and
 // never a directory that would expose the host (/, /etc, /tmp, /home, /proc, /usr/bin, ...).
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readSync, realpathSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { hiddenDirs } from '../layers/mntns.js';
 import type { NativeLandlock } from '../native.js';
 import type { CommandConfig, DaemonConfig } from '../daemon/config.js';
 import { ConfigError } from '../config_error.js';
@@ -96,6 +97,16 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
     throw new ConfigError(`${where}.path: ${command.path} cannot be resolved (${(err as NodeJS.ErrnoException).code})`);
   }
 
+  // Runs start the interpreter by the configured path (a venv's python finds pyvenv.cfg beside
+  // it) and the resolved one: both must be where runs can reach, or every run would fail.
+  const argv0 = path.join(realpathSync(path.dirname(path.resolve(command.path))), path.basename(command.path));
+  for (const p of new Set([argv0, executable])) {
+    const problem = reachProblem(p, runBase);
+    if (problem) {
+      throw new ConfigError(`${where}.path: ${command.path}${p !== command.path ? ` (${p})` : ''} ${problem}, so no run could start it: ${REACHABLE_HINT}`);
+    }
+  }
+
   const forbidden = (p: string) => grantProblem(p, runBase);
   for (const [key, list] of [['read', command.read], ['execute', command.execute]] as const) {
     for (const p of list) {
@@ -122,7 +133,12 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
     // interpreter reads pyvenv.cfg there, and packages may keep data beside site-packages
     // (share/, lib64 -> lib), so the whole prefix is granted read-only. The base prefix (/usr)
     // never is: only its stdlib and package directories come in, through sys.path.
-    if (facts.prefix !== facts.base_prefix) discovered.push(facts.prefix);
+    if (facts.prefix !== facts.base_prefix) {
+      const prefix = realpathOrUndefined(facts.prefix) ?? facts.prefix;
+      const problem = reachProblem(prefix, runBase);
+      if (problem) throw new ConfigError(`${where}.path: its virtualenv ${prefix} ${problem}, so no run could use it: ${REACHABLE_HINT}`);
+      discovered.push(facts.prefix);
+    }
     for (const p of discovered) {
       const real = realpathOrUndefined(p);
       if (!real) continue;
@@ -213,6 +229,29 @@ export function grantProblem(p: string, runBase: string): string | undefined {
     if (isWithin(target, privateDir)) return `is beneath ${privateDir}, which sandboxes must not read`;
   }
   return undefined;
+}
+
+const REACHABLE_HINT = 'put the interpreter or virtualenv where runs can reach it (beneath /opt or /usr/local, say, readable by all)';
+
+/**
+ * Why runs could not reach `p` (a resolved path), or undefined: it lies beneath a directory their
+ * mount namespace shows empty (mntns.ts HIDDEN_DIRS), or beneath one no sandbox is granted, or
+ * behind a directory the slot users may not search (they own nothing on the way, so it is the
+ * mode's bits for others that count).
+ */
+export function reachProblem(p: string, runBase: string): string | undefined {
+  const target = path.resolve(p);
+  const hidden = hiddenDirs(runBase).hide.find((dir) => isWithin(target, dir));
+  if (hidden) return `is beneath ${hidden}, which the runs' mount namespace shows empty`;
+  const never = [...NEVER_BENEATH, runBase].find((dir) => isWithin(target, dir));
+  if (never) return `is beneath ${never}, which sandboxes are never granted`;
+  for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
+    const mode = statSync(dir, { throwIfNoEntry: false })?.mode;
+    if (mode !== undefined && (mode & 0o001) === 0) {
+      return `is beneath ${dir}, which the slot users may not enter (mode ${(mode & 0o7777).toString(8).padStart(4, '0')})`;
+    }
+    if (dir === '/') return undefined;
+  }
 }
 
 /** True when `inner` is `outer` or beneath it. */

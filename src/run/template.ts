@@ -9,18 +9,15 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import type { Logger } from '../daemon/log.js';
-import { warmLibraryPath, type native, type NativePlan } from '../native.js';
-import { PACKAGE_ROOT } from '../package.js';
+import type { native, NativePlan } from '../native.js';
 import type { CommandProfile } from './commands.js';
+import { installFiles } from './install_files.js';
 import { CODE_FILE } from './rundir.js';
 import { closeQuietly, runProcess, type Budgets, type ProcessExit, type RunProcess } from './process.js';
+import { sendTemplateFiles, templateArgv } from './template_boot.js';
 
 type Addon = ReturnType<typeof native>;
-
-export const TEMPLATE_SCRIPT = path.join(PACKAGE_ROOT, 'python', 'warm_template.py');
-export const HARNESS_SCRIPT = path.join(PACKAGE_ROOT, 'python', 'safe_exec_harness.py');
 
 /** How long a template may take to import its preloads and say it is ready. */
 export const TEMPLATE_START_MS = 30_000;
@@ -131,7 +128,8 @@ export class Template {
       const child = addon.spawn(this.spawnPlan(theirs, netnsFd));
       this.pid = child.pid;
       this.pidfd = child.pidfd;
-      addon.closeFd(child.stdin);
+      // Its program, harness and library: the daemon's start-time copies (template_boot.ts).
+      sendTemplateFiles(child.stdin, installFiles());
       logLines(child.stdout, ctx.log, profile.name);
       logLines(child.stderr, ctx.log, profile.name);
       addon.watchExit(child.pidfd, child.pid, (exit) => {
@@ -381,17 +379,7 @@ export class Template {
     const { profile, ctx } = this;
     return {
       file: profile.executable,
-      argv: [
-        profile.path,
-        ...profile.args,
-        TEMPLATE_SCRIPT,
-        '--lib',
-        warmLibraryPath(),
-        '--harness',
-        HARNESS_SCRIPT,
-        '--preload',
-        profile.preload.join(','),
-      ],
+      argv: templateArgv(profile),
       // A run's environment, so that the interpreter starts as a run's would (locale, stdio
       // encoding); each child sets its own run's values before its code runs.
       env: templateEnv(profile),

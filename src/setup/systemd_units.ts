@@ -3,7 +3,7 @@
 // daemon-reload and enable --now of the socket when systemd is the running init.
 import { runTool, writeIfChanged } from './host_files.js';
 import type { SetupRecord } from './record.js';
-import { promises as fs } from 'node:fs';
+import { promises as fs, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { readAccounts } from '../accounts.js';
 import { PACKAGE_ROOT } from '../package.js';
@@ -15,6 +15,46 @@ const DAEMON_MAIN = path.join(PACKAGE_ROOT, 'dist/daemon/main.js');
 const CLI_MAIN = path.join(PACKAGE_ROOT, 'dist/cli/main.js');
 /** The user `codejail serve` runs as under codejail-http.service. */
 export const HTTP_USER = 'codejail-http';
+/** What the shipped units' ProtectHome=yes hides. */
+const HOME_DIRS = ['/home', '/root', '/run/user'];
+/** What the shipped units' PrivateTmp=yes replaces with a directory of the service's own. */
+const TMP_DIRS = ['/tmp', '/var/tmp'];
+
+/** What a unit runs from: this package and the node running it (resolved, as systemd would). */
+export function installPaths(): string[] {
+  const resolve = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return p;
+    }
+  };
+  return [...new Set([resolve(PACKAGE_ROOT), resolve(process.execPath)])];
+}
+
+/**
+ * The unit with what it runs made visible to it: an install (or node, from nvm) beneath a home
+ * directory is bound read-only into it, ProtectHome= then hiding the rest with an empty tmpfs
+ * instead of making the directories inaccessible (where nothing could be bound). An install
+ * beneath /tmp or /var/tmp is refused: PrivateTmp= gives the service a /tmp of its own, and a
+ * service should not run from where files come and go.
+ */
+export function withInstallPaths(unit: string, name: string, paths: string[]): string {
+  const beneath = (p: string, dirs: string[]) => dirs.find((dir) => p === dir || p.startsWith(`${dir}/`));
+  for (const p of paths) {
+    const tmp = beneath(p, TMP_DIRS);
+    if (tmp) {
+      throw new Error(
+        `${name} cannot run ${p}: it is beneath ${tmp}, which PrivateTmp=yes replaces with the service's own; ` +
+          'install codejail elsewhere (beneath /opt or /usr/local, or npm i -g with a system node) to run it under systemd',
+      );
+    }
+  }
+  const bound = paths.filter((p) => beneath(p, HOME_DIRS));
+  if (bound.length === 0) return unit;
+  unit = setKey(unit, 'Service', 'ProtectHome', 'tmpfs');
+  return addKey(unit, 'Service', 'BindReadOnlyPaths', bound.map(quotePath).join(' '), 'ProtectHome');
+}
 
 export interface InstallUnitsOptions {
   /** Where the units go (default /etc/systemd/system). */
@@ -25,6 +65,8 @@ export interface InstallUnitsOptions {
   systemctl?: boolean;
   /** Where each unit installed is recorded, for `codejail setup --uninstall`. */
   record?: SetupRecord;
+  /** What the unit runs from (default: installPaths()): for tests. */
+  installPaths?: string[];
 }
 
 export interface InstallHttpUnitOptions {
@@ -32,7 +74,10 @@ export interface InstallHttpUnitOptions {
   systemctl?: boolean;
   /** Where /etc/passwd and /etc/group are (useradd --prefix): for tests. */
   prefix?: string;
+  /** Where each unit installed is recorded, for `codejail setup --uninstall`. */
   record?: SetupRecord;
+  /** What the unit runs from (default: installPaths()): for tests. */
+  installPaths?: string[];
 }
 
 /**
@@ -45,6 +90,12 @@ export async function installHttpUnit(config: DaemonConfig, options: InstallHttp
   const etc = (file: string) => path.join(options.prefix ?? '/', 'etc', file);
   const report: string[] = [];
   const socketGroup = config.socket.group;
+  // Rendered first: an install the unit could not run is refused before the user is made.
+  const execStart = [process.execPath, CLI_MAIN, 'serve', '--socket', config.socket.path];
+  let unit = await readUnit('codejail-http.service');
+  unit = setKey(unit, 'Service', 'ExecStart', execStart.map(quoteArg).join(' '));
+  unit = setKey(unit, 'Service', 'SupplementaryGroups', socketGroup);
+  unit = withInstallPaths(unit, 'codejail-http.service', options.installPaths ?? installPaths());
   if (readAccounts(etc('passwd')).byName.has(HTTP_USER)) {
     report.push(`found user ${HTTP_USER}`);
   } else {
@@ -58,10 +109,6 @@ export async function installHttpUnit(config: DaemonConfig, options: InstallHttp
     if (gid !== undefined) options.record?.add({ kind: 'group', name: HTTP_USER, id: gid });
     report.push(`created user ${HTTP_USER} (in group ${socketGroup})`);
   }
-  const execStart = [process.execPath, CLI_MAIN, 'serve', '--socket', config.socket.path];
-  let unit = await readUnit('codejail-http.service');
-  unit = setKey(unit, 'Service', 'ExecStart', execStart.map(quoteArg).join(' '));
-  unit = setKey(unit, 'Service', 'SupplementaryGroups', socketGroup);
   await fs.mkdir(unitDir, { recursive: true, mode: 0o755 });
   const target = path.join(unitDir, 'codejail-http.service');
   const outcome = await writeIfChanged(target, unit);
@@ -92,7 +139,11 @@ export async function installSystemdUnits(config: DaemonConfig, options: Install
   const execStart = [process.execPath, DAEMON_MAIN];
   if (options.configFile && path.resolve(options.configFile) !== DEFAULT_CONFIG_PATH) execStart.push('--config', path.resolve(options.configFile));
 
-  const service = setKey(await readUnit('codejaild.service'), 'Service', 'ExecStart', execStart.map(quoteArg).join(' '));
+  const service = withInstallPaths(
+    setKey(await readUnit('codejaild.service'), 'Service', 'ExecStart', execStart.map(quoteArg).join(' ')),
+    'codejaild.service',
+    options.installPaths ?? installPaths(),
+  );
   let socket = await readUnit('codejaild.socket');
   socket = setKey(socket, 'Socket', 'ListenStream', config.socket.path);
   socket = setKey(socket, 'Socket', 'SocketGroup', config.socket.group);
@@ -107,6 +158,8 @@ export async function installSystemdUnits(config: DaemonConfig, options: Install
     if (outcome === 'installed') options.record?.add({ kind: 'unit', path: path.join(unitDir, name) });
     report.push(`${outcome} ${path.join(unitDir, name)}`);
   }
+  const bound = /^BindReadOnlyPaths=(.*)$/m.exec(service)?.[1];
+  if (bound) report.push(`codejaild.service: ProtectHome=tmpfs and BindReadOnlyPaths=${bound} (what it runs is beneath a home directory)`);
 
   const runSystemctl = options.systemctl ?? (await systemdIsRunning());
   if (!runSystemctl) {
@@ -148,6 +201,28 @@ export function setKey(unit: string, section: string, key: string, value: string
     }
   }
   throw new Error(`the shipped unit has no ${key}= in [${section}]`);
+}
+
+/** Adds `key=value` in `[section]` right after its `after=` line (which the shipped units have). */
+function addKey(unit: string, section: string, key: string, value: string, after: string): string {
+  if (/[\n\r]/.test(value)) throw new Error(`${key}= value must be one line`);
+  const lines = unit.split('\n');
+  let current = '';
+  for (let i = 0; i < lines.length; i++) {
+    const header = /^\[(.+)\]\s*$/.exec(lines[i]!);
+    if (header) current = header[1]!;
+    else if (current === section && lines[i]!.startsWith(`${after}=`)) {
+      lines.splice(i + 1, 0, `${key}=${value}`);
+      return lines.join('\n');
+    }
+  }
+  throw new Error(`the shipped unit has no ${after}= in [${section}]`);
+}
+
+/** A path in a list of paths (BindReadOnlyPaths=): `%` escaped; what the list syntax cannot carry refused. */
+function quotePath(p: string): string {
+  if (/[\s:"'\\]/.test(p)) throw new Error(`${p}: a path with white space, a colon, a quote or a backslash cannot be bound into a unit; install codejail elsewhere`);
+  return p.replace(/%/g, '%%');
 }
 
 /** systemd's command-line quoting: double quotes, with backslash escapes, when needed. */

@@ -222,7 +222,9 @@ describe('codejail setup --systemd units', () => {
     const unitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-units-'));
     try {
       const config = parseConfig({ socket: { path: '/run/cj-test/s.sock', group: 'cjtest', mode: '0600' } });
-      const report = await installSystemdUnits(config, { unitDir, configFile: '/etc/cj-test.json', systemctl: false });
+      // Wherever this checkout lies (beneath /tmp it would be refused: test/setup/systemd_units.test.ts).
+      const installPaths = ['/opt/codejail'];
+      const report = await installSystemdUnits(config, { unitDir, configFile: '/etc/cj-test.json', systemctl: false, installPaths });
       expect(report[0]).toMatch(/^installed .*codejaild\.service$/);
       expect(report.at(-1)).toMatch(/systemd is not the running init/);
       const service = fs.readFileSync(path.join(unitDir, 'codejaild.service'), 'utf8');
@@ -237,7 +239,7 @@ describe('codejail setup --systemd units', () => {
       expect(socket).toMatch(/^ListenStream=\/run\/cj-test\/s\.sock$/m);
       expect(socket).toMatch(/^SocketGroup=cjtest$/m);
       expect(socket).toMatch(/^SocketMode=0600$/m);
-      const again = await installSystemdUnits(config, { unitDir, configFile: '/etc/cj-test.json', systemctl: false });
+      const again = await installSystemdUnits(config, { unitDir, configFile: '/etc/cj-test.json', systemctl: false, installPaths });
       expect(again[0]).toMatch(/^unchanged /);
     } finally {
       fs.rmSync(unitDir, { recursive: true, force: true });

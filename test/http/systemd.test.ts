@@ -20,7 +20,9 @@ describe.skipIf(!isRoot)('codejail-http.service', () => {
       for (const file of ['passwd', 'shadow', 'gshadow']) fs.writeFileSync(path.join(prefix, 'etc', file), '');
       fs.writeFileSync(path.join(prefix, 'etc', 'group'), 'cjtest:x:990:\n');
       const config = parseConfig({ socket: { path: '/run/cj-test/s.sock', group: 'cjtest', mode: '0660' } });
-      const report = await installHttpUnit(config, { unitDir, prefix, systemctl: false });
+      // Wherever this checkout lies (beneath /tmp it would be refused: test/setup/systemd_units.test.ts).
+      const installPaths = ['/opt/codejail'];
+      const report = await installHttpUnit(config, { unitDir, prefix, systemctl: false, installPaths });
       expect(report[0]).toBe('created user codejail-http (in group cjtest)');
       expect(report[1]).toMatch(/^installed .*codejail-http\.service$/);
       expect(fs.readFileSync(path.join(prefix, 'etc', 'group'), 'utf8')).toMatch(/^cjtest:x:990:codejail-http$/m);
@@ -30,7 +32,7 @@ describe.skipIf(!isRoot)('codejail-http.service', () => {
       expect(unit).toMatch(/^SupplementaryGroups=cjtest$/m);
       expect(unit).toMatch(/^NoNewPrivileges=yes$/m);
       expect(unit).toMatch(/^CapabilityBoundingSet=$/m);
-      const again = await installHttpUnit(config, { unitDir, prefix, systemctl: false });
+      const again = await installHttpUnit(config, { unitDir, prefix, systemctl: false, installPaths });
       expect(again.slice(0, 2)).toEqual(['found user codejail-http', `unchanged ${path.join(unitDir, 'codejail-http.service')}`]);
     } finally {
       fs.rmSync(prefix, { recursive: true, force: true });

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { discoverCommand, elfInterpreter, grantProblem } from '../../src/run/commands.js';
+import { discoverCommand, elfInterpreter, grantProblem, reachProblem } from '../../src/run/commands.js';
 import type { Logger } from '../../src/daemon/log.js';
 
 describe('elfInterpreter', () => {
@@ -31,9 +31,40 @@ describe('grantProblem', () => {
   });
 });
 
+describe('reachProblem', () => {
+  const runBase = '/var/lib/codejail/runs';
+  it.each([
+    ['/home/u/venv/bin/python', "is beneath /home, which the runs' mount namespace shows empty"],
+    ['/root/.pyenv/versions/3.12.1/bin/python3.12', "is beneath /root, which the runs' mount namespace shows empty"],
+    ['/tmp/venv', "is beneath /tmp, which the runs' mount namespace shows empty"],
+    ['/proc/self/exe', 'is beneath /proc, which sandboxes are never granted'],
+    [`${runBase}/x/python`, `is beneath ${runBase}, which sandboxes are never granted`],
+  ])('refuses %s', (p, reason) => {
+    expect(reachProblem(p, runBase)).toBe(reason);
+  });
+  it('a run base beneath /tmp keeps /tmp in the namespace, but nothing beneath it is granted', () => {
+    expect(reachProblem('/tmp/venv', '/tmp/codejail/runs')).toBe('is beneath /tmp, which sandboxes are never granted');
+  });
+  it.each(['/usr/bin/python3', '/usr/local/bin/python3', '/opt/venv/bin/python'])('allows %s', (p) => {
+    expect(reachProblem(p, runBase)).toBeUndefined();
+  });
+  it.skipIf(process.getuid?.() !== 0)('refuses a path behind a directory others may not enter, naming it and its mode', () => {
+    const dir = fs.mkdtempSync('/var/lib/cj-reach-');
+    try {
+      expect(reachProblem(path.join(dir, 'venv/bin/python'), runBase)).toBe(`is beneath ${dir}, which the slot users may not enter (mode 0700)`);
+      fs.chmodSync(dir, 0o711);
+      expect(reachProblem(path.join(dir, 'venv/bin/python'), runBase)).toBeUndefined();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('discoverCommand (kind python)', () => {
   const runBase = '/var/lib/codejail/runs';
-  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-discover-'));
+  // Where runs could reach the fake interpreters (not beneath /tmp, nor a 0700 directory).
+  const scratch = fs.mkdtempSync(path.join(process.getuid?.() === 0 ? '/var/lib' : os.tmpdir(), 'cj-discover-'));
+  fs.chmodSync(scratch, 0o755);
   afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
   const warnings: Array<Record<string, unknown>> = [];
@@ -63,6 +94,13 @@ describe('discoverCommand (kind python)', () => {
     expect(profile.read).toEqual(expect.arrayContaining([prefix, '/usr/lib/python3']));
     for (const refused of ['/root', '/tmp', '/usr']) expect(profile.read).not.toContain(refused);
     expect(warnings.map((w) => w.path)).toEqual(expect.arrayContaining(['/root', '/tmp']));
+  });
+
+  it('refuses a venv prefix that runs cannot reach, naming it and why', () => {
+    const file = fakePython({ prefix: '/home/u/venv', base_prefix: '/usr', path: [], executable: '/usr/bin/python3', modules: [], mapped: [] });
+    expect(() => discoverCommand('sandenv', command(file), runBase, log)).toThrow(
+      "commands.sandenv.path: its virtualenv /home/u/venv is beneath /home, which the runs' mount namespace shows empty, so no run could use it",
+    );
   });
 
   it('does not grant the prefix of an interpreter that is not in a venv', () => {

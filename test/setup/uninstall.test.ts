@@ -41,8 +41,8 @@ async function setup(): Promise<string[]> {
   const record = SetupRecord.load(at('etc/codejail'));
   const apparmor = { etcDir: at('etc/apparmor.d'), securityDir: at('securityfs'), parser: at('parser') };
   const report = await setupHost(config, { prefix, configDir: at('etc/codejail'), record, apparmor });
-  report.push(...(await installSystemdUnits(config, { unitDir: at('etc/systemd/system'), systemctl: false, record })));
-  report.push(...(await installHttpUnit(config, { unitDir: at('etc/systemd/system'), systemctl: false, prefix, record })));
+  report.push(...(await installSystemdUnits(config, { unitDir: at('etc/systemd/system'), systemctl: false, record, installPaths: ['/opt/codejail'] })));
+  report.push(...(await installHttpUnit(config, { unitDir: at('etc/systemd/system'), systemctl: false, prefix, record, installPaths: ['/opt/codejail'] })));
   report.push(...(await installOperatorFiles(at('usr/local/share/man'), at('usr/share/bash-completion/completions'), record)));
   return report;
 }

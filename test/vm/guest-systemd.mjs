@@ -15,6 +15,9 @@
 //               restarted by systemd, and the next connection is served
 //   journal     every line the daemon logged reaches the journal as one JSON object
 //   security    systemd-analyze security's exposure score for the hardened unit
+//   homeInstall a copy of this install beneath /root run by a node beneath /root (as nvm puts
+//               it): setup --systemd binds both into the units, and the socket-activated daemon
+//               serves warm and cold runs from there; a copy beneath /tmp is refused at setup
 // Each section records what it saw (or its error) in <results>/results.json, rewritten after every
 // section so that a VM that dies half-way still tells how far it got.
 import { execFile } from 'node:child_process';
@@ -432,6 +435,58 @@ try {
     const pid1 = new Set((await journal('-o', 'cat', '-u', UNIT, '_PID=1')).split('\n').filter((l) => l.trim()));
     r.pid1Lines = pid1.size;
     r.unitNotJsonNotPid1 = r.unitNotJson.filter((l) => !pid1.has(l));
+  });
+
+  await section('homeInstall', async (r) => {
+    await systemctl('stop', 'codejaild.socket', UNIT);
+    await systemctl('reset-failed', UNIT);
+    // What an installed package holds: the shipped directories and the production dependencies
+    // (package-lock.json's entries not marked dev).
+    const home = '/root/codejail';
+    const lock = JSON.parse(fs.readFileSync(path.join(repo, 'package-lock.json'), 'utf8'));
+    const modules = Object.entries(lock.packages)
+      .filter(([dir, entry]) => dir.startsWith('node_modules/') && !entry.dev && !dir.includes('/node_modules/', 'node_modules/'.length))
+      .map(([dir]) => dir)
+      .filter((dir) => fs.existsSync(path.join(repo, dir)));
+    for (const entry of ['package.json', 'dist', 'build/Release', 'python', 'systemd', 'apparmor', ...modules]) {
+      fs.cpSync(path.join(repo, entry), path.join(home, entry), { recursive: true });
+    }
+    const node = `/root/.nvm/versions/node/${process.version}/bin/node`;
+    fs.mkdirSync(path.dirname(node), { recursive: true });
+    fs.copyFileSync(fs.realpathSync(process.execPath), node);
+    fs.chmodSync(node, 0o755);
+    const s = await run(node, [path.join(home, 'dist/cli/main.js'), 'setup', '--systemd']);
+    r.setup = { status: s.status, stderr: s.stderr.slice(-2000) };
+    r.report = s.stdout.trim().split('\n').filter((l) => /BindReadOnlyPaths|codejaild/.test(l));
+    r.unit = readTrim(`/etc/systemd/system/${UNIT}`)
+      .split('\n')
+      .filter((l) => /^(ExecStart|ProtectHome|BindReadOnlyPaths|PrivateTmp)=/.test(l));
+    const check = await cli('check', '--json');
+    r.check = { status: check.status, stderr: check.stderr.slice(-2000) };
+    try {
+      const parsed = JSON.parse(check.stdout);
+      r.check.ok = parsed.ok;
+      r.check.failed = parsed.probes.filter((p) => p.outcome === 'failed');
+    } catch {
+      r.check.stdout = check.stdout.slice(-2000);
+    }
+    const { MainPID } = await show(UNIT, ['MainPID']);
+    r.daemon = { exe: fs.readlinkSync(`/proc/${MainPID}/exe`), cmdline: fs.readFileSync(`/proc/${MainPID}/cmdline`, 'utf8').split('\0').filter(Boolean) };
+    await withClient(async (client) => {
+      r.runs = [];
+      for (const warm of [true, false]) {
+        const j = await client.jailCode('python', { code: 'print(6 * 7)\n', warm, profile: true });
+        r.runs.push({ warm: j.usage.stages?.warm, status: j.status, stdout: j.stdout.toString().trim(), stderr: j.stderr.toString().slice(-500) });
+        r.runs.push({ warm, safeExec: await client.safeExec('y = x * 2', { x: 21 }, { warm }) });
+      }
+    });
+    // The same install beneath /tmp: PrivateTmp= would hide it from the units, so setup refuses.
+    fs.cpSync(home, '/tmp/codejail', { recursive: true });
+    const t = await run(node, ['/tmp/codejail/dist/cli/main.js', 'setup', '--systemd']);
+    r.fromTmp = { status: t.status, stderr: t.stderr.trim().split('\n').slice(-3) };
+    r.unitAfterTmp = readTrim(`/etc/systemd/system/${UNIT}`)
+      .split('\n')
+      .filter((l) => /^ExecStart=/.test(l));
   });
 } catch (err) {
   out.fatal = String(err?.stack ?? err);

@@ -52,6 +52,7 @@ interface GuestResults {
   stop: Section;
   security: Section;
   journal: Section;
+  homeInstall: Section;
 }
 
 /** Boots the VM (scripts/vm/run.sh's own timeout bounds it) and collects its console. */
@@ -263,6 +264,38 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
     expect(s.status, s.stderr).toBe(0);
     expect(s.overall).toMatch(/Overall exposure level for codejaild\.service: \d+\.\d [A-Z]+/);
     console.log(`test/vm/systemd: systemd-analyze security: ${s.overall}`);
+  });
+
+  describe('an install beneath /root, on a node beneath /root (nvm)', () => {
+    it('setup --systemd binds both into the unit read-only, home directories an empty tmpfs', () => {
+      const h = section('homeInstall');
+      expect(h.setup.status, h.setup.stderr).toBe(0);
+      const node = h.unit.find((l: string) => l.startsWith('ExecStart='))?.split(' ')[0]?.slice('ExecStart='.length);
+      expect(node).toMatch(/^\/root\/\.nvm\/versions\/node\/v[\d.]+\/bin\/node$/);
+      expect(h.unit).toEqual([`ExecStart=${node} /root/codejail/dist/daemon/main.js`, 'ProtectHome=tmpfs', `BindReadOnlyPaths=/root/codejail ${node}`, 'PrivateTmp=yes']);
+      expect(h.report).toContain(`codejaild.service: ProtectHome=tmpfs and BindReadOnlyPaths=/root/codejail ${node} (what it runs is beneath a home directory)`);
+    });
+
+    it('the socket-activated daemon runs from there and serves warm and cold runs', () => {
+      const h = section('homeInstall');
+      expect(h.check.status, h.check.stderr ?? h.check.stdout).toBe(0);
+      expect(h.check.failed).toEqual([]);
+      expect(h.daemon.exe).toMatch(/^\/root\/\.nvm\/versions\/node\/v[\d.]+\/bin\/node$/);
+      expect(h.daemon.cmdline.slice(1)).toEqual(['/root/codejail/dist/daemon/main.js']);
+      expect(h.runs).toEqual([
+        { warm: true, status: 0, stdout: '42', stderr: '' },
+        { warm: true, safeExec: { x: 21, y: 42 } },
+        { warm: false, status: 0, stdout: '42', stderr: '' },
+        { warm: false, safeExec: { x: 21, y: 42 } },
+      ]);
+    });
+
+    it('the same install beneath /tmp is refused at setup, naming the path, and the units stay as they were', () => {
+      const h = section('homeInstall');
+      expect(h.fromTmp.status).not.toBe(0);
+      expect(h.fromTmp.stderr.join('\n')).toContain('codejaild.service cannot run /tmp/codejail: it is beneath /tmp, which PrivateTmp=yes replaces');
+      expect(h.unitAfterTmp[0]).toMatch(/ \/root\/codejail\/dist\/daemon\/main\.js$/);
+    });
   });
 
   it('the daemon\'s logs reach the journal as JSON, one object per line', () => {
