@@ -147,12 +147,11 @@ export class Runner {
     run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
-    let outcome: RunOutcome | undefined;
     try {
       try {
         prepared = await slot.prepare(request, limits, signal);
         const startAt = performance.now();
-        outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
+        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
         const { result, stages } = outcome;
         if (request.profile) {
           result.usage.stages = {
@@ -170,8 +169,9 @@ export class Runner {
       }
     } finally {
       // After the reply: the sweep's last kill rounds, the leaf and the run directory. The slot
-      // goes back to the pool (or into quarantine) only once they are done.
-      this.track(this.finish(slot, identity, prepared, outcome?.swept));
+      // goes back to the pool (or into quarantine) only once they are done: release() waits for
+      // every sweep of the slot, also one a cancelled or failed run left in flight.
+      this.track(this.finish(slot, identity, prepared));
     }
   }
 
@@ -185,10 +185,9 @@ export class Runner {
     while (this.cleanups.size > 0) await Promise.all([...this.cleanups]);
   }
 
-  private async finish(slot: RunSlot, identity: SlotIdentity, prepared: PreparedRun | undefined, swept: Promise<void> | undefined): Promise<void> {
+  private async finish(slot: RunSlot, identity: SlotIdentity, prepared: PreparedRun | undefined): Promise<void> {
     const started = performance.now();
     try {
-      await swept;
       await slot.release(prepared);
     } finally {
       this.cleanupStats.count++;
