@@ -39,6 +39,14 @@ const REAP_CHECK_MS = 500;
 export const REAP_LATE_MS = 2_000;
 /** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
 const REPORT_BYTES = 16;
+/**
+ * The template's EXIT (python/warm_template.py report_exit): kind, token, the wait status, then
+ * the struct rusage wait4() wrote (64-bit Linux: ru_utime and ru_stime as two 64-bit fields each,
+ * then ru_maxrss, a 64-bit long), in the host's byte order (little-endian on every supported host).
+ */
+const EXIT_STATUS_AT = 8;
+const RUSAGE_AT = 12;
+const EXIT_BYTES = RUSAGE_AT + 144;
 
 
 export interface TemplateContext {
@@ -279,6 +287,10 @@ export class Template {
         }
         return;
       }
+      if (data && kind === 'EXIT' && data.length === EXIT_BYTES) {
+        this.exited(data.readUInt32LE(4), exitOfReport(data));
+        return;
+      }
       let message: { token?: number; [key: string]: unknown } | undefined;
       try {
         if (data) message = JSON.parse(data.subarray(4).toString('utf8'));
@@ -294,14 +306,6 @@ export class Template {
         this.vmStartBytes = vmStart * 1024;
         log.info('warm template ready', { command: this.profile.name, pid: message.pid, vmAllowanceKb: vmReady - vmStart });
         onReady();
-      } else if (kind === 'EXIT' && typeof message.token === 'number') {
-        this.exited(message.token, {
-          code: typeof message.code === 'number' ? message.code : null,
-          signal: typeof message.signal === 'number' ? message.signal : null,
-          userUs: Number(message.userUs) || 0,
-          systemUs: Number(message.systemUs) || 0,
-          maxRssKb: Number(message.maxRssKb) || undefined,
-        });
       } else if (kind === 'WARN') {
         log.warn('warm template', { command: this.profile.name, message: message.message });
       }
@@ -442,14 +446,29 @@ function zombieExit(pid: number): ProcessExit {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const status = Number(fields[52 - 3]);
     const ticksUs = 1_000_000 / 100;
-    const usage = { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs };
-    const signal = status & 0x7f;
-    return signal === 0 ? { code: (status >> 8) & 0xff, signal: null, ...usage } : { code: null, signal, ...usage };
+    return waitStatusExit(Number(fields[52 - 3]), { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs });
   } catch {
     return { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 };
   }
+}
+
+/** A wait status (exited: code in bits 8-15; killed: the signal in bits 0-6) as a ProcessExit. */
+function waitStatusExit(status: number, usage: Pick<ProcessExit, 'userUs' | 'systemUs' | 'maxRssKb'>): ProcessExit {
+  const signal = status & 0x7f;
+  return signal === 0 ? { code: (status >> 8) & 0xff, signal: null, ...usage } : { code: null, signal, ...usage };
+}
+
+/** The template's binary EXIT: the wait status and the rusage of the reaped child. */
+function exitOfReport(data: Buffer): ProcessExit {
+  const int64 = (at: number) => Number(data.readBigInt64LE(at));
+  const timevalUs = (at: number) => int64(at) * 1_000_000 + int64(at + 8);
+  const maxRssKb = int64(RUSAGE_AT + 32);
+  return waitStatusExit(data.readInt32LE(EXIT_STATUS_AT), {
+    userUs: timevalUs(RUSAGE_AT),
+    systemUs: timevalUs(RUSAGE_AT + 16),
+    ...(maxRssKb > 0 ? { maxRssKb } : {}),
+  });
 }
 
 function describeExit(exit: ProcessExit): string {

@@ -480,4 +480,35 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
     expect(fdCount(daemonPid)).toBe(fdsBefore);
   });
+
+  // Review: a warm run's clone(CLONE_PARENT) child is the template's, which never reaped it: the
+  // zombie, of the slot's uid, made every sweep fail, and the slot was quarantined for good (8
+  // such runs took every slot). The template now reaps any child it did not fork. Seccomp is off
+  // here: it refuses CLONE_PARENT, and this pins the template's own reaping.
+  it('deny_warm_run_child_left_unreaped_under_the_template: it is reaped, and the slot serves on', async () => {
+    const { daemon, client } = await start({ config: { slots: { count: 1 }, layers: { seccomp: 'off' } } });
+    const [template] = templatesOf(daemon);
+    const cloneParent = (flags: string) =>
+      dedent(`
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = libc.syscall(56, ${flags}, 0, 0, 0, 0)
+        if pid == 0:
+            os._exit(0)
+        print("cloned", pid > 0)
+      `);
+    // A child that signals its exit (SIGCHLD), then one that signals nothing.
+    for (const flags of ['0x8000 | 17', '0x8000', '0x8000 | 17']) {
+      const r = await Promise.race([
+        run(client, cloneParent(flags), { limits: { REALTIME: 5 } }),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no slot took the run: quarantined')), 15_000)),
+      ]);
+      expect(r.usage.stages?.warm).toBe(true);
+      expect(r.stdout.toString()).toBe('cloned True\n');
+    }
+    expect(logged(daemon, 'slot quarantined')).toEqual([]);
+    const zombies = () => childrenOf(template!).filter((pid) => /^State:\s+Z/m.test(readProc(pid, 'status') ?? ''));
+    await until('no zombie under the template', () => zombies().length === 0, 5_000);
+    expect(daemon.logs.some((l) => /made the template's child/.test(String(l.message)))).toBe(true);
+  }, 90_000);
 });
