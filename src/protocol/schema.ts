@@ -298,6 +298,11 @@ export const ERROR_CODES = [
   'setup_failed',
   'shutting_down',
   'cancelled',
+  /**
+   * The warm template a run was forked from went away (killed, or stopped and replaced) while the
+   * run was in flight: its end was the template's, not its own. Running it again is safe.
+   */
+  'template_lost',
   'internal',
   /** The caller's uid and groups are not in the daemon's allow list; the connection is closed. */
   'forbidden',

@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../daemon/log.js';
+import { RequestError } from '../protocol/errors.js';
 import { warmLibraryPath, type native, type NativePlan } from '../native.js';
 import { PACKAGE_ROOT } from '../package.js';
 import type { CommandProfile } from './commands.js';
@@ -73,9 +74,12 @@ interface PendingRun {
   resolveStart(started: { pid: number; pidfd: number }): void;
   rejectStart(err: Error): void;
   started?: { pid: number; pidfd: number };
-  settleExit?: (exit: ProcessExit) => void;
-  /** EXIT read before the start's continuation ran (both in one read of the channel). */
-  exitEarly?: ProcessExit;
+  settleExit?: (exit: ProcessExit | RequestError) => void;
+  /**
+   * EXIT read before the start's continuation ran (both in one read of the channel); or the
+   * template lost before it could say.
+   */
+  exitEarly?: ProcessExit | RequestError;
   timer: NodeJS.Timeout;
   /** When its pidfd was first seen readable (it exited) with no EXIT from the template yet. */
   exitSeenAt?: number;
@@ -229,8 +233,14 @@ export class Template {
       this.runs.set(token, run);
     });
     // Its EXIT may have been read in the same wake-up as its OKAY, before this line ran.
-    const exited =
-      run.exitEarly !== undefined ? Promise.resolve(run.exitEarly) : new Promise<ProcessExit>((resolve) => (run.settleExit = resolve));
+    const settled =
+      run.exitEarly !== undefined ? Promise.resolve(run.exitEarly) : new Promise<ProcessExit | RequestError>((resolve) => (run.settleExit = resolve));
+    // A run whose end the template took with it has no result of its own to give: its caller gets
+    // template_lost, not the kill that ended it.
+    const exited = settled.then((exit) => {
+      if (exit instanceof RequestError) throw exit;
+      return exit;
+    });
     return runProcess(addon, { ...started, ...ends }, stdin, budgets, exited);
   }
 
@@ -325,7 +335,7 @@ export class Template {
     run.rejectStart(err);
   }
 
-  private exited(token: number, exit: ProcessExit): void {
+  private exited(token: number, exit: ProcessExit | RequestError): void {
     const run = this.runs.get(token);
     if (!run) return;
     this.runs.delete(token);
@@ -333,7 +343,7 @@ export class Template {
     if (!run.started) {
       // Died before it could report: set-up did not finish (a kill, a crash in the plan).
       for (const fd of [run.ends.stdin, run.ends.stdout, run.ends.stderr, run.ends.result]) if (fd !== undefined) closeQuietly(this.ctx.addon, fd);
-      run.rejectStart(new WarmStartError(`the warm run ended during set-up (${describeExit(exit)})`, 'fork'));
+      run.rejectStart(new WarmStartError(`the warm run ended during set-up (${exit instanceof RequestError ? exit.message : describeExit(exit)})`, 'fork'));
       return;
     }
     if (run.settleExit) run.settleExit(exit);
@@ -348,7 +358,7 @@ export class Template {
    */
   private checkReaping(): void {
     const now = performance.now();
-    for (const [token, run] of this.runs) {
+    for (const [, run] of this.runs) {
       if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
       run.exitSeenAt ??= now;
       if (now - run.exitSeenAt < REAP_LATE_MS) continue;
@@ -356,9 +366,19 @@ export class Template {
         command: this.profile.name,
         waitedMs: REAP_LATE_MS,
       });
-      this.exited(token, zombieExit(run.started.pid));
+      // Every run that has ended gets its own status now, before the kill makes the template's
+      // children the daemon's (whose sweeps reap them); the others were running when it was lost.
+      this.settleEnded();
       this.kill();
       return;
+    }
+  }
+
+  /** Settles each started run whose process has ended with the status the kernel keeps for it. */
+  private settleEnded(): void {
+    for (const [token, run] of [...this.runs]) {
+      if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
+      this.exited(token, zombieExit(run.started.pid));
     }
   }
 
@@ -370,13 +390,23 @@ export class Template {
     addon.unwatchChannel(this.watch);
     closeQuietly(addon, this.channel);
     this.kill();
-    // Its children died with it (parent-death signal): each run ends as killed.
+    // Its children die with it (parent-death signal). A run that had ended by itself keeps its
+    // own status when it can still be read: ended by anything but SIGKILL, it was not the
+    // template's death that ended it. Any other run's end is the template's: template_lost.
     for (const token of [...this.runs.keys()]) {
       const run = this.runs.get(token)!;
       if (!run.started) {
         this.fail(token, new WarmStartError(`the warm template went away: ${reason}`, 'fork'));
         this.runs.delete(token);
-      } else this.exited(token, { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 });
+        continue;
+      }
+      const own = run.started.pidfd >= 0 && this.ctx.addon.pidfdExited(run.started.pidfd) ? zombieExit(run.started.pid) : undefined;
+      this.exited(
+        token,
+        own && own.signal !== SIGKILL
+          ? own
+          : new RequestError('template_lost', `the warm template running this run went away (${reason}); the run's result is lost, run it again`),
+      );
     }
     this.onGone(reason);
   }
