@@ -11,11 +11,12 @@ safeExec harness, the way a cold interpreter started on that file would.
 
 Messages, daemon to template: ``RUN1`` (a header, the flattened plan, then a JSON tail: mode,
 argv, env), with the run's fds attached; ``DRN1``: take no more runs, exit once the children are
-gone. Template to daemon, a 4-byte kind and JSON: ``REDY`` once; ``WARN`` for a message it could
-not use; and per run, in binary, ``EXIT`` once it reaped the child: the token, the wait status
-and the struct rusage, as wait4() wrote them. Per run, from the child
-(cj_warm_start, in C), 16 bytes: ``OKAY`` with the token and its pid, its pidfd attached (it is
-confined, its code is about to run), or ``FAIL`` with the token, the step that failed and errno.
+gone; ``PNG1``: say ``PONG`` (the daemon's check that an idle template still answers). Template
+to daemon, a 4-byte kind and JSON: ``REDY`` once; ``PONG``; ``WARN`` for a message it could not
+use; and per run, in binary, ``EXIT`` once it reaped the child: the token, the wait status and
+the struct rusage, as wait4() wrote them. Per run, from the child (cj_warm_start, in C), 16
+bytes: ``OKAY`` with the token and its pid, its pidfd attached (it is confined, its code is about
+to run), or ``FAIL`` with the token, the step that failed and errno.
 """
 
 def _vm_size_kb():
@@ -198,6 +199,8 @@ class Template:
                 self.send(b"WARN", {"message": "a message was cut short"})
             elif head == b"DRN1":
                 self.draining = True
+            elif head == b"PNG1":
+                self.send(b"PONG", {})
             elif head == b"RUN1" and not self.draining:
                 self.fork(size, fds)
             else:

@@ -273,7 +273,7 @@ class Daemon implements DaemonHandle {
       protocol: PROTOCOL_VERSION,
       unsafe: layers.unsafe,
       layers: layers.report,
-      slots: { total: slots.total, busy: slots.busy },
+      slots: { total: slots.total, busy: slots.busy, quarantined: runner.quarantineReport() },
       queue: { depth: slots.queued, max: slots.maxQueued },
       uptimeMs: Date.now() - startedAt,
       commands: [...commands.keys()],

@@ -69,8 +69,8 @@ export class Runner {
   readonly counters: RunCounters = { started: 0, finished: 0, setupFailures: 0, timedOut: 0, cancelled: 0 };
   /** Each slot's lifecycle, by slot index. */
   private readonly runSlots = new Map<number, RunSlot>();
-  /** Slots kept out of the pool until a sweep finds them clean. */
-  private readonly quarantined = new Set<number>();
+  /** Slots kept out of the pool until a sweep finds them clean, by index: why, and since when (Date.now()). */
+  private readonly quarantined = new Map<number, { identity: SlotIdentity; reason: string; since: number; sweeps: number }>();
   /** Clean-ups still running after their run's reply. */
   private readonly cleanups = new Set<Promise<void>>();
   /** Clean-ups after replies, for metrics: how many, and their total time. */
@@ -81,6 +81,12 @@ export class Runner {
   /** Slots kept out of the pool because processes of their uid survived a kill (health, metrics). */
   get quarantinedSlots(): number {
     return this.quarantined.size;
+  }
+
+  /** Each quarantined slot: its index and uid, why, for how long, and how many sweeps failed (status). */
+  quarantineReport(): Array<{ index: number; uid: number; reason: string; sinceMs: number; sweeps: number }> {
+    const now = Date.now();
+    return [...this.quarantined.values()].map(({ identity, reason, since, sweeps }) => ({ index: identity.index, uid: identity.uid, reason, sinceMs: now - since, sweeps }));
   }
 
   /**
@@ -286,11 +292,16 @@ export class Runner {
    * uid with the survivors): keep it out of the pool until a sweep finds it clean.
    */
   private quarantine(slot: RunSlot, identity: SlotIdentity, reason: string): void {
-    this.quarantined.add(identity.index);
-    slot.quarantine(reason, () => {
-      this.quarantined.delete(identity.index);
-      this.ctx.slots.release(identity);
-    });
+    const entry = { identity, reason, since: Date.now(), sweeps: 1 };
+    this.quarantined.set(identity.index, entry);
+    slot.quarantine(
+      reason,
+      () => {
+        this.quarantined.delete(identity.index);
+        this.ctx.slots.release(identity);
+      },
+      () => entry.sweeps++,
+    );
   }
 
   private slotOf(identity: SlotIdentity): RunSlot {

@@ -233,7 +233,17 @@ export const statusResult = z.object({
   protocol: z.number(),
   unsafe: z.boolean(),
   layers: z.record(z.string(), z.string()),
-  slots: z.object({ total: z.number(), busy: z.number() }),
+  slots: z.object({
+    total: z.number(),
+    busy: z.number(),
+    /**
+     * Slots kept out of service because processes of their uid survived a kill: which, since when,
+     * why, and how many sweeps have failed (optional: added after protocol 1 shipped).
+     */
+    quarantined: z
+      .array(z.object({ index: z.number(), uid: z.number(), reason: z.string(), sinceMs: z.number(), sweeps: z.number() }))
+      .optional(),
+  }),
   queue: z.object({ depth: z.number(), max: z.number() }),
   uptimeMs: z.number(),
   commands: z.array(z.string()),

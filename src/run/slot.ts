@@ -344,16 +344,18 @@ export class RunSlot {
 
   /**
    * Keeps a dirty slot out of use: sweeps it again on a backoff (2 s, 4 s, ... 60 s) and, once it
-   * is clean, releases what it held and calls `onClean` (back to the pool).
+   * is clean, releases what it held and calls `onClean` (back to the pool); `onStillDirty` after
+   * each sweep that failed.
    */
-  quarantine(reason: string, onClean: () => void, attempt = 1): void {
+  quarantine(reason: string, onClean: () => void, onStillDirty?: () => void, attempt = 1): void {
     const { log } = this.ctx;
     this.dirtyFlag = true;
     if (attempt === 1) log.error(`slot quarantined: ${reason}`, { slot: this.identity.index, uid: this.identity.uid });
     const retry = setTimeout(() => {
       void this.sweep().then(async (clean) => {
         if (!clean) {
-          this.quarantine(reason, onClean, attempt + 1);
+          onStillDirty?.();
+          this.quarantine(reason, onClean, onStillDirty, attempt + 1);
           return;
         }
         log.info('slot is clean again and back in the pool', { slot: this.identity.index, uid: this.identity.uid, attempts: attempt });

@@ -38,6 +38,13 @@ const SIGKILL = 9;
 const REAP_CHECK_MS = 500;
 /** An exit the template leaves unreported this long: the template is stuck. */
 export const REAP_LATE_MS = 2_000;
+/**
+ * How often a template is asked whether it still answers (PING), when nothing else was heard
+ * from it meanwhile, and how long it may take to: a template stopped or wedged while idle is
+ * found and replaced without a run having to wait on it first.
+ */
+export const PROBE_EVERY_MS = 2_000;
+export const PROBE_LATE_MS = 3_000;
 /** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
 const REPORT_BYTES = 16;
 /**
@@ -120,6 +127,8 @@ export class Template {
   private nextToken = 1;
   /** Messages read from the template so far: a stuck one reads none. */
   private messages = 0;
+  /** The last PING: when it was sent, and how many messages had been read by then. */
+  private probe?: { since: number; messages: number; pingedAt?: number };
   private readonly stuckCheck: NodeJS.Timeout;
   private readonly channel: number;
   private readonly watch: number;
@@ -166,7 +175,10 @@ export class Template {
       clearTimeout(timer);
       settleReady.reject(new Error(`the warm template of "${profile.name}" could not start: ${reason}`));
     };
-    this.stuckCheck = setInterval(() => this.checkReaping(), REAP_CHECK_MS);
+    this.stuckCheck = setInterval(() => {
+      this.checkReaping();
+      this.checkAnswering();
+    }, REAP_CHECK_MS);
     this.stuckCheck.unref();
     this.watch = addon.watchChannel(
       mine,
@@ -372,6 +384,37 @@ export class Template {
       this.kill();
       return;
     }
+  }
+
+  /**
+   * A ready template that has said nothing for PROBE_EVERY_MS is sent a PING; one that says
+   * nothing for PROBE_LATE_MS after it is stuck: the runs that have ended get their own status,
+   * and it is killed (and restarted).
+   */
+  private checkAnswering(): void {
+    if (this.state !== 'ready' && this.state !== 'draining') return;
+    const now = performance.now();
+    if (!this.probe || this.messages !== this.probe.messages) {
+      this.probe = { since: now, messages: this.messages };
+      return;
+    }
+    if (this.probe.pingedAt === undefined) {
+      if (now - this.probe.since < PROBE_EVERY_MS) return;
+      try {
+        this.ctx.addon.channelSend(this.channel, Buffer.from('PNG1'));
+      } catch {
+        // A full socket: the template is not reading. The deadline below decides.
+      }
+      this.probe.pingedAt = now;
+      return;
+    }
+    if (now - this.probe.pingedAt < PROBE_LATE_MS) return;
+    this.ctx.log.error('a warm template does not answer; killing it (runs go cold until it is back)', {
+      command: this.profile.name,
+      waitedMs: Math.round(now - this.probe.pingedAt),
+    });
+    this.settleEnded();
+    this.kill();
   }
 
   /** Settles each started run whose process has ended with the status the kernel keeps for it. */

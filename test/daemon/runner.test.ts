@@ -114,10 +114,15 @@ describe('Runner', () => {
     expect(fs.readdirSync(t.runBase)).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(2000 + 2500); // the first retry's sweep fails too
     expect(t.slots.busy).toBe(1);
+    // Visible in the status reply: which slot, why, and how many sweeps failed.
+    expect(t.runner.quarantineReport()).toEqual([
+      { index: 0, uid: 61000, reason: 'processes of its uid survived the kill', sinceMs: expect.any(Number), sweeps: 2 },
+    ]);
     clean = true;
     await vi.advanceTimersByTimeAsync(4000); // the second succeeds
     await vi.waitFor(() => expect(t.slots.busy).toBe(0));
     expect(t.runner.quarantinedSlots).toBe(0);
+    expect(t.runner.quarantineReport()).toEqual([]);
     expect(fs.readdirSync(t.runBase)).toEqual([]);
   });
 

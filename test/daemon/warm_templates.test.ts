@@ -543,4 +543,32 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
       }
     }, 60_000);
   }
+
+  // Review: a template's health and age were looked at only when a warm run was dispatched: a
+  // template stopped while idle stayed "ready" (the next run waited on it for 3 s), and an old
+  // one served on until a run came. A timer does both now.
+  it('an idle template that stops answering is replaced, no run needed', async () => {
+    const { daemon } = await start();
+    const [template] = templatesOf(daemon);
+    process.kill(template!, 'SIGSTOP');
+    try {
+      await until('a new template', () => templatesOf(daemon).some((pid) => pid !== template), 20_000);
+      expect(logged(daemon, 'a warm template does not answer')).toHaveLength(1);
+    } finally {
+      try {
+        process.kill(template!, 'SIGCONT');
+      } catch {
+        // Killed and reaped already.
+      }
+    }
+  }, 60_000);
+
+  it('an idle template past warm.maxAgeSeconds is replaced, no run needed', async () => {
+    const { daemon } = await start({ config: { warm: { maxAgeSeconds: 2 } } });
+    const [first] = templatesOf(daemon);
+    await until('the replacement', () => logged(daemon, 'warm template replaced').length >= 1, 15_000);
+    expect(logged(daemon, 'warm template replaced')[0]!.reason).toBe('2 s old');
+    await until('the old template to exit', () => !alive(first!));
+    expect(logged(daemon, 'a warm template does not answer')).toHaveLength(0);
+  }, 60_000);
 });
