@@ -34,6 +34,12 @@ export const FORK_REPORT_MS = 3_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
+/**
+ * After the template's exit, how long what it had sent may take to be read before its runs are
+ * settled without it (its channel's end normally comes at once, when the last child holding it
+ * dies).
+ */
+const CHANNEL_DRAIN_MS = 500;
 /** How often the runs in flight are checked for an exit the template has not reported. */
 const REAP_CHECK_MS = 500;
 /** An exit the template leaves unreported this long: the template is stuck. */
@@ -135,6 +141,10 @@ export class Template {
   private readonly pid: number;
   private readonly pidfd: number;
   private onGone: (reason: string) => void = () => {};
+  /** The template process has been reaped (its pidfd is closed). */
+  private reaped = false;
+  /** Why it exited, once it has. */
+  private exitReason?: string;
 
   constructor(
     private readonly profile: CommandProfile,
@@ -156,8 +166,14 @@ export class Template {
       logLines(child.stdout, ctx.log, profile.name);
       logLines(child.stderr, ctx.log, profile.name);
       addon.watchExit(child.pidfd, child.pid, (exit) => {
+        // Reaped: its pidfd's number may be reused from here on, and must never be signalled.
+        this.reaped = true;
         addon.closeFd(child.pidfd);
-        this.gone(`the template exited (${exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`})`);
+        this.exitReason = `the template exited (${exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`})`;
+        // What it sent before it died is read first (a run's OKAY: that run has started, and must
+        // not run again cold): gone() once its channel reaches its end, or CHANNEL_DRAIN_MS later.
+        const drained = setTimeout(() => this.gone(this.exitReason!), CHANNEL_DRAIN_MS);
+        drained.unref();
       });
     } catch (err) {
       addon.closeFd(mine);
@@ -187,7 +203,7 @@ export class Template {
         this.state = 'ready';
         settleReady.resolve();
       }),
-      (error) => this.gone(error ? `its channel failed: ${error}` : 'its channel closed'),
+      (error) => this.gone(this.exitReason ?? (error ? `its channel failed: ${error}` : 'its channel closed')),
     );
   }
 
@@ -269,6 +285,7 @@ export class Template {
 
   /** SIGKILL: its children die with it (their parent-death signal). */
   kill(): void {
+    if (this.reaped) return;
     try {
       this.ctx.addon.pidfdSignal(this.pidfd, SIGKILL);
     } catch {
@@ -387,9 +404,8 @@ export class Template {
   }
 
   /**
-   * A ready template that has said nothing for PROBE_EVERY_MS is sent a PING; one that says
-   * nothing for PROBE_LATE_MS after it is stuck: the runs that have ended get their own status,
-   * and it is killed (and restarted).
+   * A ready template that has said nothing for PROBE_EVERY_MS is sent a PING; an idle one that
+   * says nothing for PROBE_LATE_MS after it is stuck: it is killed (and restarted).
    */
   private checkAnswering(): void {
     if (this.state !== 'ready' && this.state !== 'draining') return;
@@ -409,19 +425,25 @@ export class Template {
       return;
     }
     if (now - this.probe.pingedAt < PROBE_LATE_MS) return;
+    // With runs in flight, a template is judged by them (a run not forked in time, an exit left
+    // unreported): a slow one is not killed under runs that are fine.
+    if (this.runs.size > 0) return;
     this.ctx.log.error('a warm template does not answer; killing it (runs go cold until it is back)', {
       command: this.profile.name,
       waitedMs: Math.round(now - this.probe.pingedAt),
     });
-    this.settleEnded();
     this.kill();
   }
 
-  /** Settles each started run whose process has ended with the status the kernel keeps for it. */
+  /**
+   * Settles each started run whose process has ended with the status the kernel keeps for it.
+   * One whose status cannot be read is left to gone(): template_lost.
+   */
   private settleEnded(): void {
     for (const [token, run] of [...this.runs]) {
       if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
-      this.exited(token, zombieExit(run.started.pid));
+      const exit = zombieExit(run.started.pid);
+      if (exit) this.exited(token, exit);
     }
   }
 
@@ -511,18 +533,20 @@ function withVmAllowance(plan: NativePlan, allowance: number): NativePlan {
 
 /**
  * The exit of a zombie the template did not reap, as the kernel keeps it in /proc/<pid>/stat
- * (exit_code, field 52, in wait status form; utime and stime, fields 14 and 15, in clock ticks
- * of 100 Hz). The pidfd it was seen through pins the pid: a zombie's pid is not reused. Unreadable
- * (reaped meanwhile): killed, as far as the run can be told.
+ * (state, field 3; exit_code, field 52, in wait status form; utime and stime, fields 14 and 15,
+ * in clock ticks of 100 Hz). A zombie's pid is not reused. Undefined when there is no zombie to
+ * read (reaped meanwhile, by the template or, once it is gone, a sweep): the status is not known,
+ * and must not be guessed.
  */
-function zombieExit(pid: number): ProcessExit {
+function zombieExit(pid: number): ProcessExit | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[3 - 3] !== 'Z') return undefined;
     const ticksUs = 1_000_000 / 100;
     return waitStatusExit(Number(fields[52 - 3]), { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs });
   } catch {
-    return { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 };
+    return undefined;
   }
 }
 
