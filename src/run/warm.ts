@@ -111,7 +111,15 @@ export class WarmCommand {
   replace(reason: string): void {
     if (this.closed || this.starting) return;
     if (reason !== 'reload' && performance.now() < this.replaceNotBefore) return;
-    const next = this.launch();
+    let next: Template;
+    try {
+      next = this.launch();
+    } catch (err) {
+      // Not even spawned (out of fds, processes): the old one keeps serving, and a run is not failed for it.
+      this.replaceNotBefore = performance.now() + RESTART_MAX_MS;
+      this.ctx.log.error('a replacement warm template could not be started; the old one keeps serving', { command: this.profile.name, error: err });
+      return;
+    }
     this.starting = next;
     next.ready.then(
       () => {
@@ -172,7 +180,19 @@ export class WarmCommand {
         this.restartTimer = undefined;
         return;
       }
-      const next = this.launch();
+      const failed = (err: unknown) => {
+        this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
+        this.ctx.log.error('a warm template did not start; trying again', { command: this.profile.name, error: err, restartInMs: this.restartDelay });
+        if (!this.closed) this.scheduleRestart();
+      };
+      let next: Template;
+      try {
+        next = this.launch();
+      } catch (err) {
+        // Thrown in a timer, it would end the daemon.
+        failed(err);
+        return;
+      }
       next.ready.then(
         () => {
           this.restartTimer = undefined;
@@ -180,11 +200,7 @@ export class WarmCommand {
           if (!this.closed && !this.current) this.current = next;
           else if (this.current !== next) next.kill();
         },
-        (err) => {
-          this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
-          this.ctx.log.error('a warm template did not start; trying again', { command: this.profile.name, error: err, restartInMs: this.restartDelay });
-          if (!this.closed) this.scheduleRestart();
-        },
+        failed,
       );
     }, this.restartDelay);
     this.restartTimer.unref();
