@@ -208,7 +208,8 @@ export class Template {
   }
 
   get isReady(): boolean {
-    return this.state === 'ready';
+    // Not once it has exited, while what it sent is still being read.
+    return this.state === 'ready' && !this.reaped;
   }
 
   get inFlight(): number {
