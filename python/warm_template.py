@@ -13,10 +13,12 @@ safeExec harness, the way a cold interpreter started on that file would.
 
 Messages, daemon to template: ``RUN1`` (a header, the flattened plan, then a JSON tail: mode,
 argv, env), with the run's fds attached; ``DRN1``: take no more runs, exit once the children are
-gone. Template to daemon, a 4-byte kind and JSON: ``REDY`` once; per run ``EXIT`` once it reaped
-the child (status and usage); ``WARN`` for a message it could not use. Per run, from the child
-(cj_warm_start, in C), 16 bytes: ``OKAY`` with the token and its pid, its pidfd attached (it is
-confined, its code is about to run), or ``FAIL`` with the token, the step that failed and errno.
+gone; ``PNG1``: say ``PONG`` (the daemon's check that an idle template still answers). Template
+to daemon, a 4-byte kind and JSON: ``REDY`` once; ``PONG``; ``WARN`` for a message it could not
+use; and per run, in binary, ``EXIT`` once it reaped the child: the token, the wait status and
+the struct rusage, as wait4() wrote them. Per run, from the child (cj_warm_start, in C), 16
+bytes: ``OKAY`` with the token and its pid, its pidfd attached (it is confined, its code is about
+to run), or ``FAIL`` with the token, the step that failed and errno.
 """
 
 def _vm_size_kb():
@@ -46,10 +48,21 @@ CHANNEL_FD = 3
 CHANNEL_FLOOR = 64
 HEADER = struct.Struct("=4sIII")  # kind, token, plan length, tail length (native/warm_prepare.cc)
 REPORT = struct.Struct("=4sIii")  # OKAY (pid) or FAIL (step, errno), as native/warm_apply.cc sends them
+# EXIT: kind, token, then the wait status and the struct rusage wait4() wrote, as they are.
+EXIT_HEAD = struct.Struct("=4sI")
+WAIT_STATUS_BYTES = 4
+# struct rusage on 64-bit Linux: two struct timeval, then 14 longs (ru_maxrss first).
+RUSAGE_BYTES = 144
 MAX_MESSAGE = 512 * 1024
 MAX_FDS = 16
 # Where the harness's code claims to come from; tracebacks rename it "jailed_code" as cold runs do.
 HARNESS_FILENAME = "<codejail-harness>"
+# How often the template reaps children it did not fork: a run's clone(CLONE_PARENT) makes its
+# child the template's, and one that gives no exit signal wakes nothing. Unreaped, such a zombie
+# is a process of the slot's uid that no sweep can remove: the slot would be quarantined for good.
+REAP_POLL_SECONDS = 0.1
+# waitpid's __WALL: children of any exit signal (or none), not only SIGCHLD ones.
+WAIT_ALL = 0x40000000
 
 
 def parse_args(argv):
@@ -99,6 +112,15 @@ class Template:
         gc.collect()
         gc.freeze()
         self.children = {}  # pidfd -> (pid, token)
+        self.pidfds = {}  # pid -> pidfd, of the same children
+        # A child's exit is collected into these and sent from `exit_report`, all three zeroed
+        # once it is sent: the next runs' forks find nothing of an earlier run's exit (its
+        # status, CPU time, peak memory) in the template's memory, as with the message buffer.
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.wait4.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        self.wait_status = (ctypes.c_char * WAIT_STATUS_BYTES)()
+        self.rusage = (ctypes.c_char * RUSAGE_BYTES)()
+        self.exit_report = (ctypes.c_char * (EXIT_HEAD.size + WAIT_STATUS_BYTES + RUSAGE_BYTES))()
         # Every message is read into this one buffer (see receive).
         self.raw = (ctypes.c_char * MAX_MESSAGE)()
         self.buffer = memoryview(self.raw).cast("B")
@@ -147,12 +169,12 @@ class Template:
     def serve(self):
         self.send(b"REDY", {"pid": self.pid, "vmStartKb": VM_START_KB, "vmReadyKb": self.vm_ready_kb})
         while True:
-            for key, _ in self.selector.select():
+            # A child's pidfd wakes the loop as it exits; reap() collects every child that has.
+            for key, _ in self.selector.select(REAP_POLL_SECONDS):
                 if key.fileobj is self.channel:
                     if not self.receive():
                         return
-                else:
-                    self.reap(key.fd)
+            self.reap()
             if self.draining and not self.children:
                 return
 
@@ -179,6 +201,8 @@ class Template:
                 self.send(b"WARN", {"message": "a message was cut short"})
             elif head == b"DRN1":
                 self.draining = True
+            elif head == b"PNG1":
+                self.send(b"PONG", {})
             elif head == b"RUN1" and not self.draining:
                 self.fork(size, fds)
             else:
@@ -204,23 +228,42 @@ class Template:
                 os._exit(127)
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = (pid, token)
+        self.pidfds[pid] = pidfd
         self.selector.register(pidfd, selectors.EVENT_READ)
 
-    def reap(self, pidfd):
-        pid, token = self.children.pop(pidfd)
-        self.selector.unregister(pidfd)
-        os.close(pidfd)
-        _, status, usage = os.wait4(pid, 0)
-        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        self.send(b"EXIT", {
-            "token": token,
-            "code": exit_code,
-            "signal": signal_number,
-            "userUs": round(usage.ru_utime * 1e6),
-            "systemUs": round(usage.ru_stime * 1e6),
-            "maxRssKb": usage.ru_maxrss,
-        })
+    def reap(self):
+        """Reaps every child that has exited: a run's is reported (EXIT), any other one (a run's
+        clone(CLONE_PARENT) child) only counted. One wait for all, so that no exit status of a
+        run's child is taken by a wait for some other child."""
+        strays = 0
+        while True:
+            # libc's wait4 into buffers of the template's own, not os.wait4: no Python object is
+            # made of a run's status and usage, so none is left behind once it is freed.
+            pid = self.libc.wait4(-1, self.wait_status, os.WNOHANG | WAIT_ALL, self.rusage)
+            if pid <= 0:
+                break
+            pidfd = self.pidfds.pop(pid, None)
+            if pidfd is None:
+                strays += 1
+            else:
+                _, token = self.children.pop(pidfd)
+                self.selector.unregister(pidfd)
+                os.close(pidfd)
+                self.report_exit(token)
+            ctypes.memset(self.wait_status, 0, WAIT_STATUS_BYTES)
+            ctypes.memset(self.rusage, 0, RUSAGE_BYTES)
+        if strays:
+            self.send(b"WARN", {"message": "reaped %d process(es) a run made the template's child" % strays})
+
+    def report_exit(self, token):
+        report = self.exit_report
+        EXIT_HEAD.pack_into(report, 0, b"EXIT", token)
+        ctypes.memmove(ctypes.addressof(report) + EXIT_HEAD.size, self.wait_status, WAIT_STATUS_BYTES)
+        ctypes.memmove(ctypes.addressof(report) + EXIT_HEAD.size + WAIT_STATUS_BYTES, self.rusage, RUSAGE_BYTES)
+        try:
+            self.channel.send(memoryview(report).cast("B"))
+        finally:
+            ctypes.memset(report, 0, len(report))
 
     # --- In the forked child --------------------------------------------------------------------
 
@@ -242,6 +285,7 @@ class Template:
         # The template's frames stay below the run's code: what they reach must say nothing of
         # other runs (the children in flight, the selector watching them).
         self.children.clear()
+        self.pidfds.clear()
         # Emptied, not dropped: freed, the selector would close its epoll fd's number, which by
         # then belongs to the run (the seal closed the real one). Unregistering closed fds fails
         # quietly.

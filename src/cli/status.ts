@@ -26,7 +26,10 @@ export function formatStatus(status: StatusResult): string {
     `codejaild ${status.version}, protocol ${status.protocol}, up ${formatDuration(status.uptimeMs)}`,
     status.unsafe ? 'mode      UNSAFE: runs are NOT confined' : 'mode      confined',
     `commands  ${status.commands.join(', ') || '(none)'}`,
-    `slots     ${status.slots.busy} busy of ${status.slots.total}${status.slots.quarantined ? `, ${status.slots.quarantined} of them quarantined` : ''}`,
+    `slots     ${status.slots.busy} busy of ${status.slots.total}`,
+    ...(status.slots.quarantined ?? []).map(
+      (q) => `          slot ${q.index} (uid ${q.uid}) QUARANTINED ${formatDuration(q.sinceMs)}, ${q.sweeps} sweeps failed: ${q.reason}`,
+    ),
     `queue     ${status.queue.depth} waiting, at most ${status.queue.max}`,
     ...(status.memory ? [`memory    ${status.memory}`] : []),
     ...(status.disk ? [`disk      ${status.disk}`] : []),

@@ -284,7 +284,7 @@ class Daemon implements DaemonHandle {
       protocols: [...SERVED_PROTOCOL_VERSIONS],
       unsafe: layers.unsafe,
       layers: layers.report,
-      slots: { total: slots.total, busy: slots.busy, quarantined: runner.quarantinedSlots },
+      slots: { total: slots.total, busy: slots.busy, quarantined: runner.quarantineReport() },
       queue: { depth: slots.queued, max: slots.maxQueued },
       uptimeMs: Date.now() - startedAt,
       commands: [...commands.keys()],

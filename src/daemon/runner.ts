@@ -71,8 +71,8 @@ export class Runner {
   readonly counters: RunCounters = { started: 0, finished: 0, setupFailures: 0, timedOut: 0, cancelled: 0 };
   /** Each slot's lifecycle, by slot index. */
   private readonly runSlots = new Map<number, RunSlot>();
-  /** Slots kept out of the pool until a sweep finds them clean. */
-  private readonly quarantined = new Set<number>();
+  /** Slots kept out of the pool until a sweep finds them clean, by index: why, and since when (Date.now()). */
+  private readonly quarantined = new Map<number, { identity: SlotIdentity; reason: string; since: number; sweeps: number }>();
   /** Clean-ups still running after their run's reply. */
   private readonly cleanups = new Set<Promise<void>>();
   /** Clean-ups after replies, for metrics: how many, and their total time. */
@@ -83,6 +83,12 @@ export class Runner {
   /** Slots kept out of the pool because processes of their uid survived a kill (health, metrics). */
   get quarantinedSlots(): number {
     return this.quarantined.size;
+  }
+
+  /** Each quarantined slot: its index and uid, why, for how long, and how many sweeps failed (status). */
+  quarantineReport(): Array<{ index: number; uid: number; reason: string; sinceMs: number; sweeps: number }> {
+    const now = Date.now();
+    return [...this.quarantined.values()].map(({ identity, reason, since, sweeps }) => ({ index: identity.index, uid: identity.uid, reason, sinceMs: now - since, sweeps }));
   }
 
   /**
@@ -149,12 +155,11 @@ export class Runner {
     run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
-    let outcome: RunOutcome | undefined;
     try {
       try {
         prepared = await slot.prepare(request, limits, signal);
         const startAt = performance.now();
-        outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
+        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
         const { result, stages } = outcome;
         if (request.profile) {
           result.usage.stages = {
@@ -172,8 +177,9 @@ export class Runner {
       }
     } finally {
       // After the reply: the sweep's last kill rounds, the leaf and the run directory. The slot
-      // goes back to the pool (or into quarantine) only once they are done.
-      this.track(this.finish(slot, identity, prepared, outcome?.swept));
+      // goes back to the pool (or into quarantine) only once they are done: release() waits for
+      // every sweep of the slot, also one a cancelled or failed run left in flight.
+      this.track(this.finish(slot, identity, prepared));
     }
   }
 
@@ -187,10 +193,9 @@ export class Runner {
     while (this.cleanups.size > 0) await Promise.all([...this.cleanups]);
   }
 
-  private async finish(slot: RunSlot, identity: SlotIdentity, prepared: PreparedRun | undefined, swept: Promise<void> | undefined): Promise<void> {
+  private async finish(slot: RunSlot, identity: SlotIdentity, prepared: PreparedRun | undefined): Promise<void> {
     const started = performance.now();
     try {
-      await swept;
       await slot.release(prepared);
     } finally {
       this.cleanupStats.count++;
@@ -289,12 +294,17 @@ export class Runner {
    * uid with the survivors): keep it out of the pool until a sweep finds it clean.
    */
   private quarantine(slot: RunSlot, identity: SlotIdentity, reason: string): void {
-    this.quarantined.add(identity.index);
+    const entry = { identity, reason, since: Date.now(), sweeps: 1 };
+    this.quarantined.set(identity.index, entry);
     this.ctx.slots.quarantined(identity);
-    slot.quarantine(reason, () => {
-      this.quarantined.delete(identity.index);
-      this.ctx.slots.release(identity);
-    });
+    slot.quarantine(
+      reason,
+      () => {
+        this.quarantined.delete(identity.index);
+        this.ctx.slots.release(identity);
+      },
+      () => entry.sweeps++,
+    );
   }
 
   private slotOf(identity: SlotIdentity): RunSlot {

@@ -491,6 +491,11 @@ export class HttpService {
         this.logger.error('codejail daemon failed the request', { code: err.code, err: err.message });
         // The next request checks the daemon again before running anything.
         this.lastCheck = undefined;
+        if (err.code === 'template_lost') {
+          return errorAnswer(503, 'Codejail service lost the run in flight; retry', 'unavailable.template_lost', {
+            headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
+          });
+        }
         if (err.code === 'unavailable' || err.code === 'connection_lost' || err.code === 'shutting_down') {
           return errorAnswer(503, 'Codejail service is unavailable: its daemon went away; retry later', `unavailable.${err.code}`, {
             headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },

@@ -235,8 +235,17 @@ export const statusResult = z.object({
   protocols: z.array(z.number()).optional(),
   unsafe: z.boolean(),
   layers: z.record(z.string(), z.string()),
-  /** `quarantined`: busy slots held out of use until a sweep finds them clean (absent from older daemons). */
-  slots: z.object({ total: z.number(), busy: z.number(), quarantined: z.number().optional() }),
+  slots: z.object({
+    total: z.number(),
+    busy: z.number(),
+    /**
+     * Slots kept out of service because processes of their uid survived a kill: which, since when,
+     * why, and how many sweeps have failed (optional: added after protocol 1 shipped).
+     */
+    quarantined: z
+      .array(z.object({ index: z.number(), uid: z.number(), reason: z.string(), sinceMs: z.number(), sweeps: z.number() }))
+      .optional(),
+  }),
   queue: z.object({ depth: z.number(), max: z.number() }),
   uptimeMs: z.number(),
   commands: z.array(z.string()),
@@ -301,6 +310,11 @@ export const ERROR_CODES = [
   'setup_failed',
   'shutting_down',
   'cancelled',
+  /**
+   * The warm template a run was forked from went away (killed, or stopped and replaced) while the
+   * run was in flight: its end was the template's, not its own. Running it again is safe.
+   */
+  'template_lost',
   'internal',
   /** The caller's uid and groups are not in the daemon's allow list; the connection is closed. */
   'forbidden',

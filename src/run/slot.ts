@@ -135,7 +135,7 @@ export class SetupError extends Error {
 export interface RunOutcome {
   result: JailCodeResult;
   stages: RunStages;
-  /** Settles once the slot is swept (see Supervised.swept): release() only after it. */
+  /** Settles once the slot is swept (see Supervised.swept); release() waits for it whatever happened. */
   swept: Promise<void>;
   /** The abort reason when the run was cancelled (the result is then not for the caller). */
   cancelled?: unknown;
@@ -154,6 +154,12 @@ export class RunSlot {
   private dirtyFlag = false;
   /** Run directories held until the slot is clean (removing a tree beside a live process of its uid races it). */
   private readonly deferredDirs: RunDir[] = [];
+  /**
+   * Sweeps in flight. A sweep's kill rounds reach every process of the slot's uid, whoever's:
+   * the slot is handed on (release) only once every one of them has ended, whatever path its run
+   * took (cancelled, failed to start, supervise threw, the daemon stopping).
+   */
+  private readonly sweeps = new Set<Promise<boolean>>();
 
   constructor(
     readonly identity: SlotIdentity,
@@ -262,9 +268,22 @@ export class RunSlot {
    * process of its leaf. Without either (unsafe, or uid off) only `run`'s main process and its
    * process group: never a uid the daemon shares with anything else. A slot not empty by
    * `deadline` (default: SWEEP_BUDGET_MS from now) is marked dirty, for quarantine. `onWait` is
-   * called once if a first round left something. Resolves with whether it is clean.
+   * called once if a first round left something. Resolves with whether it is clean. release()
+   * waits for every sweep in flight.
    */
-  async sweep(run?: RunProcess, deadline?: number, onWait?: () => void): Promise<boolean> {
+  sweep(run?: RunProcess, deadline?: number, onWait?: () => void): Promise<boolean> {
+    const sweeping = this.killRounds(run, deadline, onWait);
+    this.sweeps.add(sweeping);
+    void sweeping.finally(() => this.sweeps.delete(sweeping));
+    return sweeping;
+  }
+
+  /** Resolves once no sweep of the slot is in flight. */
+  async swept(): Promise<void> {
+    while (this.sweeps.size > 0) await Promise.allSettled([...this.sweeps]);
+  }
+
+  private async killRounds(run: RunProcess | undefined, deadline: number | undefined, onWait: (() => void) | undefined): Promise<boolean> {
     const { addon, layers, log, range } = this.ctx;
     const { cgroupTree } = layers;
     const byUid = layers.kill === 'uid';
@@ -300,12 +319,13 @@ export class RunSlot {
   }
 
   /**
-   * The slot is ready for the next run: its leaf and the run directory go. A dirty slot keeps
-   * both: the quarantine removes them once it is clean.
+   * The slot is ready for the next run, once every sweep in flight has ended: its leaf and the
+   * run directory go. A dirty slot keeps both: the quarantine removes them once it is clean.
    */
   async release(prepared: PreparedRun | undefined): Promise<void> {
     const { layers, log } = this.ctx;
     if (prepared) this.closeCgroupProcs(prepared);
+    await this.swept();
     if (this.dirtyFlag) {
       if (prepared) this.deferredDirs.push(prepared.dir);
       return;
@@ -324,16 +344,18 @@ export class RunSlot {
 
   /**
    * Keeps a dirty slot out of use: sweeps it again on a backoff (2 s, 4 s, ... 60 s) and, once it
-   * is clean, releases what it held and calls `onClean` (back to the pool).
+   * is clean, releases what it held and calls `onClean` (back to the pool); `onStillDirty` after
+   * each sweep that failed.
    */
-  quarantine(reason: string, onClean: () => void, attempt = 1): void {
+  quarantine(reason: string, onClean: () => void, onStillDirty?: () => void, attempt = 1): void {
     const { log } = this.ctx;
     this.dirtyFlag = true;
     if (attempt === 1) log.error(`slot quarantined: ${reason}`, { slot: this.identity.index, uid: this.identity.uid });
     const retry = setTimeout(() => {
       void this.sweep().then(async (clean) => {
         if (!clean) {
-          this.quarantine(reason, onClean, attempt + 1);
+          onStillDirty?.();
+          this.quarantine(reason, onClean, onStillDirty, attempt + 1);
           return;
         }
         log.info('slot is clean again and back in the pool', { slot: this.identity.index, uid: this.identity.uid, attempts: attempt });

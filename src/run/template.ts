@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import type { Logger } from '../daemon/log.js';
+import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
 import type { CommandProfile } from './commands.js';
 import { installFiles } from './install_files.js';
@@ -30,12 +31,33 @@ export const FORK_REPORT_MS = 3_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
+/**
+ * After the template's exit, how long what it had sent may take to be read before its runs are
+ * settled without it (its channel's end normally comes at once, when the last child holding it
+ * dies).
+ */
+const CHANNEL_DRAIN_MS = 500;
 /** How often the runs in flight are checked for an exit the template has not reported. */
 const REAP_CHECK_MS = 500;
 /** An exit the template leaves unreported this long: the template is stuck. */
 export const REAP_LATE_MS = 2_000;
+/**
+ * How often a template is asked whether it still answers (PING), when nothing else was heard
+ * from it meanwhile, and how long it may take to: a template stopped or wedged while idle is
+ * found and replaced without a run having to wait on it first.
+ */
+export const PROBE_EVERY_MS = 2_000;
+export const PROBE_LATE_MS = 3_000;
 /** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
 const REPORT_BYTES = 16;
+/**
+ * The template's EXIT (python/warm_template.py report_exit): kind, token, the wait status, then
+ * the struct rusage wait4() wrote (64-bit Linux: ru_utime and ru_stime as two 64-bit fields each,
+ * then ru_maxrss, a 64-bit long), in the host's byte order (little-endian on every supported host).
+ */
+const EXIT_STATUS_AT = 8;
+const RUSAGE_AT = 12;
+const EXIT_BYTES = RUSAGE_AT + 144;
 
 
 export interface TemplateContext {
@@ -62,9 +84,12 @@ interface PendingRun {
   resolveStart(started: { pid: number; pidfd: number }): void;
   rejectStart(err: Error): void;
   started?: { pid: number; pidfd: number };
-  settleExit?: (exit: ProcessExit) => void;
-  /** EXIT read before the start's continuation ran (both in one read of the channel). */
-  exitEarly?: ProcessExit;
+  settleExit?: (exit: ProcessExit | RequestError) => void;
+  /**
+   * EXIT read before the start's continuation ran (both in one read of the channel); or the
+   * template lost before it could say.
+   */
+  exitEarly?: ProcessExit | RequestError;
   timer: NodeJS.Timeout;
   /** When its pidfd was first seen readable (it exited) with no EXIT from the template yet. */
   exitSeenAt?: number;
@@ -105,12 +130,18 @@ export class Template {
   private nextToken = 1;
   /** Messages read from the template so far: a stuck one reads none. */
   private messages = 0;
+  /** The last PING: when it was sent, and how many messages had been read by then. */
+  private probe?: { since: number; messages: number; pingedAt?: number };
   private readonly stuckCheck: NodeJS.Timeout;
   private readonly channel: number;
   private readonly watch: number;
   private readonly pid: number;
   private readonly pidfd: number;
   private onGone: (reason: string) => void = () => {};
+  /** The template process has been reaped (its pidfd is closed). */
+  private reaped = false;
+  /** Why it exited, once it has. */
+  private exitReason?: string;
 
   constructor(
     private readonly profile: CommandProfile,
@@ -133,8 +164,14 @@ export class Template {
       logLines(child.stdout, ctx.log, profile.name);
       logLines(child.stderr, ctx.log, profile.name);
       addon.watchExit(child.pidfd, child.pid, (exit) => {
+        // Reaped: its pidfd's number may be reused from here on, and must never be signalled.
+        this.reaped = true;
         addon.closeFd(child.pidfd);
-        this.gone(`the template exited (${exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`})`);
+        this.exitReason = `the template exited (${exit.signal !== null ? `signal ${exit.signal}` : `status ${exit.code}`})`;
+        // What it sent before it died is read first (a run's OKAY: that run has started, and must
+        // not run again cold): gone() once its channel reaches its end, or CHANNEL_DRAIN_MS later.
+        const drained = setTimeout(() => this.gone(this.exitReason!), CHANNEL_DRAIN_MS);
+        drained.unref();
       });
     } catch (err) {
       addon.closeFd(mine);
@@ -152,7 +189,10 @@ export class Template {
       clearTimeout(timer);
       settleReady.reject(new Error(`the warm template of "${profile.name}" could not start: ${reason}`));
     };
-    this.stuckCheck = setInterval(() => this.checkReaping(), REAP_CHECK_MS);
+    this.stuckCheck = setInterval(() => {
+      this.checkReaping();
+      this.checkAnswering();
+    }, REAP_CHECK_MS);
     this.stuckCheck.unref();
     this.watch = addon.watchChannel(
       mine,
@@ -161,12 +201,13 @@ export class Template {
         this.state = 'ready';
         settleReady.resolve();
       }),
-      (error) => this.gone(error ? `its channel failed: ${error}` : 'its channel closed'),
+      (error) => this.gone(this.exitReason ?? (error ? `its channel failed: ${error}` : 'its channel closed')),
     );
   }
 
   get isReady(): boolean {
-    return this.state === 'ready';
+    // Not once it has exited, while what it sent is still being read.
+    return this.state === 'ready' && !this.reaped;
   }
 
   get inFlight(): number {
@@ -219,8 +260,14 @@ export class Template {
       this.runs.set(token, run);
     });
     // Its EXIT may have been read in the same wake-up as its OKAY, before this line ran.
-    const exited =
-      run.exitEarly !== undefined ? Promise.resolve(run.exitEarly) : new Promise<ProcessExit>((resolve) => (run.settleExit = resolve));
+    const settled =
+      run.exitEarly !== undefined ? Promise.resolve(run.exitEarly) : new Promise<ProcessExit | RequestError>((resolve) => (run.settleExit = resolve));
+    // A run whose end the template took with it has no result of its own to give: its caller gets
+    // template_lost, not the kill that ended it.
+    const exited = settled.then((exit) => {
+      if (exit instanceof RequestError) throw exit;
+      return exit;
+    });
     return runProcess(addon, { ...started, ...ends }, stdin, budgets, exited);
   }
 
@@ -237,6 +284,7 @@ export class Template {
 
   /** SIGKILL: its children die with it (their parent-death signal). */
   kill(): void {
+    if (this.reaped) return;
     try {
       this.ctx.addon.pidfdSignal(this.pidfd, SIGKILL);
     } catch {
@@ -277,6 +325,10 @@ export class Template {
         }
         return;
       }
+      if (data && kind === 'EXIT' && data.length === EXIT_BYTES) {
+        this.exited(data.readUInt32LE(4), exitOfReport(data));
+        return;
+      }
       let message: { token?: number; [key: string]: unknown } | undefined;
       try {
         if (data) message = JSON.parse(data.subarray(4).toString('utf8'));
@@ -292,14 +344,6 @@ export class Template {
         this.vmStartBytes = vmStart * 1024;
         log.info('warm template ready', { command: this.profile.name, pid: message.pid, vmAllowanceKb: vmReady - vmStart });
         onReady();
-      } else if (kind === 'EXIT' && typeof message.token === 'number') {
-        this.exited(message.token, {
-          code: typeof message.code === 'number' ? message.code : null,
-          signal: typeof message.signal === 'number' ? message.signal : null,
-          userUs: Number(message.userUs) || 0,
-          systemUs: Number(message.systemUs) || 0,
-          maxRssKb: Number(message.maxRssKb) || undefined,
-        });
       } else if (kind === 'WARN') {
         log.warn('warm template', { command: this.profile.name, message: message.message });
       }
@@ -319,7 +363,7 @@ export class Template {
     run.rejectStart(err);
   }
 
-  private exited(token: number, exit: ProcessExit): void {
+  private exited(token: number, exit: ProcessExit | RequestError): void {
     const run = this.runs.get(token);
     if (!run) return;
     this.runs.delete(token);
@@ -327,7 +371,7 @@ export class Template {
     if (!run.started) {
       // Died before it could report: set-up did not finish (a kill, a crash in the plan).
       for (const fd of [run.ends.stdin, run.ends.stdout, run.ends.stderr, run.ends.result]) if (fd !== undefined) closeQuietly(this.ctx.addon, fd);
-      run.rejectStart(new WarmStartError(`the warm run ended during set-up (${describeExit(exit)})`, 'fork'));
+      run.rejectStart(new WarmStartError(`the warm run ended during set-up (${exit instanceof RequestError ? exit.message : describeExit(exit)})`, 'fork'));
       return;
     }
     if (run.settleExit) run.settleExit(exit);
@@ -342,7 +386,7 @@ export class Template {
    */
   private checkReaping(): void {
     const now = performance.now();
-    for (const [token, run] of this.runs) {
+    for (const [, run] of this.runs) {
       if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
       run.exitSeenAt ??= now;
       if (now - run.exitSeenAt < REAP_LATE_MS) continue;
@@ -350,9 +394,55 @@ export class Template {
         command: this.profile.name,
         waitedMs: REAP_LATE_MS,
       });
-      this.exited(token, zombieExit(run.started.pid));
+      // Every run that has ended gets its own status now, before the kill makes the template's
+      // children the daemon's (whose sweeps reap them); the others were running when it was lost.
+      this.settleEnded();
       this.kill();
       return;
+    }
+  }
+
+  /**
+   * A ready template that has said nothing for PROBE_EVERY_MS is sent a PING; an idle one that
+   * says nothing for PROBE_LATE_MS after it is stuck: it is killed (and restarted).
+   */
+  private checkAnswering(): void {
+    if (this.state !== 'ready' && this.state !== 'draining') return;
+    const now = performance.now();
+    if (!this.probe || this.messages !== this.probe.messages) {
+      this.probe = { since: now, messages: this.messages };
+      return;
+    }
+    if (this.probe.pingedAt === undefined) {
+      if (now - this.probe.since < PROBE_EVERY_MS) return;
+      try {
+        this.ctx.addon.channelSend(this.channel, Buffer.from('PNG1'));
+      } catch {
+        // A full socket: the template is not reading. The deadline below decides.
+      }
+      this.probe.pingedAt = now;
+      return;
+    }
+    if (now - this.probe.pingedAt < PROBE_LATE_MS) return;
+    // With runs in flight, a template is judged by them (a run not forked in time, an exit left
+    // unreported): a slow one is not killed under runs that are fine.
+    if (this.runs.size > 0) return;
+    this.ctx.log.error('a warm template does not answer; killing it (runs go cold until it is back)', {
+      command: this.profile.name,
+      waitedMs: Math.round(now - this.probe.pingedAt),
+    });
+    this.kill();
+  }
+
+  /**
+   * Settles each started run whose process has ended with the status the kernel keeps for it.
+   * One whose status cannot be read is left to gone(): template_lost.
+   */
+  private settleEnded(): void {
+    for (const [token, run] of [...this.runs]) {
+      if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
+      const exit = zombieExit(run.started.pid);
+      if (exit) this.exited(token, exit);
     }
   }
 
@@ -364,13 +454,23 @@ export class Template {
     addon.unwatchChannel(this.watch);
     closeQuietly(addon, this.channel);
     this.kill();
-    // Its children died with it (parent-death signal): each run ends as killed.
+    // Its children die with it (parent-death signal). A run that had ended by itself keeps its
+    // own status when it can still be read: ended by anything but SIGKILL, it was not the
+    // template's death that ended it. Any other run's end is the template's: template_lost.
     for (const token of [...this.runs.keys()]) {
       const run = this.runs.get(token)!;
       if (!run.started) {
         this.fail(token, new WarmStartError(`the warm template went away: ${reason}`, 'fork'));
         this.runs.delete(token);
-      } else this.exited(token, { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 });
+        continue;
+      }
+      const own = run.started.pidfd >= 0 && this.ctx.addon.pidfdExited(run.started.pidfd) ? zombieExit(run.started.pid) : undefined;
+      this.exited(
+        token,
+        own && own.signal !== SIGKILL
+          ? own
+          : new RequestError('template_lost', `the warm template running this run went away (${reason}); the run's result is lost, run it again`),
+      );
     }
     this.onGone(reason);
   }
@@ -422,22 +522,39 @@ function withVmAllowance(plan: NativePlan, allowance: number): NativePlan {
 
 /**
  * The exit of a zombie the template did not reap, as the kernel keeps it in /proc/<pid>/stat
- * (exit_code, field 52, in wait status form; utime and stime, fields 14 and 15, in clock ticks
- * of 100 Hz). The pidfd it was seen through pins the pid: a zombie's pid is not reused. Unreadable
- * (reaped meanwhile): killed, as far as the run can be told.
+ * (state, field 3; exit_code, field 52, in wait status form; utime and stime, fields 14 and 15,
+ * in clock ticks of 100 Hz). A zombie's pid is not reused. Undefined when there is no zombie to
+ * read (reaped meanwhile, by the template or, once it is gone, a sweep): the status is not known,
+ * and must not be guessed.
  */
-function zombieExit(pid: number): ProcessExit {
+function zombieExit(pid: number): ProcessExit | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const status = Number(fields[52 - 3]);
+    if (fields[3 - 3] !== 'Z') return undefined;
     const ticksUs = 1_000_000 / 100;
-    const usage = { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs };
-    const signal = status & 0x7f;
-    return signal === 0 ? { code: (status >> 8) & 0xff, signal: null, ...usage } : { code: null, signal, ...usage };
+    return waitStatusExit(Number(fields[52 - 3]), { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs });
   } catch {
-    return { code: null, signal: SIGKILL, userUs: 0, systemUs: 0 };
+    return undefined;
   }
+}
+
+/** A wait status (exited: code in bits 8-15; killed: the signal in bits 0-6) as a ProcessExit. */
+function waitStatusExit(status: number, usage: Pick<ProcessExit, 'userUs' | 'systemUs' | 'maxRssKb'>): ProcessExit {
+  const signal = status & 0x7f;
+  return signal === 0 ? { code: (status >> 8) & 0xff, signal: null, ...usage } : { code: null, signal, ...usage };
+}
+
+/** The template's binary EXIT: the wait status and the rusage of the reaped child. */
+function exitOfReport(data: Buffer): ProcessExit {
+  const int64 = (at: number) => Number(data.readBigInt64LE(at));
+  const timevalUs = (at: number) => int64(at) * 1_000_000 + int64(at + 8);
+  const maxRssKb = int64(RUSAGE_AT + 32);
+  return waitStatusExit(data.readInt32LE(EXIT_STATUS_AT), {
+    userUs: timevalUs(RUSAGE_AT),
+    systemUs: timevalUs(RUSAGE_AT + 16),
+    ...(maxRssKb > 0 ? { maxRssKb } : {}),
+  });
 }
 
 function describeExit(exit: ProcessExit): string {

@@ -4,7 +4,9 @@
 //
 // A template is replaced after `maxForks` runs or `maxAgeMs`, and on SIGHUP, so that what every
 // child shares with it (heap layout, address-space layout, hash seed) has a bounded lifetime; the
-// old one drains: it takes no new run and exits once its children have.
+// old one drains: it takes no new run and exits once its children have. A timer replaces one
+// that has grown old while idle; a template that stops answering is killed (src/run/template.ts)
+// and restarted here, and a restart that fails is tried again, later each time.
 import type { NativePlan } from '../native.js';
 import type { CommandProfile } from './commands.js';
 import type { Budgets, RunProcess } from './process.js';
@@ -12,6 +14,11 @@ import { Template, type TemplateContext, type WarmTail } from './template.js';
 
 /** After an unexpected exit, restart after 1 s, doubling to this. */
 const RESTART_MAX_MS = 60_000;
+/**
+ * How often the template's age is looked at without a run: an idle template past maxAgeMs is
+ * replaced then, not at the next run.
+ */
+const TEND_MS = 1000;
 /** VMEM below this many times a fresh interpreter's address space runs cold (see WarmCommand.start). */
 const TIGHT_VMEM_FACTOR = 1.5;
 
@@ -32,6 +39,8 @@ export class WarmCommand {
   private starting?: Template;
   private restartDelay = 1000;
   private restartTimer?: NodeJS.Timeout;
+  private tendTimer?: NodeJS.Timeout;
+  private replaceNotBefore = 0;
   private closed = false;
   private behindLoggedAt = -Infinity;
   readonly counters = { warm: 0, cold: 0, restarts: 0, replaced: 0 };
@@ -47,6 +56,8 @@ export class WarmCommand {
     const template = this.launch();
     await template.ready;
     this.current = template;
+    this.tendTimer = setInterval(() => this.tend(), TEND_MS);
+    this.tendTimer.unref();
   }
 
   get ready(): boolean {
@@ -70,10 +81,9 @@ export class WarmCommand {
       this.counters.cold++;
       return undefined;
     }
-    const { maxForks, maxAgeMs } = this.settings();
-    if (template.forks + 1 >= maxForks || performance.now() - template.startedAt >= maxAgeMs) {
-      this.replace(template.forks + 1 >= maxForks ? `${maxForks} forks` : `${Math.round(maxAgeMs / 1000)} s old`);
-    }
+    const { maxForks } = this.settings();
+    if (template.forks + 1 >= maxForks) this.replace(`${maxForks} forks`);
+    else this.replaceIfOld(template);
     try {
       const started = template.start(plan, tail, stdin, budgets);
       this.counters.warm++;
@@ -93,10 +103,23 @@ export class WarmCommand {
     }
   }
 
-  /** Starts a new template; once it is ready it takes the runs and the old one drains. */
+  /**
+   * Starts a new template; once it is ready it takes the runs and the old one drains. After a
+   * replacement that did not start, the next one for age or forks waits RESTART_MAX_MS (a reload
+   * does not).
+   */
   replace(reason: string): void {
     if (this.closed || this.starting) return;
-    const next = this.launch();
+    if (reason !== 'reload' && performance.now() < this.replaceNotBefore) return;
+    let next: Template;
+    try {
+      next = this.launch();
+    } catch (err) {
+      // Not even spawned (out of fds, processes): the old one keeps serving, and a run is not failed for it.
+      this.replaceNotBefore = performance.now() + RESTART_MAX_MS;
+      this.ctx.log.error('a replacement warm template could not be started; the old one keeps serving', { command: this.profile.name, error: err });
+      return;
+    }
     this.starting = next;
     next.ready.then(
       () => {
@@ -110,6 +133,7 @@ export class WarmCommand {
       },
       (err) => {
         if (this.starting === next) this.starting = undefined;
+        this.replaceNotBefore = performance.now() + RESTART_MAX_MS;
         this.ctx.log.error('a replacement warm template did not start; the old one keeps serving', { command: this.profile.name, error: err });
       },
     );
@@ -119,8 +143,21 @@ export class WarmCommand {
   close(): void {
     this.closed = true;
     clearTimeout(this.restartTimer);
+    clearInterval(this.tendTimer);
     this.starting?.kill();
     this.current?.kill();
+  }
+
+  /** Without a run: an old template is replaced; with none at all, a restart is on its way. */
+  private tend(): void {
+    if (this.closed) return;
+    if (this.current) this.replaceIfOld(this.current);
+    else if (!this.restartTimer) this.scheduleRestart();
+  }
+
+  private replaceIfOld(template: Template): void {
+    const { maxAgeMs } = this.settings();
+    if (performance.now() - template.startedAt >= maxAgeMs) this.replace(`${Math.round(maxAgeMs / 1000)} s old`);
   }
 
   private launch(): Template {
@@ -130,24 +167,43 @@ export class WarmCommand {
       this.current = undefined;
       this.counters.restarts++;
       this.ctx.log.error('warm template gone; runs go cold until it is back', { command: this.profile.name, reason, restartInMs: this.restartDelay });
-      this.restartTimer = setTimeout(() => {
-        if (this.closed) return;
-        const next = this.launch();
-        next.ready.then(
-          () => {
-            this.restartDelay = 1000;
-            if (!this.closed && !this.current) this.current = next;
-            else if (this.current !== next) next.kill();
-          },
-          () => {
-            this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
-            next.whenGone = () => {};
-          },
-        );
-      }, this.restartDelay);
-      this.restartTimer.unref();
+      this.scheduleRestart();
     };
     return template;
+  }
+
+  /** A new template after restartDelay; one that fails to start is tried again, twice as late. */
+  private scheduleRestart(): void {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      if (this.closed || this.current) {
+        this.restartTimer = undefined;
+        return;
+      }
+      const failed = (err: unknown) => {
+        this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
+        this.ctx.log.error('a warm template did not start; trying again', { command: this.profile.name, error: err, restartInMs: this.restartDelay });
+        if (!this.closed) this.scheduleRestart();
+      };
+      let next: Template;
+      try {
+        next = this.launch();
+      } catch (err) {
+        // Thrown in a timer, it would end the daemon.
+        failed(err);
+        return;
+      }
+      next.ready.then(
+        () => {
+          this.restartTimer = undefined;
+          this.restartDelay = 1000;
+          if (!this.closed && !this.current) this.current = next;
+          else if (this.current !== next) next.kill();
+        },
+        failed,
+      );
+    }, this.restartDelay);
+    this.restartTimer.unref();
   }
 }
 

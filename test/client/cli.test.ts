@@ -153,4 +153,18 @@ describe('codejail status', () => {
     expect(text).toContain('2 busy of 16');
     expect(text).toMatch(/landlock\s+abi 6\nseccomp\s+off/);
   });
+
+  it('names each quarantined slot, why, since when and its failed sweeps', () => {
+    const text = formatStatus({
+      version: '0.1.0',
+      protocol: 1,
+      unsafe: false,
+      layers: {},
+      slots: { total: 8, busy: 8, quarantined: [{ index: 3, uid: 62003, reason: 'processes of its uid survived the kill', sinceMs: 65_000, sweeps: 4 }] },
+      queue: { depth: 0, max: 256 },
+      uptimeMs: 1000,
+      commands: ['python'],
+    });
+    expect(text).toContain('slot 3 (uid 62003) QUARANTINED 1m 5s, 4 sweeps failed: processes of its uid survived the kill');
+  });
 });

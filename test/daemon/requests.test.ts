@@ -191,6 +191,7 @@ describe('requests', () => {
     expect(errorVerdict(new RequestError('setup_failed', ''))).toBe('setup_failed');
     for (const code of ['cancelled', 'shutting_down', 'forbidden'] as const) expect(errorVerdict(new RequestError(code, ''))).toBe('cancelled');
     expect(errorVerdict(new RequestError('internal', ''))).toBe('error');
+    expect(errorVerdict(new RequestError('template_lost', ''))).toBe('error');
     for (const code of ['overloaded', 'unknown_command', 'bad_request'] as const) expect(errorVerdict(new RequestError(code, ''))).toBe('rejected');
   });
 });

@@ -10,6 +10,7 @@ import type { CommandProfile } from '../../src/run/commands.js';
 import type { Layers } from '../../src/layers/index.js';
 import { silentLogger } from '../../src/daemon/log.js';
 import { Runner } from '../../src/daemon/runner.js';
+import { RequestError } from '../../src/protocol/errors.js';
 import { slotUsers } from '../../src/run/slot.js';
 import { SlotPool } from '../../src/daemon/slots.js';
 
@@ -20,7 +21,7 @@ const layers: Layers = {
   kill: 'uid', report: {}, confinement: ['rlimits'],
 };
 
-function setup(addon: Record<string, unknown>, count = 1) {
+function setup(addon: Record<string, unknown>, count = 1, warm?: Map<string, unknown>) {
   // The daemon's sweeps call the thread-pool variant; these fakes answer both alike.
   const round = addon.killUidRound as ((...args: number[]) => boolean) | undefined;
   if (round) addon = { ...addon, killUidRoundAsync: async (...args: number[]) => round(...args) };
@@ -32,10 +33,30 @@ function setup(addon: Record<string, unknown>, count = 1) {
   const log = Object.fromEntries(
     (['debug', 'info', 'warn', 'error'] as const).map((level) => [level, (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level, msg, fields })]),
   );
-  const runner = new Runner({ config, layers, commands: new Map([['python', profile]]), slots, addon: addon as never, log: { ...silentLogger, ...log } });
+  const runner = new Runner({ config, layers, commands: new Map([['python', profile]]), slots, addon: addon as never, log: { ...silentLogger, ...log }, ...(warm ? { warm: warm as never } : {}) });
   return { runBase, slots, slotList, runner, lines };
 }
 const request = { command: 'python', code: Buffer.from('print(1)'), files: [], extraFiles: [], argv: [], limits: {} };
+
+/**
+ * A started run with no process behind it (the warm path's RunProcess, faked): its pipes are at
+ * EOF at once; it exits when killed, or by itself when `exitNow`.
+ */
+function fakeRun(exitNow: boolean) {
+  let exit!: (status: { code: number | null; signal: number | null; userUs: number; systemUs: number }) => void;
+  const exited = new Promise<{ code: number | null; signal: number | null; userUs: number; systemUs: number }>((resolve) => (exit = resolve));
+  if (exitNow) exit({ code: 0, signal: null, userUs: 0, systemUs: 0 });
+  const pipe = () => ({ closed: Promise.resolve(), contents: () => Buffer.alloc(0), destroy: () => {} });
+  return {
+    stdin: { destroy: () => {} },
+    stdout: pipe(),
+    stderr: pipe(),
+    exited,
+    armDeadline: () => () => false,
+    kill: () => exit({ code: null, signal: 9, userUs: 0, systemUs: 0 }),
+    release: () => {},
+  };
+}
 
 describe('Runner', () => {
   let runBase: string | undefined;
@@ -93,10 +114,15 @@ describe('Runner', () => {
     expect(fs.readdirSync(t.runBase)).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(2000 + 2500); // the first retry's sweep fails too
     expect(t.slots.busy).toBe(1);
+    // Visible in the status reply: which slot, why, and how many sweeps failed.
+    expect(t.runner.quarantineReport()).toEqual([
+      { index: 0, uid: 61000, reason: 'processes of its uid survived the kill', sinceMs: expect.any(Number), sweeps: 2 },
+    ]);
     clean = true;
     await vi.advanceTimersByTimeAsync(4000); // the second succeeds
     await vi.waitFor(() => expect(t.slots.busy).toBe(0));
     expect(t.runner.quarantinedSlots).toBe(0);
+    expect(t.runner.quarantineReport()).toEqual([]);
     expect(fs.readdirSync(t.runBase)).toEqual([]);
   });
 
@@ -156,5 +182,59 @@ describe('Runner', () => {
     expect(spawn).not.toHaveBeenCalled();
     expect(t.runner.counters.setupFailures).toBe(0);
     expect(t.slots.busy).toBe(0);
+  });
+
+  it('deny_slot_handed_on_before_its_sweep_ended: a cancelled run keeps its slot until its sweep is over', async () => {
+    // The cancelled run left a process that takes a while to die: the sweep's rounds find it
+    // until `leftover` is cleared. Before the fix the slot went to the next run at once, and the
+    // sweep's rounds went on killing that run's processes (the slot's uid).
+    let leftover = true;
+    const killUidRound = vi.fn(() => !leftover);
+    const runs = [fakeRun(false), fakeRun(true)];
+    const warm = new Map([['python', { start: () => Promise.resolve(runs.shift()) }]]);
+    const t = setup({ killUidRound, closeFd: () => {} }, 1, warm);
+    runBase = t.runBase;
+    const caller = new AbortController();
+    const first = t.runner.run(request, caller.signal);
+    first.catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(0);
+    caller.abort(new RequestError('cancelled', 'the client disconnected'));
+    await expect(first).rejects.toMatchObject({ code: 'cancelled' });
+    let nextStarted = false;
+    const next = t.runner.run(request, undefined, { started: () => (nextStarted = true) });
+    await vi.advanceTimersByTimeAsync(300);
+    expect(killUidRound.mock.calls.length).toBeGreaterThan(2); // the sweep is still at work
+    expect(nextStarted).toBe(false);
+    leftover = false;
+    await vi.advanceTimersByTimeAsync(200);
+    expect(nextStarted).toBe(true);
+    await expect(next).resolves.toMatchObject({ status: 0 });
+    await t.runner.drained();
+    expect(t.runner.quarantinedSlots).toBe(0);
+    expect(t.slots.busy).toBe(0);
+  });
+
+  it('deny_slot_handed_on_before_its_sweep_ended: also when supervising the run threw after its sweep began', async () => {
+    let leftover = true;
+    const killUidRound = vi.fn(() => !leftover);
+    const broken = fakeRun(true);
+    broken.stdout.contents = () => {
+      throw new Error('the output could not be read');
+    };
+    const runs = [broken, fakeRun(true)];
+    const warm = new Map([['python', { start: () => Promise.resolve(runs.shift()) }]]);
+    const t = setup({ killUidRound, closeFd: () => {} }, 1, warm);
+    runBase = t.runBase;
+    const first = t.runner.run(request);
+    first.catch(() => undefined);
+    let nextStarted = false;
+    const next = t.runner.run(request, undefined, { started: () => (nextStarted = true) });
+    await vi.advanceTimersByTimeAsync(300);
+    await expect(first).rejects.toThrow('the output could not be read');
+    expect(nextStarted).toBe(false);
+    leftover = false;
+    await vi.advanceTimersByTimeAsync(200);
+    expect(nextStarted).toBe(true);
+    await expect(next).resolves.toMatchObject({ status: 0 });
   });
 });

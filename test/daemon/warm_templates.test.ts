@@ -45,9 +45,35 @@ function templatesOf(daemon: TestDaemon): number[] {
 /** The forked runs of a template. */
 const childrenOf = (pid: number) => processes().filter((p) => parentOf(p) === pid);
 
+/**
+ * The runs of a template that are in their code's time.sleep (clock_nanosleep, syscall 230 on
+ * x86_64): forked is not enough, a child killed before it reported itself confined has not
+ * started, and its run goes cold (a minute of sleep, then).
+ */
+const sleepingChildrenOf = (pid: number) => childrenOf(pid).filter((p) => readProc(p, 'syscall')?.split(' ')[0] === '230');
+
 const alive = (pid: number) => readProc(pid, 'status') !== undefined && !/^State:\s+Z/m.test(readProc(pid, 'status')!);
 
 const fdCount = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
+
+/**
+ * The daemon's fds once it is idle: no slot busy, nothing queued. A run's clean-up (the sweep's
+ * last kill rounds, which scan /proc, and the run directory's removal) goes on after its reply
+ * and holds fds meanwhile: a count taken then is one too high, and the test comparing with it
+ * fails when the daemon later reads one fewer. The same count twice, a status round trip apart.
+ */
+async function idleFdCount(client: Client, pid: number): Promise<number> {
+  let last = -1;
+  await until('the daemon to be idle with a steady fd count', async () => {
+    const { slots, queue } = await client.status();
+    if (slots.busy > 0 || queue.depth > 0) return false;
+    const now = fdCount(pid);
+    const steady = now === last;
+    last = now;
+    return steady;
+  });
+  return last;
+}
 
 const logged = (daemon: TestDaemon, msg: string) => daemon.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(msg));
 
@@ -71,22 +97,21 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
   const run = (c: Client, code: string, more: Parameters<Client['jailCode']>[1] = {}): Promise<JailCodeResult> =>
     c.jailCode('python', { code, profile: true, ...more });
 
-  it('a template killed mid-run: its runs end -9, runs go cold, then warm again once it is back, no fd left', async () => {
+  it('a template killed mid-run: its runs fail template_lost, runs go cold, then warm again once it is back, no fd left', async () => {
     const { daemon, client } = await start();
     const [template] = templatesOf(daemon);
     expect(template).toBeGreaterThan(0);
     const daemonPid = daemon.process.pid!;
     // A run in every slot first: whatever a slot's first run opens once is open before the count.
     await Promise.all([0, 1, 2, 3].map(() => run(client, 'import time\ntime.sleep(0.2)', { limits: { REALTIME: 30 } })));
-    const fdsBefore = fdCount(daemonPid);
-    const inFlight = [0, 1, 2].map(() => run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } }));
-    await until('the warm runs to be forked', () => childrenOf(template!).length === 3);
+    const fdsBefore = await idleFdCount(client, daemonPid);
+    const inFlight = [0, 1, 2].map(() =>
+      run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } }).catch((err: Error) => err),
+    );
+    await until('the warm runs to be in their code', () => sleepingChildrenOf(template!).length === 3);
     process.kill(template!, 'SIGKILL');
-    for (const killed of await Promise.all(inFlight)) {
-      expect(killed.usage.stages?.warm).toBe(true);
-      expect(killed.status).toBe(-9);
-      expect(killed.timedOut).toBe(false);
-    }
+    // Review: they came back as a plain -9, a wrong result. The template's death ended them.
+    for (const killed of await Promise.all(inFlight)) expect(killed).toMatchObject({ code: 'template_lost' });
     await until('the daemon to log the template gone', () => logged(daemon, 'warm template gone').length === 1);
 
     // Until a new template says it is ready, runs go cold (restarted after 1 s: when the machine is
@@ -103,8 +128,7 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     const now = templatesOf(daemon);
     expect(now).toHaveLength(1);
     expect(now[0]).not.toBe(template);
-    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
-    expect(fdCount(daemonPid)).toBe(fdsBefore);
+    expect(await idleFdCount(client, daemonPid)).toBe(fdsBefore);
   });
 
   it('warm.maxForks replaces the template; the old one exits once its run in flight is over', async () => {
@@ -460,7 +484,7 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     // made) is open before the count.
     const firsts = await Promise.all([0, 1, 2, 3].map(() => run(client, 'import time\ntime.sleep(0.2)', { limits: { REALTIME: 30 } })));
     expect(firsts.map((r) => r.usage.stages?.warm)).toEqual([true, true, true, true]);
-    const fdsBefore = fdCount(daemonPid);
+    const fdsBefore = await idleFdCount(client, daemonPid);
     const templatesBefore = templatesOf(daemon).length;
     let warm = 0;
     let next = 0;
@@ -477,7 +501,98 @@ describe.skipIf(!isRoot)('warm templates over their life', () => {
     expect(logged(daemon, 'warm template replaced').length).toBeGreaterThanOrEqual(3);
     // The last replacement's old template drains and exits on its own time.
     await until('one template, no run children', () => templatesOf(daemon).length === templatesBefore && childrenOf(templatesOf(daemon)[0]!).length === 0);
-    await until(`the daemon's fds back to ${fdsBefore}`, () => fdCount(daemonPid) <= fdsBefore, 10_000).catch(() => {});
-    expect(fdCount(daemonPid)).toBe(fdsBefore);
+    expect(await idleFdCount(client, daemonPid)).toBe(fdsBefore);
   });
+
+  // Review: a warm run's clone(CLONE_PARENT) child is the template's, which never reaped it: the
+  // zombie, of the slot's uid, made every sweep fail, and the slot was quarantined for good (8
+  // such runs took every slot). The template now reaps any child it did not fork. Seccomp is off
+  // here: it refuses CLONE_PARENT, and this pins the template's own reaping.
+  it('deny_warm_run_child_left_unreaped_under_the_template: it is reaped, and the slot serves on', async () => {
+    const { daemon, client } = await start({ config: { slots: { count: 1 }, layers: { seccomp: 'off' } } });
+    const [template] = templatesOf(daemon);
+    const cloneParent = (flags: string) =>
+      dedent(`
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = libc.syscall(56, ${flags}, 0, 0, 0, 0)
+        if pid == 0:
+            os._exit(0)
+        print("cloned", pid > 0)
+      `);
+    // A child that signals its exit (SIGCHLD), then one that signals nothing.
+    for (const flags of ['0x8000 | 17', '0x8000', '0x8000 | 17']) {
+      const r = await Promise.race([
+        run(client, cloneParent(flags), { limits: { REALTIME: 5 } }),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no slot took the run: quarantined')), 15_000)),
+      ]);
+      expect(r.usage.stages?.warm).toBe(true);
+      expect(r.stdout.toString()).toBe('cloned True\n');
+    }
+    expect(logged(daemon, 'slot quarantined')).toEqual([]);
+    const zombies = () => childrenOf(template!).filter((pid) => /^State:\s+Z/m.test(readProc(pid, 'status') ?? ''));
+    await until('no zombie under the template', () => zombies().length === 0, 5_000);
+    expect(daemon.logs.some((l) => /made the template's child/.test(String(l.message)))).toBe(true);
+  }, 90_000);
+
+  // Review: runs in flight when the template died came back as a plain -9, one of them a run that
+  // had printed its full output and exited. Now a run that ended by itself gets its own result
+  // (the status the kernel keeps for it), and one the template's death ended fails template_lost.
+  for (const end of ['SIGKILL', 'replaced'] as const) {
+    it(`a template stopped, then ${end === 'SIGKILL' ? 'killed' : 'replaced for it'}: the run that ended gets its own result, the others template_lost`, async () => {
+      const { daemon, client } = await start();
+      const [template] = templatesOf(daemon);
+      const ended = run(client, 'import time\ntime.sleep(0.8)\nprint("done")\nraise SystemExit(3)', { limits: { REALTIME: 30 } });
+      const running = [0, 1].map(() =>
+        run(client, "import time\nprint('start', flush=True)\ntime.sleep(60)", { limits: { REALTIME: 120 } }).catch((err: Error) => err),
+      );
+      await until('the warm runs to be in their code', () => sleepingChildrenOf(template!).length === 3);
+      process.kill(template!, 'SIGSTOP');
+      try {
+        // The first run ends while the template is stopped: its zombie waits for the template.
+        await until('the first run to end', () => childrenOf(template!).some((pid) => /^State:\s+Z/m.test(readProc(pid, 'status') ?? '')), 10_000);
+        if (end === 'SIGKILL') process.kill(template!, 'SIGKILL');
+        const result = await ended;
+        expect({ status: result.status, stdout: result.stdout.toString(), warm: result.usage.stages?.warm }).toEqual({ status: 3, stdout: 'done\n', warm: true });
+        for (const lost of await Promise.all(running)) expect(lost).toMatchObject({ code: 'template_lost' });
+        await until('a new template', () => templatesOf(daemon).some((pid) => pid !== template));
+        const again = await run(client, 'print(2)');
+        expect(again.stdout.toString()).toBe('2\n');
+      } finally {
+        try {
+          process.kill(template!, 'SIGCONT');
+        } catch {
+          // Killed and reaped already.
+        }
+      }
+    }, 60_000);
+  }
+
+  // Review: a template's health and age were looked at only when a warm run was dispatched: a
+  // template stopped while idle stayed "ready" (the next run waited on it for 3 s), and an old
+  // one served on until a run came. A timer does both now.
+  it('an idle template that stops answering is replaced, no run needed', async () => {
+    const { daemon } = await start();
+    const [template] = templatesOf(daemon);
+    process.kill(template!, 'SIGSTOP');
+    try {
+      await until('a new template', () => templatesOf(daemon).some((pid) => pid !== template), 20_000);
+      expect(logged(daemon, 'a warm template does not answer')).toHaveLength(1);
+    } finally {
+      try {
+        process.kill(template!, 'SIGCONT');
+      } catch {
+        // Killed and reaped already.
+      }
+    }
+  }, 60_000);
+
+  it('an idle template past warm.maxAgeSeconds is replaced, no run needed', async () => {
+    const { daemon } = await start({ config: { warm: { maxAgeSeconds: 2 } } });
+    const [first] = templatesOf(daemon);
+    await until('the replacement', () => logged(daemon, 'warm template replaced').length >= 1, 15_000);
+    expect(logged(daemon, 'warm template replaced')[0]!.reason).toBe('2 s old');
+    await until('the old template to exit', () => !alive(first!));
+    expect(logged(daemon, 'a warm template does not answer')).toHaveLength(0);
+  }, 60_000);
 });

@@ -28,6 +28,11 @@ function templatePids(daemonPid: number): number[] {
 
 /** Whether `needle` is anywhere in the writable memory of `pid` (read as root through /proc). */
 function memoryHolds(pid: number, needle: Buffer): boolean {
+  return memoryMatches(pid, needle, () => true);
+}
+
+/** Whether `needle` is in the writable memory of `pid` at an offset `near` accepts (it sees the bytes around it). */
+function memoryMatches(pid: number, needle: Buffer, near: (chunk: Buffer, at: number) => boolean): boolean {
   const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').trim().split('\n');
   const mem = fs.openSync(`/proc/${pid}/mem`, 'r');
   try {
@@ -43,7 +48,8 @@ function memoryHolds(pid: number, needle: Buffer): boolean {
         } catch {
           break; // a guard page
         }
-        if (chunk.subarray(0, n).includes(needle)) return true;
+        const read = chunk.subarray(0, n);
+        for (let i = read.indexOf(needle); i >= 0; i = read.indexOf(needle, i + 1)) if (near(read, i)) return true;
       }
     }
     return false;
@@ -67,5 +73,22 @@ describe.skipIf(!isRoot || coldOnly)('hostile: the warm template', () => {
     expect(memoryHolds(template!, Buffer.from(secret))).toBe(false);
     // The scan itself works: the template's own start-up arguments are there.
     expect(memoryHolds(template!, Buffer.from('--harness'))).toBe(true);
+  });
+
+  // Review: the template sent each run's exit as JSON it built from the wait status and rusage,
+  // and the freed text stayed in its heap: a later run could read the one before's
+  // {"token":18,"code":77,...,"maxRssKb":13404}. Now the report is written into buffers the
+  // template zeroes once it is sent, and no Python object is made of it.
+  it('deny_warm_template_keeps_no_exit_report: the exit status and usage of a run are nowhere in the template', async () => {
+    const first = await suite.client.jailCode('python', { code: 'raise SystemExit(77)', profile: true });
+    expect(first.usage.stages?.warm).toBe(true);
+    expect(first.status).toBe(77);
+    // The template is idle again (it has sent the EXIT), as a next run's fork would find it.
+    const [template] = templatePids(suite.daemon.process.pid!);
+    expect(template).toBeGreaterThan(0);
+    expect(memoryHolds(template!, Buffer.from('"code":77'))).toBe(false);
+    expect(memoryHolds(template!, Buffer.from('"maxRssKb"'))).toBe(false);
+    // The binary form: EXIT, a token, then the wait status of exit(77).
+    expect(memoryMatches(template!, Buffer.from('EXIT'), (chunk, at) => at + 12 <= chunk.length && chunk.readInt32LE(at + 8) === 77 << 8)).toBe(false);
   });
 });

@@ -194,6 +194,7 @@ export function errorVerdict(err: unknown): Verdict {
     case 'forbidden':
       return 'cancelled';
     case 'internal':
+    case 'template_lost':
       return 'error';
     default:
       // overloaded, unknown_command, limit_exceeds_ceiling, bad_request: refused before running.
