@@ -56,24 +56,27 @@ const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const title = (fullName) => fullName.split(' > ').pop();
 const projectArgs = (names) => names.flatMap((name) => ['--project', name]);
 
-/** The tests of `prefix` that exist in `files` for these projects, as "file > full name" keys. */
-function list(files, projects, prefix) {
-  const r = spawnSync('npx', ['vitest', 'list', ...files, ...projects, '-t', escape(prefix), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+/** A -t pattern for tests whose names hold any of `prefixes`. */
+const pattern = (prefixes) => prefixes.map(escape).join('|');
+
+/** The tests of `prefixes` that exist in `files` for these projects, as "file > full name" keys. */
+function list(files, projects, prefixes) {
+  const r = spawnSync('npx', ['vitest', 'list', ...files, ...projects, '-t', pattern(prefixes), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`vitest list failed (${r.status}):\n${r.stderr.slice(-3000)}`);
   const start = r.stdout.indexOf('[');
   const tests = start < 0 ? [] : JSON.parse(r.stdout.slice(start));
-  return new Set(tests.filter((t) => title(t.name).startsWith(prefix)).map((t) => `${t.file} > ${t.name}`));
+  return new Set(tests.filter((t) => prefixes.some((prefix) => title(t.name).startsWith(prefix))).map((t) => `${t.file} > ${t.name}`));
 }
 
 /**
- * Runs the deny tests of `prefix` with `sabotage` off. Returns the tests (by key), or a reason
- * the run cannot be trusted: no report, a file-level error, an unhandled error, or a non-zero exit
- * that failed tests do not explain.
+ * Runs the deny tests of `prefixes` in `files` with `sabotage` off. Returns the tests (by key), or
+ * a reason the run cannot be trusted: no report, a file-level error, an unhandled error, or a
+ * non-zero exit that failed tests do not explain.
  */
-function run(projects, sabotage, prefix) {
+function run(files, projects, sabotage, prefixes) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-sabotage-'));
   const out = path.join(dir, 'report.json');
-  const r = spawnSync('npx', ['vitest', 'run', ...suites, ...projects, '-t', escape(prefix), '--reporter=json', `--outputFile=${out}`, '--reporter=dot'], {
+  const r = spawnSync('npx', ['vitest', 'run', ...files, ...projects, '-t', pattern(prefixes), '--reporter=json', `--outputFile=${out}`, '--reporter=dot'], {
     env: { ...process.env, CODEJAIL_SABOTAGE: sabotage },
     encoding: 'utf8',
     maxBuffer: 64 << 20,
@@ -113,27 +116,38 @@ function offVerdict(t) {
 let bad = 0;
 let checked = 0;
 const started = Date.now();
-for (const [name, prefix] of Object.entries(SABOTAGE)) {
-  if (only.length && !only.includes(name)) continue;
-  const switchStarted = Date.now();
-  let found = 0;
-  for (const runPath of paths) {
-    const projects = projectArgs(PATHS[runPath]);
-    const expected = list(suites, projects, prefix);
+const switches = Object.entries(SABOTAGE).filter(([name]) => !only.length || only.includes(name));
+const found = new Map(switches.map(([name]) => [name, 0]));
+// Per path: one list and one run with every layer on for all the switches' tests, then one run
+// per switch with it off, each over only the files that hold its tests (collecting every suite
+// file costs more than running a few tests).
+for (const runPath of paths) {
+  const projects = projectArgs(PATHS[runPath]);
+  const pathStarted = Date.now();
+  const everyPrefix = switches.map(([, prefix]) => prefix);
+  const listed = everyPrefix.length ? list(suites, projects, everyPrefix) : new Set();
+  const files = (keys) => [...new Set([...keys].map((key) => key.split(' > ')[0]))];
+  const expectedOf = new Map(switches.map(([name, prefix]) => [name, new Set([...listed].filter((key) => title(key).startsWith(prefix)))]));
+  const on = listed.size ? run(files(listed), projects, '', everyPrefix) : { tests: new Map() };
+  if (on.error) {
+    bad++;
+    console.log(`BAD  ${runPath} the run with every layer on cannot be trusted: ${on.error}`);
+    continue;
+  }
+  for (const [name, prefix] of switches) {
+    const expected = expectedOf.get(name);
     if (expected.size === 0) {
       console.log(`--   ${runPath} ${name.padEnd(9)} no ${prefix}* tests on this path`);
       continue;
     }
-    found += expected.size;
-    const on = run(projects, '', prefix);
-    const off = run(projects, name, prefix);
-    for (const [side, result] of [['on', on], ['off', off]]) {
-      if (result.error) {
-        bad++;
-        console.log(`BAD  ${runPath} ${name.padEnd(9)} the ${side} run cannot be trusted: ${result.error}`);
-      }
+    found.set(name, found.get(name) + expected.size);
+    const switchStarted = Date.now();
+    const off = run(files(expected), projects, name, [prefix]);
+    if (off.error) {
+      bad++;
+      console.log(`BAD  ${runPath} ${name.padEnd(9)} the run with it off cannot be trusted: ${off.error}`);
+      continue;
     }
-    if (on.error || off.error) continue;
     let ran = 0;
     for (const key of expected) {
       const t = on.tests.get(key);
@@ -152,17 +166,19 @@ for (const [name, prefix] of Object.entries(SABOTAGE)) {
       bad++;
       console.log(`BAD  ${runPath} ${name.padEnd(9)} ${expected.size} ${prefix}* test(s) here, none ran`);
     }
+    console.log(`     ${runPath} ${name.padEnd(9)} off run ${((Date.now() - switchStarted) / 1000).toFixed(0)} s`);
   }
-  if (found === 0) {
-    const inVm = list([VM_SUITE], projectArgs(['unit']), prefix);
-    if (inVm.size > 0) {
-      console.log(`vm   ${name.padEnd(9)} ${inVm.size} ${prefix}* test(s) in ${VM_SUITE}: proved on and off in the VM's own passes`);
-    } else {
-      bad++;
-      console.log(`BAD  ${name.padEnd(9)} no ${prefix}* test anywhere`);
-    }
+  console.log(`     ${runPath} path ${((Date.now() - pathStarted) / 1000).toFixed(0)} s`);
+}
+for (const [name, prefix] of switches) {
+  if (found.get(name) > 0) continue;
+  const inVm = list([VM_SUITE], projectArgs(['unit']), [prefix]);
+  if (inVm.size > 0) {
+    console.log(`vm   ${name.padEnd(9)} ${inVm.size} ${prefix}* test(s) in ${VM_SUITE}: proved on and off in the VM's own passes`);
+  } else {
+    bad++;
+    console.log(`BAD  ${name.padEnd(9)} no ${prefix}* test anywhere`);
   }
-  console.log(`     ${name.padEnd(9)} ${((Date.now() - switchStarted) / 1000).toFixed(0)} s`);
 }
 const seconds = ((Date.now() - started) / 1000).toFixed(0);
 if (checked === 0 && bad === 0) {
