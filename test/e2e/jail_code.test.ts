@@ -277,7 +277,9 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
       });
       expect(r.status, r.stderr.toString()).toBe(0);
       const denied = [...places.map((place) => `${place} EACCES`), '. listed', ''].join('\n');
-      expectDenied(r.stdout.toString(), denied, /^\.\. listed\n/);
+      // Without Landlock the root directory at least is listed (the run base may still be closed
+      // to the slot's uid).
+      expectDenied(r.stdout.toString(), denied, /(^|\n)\/ listed\n/);
     });
 
     it('deny_landlock_exec_other_programs', async () => {
