@@ -103,7 +103,11 @@ function run(files, projects, sabotage, prefixes) {
   return { tests };
 }
 
-/** Why a failed test's failure is not its denial going away, or undefined when it is. */
+/**
+ * A deny test's outcome with its switch off: ok 'gone' (it says the allow side's result came
+ * back), ok 'assert' (it failed on an assertion), or bad, with why (passed, missing, a timeout or
+ * a thrown error: not the denial going away).
+ */
 function offVerdict(t) {
   if (!t) return { bad: 'missing' };
   if (t.status !== 'failed') return { bad: t.status };
