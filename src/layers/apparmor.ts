@@ -12,6 +12,9 @@ export const apparmor = defineLayer({
   detect: (ctx) => probeAppArmor(ctx.config.apparmorProfile),
   plan: (input) => ({ apparmorProfile: input.apparmorProfile }),
   probes: [READ_PASSWD, INET_SOCKET, EXECV, SUBPROCESS],
+  // Only in test/vm (a kernel with AppArmor), where the guest runs each probe with AppArmor alone
+  // on and then alone off in one boot; scripts/sabotage.mjs checks that those pairs exist.
+  sabotage: { apparmor: 'deny_apparmor' },
 });
 
 function probeAppArmor(profile: string): Detection<object> {

@@ -26,7 +26,7 @@ export interface CgroupsState {
  * nothing a failed start-up would leak); the runner prepares a leaf per run and passes its
  * cgroup.procs fd in the plan input.
  */
-export const cgroups = defineLayer<'cgroups', CgroupsState>({
+export const cgroups = defineLayer<'cgroups', CgroupsState, 'cgroups'>({
   name: 'cgroups',
   // Auto: used where cgroup2 has the memory and pids controllers available to the daemon
   // (systemd: Delegate=yes). Its deny tests need a delegated cgroup2: they run in test/vm.
@@ -37,6 +37,9 @@ export const cgroups = defineLayer<'cgroups', CgroupsState>({
     return { available: true, detail: cgroupTree.root, state: { cgroupTree } };
   },
   plan: (input) => (input.cgroupProcsFd === undefined ? {} : { cgroupProcsFds: [input.cgroupProcsFd] }),
+  // Only in test/vm (a delegated cgroup2), where the guest runs each probe (memory.max included)
+  // with cgroups on and then off in one boot; scripts/sabotage.mjs checks that those pairs exist.
+  sabotage: { cgroups: 'deny_cgroup' },
 });
 
 /** The controllers a run's leaf needs; both must be available (delegated) where the tree lives. */

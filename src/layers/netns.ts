@@ -12,7 +12,7 @@ export interface NetnsState {
   netnsFds?: number[];
 }
 
-export const netns = defineLayer<'netns', NetnsState, 'netns'>({
+export const netns = defineLayer<'netns', NetnsState, 'netns' | 'landlock,netns,seccomp'>({
   name: 'netns',
   defaultMode: 'required',
   // Last, because it creates fds the daemon keeps: no later check can fail start-up and leak them.
@@ -26,7 +26,10 @@ export const netns = defineLayer<'netns', NetnsState, 'netns'>({
     for (const fd of state.netnsFds?.splice(0) ?? []) ctx.addon.closeFd(fd);
     state.netnsFds = undefined;
   },
-  sabotage: { netns: 'deny_netns' },
+  // The network is closed three times (seccomp refuses an AF_INET socket, Landlock a TCP connect,
+  // this namespace routes nothing): deny_network_* tests stand for all three, so their switch
+  // turns all three off and a run reaches the test's listener (test/e2e/network.test.ts).
+  sabotage: { netns: 'deny_netns', 'landlock,netns,seccomp': 'deny_network' },
 });
 
 /**

@@ -5,6 +5,7 @@
 // whose usage.stages.warm says which path really ran. Security tests are deny_<layer>_*, named
 // for the one layer whose absence must make them fail (scripts/sabotage.mjs), or deny_warm_* /
 // support_warm_* where no single layer is what stops them (a fresh process per run is).
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { Client, JailCodeResult } from '../../src/client/index.js';
 import { SafeExecError } from '../../src/client/index.js';
@@ -12,6 +13,15 @@ import { dedent } from '../helpers/cases.js';
 import { daemonSuite, type DaemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
+
+/** The template's frames below a warm run's program (python/warm_template.py): a known difference. */
+const WARM_EXTRA_FRAMES = 6;
+/** The modules a warm run has imported that a cold one has not (the template's): a known difference. */
+const WARM_ONLY_MODULES = [
+  'array', 'atexit', 'binascii', 'collections.abc', 'copyreg', 'ctypes', 'ctypes._endian', 'enum', 'errno', 'fcntl', 'gc', 'json',
+  'json.decoder', 'json.encoder', 'json.scanner', 'linecache', 'math', 're', 're._casefix', 're._compiler', 're._constants', 're._parser',
+  'resource', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'token', 'tokenize', 'traceback',
+];
 
 type RunOptions = Parameters<Client['jailCode']>[1];
 
@@ -47,6 +57,81 @@ async function same(suite: DaemonSuite, options: RunOptions): Promise<Comparable
   return warm;
 }
 
+/** The program seenFromOutside runs: a marker in its TMPDIR says it is past its start-up. */
+const MARK_AND_SLEEP = "import os, time\nopen(os.path.join(os.environ['TMPDIR'], 'cj-marker'), 'w').close()\ntime.sleep(60)\n";
+
+const readProc = (pid: number, file: string) => fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
+
+/** Processes below `root` (its children, their children...), by pid. */
+function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      parent.set(Number(entry), Number(readProc(Number(entry), 'status').match(/^PPid:\s+(\d+)/m)![1]));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const below = (pid: number): boolean => pid > 1 && (parent.get(pid) === root || below(parent.get(pid) ?? 0));
+  return [...parent.keys()].filter(below);
+}
+
+interface SeenFromOutside {
+  /** fd number -> what it is: a path (the run directory as <RUN>), or pipe, socket, anon_inode:[kind]. */
+  fds: string[];
+  SigBlk: string;
+  SigIgn: string;
+  SigCgt: string;
+}
+
+/**
+ * Runs MARK_AND_SLEEP on `path`; once its marker exists, reads the run's process (the daemon's
+ * descendant running as a slot uid) from /proc, then kills it.
+ */
+async function seenFromOutside(suite: DaemonSuite, path: 'warm' | 'cold'): Promise<SeenFromOutside> {
+  const runBase = suite.daemon.runBase;
+  // The last run's directory goes after its reply: a marker there must not be taken for this one's.
+  await suite.idle();
+  const before = new Set(fs.readdirSync(runBase));
+  const running = runOn(suite, path, { code: MARK_AND_SLEEP, limits: { REALTIME: 60 } });
+  let pid: number | undefined;
+  try {
+    const deadline = Date.now() + 20_000;
+    const marked = () => fs.readdirSync(runBase).some((dir) => !before.has(dir) && fs.existsSync(`${runBase}/${dir}/tmp/cj-marker`));
+    while (!marked()) {
+      if (Date.now() > deadline) throw new Error(`no ${path} run wrote its marker in 20 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const runs = descendants(suite.daemon.process.pid!).filter((p) => {
+      try {
+        const status = readProc(p, 'status');
+        return !/^Uid:\s+0\b/m.test(status) && !/^State:\s+Z/m.test(status);
+      } catch {
+        return false;
+      }
+    });
+    expect(runs, `the ${path} run's process, a slot uid's`).toHaveLength(1);
+    pid = runs[0]!;
+    const fdDir = `/proc/${pid}/fd`;
+    const fds = fs
+      .readdirSync(fdDir)
+      .map(Number)
+      .sort((a, b) => a - b)
+      .map((fd) => {
+        const target = fs.readlinkSync(`${fdDir}/${fd}`).replace(/^(pipe|socket):\[\d+\]$/, '$1');
+        return `${fd} ${target.startsWith(`${runBase}/`) ? target.replace(/^[^]*?\/[^/]+(\/|$)/, `<RUN>$1`) : target}`;
+      });
+    const status = readProc(pid, 'status');
+    const field = (name: string) => status.match(new RegExp(`^${name}:\\s+(\\S+)`, 'm'))![1]!;
+    return { fds, SigBlk: field('SigBlk'), SigIgn: field('SigIgn'), SigCgt: field('SigCgt') };
+  } finally {
+    if (pid !== undefined) process.kill(pid, 'SIGKILL');
+    const r = await running.catch((err: Error) => err);
+    if (pid !== undefined) expect(r).toMatchObject({ status: -9 });
+  }
+}
+
 describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
   // Warm explicitly, whatever the project's path: this file compares both itself.
   const suite = daemonSuite({ config: { warm: { enabled: true }, logLevel: 'debug' } });
@@ -79,7 +164,7 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
     expect(r.status).toBe(0);
   });
 
-  it('resource limits, umask, signal dispositions and open fds are a fresh interpreter’s', async () => {
+  it('resource limits, umask, signal dispositions and the signal mask are a fresh interpreter’s', async () => {
     await code(`
       import os, resource, signal
       for name in sorted(n for n in dir(resource) if n.startswith('RLIMIT_') and n != 'RLIMIT_AS'):
@@ -88,9 +173,19 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
       print('umask', oct(mask))
       for name in ('SIGINT', 'SIGPIPE', 'SIGXFSZ', 'SIGCHLD', 'SIGTERM', 'SIGHUP', 'SIGUSR1'):
           print(name, signal.getsignal(getattr(signal, name)))
-      print('fds', sorted(int(fd) for fd in os.listdir('/proc/self/fd')))
       print('blocked', signal.pthread_sigmask(signal.SIG_BLOCK, []))
       `);
+  });
+
+  // Landlock keeps a run out of /proc/self/fd, so the run cannot list its own fds: they are read
+  // from outside, as root, while the run sleeps, with its signal mask and dispositions as the
+  // kernel has them (every signal, not only those Python names). A template fd left open in a
+  // warm run, or a signal the template blocks or ignores, shows as a difference here.
+  it('open fds, the signal mask and dispositions, read from /proc outside the run, are a cold run’s', async () => {
+    const warm = await seenFromOutside(suite, 'warm');
+    const cold = await seenFromOutside(suite, 'cold');
+    expect(cold.fds.length, JSON.stringify(cold)).toBeGreaterThanOrEqual(3);
+    expect(warm).toEqual(cold);
   });
 
   it('sys.orig_argv is the command line a cold run has', async () => {
@@ -98,36 +193,51 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
     expect(r.stdout).toMatch(/'jailed_code', 'a', 'b'\]\n$/);
   });
 
-  // Known difference, python/warm_template.py: the program runs 6 frames deep in the template's
-  // own (serve, receive, fork, child, run_as_main); inspect.stack() and sys._getframe() see them,
-  // and RecursionError comes 7 calls earlier. it.fails until the child unwinds to the template's
-  // module level before exec (one frame, which a recursion limit one higher would make up).
-  it.fails('the stack: the program is the only frame, as in a cold run', async () => {
-    await code(`
-      import inspect, sys, traceback
-      print(len(inspect.stack()), len(traceback.extract_stack()))
-      try:
-          sys._getframe(1)
-          print('a frame below the program')
-      except ValueError:
-          print('no frame below')
-      `);
+  // Known difference, python/warm_template.py: the program runs WARM_EXTRA_FRAMES frames deep in
+  // the template's own (serve, receive, fork, child, run_as_main, the template's module);
+  // inspect.stack() and sys._getframe() see them, and RecursionError comes one call earlier per
+  // frame, and one more (run_as_main's exec). Pinned exactly, so that a change either way (the
+  // child unwinding to the template's module level, or more frames) shows here.
+  it('the stack: a warm run has exactly the template\'s frames below the program (a known difference)', async () => {
+    const program = {
+      code: dedent(`
+        import inspect, sys, traceback
+        print(len(inspect.stack()), len(traceback.extract_stack()))
+        try:
+            sys._getframe(1)
+            print('a frame below the program')
+        except ValueError:
+            print('no frame below')
+        `),
+    };
+    const warm = comparable(suite, await runOn(suite, 'warm', program));
+    const cold = comparable(suite, await runOn(suite, 'cold', program));
+    expect(cold.stdout).toBe('1 1\nno frame below\n');
+    expect(warm.stdout).toBe(`${1 + WARM_EXTRA_FRAMES} ${1 + WARM_EXTRA_FRAMES}\na frame below the program\n`);
   });
 
-  it.fails('the recursion depth at which RecursionError comes', async () => {
-    const r = await code(`
-      import sys
-      depth = 0
-      def down():
-          global depth
-          depth += 1
-          down()
-      try:
-          down()
-      except RecursionError:
-          print(sys.getrecursionlimit(), depth)
-      `);
-    expect(r.stdout).toMatch(/^1000 \d+\n$/);
+  it('the recursion depth at which RecursionError comes: exactly WARM_EXTRA_FRAMES + 1 calls earlier warm (a known difference)', async () => {
+    const program = {
+      code: dedent(`
+        import sys
+        depth = 0
+        def down():
+            global depth
+            depth += 1
+            down()
+        try:
+            down()
+        except RecursionError:
+            print(sys.getrecursionlimit(), depth)
+        `),
+    };
+    const depth = async (path: 'warm' | 'cold') => {
+      const out = comparable(suite, await runOn(suite, path, program)).stdout;
+      expect(out).toMatch(/^1000 \d+\n$/);
+      return Number(out.split(' ')[1]);
+    };
+    const cold = await depth('cold');
+    expect(await depth('warm')).toBe(cold - (WARM_EXTRA_FRAMES + 1));
   });
 
   it('source with a coding cookie, a BOM, and a NUL byte', async () => {
@@ -141,8 +251,16 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
     expect(r.stdout).toBe('def f():\n    return 1\n\n');
   });
 
-  it.fails('sys.modules: a warm run starts with the template’s imports (a known difference)', async () => {
-    await code("import sys\nprint(sorted(m for m in sys.modules if not m.startswith('_')))");
+  // Known difference: a warm run starts with the template's imports (python/warm_template.py's
+  // own, for its channel and harness) on top of a cold run's. Pinned to the exact set, so that a
+  // template importing more (or fewer) shows here.
+  it('sys.modules: a warm run has exactly the template\'s imports more than a cold run (a known difference)', async () => {
+    const program = { code: "import sys\nprint(' '.join(sorted(m for m in sys.modules if not m.startswith('_'))))" };
+    const modules = async (path: 'warm' | 'cold') => comparable(suite, await runOn(suite, path, program)).stdout.trim().split(' ');
+    const cold = await modules('cold');
+    const warm = await modules('warm');
+    expect(cold.filter((m) => !warm.includes(m)), 'in a cold run only').toEqual([]);
+    expect(warm.filter((m) => !cold.includes(m)), 'in a warm run only').toEqual(WARM_ONLY_MODULES);
   });
 
   it('stdin', async () => {

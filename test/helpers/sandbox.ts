@@ -108,7 +108,9 @@ export async function runPython(code: string, layers: Layers, runDir = makeRunDi
   const budgets = { output: new OutputBudget(Infinity), result: new OutputBudget(Infinity) };
   const started = startNative(plan, undefined, budgets);
   const outcome = await supervise(started, {
-    realtimeSeconds: 0,
+    // A bound, so that a probe its layer no longer stops (sabotaged: a busy loop without CPU)
+    // ends here and fails on its assertion, not on the test's timeout with the loop left running.
+    realtimeSeconds: 15,
     afterExit: async () => {
       if (layers.uid && layerOn('kill')) native().killUid(TEST_UID);
     },

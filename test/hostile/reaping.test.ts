@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { startTestDaemon, TEST_RUN_PATH, type TestDaemon } from '../helpers/daemon.js';
 import { daemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -126,11 +126,20 @@ describe.skipIf(!isRoot)('usage and bad input', () => {
 
   it('deny_max_rss_reports_the_daemons_memory', async () => {
     const r = await suite.client.jailCode('python', { code: 'print(1)' });
-    // python3 -c 'print(1)' peaks at about 10 MB; the daemon's own RSS is several times that.
-    if (r.usage.maxRssKb !== undefined) expect(r.usage.maxRssKb).toBeLessThan(40_000);
     const daemonStatus = fs.readFileSync(`/proc/${suite.daemon.process.pid}/status`, 'utf8');
     const daemonPeakKb = Number(/^VmHWM:\s+(\d+)/m.exec(daemonStatus)?.[1]);
-    expect(r.usage.maxRssKb ?? 0).toBeLessThan(daemonPeakKb);
+    expect(daemonPeakKb).toBeGreaterThan(40_000);
+    if (TEST_RUN_PATH === 'cold') {
+      // A cold run is exec'd from the daemon's memory and the kernel folds the daemon's peak into
+      // its maxrss: at or below that peak the figure may be the daemon's, so none is reported
+      // (src/run/process.ts). Absent, exactly: not the daemon's figure.
+      expect(r.usage.maxRssKb).toBeUndefined();
+    } else {
+      // A warm run's own figure: python's print(1) peaks at about 10 MB, the daemon at several times that.
+      expect(r.usage.maxRssKb).toEqual(expect.any(Number));
+      expect(r.usage.maxRssKb).toBeGreaterThan(1_000);
+      expect(r.usage.maxRssKb).toBeLessThan(40_000);
+    }
   });
 
   it('support_max_rss_of_a_run_bigger_than_the_daemon_is_reported', async () => {

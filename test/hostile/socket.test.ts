@@ -126,6 +126,15 @@ async function metricsText(socketPath: string): Promise<string> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Polls `test` every 25 ms until it holds (a state awaited, not slept for); throws after `timeoutMs`. */
+async function until(what: string, test: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
 describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: frames and bytes (item 4)', () => {
   let daemon: TestDaemon;
   let pid: number;
@@ -257,13 +266,13 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: frames
       raw.socket.write(header);
       await new Promise<void>((resolve) => raw.socket.write(part, () => resolve()));
     }
-    await sleep(300);
+    // One uid here: its own cap (half the budget) closes them before the budget for all would.
+    const evictionsIn = (text: string) =>
+      metric(text, 'codejail_connections_closed_total{reason="buffer_budget"}') + metric(text, 'codejail_connections_closed_total{reason="buffer_uid_limit"}');
+    await until('27 evictions', async () => evictionsIn(await metricsText(daemon.socketPath)) >= 27);
     const text = await metricsText(daemon.socketPath);
     expect(metric(text, 'codejail_buffered_bytes')).toBeLessThanOrEqual(16 * MiB);
-    // One uid here: its own cap (half the budget) closes them before the budget for all would.
-    const evictions =
-      metric(text, 'codejail_connections_closed_total{reason="buffer_budget"}') + metric(text, 'codejail_connections_closed_total{reason="buffer_uid_limit"}');
-    expect(evictions).toBeGreaterThanOrEqual(27);
+    expect(evictionsIn(text)).toBeGreaterThanOrEqual(27);
     expect(await printOne(daemon.socketPath)).toBeLessThan(10_000);
     const evicted = attackers.filter((raw) => raw.socket.destroyed || raw.replies.length > 0).length;
     for (const raw of attackers) raw.socket.destroy();
@@ -378,7 +387,7 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
       // All callers together are held to connections.max (24): 16 are the attacker's.
       const mine = [];
       for (let i = 0; i < 10; i++) mine.push(await connectRaw(daemon.socketPath));
-      await sleep(300);
+      await until('two refusals', () => mine.filter((raw) => raw.replies.length > 0).length >= 2);
       const refused = mine.filter((raw) => raw.replies.length > 0);
       expect(refused.length).toBeGreaterThanOrEqual(2);
       expect(refused[0]!.replies[0]).toMatchObject({ id: 0, ok: false, error: { code: 'overloaded' } });

@@ -103,10 +103,9 @@ describe.skipIf(!isRoot)('kill rounds and zombies', () => {
         gid: OTHER_UID,
       });
       expect(other.stdout).toBe('done\n');
-      // Before the fix the reaping stopped at ZOMBIE_UID's zombie: about a second, then EBUSY.
-      const started = performance.now();
+      // Before the fix the reaping stopped at ZOMBIE_UID's zombie: about a second of rounds, then
+      // killUid threw EBUSY, which fails this test (no time bound: a loaded runner keeps none).
       native().killUid(OTHER_UID);
-      expect(performance.now() - started).toBeLessThan(500);
       expect(processesOf(OTHER_UID)).toEqual([]);
       expect(ownZombiesOf(ZOMBIE_UID)).toHaveLength(1); // not in killUid's range: left alone
       // A round given the whole range reaps it too, and leaves the still running main alone.

@@ -1,20 +1,23 @@
 // cgroup v2 part of the VM suite (imported by guest-suite.mjs, in the guest). Two passes with
 // the uid layer and rlimits off, so that only the cgroup can do what is tested:
-//   cgroups   layers.cgroups required: a memory bomb ends in an OOM kill with a memory verdict,
-//             pids.max stops a fork loop, and cgroup.kill ends a setsid()'d double-forked sleeper
-//             (without the uid layer the daemon's process-group kill cannot reach it);
-//   sabotage  the same fork loop and sleeper with cgroups off: the loop runs to the end and the
-//             sleeper survives (the suite kills it), showing the probes detect a missing layer.
-// The memory bomb has no sabotage run: without memory.max it would exhaust the guest.
+//   cgroups   layers.cgroups required: touching MEMORY_TOUCHED (twice memory.max) ends in an OOM
+//             kill with a memory verdict, pids.max stops a fork loop, and cgroup.kill ends a
+//             setsid()'d double-forked sleeper (without the uid layer the daemon's process-group
+//             kill cannot reach it);
+//   sabotage  the same probes with cgroups off: the memory is touched and the program ends (the
+//             probe is bounded, so the guest's 2 GiB are never at risk), the loop runs to the end
+//             and the sleeper survives (the suite kills it), showing each probe detects the layer.
 import fs from 'node:fs';
 
 const MEMORY_MAX = 64 * 1024 * 1024;
 const NPROC = 8;
 
+const MEMORY_TOUCHED_MIB = 128;
 const MEMORY_BOMB = `
 chunks = []
-while True:
+for _ in range(${MEMORY_TOUCHED_MIB}):
     chunks.append(bytearray(1 << 20))  # zero-filled: every page is touched
+print('touched', len(chunks))
 `;
 
 const FORK_LOOP = `
@@ -74,10 +77,10 @@ async function runPass(name, layers, { withDaemon, step }, includeMemory) {
         const limits = { CPU: 20, REALTIME: 120, NPROC, VMEM: 0 };
         if (includeMemory) {
           const r = await client.jailCode('python', { code: MEMORY_BOMB, limits });
-          pass.memory = { status: r.status, oomKilled: r.oomKilled, memoryPeakKb: r.usage.memoryPeakKb, wallMs: r.usage.wallMs, confinement: r.confinement, stderr: r.stderr.toString().slice(-300) };
+          pass.memory = { status: r.status, stdout: r.stdout.toString().trim(), oomKilled: r.oomKilled, memoryPeakKb: r.usage.memoryPeakKb, wallMs: r.usage.wallMs, confinement: r.confinement, stderr: r.stderr.toString().slice(-300) };
           step(`${name}: memory bomb ${JSON.stringify(pass.memory)}`);
         }
-        if (includeMemory) {
+        if (includeMemory && layers.cgroups !== 'off') {
           // A REALTIME kill goes through cgroup.kill while the main process still runs: it must
           // not wait on the dying process (an exited task leaves its cgroup before it is reaped).
           const t = await client.jailCode('python', { code: 'while True: pass\n', limits: { ...limits, REALTIME: 3 } });
@@ -112,6 +115,6 @@ export async function runCgroupChecks(ctx) {
   const out = {};
   out.controllers = fs.readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').trim();
   out.cgroups = await runPass('on', { cgroups: 'required', uid: 'off', rlimits: 'off' }, ctx, true);
-  out.sabotage = await runPass('sabotage', { cgroups: 'off', uid: 'off', rlimits: 'off' }, ctx, false);
+  out.sabotage = await runPass('sabotage', { cgroups: 'off', uid: 'off', rlimits: 'off' }, ctx, true);
   return out;
 }

@@ -4,10 +4,14 @@
 //
 // It installs and loads the AppArmor profiles exactly as `codejail setup` does, then starts real
 // daemons in this process and runs one probe program per pass:
-//   apparmor-only  landlock and seccomp off: AppArmor is the only filesystem/exec/socket layer
-//   all-layers     every layer required (AppArmor included)
-//   sabotage       AppArmor, Landlock and seccomp off: every probe must then be ALLOWED, which
-//                  shows that the denials above come from those layers and not from the probe
+//   apparmor-only  landlock, seccomp and mntns off: AppArmor is the only filesystem/exec/socket layer
+//   sabotage       the same with AppArmor off too (AppArmor alone differs): every probe must then
+//                  be ALLOWED, which shows that apparmor-only's denials are AppArmor's
+//   all-layers     every layer required (AppArmor included): the probes are refused, by whichever
+//                  layer comes first (Landlock, before AppArmor in the LSM order), so these are not
+//                  AppArmor's denials
+//   confined-daemon  the daemon under its own codejaild profile, its runs stacked, landlock,
+//                  seccomp and mntns off as in apparmor-only: AppArmor's denials, stacked
 // and a start-up check: layers.apparmor "required" with a profile that is not loaded must stop
 // the daemon with a message naming it. Results go to <results>/results.json.
 import { execFileSync, spawn } from 'node:child_process';
@@ -34,10 +38,9 @@ const step = (msg) => {
 };
 
 // One Python program per pass probes every deny at once (each failure is caught), so a pass
-// costs one interpreter start. PermissionError is the specific refusal every layer produces
-// (EACCES/EPERM); anything else is reported as an error, never counted as a denial. The one
-// exception is EROFS: the mntns layer's empty read-only /var/tmp (passes that prove AppArmor
-// alone turn mntns off, so it cannot stand in for AppArmor there).
+// costs one interpreter start. PermissionError is the specific refusal AppArmor (and Landlock,
+// seccomp) produce, EACCES/EPERM: DENIED. EROFS (the mntns layer's empty read-only /var/tmp) is
+// reported as EROFS, never as DENIED: it is not AppArmor's. Anything else is an error.
 const PROBES = String.raw`
 import errno, json, os, socket, subprocess
 out = {}
@@ -48,7 +51,7 @@ def probe(name, fn):
     except PermissionError:
         out[name] = 'DENIED'
     except OSError as e:
-        out[name] = 'DENIED' if e.errno == errno.EROFS else 'ERROR %s: %s' % (type(e).__name__, e)
+        out[name] = 'EROFS' if e.errno == errno.EROFS else 'ERROR %s: %s' % (type(e).__name__, e)
     except Exception as e:
         out[name] = 'ERROR %s: %s' % (type(e).__name__, e)
 def label():
@@ -154,7 +157,9 @@ async function confinedDaemonPass() {
   const name = 'confined-daemon';
   const pass = {};
   out.passes[name] = pass;
-  const config = { socket: { path: `/run/codejail-vm/${name}.sock`, group: 'root', mode: '0660' }, runBase: RUN_BASE, slots: { firstUid: 63000, count: 2 }, layers: { apparmor: 'required' } };
+  // AppArmor alone, as in apparmor-only: the stacked profile's denials are then AppArmor's.
+  const layers = { apparmor: 'required', landlock: 'off', seccomp: 'off', mntns: 'off' };
+  const config = { socket: { path: `/run/codejail-vm/${name}.sock`, group: 'root', mode: '0660' }, runBase: RUN_BASE, slots: { firstUid: 63000, count: 2 }, layers };
   fs.mkdirSync('/etc/codejail', { recursive: true });
   fs.writeFileSync('/etc/codejail/confined.json', JSON.stringify(config));
   const t = performance.now();
@@ -191,10 +196,15 @@ async function confinedDaemonPass() {
   } finally {
     child.kill('SIGTERM');
     pass.exitCode = await exited;
-    // Denials the daemon's own profile caused (there should be none) show in the kernel log.
-    pass.denials = execFileSync('dmesg', { encoding: 'utf8' })
+    // Denials the daemon's own profile caused (there should be none) show in the kernel log. A
+    // run's probes are refused by the whole stack, codejaild included (Landlock is off here, so
+    // AppArmor sees them): those carry a slot's fsuid and are the run's, not the daemon's.
+    const codejaildDenials = execFileSync('dmesg', { encoding: 'utf8' })
       .split('\n')
       .filter((l) => /apparmor="DENIED".*profile="codejaild"/.test(l));
+    const ofASlot = (l) => /\bfsuid=(\d+)/.test(l) && Number(/\bfsuid=(\d+)/.exec(l)[1]) >= 63000 && Number(/\bfsuid=(\d+)/.exec(l)[1]) < 63002;
+    pass.denials = codejaildDenials.filter((l) => !ofASlot(l));
+    pass.runDenials = codejaildDenials.filter(ofASlot);
   }
 }
 
@@ -220,8 +230,8 @@ try {
 
   await startupChecks();
   await probePass('apparmor-only', { apparmor: 'required', landlock: 'off', seccomp: 'off', mntns: 'off' });
-  await probePass('all-layers', { apparmor: 'required', landlock: 'required', seccomp: 'required' });
   await probePass('sabotage', { apparmor: 'off', landlock: 'off', seccomp: 'off', mntns: 'off' });
+  await probePass('all-layers', { apparmor: 'required', landlock: 'required', seccomp: 'required' });
   await confinedDaemonPass();
   const cgroupSuite = path.join(repo, 'test/vm/guest-cgroups.mjs');
   if (fs.existsSync(cgroupSuite)) {
