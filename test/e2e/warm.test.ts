@@ -20,7 +20,7 @@ const WARM_EXTRA_FRAMES = 6;
 const WARM_ONLY_MODULES = [
   'array', 'atexit', 'binascii', 'collections.abc', 'copyreg', 'ctypes', 'ctypes._endian', 'enum', 'errno', 'fcntl', 'gc', 'json',
   'json.decoder', 'json.encoder', 'json.scanner', 'linecache', 'math', 're', 're._casefix', 're._compiler', 're._constants', 're._parser',
-  'resource', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'token', 'tokenize', 'traceback',
+  'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'token', 'tokenize', 'traceback',
 ];
 
 type RunOptions = Parameters<Client['jailCode']>[1];
