@@ -1,7 +1,7 @@
 """The tagged JSON encoding of safe_exec's globals (python/safe_exec_harness.py, both ways).
 
 Strings and finite numbers are themselves; null, true, false; ``["l", ...items]`` a list;
-``["d", k1, v1, ...]`` a dict; ``["i", "digits"]`` an int outside +-(2**53 - 1); ``["f", text]``
+``["d", k1, v1, ...]`` a dict (its keys strings); ``["i", "digits"]`` an int outside +-(2**53 - 1); ``["f", text]``
 a float JSON cannot carry as itself (nan, +-inf) or a whole-number float (2.0), which JSON text
 would read back as an int elsewhere; ``["b", base64]`` bytes.
 
@@ -73,9 +73,12 @@ def _decode(value):
                 raise ValueError("a tagged dict needs key, value pairs")
             out = {}
             for i in range(1, len(value), 2):
-                key = _decode(value[i])
-                if not isinstance(key, (str, int, float, bool, type(None))):
-                    raise ValueError("a dict key that is not a string, number or null")
+                # Only a string: the harness's json_safe leaves no other key (JSON's keys are
+                # strings), and the hashes of ints and floats are not randomized, so keys chosen
+                # to collide would cost time quadratic in their number.
+                key = value[i]
+                if not isinstance(key, str):
+                    raise ValueError("a dict key that is not a string: a %s" % type(key).__name__)
                 out[key] = _decode(value[i + 1])
             return out
         if len(value) == 2 and isinstance(value[1], str):
