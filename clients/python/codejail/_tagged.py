@@ -11,15 +11,31 @@ it is parsed, and anything malformed raises ValueError.
 
 import binascii
 import json
+import re
 
 MAX_SAFE_INTEGER = 2 ** 53 - 1
 
 # Bytes of a result (the TypeScript client's DEFAULT_RESULT_BOUNDS.maxBytes).
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 
+# JSON values of the tagged encoding, tags, keys and items together (DEFAULT_RESULT_BOUNDS.maxValues):
+# 16 MiB of ["l"] items alone would be 2.8 million lists, half a GB and seconds of this process.
+MAX_RESULT_VALUES = 200000
+
+# A JSON string, escapes included (unrolled: linear, no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
 
 class ResultTooLarge(ValueError):
-    """The result is over MAX_RESULT_BYTES."""
+    """The result is over MAX_RESULT_BYTES or MAX_RESULT_VALUES."""
+
+
+def _count_values(data):
+    """The JSON values in `data`, counted before it is parsed: outside strings, the whole text is
+    one, each [ or { starts its first and each comma the next (an empty [] counts one, as the
+    TypeScript client counts). Malformed text is left to the parser to refuse."""
+    outside = _JSON_STRING.sub(b"", data)
+    return 1 + outside.count(b"[") + outside.count(b"{") + outside.count(b",")
 
 
 def _float_text(value):
@@ -97,6 +113,9 @@ def decode_result(data):
     """The globals the harness reported (tagged JSON bytes) as a dict."""
     if len(data) > MAX_RESULT_BYTES:
         raise ResultTooLarge("%d bytes, more than the %d allowed" % (len(data), MAX_RESULT_BYTES))
+    values = _count_values(data)
+    if values > MAX_RESULT_VALUES:
+        raise ResultTooLarge("%d values, more than the %d allowed" % (values, MAX_RESULT_VALUES))
     try:
         decoded = _decode(json.loads(data.decode("utf-8")))
     except RecursionError:

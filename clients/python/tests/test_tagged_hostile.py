@@ -39,3 +39,27 @@ def test_deny_result_dict_key_that_is_not_a_string(key):
 def test_allow_result_dict_with_string_keys():
     data = json.dumps(["d", "a", 1, "b", ["d", "c", ["i", str(2 ** 60)]]]).encode()
     assert _tagged.decode_result(data) == {"a": 1, "b": {"c": 2 ** 60}}
+
+
+def test_deny_result_of_many_small_values_is_refused_before_it_is_parsed():
+    # 16 MiB of ["l"] items: 2.8 million lists, 550 MB and 4.5 s of the caller before the bound.
+    count = (_tagged.MAX_RESULT_BYTES - 20) // 6
+    data = ('["d","x",["l"' + ',["l"]' * count + "]]").encode("ascii")
+    with pytest.raises(_tagged.ResultTooLarge, match="values, more than the 200000 allowed"):
+        _tagged.decode_result(data)
+
+
+def test_allow_result_with_commas_and_brackets_inside_its_strings():
+    text = ",[{" * 1_000_000
+    data = json.dumps(["d", "x", text, "y", ["l"] + [1] * 1000]).encode("ascii")
+    assert _tagged.decode_result(data) == {"x": text, "y": [1] * 1000}
+
+
+def test_allow_result_at_the_values_bound():
+    # ["d", "x", ["l", 1, 1, ...]]: 1 + 2 + (1 + 1 + n) values.
+    items = _tagged.MAX_RESULT_VALUES - 5
+    data = json.dumps(["d", "x", ["l"] + [1] * items]).encode("ascii")
+    assert len(_tagged.decode_result(data)["x"]) == items
+    data = json.dumps(["d", "x", ["l"] + [1] * (items + 1)]).encode("ascii")
+    with pytest.raises(_tagged.ResultTooLarge):
+        _tagged.decode_result(data)
