@@ -63,3 +63,23 @@ def test_allow_result_at_the_values_bound():
     data = json.dumps(["d", "x", ["l"] + [1] * (items + 1)]).encode("ascii")
     with pytest.raises(_tagged.ResultTooLarge):
         _tagged.decode_result(data)
+
+
+FORGE_THE_RESULT = '''
+import os, stat
+forged = b'["d",["i","2305843009213693951"],1]'
+for fd in range(3, 64):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and os.get_blocking(fd) is not None:
+            os.write(fd, forged)
+    except OSError:
+        pass
+os._exit(0)
+'''
+
+
+def test_deny_sandboxed_code_that_writes_its_own_result_gets_no_int_key_through():
+    # The code shares the harness's process, so it can write the result channel itself.
+    from codejail.safe_exec import SafeExecException, safe_exec  # pylint: disable=import-outside-toplevel
+    with pytest.raises(SafeExecException, match="a dict key that is not a string"):
+        safe_exec(FORGE_THE_RESULT, {})
