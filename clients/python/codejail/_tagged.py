@@ -1,7 +1,7 @@
 """The tagged JSON encoding of safe_exec's globals (python/safe_exec_harness.py, both ways).
 
 Strings and finite numbers are themselves; null, true, false; ``["l", ...items]`` a list;
-``["d", k1, v1, ...]`` a dict; ``["i", "digits"]`` an int outside +-(2**53 - 1); ``["f", text]``
+``["d", k1, v1, ...]`` a dict (its keys strings); ``["i", "digits"]`` an int outside +-(2**53 - 1); ``["f", text]``
 a float JSON cannot carry as itself (nan, +-inf) or a whole-number float (2.0), which JSON text
 would read back as an int elsewhere; ``["b", base64]`` bytes.
 
@@ -11,15 +11,31 @@ it is parsed, and anything malformed raises ValueError.
 
 import binascii
 import json
+import re
 
 MAX_SAFE_INTEGER = 2 ** 53 - 1
 
 # Bytes of a result (the TypeScript client's DEFAULT_RESULT_BOUNDS.maxBytes).
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 
+# JSON values of the tagged encoding, tags, keys and items together (DEFAULT_RESULT_BOUNDS.maxValues):
+# 16 MiB of ["l"] items alone would be 2.8 million lists, half a GB and seconds of this process.
+MAX_RESULT_VALUES = 200000
+
+# A JSON string, escapes included (unrolled: linear, no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
 
 class ResultTooLarge(ValueError):
-    """The result is over MAX_RESULT_BYTES."""
+    """The result is over MAX_RESULT_BYTES or MAX_RESULT_VALUES."""
+
+
+def _count_values(data):
+    """The JSON values in `data`, counted before it is parsed: outside strings, the whole text is
+    one, each [ or { starts its first and each comma the next (an empty [] counts one, as the
+    TypeScript client counts). Malformed text is left to the parser to refuse."""
+    outside = _JSON_STRING.sub(b"", data)
+    return 1 + outside.count(b"[") + outside.count(b"{") + outside.count(b",")
 
 
 def _float_text(value):
@@ -73,9 +89,12 @@ def _decode(value):
                 raise ValueError("a tagged dict needs key, value pairs")
             out = {}
             for i in range(1, len(value), 2):
-                key = _decode(value[i])
-                if not isinstance(key, (str, int, float, bool, type(None))):
-                    raise ValueError("a dict key that is not a string, number or null")
+                # Only a string: the harness's json_safe leaves no other key (JSON's keys are
+                # strings), and the hashes of ints and floats are not randomized, so keys chosen
+                # to collide would cost time quadratic in their number.
+                key = value[i]
+                if not isinstance(key, str):
+                    raise ValueError("a dict key that is not a string: a %s" % type(key).__name__)
                 out[key] = _decode(value[i + 1])
             return out
         if len(value) == 2 and isinstance(value[1], str):
@@ -94,6 +113,9 @@ def decode_result(data):
     """The globals the harness reported (tagged JSON bytes) as a dict."""
     if len(data) > MAX_RESULT_BYTES:
         raise ResultTooLarge("%d bytes, more than the %d allowed" % (len(data), MAX_RESULT_BYTES))
+    values = _count_values(data)
+    if values > MAX_RESULT_VALUES:
+        raise ResultTooLarge("%d values, more than the %d allowed" % (values, MAX_RESULT_VALUES))
     try:
         decoded = _decode(json.loads(data.decode("utf-8")))
     except RecursionError:
