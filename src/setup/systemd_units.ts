@@ -3,7 +3,7 @@
 // daemon-reload and enable --now of the socket when systemd is the running init.
 import { runTool, writeIfChanged } from './host_files.js';
 import type { SetupRecord } from './record.js';
-import { promises as fs, realpathSync } from 'node:fs';
+import { promises as fs, lstatSync, readdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { readAccounts } from '../accounts.js';
 import { PACKAGE_ROOT } from '../package.js';
@@ -30,6 +30,57 @@ export function installPaths(): string[] {
     }
   };
   return [...new Set([resolve(PACKAGE_ROOT), resolve(process.execPath)])];
+}
+
+/**
+ * Why a root unit must not run `paths`, or undefined: a file of the install (or node), or a
+ * directory above one, that a user other than root owns or that group or others may write.
+ * Whoever could change what the unit runs would get root at its next start, bound read-only or
+ * not (the binding only keeps the service from writing it). Links are judged by their targets'
+ * own check (paths come realpath'd); a walk stops at the first problem.
+ */
+export function installOwnershipProblem(paths: string[]): string | undefined {
+  const unsafe = (p: string): string | undefined => {
+    const st = lstatSync(p);
+    if (st.uid !== 0) return `${p} is owned by uid ${st.uid}, not root`;
+    // A link's own mode bits mean nothing; its target is checked where the walk reaches it. A
+    // root-owned sticky directory (/tmp) lets no one else rename or remove root's entries.
+    const sticky = st.isDirectory() && (st.mode & 0o1000) !== 0;
+    if (!st.isSymbolicLink() && !sticky && (st.mode & 0o022) !== 0) {
+      return `${p} may be written by ${st.mode & 0o002 ? 'anyone' : 'its group'} (mode ${(st.mode & 0o7777).toString(8)})`;
+    }
+    return undefined;
+  };
+  const walk = (p: string): string | undefined => {
+    const problem = unsafe(p);
+    if (problem || !lstatSync(p).isDirectory()) return problem;
+    for (const entry of readdirSync(p)) {
+      const found = walk(path.join(p, entry));
+      if (found) return found;
+    }
+    return undefined;
+  };
+  for (const target of paths) {
+    for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
+      const problem = unsafe(dir);
+      if (problem) return problem;
+      if (dir === '/') break;
+    }
+    const problem = walk(target);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+/** Refuses, naming the path, an install a unit would run that someone other than root could change. */
+function assertRootOwnedInstall(name: string, paths: string[]): void {
+  const problem = installOwnershipProblem(paths);
+  if (problem) {
+    throw new Error(
+      `${name} would run as root what another user can change: ${problem}. Install codejail where only root can write ` +
+        '(e.g. beneath /opt, or npm i -g with a system node), or give the tree to root (chown -R root:root, chmod go-w)',
+    );
+  }
 }
 
 /**
@@ -96,6 +147,7 @@ export async function installHttpUnit(config: DaemonConfig, options: InstallHttp
   unit = setKey(unit, 'Service', 'ExecStart', execStart.map(quoteArg).join(' '));
   unit = setKey(unit, 'Service', 'SupplementaryGroups', socketGroup);
   unit = withInstallPaths(unit, 'codejail-http.service', options.installPaths ?? installPaths());
+  if (!options.installPaths) assertRootOwnedInstall('codejail-http.service', installPaths());
   if (readAccounts(etc('passwd')).byName.has(HTTP_USER)) {
     report.push(`found user ${HTTP_USER}`);
   } else {
@@ -144,6 +196,7 @@ export async function installSystemdUnits(config: DaemonConfig, options: Install
     'codejaild.service',
     options.installPaths ?? installPaths(),
   );
+  if (!options.installPaths) assertRootOwnedInstall('codejaild.service', installPaths());
   let socket = await readUnit('codejaild.socket');
   socket = setKey(socket, 'Socket', 'ListenStream', config.socket.path);
   socket = setKey(socket, 'Socket', 'SocketGroup', config.socket.group);

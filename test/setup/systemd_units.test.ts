@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { installPaths, installSystemdUnits, withInstallPaths } from '../../src/setup/systemd_units.js';
+import { installOwnershipProblem, installPaths, installSystemdUnits, withInstallPaths } from '../../src/setup/systemd_units.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const shipped = (name: string) => fs.readFileSync(path.join(root, 'systemd', name), 'utf8');
@@ -84,5 +84,50 @@ describe('installSystemdUnits', () => {
 
   it('installPaths: this package and the node running it, resolved', () => {
     expect(installPaths()).toEqual([...new Set([fs.realpathSync(root), fs.realpathSync(process.execPath)])]);
+  });
+});
+
+// Hostile review: a root unit that runs an install another user owns hands that user root at the
+// next start (the read-only binding only keeps the service from writing it).
+describe.skipIf(process.getuid?.() !== 0)('installOwnershipProblem', () => {
+  const make = () => {
+    const top = fs.mkdtempSync(path.join('/var/lib', 'cj-owner-'));
+    fs.chmodSync(top, 0o755);
+    const install = path.join(top, 'codejail');
+    fs.mkdirSync(path.join(install, 'dist'), { recursive: true, mode: 0o755 });
+    fs.writeFileSync(path.join(install, 'dist', 'main.js'), '', { mode: 0o644 });
+    return { top, install };
+  };
+
+  it('allow_root_owned_install_not_writable_by_others', () => {
+    const { top, install } = make();
+    try {
+      expect(installOwnershipProblem([install])).toBeUndefined();
+    } finally {
+      fs.rmSync(top, { recursive: true, force: true });
+    }
+  });
+
+  it('deny_install_with_a_file_another_user_owns', () => {
+    const { top, install } = make();
+    try {
+      fs.chownSync(path.join(install, 'dist', 'main.js'), 1000, 1000);
+      expect(installOwnershipProblem([install])).toBe(`${install}/dist/main.js is owned by uid 1000, not root`);
+    } finally {
+      fs.rmSync(top, { recursive: true, force: true });
+    }
+  });
+
+  it('deny_install_beneath_a_directory_others_may_write', () => {
+    const { top, install } = make();
+    try {
+      fs.chmodSync(top, 0o775);
+      expect(installOwnershipProblem([install])).toBe(`${top} may be written by its group (mode 775)`);
+      fs.chmodSync(top, 0o755);
+      fs.chmodSync(path.join(install, 'dist'), 0o757);
+      expect(installOwnershipProblem([install])).toBe(`${install}/dist may be written by anyone (mode 757)`);
+    } finally {
+      fs.rmSync(top, { recursive: true, force: true });
+    }
   });
 });

@@ -86,6 +86,25 @@ function run(file, args, { timeout = 240_000 } = {}) {
 const systemctl = (...args) => run('systemctl', args);
 const cli = (...args) => run(process.execPath, [dist('cli/main.js'), ...args]);
 
+/**
+ * Copies what an installed package holds to `dest`, owned by root: the shipped directories and
+ * the production dependencies (package-lock.json's entries not marked dev). setup --systemd
+ * refuses an install another user could change, and the checkout under test may lie anywhere.
+ */
+function installCopy(dest) {
+  const lock = JSON.parse(fs.readFileSync(path.join(repo, 'package-lock.json'), 'utf8'));
+  const modules = Object.entries(lock.packages)
+    .filter(([dir, entry]) => dir.startsWith('node_modules/') && !entry.dev && !dir.includes('/node_modules/', 'node_modules/'.length))
+    .map(([dir]) => dir)
+    .filter((dir) => fs.existsSync(path.join(repo, dir)));
+  for (const entry of ['package.json', 'dist', 'build/Release', 'python', 'systemd', 'apparmor', ...modules]) {
+    fs.cpSync(path.join(repo, entry), path.join(dest, entry), { recursive: true });
+  }
+}
+
+/** The install the units run: a root-owned copy beneath /opt (installCopy). */
+const INSTALL = '/opt/codejail';
+
 /** `systemctl show` as an object. */
 async function show(unit, props) {
   const r = await systemctl('show', unit, `--property=${props.join(',')}`);
@@ -220,7 +239,8 @@ try {
   await section('setup', async (r) => {
     fs.mkdirSync(path.dirname(CONFIG_FILE), { recursive: true });
     fs.writeFileSync(CONFIG_FILE, JSON.stringify(CONFIG, null, 2));
-    const s = await cli('setup', '--systemd');
+    installCopy(INSTALL);
+    const s = await run(process.execPath, [path.join(INSTALL, 'dist/cli/main.js'), 'setup', '--systemd']);
     r.status = s.status;
     r.report = s.stdout.trim().split('\n');
     r.stderr = s.stderr.slice(-3000);
@@ -440,17 +460,8 @@ try {
   await section('homeInstall', async (r) => {
     await systemctl('stop', 'codejaild.socket', UNIT);
     await systemctl('reset-failed', UNIT);
-    // What an installed package holds: the shipped directories and the production dependencies
-    // (package-lock.json's entries not marked dev).
     const home = '/root/codejail';
-    const lock = JSON.parse(fs.readFileSync(path.join(repo, 'package-lock.json'), 'utf8'));
-    const modules = Object.entries(lock.packages)
-      .filter(([dir, entry]) => dir.startsWith('node_modules/') && !entry.dev && !dir.includes('/node_modules/', 'node_modules/'.length))
-      .map(([dir]) => dir)
-      .filter((dir) => fs.existsSync(path.join(repo, dir)));
-    for (const entry of ['package.json', 'dist', 'build/Release', 'python', 'systemd', 'apparmor', ...modules]) {
-      fs.cpSync(path.join(repo, entry), path.join(home, entry), { recursive: true });
-    }
+    installCopy(home);
     const node = `/root/.nvm/versions/node/${process.version}/bin/node`;
     fs.mkdirSync(path.dirname(node), { recursive: true });
     fs.copyFileSync(fs.realpathSync(process.execPath), node);
