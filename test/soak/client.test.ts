@@ -8,7 +8,7 @@ import { dropConnections, killTemplate, queueOverflow, sighupStorm, stopTemplate
 import { fuzzFrames } from './frames_fuzz.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
 import { startClientLoad, Tally } from './load.js';
-import { fdCount, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, StallMonitor, withTimeout } from './probes.js';
+import { fdCount, idleRss, mountsUnder, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, StallMonitor, withTimeout } from './probes.js';
 import { RestartableDaemon } from './restartable.js';
 import { Summary } from './summary.js';
 import { classify, makeFixtures, mixWeights, type Fixtures } from './workload.js';
@@ -52,15 +52,6 @@ async function waitIdle(socketPath: string, ms: number): Promise<boolean> {
   }
 }
 
-/** RSS read for 2 s once idle, its median: one read is at the mercy of the collector. */
-async function idleRss(pid: number): Promise<number> {
-  const reads: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    reads.push(rssKb(pid) ?? 0);
-    await sleep(200);
-  }
-  return percentile(reads, 50);
-}
 
 describe.sequential('soak through the client', () => {
   const rng = new Random(SEED).fork('client');
@@ -99,22 +90,24 @@ describe.sequential('soak through the client', () => {
     // clear error (the connection is lost), and the new daemon finds what the old one left.
     const first = startClientLoad(daemon.socketPath, ctx, weights, CONCURRENCY);
     await sleep(2500);
+    monitor.enter('daemon restart');
     monitor.pause(true);
     const t = Date.now();
     await daemon.killAndRestart();
     stamp(`daemon SIGKILLed and back in ${Date.now() - t} ms`);
     monitor.pause(false);
     await sleep(3000);
+    monitor.enter('warm-up');
     await first.stop();
     merge(first.tally);
 
     // Warm-up on the new daemon, then the baselines, taken idle and stable.
     // The warm-up does a little of everything the measured part does, so that the heap has grown
     // to its working size before its level is read.
-    const warmUp = startClientLoad(daemon.socketPath, ctx, weights, CONCURRENCY, scaled(100, 30));
+    const warmUp = startClientLoad(daemon.socketPath, ctx, weights, CONCURRENCY, scaled(200, 30));
     const warmBurst = new Tally();
     await queueOverflow(daemon.socketPath, 50, warmBurst);
-    const warmFuzz = await fuzzFrames(daemon.socketPath, rng.fork('warm-up frames'), scaled(60, 20));
+    const warmFuzz = await fuzzFrames(daemon.socketPath, rng.fork('warm-up frames'), scaled(150, 20));
     await warmUp.finished;
     merge(warmUp.tally);
     merge(warmBurst);
@@ -125,23 +118,31 @@ describe.sequential('soak through the client', () => {
     stamp(`baseline: ${baseFds} fds, ${baseRss} kB`);
 
     // The main load, with the faults one after another while it runs, and the fuzz last.
-    const total = scaled(700, 40);
+    const total = scaled(2000, 40);
+    monitor.enter('load');
     const main = startClientLoad(daemon.socketPath, ctx, weights, CONCURRENCY);
     const faults = (async () => {
       const pid = () => daemon.pid;
       await sleep(2000);
+      monitor.enter('template SIGKILL');
       stamp(`template SIGKILL: ${await killTemplate(pid, 2)}`);
       await sleep(1500);
+      monitor.enter('template SIGSTOP');
       stamp(`template SIGSTOP: ${await stopTemplate(pid, 3000)}`);
       await sleep(1500);
+      monitor.enter('SIGHUP storm');
       stamp(`SIGHUP storm: ${await sighupStorm(pid, 10, 300)}`);
       await sleep(1500);
-      stamp(`dropped connections: ${await dropConnections(daemon.socketPath, rng.fork('drops'), scaled(30, 6))}`);
+      monitor.enter('dropped connections');
+      stamp(`dropped connections: ${await dropConnections(daemon.socketPath, rng.fork('drops'), scaled(60, 6))}`);
       await sleep(1500);
+      monitor.enter('queue overflow');
       const burst = new Tally();
-      stamp(`queue overflow: ${await queueOverflow(daemon.socketPath, scaled(100, 50), burst)}`);
+      stamp(`queue overflow: ${await queueOverflow(daemon.socketPath, scaled(150, 50), burst)}`);
       merge(burst);
-      const fuzz = await fuzzFrames(daemon.socketPath, rng.fork('frames'), scaled(400, 30));
+      monitor.enter('frame fuzz');
+      const fuzz = await fuzzFrames(daemon.socketPath, rng.fork('frames'), scaled(800, 30));
+      monitor.enter('load');
       stamp(`frame fuzz: ${fuzz.connections} connections, ${fuzz.frames} frames`);
       return fuzz;
     })();

@@ -121,3 +121,36 @@ export function badKinds(zip: Buffer): Record<string, (rng: Random) => BadReques
     huge_number: (rng) => ({ request: urlencoded({ payload: `{"code": "a=1", "globals_dict": {"x": ${rng.pick(['1e400', '-1e400', '9'.repeat(5000), '9'.repeat(200000), '1.' + '5'.repeat(100000), 'NaN', '-Infinity'])}}}` }), expect: [400, 200] }),
   };
 }
+
+/** Real requests' outcomes by kind: right, refused (503/429), wrong, or lost (no answer). */
+export class HttpTally {
+  readonly byKind: Record<string, { correct: number; refused: number; wrong: number; lost: number }> = {};
+  readonly statuses: Record<string, number> = {};
+  readonly failures: string[] = [];
+  readonly latencies: number[] = [];
+  add(kind: string, answer: HttpAnswer, verdict: string | null, ms: number): void {
+    const row = (this.byKind[kind] ??= { correct: 0, refused: 0, wrong: 0, lost: 0 });
+    const key = 'error' in answer ? answer.error : String(answer.status);
+    this.statuses[key] = (this.statuses[key] ?? 0) + 1;
+    if ('error' in answer) {
+      row.lost++;
+      if (this.failures.length < 20) this.failures.push(`${kind}: ${answer.error}`);
+    } else if (verdict === null) {
+      row.correct++;
+      this.latencies.push(ms);
+    } else if (answer.status === 503 || answer.status === 429) {
+      row.refused++;
+    } else {
+      row.wrong++;
+      if (this.failures.length < 20) this.failures.push(`${kind}: ${verdict}: ${answer.status} ${answer.body.slice(0, 200)}`);
+    }
+  }
+  total(k: 'correct' | 'refused' | 'wrong' | 'lost'): number {
+    return Object.values(this.byKind).reduce((s, r) => s + r[k], 0);
+  }
+  table(): string {
+    return Object.entries(this.byKind)
+      .map(([k, r]) => `${k}=${r.correct}/${r.refused}/${r.wrong}/${r.lost}`)
+      .join(' ');
+  }
+}

@@ -20,6 +20,16 @@ export function rssKb(pid: number): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** RSS read for 2 s once idle, its median: one read is at the mercy of the collector. */
+export async function idleRss(pid: number): Promise<number> {
+  const reads: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    reads.push(rssKb(pid) ?? 0);
+    await sleep(200);
+  }
+  return percentile(reads, 50);
+}
+
 export function fdCount(pid: number): number | null {
   try {
     return fs.readdirSync(`/proc/${pid}/fd`).length;
@@ -133,6 +143,9 @@ export async function stableValue(probe: () => number | null, ms = 15_000, every
  */
 export class StallMonitor {
   private readonly latencies: number[] = [];
+  /** The longest ping of each phase the load went through, so that a stall has a cause. */
+  private readonly maxByPhase: Record<string, number> = {};
+  private phase = 'load';
   failures = 0;
   private running = true;
   private paused = false;
@@ -147,7 +160,11 @@ export class StallMonitor {
           const pauses = this.pauses;
           try {
             await withTimeout(ping(), timeoutMs);
-            if (pauses === this.pauses) this.latencies.push(performance.now() - t);
+            const ms = performance.now() - t;
+            if (pauses === this.pauses) {
+              this.latencies.push(ms);
+              this.maxByPhase[this.phase] = Math.round(Math.max(this.maxByPhase[this.phase] ?? 0, ms));
+            }
           } catch {
             if (pauses === this.pauses && !this.paused) this.failures++;
           }
@@ -156,15 +173,27 @@ export class StallMonitor {
       }
     })();
   }
+  /** Names what the load is doing from now on (a fault, a fuzz), for maxByPhase. */
+  enter(phase: string): void {
+    this.phase = phase;
+  }
   /** Stops counting while the thing pinged is down on purpose (a daemon restart). */
   pause(paused: boolean): void {
     if (paused) this.pauses++;
     this.paused = paused;
   }
-  async stop(): Promise<{ n: number; p50: number; p99: number; max: number; failures: number }> {
+  async stop(): Promise<{ n: number; p50: number; p99: number; max: number; failures: number; maxByPhase: Record<string, number> }> {
     this.running = false;
     await this.loop;
-    return { n: this.latencies.length, p50: percentile(this.latencies, 50), p99: percentile(this.latencies, 99), max: Math.max(0, ...this.latencies), failures: this.failures };
+    const round = (ms: number) => Math.round(ms * 10) / 10;
+    return {
+      n: this.latencies.length,
+      p50: round(percentile(this.latencies, 50)),
+      p99: round(percentile(this.latencies, 99)),
+      max: round(Math.max(0, ...this.latencies)),
+      failures: this.failures,
+      maxByPhase: this.maxByPhase,
+    };
   }
 }
 

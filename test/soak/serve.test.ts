@@ -1,14 +1,16 @@
 // Soak, fault and fuzz through `codejail serve` (issue 17 item 6): a mixed load of real requests,
-// each with the answer it must get, beside malformed ones; slow headers and slow bodies held
-// open while real requests must still be served; escape-heavy JSON; then, once idle, serve's
-// and the daemon's RSS near their level after the warm-up and nothing left of any run; last, a
-// multipart truncated at many offsets, each of which must get a 400 from a serve still running.
+// each with the answer it must get, beside malformed ones, with the template killed and stopped
+// and callers hanging up under it; slow headers and slow bodies held open while real requests
+// must still be served; escape-heavy JSON; then, once idle, serve's and the daemon's RSS near
+// their level after the warm-up and nothing left of any run; last, a multipart cut at many
+// offsets, each of which must get a 400 from a serve still running.
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { makeZip, startTestServe, type TestServe } from '../helpers/serve.js';
-import { badKinds, goodKinds, GOOD_WEIGHTS, type GoodRequest } from './http_workload.js';
+import { killTemplate, stopTemplate } from './faults.js';
+import { badKinds, goodKinds, GOOD_WEIGHTS, HttpTally, type GoodRequest } from './http_workload.js';
 import { CODE_EXEC, httpRequest, multipartBody, rawHttp, urlencoded, type HttpAnswer } from './http_raw.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
-import { fdCount, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, StallMonitor } from './probes.js';
+import { fdCount, idleRss, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, StallMonitor } from './probes.js';
 import { Summary } from './summary.js';
 
 const MAX_STALL_MS = Number(process.env.CODEJAIL_SOAK_MAX_STALL_MS ?? 2500);
@@ -30,46 +32,7 @@ const CHECKS = [
   'serve exits',
 ] as const;
 
-class HttpTally {
-  readonly byKind: Record<string, { correct: number; refused: number; wrong: number; lost: number }> = {};
-  readonly statuses: Record<string, number> = {};
-  readonly failures: string[] = [];
-  readonly latencies: number[] = [];
-  add(kind: string, answer: HttpAnswer, verdict: string | null, ms: number): void {
-    const row = (this.byKind[kind] ??= { correct: 0, refused: 0, wrong: 0, lost: 0 });
-    const key = 'error' in answer ? answer.error : String(answer.status);
-    this.statuses[key] = (this.statuses[key] ?? 0) + 1;
-    if ('error' in answer) {
-      row.lost++;
-      if (this.failures.length < 20) this.failures.push(`${kind}: ${answer.error}`);
-    } else if (verdict === null) {
-      row.correct++;
-      this.latencies.push(ms);
-    } else if (answer.status === 503 || answer.status === 429) {
-      row.refused++;
-    } else {
-      row.wrong++;
-      if (this.failures.length < 20) this.failures.push(`${kind}: ${verdict}: ${answer.status} ${answer.body.slice(0, 200)}`);
-    }
-  }
-  total(k: 'correct' | 'refused' | 'wrong' | 'lost'): number {
-    return Object.values(this.byKind).reduce((s, r) => s + r[k], 0);
-  }
-  table(): string {
-    return Object.entries(this.byKind)
-      .map(([k, r]) => `${k}=${r.correct}/${r.refused}/${r.wrong}/${r.lost}`)
-      .join(' ');
-  }
-}
 
-async function idleRss(pid: number): Promise<number> {
-  const reads: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    reads.push(rssKb(pid) ?? 0);
-    await sleep(200);
-  }
-  return percentile(reads, 50);
-}
 
 describe.sequential('soak through codejail serve', () => {
   const rng = new Random(SEED).fork('serve');
@@ -159,12 +122,26 @@ describe.sequential('soak through codejail serve', () => {
       if ('error' in a) throw new Error(a.error);
     }));
 
-    // The mixed load with the malformed requests beside it.
-    await Promise.all([pool(scaled(300, 30), 8, 'good', mixed), pool(scaled(1500, 100), 8, 'bad', runBad)]);
+    // The mixed load with the malformed requests beside it, and faults under it: the template
+    // SIGKILLed and SIGSTOPped, callers hanging up on their requests mid-run.
+    const faults = (async () => {
+      await sleep(1500);
+      monitor.enter('template SIGKILL');
+      stamp(`template SIGKILL: ${await killTemplate(() => daemonPid, 1)}`);
+      monitor.enter('template SIGSTOP');
+      stamp(`template SIGSTOP: ${await stopTemplate(() => daemonPid, 2000)}`);
+      monitor.enter('callers hanging up');
+      const hangUp = urlencoded({ payload: JSON.stringify({ code: 'import time\ntime.sleep(2)', globals_dict: {} }) });
+      for (let i = 0; i < scaled(20, 5); i++) await rawHttp(port, hangUp, { closeAfterMs: 100 + rng.int(200) });
+      stamp('HTTP callers hung up mid-run');
+      monitor.enter('load');
+    })();
+    await Promise.all([pool(scaled(600, 30), 8, 'good', mixed), pool(scaled(3000, 100), 8, 'bad', runBad), faults]);
     stamp(`load: ${tally.total('correct')} right, ${malformed.n} malformed`);
 
     // Slow clients: more connections dribbling a body (or headers) than serve has places, held
     // while real requests come; each real one must be served, not refused (issue 16 item 5).
+    monitor.enter('slow clients');
     const slow: Array<Promise<HttpAnswer>> = [];
     const slowBody = httpRequest('POST', CODE_EXEC, 'application/x-www-form-urlencoded', 'payload=' + 'y'.repeat(3000));
     const heldFor = 12_000;
@@ -179,6 +156,7 @@ describe.sequential('soak through codejail serve', () => {
 
     // Escape-heavy JSON: a string of 2 MiB decoded from 4 MiB of "\n" escapes, a few at once
     // (issue 16 item 6: the reader's cost must be linear, its RSS back once idle).
+    monitor.enter('escape-heavy JSON');
     const escapes = { right: 0, notRight: 0, statuses: {} as Record<string, number>, ms: 0 };
     const te = performance.now();
     const chars = 2 * 1024 * 1024;
@@ -214,7 +192,7 @@ describe.sequential('soak through codejail serve', () => {
       { name: 'payload', value: JSON.stringify({ code: 'a = 1', globals_dict: {} }) },
       { name: 'python_lib.zip', filename: 'python_lib.zip', value: zip },
     ]);
-    const cuts = scaled(150, 30);
+    const cuts = scaled(300, 30);
     const stride = Math.max(1, Math.floor(whole.body.length / cuts));
     const truncated = { sent: 0, not400: 0, statuses: {} as Record<string, number>, firstBad: '' };
     for (let at = 1; at < whole.body.length - 4; at += stride) {

@@ -106,7 +106,8 @@ export const KINDS: Record<string, Kind> = {
     must(r.status === -24 && !r.timedOut, 'CPU: SIGXCPU', r);
   },
   realtime: async (c, { rng }) => {
-    const r = await c.jailCode('python', { code: 'import time\nprint("s", flush=True)\nwhile True: time.sleep(0.05)', limits: { REALTIME: 0.3 }, warm: rng.chance(0.7) });
+    // 1.5 s: long enough for a cold interpreter on a loaded 2-core host to reach its print.
+    const r = await c.jailCode('python', { code: 'import time\nprint("s", flush=True)\nwhile True: time.sleep(0.05)', limits: { REALTIME: 1.5 }, warm: rng.chance(0.7) });
     must(r.status === -9 && r.timedOut && out(r) === 's\n', 'REALTIME: killed, timedOut, its output kept', r);
   },
   vmem: async (c, { rng }) => {
