@@ -10,7 +10,7 @@ import { killTemplate, stopTemplate } from './faults.js';
 import { badKinds, goodKinds, GOOD_WEIGHTS, HttpTally, type GoodRequest } from './http_workload.js';
 import { CODE_EXEC, httpRequest, multipartBody, rawHttp, urlencoded, type HttpAnswer } from './http_raw.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
-import { fdCount, idleRss, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, StallMonitor } from './probes.js';
+import { fdCount, idleRss, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor } from './probes.js';
 import { Summary } from './summary.js';
 
 const MAX_STALL_MS = Number(process.env.CODEJAIL_SOAK_MAX_STALL_MS ?? 2500);
@@ -112,7 +112,7 @@ describe.sequential('soak through codejail serve', () => {
       }),
     );
     await settle(() => slotProcesses(slotRangeOf(serve.daemon)).length, (n) => n === 0, 20_000);
-    const baseFds = (await settle(() => fdCount(daemonPid), () => false, 2000, 200)) ?? 0;
+    const baseFds = (await stableValue(() => fdCount(daemonPid))) ?? 0;
     const baseServeRss = await idleRss(servePid);
     const baseDaemonRss = await idleRss(daemonPid);
     stamp(`baseline: serve ${baseServeRss} kB, daemon ${baseDaemonRss} kB, ${baseFds} daemon fds`);
