@@ -30,6 +30,19 @@ export async function idleRss(pid: number): Promise<number> {
   return percentile(reads, 50);
 }
 
+/** The highest RSS of `pid` while `work` runs (read every 50 ms), and how long it ran. */
+export async function peakRssDuring(pid: number, work: Promise<unknown>): Promise<{ peakKb: number; ms: number }> {
+  const t = performance.now();
+  let peakKb = rssKb(pid) ?? 0;
+  const timer = setInterval(() => (peakKb = Math.max(peakKb, rssKb(pid) ?? 0)), 50);
+  try {
+    await work;
+  } finally {
+    clearInterval(timer);
+  }
+  return { peakKb: Math.max(peakKb, rssKb(pid) ?? 0), ms: Math.round(performance.now() - t) };
+}
+
 export function fdCount(pid: number): number | null {
   try {
     return fs.readdirSync(`/proc/${pid}/fd`).length;

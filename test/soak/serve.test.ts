@@ -10,7 +10,7 @@ import { killTemplate, stopTemplate } from './faults.js';
 import { badKinds, goodKinds, GOOD_WEIGHTS, HttpTally, type GoodRequest } from './http_workload.js';
 import { CODE_EXEC, httpRequest, multipartBody, rawHttp, urlencoded, type HttpAnswer } from './http_raw.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
-import { fdCount, idleRss, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor } from './probes.js';
+import { fdCount, idleRss, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
 import { Summary } from './summary.js';
 
 const MAX_STALL_MS = Number(process.env.CODEJAIL_SOAK_MAX_STALL_MS ?? 2500);
@@ -21,6 +21,8 @@ const CHECKS = [
   'malformed requests not answered 4xx',
   'real requests refused while slow bodies are held',
   'escape-heavy JSON not answered right',
+  'escape-heavy JSON: time / same size without escapes',
+  'escape-heavy JSON: serve peak RSS / same size without escapes',
   'longest event-loop stall (ms)',
   'leaked slot processes',
   'leaked run directories',
@@ -102,15 +104,18 @@ describe.sequential('soak through codejail serve', () => {
     };
     const mixed = (r: Random) => runGood(r, r.weighted(GOOD_WEIGHTS));
 
-    // Warm-up: a little of everything, large payloads too (strings as large as the escape-heavy
-    // ones reach the daemon as, without the escapes), then serve's and the daemon's levels, idle.
-    await Promise.all([pool(scaled(60, 20), 6, 'warm-good', mixed), pool(scaled(200, 40), 4, 'warm-bad', runBad)]);
-    await Promise.all(
-      Array.from({ length: 3 }, async () => {
+    // Warm-up: a little of everything, large payloads too (as many at once, and as large, as the
+    // escape-heavy ones are once decoded and sent on to the daemon: 4 MiB of JSON each, without
+    // the escapes), then serve's and the daemon's levels, idle.
+    await Promise.all([pool(scaled(300, 20), 8, 'warm-good', mixed), pool(scaled(600, 40), 4, 'warm-bad', runBad)]);
+    const escapeHeavyAtOnce = scaled(6, 3);
+    const plainLarge = peakRssDuring(servePid, Promise.all(
+      Array.from({ length: escapeHeavyAtOnce }, async () => {
         const answer = await rawHttp(port, urlencoded({ payload: `{"code": "n = len(s)", "globals_dict": {"s": "${'y'.repeat(4 * 1024 * 1024)}"}}` }), { timeoutMs: 90_000 });
         tally.add('warm_up_large', answer, 'error' in answer || answer.status !== 200 || !answer.body.includes(`"n":${4 * 1024 * 1024}`) ? 'a 4 MiB string' : null, 0);
       }),
-    );
+    ));
+    const plain = await plainLarge;
     await settle(() => slotProcesses(slotRangeOf(serve.daemon)).length, (n) => n === 0, 20_000);
     const baseFds = (await stableValue(() => fdCount(daemonPid))) ?? 0;
     const baseServeRss = await idleRss(servePid);
@@ -158,10 +163,9 @@ describe.sequential('soak through codejail serve', () => {
     // (issue 16 item 6: the reader's cost must be linear, its RSS back once idle).
     monitor.enter('escape-heavy JSON');
     const escapes = { right: 0, notRight: 0, statuses: {} as Record<string, number>, ms: 0 };
-    const te = performance.now();
     const chars = 2 * 1024 * 1024;
-    await Promise.all(
-      Array.from({ length: scaled(6, 3) }, async () => {
+    const escaped = await peakRssDuring(servePid, Promise.all(
+      Array.from({ length: escapeHeavyAtOnce }, async () => {
         const payload = `{"code": "n = len(s)", "globals_dict": {"s": "${'\\n'.repeat(chars)}"}}`;
         const answer = await rawHttp(port, urlencoded({ payload }), { timeoutMs: 90_000 });
         const key = 'error' in answer ? answer.error : String(answer.status);
@@ -169,9 +173,9 @@ describe.sequential('soak through codejail serve', () => {
         if (!('error' in answer) && answer.status === 200 && answer.body.includes(`"n":${chars}`)) escapes.right++;
         else escapes.notRight++;
       }),
-    );
-    escapes.ms = Math.round(performance.now() - te);
-    stamp(`escape-heavy JSON: ${JSON.stringify(escapes)}`);
+    ));
+    escapes.ms = escaped.ms;
+    stamp(`escape-heavy JSON: ${JSON.stringify(escapes)}, serve's peak ${escaped.peakKb} kB; the same size without escapes: ${plain.ms} ms, peak ${plain.peakKb} kB`);
     const stall = await monitor.stop();
 
     // Settled.
@@ -222,6 +226,10 @@ describe.sequential('soak through codejail serve', () => {
     summary.zero('malformed requests not answered 4xx', malformed.notFourXx, malformed.examples.join(' | '));
     summary.zero('real requests refused while slow bodies are held', tally.total('refused'), `${underSlow.correct} served, ${underSlow.refused} refused (503)`);
     summary.zero('escape-heavy JSON not answered right', escapes.notRight, JSON.stringify(escapes));
+    // The same bytes of JSON text, with and without escapes: the reader's cost is linear in its
+    // input, so neither its time nor serve's memory may be much more for the escapes.
+    summary.atMost('escape-heavy JSON: time / same size without escapes', escaped.ms / plain.ms, 3, '<= 3', `${escaped.ms} ms against ${plain.ms} ms`);
+    summary.atMost('escape-heavy JSON: serve peak RSS / same size without escapes', escaped.peakKb / plain.peakKb, 1.5, '<= 1.5', `${escaped.peakKb} kB against ${plain.peakKb} kB`);
     summary.atMost('longest event-loop stall (ms)', stall.max, MAX_STALL_MS, `<= ${MAX_STALL_MS} ms`);
     summary.zero('leaked slot processes', leftover.length, JSON.stringify(leftover.slice(0, 5)));
     summary.zero('leaked run directories', dirs.length, dirs.slice(0, 5).join(' '));
