@@ -6,6 +6,9 @@ import { configDefaults, defineConfig } from 'vitest/config';
 // project, [warm] or [cold]. Everything else runs once, in "unit". test/e2e/warm.test.ts runs
 // both paths itself, side by side, so it is not repeated cold.
 const DAEMON_SUITES = ['test/e2e/**/*.test.ts', 'test/hostile/**/*.test.ts'];
+// The soak, fault and fuzz suite (test/soak) is a project of its own: long tests, one daemon per
+// file, sized by CODEJAIL_SOAK_SCALE (README, Development).
+const SOAK_SUITES = ['test/soak/**/*.test.ts'];
 
 export default defineConfig({
   test: {
@@ -13,7 +16,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     projects: [
-      { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...DAEMON_SUITES] } },
+      { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...DAEMON_SUITES, ...SOAK_SUITES] } },
+      { extends: true, test: { name: 'soak', include: SOAK_SUITES } },
       { extends: true, test: { name: 'warm', include: DAEMON_SUITES, env: { CODEJAIL_TEST_RUN_PATH: 'warm' } } },
       {
         extends: true,
