@@ -157,7 +157,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
 
     const checkCommand = Object.entries(config.commands).find(([, c]) => c.kind === 'python')?.[0];
     if (checkCommand) {
-      await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log, patient: true });
+      await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log, startUp: true });
       // Its runs' clean-up ends after their replies: every slot is free before the first request.
       await runner.drained();
     } else {

@@ -27,6 +27,9 @@ function mustBeDenied(): Check[] {
   return [...checks.values()];
 }
 
+/** Refusals that mean a probe's run was never made or lost with its template: not a verdict on the sandbox. */
+const COULD_NOT_RUN = new Set(['overloaded', 'template_lost', 'cancelled', 'shutting_down']);
+
 export interface CheckOutcome {
   name: string;
   outcome: 'passed' | 'failed' | 'skipped';
@@ -50,10 +53,17 @@ export async function runSelfCheck(options: {
   log: Logger;
   /** Ends the check: the run in progress is cancelled and no other starts (the caller reports why). */
   signal?: AbortSignal;
-  /** Waits for a slot even while every slot is quarantined (at start-up, before serving). */
-  patient?: boolean;
+  /**
+   * The start-up check, before serving: it waits for a slot even while every slot is
+   * quarantined, and a run that could not be made (the warm template did not take it, a refusal)
+   * fails it. While serving, such a run says nothing about the sandbox (a template being
+   * replaced, a full queue): it is skipped, with why, and only a run that ran counts.
+   */
+  startUp?: boolean;
 }): Promise<CheckOutcome[]> {
-  const { runner, layers, command, log, signal, patient } = options;
+  const { runner, layers, command, log, signal } = options;
+  const startUp = options.startUp === true;
+  const notRun = (name: string, detail: string): CheckOutcome => ({ name, outcome: startUp ? 'failed' : 'skipped', detail });
   // Generous time: the first interpreter start after boot reads everything from disk.
   const limits = { CPU: withinCeiling(5, options.ceilings.CPU), REALTIME: withinCeiling(20, options.ceilings.REALTIME) };
   const outcomes: CheckOutcome[] = [];
@@ -80,11 +90,11 @@ export async function runSelfCheck(options: {
         slug: 'self-check',
         warm: path.warm,
         profile: true,
-      }, signal, { patient });
+      }, signal, { patient: startUp });
       const stdout = Buffer.from(result.stdout).toString('utf8');
       const stderr = Buffer.from(result.stderr).toString('utf8');
       if (path.warm && result.usage.stages?.warm !== true) {
-        return { name, outcome: 'failed', detail: 'ran cold: the warm template did not take the run' };
+        return notRun(name, 'ran cold: the warm template did not take the run');
       }
       if (result.status === 0 && stdout === expected && (!requireCleanStderr || stderr === '')) {
         return { name, outcome: 'passed' };
@@ -95,7 +105,9 @@ export async function runSelfCheck(options: {
         detail: `status ${result.status}, stdout ${JSON.stringify(stdout.slice(0, 200))}, stderr ${JSON.stringify(stderr.slice(-500))}`,
       };
     } catch (err) {
-      return { name, outcome: 'failed', detail: (err as Error).message };
+      const code = (err as { code?: unknown }).code;
+      const couldNotRun = typeof code === 'string' && COULD_NOT_RUN.has(code);
+      return couldNotRun ? notRun(name, (err as Error).message) : { name, outcome: 'failed', detail: (err as Error).message };
     }
   };
 

@@ -184,7 +184,7 @@ export function mixWeights(diskOn: boolean): Record<string, number> {
 export type Outcome = 'correct' | 'clear_error' | 'wrong' | 'lost';
 
 /** Codes that say a request was refused or cut off: a clear answer. 'internal' is a daemon bug. */
-const CLEAR_CODES = new Set(['overloaded', 'shutting_down', 'cancelled', 'connection_lost', 'unavailable', 'closed', 'setup_failed']);
+const CLEAR_CODES = new Set(['overloaded', 'shutting_down', 'cancelled', 'connection_lost', 'unavailable', 'closed', 'setup_failed', 'template_lost']);
 
 export function classify(err: unknown): { outcome: Outcome; code: string } {
   if (err instanceof Wrong) return { outcome: 'wrong', code: 'wrong' };
