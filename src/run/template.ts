@@ -31,6 +31,7 @@ export const FORK_REPORT_MS = 3_000;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
+const ESRCH = 3;
 /**
  * After the template's exit, how long what it had sent may take to be read before its runs are
  * settled without it (its channel's end normally comes at once, when the last child holding it
@@ -321,7 +322,13 @@ export class Template {
         } else if (kind === 'FAIL') {
           const step = addon.stepName(data.readInt32LE(8));
           const errno = data.readInt32LE(12);
-          this.fail(token, new WarmStartError(`sandbox set-up failed at ${step}: ${errnoText(errno)}`, step, errno, errnoName(errno)));
+          if (step === 'pdeathsig' && errno === ESRCH) {
+            // The child's parent check: the template died while it was setting itself up. That
+            // says nothing of the run's plan, and nothing of the run started: it may go cold.
+            this.fail(token, new WarmStartError('the warm template went away while the run was being set up', 'fork'));
+          } else {
+            this.fail(token, new WarmStartError(`sandbox set-up failed at ${step}: ${errnoText(errno)}`, step, errno, errnoName(errno)));
+          }
         }
         return;
       }

@@ -454,6 +454,22 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
     }
   });
 
+  // Review of issue 16 item 8: the fix answered only frames completed in the same chunk as the bad
+  // one. A run sent in an earlier write (or an earlier chunk of one large write) was cancelled by
+  // the hang-up, its reply lost.
+  it('support_a_run_in_flight_when_a_bad_frame_arrives_is_answered', async () => {
+    const raw = await connectRaw(daemon.socketPath);
+    const run = { v: PROTOCOL_VERSION, id: 11, op: 'jail_code', command: 'python', code: Buffer.from('import time\ntime.sleep(0.6)\nprint(6 * 7)'), argv: [], files: [] };
+    raw.socket.write(encodeFrame(run));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    raw.socket.write(Buffer.alloc(4));
+    await raw.closed;
+    const byId = new Map(raw.replies.map((reply) => [reply.id, reply]));
+    expect(byId.get(11)).toMatchObject({ ok: true });
+    expect(Buffer.from((byId.get(11)!.result as { stdout: Uint8Array }).stdout).toString()).toBe('42\n');
+    expect(raw.replies.at(-1)).toMatchObject({ id: 0, ok: false, error: { code: 'bad_frame', message: 'empty frame' } });
+  });
+
   it('deny_frame_left_unfinished', async () => {
     const slow = await connectRaw(daemon.socketPath);
     // Slowloris: a byte now and then keeps the connection from idling, not the frame from ending.

@@ -220,12 +220,11 @@ export class Connection implements RequestOrigin {
     try {
       messages = this.decoder.push(chunk);
     } catch (err) {
-      // The stream cannot be resynchronised after a bad frame: say why, then hang up. (The
-      // decoder throws only FrameError; anything else is treated the same rather than crash.)
+      // The stream cannot be resynchronised after a bad frame: say why, then hang up, once every
+      // request that came before it (in this chunk, or earlier and still running) is answered.
+      // (The decoder throws only FrameError; anything else is treated the same rather than crash.)
       const reason = err instanceof FrameError ? err.message : `undecodable frame: ${(err as Error).message}`;
-      const complete = err instanceof FrameError ? err.complete : [];
-      if (complete.length === 0) this.close('bad_frame', 'bad_frame', reason);
-      else this.closeAfter(complete, reason);
+      this.closeAfter(err instanceof FrameError ? err.complete : [], reason);
       return;
     }
     // The frame timer times the frame in progress: one that completed ends it, and the bytes
@@ -255,9 +254,10 @@ export class Connection implements RequestOrigin {
   }
 
   /**
-   * A bad frame came after valid ones in the same chunk: the client sent those first and is owed
-   * their replies. Reading stops; they are handled (runs included) and answered, and only then is
-   * the connection closed for the bad frame.
+   * A bad frame came: the requests before it (`complete`, in the same chunk, and those of earlier
+   * chunks still waiting or running) were sent first and are owed their replies. Reading stops;
+   * they are handled (runs included) and answered, and only then is the connection closed for
+   * the bad frame.
    */
   private closeAfter(complete: unknown[], reason: string): void {
     this.closingAfterBacklog = reason;
