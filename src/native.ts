@@ -1,5 +1,7 @@
-// Typed face of the C++ addon (native/). Everything privileged that touches the kernel goes
-// through here; the daemon never forks or changes credentials by itself.
+// Typed face of the C++ addon (native/). Every privileged act on processes goes through here:
+// the daemon never forks, changes credentials, mounts, enters a namespace or kills by uid by
+// itself. Root file-system work (run directories, src/run/rundir.ts) and cgroupfs writes
+// (src/layers/cgroups.ts) are plain TypeScript; README ("What runs as root") says why each is safe.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PACKAGE_ROOT } from './package.js';

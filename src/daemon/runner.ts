@@ -12,7 +12,7 @@ import { RunSlot, SetupError, type PreparedRun, type RunOutcome, type SlotIdenti
 import { roundMs } from '../run/supervise.js';
 import { MAX_WARM_TAIL_BYTES } from '../run/template.js';
 import type { WarmCommand } from '../run/warm.js';
-import type { Layers } from '../layers/index.js';
+import { runHooks, type Layers } from '../layers/index.js';
 import { buildPlan } from '../layers/plan.js';
 import type { DaemonConfig } from './config.js';
 import type { Logger } from './log.js';
@@ -228,7 +228,7 @@ export class Runner {
     this.counters.started++;
     const warm = this.warmPath(profile, request);
     const outcome = await slot.run(prepared, {
-        plan: ({ dir, cgroupProcsFd }) =>
+        plan: ({ dir, planFds }) =>
           buildPlan({
             profile,
             dir,
@@ -239,7 +239,7 @@ export class Runner {
             layers,
             apparmorProfile: config.apparmorProfile,
             resultChannel: request.resultChannel === true,
-            cgroupProcsFd,
+            ...planFds,
           }),
         stdin: request.stdin,
         limits,
@@ -311,7 +311,8 @@ export class Runner {
     let slot = this.runSlots.get(identity.index);
     if (!slot) {
       const { config, layers, addon, log } = this.ctx;
-      slot = new RunSlot(identity, { runBase: config.runBase, range: config.slots, layers, addon, log });
+      const hooks = runHooks(layers, { addon, range: config.slots });
+      slot = new RunSlot(identity, { runBase: config.runBase, layers, hooks, addon, log });
       this.runSlots.set(identity.index, slot);
     }
     return slot;

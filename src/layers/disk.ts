@@ -1,8 +1,9 @@
 // The disk layer (native/rundisk.cc): each run directory is a tmpfs of the run's DISK size
-// (bytes and inodes), noexec, cleaned up by one unmount. Daemon side only: the runner mounts and
-// unmounts through runDisk; nothing is added to the child's plan.
+// (bytes and inodes), noexec, cleaned up by one unmount. Daemon side only: a slot makes each run
+// directory on runDisk (its runHooks) and removing the directory unmounts it; nothing is added to
+// the child's plan.
 import { realpathSync } from 'node:fs';
-import { DISK_BYTES_PER_INODE, isSelfBindMount, mountPoints, prepareRunBase, type RunDiskControl } from '../run/rundir.js';
+import { DISK_BYTES_PER_INODE, isSelfBindMount, mountPoints, prepareRunBase, runDiskSize, type RunDiskControl } from '../run/rundir.js';
 import { defineLayer } from './layer.js';
 
 export interface DiskState {
@@ -32,6 +33,11 @@ export const disk = defineLayer<'disk', DiskState, 'disk'>({
       state: bindFirst || leftBind ? { runDisk, runBaseBound: runBase } : { runDisk },
     };
   },
+  runHooks: ({ runDisk }) =>
+    runDisk && {
+      name: 'disk',
+      runDir: (_slot, limits) => ({ disk: { control: runDisk, size: runDiskSize(limits.DISK) } }),
+    },
   // The bind mount that made runBase shareable: ours to undo, so that a stopped daemon leaves
   // the host's mount table as it found it.
   async release(state, ctx) {

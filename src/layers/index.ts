@@ -17,6 +17,8 @@ import { rlimits } from './rlimits.js';
 import { seccomp } from './seccomp.js';
 import { uid } from './uid.js';
 
+import type { KillContext, RunHooks } from '../run/run_hooks.js';
+
 export { LayerError, type LayerMode, type SelfCheckProbe } from './layer.js';
 export { buildPlan, type PlanInput } from './plan.js';
 
@@ -141,6 +143,13 @@ export function detectLayers(config: DaemonConfig, options: DetectOptions): Laye
     report: ordered,
     confinement: LAYER_NAMES.filter((name) => active[name]),
   };
+}
+
+/** Every layer's per-run work in a slot, in LAYERS order (a slot calls them; it names no layer). */
+export function runHooks(layers: Layers, ctx: KillContext): RunHooks[] {
+  type Bind = (state: Layers, ctx: KillContext) => RunHooks | undefined;
+  // Each layer's hooks read its own state: the fields it put into Layers.
+  return LAYERS.flatMap((layer) => (layer.runHooks as Bind | undefined)?.(layers, ctx) ?? []);
 }
 
 /**

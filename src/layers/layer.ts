@@ -1,10 +1,12 @@
 // What one confinement layer is to the daemon: a module beside its native file that says whether
-// the host offers it, what it adds to a run's plan, which self-check probes it enforces, how to
-// undo what it made at start, and which deny_* tests prove it. index.ts lists the modules.
+// the host offers it, what it adds to a run's plan, what it does for each run in a slot, which
+// self-check probes it enforces, how to undo what it made at start, and which deny_* tests prove
+// it. index.ts lists the modules.
 import type { native, NativePlan } from '../native.js';
 import type { CgroupTree } from './cgroups.js';
 import type { Logger } from '../daemon/log.js';
 import type { PlanInput } from './plan.js';
+import type { KillContext, RunHooks } from '../run/run_hooks.js';
 
 export type Addon = ReturnType<typeof native>;
 
@@ -79,6 +81,12 @@ export interface Layer<N extends string = string, S extends object = object, Swi
   whenInactive?(ctx: LayerContext): void;
   /** Its part of a run's plan, when active. Pure. */
   plan?(input: PlanInput, state: S): Partial<NativePlan>;
+  /**
+   * Its per-run work in a slot (src/run/run_hooks.ts), bound to its state, or undefined when it
+   * has none. Asked of every layer, active or not: each reads only its own fields of Layers, which
+   * are there only when it made them (an inactive or unsafe layer returns undefined).
+   */
+  runHooks?(state: S, ctx: KillContext): RunHooks | undefined;
   /** Undoes what detect made (when active): at stop, or when a later layer fails start-up. */
   release?(state: S, ctx: Pick<LayerContext, 'addon' | 'log'>): void | Promise<void>;
   /** The self-check probes this layer enforces. */

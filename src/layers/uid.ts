@@ -3,10 +3,19 @@
 // slot's uid, which reaches setsid()'d descendants (the 'kill' sabotage switch).
 import { readFileSync } from 'node:fs';
 import { parseAccounts, readAccounts } from '../accounts.js';
-import { slotUsers } from '../run/slot.js';
+import { slotUsers, type SlotIdentity } from '../run/slot.js';
 import { defineLayer, LayerError, type Detection, type LayerConfig } from './layer.js';
 
-export const uid = defineLayer<'uid', object, 'uid' | 'kill'>({
+/**
+ * What the uid layer's per-run hooks read of Layers: whether the layer is active (`uid`), and the
+ * kill method detectLayers derives from it (`kill`). It makes no state of its own.
+ */
+export interface UidState {
+  uid?: boolean;
+  kill?: 'uid' | 'process-group';
+}
+
+export const uid = defineLayer<'uid', UidState, 'uid' | 'kill'>({
   name: 'uid',
   defaultMode: 'required',
   detect: (ctx) => {
@@ -31,8 +40,34 @@ export const uid = defineLayer<'uid', object, 'uid' | 'kill'>({
     );
   },
   plan: (input) => ({ uid: input.slot.uid, gid: input.slot.gid }),
+  runHooks: (state, ctx) => {
+    const owns = state.uid === true;
+    const kills = state.kill === 'uid';
+    if (!owns && !kills) return undefined;
+    return {
+      name: 'uid',
+      // The run directory is root's, in the slot's group; its tmp/ is the slot's.
+      ...(owns ? { runDir: (slot: SlotIdentity) => ({ owner: { uid: slot.uid, gid: slot.gid } }) } : {}),
+      ...(kills
+        ? {
+            // Every process of the slot's uid (the whole tree, setsid()'d or not), and zombies of
+            // every slot's uid reparented to the daemon, whichever run left them.
+            killRound: (slot: SlotIdentity) => {
+              assertKillable(slot);
+              return ctx.addon.killUidRoundAsync(slot.uid, ctx.range.firstUid, ctx.range.count);
+            },
+            killScope: (slot: SlotIdentity) => `uid ${slot.uid}`,
+          }
+        : {}),
+    };
+  },
   sabotage: { uid: 'deny_uid', kill: 'deny_kill' },
 });
+
+/** Never a system uid, never the daemon's own: a uid round kills every process of it. */
+function assertKillable(slot: SlotIdentity): void {
+  if (slot.uid < 1000 || slot.uid === process.getuid?.()) throw new Error(`refusing to kill uid ${slot.uid}`);
+}
 
 /** What the uid layer does as root, by capability number (linux/capability.h). */
 const UID_LAYER_CAPABILITIES: ReadonlyArray<readonly [string, number]> = [

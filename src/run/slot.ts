@@ -1,25 +1,26 @@
-// A slot and its lifecycle, as isolate has init/run/cleanup for a box: one uid and gid (and, with
-// the cgroups layer, one leaf) that hosts one run at a time.
+// A slot and its lifecycle, as isolate has init/run/cleanup for a box: one uid and gid (and what
+// the layers keep per run, such as a cgroup leaf) that hosts one run at a time. The layers' part
+// in each step is their RunHooks (run_hooks.ts), called in LAYERS order; this file names no layer.
 //
-//   prepare     the run directory (its own tmpfs with the disk layer), the request's files, the
-//               cgroup leaf with the run's limits
+//   prepare     the run directory (as the layers make it: owned by the slot, its own tmpfs), the
+//               request's files, then each layer's per-run state (a cgroup leaf with the limits)
 //   run         the plan applied in a cloned child, then supervise(): output, REALTIME,
-//               cancellation, and the sweep once the main process is gone
-//   sweep       kill rounds until nothing of the slot is left (every process of its uid, every
-//               process of its leaf), on timers, never blocking the event loop; the same code
-//               empties a slot an earlier daemon left at start-up
-//   release     the leaf and the run directory go; the slot is ready for the next run
+//               cancellation, the layers' verdicts and the sweep once the main process is gone
+//   sweep       the layers' kill rounds until none finds anything of the slot left (every process
+//               of its uid, every process of its leaf), on timers, never blocking the event loop;
+//               the same code empties a slot an earlier daemon left at start-up
+//   release     the layers' per-run state and the run directory go; the slot is ready for the next run
 //   quarantine  a slot whose sweep failed is kept out of use and swept again on a backoff until
 //               it is clean; the run directories it held are removed only then
 import type { JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
-import type { CgroupVerdict } from '../layers/cgroups.js';
 import type { Layers } from '../layers/index.js';
 import type { Logger } from '../daemon/log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type Budgets, type RunProcess } from './process.js';
-import { createRunDir, removeRunDir, runDiskSize, writeRunFiles, type RunDir, type RunFiles, type RunOwner } from './rundir.js';
+import { createRunDir, removeRunDir, writeRunFiles, type RunDir, type RunFiles } from './rundir.js';
+import type { RunDirPart, RunHooks, RunVerdict } from './run_hooks.js';
 import { jailCodeResult, supervise } from './supervise.js';
 import { WarmStartError } from './template.js';
 
@@ -62,9 +63,9 @@ export function slotUsers(range: SlotRange): SlotUser[] {
 
 export interface SlotContext {
   runBase: string;
-  /** The configured range: each kill round also reaps zombies of every slot's uid. */
-  range: { firstUid: number; count: number };
   layers: Layers;
+  /** Every layer's per-run work (layers/index.ts: runHooks), in LAYERS order. */
+  hooks: readonly RunHooks[];
   addon: Addon;
   log: Logger;
 }
@@ -72,8 +73,11 @@ export interface SlotContext {
 /** What a prepared run holds until it is released. */
 export interface PreparedRun {
   dir: RunDir;
-  /** The cgroups layer: the open cgroup.procs of the run's leaf, until the child has joined it. */
-  cgroupProcsFd?: number;
+  /**
+   * Fds the layers' prepare() made for the plan input, by PlanInput field (the open cgroup.procs
+   * of the run's leaf); the slot closes them once the child has started (and so joined them).
+   */
+  planFds: Record<string, number>;
 }
 
 /** What a run needs beyond its prepared directory. */
@@ -175,21 +179,24 @@ export class RunSlot {
   }
 
   /**
-   * The run directory with the request's files, and the cgroup leaf with the run's limits.
-   * Throws RequestError (bad_request: a file) or SetupError (the leaf); leaves nothing behind.
+   * The run directory with the request's files, and what each layer keeps per run (a cgroup leaf
+   * with the run's limits). Throws RequestError (bad_request: a file) or SetupError (a layer's
+   * prepare); leaves nothing behind.
    */
   async prepare(files: RunFiles, limits: Limits, signal?: AbortSignal): Promise<PreparedRun> {
-    const { layers, runBase } = this.ctx;
-    const owner: RunOwner | undefined = layers.uid ? { uid: this.identity.uid, gid: this.identity.gid } : undefined;
-    const disk = layers.runDisk && { control: layers.runDisk, size: runDiskSize(limits.DISK) };
-    const prepared: PreparedRun = { dir: await createRunDir(runBase, owner, disk) };
+    const { hooks, runBase } = this.ctx;
+    const made: RunDirPart = Object.assign({}, ...hooks.map((hook) => hook.runDir?.(this.identity, limits)));
+    const prepared: PreparedRun = { dir: await createRunDir(runBase, made.owner, made.disk), planFds: {} };
     try {
-      await writeRunFiles(prepared.dir, files, owner);
+      await writeRunFiles(prepared.dir, files, made.owner);
       throwIfAborted(signal);
-      try {
-        prepared.cgroupProcsFd = layers.cgroupTree?.prepare(this.identity, limits);
-      } catch (err) {
-        throw new SetupError(err, 'cgroup');
+      for (const hook of hooks) {
+        if (!hook.prepare) continue;
+        try {
+          Object.assign(prepared.planFds, hook.prepare(this.identity, limits));
+        } catch (err) {
+          throw new SetupError(err, hook.step ?? hook.name);
+        }
       }
       return prepared;
     } catch (err) {
@@ -232,19 +239,19 @@ export class RunSlot {
       await this.sweep();
       throw new SetupError(err);
     } finally {
-      this.closeCgroupProcs(prepared);
+      this.closePlanFds(prepared);
     }
     const t1 = performance.now();
     let exitAt = t1;
-    let memory: CgroupVerdict | undefined;
+    let verdict: RunVerdict = {};
     const outcome = await supervise(started, {
       realtimeSeconds: spec.limits.REALTIME,
       signal: spec.signal,
       onStarted: spec.onStarted,
       afterExit: async () => {
         exitAt = performance.now();
-        // Before the kill: an OOM kill's trace in memory.events is the run's memory verdict.
-        memory = this.cgroupVerdict();
+        // Before the kill: what the layers saw of the run (an OOM kill's trace) is its verdict.
+        verdict = this.verdict();
         await this.sweep(started);
       },
       onLateOutputs: () => log.warn('output pipes still open after the slot was swept; closing them', { runId: prepared.dir.id }),
@@ -254,7 +261,7 @@ export class RunSlot {
       budgets,
       confinement: layers.confinement,
       limits: spec.limits,
-      memory,
+      memory: verdict.memory,
     });
     // The reply waited for the outputs (and, when one was held open, the sweep) until `collected`.
     const collected = performance.now();
@@ -263,10 +270,11 @@ export class RunSlot {
   }
 
   /**
-   * Kills every process of the slot and waits, on timers, until none is left: with the uid layer
-   * every process of its uid (the whole tree, setsid()'d or not), with the cgroups layer every
-   * process of its leaf. Without either (unsafe, or uid off) only `run`'s main process and its
-   * process group: never a uid the daemon shares with anything else. A slot not empty by
+   * Kills every process of the slot and waits, on timers, until none is left: each round is every
+   * layer's kill round (the uid layer: every process of its uid, the whole tree, setsid()'d or
+   * not; the cgroups layer: every process of its leaf). With no layer that kills (unsafe, or uid
+   * off) only `run`'s main process and its process group: never a uid the daemon shares with
+   * anything else. A slot not empty by
    * `deadline` (default: SWEEP_BUDGET_MS from now) is marked dirty, for quarantine. `onWait` is
    * called once if a first round left something. Resolves with whether it is clean. release()
    * waits for every sweep in flight.
@@ -284,28 +292,26 @@ export class RunSlot {
   }
 
   private async killRounds(run: RunProcess | undefined, deadline: number | undefined, onWait: (() => void) | undefined): Promise<boolean> {
-    const { addon, layers, log, range } = this.ctx;
-    const { cgroupTree } = layers;
-    const byUid = layers.kill === 'uid';
+    const { hooks, log } = this.ctx;
+    const killers = hooks.filter((hook) => hook.killRound);
     const until = deadline ?? performance.now() + SWEEP_BUDGET_MS;
-    // One round: cgroup.kill reaches every process of the run's leaf, whatever its uid or
-    // session; the uid round every process of the slot's uid, and also reaps zombies of every
-    // slot's uid reparented here, whichever run left them. Clean when both found nothing left.
+    // One round: every layer's kill round, one after the other. Clean when none found anything
+    // left; `left` names what the last round found.
+    let left: string[] = [];
     const round = async (): Promise<boolean> => {
-      const leafEmpty = cgroupTree ? cgroupTree.killRound(this.identity) : true;
-      const uidEmpty = byUid ? await addon.killUidRoundAsync(this.identity.uid, range.firstUid, range.count) : true;
-      return leafEmpty && uidEmpty;
+      left = [];
+      for (const hook of killers) {
+        if (!(await hook.killRound!(this.identity))) left.push(hook.killScope?.(this.identity) ?? `the ${hook.name} layer's processes`);
+      }
+      return left.length === 0;
     };
     try {
-      if (!byUid && !cgroupTree) {
+      if (killers.length === 0) {
         run?.kill();
         return true;
       }
-      if (byUid) assertKillable(this.identity);
       for (let pause = 1; !(await round()); pause = Math.min(pause * 2, SWEEP_MAX_PAUSE_MS)) {
-        if (performance.now() >= until) {
-          throw new Error(`processes of ${byUid ? `uid ${this.identity.uid}` : `the slot's cgroup`} remain after SIGKILL`);
-        }
+        if (performance.now() >= until) throw new Error(`processes of ${left.join(' and ')} remain after SIGKILL`);
         if (pause === 1) onWait?.();
         await sleep(pause);
       }
@@ -319,22 +325,23 @@ export class RunSlot {
   }
 
   /**
-   * The slot is ready for the next run, once every sweep in flight has ended: its leaf and the
-   * run directory go. A dirty slot keeps both: the quarantine removes them once it is clean.
+   * The slot is ready for the next run, once every sweep in flight has ended: what the layers
+   * keep per run (its leaf) and the run directory go. A dirty slot keeps both: the quarantine
+   * removes them once it is clean.
    */
   async release(prepared: PreparedRun | undefined): Promise<void> {
-    const { layers, log } = this.ctx;
-    if (prepared) this.closeCgroupProcs(prepared);
+    const { hooks, log } = this.ctx;
+    if (prepared) this.closePlanFds(prepared);
     await this.swept();
     if (this.dirtyFlag) {
       if (prepared) this.deferredDirs.push(prepared.dir);
       return;
     }
-    if (layers.cgroupTree) {
+    for (const hook of hooks) {
       try {
-        layers.cgroupTree.release(this.identity);
+        hook.release?.(this.identity);
       } catch (err) {
-        log.error('could not remove a run cgroup', { slot: this.identity.index, error: err });
+        log.error('could not release what a layer kept for a run', { slot: this.identity.index, layer: hook.name, error: err });
       }
     }
     for (const dir of [...this.deferredDirs.splice(0), ...(prepared ? [prepared.dir] : [])]) {
@@ -367,29 +374,29 @@ export class RunSlot {
     retry.unref();
   }
 
-  /** The cgroups layer's memory verdict of the run; undefined without it, or if unreadable. */
-  private cgroupVerdict(): CgroupVerdict | undefined {
-    try {
-      return this.ctx.layers.cgroupTree?.verdict(this.identity);
-    } catch (err) {
-      this.ctx.log.error('could not read a run cgroup', { slot: this.identity.index, error: err });
-      return undefined;
+  /** What the layers saw of the run; a layer whose verdict is unreadable says nothing. */
+  private verdict(): RunVerdict {
+    const verdict: RunVerdict = {};
+    for (const hook of this.ctx.hooks) {
+      try {
+        Object.assign(verdict, hook.verdict?.(this.identity));
+      } catch (err) {
+        this.ctx.log.error("could not read a layer's verdict of a run", { slot: this.identity.index, layer: hook.name, error: err });
+      }
     }
+    return verdict;
   }
 
-  private closeCgroupProcs(prepared: PreparedRun): void {
-    if (prepared.cgroupProcsFd === undefined) return;
-    try {
-      this.ctx.addon.closeFd(prepared.cgroupProcsFd);
-    } catch {
-      // Already closed.
+  private closePlanFds(prepared: PreparedRun): void {
+    for (const fd of Object.values(prepared.planFds)) {
+      try {
+        this.ctx.addon.closeFd(fd);
+      } catch {
+        // Already closed.
+      }
     }
-    prepared.cgroupProcsFd = undefined;
+    prepared.planFds = {};
   }
-}
-
-function assertKillable(slot: SlotIdentity): void {
-  if (slot.uid < 1000 || slot.uid === process.getuid?.()) throw new Error(`refusing to kill uid ${slot.uid}`);
 }
 
 /** On the global setTimeout (and budgets on the global performance), which the unit tests' fake timers drive. */
