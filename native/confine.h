@@ -22,39 +22,6 @@
 extern "C" {
 #endif
 
-/* Steps in the order cj_apply_plan performs them, each with the name an error reports
- * ("sandbox set-up failed at setresuid: ..."). One line per step: the enum and cj_step_name's
- * table are both made from this list, so a new step cannot get the wrong name. */
-#define CJ_STEPS(X)                        \
-  X(NONE, "none")                          \
-  X(SETSID, "setsid")                      \
-  X(SIGNALS, "signals")                    \
-  X(OOM_SCORE_ADJ, "oom_score_adj")        \
-  X(CGROUP, "cgroup")                      \
-  X(NETNS, "setns(net)")                   \
-  X(MNTNS, "setns(mnt)")                   \
-  X(RLIMIT, "setrlimit")                   \
-  X(APPARMOR, "apparmor")                  \
-  X(SETGROUPS, "setgroups")                \
-  X(SETRESGID, "setresgid")                \
-  X(SETRESUID, "setresuid")                \
-  X(DUMPABLE, "dumpable")                  \
-  X(PDEATHSIG, "pdeathsig")                \
-  X(STDIO, "stdio")                        \
-  X(CHDIR, "chdir")                        \
-  X(CLOSE_FDS, "close_range")              \
-  X(NO_NEW_PRIVS, "no_new_privs")          \
-  X(LANDLOCK, "landlock_restrict_self")    \
-  X(SECCOMP, "seccomp")                    \
-  X(EXECVE, "execve")
-
-enum cj_step {
-#define CJ_STEP_ENUM(id, name) CJ_STEP_##id,
-  CJ_STEPS(CJ_STEP_ENUM)
-#undef CJ_STEP_ENUM
-  CJ_STEP_COUNT
-};
-
 /*
  * Checks the plan (cj_plan_check) and applies it to the calling process, with `fds` the fd list
  * its indexes name and `parent` the pid that must still be its parent once the parent-death

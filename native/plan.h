@@ -7,8 +7,8 @@
  *
  * CJ_PLAN_FIELDS is the one list of its fields. The struct, its defaults (cj_plan_init), the
  * child's check of it (cj_plan_check), the fd list's size and the addon's reading of a
- * NativePlan (addon_plan.cc, src/native.ts) are all made from it: a new field is one row here,
- * and its use (a step in confine.cc, a row of CJ_STEPS).
+ * NativePlan (addon_plan.cc, src/native.ts) are all made from it: a new field is one row here
+ * (and, for a new step, a row of CJ_STEPS below), and its use in cj_apply_plan (confine.cc).
  *
  * Plain C ABI: the warm library (libcodejail_warm.so) is built from the same header.
  */
@@ -65,6 +65,39 @@ extern "C" {
   FD(landlock_ruleset, NULL)                 /* landlock_restrict_self */                            \
   FLAG(seccomp, "seccomp", 0)                /* the built-in policy, installed last */               \
   FLAG(seccomp_no_execve, NULL, 0)           /* its variant that also refuses execve (a warm run) */
+
+/* Steps in the order cj_apply_plan performs them, each with the name an error reports
+ * ("sandbox set-up failed at setresuid: ..."). One line per step: the enum and cj_step_name's
+ * table are both made from this list, so a new step cannot get the wrong name. */
+#define CJ_STEPS(X)                        \
+  X(NONE, "none")                          \
+  X(SETSID, "setsid")                      \
+  X(SIGNALS, "signals")                    \
+  X(OOM_SCORE_ADJ, "oom_score_adj")        \
+  X(CGROUP, "cgroup")                      \
+  X(NETNS, "setns(net)")                   \
+  X(MNTNS, "setns(mnt)")                   \
+  X(RLIMIT, "setrlimit")                   \
+  X(APPARMOR, "apparmor")                  \
+  X(SETGROUPS, "setgroups")                \
+  X(SETRESGID, "setresgid")                \
+  X(SETRESUID, "setresuid")                \
+  X(DUMPABLE, "dumpable")                  \
+  X(PDEATHSIG, "pdeathsig")                \
+  X(STDIO, "stdio")                        \
+  X(CHDIR, "chdir")                        \
+  X(CLOSE_FDS, "close_range")              \
+  X(NO_NEW_PRIVS, "no_new_privs")          \
+  X(LANDLOCK, "landlock_restrict_self")    \
+  X(SECCOMP, "seccomp")                    \
+  X(EXECVE, "execve")
+
+enum cj_step {
+#define CJ_STEP_ENUM(id, name) CJ_STEP_##id,
+  CJ_STEPS(CJ_STEP_ENUM)
+#undef CJ_STEP_ENUM
+  CJ_STEP_COUNT
+};
 
 struct cj_rlimit {
   int32_t resource; /* RLIMIT_* */
