@@ -168,8 +168,11 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, const int *fds, size_t 
   }
   if (plan->landlock_ruleset >= 0) STEP(CJ_STEP_LANDLOCK, apply_landlock(fd(plan->landlock_ruleset)));
   // Built before the clone (prepare_plan) or before the template's first fork (cj_warm_init):
-  // here it is only looked up.
-  if (plan->seccomp) STEP(CJ_STEP_SECCOMP, apply_seccomp(seccomp_program(plan->seccomp_no_execve)));
+  // here it is only looked up, and its absence fails the step.
+  if (plan->seccomp) {
+    const sock_fprog *program = built_seccomp_program(plan->seccomp_no_execve);
+    STEP(CJ_STEP_SECCOMP, program ? apply_seccomp(program) : ENOMEM);
+  }
 #undef STEP
   return 0;
 }
