@@ -1,10 +1,9 @@
-// N-API surface of the addon: converts JS plans into SpawnRequests, and gives the daemon the
-// few kernel calls Node lacks (pidfds, namespaces, peer credentials, datagrams to systemd).
+// N-API surface of the addon: spawns from JS plans (read in addon_plan.cc), and gives the daemon
+// the few kernel calls Node lacks (pidfds, namespaces, peer credentials, datagrams to systemd).
 #include <napi.h>
 #include <uv.h>
 
 #include <fcntl.h>
-#include <cmath>
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -24,123 +23,7 @@
 
 using namespace codejail;
 
-namespace {
-
-std::vector<std::string> string_array(const Napi::Object &obj, const char *key, bool required) {
-  std::vector<std::string> out;
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined() && !required) return out;
-  if (!v.IsArray()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must be an array of strings");
-  Napi::Array arr = v.As<Napi::Array>();
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value item = arr.Get(i);
-    if (!item.IsString()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must hold strings only");
-    std::string s = item.As<Napi::String>().Utf8Value();
-    if (s.find('\0') != std::string::npos) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " holds a NUL byte");
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-std::string string_field(const Napi::Object &obj, const char *key) {
-  Napi::Value v = obj.Get(key);
-  if (!v.IsString()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must be a string");
-  return v.As<Napi::String>().Utf8Value();
-}
-
-bool bool_field(const Napi::Object &obj, const char *key, bool fallback) {
-  Napi::Value v = obj.Get(key);
-  return v.IsUndefined() ? fallback : v.ToBoolean().Value();
-}
-
-int fd_field(const Napi::Object &obj, const char *key) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return -1;
-  if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("plan.") + key + " must be an fd");
-  return v.As<Napi::Number>().Int32Value();
-}
-
-rlim_t rlim_value(const Napi::Env &env, Napi::Value v) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, "rlimit values must be numbers");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0)) throw Napi::RangeError::New(env, "rlimit values must be >= 0");
-  if (d >= 9007199254740992.0) return RLIM_INFINITY;
-  return (rlim_t)d;
-}
-
-}  // namespace
-
 namespace codejail {
-
-SpawnRequest parse_plan(const Napi::Object &plan) {
-  Napi::Env env = plan.Env();
-  SpawnRequest req;
-  req.file = string_field(plan, "file");
-  req.argv = string_array(plan, "argv", true);
-  req.env = string_array(plan, "env", true);
-  req.cwd = string_field(plan, "cwd");
-  Napi::Value uid = plan.Get("uid"), gid = plan.Get("gid");
-  if (!uid.IsUndefined() || !gid.IsUndefined()) {
-    if (!uid.IsNumber() || !gid.IsNumber()) throw Napi::TypeError::New(env, "plan.uid and plan.gid go together");
-    req.change_ids = true;
-    req.uid = uid.As<Napi::Number>().Uint32Value();
-    req.gid = gid.As<Napi::Number>().Uint32Value();
-  }
-  Napi::Value rl = plan.Get("rlimits");
-  if (rl.IsObject()) {
-    static const struct { const char *name; int resource; } kNames[] = {
-        {"cpu", RLIMIT_CPU},     {"as", RLIMIT_AS},         {"fsize", RLIMIT_FSIZE},
-        {"nproc", RLIMIT_NPROC}, {"nofile", RLIMIT_NOFILE}, {"core", RLIMIT_CORE},
-        {"msgqueue", RLIMIT_MSGQUEUE}, {"memlock", RLIMIT_MEMLOCK}, {"sigpending", RLIMIT_SIGPENDING},
-        {"stack", RLIMIT_STACK},
-    };
-    Napi::Object limits = rl.As<Napi::Object>();
-    for (auto &n : kNames) {
-      Napi::Value pair = limits.Get(n.name);
-      if (pair.IsUndefined()) continue;
-      if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2)
-        throw Napi::TypeError::New(env, std::string("plan.rlimits.") + n.name + " must be [soft, hard]");
-      Napi::Array a = pair.As<Napi::Array>();
-      cj_rlimit r{n.resource, rlim_value(env, a.Get(0u)), rlim_value(env, a.Get(1u))};
-      if (r.soft > r.hard) throw Napi::RangeError::New(env, std::string("plan.rlimits.") + n.name + ": soft exceeds hard");
-      req.rlimits.push_back(r);
-    }
-  }
-  req.netns_fd = fd_field(plan, "netnsFd");
-  req.mntns_fd = fd_field(plan, "mntnsFd");
-  Napi::Value cg = plan.Get("cgroupProcsFds");
-  if (cg.IsArray()) {
-    Napi::Array a = cg.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) req.cgroup_procs_fds.push_back(a.Get(i).As<Napi::Number>().Int32Value());
-  }
-  Napi::Value ll = plan.Get("landlock");
-  if (ll.IsObject()) {
-    Napi::Object o = ll.As<Napi::Object>();
-    req.landlock = true;
-    req.landlock_policy.execute = string_array(o, "execute", false);
-    req.landlock_policy.read = string_array(o, "read", false);
-    req.landlock_policy.read_write = string_array(o, "readWrite", false);
-    req.landlock_policy.read_write_files = string_array(o, "readWriteFiles", false);
-    req.landlock_policy.deny_tcp = bool_field(o, "denyTcp", true);
-    req.landlock_policy.scope = bool_field(o, "scope", true);
-  }
-  req.seccomp = bool_field(plan, "seccomp", false);
-  Napi::Value aa = plan.Get("apparmorProfile");
-  if (aa.IsString()) req.apparmor_profile = aa.As<Napi::String>().Utf8Value();
-  req.result_channel = bool_field(plan, "resultChannel", false);
-  req.channel_fd = fd_field(plan, "channelFd");
-  req.no_new_privs = bool_field(plan, "noNewPrivs", true);
-  Napi::Value oom = plan.Get("oomScoreAdj");
-  if (!oom.IsUndefined()) {
-    double value = oom.IsNumber() ? oom.As<Napi::Number>().DoubleValue() : NAN;
-    if (!(value >= -1000 && value <= 1000) || value != (int)value)
-      throw Napi::RangeError::New(env, "plan.oomScoreAdj must be an integer from -1000 to 1000");
-    req.set_oom_score_adj = true;
-    req.oom_score_adj = (int)value;
-  }
-  req.parent_death_signal = bool_field(plan, "parentDeathSignal", true);
-  return req;
-}
 
 Napi::Error errno_error(Napi::Env env, const std::string &step, int err, const std::string &message) {
   Napi::Error e = Napi::Error::New(env, message);
@@ -158,7 +41,7 @@ namespace {
 Napi::Value Spawn(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) throw Napi::TypeError::New(env, "spawn(plan): plan must be an object");
-  SpawnRequest req = parse_plan(info[0].As<Napi::Object>());
+  PlanRequest req = parse_plan(info[0].As<Napi::Object>());
   SpawnedChild child;
   try {
     child = spawn_confined(req);

@@ -10,8 +10,9 @@
 
 namespace codejail {
 
-// A NativePlan (src/native.ts) as a SpawnRequest; throws a TypeError naming the bad field.
-SpawnRequest parse_plan(const Napi::Object &plan);
+// addon_plan.cc: a NativePlan (src/native.ts) as a PlanRequest; throws a TypeError or RangeError
+// naming the bad field.
+PlanRequest parse_plan(const Napi::Object &plan);
 // An Error with step, errno and code (the errno's name) set, as every set-up failure carries.
 Napi::Error errno_error(Napi::Env env, const std::string &step, int err, const std::string &message);
 // addon_warm.cc: the warm template's channel.

@@ -1,5 +1,5 @@
 // N-API surface of the warm templates' channel: a socket pair to hand a template, sending it runs
-// (warm_prepare.cc), and reading its replies on the event loop (a uv_poll_t, no thread).
+// (warm_send.cc), and reading its replies on the event loop (a uv_poll_t, no thread).
 #include <napi.h>
 #include <uv.h>
 
@@ -13,7 +13,7 @@
 
 #include "addon.h"
 #include "channel.h"
-#include "warm_prepare.h"
+#include "warm_send.h"
 
 namespace codejail {
 namespace {
@@ -132,9 +132,9 @@ Napi::Value SendWarmRun(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsObject() || !info[3].IsBuffer())
     throw Napi::TypeError::New(env, "sendWarmRun(fd, token, plan, tail)");
-  SpawnRequest req = parse_plan(info[2].As<Napi::Object>());
+  PlanRequest req = parse_plan(info[2].As<Napi::Object>());
   Napi::Buffer<char> tail = info[3].As<Napi::Buffer<char>>();
-  WarmRunEnds ends;
+  RunEnds ends;
   try {
     ends = send_warm_run(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(), req,
                          std::string(tail.Data(), tail.Length()));

@@ -91,8 +91,14 @@ int move_stdio(const int fds[4]) {
 
 }  // namespace
 
-extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_step) {
-  int err = 0;
+extern "C" int cj_apply_plan(const struct cj_plan *plan, const int *fds, size_t nfds, pid_t parent, enum cj_step *failed_step) {
+  int err = cj_plan_check(plan, nfds);
+  if (err) {
+    *failed_step = CJ_STEP_NONE;
+    return err;
+  }
+  // An index of the fd list, as the fd it names (checked above: in the list, or -1).
+  auto fd = [fds](int32_t index) { return index < 0 ? -1 : fds[index]; };
 #define STEP(name, expr)        \
   do {                          \
     err = (expr);               \
@@ -108,16 +114,20 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
   }
   if (plan->reset_signals) STEP(CJ_STEP_SIGNALS, reset_signals());
   // Before anything can fork (and its children inherit the value) and while /proc is the host's.
-  if (plan->set_oom_score_adj) STEP(CJ_STEP_OOM_SCORE_ADJ, write_oom_score_adj(plan->oom_score_adj));
-  if (plan->n_cgroup_procs_fds) STEP(CJ_STEP_CGROUP, apply_cgroup(plan->cgroup_procs_fds, plan->n_cgroup_procs_fds));
-  if (plan->netns_fd >= 0) STEP(CJ_STEP_NETNS, apply_namespace(plan->netns_fd, CLONE_NEWNET));
+  if (plan->oom_score_adj != CJ_PLAN_UNSET) STEP(CJ_STEP_OOM_SCORE_ADJ, write_oom_score_adj((int)plan->oom_score_adj));
+  if (plan->n_cgroup_procs) {
+    int procs[sizeof plan->cgroup_procs / sizeof plan->cgroup_procs[0]];
+    for (uint32_t i = 0; i < plan->n_cgroup_procs; i++) procs[i] = fd(plan->cgroup_procs[i]);
+    STEP(CJ_STEP_CGROUP, apply_cgroup(procs, plan->n_cgroup_procs));
+  }
+  if (plan->netns >= 0) STEP(CJ_STEP_NETNS, apply_namespace(fd(plan->netns), CLONE_NEWNET));
   // Resets root and cwd to the namespace's: chdir comes later.
-  if (plan->mntns_fd >= 0) STEP(CJ_STEP_MNTNS, apply_namespace(plan->mntns_fd, CLONE_NEWNS));
+  if (plan->mntns >= 0) STEP(CJ_STEP_MNTNS, apply_namespace(fd(plan->mntns), CLONE_NEWNS));
   if (plan->n_rlimits) STEP(CJ_STEP_RLIMIT, apply_rlimits(plan->rlimits, plan->n_rlimits));
-  if (plan->apparmor_attr && !plan->apparmor_now) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len, false));
-  if (plan->change_ids) {
+  if (plan->apparmor_attr_len && !plan->apparmor_now) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len, false));
+  if (plan->uid != CJ_PLAN_UNSET) {
     enum cj_step step = CJ_STEP_SETGROUPS;
-    err = apply_credentials(plan->uid, plan->gid, &step);
+    err = apply_credentials((uid_t)plan->uid, (gid_t)plan->gid, &step);
     if (err) {
       *failed_step = step;
       return err;
@@ -133,31 +143,36 @@ extern "C" int cj_apply_plan(const struct cj_plan *plan, enum cj_step *failed_st
   // A switch that takes effect at once (a warm run's, to the current attribute) comes after the
   // credentials: the sandbox profile grants no capability, so setgroups and setresuid would fail
   // under it. An exec-time switch comes first, while the task can still write its exec attribute.
-  if (plan->apparmor_attr && plan->apparmor_now) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len, true));
+  if (plan->apparmor_attr_len && plan->apparmor_now) STEP(CJ_STEP_APPARMOR, apply_apparmor(plan->apparmor_attr, plan->apparmor_attr_len, true));
   if (plan->parent_death_signal) {
-    long r = raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, plan->parent_death_signal);
+    long r = raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
     STEP(CJ_STEP_PDEATHSIG, r < 0 ? (int)-r : 0);
     // The parent may have died before the signal was armed.
-    if (plan->expected_parent && raw_syscall(SYS_getppid) != plan->expected_parent)
-      STEP(CJ_STEP_PDEATHSIG, ESRCH);
+    if (parent && raw_syscall(SYS_getppid) != parent) STEP(CJ_STEP_PDEATHSIG, ESRCH);
   }
-  STEP(CJ_STEP_STDIO, move_stdio(plan->stdio_fds));
-  if (plan->cwd) {
+  const int stdio[4] = {fd(plan->fd0), fd(plan->fd1), fd(plan->fd2), fd(plan->fd3)};
+  STEP(CJ_STEP_STDIO, move_stdio(stdio));
+  if (plan->cwd_len) {
     long r = raw_syscall(SYS_chdir, (long)plan->cwd);
     STEP(CJ_STEP_CHDIR, r < 0 ? (int)-r : 0);
   }
   if (plan->close_other_fds) {
     // Close-on-exec rather than close: the error pipe must stay open until execve succeeds.
-    unsigned first = plan->stdio_fds[3] >= 0 ? 4 : 3;
+    unsigned first = stdio[3] >= 0 ? 4 : 3;
     long r = raw_syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC);
     STEP(CJ_STEP_CLOSE_FDS, r < 0 ? (int)-r : 0);
   }
-  if (plan->no_new_privs || plan->landlock_ruleset_fd >= 0 || plan->seccomp) {
+  if (plan->no_new_privs || plan->landlock_ruleset >= 0 || plan->seccomp) {
     long r = raw_syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     STEP(CJ_STEP_NO_NEW_PRIVS, r < 0 ? (int)-r : 0);
   }
-  if (plan->landlock_ruleset_fd >= 0) STEP(CJ_STEP_LANDLOCK, apply_landlock(plan->landlock_ruleset_fd));
-  if (plan->seccomp) STEP(CJ_STEP_SECCOMP, apply_seccomp(plan->seccomp));
+  if (plan->landlock_ruleset >= 0) STEP(CJ_STEP_LANDLOCK, apply_landlock(fd(plan->landlock_ruleset)));
+  // Built before the clone (prepare_plan) or before the template's first fork (cj_warm_init):
+  // here it is only looked up, and its absence fails the step.
+  if (plan->seccomp) {
+    const sock_fprog *program = built_seccomp_program(plan->seccomp_no_execve);
+    STEP(CJ_STEP_SECCOMP, program ? apply_seccomp(program) : ENOMEM);
+  }
 #undef STEP
   return 0;
 }

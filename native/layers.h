@@ -67,6 +67,8 @@ int apply_landlock(int ruleset_fd);
 /* seccomp.cc */
 // Built once, never freed. `warm`: also refuses execve (a warm run never needs one).
 const sock_fprog *seccomp_program(bool warm = false);
+// In a child: the program if seccomp_program has built it, else NULL (never builds).
+const sock_fprog *built_seccomp_program(bool warm);
 bool seccomp_supported();
 int apply_seccomp(const sock_fprog *program);
 

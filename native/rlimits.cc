@@ -8,7 +8,10 @@ namespace codejail {
 
 int apply_rlimits(const cj_rlimit *limits, size_t count) {
   for (size_t i = 0; i < count; i++) {
-    struct rlimit value = {limits[i].soft, limits[i].hard};
+    // The kernel's struct rlimit64, whose infinity is all ones: UINT64_MAX, as the plan's.
+    struct {
+      uint64_t cur, max;
+    } value = {limits[i].soft, limits[i].hard};
     long r = raw_syscall(SYS_prlimit64, 0, limits[i].resource, (long)&value, 0);
     if (r < 0) return (int)-r;
   }

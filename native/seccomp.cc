@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -202,9 +203,13 @@ std::vector<sock_filter> build(bool warm) {
 
 }  // namespace
 
+namespace {
+std::vector<sock_filter> filters[2];
+sock_fprog programs[2];
+std::atomic<bool> programs_built{false};
+}  // namespace
+
 const sock_fprog *seccomp_program(bool warm) {
-  static std::vector<sock_filter> filters[2];
-  static sock_fprog programs[2];
   static std::once_flag once;
   std::call_once(once, [] {
     for (int w = 0; w < 2; w++) {
@@ -212,8 +217,15 @@ const sock_fprog *seccomp_program(bool warm) {
       programs[w].len = (unsigned short)filters[w].size();
       programs[w].filter = filters[w].data();
     }
+    programs_built.store(true, std::memory_order_release);
   });
   return &programs[warm ? 1 : 0];
+}
+
+// call_once is not for a child: libstdc++ sets thread-locals around it, and a CLONE_VM child's
+// thread-locals are its parent thread's.
+const sock_fprog *built_seccomp_program(bool warm) {
+  return programs_built.load(std::memory_order_acquire) ? &programs[warm ? 1 : 0] : nullptr;
 }
 
 bool seccomp_supported() {

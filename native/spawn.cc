@@ -79,6 +79,9 @@ class SignalsBlocked {
 
 struct ChildArgs {
   const cj_plan *plan;
+  const int *fds;
+  size_t nfds;
+  pid_t parent;
   const char *file;
   char *const *argv;
   char *const *envp;
@@ -88,7 +91,7 @@ struct ChildArgs {
 int child_main(void *raw) {
   auto *args = static_cast<ChildArgs *>(raw);
   cj_step step = CJ_STEP_NONE;
-  int err = cj_apply_plan(args->plan, &step);
+  int err = cj_apply_plan(args->plan, args->fds, args->nfds, args->parent, &step);
   if (!err) {
     long r = raw_syscall(SYS_execve, (long)args->file, (long)args->argv, (long)args->envp);
     step = CJ_STEP_EXECVE;
@@ -142,61 +145,18 @@ long rss_counter_slack_kb() {
 
 }  // namespace
 
-SpawnedChild spawn_confined(const SpawnRequest &req) {
+SpawnedChild spawn_confined(const PlanRequest &req) {
   if (req.file.empty() || req.file[0] != '/') throw SpawnError(CJ_STEP_EXECVE, EINVAL, "file must be an absolute path");
-  if (req.change_ids && req.uid == 0) throw SpawnError(CJ_STEP_SETRESUID, EINVAL, "refusing to run as uid 0");
-  if (req.channel_fd >= 0 && req.result_channel) throw SpawnError(CJ_STEP_STDIO, EINVAL, "a channel fd and a result channel both want fd 3");
 
   // Everything below is prepared before the clone: the child only makes system calls.
+  PreparedPlan prepared = prepare_plan(req, PlanUse::cold);
   std::vector<char *> argv = c_strings(req.argv);
   std::vector<char *> envp = c_strings(req.env);
-  Fd stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write, error_read, error_write;
-  Fd result_read, result_write;
-  make_pipe(stdin_read, stdin_write);
-  make_pipe(stdout_read, stdout_write);
-  make_pipe(stderr_read, stderr_write);
+  Fd error_read, error_write;
   make_pipe(error_read, error_write);
-  if (req.result_channel) make_pipe(result_read, result_write);
 
-  Fd ruleset;
-  if (req.landlock) {
-    try {
-      ruleset.reset(prepare_landlock(req.landlock_policy));
-    } catch (const std::system_error &e) {
-      throw SpawnError(CJ_STEP_LANDLOCK, e.code().value(), e.what());
-    }
-  }
-  std::string apparmor_attr = req.apparmor_profile.empty() ? std::string() : prepare_apparmor(req.apparmor_profile);
-
-  cj_plan plan{};
-  plan.new_session = 1;
-  plan.reset_signals = 1;
-  plan.set_oom_score_adj = req.set_oom_score_adj;
-  plan.oom_score_adj = req.oom_score_adj;
-  plan.cgroup_procs_fds = req.cgroup_procs_fds.data();
-  plan.n_cgroup_procs_fds = req.cgroup_procs_fds.size();
-  plan.netns_fd = req.netns_fd;
-  plan.mntns_fd = req.mntns_fd;
-  plan.rlimits = req.rlimits.data();
-  plan.n_rlimits = req.rlimits.size();
-  plan.apparmor_attr = apparmor_attr.empty() ? nullptr : apparmor_attr.c_str();
-  plan.apparmor_attr_len = apparmor_attr.size();
-  plan.change_ids = req.change_ids;
-  plan.uid = req.uid;
-  plan.gid = req.gid;
-  plan.parent_death_signal = req.parent_death_signal ? SIGKILL : 0;
-  plan.expected_parent = getpid();
-  plan.stdio_fds[0] = stdin_read.fd;
-  plan.stdio_fds[1] = stdout_write.fd;
-  plan.stdio_fds[2] = stderr_write.fd;
-  plan.stdio_fds[3] = req.channel_fd >= 0 ? req.channel_fd : result_write.fd;
-  plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
-  plan.close_other_fds = 1;
-  plan.no_new_privs = req.no_new_privs;
-  plan.landlock_ruleset_fd = ruleset.fd;
-  plan.seccomp = req.seccomp ? seccomp_program() : nullptr;
-
-  ChildArgs args{&plan, req.file.c_str(), argv.data(), envp.data(), error_write.fd};
+  ChildArgs args{&prepared.plan, prepared.fds.data(), prepared.fds.size(), getpid(), req.file.c_str(), argv.data(), envp.data(),
+                 error_write.fd};
   int pidfd = -1;
   pid_t pid;
   {
@@ -215,10 +175,11 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
   // The child has exec'd or exited by now; once our copy of the write end is closed, the read
   // sees either a report or end-of-file (execve closed the child's copy).
   error_write.reset();
-  stdin_read.reset();
-  stdout_write.reset();
-  stderr_write.reset();
-  result_write.reset();
+  prepared.stdin_read.reset();
+  prepared.stdout_write.reset();
+  prepared.stderr_write.reset();
+  prepared.result_write.reset();
+  prepared.landlock_ruleset.reset();
   int32_t report[2];
   ssize_t n;
   do n = read(error_read.fd, report, sizeof report);
@@ -236,8 +197,9 @@ SpawnedChild spawn_confined(const SpawnRequest &req) {
     auto step = static_cast<cj_step>(report[0]);
     throw SpawnError(step, report[1], std::string("sandbox set-up failed at ") + cj_step_name(step) + ": " + strerror(report[1]));
   }
-  return SpawnedChild{pid, pidfd_guard.release(), stdin_write.release(), stdout_read.release(), stderr_read.release(),
-                      result_read.release(), inherited_rss_kb};
+  RunEnds &ends = prepared.ends;
+  return SpawnedChild{pid, pidfd_guard.release(), ends.stdin_write.release(), ends.stdout_read.release(), ends.stderr_read.release(),
+                      ends.result_read.release(), inherited_rss_kb};
 }
 
 namespace {

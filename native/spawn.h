@@ -1,42 +1,15 @@
-// Process creation for the addon: turns a request into a cj_plan, clones a child that applies
-// it and execs, and reports a failed step through a close-on-exec error pipe.
+// Process creation for the addon: clones a child that applies a prepared plan and execs, and
+// reports a failed step through a close-on-exec error pipe; reaping and killing a slot's uid.
 #ifndef CODEJAIL_SPAWN_H
 #define CODEJAIL_SPAWN_H
 
-#include <stdexcept>
-#include <string>
 #include <vector>
 
 #include <sys/resource.h>
 
-#include "confine.h"
-#include "layers.h"
+#include "prepare.h"
 
 namespace codejail {
-
-struct SpawnRequest {
-  std::string file;
-  std::vector<std::string> argv;
-  std::vector<std::string> env;
-  std::string cwd;
-  bool change_ids = false;
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::vector<cj_rlimit> rlimits;
-  int netns_fd = -1;
-  int mntns_fd = -1;
-  std::vector<int> cgroup_procs_fds;
-  bool landlock = false;
-  LandlockPolicy landlock_policy;
-  bool seccomp = false;
-  std::string apparmor_profile;
-  bool result_channel = false;  // a fourth pipe, the child's fd 3, read by the parent
-  int channel_fd = -1;          // or this fd of ours as the child's fd 3 (a warm template's socket)
-  bool no_new_privs = true;
-  bool set_oom_score_adj = false;
-  int oom_score_adj = 0;        // -1000..1000, written by the child while root
-  bool parent_death_signal = true;
-};
 
 struct SpawnedChild {
   pid_t pid;
@@ -52,14 +25,9 @@ struct SpawnedChild {
   long inherited_rss_kb;
 };
 
-// A set-up step failed: in the daemon while preparing (step CJ_STEP_NONE), or in the child.
-struct SpawnError : std::runtime_error {
-  SpawnError(cj_step step, int err, const std::string &what) : std::runtime_error(what), step(step), err(err) {}
-  cj_step step;
-  int err;
-};
-
-SpawnedChild spawn_confined(const SpawnRequest &request);
+// Prepares the request's plan (prepare_plan, cold), clones a child that applies it and execs
+// request.file. Throws SpawnError.
+SpawnedChild spawn_confined(const PlanRequest &request);
 
 struct ReapedStatus {
   int status;

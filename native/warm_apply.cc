@@ -1,5 +1,5 @@
-// The template side of a warm run (libcodejail_warm.so, loaded by python/warm_template.py): turns
-// the flattened plan a daemon sent into a cj_plan and applies it with the one confinement core.
+// The template side of a warm run (libcodejail_warm.so, loaded by python/warm_template.py):
+// applies the plan a daemon sent (the same bytes a cold child applies) with the one confinement core.
 // Runs in the template's freshly forked child, before any submitted code: the same steps, in the
 // same order, as a cold run's child, then the close that execve's close-on-exec would have done.
 #include <signal.h>
@@ -23,17 +23,6 @@
 
 using namespace codejail;
 
-namespace {
-
-// The fd a role refers to: -1 for none, -2 for an index past the list (a malformed plan).
-int fd_for(const cj_warm_plan &w, int role, const int *fds, size_t nfds) {
-  int index = w.fds[role];
-  if (index < 0) return -1;
-  return (size_t)index < nfds ? fds[index] : -2;
-}
-
-}  // namespace
-
 extern "C" int cj_warm_init(void) {
   // Built before the first fork, so that no child ever allocates for it.
   return seccomp_program(true) ? 0 : ENOMEM;
@@ -42,66 +31,14 @@ extern "C" int cj_warm_init(void) {
 extern "C" int cj_warm_apply(const void *wire, size_t len, const int *fds, size_t nfds, int parent, int *failed_step) {
   *failed_step = CJ_STEP_NONE;
   // Copied: the caller's buffer need not be aligned for the struct.
-  static cj_warm_plan w;
-  if (len != sizeof w) return EINVAL;
-  memcpy(&w, wire, sizeof w);
-  if (w.magic != CJ_WARM_MAGIC || w.size != sizeof w || w.n_rlimits > CJ_WARM_MAX_RLIMITS || w.apparmor_len >= CJ_WARM_MAX_ATTR ||
-      w.cwd_len == 0 || w.cwd_len >= CJ_WARM_MAX_CWD || w.cwd[w.cwd_len] != '\0' || w.cwd[0] != '/' ||
-      w.oom_score_adj < -1000 || w.oom_score_adj > 1000)
-    return EINVAL;
-  int role_fds[CJ_WARM_FD_ROLES];
-  for (int role = 0; role < CJ_WARM_FD_ROLES; role++) {
-    role_fds[role] = fd_for(w, role, fds, nfds);
-    if (role_fds[role] == -2) return EINVAL;
-  }
-  // A warm run must have its three pipes: without them it would write to the template's stdio.
-  if (role_fds[CJ_WARM_FD_STDIN] < 0 || role_fds[CJ_WARM_FD_STDOUT] < 0 || role_fds[CJ_WARM_FD_STDERR] < 0) return EINVAL;
-
-  cj_rlimit rlimits[CJ_WARM_MAX_RLIMITS];
-  for (uint32_t i = 0; i < w.n_rlimits; i++) {
-    rlimits[i].resource = w.rlimits[i].resource;
-    rlimits[i].soft = w.rlimits[i].soft == UINT64_MAX ? RLIM_INFINITY : (rlim_t)w.rlimits[i].soft;
-    rlimits[i].hard = w.rlimits[i].hard == UINT64_MAX ? RLIM_INFINITY : (rlim_t)w.rlimits[i].hard;
-  }
-  int cgroup_fd = role_fds[CJ_WARM_FD_CGROUP];
-
-  cj_plan plan{};
-  plan.new_session = 1;
-  // The template is a fresh interpreter that installed no handler of its own: its dispositions
-  // (SIGPIPE and SIGXFSZ ignored, SIGINT raising KeyboardInterrupt) are what a cold interpreter
-  // sets at start, and resetting them would make the two differ.
-  plan.reset_signals = 0;
-  // The template's own value is low (the daemon's, inherited): the run raises its own.
-  plan.set_oom_score_adj = w.set_oom_score_adj;
-  plan.oom_score_adj = w.oom_score_adj;
-  plan.cgroup_procs_fds = cgroup_fd >= 0 ? &cgroup_fd : nullptr;
-  plan.n_cgroup_procs_fds = cgroup_fd >= 0 ? 1 : 0;
-  plan.netns_fd = role_fds[CJ_WARM_FD_NETNS];
-  plan.mntns_fd = role_fds[CJ_WARM_FD_MNTNS];
-  plan.rlimits = rlimits;
-  plan.n_rlimits = w.n_rlimits;
-  plan.apparmor_attr = w.apparmor_len ? w.apparmor : nullptr;
-  plan.apparmor_attr_len = w.apparmor_len;
-  plan.apparmor_now = 1;
-  plan.dumpable_after_ids = 1;
-  plan.change_ids = w.change_ids;
-  plan.uid = w.uid;
-  plan.gid = w.gid;
-  plan.parent_death_signal = SIGKILL;
-  plan.expected_parent = parent;
-  plan.stdio_fds[0] = role_fds[CJ_WARM_FD_STDIN];
-  plan.stdio_fds[1] = role_fds[CJ_WARM_FD_STDOUT];
-  plan.stdio_fds[2] = role_fds[CJ_WARM_FD_STDERR];
-  plan.stdio_fds[3] = role_fds[CJ_WARM_FD_RESULT];
-  plan.cwd = w.cwd;
-  // Not yet: the caller reports the outcome on its channel first, then calls cj_warm_seal.
-  plan.close_other_fds = 0;
-  plan.no_new_privs = w.no_new_privs;
-  plan.landlock_ruleset_fd = role_fds[CJ_WARM_FD_LANDLOCK];
-  plan.seccomp = w.seccomp ? seccomp_program(true) : nullptr;
-
+  static cj_plan plan;
+  if (len != sizeof plan) return EINVAL;
+  memcpy(&plan, wire, sizeof plan);
+  // The rest of the check is cj_apply_plan's own; this is a warm plan's: without a directory of
+  // its own, the run would start in the template's.
+  if (plan.cwd_len == 0 || plan.cwd[0] != '/') return EINVAL;
   enum cj_step step = CJ_STEP_NONE;
-  int err = cj_apply_plan(&plan, &step);
+  int err = cj_apply_plan(&plan, fds, nfds, parent, &step);
   if (err) {
     *failed_step = step;
     return err;
@@ -144,7 +81,7 @@ extern "C" int cj_warm_start(const void *wire, size_t len, const void *fds, size
                              int result_channel) {
   // Everything from the fork to the run's code in raw system calls: each Python statement here
   // would copy-on-write pages of the template's heap, which is most of what a warm start costs.
-  int fd_list[CJ_WARM_FD_ROLES + 8];
+  int fd_list[CJ_PLAN_MAX_FDS];
   if (nfds > sizeof fd_list / sizeof fd_list[0]) return E2BIG;
   memcpy(fd_list, fds, nfds * sizeof(int));
   long pid = raw_syscall(SYS_getpid);

@@ -46,7 +46,7 @@ import sys  # noqa: E402
 CHANNEL_FD = 3
 # The channel is moved up here, out of the way of the fds a run's child moves onto 0..3.
 CHANNEL_FLOOR = 64
-HEADER = struct.Struct("=4sIII")  # kind, token, plan length, tail length (native/warm_prepare.cc)
+HEADER = struct.Struct("=4sIII")  # kind, token, plan length, tail length (native/warm_send.cc)
 REPORT = struct.Struct("=4sIii")  # OKAY (pid) or FAIL (step, errno), as native/warm_apply.cc sends them
 # EXIT: kind, token, then the wait status and the struct rusage wait4() wrote, as they are.
 EXIT_HEAD = struct.Struct("=4sI")

@@ -40,7 +40,12 @@ export interface NativeLandlock {
   scope: boolean;
 }
 
-/** A prepared confinement plan: what the child applies to itself between clone and execve. */
+/**
+ * A run's plan: what its child applies to itself between clone and execve (or, warm, between fork
+ * and the run's code). Each field but file, argv, env, landlock, apparmorProfile, resultChannel and
+ * channelFd (which the addon prepares into more) is a row of CJ_PLAN_FIELDS in native/plan.h, read
+ * by its kind; the addon refuses a key it has no row for.
+ */
 export interface NativePlan {
   /** Absolute path of the program to execve. */
   file: string;
@@ -225,8 +230,8 @@ interface Addon {
   /** Sends one message without fds; throws with code EAGAIN when the socket buffer is full. */
   channelSend(fd: number, data: Buffer): void;
   /**
-   * Prepares `plan` as a warm plan (native/warm.h) and sends it to a template with the fds it
-   * names; returns the daemon's pipe ends. Throws like spawn for a plan that cannot be made, and
+   * Prepares `plan` for a warm child (native/prepare.cc, as spawn does for a cold one) and sends
+   * it (native/plan.h) to a template with the fds it names; returns the daemon's pipe ends. Throws like spawn for a plan that cannot be made, and
    * with step 'send' when sending fails (code EAGAIN: the template is behind).
    */
   sendWarmRun(fd: number, token: number, plan: NativePlan, tail: Buffer): NativeWarmEnds;

@@ -242,3 +242,26 @@ describe.skipIf(!isRoot)('oom_score_adj', () => {
     expect(() => native().spawn({ file: PYTHON, argv: [PYTHON], env: [], cwd: '/', oomScoreAdj: 1001 })).toThrow(/oomScoreAdj/);
   });
 });
+
+describe.skipIf(!isRoot)('the plan (native/plan.h)', () => {
+  const bare: NativePlan = { file: PYTHON, argv: [PYTHON, '-c', 'pass'], env: [], cwd: '/' };
+
+  // A field added to NativePlan without its row would otherwise be dropped in silence.
+  it('support_a_key_without_a_row_is_refused_before_the_spawn', () => {
+    const plan = { ...bare, oomScoreAdjust: 1000 } as NativePlan;
+    expect(() => native().spawn(plan)).toThrow(/plan\.oomScoreAdjust is not a field of a plan/);
+  });
+
+  it('support_a_list_longer_than_its_row_is_refused_before_the_spawn', () => {
+    const fd = fs.openSync('/dev/null', 'r');
+    try {
+      expect(() => native().spawn({ ...bare, cgroupProcsFds: Array(9).fill(fd) })).toThrow(/plan\.cgroupProcsFds holds more than 8 fds/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('support_uid_without_gid_is_refused_before_the_spawn', () => {
+    expect(() => native().spawn({ ...bare, uid: 61999 })).toThrow(/plan\.uid and plan\.gid go together/);
+  });
+});
