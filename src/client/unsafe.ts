@@ -18,7 +18,7 @@ import type { Readable, Writable } from 'node:stream';
 import { RequestError } from '../protocol/errors.js';
 import type { CommandProfile } from '../run/commands.js';
 import { sandboxEnv } from '../run/env.js';
-import { rlimitsFor } from '../run/limits.js';
+import { RLIMITS, rlimitsFor } from '../run/limits.js';
 import { collectOutput, feedInput, OutputBudget } from '../run/pipes.js';
 import { startNative, type Budgets, type ProcessExit, type RunProcess } from '../run/process.js';
 import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../run/rundir.js';
@@ -47,19 +47,6 @@ export const DEFAULT_UNSAFE_COMMANDS: Readonly<Record<string, UnsafeCommand>> = 
 export type UnsafeSpawner = 'auto' | 'addon' | 'prlimit';
 
 const PRLIMIT = '/usr/bin/prlimit';
-/** prlimit's option for each of the addon's rlimits. */
-const PRLIMIT_OPTIONS: Record<keyof NativeRlimits, string> = {
-  cpu: '--cpu',
-  as: '--as',
-  fsize: '--fsize',
-  nproc: '--nproc',
-  nofile: '--nofile',
-  core: '--core',
-  msgqueue: '--msgqueue',
-  memlock: '--memlock',
-  sigpending: '--sigpending',
-  stack: '--stack',
-};
 
 let warned = false;
 
@@ -207,7 +194,7 @@ function startWithAddon(plan: NativePlan, stdin: Uint8Array | undefined, budgets
 
 function startWithPrlimit(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): RunProcess {
   const limits = Object.entries(plan.rlimits ?? {}).map(
-    ([name, [soft, hard]]) => `${PRLIMIT_OPTIONS[name as keyof NativeRlimits]}=${soft}:${hard}`,
+    ([name, [soft, hard]]) => `${RLIMITS[name as keyof NativeRlimits].prlimit}=${soft}:${hard}`,
   );
   const env = Object.fromEntries(plan.env.map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
   let child: ChildProcess;
