@@ -13,8 +13,10 @@ export type { ClientErrorCode } from './errors.js';
 export type { ExtraFile } from './files.js';
 export type { JailCodeOptions, SafeExecCall } from './request.js';
 export type { UnsafeCommand } from './unsafe.js';
-export { DEFAULT_RESULT_BOUNDS, PythonFloat, SafeExecError } from './safe_exec.js';
-export type { ResultBounds, SafeExecFailure, SafeExecOptions } from './safe_exec.js';
+export { SafeExecError } from './safe_exec.js';
+export { DEFAULT_RESULT_BOUNDS, type ResultBounds } from './globals_codec.js';
+export { PythonFloat } from './python_values.js';
+export type { SafeExecFailure, SafeExecOptions } from './safe_exec.js';
 export { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, LIMIT_NAMES, ERROR_CODES } from '../protocol/index.js';
 export type { CheckResult, ErrorCode, LimitName, Limits, Stages, StatusResult, Usage } from '../protocol/index.js';
 

@@ -2,9 +2,11 @@
 // and no root, for development machines and tests where codejaild is not installed. The code
 // runs as the calling user with rlimits only (CPU, VMEM, FSIZE, NPROC, and the daemon's NOFILE
 // and core size): it can read and write whatever that user can, and reach the network. It is
-// otherwise the daemon's run, reused piece by piece: the same run directory layout (jailed_code,
-// files and extraFiles written by the same code, tmp/ as HOME and TMPDIR), the same clean
-// environment, REALTIME, the OUTPUT cap and the fd 3 result channel. Results say
+// otherwise the daemon's run, reused piece by piece: the same plan (src/layers/plan.ts, with the
+// layers of the daemon's unsafe mode: rlimits, an OOM score of 1000, the parent-death signal),
+// the same run directory layout (jailed_code, files and extraFiles written by the same code,
+// tmp/ as HOME and TMPDIR), the same clean environment, REALTIME, the OUTPUT cap and the fd 3
+// result channel. Results say
 // confinement 'none'. Kills reach the run's process group only (the daemon sweeps a whole slot
 // uid instead): a descendant that calls setsid() outlives the run.
 //
@@ -17,15 +19,16 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { RequestError } from '../protocol/errors.js';
 import type { CommandProfile } from '../run/commands.js';
-import { sandboxEnv } from '../run/env.js';
-import { rlimitsFor } from '../run/limits.js';
+import { RLIMITS } from '../run/limits.js';
 import { collectOutput, feedInput, OutputBudget } from '../run/pipes.js';
 import { startNative, type Budgets, type ProcessExit, type RunProcess } from '../run/process.js';
-import { CODE_FILE, removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../run/rundir.js';
+import { removeRunDir, TMP_DIR, writeRunFiles, type RunDir } from '../run/rundir.js';
 import { jailCodeResult, supervise } from '../run/supervise.js';
 import { native, type NativePlan, type NativeRlimits } from '../native.js';
 import { DEFAULT_LIMITS, describeIssues, jailCodeRequest } from '../protocol/index.js';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
+import { LAYERS, type LayerName, type Layers } from '../layers/index.js';
+import { buildPlan } from '../layers/plan.js';
 import { CodejailError } from './errors.js';
 
 /** An interpreter an unsafe client may run, like a daemon config's `commands` entry. */
@@ -47,18 +50,14 @@ export const DEFAULT_UNSAFE_COMMANDS: Readonly<Record<string, UnsafeCommand>> = 
 export type UnsafeSpawner = 'auto' | 'addon' | 'prlimit';
 
 const PRLIMIT = '/usr/bin/prlimit';
-/** prlimit's option for each of the addon's rlimits. */
-const PRLIMIT_OPTIONS: Record<keyof NativeRlimits, string> = {
-  cpu: '--cpu',
-  as: '--as',
-  fsize: '--fsize',
-  nproc: '--nproc',
-  nofile: '--nofile',
-  core: '--core',
-  msgqueue: '--msgqueue',
-  memlock: '--memlock',
-  sigpending: '--sigpending',
-  stack: '--stack',
+
+/** The layers of an unsafe run, as a daemon's unsafe mode has them: those it keeps (rlimits). */
+const UNSAFE_LAYERS: Layers = {
+  ...(Object.fromEntries(LAYERS.map((layer) => [layer.name, Boolean(layer.keptWhenUnsafe)])) as Record<LayerName, boolean>),
+  unsafe: true,
+  kill: 'process-group',
+  report: {},
+  confinement: 'none',
 };
 
 let warned = false;
@@ -125,16 +124,18 @@ export class UnsafeRunner {
       await writeRunFiles(dir, request, undefined).catch((err: unknown) => {
         throw err instanceof RequestError ? new CodejailError(err.code, err.message) : err;
       });
-      const plan: NativePlan = {
-        file: profile.executable,
-        argv: [profile.path, ...profile.args, ...(request.code !== undefined ? [CODE_FILE] : []), ...request.argv],
-        env: sandboxEnv(profile, dir),
-        cwd: dir.path,
-        rlimits: rlimitsFor(request.limits),
-        // A run must not outlive the process accounting for it.
-        parentDeathSignal: true,
-      };
-      if (request.resultChannel) plan.resultChannel = true;
+      // The daemon's plan builder, with the layers of its unsafe mode: rlimits only.
+      const plan = buildPlan({
+        profile,
+        dir,
+        hasCode: request.code !== undefined,
+        argv: request.argv,
+        limits: request.limits,
+        slot: { index: 0, uid: os.userInfo().uid, gid: os.userInfo().gid },
+        layers: UNSAFE_LAYERS,
+        apparmorProfile: '',
+        resultChannel: request.resultChannel === true,
+      });
       return await this.supervise(plan, dir, request, signal);
     } finally {
       await removeRunDir(dir);
@@ -207,7 +208,7 @@ function startWithAddon(plan: NativePlan, stdin: Uint8Array | undefined, budgets
 
 function startWithPrlimit(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): RunProcess {
   const limits = Object.entries(plan.rlimits ?? {}).map(
-    ([name, [soft, hard]]) => `${PRLIMIT_OPTIONS[name as keyof NativeRlimits]}=${soft}:${hard}`,
+    ([name, [soft, hard]]) => `${RLIMITS[name as keyof NativeRlimits].prlimit}=${soft}:${hard}`,
   );
   const env = Object.fromEntries(plan.env.map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
   let child: ChildProcess;

@@ -68,7 +68,7 @@ const fullLimits = (defaults: Limits) => limitsSchema.default({}).transform((l):
 
 /**
  * One key per confinement layer (src/layers/index.ts LAYERS), defaulting to the layer's own
- * defaultMode. Built on first use: the layer modules import this file's types, and interpreter.ts
+ * defaultMode. Built on first use: the layer modules import this file's types, and run/commands.ts
  * (which the Landlock layer uses) imports this file.
  */
 const layersSchema: z.ZodType<LayersConfig, z.ZodTypeDef, Partial<LayersConfig>> = z.lazy(() =>

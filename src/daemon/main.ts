@@ -5,7 +5,7 @@
 // RELOADING on SIGHUP and STOPPING while it drains.
 import { parseArgs } from 'node:util';
 import { PACKAGE_VERSION } from '../package.js';
-import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './log.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
 import { startDaemon, type DaemonHandle } from './index.js';
 import { listenFdFromEnv, notifySystemd, startWatchdog, statusLine } from './systemd.js';
 import { CODEJAILD_USAGE as USAGE } from './usage.js';
@@ -76,8 +76,6 @@ async function main(): Promise<number> {
 
   // From here on, the daemon's own logger: it honours logLevel and its reloads.
   const log = daemon.log;
-  // Before READY=1: once `systemctl start` returns, a test may send SIGUSR2 at once.
-  blockOnSigusr2ForTests(log);
   notifySystemd(`READY=1\nSTATUS=${daemon.describe()}`, log);
   const stopWatchdog = startWatchdog(daemon, log);
 
@@ -128,24 +126,6 @@ async function main(): Promise<number> {
     process.on('SIGHUP', reload);
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, remember);
     if (early) stop(early);
-  });
-}
-
-/**
- * TEST ONLY (test/vm/systemd.test.ts): with CODEJAIL_TEST_BLOCK_ON_SIGUSR2=1 in its environment,
- * SIGUSR2 blocks the daemon's event loop for good, as a hung daemon would, so that the VM suite
- * can watch systemd's watchdog kill and restart it. No shipped unit or config sets it; without
- * it SIGUSR2 keeps Node's default action.
- */
-function blockOnSigusr2ForTests(log: Logger): void {
-  const enabled = process.env.CODEJAIL_TEST_BLOCK_ON_SIGUSR2 === '1';
-  delete process.env.CODEJAIL_TEST_BLOCK_ON_SIGUSR2;
-  if (!enabled) return;
-  log.warn('TEST SWITCH: CODEJAIL_TEST_BLOCK_ON_SIGUSR2 is set, SIGUSR2 will block the event loop', {});
-  process.on('SIGUSR2', () => {
-    log.warn('TEST SWITCH: SIGUSR2 received, blocking the event loop', {});
-    // Sleeps without spinning (the VM's CPUs are emulated and scarce) and never wakes.
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   });
 }
 

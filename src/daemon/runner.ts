@@ -3,6 +3,7 @@
 // through its lifecycle (src/run/slot.ts: prepare, run, sweep, release, quarantine), counts and
 // logs. Whatever happens (set-up failure, timeout, client gone, daemon stopping), the slot is
 // swept and released, or quarantined: nothing outlives a run.
+import diagnostics from 'node:diagnostics_channel';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native } from '../native.js';
@@ -17,6 +18,12 @@ import { buildPlan } from '../layers/plan.js';
 import type { DaemonConfig } from './config.js';
 import type { Logger } from './log.js';
 import type { SlotPool } from './slots.js';
+
+/**
+ * Each run's start ({ slug }), published as soon as its process exists, for observers in this
+ * process (a test preload blocks the event loop there to pin REALTIME). A check without them.
+ */
+const runStarted = diagnostics.channel('codejail:run-started');
 
 type Addon = ReturnType<typeof native>;
 
@@ -247,7 +254,9 @@ export class Runner {
         resultRoom: frameRoom - outputRoom,
         signal,
         slug: request.slug,
-        onStarted: () => blockLoopForTests(request.slug),
+        onStarted: () => {
+          if (runStarted.hasSubscribers) runStarted.publish({ slug: request.slug });
+        },
         ...(warm
           ? {
               startWarm: (plan, stdin, budgets) =>
@@ -324,13 +333,4 @@ export class Runner {
     this.ctx.log.error('sandbox set-up failed', { runId, slug, step, code, errno, error: err.cause ?? err });
     return new RequestError('setup_failed', `sandbox set-up failed at step "${step}": ${err.message}`);
   }
-}
-
-/**
- * Tests only (honoured under vitest): blocks the event loop for CODEJAIL_TEST_BLOCK_LOOP_MS right
- * after spawning a run slugged 'test-block-loop', as a huge frame being decoded would.
- */
-const TEST_BLOCK_LOOP_MS = process.env.VITEST ? Number(process.env.CODEJAIL_TEST_BLOCK_LOOP_MS ?? 0) : 0;
-function blockLoopForTests(slug: string | undefined): void {
-  if (TEST_BLOCK_LOOP_MS > 0 && slug === 'test-block-loop') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, TEST_BLOCK_LOOP_MS);
 }

@@ -4,7 +4,7 @@
 // json.loads would say ("Expecting value: line 1 column 1 (char 0)"), since the API's 400
 // message carries it. JSON.parse refuses the literals and rounds big ints, so the reader is our
 // own: one pass, iterative over the text, recursive only as deep as the nesting it has bounded.
-import { PythonFloat } from '../client/safe_exec.js';
+import { PythonFloat, intDigits, intFromText, setOnFresh } from '../client/python_values.js';
 
 /** A payload that json.loads would refuse; the message is json.loads's. */
 export class PythonJsonError extends Error {
@@ -103,13 +103,12 @@ class Reader {
       const value = Number(text);
       return Number.isInteger(value) ? new PythonFloat(value) : value;
     }
-    const digits = text.length - (text.startsWith('-') ? 1 : 0);
+    const digits = intDigits(text);
     if (digits > this.bounds.maxIntDigits) {
       // Python's own refusal, before the costly conversion.
       throw new PythonJsonError(`Exceeds the limit (${this.bounds.maxIntDigits} digits) for integer string conversion: value has ${digits} digits`);
     }
-    const value = Number(text);
-    return Number.isSafeInteger(value) ? value : BigInt(text);
+    return intFromText(text);
   }
 
   /**
@@ -186,11 +185,8 @@ class Reader {
       this.i++;
       this.skipSpace();
       const value = this.value(depth);
-      // On this fresh object an assignment makes an own property for every key but __proto__
-      // (Object.prototype's accessor), and costs far less than defineProperty; __proto__ is
-      // defined as data, never the object's prototype.
-      if (key === '__proto__') Object.defineProperty(out, key, { value, writable: true, enumerable: true, configurable: true });
-      else out[key] = value;
+      // __proto__ too is data, never the object's prototype.
+      setOnFresh(out, key, value);
       this.skipSpace();
       const c = this.text[this.i];
       this.i++;

@@ -1,5 +1,5 @@
 // The Landlock layer (native/landlock.cc): the run may read and execute only what its command
-// needs, and write only beneath its run directory (interpreter.ts builds the policy).
+// needs, and write only beneath its run directory (run/commands.ts builds the policy).
 import { landlockPolicy } from '../run/commands.js';
 import { defineLayer } from './layer.js';
 import { EXECV, READ_PASSWD, SUBPROCESS } from './probes.js';

@@ -34,7 +34,7 @@ export const mntns = defineLayer<'mntns', MntnsState, 'mntns'>({
  * Where host services keep their Unix sockets (D-Bus, journald's /dev/log, nscd, X11, user
  * sessions): empty in the sandbox's mount namespace, because Landlock (ABI <= 7) does not
  * mediate connect() on a pathname socket. Sandboxes are never granted anything beneath these
- * anyway (interpreter.ts refuses such grants).
+ * anyway (run/commands.ts refuses such grants).
  */
 export const HIDDEN_DIRS = ['/run', '/tmp', '/var/tmp', '/dev/shm', '/home', '/root'];
 

@@ -1,4 +1,5 @@
 export * from './schema.js';
+export * from './limits.js';
 export * from './versions.js';
 export * from './frames.js';
 export * from './shape.js';

@@ -2,29 +2,7 @@
 // before use; the client validates replies. Bytes travel as msgpack bin (Uint8Array/Buffer).
 import { z } from 'zod';
 import { PROTOCOL_VERSION } from './versions.js';
-
-
-/** Names of the limits, with the original CodeJail's meaning plus OUTPUT and DISK. */
-export const LIMIT_NAMES = ['CPU', 'REALTIME', 'VMEM', 'FSIZE', 'NPROC', 'OUTPUT', 'DISK'] as const;
-export type LimitName = (typeof LIMIT_NAMES)[number];
-export type Limits = Record<LimitName, number>;
-
-/**
- * The original's defaults, except where it left a run unbounded: VMEM (the original's 0 let
- * one run take all of a host's memory where nothing else bounds it), and OUTPUT and DISK, ours.
- */
-export const DEFAULT_LIMITS: Limits = {
-  CPU: 1,
-  REALTIME: 1,
-  /** Address space of each process, bytes (RLIMIT_AS; with cgroups also the run's memory.max). */
-  VMEM: 1024 * 1024 * 1024,
-  FSIZE: 0,
-  NPROC: 15,
-  /** stdout+stderr kept, bytes. */
-  OUTPUT: 1024 * 1024,
-  /** Bytes (and, from them, inodes) the run's directory may hold: its own tmpfs. */
-  DISK: 64 * 1024 * 1024,
-};
+import { limitsSchema } from './limits.js';
 
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'expected bytes' });
 const text = (max: number) => z.string().max(max);
@@ -69,20 +47,6 @@ export const fileEntry = z.discriminatedUnion('type', [
   z.object({ type: z.literal('symlink'), name: relativeName, target: text(4096).min(1) }).strict(),
 ]);
 export type FileEntry = z.infer<typeof fileEntry>;
-
-const limitValue = z.number().finite().nonnegative();
-export const limitsSchema = z
-  .object({
-    CPU: limitValue,
-    REALTIME: limitValue,
-    VMEM: limitValue.int(),
-    FSIZE: limitValue.int(),
-    NPROC: limitValue.int(),
-    OUTPUT: limitValue.int(),
-    DISK: limitValue.int(),
-  })
-  .partial()
-  .strict();
 
 const base = { v: z.literal(PROTOCOL_VERSION), id: z.number().int().nonnegative().max(0xffffffff) };
 

@@ -1,19 +1,11 @@
 // Limits of one run: the config's defaults overlaid by what the request asks, checked against
-// the config's ceilings before the run takes a slot. Pure functions, unit-tested.
-import { LIMIT_NAMES, type Limits } from '../protocol/index.js';
+// the config's ceilings before the run takes a slot, and the rlimits they become. Pure functions,
+// unit-tested. The limits themselves are one table, src/protocol/limits.ts.
+import { DEFAULT_CEILINGS, LIMIT_NAMES, type LimitName, type Limits } from '../protocol/index.js';
 import type { NativeRlimits } from '../native.js';
 import { RequestError } from '../protocol/errors.js';
 
-/** Ceilings no request may exceed. 0 means "no ceiling" for that limit. */
-export const DEFAULT_CEILINGS: Limits = {
-  CPU: 60,
-  REALTIME: 300,
-  VMEM: 0,
-  FSIZE: 1024 * 1024 * 1024,
-  NPROC: 256,
-  OUTPUT: 64 * 1024 * 1024,
-  DISK: 1024 * 1024 * 1024,
-};
+export { DEFAULT_CEILINGS };
 
 /** Open files per run: enough for Python and its imports, small enough to bound the kernel's work. */
 const NOFILE = 256;
@@ -64,32 +56,55 @@ export function effectiveLimits(defaults: Limits, requested: Partial<Limits>, ce
   return limits;
 }
 
+type RlimitName = keyof NativeRlimits;
+type SoftHard = [soft: number, hard: number];
+
+/** One rlimit the sandboxed process sets on itself: from a request limit, or fixed. */
+interface RlimitRow {
+  /** The request limit it comes from; absent: the same for every run. */
+  limit?: LimitName;
+  /** [soft, hard] for these limits, or undefined to leave it inherited (a limit of 0: none). */
+  value: (limits: Limits) => SoftHard | undefined;
+  /** util-linux prlimit's option for it (unsafe mode without the addon). */
+  prlimit: string;
+}
+
+const same = (value: number): SoftHard => [value, value];
+/** A request limit where 0 means "no limit": the rlimit is then inherited. */
+const unlessZero = (value: number): SoftHard | undefined => (value > 0 ? same(value) : undefined);
+
 /**
- * The rlimits the sandboxed process sets on itself. CPU gets soft=CPU, hard=CPU+1, as the
- * original CodeJail does: the kernel sends SIGXCPU at the soft limit (status -24) and SIGKILL
- * only at the hard one. RLIMIT_CPU counts whole seconds, so a fractional CPU rounds up.
+ * The rlimits the sandboxed process sets on itself, one row per rlimit the addon knows
+ * (NativeRlimits: a row missing or extra does not compile; test/run/limits.test.ts checks the
+ * addon applies each). CPU gets soft=CPU, hard=CPU+1, as the original CodeJail does: the kernel
+ * sends SIGXCPU at the soft limit (status -24) and SIGKILL only at the hard one. RLIMIT_CPU
+ * counts whole seconds, so a fractional CPU rounds up.
  *
  * Kernel objects counted per uid or per process are bounded too, whatever the daemon inherited:
  * no POSIX message queue bytes (seccomp refuses mq_open too: this holds with that layer off), no
  * locked memory (mlock makes host RAM unswappable, up to the limit in each of NPROC processes;
  * Python never locks), and few queued signals. The stack's hard limit is its soft one.
  */
+export const RLIMITS: Record<RlimitName, RlimitRow> = {
+  cpu: { limit: 'CPU', value: (l) => (l.CPU > 0 ? [Math.ceil(l.CPU), Math.ceil(l.CPU) + 1] : undefined), prlimit: '--cpu' },
+  as: { limit: 'VMEM', value: (l) => unlessZero(l.VMEM), prlimit: '--as' },
+  fsize: { limit: 'FSIZE', value: (l) => same(l.FSIZE), prlimit: '--fsize' },
+  nproc: { limit: 'NPROC', value: (l) => unlessZero(l.NPROC), prlimit: '--nproc' },
+  nofile: { value: () => same(NOFILE), prlimit: '--nofile' },
+  core: { value: () => same(0), prlimit: '--core' },
+  msgqueue: { value: () => same(0), prlimit: '--msgqueue' },
+  memlock: { value: () => same(0), prlimit: '--memlock' },
+  sigpending: { value: () => same(SIGPENDING), prlimit: '--sigpending' },
+  stack: { value: () => same(STACK), prlimit: '--stack' },
+};
+
+/** The rlimits a run under these limits sets on itself (see RLIMITS). */
 export function rlimitsFor(limits: Limits): NativeRlimits {
-  const rlimits: NativeRlimits = {
-    fsize: [limits.FSIZE, limits.FSIZE],
-    core: [0, 0],
-    nofile: [NOFILE, NOFILE],
-    msgqueue: [0, 0],
-    memlock: [0, 0],
-    sigpending: [SIGPENDING, SIGPENDING],
-    stack: [STACK, STACK],
-  };
-  if (limits.CPU > 0) {
-    const cpu = Math.ceil(limits.CPU);
-    rlimits.cpu = [cpu, cpu + 1];
+  const rlimits: NativeRlimits = {};
+  for (const [name, row] of Object.entries(RLIMITS) as [RlimitName, RlimitRow][]) {
+    const value = row.value(limits);
+    if (value) rlimits[name] = value;
   }
-  if (limits.VMEM > 0) rlimits.as = [limits.VMEM, limits.VMEM];
-  if (limits.NPROC > 0) rlimits.nproc = [limits.NPROC, limits.NPROC];
   return rlimits;
 }
 

@@ -10,19 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { collectFiles, encodeExtraFiles } from '../../src/client/files.js';
 import type { ExtraFile } from '../../src/client/files.js';
-import {
-  DEFAULT_RESULT_BOUNDS,
-  PythonFloat,
-  ResultBoundError,
-  SafeExecError,
-  decodeResult,
-  encodeGlobals,
-  harnessSource,
-  failureMessage,
-  pythonBytesRepr,
-  safeExec,
-} from '../../src/client/safe_exec.js';
-import type { ResultBounds, SafeExecOptions } from '../../src/client/safe_exec.js';
+import { DEFAULT_RESULT_BOUNDS, ResultBoundError, decodeResult, encodeGlobals } from '../../src/client/globals_codec.js';
+import type { ResultBounds } from '../../src/client/globals_codec.js';
+import { pythonBytesRepr } from '../../src/client/python_repr.js';
+import { PythonFloat } from '../../src/client/python_values.js';
+import { SafeExecError, harnessSource, failureMessage, safeExec } from '../../src/client/safe_exec.js';
+import type { SafeExecOptions } from '../../src/client/safe_exec.js';
 
 const PYTHON = '/usr/bin/python3';
 const HARNESS = fileURLToPath(new URL('../../python/safe_exec_harness.py', import.meta.url));

@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { LAYER_NAMES } from '../../src/layers/index.js';
 import { followLogLines } from './log_lines.js';
 
@@ -44,7 +44,15 @@ export interface TestDaemonOptions {
    * socket activation does.
    */
   listenFd?: number;
+  /**
+   * Blocks the daemon's event loop this long right after it starts a run slugged
+   * 'test-block-loop' (a switch of daemon_test_hooks.mjs, preloaded for it).
+   */
+  blockLoopMs?: number;
 }
+
+/** The test daemon's switches, loaded into it by `node --import` when a test asks for one. */
+export const DAEMON_TEST_HOOKS = path.join(root, 'test/helpers/daemon_test_hooks.mjs');
 
 let instance = 0;
 
@@ -74,8 +82,10 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
   };
   const configFile = path.join(dir, 'config.json');
   fs.writeFileSync(configFile, JSON.stringify(config));
-  const daemonArgs = [DAEMON_MAIN, '--config', configFile, ...(options.extraArgs ?? [])];
+  const hooks = options.blockLoopMs ? ['--import', pathToFileURL(DAEMON_TEST_HOOKS).href] : [];
+  const daemonArgs = [...hooks, DAEMON_MAIN, '--config', configFile, ...(options.extraArgs ?? [])];
   const env: NodeJS.ProcessEnv = { ...process.env, HONEY_BOO_BOO: 'daemon secret', ...options.env };
+  if (options.blockLoopMs) env.CODEJAIL_TEST_BLOCK_LOOP_MS = String(options.blockLoopMs);
   const child =
     options.listenFd === undefined
       ? spawn(process.execPath, daemonArgs, { stdio: ['ignore', 'pipe', 'pipe'], env })

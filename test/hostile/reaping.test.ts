@@ -106,7 +106,7 @@ describe.skipIf(!isRoot)('a zombie of one run', () => {
 
 describe.skipIf(!isRoot)('REALTIME with a blocked event loop', () => {
   // The daemon blocks its event loop for 5 s right after spawning a run slugged 'test-block-loop'.
-  const suite = daemonSuite({ env: { CODEJAIL_TEST_BLOCK_LOOP_MS: '5000' } });
+  const suite = daemonSuite({ blockLoopMs: 5000 });
 
   it('deny_realtime_outlived_while_the_event_loop_is_blocked', async () => {
     // Prints the wall clock every 50 ms until killed: the last stamp tells when it died.

@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { parsePythonJson, stringifyPythonJson } from '../../src/http/python_json.js';
-import { PythonFloat } from '../../src/client/safe_exec.js';
+import { PythonFloat } from '../../src/client/python_values.js';
 
 const CASES = [
   '', 'Not JSON', '{"code": "x", }', '{"a" 1}', '{"a": 1 "b": 2}', '[1, 2', '"abc', '"a\\qb"', '{"a": "\t"}', '[1,]', '{',

@@ -33,6 +33,8 @@ const dist = (p) => path.join(repo, 'dist', p);
 const { Client } = await import(dist('client/index.js'));
 
 const CONFIG_FILE = '/etc/codejail/config.json';
+/** Where the daemon's test switches are copied for the watchdog section. */
+const TEST_HOOKS = '/etc/codejail/daemon_test_hooks.mjs';
 const SOCKET = '/run/codejail/codejail.sock';
 const UNIT = 'codejaild.service';
 const DROP_IN_DIR = '/etc/systemd/system/codejaild.service.d';
@@ -398,9 +400,15 @@ try {
 
   await section('watchdog', async (r) => {
     fs.mkdirSync(DROP_IN_DIR, { recursive: true });
-    // A short watchdog for this test only, and the daemon's test-only switch: SIGUSR2 blocks its
-    // event loop (src/daemon/main.ts). The shipped unit keeps WatchdogSec=30s.
-    fs.writeFileSync(path.join(DROP_IN_DIR, 'watchdog-test.conf'), '[Service]\nWatchdogSec=8s\nEnvironment=CODEJAIL_TEST_BLOCK_ON_SIGUSR2=1\n');
+    // A short watchdog for this test only, and a test switch preloaded into the daemon: SIGUSR2
+    // blocks its event loop (test/helpers/daemon_test_hooks.mjs, copied where the unit's sandbox
+    // lets it read: not beneath a home or /tmp). The shipped unit keeps WatchdogSec=30s.
+    fs.mkdirSync(path.dirname(TEST_HOOKS), { recursive: true });
+    fs.copyFileSync(path.join(repo, 'test/helpers/daemon_test_hooks.mjs'), TEST_HOOKS);
+    fs.writeFileSync(
+      path.join(DROP_IN_DIR, 'watchdog-test.conf'),
+      `[Service]\nWatchdogSec=8s\nEnvironment=NODE_OPTIONS=--import=${TEST_HOOKS} CODEJAIL_TEST_BLOCK_ON_SIGUSR2=1\n`,
+    );
     await systemctl('daemon-reload');
     await systemctl('reset-failed', UNIT);
     r.start = (await systemctl('start', UNIT)).status;
