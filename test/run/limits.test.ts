@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/protocol/index.js';
-import { DEFAULT_CEILINGS, ceilingViolation, effectiveLimits, rlimitsFor } from '../../src/run/limits.js';
+import { DEFAULT_CEILINGS, ceilingViolation } from '../../src/config/ceilings.js';
+import { effectiveLimits, rlimitsFor } from '../../src/run/limits.js';
 
 describe('effectiveLimits', () => {
   it('overlays the request on the defaults', () => {
