@@ -7,7 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, limitsSchema, type Limits } from '../protocol/index.js';
 import { ceilingViolation, DEFAULT_CEILINGS } from './ceilings.js';
-import { LOG_LEVELS } from '../daemon/log.js';
+import { LOG_LEVELS } from '../log.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/codejail/config.json';
 

@@ -7,7 +7,6 @@ import { describeIssues } from '../protocol/index.js';
 import { ConfigError } from '../config_error.js';
 
 export { ConfigError, DEFAULT_CONFIG_PATH };
-export type { CommandConfig, DaemonConfig, DaemonConfigInput, LayerMode, LayersConfig } from '../config/schema.js';
 
 export const configSchema = configSchemaFor(LAYERS);
 

@@ -8,13 +8,14 @@ import { PROTOCOL_VERSION, SERVED_PROTOCOL_VERSIONS, type CheckResult, type Stat
 import { native } from '../native.js';
 import { PACKAGE_VERSION } from '../package.js';
 import { resolveAllowList, type AllowList, type Caller } from './auth.js';
-import { loadConfig, type DaemonConfig } from './config.js';
+import { loadConfig } from './config.js';
+import type { DaemonConfig } from '../config/schema.js';
 import { RequestError } from '../protocol/errors.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
 import { openWarmCommands, type WarmCommand, type WarmSettings } from '../run/warm.js';
 import { installFiles } from '../run/install_files.js';
 import { detectLayers, releaseLayers, type LayerReport, type Layers } from '../layers/index.js';
-import { createLogger, type LogLevel, type Logger } from './log.js';
+import { createLogger, type LogLevel, type Logger } from '../log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
 import { describeBounds } from '../run/limits.js';
@@ -25,13 +26,14 @@ import { slotUsers } from '../run/slot.js';
 import { lowerOwnOomScore } from '../run/oom.js';
 import { SlotPool } from './slots.js';
 
-export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
-export type { DaemonConfig, DaemonConfigInput } from './config.js';
+export { loadConfig, defaultConfig, parseConfig, ConfigError } from './config.js';
+export { DEFAULT_CONFIG_PATH } from '../config/schema.js';
+export type { DaemonConfig, DaemonConfigInput } from '../config/schema.js';
 export { LayerError } from '../layers/index.js';
 export type { LayerReport } from '../layers/index.js';
 export { SelfCheckError } from './selfcheck.js';
-export { createLogger, silentLogger } from './log.js';
-export type { Logger } from './log.js';
+export { createLogger, silentLogger } from '../log.js';
+export type { Logger } from '../log.js';
 
 export interface StartDaemonOptions {
   /** A loaded configuration; without it, `configFile` (or the default path) is loaded. */

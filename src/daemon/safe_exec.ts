@@ -6,7 +6,7 @@
 import type { SafeExecRequest } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import { installFiles } from '../run/install_files.js';
-import type { CommandConfig } from './config.js';
+import type { CommandConfig } from '../config/schema.js';
 import type { RunRequest } from './runner.js';
 
 export type CommandKind = CommandConfig['kind'];

@@ -4,8 +4,8 @@
 // Unsafe mode (--unsafe, or a daemon that is not root) applies rlimits only and says so loudly.
 //
 // Adding a layer: its native file, its module here (a Layer, see layer.ts) and one line in LAYERS.
-import type { DaemonConfig } from '../daemon/config.js';
-import type { Logger } from '../daemon/log.js';
+import type { DaemonConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
 import { apparmor } from './apparmor.js';
 import { cgroups } from './cgroups.js';
 import { disk } from './disk.js';

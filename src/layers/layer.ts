@@ -3,7 +3,7 @@
 // undo what it made at start, and which deny_* tests prove it. index.ts lists the modules.
 import type { native, NativePlan } from '../native.js';
 import type { CgroupTree } from './cgroups.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 import type { PlanInput } from './plan.js';
 
 export type Addon = ReturnType<typeof native>;

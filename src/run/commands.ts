@@ -7,9 +7,9 @@ import { closeSync, existsSync, openSync, readSync, realpathSync, statSync } fro
 import path from 'node:path';
 import { hiddenDirs } from '../layers/mntns.js';
 import type { NativeLandlock } from '../native.js';
-import type { CommandConfig, DaemonConfig } from '../daemon/config.js';
+import type { CommandConfig, DaemonConfig } from '../config/schema.js';
 import { ConfigError } from '../config_error.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 
 /** A command ready to run: its executable and the fixed part of its Landlock policy. */
 export interface CommandProfile {

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
 import type { CommandProfile } from './commands.js';

@@ -7,7 +7,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig, type DaemonConfig } from '../../src/daemon/config.js';
+import { loadConfig, parseConfig } from '../../src/daemon/config.js';
+import type { DaemonConfig } from '../../src/config/schema.js';
 import { setupAccounts, setupHost } from '../../src/setup/host.js';
 import { RECORD_FILE, SetupRecord } from '../../src/setup/record.js';
 import { installOperatorFiles } from '../../src/setup/operator_files.js';
