@@ -18,7 +18,6 @@ import { seccomp } from './seccomp.js';
 import { uid } from './uid.js';
 
 export { LayerError, type LayerMode, type SelfCheckProbe } from './layer.js';
-export { buildPlan, type PlanInput } from './plan.js';
 
 /**
  * Every layer, in the order they are configured, reported and listed as a result's confinement.

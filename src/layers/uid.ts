@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { parseAccounts, readAccounts } from '../accounts.js';
 import { slotUsers } from '../run/slot.js';
-import { defineLayer, LayerError, type Detection, type LayerConfig } from './layer.js';
+import type { DaemonConfig } from '../config/schema.js';
+import { defineLayer, LayerError, type Detection } from './layer.js';
 
 export const uid = defineLayer<'uid', object, 'uid' | 'kill'>({
   name: 'uid',
@@ -69,7 +70,7 @@ export function missingCapabilities(wanted: ReadonlyArray<readonly [string, numb
  * layer mode says. Its own accounts are codejail-<uid>, or codejail-s<i> for slot i as earlier
  * setups named them. Slot uids without a passwd entry work (the kernel needs only the number).
  */
-function probeSlotUids(config: LayerConfig, passwdText?: string): Detection<object> {
+function probeSlotUids(config: DaemonConfig, passwdText?: string): Detection<object> {
   const owners = (passwdText !== undefined ? parseAccounts(passwdText) : readAccounts('/etc/passwd')).byId;
   let missing = 0;
   for (const { uid, user, legacyUser } of slotUsers(config.slots)) {

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { hiddenDirs } from '../layers/mntns.js';
+import { hiddenDirs } from './hidden_dirs.js';
 import type { NativeLandlock } from '../native.js';
 import type { CommandConfig, DaemonConfig } from '../config/schema.js';
 import { ConfigError } from '../config_error.js';
@@ -235,7 +235,7 @@ const REACHABLE_HINT = 'put the interpreter or virtualenv where runs can reach i
 
 /**
  * Why runs could not reach `p` (a resolved path), or undefined: it lies beneath a directory their
- * mount namespace shows empty (mntns.ts HIDDEN_DIRS), or beneath one no sandbox is granted, or
+ * mount namespace shows empty (hidden_dirs.ts), or beneath one no sandbox is granted, or
  * behind a directory the slot users may not search (they own nothing on the way, so it is the
  * mode's bits for others that count).
  */

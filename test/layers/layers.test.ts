@@ -5,7 +5,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { CgroupError, type CgroupTree } from '../../src/layers/cgroups.js';
 import { detectLayers } from '../../src/layers/index.js';
-import { hiddenDirs } from '../../src/layers/mntns.js';
+import { hiddenDirs } from '../../src/run/hidden_dirs.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 
 const fakeAddon = (over: Record<string, unknown> = {}) =>
