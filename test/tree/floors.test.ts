@@ -14,6 +14,7 @@ export const FLOORS: readonly (readonly string[])[] = [
   ['package', 'config_error', 'accounts', 'log'],
   ['native'],
   ['protocol'],
+  ['kinds'],
   ['config'],
   ['run'],
   ['layers'],
