@@ -7,6 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_LIMITS, DEFAULT_SOCKET_PATH, DEFAULT_MAX_FRAME_BYTES, limitsSchema, type Limits } from '../protocol/index.js';
 import { ceilingViolation, DEFAULT_CEILINGS } from './ceilings.js';
+import { KIND_NAMES, KINDS } from '../kinds/index.js';
 import { LOG_LEVELS } from '../log.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/codejail/config.json';
@@ -32,12 +33,15 @@ const layerMode = z.enum(['required', 'auto', 'off']) satisfies z.ZodType<LayerM
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name');
 
+/** The kinds whose runs may fork from a warm template. */
+const WARM_KINDS: readonly string[] = KINDS.filter((kind) => kind.template).map((kind) => kind.name);
+
 const commandSchema = z
   .object({
     /** The interpreter to execve (absolute; symlinks are resolved at start). */
     path: absolutePath,
-    /** How to discover what the interpreter reads at start-up: 'python' asks it for sys.path. */
-    kind: z.enum(['python', 'binary']).default('python'),
+    /** Its kind (src/kinds/): how to discover what it reads at start-up ('python' asks it for sys.path), its warm template. */
+    kind: z.enum(KIND_NAMES).default(KIND_NAMES[0]),
     /** Arguments before 'jailed_code' and the request's argv. */
     args: z.array(z.string().refine((s) => !s.includes('\0'), 'must not contain NUL')).default([]),
     /** Extra environment of the sandboxed process (on top of the clean one the daemon builds). */
@@ -47,16 +51,16 @@ const commandSchema = z
     /** Extra paths the sandbox may read and execute. */
     execute: z.array(absolutePath).default([]),
     /**
-     * Kind python: run from a warm template (src/run/template.ts) rather than a fresh interpreter.
-     * Default on for python; a binary always runs cold.
+     * A kind with a warm template (python): run from it (src/run/template.ts) rather than a fresh
+     * interpreter. Default on; a kind without one (binary) always runs cold.
      */
     warm: z.boolean().optional(),
     /** Modules the warm template imports once, for every run (e.g. numpy). */
     preload: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, 'must be a module name')).max(256).default([]),
   })
   .strict()
-  .refine((c) => c.kind === 'python' || (c.warm !== true && c.preload.length === 0), {
-    message: 'warm and preload apply to commands of kind "python" only',
+  .refine((c) => WARM_KINDS.includes(c.kind) || (c.warm !== true && c.preload.length === 0), {
+    message: `warm and preload apply to commands of kind ${WARM_KINDS.map((name) => `"${name}"`).join(' or ')} only`,
   });
 export type CommandConfig = z.infer<typeof commandSchema>;
 

@@ -25,6 +25,7 @@ import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot.js';
 import { lowerOwnOomScore } from '../run/oom.js';
 import { SlotPool } from './slots.js';
+import { kindNamed } from '../kinds/index.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError } from './config.js';
 export { DEFAULT_CONFIG_PATH } from '../config/schema.js';
@@ -157,7 +158,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     if (quarantinedAtStart === 0) await sweepRunBase(realpathSync(config.runBase), log, layers.runDisk);
     else log.warn('run directories of an earlier daemon are kept until a start finds every slot empty', { runBase: config.runBase });
 
-    const checkCommand = Object.entries(config.commands).find(([, c]) => c.kind === 'python')?.[0];
+    const checkCommand = Object.entries(config.commands).find(([, c]) => kindNamed(c.kind).selfCheck)?.[0];
     if (checkCommand) {
       await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log, patient: true });
       // Its runs' clean-up ends after their replies: every slot is free before the first request.

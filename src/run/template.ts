@@ -17,7 +17,8 @@ import { installFiles } from './install_files.js';
 import { CHANNEL, CHANNEL_LAYOUT, channelKind } from '../kinds/channel.js';
 import { CODE_FILE } from './rundir.js';
 import { closeQuietly, runProcess, type Budgets, type ProcessExit, type RunProcess } from './process.js';
-import { sendTemplateFiles, templateArgv } from './template_boot.js';
+import { sendTemplateFiles } from './template_boot.js';
+import { kindNamed } from '../kinds/index.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -150,7 +151,7 @@ export class Template {
       this.pid = child.pid;
       this.pidfd = child.pidfd;
       // Its program, harness and library: the daemon's start-time copies (template_boot.ts).
-      sendTemplateFiles(child.stdin, installFiles());
+      sendTemplateFiles(child.stdin, installFiles(), profile.kind);
       logLines(child.stdout, ctx.log, profile.name);
       logLines(child.stderr, ctx.log, profile.name);
       addon.watchExit(child.pidfd, child.pid, (exit) => {
@@ -467,9 +468,11 @@ export class Template {
 
   private spawnPlan(channelFd: number, netnsFd: number | undefined): NativePlan {
     const { profile, ctx } = this;
+    const template = kindNamed(profile.kind).template;
+    if (!template) throw new Error(`command ${profile.name}: kind ${profile.kind} has no warm template`);
     return {
       file: profile.executable,
-      argv: templateArgv(profile),
+      argv: template.argv(profile),
       // A run's environment, so that the interpreter starts as a run's would (locale, stdio
       // encoding); each child sets its own run's values before its code runs.
       env: templateEnv(profile),

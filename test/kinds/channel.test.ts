@@ -5,6 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CHANNEL, CHANNEL_LAYOUT } from '../../src/kinds/channel.js';
+import { python } from '../../src/kinds/python.js';
 
 const root = path.resolve(__dirname, '../..');
 const read = (file: string) => readFileSync(path.join(root, file), 'utf8');
@@ -42,11 +43,11 @@ describe('the warm template channel (src/kinds/channel.ts)', () => {
     expect(new Set(messages.map((m) => m.kind)).size).toBe(messages.length);
   });
 
-  describe('python/warm_template.py agrees', () => {
-    const py = read('python/warm_template.py');
+  describe(`the python template (${python.template!.script}) agrees`, () => {
+    const py = read(python.template!.script);
     const constant = (name: string) => {
       const match = new RegExp(`^${name} = (?:struct\\.Struct\\("([^"]+)"\\)|(\\d+))`, 'm').exec(py);
-      expect(match, `${name} in python/warm_template.py`).not.toBeNull();
+      expect(match, `${name} in ${python.template!.script}`).not.toBeNull();
       return match![1] !== undefined ? structSize(match![1]) : Number(match![2]);
     };
 
