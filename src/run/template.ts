@@ -1,8 +1,8 @@
 // One warm template (its kind's script, python/warm_template.py): the interpreter process a warm
-// command's runs fork from, and its channel. It starts the process (root, in the runs' mount namespace and an
-// empty network namespace of its own), sends it each run's prepared plan with the run's fds
-// (native/warm_prepare.cc), and turns the fork into the same RunProcess a cold start gives
-// supervise(). When to start, restart and replace templates is src/run/warm.ts.
+// command's runs fork from, and its channel. It starts the process (root, in the runs' mount
+// namespace and an empty network namespace of its own), sends it each run's prepared plan with
+// the run's fds (native/warm_prepare.cc), and turns the fork into the same RunProcess a cold
+// start gives supervise(). When to start, restart and replace templates is src/run/warm.ts.
 //
 // The template runs no submitted code: its children confine themselves (native/warm_apply.cc,
 // the same cj_apply_plan as a cold child) before anything of the run is read.
