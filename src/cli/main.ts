@@ -11,6 +11,7 @@ import { SERVE_USAGE, serve } from './serve.js';
 import { SETUP_USAGE, setup } from './setup.js';
 import { STATUS_USAGE, status } from './status.js';
 import { CODEJAIL_USAGE as USAGE } from './usage.js';
+import type { OperatorTexts } from '../setup/operator_files.js';
 
 interface Subcommand {
   usage: string;
@@ -22,13 +23,19 @@ interface Subcommand {
 const SUBCOMMANDS: Record<string, Subcommand> = {
   run: { usage: RUN_USAGE, main: run, failureExit: RUN_FAILED_EXIT },
   status: { usage: STATUS_USAGE, main: status, failureExit: 1 },
-  setup: { usage: SETUP_USAGE, main: setup, failureExit: 1 },
+  setup: { usage: SETUP_USAGE, main: (args) => setup(args, operatorTexts), failureExit: 1 },
   bench: { usage: BENCH_USAGE, main: bench, failureExit: 1 },
   check: { usage: CHECK_USAGE, main: check, failureExit: 1 },
   metrics: { usage: METRICS_USAGE, main: metrics, failureExit: 1 },
   'check-config': { usage: CHECK_CONFIG_USAGE, main: checkConfig, failureExit: 1 },
   serve: { usage: SERVE_USAGE, main: serve, failureExit: 1 },
 };
+
+/** What `codejail setup` installs besides the host's set-up: made from every command's --help text. */
+async function operatorTexts(): Promise<OperatorTexts> {
+  const [{ manPages }, { bashCompletion }] = await Promise.all([import('./man.js'), import('./completion.js')]);
+  return { manPages: manPages(), completion: bashCompletion() };
+}
 
 const USAGE_EXIT = 2;
 

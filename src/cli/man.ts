@@ -4,7 +4,8 @@
 // `codejail setup` writes them (src/setup/operator_files.ts), test/cli/man.test.ts compares them
 // with what the commands print.
 import { PACKAGE_VERSION } from '../package.js';
-import { defaultConfig, DEFAULT_CONFIG_PATH } from '../daemon/config.js';
+import { defaultConfig } from '../daemon/config.js';
+import { DEFAULT_CONFIG_PATH } from '../config/schema.js';
 import { CODEJAILD_USAGE } from '../daemon/usage.js';
 import { CODEJAIL_USAGE, SUBCOMMAND_USAGES } from './usage.js';
 

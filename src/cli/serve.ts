@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { Client } from '../client/index.js';
 import { ConfigError } from '../config_error.js';
-import { createLogger, LOG_LEVELS } from '../daemon/log.js';
+import { createLogger, LOG_LEVELS } from '../log.js';
 import { DEFAULT_HTTP_LIMITS, HttpService, type HttpServiceLimits } from '../http/server.js';
 import { UsageError, withUsageErrors } from './args.js';
 

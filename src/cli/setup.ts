@@ -3,6 +3,7 @@
 // subcommands never load daemon code.
 import { parseArgs } from 'node:util';
 import { UsageError, withUsageErrors } from './args.js';
+import type { OperatorTexts } from '../setup/operator_files.js';
 
 export const SETUP_USAGE = `usage: codejail setup [--config FILE] [--systemd [--http]]
        codejail setup --uninstall [--purge] [--config FILE]
@@ -23,7 +24,11 @@ completion of codejail. Needs root; safe to run again.
               directory. Refuses while a daemon of this configuration runs.
   --purge     with --uninstall: also remove /etc/codejail (the configuration)`;
 
-export async function setup(args: string[]): Promise<number> {
+/**
+ * `codejail setup`. The man pages and completion it installs document every command, this one
+ * included, so they come from main.ts (`operatorTexts`), which imports them only here.
+ */
+export async function setup(args: string[], operatorTexts: () => Promise<OperatorTexts>): Promise<number> {
   const { values } = withUsageErrors(() =>
     parseArgs({
       args,
@@ -55,7 +60,7 @@ export async function setup(args: string[]): Promise<number> {
   // One line per thing created or found, so a second run shows that nothing changed.
   const report = await setupHost(config, { record });
   const { installOperatorFiles } = await import('../setup/operator_files.js');
-  report.push(...(await installOperatorFiles(undefined, undefined, record)));
+  report.push(...(await installOperatorFiles(await operatorTexts(), undefined, undefined, record)));
   if (values.systemd) {
     // After setupHost: the socket unit names the group it has just created.
     const { installHttpUnit, installSystemdUnits } = await import('../setup/systemd_units.js');

@@ -178,8 +178,8 @@ function profileOf(name: string, command: UnsafeCommand): CommandProfile {
     }
   }
   // Not resolved: execve of the path itself keeps a venv's bin/python symlink working. Nothing
-  // is confined, so there is no Landlock policy to compute.
-  return { name, path: command.path, executable: command.path, args, env, execute: [], read: [], warm: false, preload: [] };
+  // is confined, so there is no Landlock policy to compute, and nothing to discover (kind binary).
+  return { name, path: command.path, executable: command.path, args, env, execute: [], read: [], kind: 'binary', warm: false, preload: [] };
 }
 
 /** A fresh private directory (0700) with tmp/ inside, laid out like a daemon's run directory. */

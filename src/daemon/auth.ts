@@ -4,8 +4,8 @@
 // time, so a client cannot choose them) are checked against config.allow.
 import { readFileSync } from 'node:fs';
 import { readAccounts } from '../accounts.js';
-import type { DaemonConfig } from './config.js';
-import type { Logger } from './log.js';
+import type { DaemonConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
 
 export interface Caller {
   pid: number;

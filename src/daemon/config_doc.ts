@@ -2,7 +2,7 @@
 // `codejail check-config --help` and in codejail-config(5) (src/cli/man.ts), whose defaults come
 // from the schema itself. Typed by the schema's keys, so a key added without a line here does not
 // compile.
-import type { DaemonConfigInput } from './config.js';
+import type { DaemonConfigInput } from '../config/schema.js';
 
 export const CONFIG_KEYS: Readonly<Record<keyof DaemonConfigInput, string>> = {
   socket: '{path, group, mode}: the Unix socket clients connect to, its group and file mode',

@@ -8,13 +8,14 @@ import { PROTOCOL_VERSION, SERVED_PROTOCOL_VERSIONS, type CheckResult, type Stat
 import { native } from '../native.js';
 import { PACKAGE_VERSION } from '../package.js';
 import { resolveAllowList, type AllowList, type Caller } from './auth.js';
-import { loadConfig, type DaemonConfig } from './config.js';
+import { loadConfig } from './config.js';
+import type { DaemonConfig } from '../config/schema.js';
 import { RequestError } from '../protocol/errors.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
 import { openWarmCommands, type WarmCommand, type WarmSettings } from '../run/warm.js';
 import { installFiles } from '../run/install_files.js';
 import { detectLayers, releaseLayers, type LayerReport, type Layers } from '../layers/index.js';
-import { createLogger, type LogLevel, type Logger } from './log.js';
+import { createLogger, type LogLevel, type Logger } from '../log.js';
 import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
 import { describeBounds } from '../run/limits.js';
@@ -24,14 +25,16 @@ import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot.js';
 import { lowerOwnOomScore } from '../run/oom.js';
 import { SlotPool } from './slots.js';
+import { kindNamed } from '../kinds/index.js';
 
-export { loadConfig, defaultConfig, parseConfig, ConfigError, DEFAULT_CONFIG_PATH } from './config.js';
-export type { DaemonConfig, DaemonConfigInput } from './config.js';
+export { loadConfig, defaultConfig, parseConfig, ConfigError } from './config.js';
+export { DEFAULT_CONFIG_PATH } from '../config/schema.js';
+export type { DaemonConfig, DaemonConfigInput } from '../config/schema.js';
 export { LayerError } from '../layers/index.js';
 export type { LayerReport } from '../layers/index.js';
 export { SelfCheckError } from './selfcheck.js';
-export { createLogger, silentLogger } from './log.js';
-export type { Logger } from './log.js';
+export { createLogger, silentLogger } from '../log.js';
+export type { Logger } from '../log.js';
 
 export interface StartDaemonOptions {
   /** A loaded configuration; without it, `configFile` (or the default path) is loaded. */
@@ -155,7 +158,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     if (quarantinedAtStart === 0) await sweepRunBase(realpathSync(config.runBase), log, layers.runDisk);
     else log.warn('run directories of an earlier daemon are kept until a start finds every slot empty', { runBase: config.runBase });
 
-    const checkCommand = Object.entries(config.commands).find(([, c]) => c.kind === 'python')?.[0];
+    const checkCommand = Object.entries(config.commands).find(([, c]) => kindNamed(c.kind).selfCheck)?.[0];
     if (checkCommand) {
       await runSelfCheck({ runner, layers, command: checkCommand, ceilings: config.ceilings, log, startUp: true });
       // Its runs' clean-up ends after their replies: every slot is free before the first request.

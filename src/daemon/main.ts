@@ -5,7 +5,7 @@
 // RELOADING on SIGHUP and STOPPING while it drains.
 import { parseArgs } from 'node:util';
 import { PACKAGE_VERSION } from '../package.js';
-import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { startDaemon, type DaemonHandle } from './index.js';
 import { listenFdFromEnv, notifySystemd, startWatchdog, statusLine } from './systemd.js';
 import { CODEJAILD_USAGE as USAGE } from './usage.js';

@@ -2,7 +2,7 @@
 // gauges read at scrape time do not justify a dependency. Served by the socket's 'metrics'
 // request and, when configured, on a loopback HTTP port.
 import http from 'node:http';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 
 /**
  * How a jail_code request ended. ok/exit/signal: the code ran and exited with 0, another

@@ -15,8 +15,8 @@ import { MAX_WARM_TAIL_BYTES } from '../run/template.js';
 import type { WarmCommand } from '../run/warm.js';
 import { runHooks, type Layers } from '../layers/index.js';
 import { buildPlan } from '../layers/plan.js';
-import type { DaemonConfig } from './config.js';
-import type { Logger } from './log.js';
+import type { DaemonConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
 import type { SlotPool } from './slots.js';
 
 /**

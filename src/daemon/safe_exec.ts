@@ -6,19 +6,21 @@
 import type { SafeExecRequest } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import { installFiles } from '../run/install_files.js';
-import type { CommandConfig } from './config.js';
+import { kindNamed, type KindName } from '../kinds/index.js';
 import type { RunRequest } from './runner.js';
 
-export type CommandKind = CommandConfig['kind'];
+export type CommandKind = KindName;
 
-/** The harness's source (python/safe_exec_harness.py), as the daemon read it at its start. */
-export function harnessBytes(): Buffer {
-  return installFiles().harness;
+/** The harness's source of `kind` (python/safe_exec_harness.py), as the daemon read it at its start. */
+export function harnessBytes(kind: KindName): Buffer {
+  const harness = installFiles().harnesses[kind];
+  if (!harness) throw new Error(`kind ${kind} has no safe_exec harness`);
+  return harness;
 }
 
 /**
  * The run a safe_exec request stands for. Throws RequestError unknown_command when `command` is
- * not configured, bad_request when it is not of kind python (the harness is Python).
+ * not configured, bad_request when its kind has no harness (only python has one).
  */
 export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string, CommandKind>): RunRequest {
   const kind = kinds.get(request.command);
@@ -26,12 +28,12 @@ export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string,
     const known = [...kinds.keys()].join(', ');
     throw new RequestError('unknown_command', `unknown command "${request.command}"; this daemon runs: ${known}`);
   }
-  if (kind !== 'python') {
+  if (!kindNamed(kind).harness) {
     throw new RequestError('bad_request', `safe_exec runs Python: command "${request.command}" is of kind "${kind}", not "python"`);
   }
   const run: RunRequest = {
     command: request.command,
-    code: harnessBytes(),
+    code: harnessBytes(kind),
     files: request.files,
     extraFiles: request.extraFiles,
     argv: [],

@@ -4,7 +4,7 @@
 // means the sandbox is not what the operator thinks it is, so the daemon refuses to serve.
 import type { Limits } from '../protocol/index.js';
 import { LAYERS, type LayerName, type Layers, type SelfCheckProbe } from '../layers/index.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { Runner } from './runner.js';
 
 interface Check extends SelfCheckProbe {

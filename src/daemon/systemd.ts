@@ -5,7 +5,7 @@
 import { readlinkSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { native } from '../native.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 
 /** systemd passes activated sockets from fd 3 on (SD_LISTEN_FDS_START). */
 const SD_LISTEN_FDS_START = 3;

@@ -20,7 +20,7 @@ export interface DaemonClient {
   status(): Promise<StatusResult>;
 }
 
-/** The daemon's log lines: {time, level, msg, ...fields} (src/daemon/log.ts makes one). */
+/** The daemon's log lines: {time, level, msg, ...fields} (src/log.ts makes one). */
 export interface HttpLogger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;

@@ -4,8 +4,8 @@
 // Unsafe mode (--unsafe, or a daemon that is not root) applies rlimits only and says so loudly.
 //
 // Adding a layer: its native file, its module here (a Layer, see layer.ts) and one line in LAYERS.
-import type { DaemonConfig } from '../daemon/config.js';
-import type { Logger } from '../daemon/log.js';
+import type { DaemonConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
 import { apparmor } from './apparmor.js';
 import { cgroups } from './cgroups.js';
 import { disk } from './disk.js';
@@ -20,7 +20,6 @@ import { uid } from './uid.js';
 import type { KillContext, RunHooks } from '../run/run_hooks.js';
 
 export { LayerError, type LayerMode, type SelfCheckProbe } from './layer.js';
-export { buildPlan, type PlanInput } from './plan.js';
 
 /**
  * Every layer, in the order they are configured, reported and listed as a result's confinement.

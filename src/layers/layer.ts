@@ -4,14 +4,14 @@
 // it. index.ts lists the modules.
 import type { native, NativePlan } from '../native.js';
 import type { CgroupTree } from './cgroups.js';
-import type { Logger } from '../daemon/log.js';
+import type { DaemonConfig, LayerMode } from '../config/schema.js';
+import type { Logger } from '../log.js';
 import type { PlanInput } from './plan.js';
 import type { KillContext, RunHooks } from '../run/run_hooks.js';
 
 export type Addon = ReturnType<typeof native>;
 
-/** 'required': start-up stops without it; 'auto': used where the host offers it; 'off'. */
-export type LayerMode = 'required' | 'auto' | 'off';
+export type { LayerMode };
 
 /** A misconfiguration no layer mode may wave through (or a required layer that is missing). */
 export class LayerError extends Error {
@@ -21,20 +21,9 @@ export class LayerError extends Error {
   }
 }
 
-/**
- * The config keys layers read (a DaemonConfig is one). Not DaemonConfig itself: its `layers`
- * schema is made from the layer list, whose types would then depend on themselves.
- */
-export interface LayerConfig {
-  runBase: string;
-  slots: { firstUid: number; count: number };
-  apparmorProfile: string;
-  cgroupMemoryMax: number;
-}
-
 /** What detection may use. The optional hooks replace host state in tests. */
 export interface LayerContext {
-  config: LayerConfig;
+  config: DaemonConfig;
   addon: Addon;
   log: Logger;
   /** Defaults to reading /etc/passwd (uid). */

@@ -1,9 +1,10 @@
 // The mount namespace layer (native/namespaces.cc): every run joins the daemon's one mount
 // namespace, in which host socket directories (/run, /tmp, ...) are empty.
+import { hiddenDirs } from '../run/hidden_dirs.js';
 import { defineLayer } from './layer.js';
 
 export interface MntnsState {
-  /** The daemon's one mount namespace with HIDDEN_DIRS covered, joined by every run. */
+  /** The daemon's one mount namespace with HIDDEN_DIRS covered, joined by every run (src/run/hidden_dirs.ts). */
   mntnsFd?: number;
 }
 
@@ -29,17 +30,3 @@ export const mntns = defineLayer<'mntns', MntnsState, 'mntns'>({
   },
   sabotage: { mntns: 'deny_mntns' },
 });
-
-/**
- * Where host services keep their Unix sockets (D-Bus, journald's /dev/log, nscd, X11, user
- * sessions): empty in the sandbox's mount namespace, because Landlock (ABI <= 7) does not
- * mediate connect() on a pathname socket. Sandboxes are never granted anything beneath these
- * anyway (run/commands.ts refuses such grants).
- */
-export const HIDDEN_DIRS = ['/run', '/tmp', '/var/tmp', '/dev/shm', '/home', '/root'];
-
-/** HIDDEN_DIRS minus any that holds the run base (the sandbox must reach its run directory). */
-export function hiddenDirs(runBase: string): { hide: string[]; kept: string[] } {
-  const holdsRunBase = (dir: string) => runBase === dir || runBase.startsWith(`${dir}/`);
-  return { hide: HIDDEN_DIRS.filter((d) => !holdsRunBase(d)), kept: HIDDEN_DIRS.filter(holdsRunBase) };
-}

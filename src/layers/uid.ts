@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { parseAccounts, readAccounts } from '../accounts.js';
 import { slotUsers, type SlotIdentity } from '../run/slot.js';
-import { defineLayer, LayerError, type Detection, type LayerConfig } from './layer.js';
+import type { DaemonConfig } from '../config/schema.js';
+import { defineLayer, LayerError, type Detection } from './layer.js';
 
 /**
  * What the uid layer's per-run hooks read of Layers: whether the layer is active (`uid`), and the
@@ -104,7 +105,7 @@ export function missingCapabilities(wanted: ReadonlyArray<readonly [string, numb
  * layer mode says. Its own accounts are codejail-<uid>, or codejail-s<i> for slot i as earlier
  * setups named them. Slot uids without a passwd entry work (the kernel needs only the number).
  */
-function probeSlotUids(config: LayerConfig, passwdText?: string): Detection<object> {
+function probeSlotUids(config: DaemonConfig, passwdText?: string): Detection<object> {
   const owners = (passwdText !== undefined ? parseAccounts(passwdText) : readAccounts('/etc/passwd')).byId;
   let missing = 0;
   for (const { uid, user, legacyUser } of slotUsers(config.slots)) {

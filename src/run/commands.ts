@@ -1,15 +1,16 @@
 // What a configured command needs to start inside Landlock. Discovered once at daemon start by
-// running the interpreter unconfined (as root, with the same arguments runs get) and asking it,
-// then turned into the read/execute part of the Landlock policy. Only what exists is granted, and
-// never a directory that would expose the host (/, /etc, /tmp, /home, /proc, /usr/bin, ...).
-import { execFileSync } from 'node:child_process';
+// running the interpreter unconfined (as root, with the same arguments runs get) and asking it
+// (its kind's `discover`, src/kinds/), then turned into the read/execute part of the Landlock
+// policy. Only what exists is granted, and never a directory that would expose the host (/, /etc,
+// /tmp, /home, /proc, /usr/bin, ...).
 import { closeSync, existsSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { hiddenDirs } from '../layers/mntns.js';
+import { hiddenDirs } from './hidden_dirs.js';
+import { kindNamed, type KindName } from '../kinds/index.js';
 import type { NativeLandlock } from '../native.js';
-import type { CommandConfig, DaemonConfig } from '../daemon/config.js';
+import type { CommandConfig, DaemonConfig } from '../config/schema.js';
 import { ConfigError } from '../config_error.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 
 /** A command ready to run: its executable and the fixed part of its Landlock policy. */
 export interface CommandProfile {
@@ -23,7 +24,9 @@ export interface CommandProfile {
   /** Granted to every run of this command; the run directory is added per run. */
   execute: string[];
   read: string[];
-  /** Runs fork from a warm template (kind python, unless the config turned it off). */
+  /** Its kind (src/kinds/). */
+  kind: KindName;
+  /** Runs fork from a warm template (a kind that has one, unless the config turned it off). */
   warm: boolean;
   /** Modules the warm template imports. */
   preload: string[];
@@ -48,37 +51,6 @@ const NEVER_ANCESTOR_OF = [
 ];
 /** Writable by users or private to them: nothing beneath is granted by discovery. */
 const NEVER_BENEATH = ['/tmp', '/var/tmp', '/dev/shm', '/home', '/root', '/proc', '/sys', '/run'];
-
-// Besides sys.path and the modules loaded at start, the files mapped into the process (shared
-// libraries, locale data): an interpreter built into /opt or a venv's own libpython lives outside
-// the system library directory, and only the loader knows what it pulled in.
-const PYTHON_DISCOVERY = `
-import json, os, sys
-mods = sorted({os.path.realpath(m.__file__) for m in list(sys.modules.values())
-               if isinstance(getattr(m, '__file__', None), str)})
-mapped = set()
-try:
-    with open('/proc/self/maps') as maps:
-        for line in maps:
-            fields = line.rstrip('\\n').split(None, 5)
-            if len(fields) == 6 and fields[5].startswith('/'):
-                mapped.add(fields[5])
-except OSError:
-    pass
-print(json.dumps({'prefix': sys.prefix, 'base_prefix': sys.base_prefix, 'path': sys.path,
-                  'executable': os.path.realpath(sys.executable), 'modules': mods,
-                  'mapped': sorted(mapped)}))
-`;
-
-interface PythonFacts {
-  prefix: string;
-  base_prefix: string;
-  path: string[];
-  executable: string;
-  modules: string[];
-  /** Files mapped into the interpreter at start ("(deleted)" ones fail to resolve and are skipped). */
-  mapped: string[];
-}
 
 export function discoverCommands(config: DaemonConfig, log: Logger): Map<string, CommandProfile> {
   const profiles = new Map<string, CommandProfile>();
@@ -126,18 +98,16 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
   const systemLibs = triplet ? [`/usr/lib/${triplet}`, `/lib/${triplet}`] : ['/usr/lib', '/lib'];
   for (const p of [...systemLibs, ...RUNTIME_FILES]) addExisting(read, p);
 
-  if (command.kind === 'python') {
-    const facts = askPython(command, where);
-    const discovered = [...facts.path.filter((p) => path.isAbsolute(p)), ...facts.modules, ...facts.mapped];
-    // A virtualenv (prefix != base_prefix) is a directory dedicated to the sandbox: its
-    // interpreter reads pyvenv.cfg there, and packages may keep data beside site-packages
-    // (share/, lib64 -> lib), so the whole prefix is granted read-only. The base prefix (/usr)
-    // never is: only its stdlib and package directories come in, through sys.path.
-    if (facts.prefix !== facts.base_prefix) {
-      const prefix = realpathOrUndefined(facts.prefix) ?? facts.prefix;
-      const problem = reachProblem(prefix, runBase);
-      if (problem) throw new ConfigError(`${where}.path: its virtualenv ${prefix} ${problem}, so no run could use it: ${REACHABLE_HINT}`);
-      discovered.push(facts.prefix);
+  const kind = kindNamed(command.kind);
+  if (kind.discover) {
+    const discovery = kind.discover(command, where);
+    const discovered = [...discovery.read];
+    if (discovery.dedicated) {
+      const { path: dir, what } = discovery.dedicated;
+      const real = realpathOrUndefined(dir) ?? dir;
+      const problem = reachProblem(real, runBase);
+      if (problem) throw new ConfigError(`${where}.path: its ${what} ${real} ${problem}, so no run could use it: ${REACHABLE_HINT}`);
+      discovered.push(dir);
     }
     for (const p of discovered) {
       const real = realpathOrUndefined(p);
@@ -160,7 +130,8 @@ export function discoverCommand(name: string, command: CommandConfig, runBase: s
     executable,
     args: command.args,
     env: command.env,
-    warm: command.kind === 'python' && command.warm !== false,
+    kind: kind.name,
+    warm: kind.template !== undefined && command.warm !== false,
     preload: command.preload ?? [],
     execute: [...execute],
     read: dropCovered([...read]),
@@ -235,7 +206,7 @@ const REACHABLE_HINT = 'put the interpreter or virtualenv where runs can reach i
 
 /**
  * Why runs could not reach `p` (a resolved path), or undefined: it lies beneath a directory their
- * mount namespace shows empty (mntns.ts HIDDEN_DIRS), or beneath one no sandbox is granted, or
+ * mount namespace shows empty (hidden_dirs.ts), or beneath one no sandbox is granted, or
  * behind a directory the slot users may not search (they own nothing on the way, so it is the
  * mode's bits for others that count).
  */
@@ -263,37 +234,6 @@ function isWithin(inner: string, outer: string): boolean {
 /** Removes entries that another entry already covers (a file inside a granted directory). */
 function dropCovered(paths: string[]): string[] {
   return paths.filter((p) => !paths.some((other) => other !== p && isWithin(p, other)));
-}
-
-function askPython(command: CommandConfig, where: string): PythonFacts {
-  let output: string;
-  try {
-    output = execFileSync(command.path, [...command.args, '-c', PYTHON_DISCOVERY], {
-      cwd: '/',
-      env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...command.env },
-      encoding: 'utf8',
-      timeout: 30_000,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
-    throw new ConfigError(`${where}: running ${command.path} to discover its paths failed: ${(err as Error).message}${stderr ? `: ${stderr}` : ''}`);
-  }
-  try {
-    const facts = JSON.parse(output) as PythonFacts;
-    if (
-      !Array.isArray(facts.path) ||
-      !Array.isArray(facts.modules) ||
-      !Array.isArray(facts.mapped) ||
-      typeof facts.prefix !== 'string' ||
-      typeof facts.base_prefix !== 'string'
-    ) {
-      throw new Error('unexpected shape');
-    }
-    return facts;
-  } catch (err) {
-    throw new ConfigError(`${where}: ${command.path} printed something other than the expected JSON (${(err as Error).message}): ${output.slice(0, 200)}`);
-  }
 }
 
 function addExisting(into: Set<string>, p: string): void {

@@ -6,17 +6,15 @@
 // of the daemon was started with).
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { KINDS, type KindName } from '../kinds/index.js';
 import { warmLibraryPath } from '../native.js';
 import { PACKAGE_ROOT } from '../package.js';
 
-export const WARM_TEMPLATE_PATH = path.join(PACKAGE_ROOT, 'python', 'warm_template.py');
-export const HARNESS_PATH = path.join(PACKAGE_ROOT, 'python', 'safe_exec_harness.py');
-
 export interface InstallFiles {
-  /** python/warm_template.py: a template's program, handed over through its stdin. */
-  warmTemplate: Buffer;
-  /** python/safe_exec_harness.py: a cold safe_exec's code, and the harness a template imports. */
-  harness: Buffer;
+  /** Each kind's warm template program (python/warm_template.py), handed over through its stdin. */
+  templates: Partial<Record<KindName, Buffer>>;
+  /** Each kind's safe_exec harness (python/safe_exec_harness.py): a cold safe_exec's code, and the harness a template imports. */
+  harnesses: Partial<Record<KindName, Buffer>>;
   /** codejail_warm.so (beside the addon): loaded by each template from a memfd of these bytes. */
   warmLibrary: Buffer;
 }
@@ -29,17 +27,19 @@ let files: InstallFiles | undefined;
  */
 export function installFiles(): InstallFiles {
   files ??= {
-    warmTemplate: readInstallFile(WARM_TEMPLATE_PATH),
-    harness: readInstallFile(HARNESS_PATH),
+    templates: Object.fromEntries(KINDS.flatMap((kind) => (kind.template ? [[kind.name, readInstallFile(kind.template.script)]] : []))),
+    harnesses: Object.fromEntries(KINDS.flatMap((kind) => (kind.harness ? [[kind.name, readInstallFile(kind.harness)]] : []))),
     warmLibrary: readInstallFile(warmLibraryPath()),
   };
   return files;
 }
 
+/** `file` beneath the package root, or an absolute path. */
 function readInstallFile(file: string): Buffer {
+  const target = path.resolve(PACKAGE_ROOT, file);
   try {
-    return readFileSync(file);
+    return readFileSync(target);
   } catch (err) {
-    throw new Error(`this installation is incomplete: ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(`this installation is incomplete: ${target} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
 }

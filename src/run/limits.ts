@@ -1,11 +1,10 @@
 // Limits of one run: the config's defaults overlaid by what the request asks, checked against
 // the config's ceilings before the run takes a slot, and the rlimits they become. Pure functions,
 // unit-tested. The limits themselves are one table, src/protocol/limits.ts.
-import { DEFAULT_CEILINGS, LIMIT_NAMES, type LimitName, type Limits } from '../protocol/index.js';
+import { LIMIT_NAMES, type LimitName, type Limits } from '../protocol/index.js';
 import type { NativeRlimits } from '../native.js';
 import { RequestError } from '../protocol/errors.js';
-
-export { DEFAULT_CEILINGS };
+import { ceilingViolation } from '../config/ceilings.js';
 
 /** Open files per run: enough for Python and its imports, small enough to bound the kernel's work. */
 const NOFILE = 256;
@@ -25,24 +24,6 @@ const SIGPENDING = 128;
  * bounded by it, only by VMEM.
  */
 const STACK = 8 * 1024 * 1024;
-
-/**
- * Returns the first ceiling violation, or undefined. For every limit but FSIZE a value of 0
- * disables the limit, so 0 is refused wherever a nonzero ceiling exists; FSIZE 0 means "no file
- * may be written", the strictest setting, and is always allowed.
- */
-export function ceilingViolation(limits: Limits, ceilings: Limits): string | undefined {
-  for (const name of LIMIT_NAMES) {
-    const value = limits[name];
-    const ceiling = ceilings[name];
-    if (ceiling === 0) continue;
-    if (value === 0 && name !== 'FSIZE') {
-      return `${name} 0 (unlimited) is not allowed: the ceiling is ${ceiling}`;
-    }
-    if (value > ceiling) return `${name} ${value} exceeds the ceiling of ${ceiling}`;
-  }
-  return undefined;
-}
 
 /** Defaults overlaid by the request's limits; throws limit_exceeds_ceiling naming the limit. */
 export function effectiveLimits(defaults: Limits, requested: Partial<Limits>, ceilings: Limits): Limits {

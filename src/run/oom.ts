@@ -2,7 +2,7 @@
 // v2 memory controllers nothing bounds a run's memory in total (only VMEM per process, times
 // NPROC), so a run, not the daemon or a host service, must be the first choice.
 import fs from 'node:fs';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 
 /** Every run's (and so its children's): the kernel picks it before anything else. */
 export const RUN_OOM_SCORE_ADJ = 1000;

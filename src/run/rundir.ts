@@ -16,7 +16,7 @@ import { CODE_FILE, TMP_DIR, type FileEntry } from '../protocol/index.js';
 export { CODE_FILE, TMP_DIR };
 import type { NativeRunDisk } from '../native.js';
 import { RequestError } from '../protocol/errors.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 
 
 const RUN_BASE_MODE = 0o711; // traverse, not list

@@ -16,7 +16,7 @@ import type { JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
 import type { Layers } from '../layers/index.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type Budgets, type RunProcess } from './process.js';
 import { createRunDir, removeRunDir, writeRunFiles, type RunDir, type RunFiles } from './rundir.js';

@@ -1,22 +1,24 @@
-// One warm template (python/warm_template.py): the interpreter process a warm command's runs
-// fork from, and its channel. It starts the process (root, in the runs' mount namespace and an
-// empty network namespace of its own), sends it each run's prepared plan with the run's fds
-// (native/warm_send.cc), and turns the fork into the same RunProcess a cold start gives
-// supervise(). When to start, restart and replace templates is src/run/warm.ts.
+// One warm template (its kind's script, python/warm_template.py): the interpreter process a warm
+// command's runs fork from, and its channel. It starts the process (root, in the runs' mount
+// namespace and an empty network namespace of its own), sends it each run's prepared plan with
+// the run's fds (native/warm_send.cc), and turns the fork into the same RunProcess a cold start
+// gives supervise(). When to start, restart and replace templates is src/run/warm.ts.
 //
 // The template runs no submitted code: its children confine themselves (native/warm_apply.cc,
 // the same cj_apply_plan as a cold child) before anything of the run is read.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
 import type { CommandProfile } from './commands.js';
 import { installFiles } from './install_files.js';
+import { CHANNEL, CHANNEL_LAYOUT, channelKind } from '../kinds/channel.js';
 import { CODE_FILE } from './rundir.js';
 import { closeQuietly, runProcess, type Budgets, type ProcessExit, type RunProcess } from './process.js';
-import { sendTemplateFiles, templateArgv } from './template_boot.js';
+import { sendTemplateFiles } from './template_boot.js';
+import { kindNamed } from '../kinds/index.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -49,17 +51,6 @@ export const REAP_LATE_MS = 2_000;
  */
 export const PROBE_EVERY_MS = 2_000;
 export const PROBE_LATE_MS = 3_000;
-/** A child's OKAY or FAIL: kind, token and two int32 values (native/warm_apply.cc WarmReport). */
-const REPORT_BYTES = 16;
-/**
- * The template's EXIT (python/warm_template.py report_exit): kind, token, the wait status, then
- * the struct rusage wait4() wrote (64-bit Linux: ru_utime and ru_stime as two 64-bit fields each,
- * then ru_maxrss, a 64-bit long), in the host's byte order (little-endian on every supported host).
- */
-const EXIT_STATUS_AT = 8;
-const RUSAGE_AT = 12;
-const EXIT_BYTES = RUSAGE_AT + 144;
-
 
 export interface TemplateContext {
   addon: Addon;
@@ -161,7 +152,7 @@ export class Template {
       this.pid = child.pid;
       this.pidfd = child.pidfd;
       // Its program, harness and library: the daemon's start-time copies (template_boot.ts).
-      sendTemplateFiles(child.stdin, installFiles());
+      sendTemplateFiles(child.stdin, installFiles(), profile.kind);
       logLines(child.stdout, ctx.log, profile.name);
       logLines(child.stderr, ctx.log, profile.name);
       addon.watchExit(child.pidfd, child.pid, (exit) => {
@@ -277,7 +268,7 @@ export class Template {
     if (this.state === 'gone' || this.state === 'draining') return;
     this.state = 'draining';
     try {
-      this.ctx.addon.channelSend(this.channel, Buffer.from('DRN1'));
+      this.ctx.addon.channelSend(this.channel, channelKind('drain'));
     } catch {
       this.kill();
     }
@@ -299,11 +290,11 @@ export class Template {
     const keep: number[] = [];
     try {
       const kind = data?.subarray(0, 4).toString('latin1');
-      if (data && (kind === 'OKAY' || kind === 'FAIL') && data.length === REPORT_BYTES) {
+      if (data && (kind === CHANNEL.okay.kind || kind === CHANNEL.fail.kind) && data.length === CHANNEL.okay.bytes) {
         // A child's report (native/warm_apply.cc): token, then pid, or step and errno.
-        const token = data.readUInt32LE(4);
+        const token = data.readUInt32LE(CHANNEL_LAYOUT.tokenAt);
         const run = this.runs.get(token);
-        if (kind === 'OKAY' && fds.length === 1 && (!run || run.started)) {
+        if (kind === CHANNEL.okay.kind && fds.length === 1 && (!run || run.started)) {
           // Confined, but its start was given up (it came too late): nobody supervises it, and
           // its slot has moved on. It dies now, before its first line runs for long.
           try {
@@ -314,14 +305,14 @@ export class Template {
           return;
         }
         if (!run) return;
-        if (kind === 'OKAY' && !run.started && fds.length === 1) {
+        if (kind === CHANNEL.okay.kind && !run.started && fds.length === 1) {
           clearTimeout(run.timer);
-          run.started = { pid: data.readInt32LE(8), pidfd: fds[0]! };
+          run.started = { pid: data.readInt32LE(CHANNEL_LAYOUT.reportValueAt), pidfd: fds[0]! };
           keep.push(fds[0]!);
           run.resolveStart(run.started);
-        } else if (kind === 'FAIL') {
-          const step = addon.stepName(data.readInt32LE(8));
-          const errno = data.readInt32LE(12);
+        } else if (kind === CHANNEL.fail.kind) {
+          const step = addon.stepName(data.readInt32LE(CHANNEL_LAYOUT.reportValueAt));
+          const errno = data.readInt32LE(CHANNEL_LAYOUT.reportErrnoAt);
           if (step === 'pdeathsig' && errno === ESRCH) {
             // The child's parent check: the template died while it was setting itself up. That
             // says nothing of the run's plan, and nothing of the run started: it may go cold.
@@ -332,8 +323,8 @@ export class Template {
         }
         return;
       }
-      if (data && kind === 'EXIT' && data.length === EXIT_BYTES) {
-        this.exited(data.readUInt32LE(4), exitOfReport(data));
+      if (data && kind === CHANNEL.exit.kind && data.length === CHANNEL.exit.bytes) {
+        this.exited(data.readUInt32LE(CHANNEL_LAYOUT.tokenAt), exitOfReport(data));
         return;
       }
       let message: { token?: number; [key: string]: unknown } | undefined;
@@ -344,14 +335,14 @@ export class Template {
       }
       if (!message) {
         log.warn('a warm template sent a message that could not be read', { command: this.profile.name });
-      } else if (kind === 'REDY') {
+      } else if (kind === CHANNEL.ready.kind) {
         const vmStart = Number(message.vmStartKb) || 0;
         const vmReady = Number(message.vmReadyKb) || 0;
         this.vmAllowanceBytes = Math.max(0, vmReady - vmStart) * 1024;
         this.vmStartBytes = vmStart * 1024;
         log.info('warm template ready', { command: this.profile.name, pid: message.pid, vmAllowanceKb: vmReady - vmStart });
         onReady();
-      } else if (kind === 'WARN') {
+      } else if (kind === CHANNEL.warn.kind) {
         log.warn('warm template', { command: this.profile.name, message: message.message });
       }
     } finally {
@@ -423,7 +414,7 @@ export class Template {
     if (this.probe.pingedAt === undefined) {
       if (now - this.probe.since < PROBE_EVERY_MS) return;
       try {
-        this.ctx.addon.channelSend(this.channel, Buffer.from('PNG1'));
+        this.ctx.addon.channelSend(this.channel, channelKind('ping'));
       } catch {
         // A full socket: the template is not reading. The deadline below decides.
       }
@@ -484,9 +475,11 @@ export class Template {
 
   private spawnPlan(channelFd: number, netnsFd: number | undefined): NativePlan {
     const { profile, ctx } = this;
+    const template = kindNamed(profile.kind).template;
+    if (!template) throw new Error(`command ${profile.name}: kind ${profile.kind} has no warm template`);
     return {
       file: profile.executable,
-      argv: templateArgv(profile),
+      argv: template.argv(profile),
       // A run's environment, so that the interpreter starts as a run's would (locale, stdio
       // encoding); each child sets its own run's values before its code runs.
       env: templateEnv(profile),
@@ -556,10 +549,11 @@ function waitStatusExit(status: number, usage: Pick<ProcessExit, 'userUs' | 'sys
 function exitOfReport(data: Buffer): ProcessExit {
   const int64 = (at: number) => Number(data.readBigInt64LE(at));
   const timevalUs = (at: number) => int64(at) * 1_000_000 + int64(at + 8);
-  const maxRssKb = int64(RUSAGE_AT + 32);
-  return waitStatusExit(data.readInt32LE(EXIT_STATUS_AT), {
-    userUs: timevalUs(RUSAGE_AT),
-    systemUs: timevalUs(RUSAGE_AT + 16),
+  const rusageAt = CHANNEL_LAYOUT.exitRusageAt;
+  const maxRssKb = int64(rusageAt + 32);
+  return waitStatusExit(data.readInt32LE(CHANNEL_LAYOUT.exitStatusAt), {
+    userUs: timevalUs(rusageAt),
+    systemUs: timevalUs(rusageAt + 16),
     ...(maxRssKb > 0 ? { maxRssKb } : {}),
   });
 }

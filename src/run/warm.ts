@@ -1,5 +1,6 @@
-// The warm path of each warm command (kind python): its current template (src/run/template.ts),
-// restarted when it dies and replaced when it has served long enough, as the runs' fast path.
+// The warm path of each warm command (a kind with a template, src/kinds/): its current template
+// (src/run/template.ts), restarted when it dies and replaced when it has served long enough, as
+// the runs' fast path.
 // A run goes cold, with the same plan, whenever no template can take it.
 //
 // A template is replaced after `maxForks` runs or `maxAgeMs`, and on SIGHUP, so that what every

@@ -9,9 +9,9 @@ import type { SetupRecord } from './record.js';
 import { existsSync, promises as fs, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package.js';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 import { discoverCommands, type CommandProfile } from '../run/commands.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 
 /** The name the shipped sandbox profile has; replaced by config.apparmorProfile when it differs. */
 export const SHIPPED_SANDBOX_PROFILE = 'codejail-sandbox';

@@ -8,7 +8,7 @@ import { readAccounts, type AccountTable } from '../accounts.js';
 import { setupAppArmor, type InstallOptions } from './apparmor.js';
 import { runTool } from './host_files.js';
 import type { SetupRecord } from './record.js';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 import { prepareRunBase } from '../run/rundir.js';
 import { slotUsers, type SlotUser } from '../run/slot.js';
 

@@ -1,12 +1,17 @@
 // What an operator expects a daemon package to put on the host: the man pages and the bash
-// completion, both made from the --help texts (src/cli/man.ts, src/cli/completion.ts), so that
-// what `man codejaild` says is what this installation's `codejaild --help` says.
+// completion, both made from the --help texts (src/cli/man.ts, src/cli/completion.ts, which
+// `codejail setup` passes in), so that what `man codejaild` says is what this installation's
+// `codejaild --help` says.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { bashCompletion } from '../cli/completion.js';
-import { manPages } from '../cli/man.js';
 import { writeIfChanged } from './host_files.js';
 import type { SetupRecord } from './record.js';
+
+/** The texts to install, made by the command line from its --help texts. */
+export interface OperatorTexts {
+  manPages: readonly { name: string; section: number; text: string }[];
+  completion: string;
+}
 
 export const MAN_DIR = '/usr/local/share/man';
 
@@ -19,10 +24,15 @@ export function completionDir(): string {
  * Writes the man pages and the completion (only when their contents change); one line each.
  * With `record`, each file it installs is recorded, for `codejail setup --uninstall`.
  */
-export async function installOperatorFiles(manDir = MAN_DIR, completions = completionDir(), record?: SetupRecord): Promise<string[]> {
+export async function installOperatorFiles(
+  texts: OperatorTexts,
+  manDir = MAN_DIR,
+  completions = completionDir(),
+  record?: SetupRecord,
+): Promise<string[]> {
   const files = [
-    ...manPages().map((page) => ({ target: path.join(manDir, `man${page.section}`, `${page.name}.${page.section}`), text: page.text, what: `${page.name}(${page.section})` })),
-    { target: path.join(completions, 'codejail'), text: bashCompletion(), what: 'bash completion' },
+    ...texts.manPages.map((page) => ({ target: path.join(manDir, `man${page.section}`, `${page.name}.${page.section}`), text: page.text, what: `${page.name}(${page.section})` })),
+    { target: path.join(completions, 'codejail'), text: texts.completion, what: 'bash completion' },
   ];
   const report: string[] = [];
   for (const { target, text, what } of files) {

@@ -7,7 +7,7 @@ import { promises as fs, lstatSync, readdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { readAccounts } from '../accounts.js';
 import { PACKAGE_ROOT } from '../package.js';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 export const UNIT_SOURCE_DIR = path.join(PACKAGE_ROOT, 'systemd');

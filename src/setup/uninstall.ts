@@ -9,7 +9,7 @@ import { existsSync, promises as fs, readdirSync, readFileSync, readlinkSync } f
 import net from 'node:net';
 import path from 'node:path';
 import { readAccounts } from '../accounts.js';
-import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../daemon/config.js';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../protocol/index.js';
 import { mountsBeneath } from '../run/rundir.js';
 import { slotUsers } from '../run/slot.js';

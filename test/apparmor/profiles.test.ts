@@ -20,7 +20,7 @@ import {
 } from '../../src/setup/apparmor.js';
 import { parseConfig } from '../../src/daemon/config.js';
 import { discoverCommands } from '../../src/run/commands.js';
-import { silentLogger } from '../../src/daemon/log.js';
+import { silentLogger } from '../../src/log.js';
 import type { CommandProfile } from '../../src/run/commands.js';
 
 const FEATURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'features-debian12-6.1');

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { JailCodeResult, Request } from '../../src/protocol/index.js';
 import { RequestError } from '../../src/protocol/errors.js';
-import type { Logger } from '../../src/daemon/log.js';
+import type { Logger } from '../../src/log.js';
 import type { RunOrigin } from '../../src/daemon/runner.js';
 import type { Verdict } from '../../src/daemon/metrics.js';
 import type { ServerOptions } from '../../src/daemon/server/index.js';

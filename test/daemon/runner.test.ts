@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import type { CommandProfile } from '../../src/run/commands.js';
 import type { Layers } from '../../src/layers/index.js';
-import { silentLogger } from '../../src/daemon/log.js';
+import { silentLogger } from '../../src/log.js';
 import { Runner } from '../../src/daemon/runner.js';
 import { RequestError } from '../../src/protocol/errors.js';
 import { slotUsers } from '../../src/run/slot.js';

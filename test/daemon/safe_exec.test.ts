@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { JailCodeResult, Request, SafeExecRequest } from '../../src/protocol/index.js';
 import { safeExecRequest } from '../../src/protocol/index.js';
 import { RequestError } from '../../src/protocol/errors.js';
-import type { Logger } from '../../src/daemon/log.js';
+import type { Logger } from '../../src/log.js';
 import type { RunOrigin, RunRequest } from '../../src/daemon/runner.js';
 import type { Verdict } from '../../src/daemon/metrics.js';
 import { harnessInput, safeExecRun, type CommandKind } from '../../src/daemon/safe_exec.js';

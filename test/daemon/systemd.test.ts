@@ -7,7 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/daemon/log.js';
+import { silentLogger } from '../../src/log.js';
 import { ActivationError, describeListeningUnixSocket, listenFdFromEnv } from '../../src/daemon/systemd.js';
 import { native } from '../../src/native.js';
 

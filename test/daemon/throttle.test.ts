@@ -1,7 +1,7 @@
 // Refusal log lines are rate-limited per kind (item 13 of issue 12): the first lines of an
 // interval are written, the rest summed up in one line when it ends.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { LogFields, Logger } from '../../src/daemon/log.js';
+import type { LogFields, Logger } from '../../src/log.js';
 import { ThrottledLog } from '../../src/daemon/server/throttle.js';
 
 function recorder(): Logger & { lines: Array<{ level: string; msg: string; fields?: LogFields }> } {

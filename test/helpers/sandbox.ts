@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
-import { silentLogger } from '../../src/daemon/log.js';
+import { silentLogger } from '../../src/log.js';
 import type { SabotageSwitch } from '../../src/layers/index.js';
 import { native, type NativeExit, type NativeLandlock, type NativePlan } from '../../src/native.js';
 import { discoverCommand, landlockPolicy, type CommandProfile } from '../../src/run/commands.js';

@@ -5,8 +5,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { CgroupError, type CgroupTree } from '../../src/layers/cgroups.js';
 import { detectLayers } from '../../src/layers/index.js';
-import { hiddenDirs } from '../../src/layers/mntns.js';
-import { silentLogger, type Logger } from '../../src/daemon/log.js';
+import { hiddenDirs } from '../../src/run/hidden_dirs.js';
+import { silentLogger, type Logger } from '../../src/log.js';
 
 const fakeAddon = (over: Record<string, unknown> = {}) =>
   ({ landlockAbi: () => 7, seccompSupported: () => true, createNamespace: () => 42, closeFd: vi.fn(), ...over }) as never;

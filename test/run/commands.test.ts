@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { discoverCommand, elfInterpreter, grantProblem, reachProblem } from '../../src/run/commands.js';
-import type { Logger } from '../../src/daemon/log.js';
+import type { Logger } from '../../src/log.js';
 
 describe('elfInterpreter', () => {
   it('reads PT_INTERP of a dynamically linked executable', () => {

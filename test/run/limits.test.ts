@@ -3,7 +3,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS, LIMITS, LIMIT_NAMES, limitsSchema } from '../../src/protocol/index.js';
-import { DEFAULT_CEILINGS, RLIMITS, ceilingViolation, effectiveLimits, rlimitsFor } from '../../src/run/limits.js';
+import { DEFAULT_CEILINGS, ceilingViolation } from '../../src/config/ceilings.js';
+import { RLIMITS, effectiveLimits, rlimitsFor } from '../../src/run/limits.js';
 import { isRoot, runPython } from '../helpers/sandbox.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

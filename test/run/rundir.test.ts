@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/daemon/log.js';
+import { silentLogger } from '../../src/log.js';
 import { createRunDir, isSelfBindMount, mountPoints, mountsBeneath, nameProblem, printableName, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/run/rundir.js';
 
 describe('nameProblem', () => {

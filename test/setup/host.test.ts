@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { detectLayers } from '../../src/layers/index.js';
-import { silentLogger } from '../../src/daemon/log.js';
+import { silentLogger } from '../../src/log.js';
 import { setupAccounts } from '../../src/setup/host.js';
 
 const isRoot = process.getuid?.() === 0;

@@ -8,11 +8,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { usageOptions } from '../../src/cli/completion.js';
+import { bashCompletion, usageOptions } from '../../src/cli/completion.js';
 import { SUBCOMMAND_USAGES } from '../../src/cli/usage.js';
 import { CONFIG_KEYS } from '../../src/daemon/config_doc.js';
 import { defaultConfig } from '../../src/daemon/config.js';
 import { installOperatorFiles } from '../../src/setup/operator_files.js';
+import { manPages } from '../../src/cli/man.js';
+
+const operatorTexts = { manPages: manPages(), completion: bashCompletion() };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(root, 'dist/cli/main.js');
@@ -48,14 +51,14 @@ const lines = (text: string) =>
 
 describe('codejail setup: man pages and bash completion', () => {
   it('installs the three pages and the completion, and a second time changes nothing', async () => {
-    const first = await installOperatorFiles(manDir, completions);
+    const first = await installOperatorFiles(operatorTexts, manDir, completions);
     expect(first).toEqual([
       `installed ${manDir}/man1/codejail.1 (codejail(1))`,
       `installed ${manDir}/man8/codejaild.8 (codejaild(8))`,
       `installed ${manDir}/man5/codejail-config.5 (codejail-config(5))`,
       `installed ${completions}/codejail (bash completion)`,
     ]);
-    const second = await installOperatorFiles(manDir, completions);
+    const second = await installOperatorFiles(operatorTexts, manDir, completions);
     expect(second.every((line) => line.startsWith('unchanged '))).toBe(true);
   });
 

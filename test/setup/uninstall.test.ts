@@ -7,13 +7,18 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig, type DaemonConfig } from '../../src/daemon/config.js';
+import { loadConfig, parseConfig } from '../../src/daemon/config.js';
+import type { DaemonConfig } from '../../src/config/schema.js';
 import { setupAccounts, setupHost } from '../../src/setup/host.js';
 import { RECORD_FILE, SetupRecord } from '../../src/setup/record.js';
 import { installOperatorFiles } from '../../src/setup/operator_files.js';
+import { bashCompletion } from '../../src/cli/completion.js';
+import { manPages } from '../../src/cli/man.js';
 import { installHttpUnit, installSystemdUnits } from '../../src/setup/systemd_units.js';
 import { uninstallHost, UninstallRefused, type UninstallOptions } from '../../src/setup/uninstall.js';
 import { startTestDaemon } from '../helpers/daemon.js';
+
+const operatorTexts = { manPages: manPages(), completion: bashCompletion() };
 
 const isRoot = process.getuid?.() === 0;
 const FIRST_UID = 60500;
@@ -43,7 +48,7 @@ async function setup(): Promise<string[]> {
   const report = await setupHost(config, { prefix, configDir: at('etc/codejail'), record, apparmor });
   report.push(...(await installSystemdUnits(config, { unitDir: at('etc/systemd/system'), systemctl: false, record, installPaths: ['/opt/codejail'] })));
   report.push(...(await installHttpUnit(config, { unitDir: at('etc/systemd/system'), systemctl: false, prefix, record, installPaths: ['/opt/codejail'] })));
-  report.push(...(await installOperatorFiles(at('usr/local/share/man'), at('usr/share/bash-completion/completions'), record)));
+  report.push(...(await installOperatorFiles(operatorTexts, at('usr/local/share/man'), at('usr/share/bash-completion/completions'), record)));
   return report;
 }
 

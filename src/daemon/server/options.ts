@@ -2,7 +2,7 @@
 // requests (runner, status, metrics, check).
 import type { CheckResult, StatusResult } from '../../protocol/index.js';
 import type { AllowList, Caller } from '../auth.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Runner } from '../runner.js';
 import type { CommandKind } from '../safe_exec.js';

@@ -2,7 +2,7 @@
 // would write a line: a retry storm wrote 500 000 lines (190 MB) of the same thing. Each kind of
 // line (its message) is written at most `perInterval` times in an interval; the rest are
 // counted and summed up in one line when the interval ends. The metrics count every refusal.
-import type { Logger, LogFields } from '../log.js';
+import type { Logger, LogFields } from '../../log.js';
 
 export interface ThrottleOptions {
   /** Lines of one kind written per interval before the rest are only counted. */
