@@ -65,7 +65,7 @@ function templateWithFakeChannel(): { template: Template; deliver(data: Buffer):
     channelSend: () => {},
   });
   const log = { info() {}, warn() {}, error() {}, debug() {} } as never;
-  const profile = { name: 'python', executable: '/usr/bin/python3', path: '/usr/bin/python3', args: [], env: {}, preload: [] } as unknown as CommandProfile;
+  const profile = { name: 'python', kind: 'python', executable: '/usr/bin/python3', path: '/usr/bin/python3', args: [], env: {}, preload: [] } as unknown as CommandProfile;
   const template = new Template(profile, { addon: fake, log, ownNetns: false });
   return { template, deliver: (data) => onMessage(data, []), opened };
 }
