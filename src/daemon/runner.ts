@@ -321,7 +321,7 @@ export class Runner {
     if (!slot) {
       const { config, layers, addon, log } = this.ctx;
       const hooks = runHooks(layers, { addon, range: config.slots });
-      slot = new RunSlot(identity, { runBase: config.runBase, layers, hooks, addon, log });
+      slot = new RunSlot(identity, { runBase: config.runBase, confinement: layers.confinement, hooks, addon, log });
       this.runSlots.set(identity.index, slot);
     }
     return slot;

@@ -15,7 +15,6 @@
 import type { JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
-import type { Layers } from '../layers/index.js';
 import type { Logger } from '../log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type Budgets, type RunProcess } from './process.js';
@@ -63,7 +62,8 @@ export function slotUsers(range: SlotRange): SlotUser[] {
 
 export interface SlotContext {
   runBase: string;
-  layers: Layers;
+  /** What each result's `confinement` says (the daemon's Layers: the active layers, or 'none'). */
+  confinement: JailCodeResult['confinement'];
   /** Every layer's per-run work (layers/index.ts: runHooks), in LAYERS order. */
   hooks: readonly RunHooks[];
   addon: Addon;
@@ -210,7 +210,7 @@ export class RunSlot {
    * process is gone. Throws SetupError when the child could not start.
    */
   async run(prepared: PreparedRun, spec: RunSpec): Promise<RunOutcome> {
-    const { addon, layers, log } = this.ctx;
+    const { addon, confinement, log } = this.ctx;
     const budgets = {
       output: new OutputBudget(Math.min(spec.limits.OUTPUT > 0 ? spec.limits.OUTPUT : Infinity, spec.outputRoom)),
       result: new OutputBudget(spec.resultRoom),
@@ -259,7 +259,7 @@ export class RunSlot {
     const result = jailCodeResult(outcome, {
       runId: prepared.dir.id,
       budgets,
-      confinement: layers.confinement,
+      confinement,
       limits: spec.limits,
       memory: verdict.memory,
     });
