@@ -1,7 +1,8 @@
 // `codejail bench`: latency and throughput of jailCode and safeExec against bare interpreter
-// spawns, measured in the same process so that all see the same machine. Each runner is one row
-// of the table, compared against the same baseline; warm and cold runs of the same code are rows
-// side by side, and --profile adds where each row's time went, stage by stage, as the daemon saw it.
+// spawns and against the fork floor (bench_floor.ts), measured in the same process so that all
+// see the same machine. Each runner is one row of the table, compared against the same baselines;
+// warm and cold runs of the same code are rows side by side, and --profile adds where each row's
+// time went, stage by stage as the daemon saw it, and its CPU by process (bench_cpu.ts).
 import { spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -9,6 +10,10 @@ import { parseArgs } from 'node:util';
 import { Client } from '../client/index.js';
 import type { Stages } from '../client/index.js';
 import { UsageError, positiveInteger, withUsageErrors } from './args.js';
+import { CPU_COLUMNS, cpuPerRun, cpuSnapshot } from './bench_cpu.js';
+import type { CpuPerRun, CpuSnapshot } from './bench_cpu.js';
+import { floorInterpreter, runFloor } from './bench_floor.js';
+import type { FloorResult } from './bench_floor.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from './bench_cases.js';
 
 export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--profile] [--socket PATH] [--python /usr/bin/python3]
@@ -17,17 +22,27 @@ export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--
   --profile          ask the daemon for each run's stages and print their p50 per row
   --socket PATH      the daemon's socket (default $CODEJAIL_SOCKET or /run/codejail/codejail.sock)
   --python PATH      the interpreter for the bare baseline (default /usr/bin/python3)
-Compares with bare 'python3 -E -B -c print(1)' spawns, warm (the command's own way) and cold
+Compares with bare 'python3 -E -B -c print(1)' spawns and with the fork floor (the template's
+interpreter, flags and preloads forking a child that runs 'a = 17' and reports its globals,
+unconfined; 1 process at concurrency 1, as many as there are CPUs (at most the concurrency)
+above), warm (the command's own way) and cold
 (warm: false) side by side: jailCode('python', {code: 'print(1)'}) and safeExec('a = 17', {}) at
 every level, and a 40-line grader through safeExec at the highest level. Prints the ratios and
-the targets. Exits 0 whatever the ratios; 1 when the daemon cannot be reached or a run does not
+the targets; --profile adds each row's CPU per run by process, from /proc. Exits 0 whatever the ratios; 1 when the daemon cannot be reached or a run does not
 do what it should.`;
+
+/** What one run reported: its stages (a run asked with profile: true) and its own CPU time (ms). */
+export interface RunReport {
+  stages?: Stages;
+  cpuMs?: number;
+}
 
 /** One kind of run to measure. runOnce rejects if the run did not do what it should. */
 export interface BenchRunner {
   label: string;
-  /** Resolves with the run's stages when the daemon sent them (a run asked with profile: true). */
-  runOnce(): Promise<Stages | void>;
+  /** The run forks from a warm template (its CPU is the template's children's). */
+  warm?: boolean;
+  runOnce(): Promise<RunReport | void>;
 }
 
 /** A runner compared against the baseline, with the targets it should meet (if any). */
@@ -41,6 +56,10 @@ export interface BenchCandidate {
   maxP50Ms?: { ms: number; concurrency: number };
   /** Smallest acceptable runs/s, at one concurrency level. */
   minRunsPerSecond?: { rate: number; concurrency: number };
+  /** Largest acceptable p50 latency as a multiple of the fork floor's, at one concurrency level. */
+  maxP50FloorRatio?: { ratio: number; concurrency: number };
+  /** Smallest acceptable runs/s as a fraction of the fork floor's, at one concurrency level. */
+  minFloorThroughputRatio?: { ratio: number; concurrency: number };
   /** Measured at the highest concurrency level only (a row of its own, not one per level). */
   highestOnly?: boolean;
 }
@@ -59,6 +78,10 @@ export interface Measurement {
   runsPerSecond: number;
   /** Each stage's p50 over the runs that reported it; absent when none did. */
   stages?: Partial<Record<StageName, number>>;
+  /** The runs' own CPU time (ms) summed, over the runs that reported it. */
+  runCpuMs: number;
+  /** CPU per run by process (--profile). */
+  cpu?: CpuPerRun;
 }
 
 /** Nearest-rank percentile of ascending samples. */
@@ -66,17 +89,46 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
+/** A row from its runs' latencies (ms) and the time they took together. */
+function summarize(label: string, concurrency: number, latencies: number[], elapsedMs: number): Measurement {
+  latencies.sort((a, b) => a - b);
+  return {
+    label,
+    concurrency,
+    runs: latencies.length,
+    p50Ms: percentile(latencies, 50),
+    p90Ms: percentile(latencies, 90),
+    p99Ms: percentile(latencies, 99),
+    runsPerSecond: latencies.length / (elapsedMs / 1000),
+    runCpuMs: 0,
+  };
+}
+
+/** The fork floor's row: its processes' runs together, its CPU split into the parents (the "template" column) and the children. */
+export function floorMeasurement(result: FloorResult, concurrency: number, processes: number): Measurement {
+  const measurement = summarize(processes === 1 ? 'fork floor' : `fork floor x${processes}`, concurrency, [...result.latencies], result.elapsedMs);
+  const runs = result.latencies.length;
+  const template = result.parentCpuMs / runs;
+  const child = result.childCpuMs / runs;
+  measurement.runCpuMs = result.childCpuMs;
+  measurement.cpu = { template, child, total: template + child };
+  return measurement;
+}
+
 /** Runs `runner` `runs` times keeping `concurrency` runs in flight; times each run and the whole. */
 export async function measure(runner: BenchRunner, runs: number, concurrency: number): Promise<Measurement> {
   const latencies: number[] = [];
   const stageSamples = new Map<StageName, number[]>();
+  let runCpuMs = 0;
   let started = 0;
   const worker = async (): Promise<void> => {
     while (started < runs) {
       started += 1;
       const begin = performance.now();
-      const stages = await runner.runOnce();
+      const report = await runner.runOnce();
       latencies.push(performance.now() - begin);
+      runCpuMs += report?.cpuMs ?? 0;
+      const stages = report?.stages;
       for (const name of STAGE_NAMES) {
         const value = stages ? stages[name] : undefined;
         if (typeof value !== 'number') continue;
@@ -88,17 +140,8 @@ export async function measure(runner: BenchRunner, runs: number, concurrency: nu
   };
   const begin = performance.now();
   await Promise.all(Array.from({ length: Math.min(concurrency, runs) }, worker));
-  const elapsedMs = performance.now() - begin;
-  latencies.sort((a, b) => a - b);
-  const measurement: Measurement = {
-    label: runner.label,
-    concurrency,
-    runs,
-    p50Ms: percentile(latencies, 50),
-    p90Ms: percentile(latencies, 90),
-    p99Ms: percentile(latencies, 99),
-    runsPerSecond: runs / (elapsedMs / 1000),
-  };
+  const measurement = summarize(runner.label, concurrency, latencies, performance.now() - begin);
+  measurement.runCpuMs = runCpuMs;
   if (stageSamples.size > 0) {
     measurement.stages = {};
     for (const [name, samples] of stageSamples) measurement.stages[name] = percentile(samples.sort((a, b) => a - b), 50);
@@ -148,12 +191,13 @@ const wayLabel = (way: RunWay) => (way.warm ? 'warm' : 'cold');
 export function jailCodeRunner(client: Client, way: RunWay = { warm: true, profile: false }): BenchRunner {
   return {
     label: `jailCode ${wayLabel(way)}`,
+    warm: way.warm,
     runOnce: async () => {
       const result = await client.jailCode('python', { code: PRINT_ONE, ...way });
       if (result.status !== 0 || result.stdout.toString() !== EXPECTED_OUTPUT) {
         throw describeFailure('jailCode print(1)', result.status, result.stdout, result.stderr);
       }
-      return result.usage.stages;
+      return { stages: result.usage.stages, cpuMs: result.usage.userMs + result.usage.systemMs };
     },
   };
 }
@@ -172,13 +216,20 @@ function safeExecCodeRunner(
 ): BenchRunner {
   return {
     label: `${label} ${wayLabel(way)}`,
+    warm: way.warm,
     runOnce: async () => {
-      let stages: Stages | undefined;
+      const report: RunReport = {};
       // Rejects with SafeExecError, holding the run's output, when the code fails.
-      const result = await client.safeExec(code, globals(), { ...way, onUsage: (usage) => (stages = usage.stages) });
+      const result = await client.safeExec(code, globals(), {
+        ...way,
+        onUsage: (usage) => {
+          report.stages = usage.stages;
+          report.cpuMs = usage.userMs + usage.systemMs;
+        },
+      });
       const problem = check(result);
       if (problem) throw new Error(`${label}: ${problem}`);
-      return stages;
+      return report;
     },
   };
 }
@@ -199,31 +250,43 @@ const formatRate = (rate: number) => rate.toFixed(1).padStart(8);
 const formatRatio = (ratio: number, ok: boolean | undefined) => `${ratio.toFixed(2).padStart(6)}x${ok === undefined ? '' : ok ? ' ok' : ' MISS'}`;
 
 /**
- * One concurrency level as a table: a row per runner (the baseline first), each candidate with
- * its p50 and runs/s as multiples of the baseline's, marked ok or MISS where a target applies at
- * this level; the targets themselves are listed under the table, the absolute ones (ms, runs/s)
- * with what this level measured, where they apply.
+ * One concurrency level as a table: a row per runner (the baseline first, then the fork floor
+ * when measured), each candidate with its p50 and runs/s as multiples of the baseline's and of
+ * the floor's, marked ok or MISS where a target applies at this level; the targets themselves are
+ * listed under the table, the absolute ones (ms, runs/s) with what this level measured.
  */
-export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[BenchCandidate, Measurement]>): string {
-  const rows = [baseline, ...candidates.map(([, measurement]) => measurement)];
+export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[BenchCandidate, Measurement]>, floor?: Measurement): string {
+  const rows = [baseline, ...(floor ? [floor] : []), ...candidates.map(([, measurement]) => measurement)];
   const width = Math.max(...rows.map((row) => row.label.length));
   const numbers = (r: Measurement) =>
     `${r.label.padEnd(width)} ${formatMs(r.p50Ms)} ${formatMs(r.p90Ms)} ${formatMs(r.p99Ms)}  ${formatRate(r.runsPerSecond)}`;
   const lines = [
     `concurrency ${baseline.concurrency}, ${baseline.runs} runs each`,
-    `${''.padEnd(width)}   p50 ms   p90 ms   p99 ms    runs/s   p50/bare      runs/s/bare`,
+    `${''.padEnd(width)}   p50 ms   p90 ms   p99 ms    runs/s   p50/bare      runs/s/bare${floor ? '   p50/floor     runs/s/floor' : ''}`,
     numbers(baseline),
+    ...(floor ? [numbers(floor)] : []),
   ];
   const targets: string[] = [];
+  const floorTargets: string[] = [];
   const absolute: string[] = [];
+  const here = (target: { concurrency: number } | undefined) => target?.concurrency === baseline.concurrency;
   for (const [candidate, measurement] of candidates) {
     const p50Ratio = measurement.p50Ms / baseline.p50Ms;
     const rateRatio = measurement.runsPerSecond / baseline.runsPerSecond;
-    const { maxP50Ratio, minThroughputRatio, maxP50Ms, minRunsPerSecond } = candidate;
-    const rateTargetHere = minThroughputRatio?.concurrency === baseline.concurrency;
+    const { maxP50Ratio, minThroughputRatio, maxP50Ms, minRunsPerSecond, maxP50FloorRatio, minFloorThroughputRatio } = candidate;
     const p50Cell = formatRatio(p50Ratio, maxP50Ratio === undefined ? undefined : p50Ratio <= maxP50Ratio);
-    const rateCell = formatRatio(rateRatio, rateTargetHere ? rateRatio >= minThroughputRatio!.ratio : undefined);
-    lines.push(`${numbers(measurement)}   ${p50Cell.padEnd(12)}  ${rateCell}`);
+    const rateCell = formatRatio(rateRatio, here(minThroughputRatio) ? rateRatio >= minThroughputRatio!.ratio : undefined);
+    let line = `${numbers(measurement)}   ${p50Cell.padEnd(12)}  ${rateCell}`;
+    if (floor) {
+      const p50Floor = measurement.p50Ms / floor.p50Ms;
+      const rateFloor = measurement.runsPerSecond / floor.runsPerSecond;
+      const p50FloorCell = formatRatio(p50Floor, here(maxP50FloorRatio) ? p50Floor <= maxP50FloorRatio!.ratio : undefined);
+      const rateFloorCell = formatRatio(rateFloor, here(minFloorThroughputRatio) ? rateFloor >= minFloorThroughputRatio!.ratio : undefined);
+      line = `${line.padEnd(width + 66)}  ${p50FloorCell.padEnd(12)}  ${rateFloorCell}`;
+      if (here(maxP50FloorRatio)) floorTargets.push(`${candidate.runner.label} p50 <= ${maxP50FloorRatio!.ratio.toFixed(2)}x`);
+      if (here(minFloorThroughputRatio)) floorTargets.push(`${candidate.runner.label} runs/s >= ${minFloorThroughputRatio!.ratio.toFixed(2)}x`);
+    }
+    lines.push(line.trimEnd());
 
     const wanted = [
       ...(maxP50Ratio === undefined ? [] : [`p50 <= ${maxP50Ratio.toFixed(2)}x`]),
@@ -232,17 +295,41 @@ export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[Be
         : [`runs/s >= ${minThroughputRatio.ratio.toFixed(2)}x at concurrency ${minThroughputRatio.concurrency}`]),
     ];
     if (wanted.length) targets.push(`${candidate.runner.label} ${wanted.join(', ')}`);
-    if (maxP50Ms?.concurrency === baseline.concurrency) {
-      const ok = measurement.p50Ms <= maxP50Ms.ms;
-      absolute.push(`${candidate.runner.label} p50 <= ${maxP50Ms.ms.toFixed(2)} ms: ${measurement.p50Ms.toFixed(2)} ${ok ? 'ok' : 'MISS'}`);
+    if (here(maxP50Ms)) {
+      const ok = measurement.p50Ms <= maxP50Ms!.ms;
+      absolute.push(`${candidate.runner.label} p50 <= ${maxP50Ms!.ms.toFixed(2)} ms: ${measurement.p50Ms.toFixed(2)} ${ok ? 'ok' : 'MISS'}`);
     }
-    if (minRunsPerSecond?.concurrency === baseline.concurrency) {
-      const ok = measurement.runsPerSecond >= minRunsPerSecond.rate;
-      absolute.push(`${candidate.runner.label} runs/s >= ${minRunsPerSecond.rate}: ${measurement.runsPerSecond.toFixed(1)} ${ok ? 'ok' : 'MISS'}`);
+    if (here(minRunsPerSecond)) {
+      const ok = measurement.runsPerSecond >= minRunsPerSecond!.rate;
+      absolute.push(`${candidate.runner.label} runs/s >= ${minRunsPerSecond!.rate}: ${measurement.runsPerSecond.toFixed(1)} ${ok ? 'ok' : 'MISS'}`);
     }
   }
   if (targets.length) lines.push(`targets (x bare): ${targets.join('; ')}`);
+  if (floorTargets.length) lines.push(`targets (x floor) at concurrency ${baseline.concurrency}: ${floorTargets.join('; ')}`);
   if (absolute.length) lines.push(`targets at concurrency ${baseline.concurrency}: ${absolute.join('; ')}`);
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * CPU per run (ms) by process, per row of one level: the daemon (all its threads), helpers (its
+ * reaped children but the runs: the kill clones), template (the warm templates' own time: the
+ * forks; for the floor, its looping parents), child (the runs' own time, confinement included),
+ * client (this process); "-" where a figure does not apply.
+ */
+export function formatCpu(measurements: readonly Measurement[]): string {
+  const width = Math.max(...measurements.map((row) => row.label.length));
+  const lines = [
+    `CPU per run at concurrency ${measurements[0]?.concurrency}, ms, from /proc ("-": does not apply)`,
+    `${''.padEnd(width)} ${CPU_COLUMNS.map((name) => name.padStart(9)).join('')}`,
+  ];
+  for (const row of measurements) {
+    if (!row.cpu) continue;
+    const cells = CPU_COLUMNS.map((name) => {
+      const value = row.cpu![name];
+      return (value === undefined ? '-' : value.toFixed(2)).padStart(9);
+    });
+    lines.push(`${row.label.padEnd(width)} ${cells.join('')}`);
+  }
   return lines.join('\n') + '\n';
 }
 
@@ -292,6 +379,11 @@ function parseConcurrency(list: string): number[] {
   return levels;
 }
 
+const WARM_FLOOR_TARGETS = {
+  maxP50FloorRatio: { ratio: 2, concurrency: 1 },
+  minFloorThroughputRatio: { ratio: 0.5, concurrency: 4 },
+} as const satisfies Partial<BenchCandidate>;
+
 /** The rows, warm and cold side by side, with the issues' targets. */
 export function benchCandidates(client: Client, profile: boolean): BenchCandidate[] {
   const warm: RunWay = { warm: true, profile };
@@ -300,9 +392,11 @@ export function benchCandidates(client: Client, profile: boolean): BenchCandidat
     // Warm: a process forked from the daemon's template interpreter, p50 within 0.3x of a bare
     // spawn. Cold keeps the targets it had: p50 within 1.25x of a bare spawn, and at concurrency 2
     // at least 0.8x of its runs/s.
-    { runner: jailCodeRunner(client, warm), maxP50Ratio: 0.3 },
+    // Warm rows against the fork floor (issue 20): p50 at concurrency 1 within 2x of the floor's
+    // time per run, runs/s at concurrency 4 at least 0.5x of the floor's at 2 processes.
+    { runner: jailCodeRunner(client, warm), maxP50Ratio: 0.3, ...WARM_FLOOR_TARGETS },
     { runner: jailCodeRunner(client, cold), maxP50Ratio: 1.25, minThroughputRatio: { ratio: 0.8, concurrency: 2 } },
-    { runner: safeExecRunner(client, warm), maxP50Ms: { ms: 2, concurrency: 1 }, minRunsPerSecond: { rate: 1000, concurrency: 4 } },
+    { runner: safeExecRunner(client, warm), ...WARM_FLOOR_TARGETS },
     { runner: safeExecRunner(client, cold) },
     { runner: graderRunner(client, warm), highestOnly: true },
     { runner: graderRunner(client, cold), highestOnly: true },
@@ -332,6 +426,8 @@ export async function bench(args: string[]): Promise<number> {
     const daemon = await client.status();
     const baseline = bareSpawnRunner(values.python);
     const candidates = benchCandidates(client, values.profile);
+    const floor = floorInterpreter(daemon.pid, values.python);
+    const daemonPid = values.profile ? daemon.pid : undefined;
     // Each layer's state word only ("active", "absent", "off"): `codejail status` has the details.
     const layers = Object.entries(daemon.layers).map(([name, state]) => `${name}=${state.split(' ')[0]}`);
     const commandLine = [
@@ -344,7 +440,10 @@ export async function bench(args: string[]): Promise<number> {
     process.stdout.write(
       `${commandLine}\n` +
         `node ${process.version}, ${cpus().length} CPUs, baseline ${values.python}, daemon ${daemon.version} ` +
-        `(${daemon.unsafe ? 'UNSAFE, runs not confined' : `layers ${layers.join(' ')}`}, ${daemon.slots.total} slots)\n\n`,
+        `(${daemon.unsafe ? 'UNSAFE, runs not confined' : `layers ${layers.join(' ')}`}, ${daemon.slots.total} slots)\n` +
+        `fork floor: ${floor.source}\n` +
+        (values.profile && daemonPid === undefined ? 'CPU by process: the daemon did not say its pid\n' : '') +
+        '\n',
     );
 
     // Warm-up: page caches, the daemon's slots and the interpreter's own start-up files.
@@ -354,10 +453,14 @@ export async function bench(args: string[]): Promise<number> {
 
     for (const concurrency of levels) {
       const baselineMeasurement = await measure(baseline, runs, concurrency);
+      // The floor in parallel as the machine allows: a process per CPU at most.
+      const floorProcesses = Math.min(concurrency, cpus().length);
+      const floorRow = floorMeasurement(await runFloor(floor, runs, floorProcesses), concurrency, floorProcesses);
       const measured: [BenchCandidate, Measurement][] = [];
       for (const candidate of candidates) {
         if (candidate.highestOnly && concurrency !== highest) continue;
         const before = values.profile ? await cleanupTotals(client) : undefined;
+        const cpuBefore: CpuSnapshot | undefined = daemonPid === undefined ? undefined : cpuSnapshot(daemonPid);
         const measurement = await measure(candidate.runner, runs, concurrency);
         if (before) {
           // A run's clean-up finishes after its reply (the slot stays busy): its mean comes from
@@ -365,10 +468,13 @@ export async function bench(args: string[]): Promise<number> {
           const after = await cleanupTotals(client);
           if (after.count > before.count) (measurement.stages ??= {}).cleanupMs = (after.ms - before.ms) / (after.count - before.count);
         }
+        // After the last clean-up, so that the row's CPU holds all of its runs' clean-ups.
+        if (cpuBefore) measurement.cpu = cpuPerRun(cpuBefore, cpuSnapshot(daemonPid!), runs, candidate.runner.warm === true, measurement.runCpuMs);
         measured.push([candidate, measurement]);
       }
-      let text = formatLevel(baselineMeasurement, measured);
+      let text = formatLevel(baselineMeasurement, measured, floorRow);
       if (values.profile) text += '\n' + formatStages(measured.map(([, measurement]) => measurement));
+      if (values.profile) text += '\n' + formatCpu([floorRow, ...measured.map(([, measurement]) => measurement)]);
       process.stdout.write(text + '\n');
     }
     return 0;

@@ -290,6 +290,7 @@ class Daemon implements DaemonHandle {
       slots: { total: slots.total, busy: slots.busy, quarantined: runner.quarantineReport() },
       queue: { depth: slots.queued, max: slots.maxQueued },
       uptimeMs: Date.now() - startedAt,
+      pid: process.pid,
       commands: [...commands.keys()],
       ...describeBounds(config.defaultLimits, {
         rlimits: layers.rlimits,

@@ -212,6 +212,8 @@ export const statusResult = z.object({
   }),
   queue: z.object({ depth: z.number(), max: z.number() }),
   uptimeMs: z.number(),
+  /** The daemon's process id (optional: added later), which `codejail bench --profile` reads CPU time of. */
+  pid: z.number().int().optional(),
   commands: z.array(z.string()),
   /** What bounds a run's memory on this host, in words (limits and layers together). */
   memory: z.string().optional(),

@@ -1,6 +1,10 @@
 // The CLI's pure parts: exit codes, bench measurement and tables, status formatting.
 import { describe, expect, it } from 'vitest';
-import { benchCandidates, formatLevel, formatStages, measure } from '../../src/cli/bench.js';
+import { benchCandidates, floorMeasurement, formatCpu, formatLevel, formatStages, measure } from '../../src/cli/bench.js';
+import { cpuPerRun } from '../../src/cli/bench_cpu.js';
+import { parseTemplateArgv, runFloor } from '../../src/cli/bench_floor.js';
+import { templateArgv } from '../../src/run/template_boot.js';
+import type { CommandProfile } from '../../src/run/commands.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from '../../src/cli/bench_cases.js';
 import { Client } from '../../src/client/index.js';
 import type { BenchCandidate, Measurement } from '../../src/cli/bench.js';
@@ -79,14 +83,16 @@ describe('bench: warm and cold, absolute targets, stages', () => {
     p90Ms: p50Ms,
     p99Ms: p50Ms,
     runsPerSecond,
+    runCpuMs: 0,
     ...(stages ? { stages } : {}),
   });
 
   it('keeps the p50 of each stage the runs reported, and none when no run did', async () => {
     let i = 0;
     const stages = [{ runMs: 3, startMs: 1 }, { runMs: 1 }, { runMs: 2, startMs: 5 }, undefined];
-    const measured = await measure({ label: 'x', runOnce: async () => stages[i++ % stages.length] }, 4, 1);
+    const measured = await measure({ label: 'x', runOnce: async () => ({ stages: stages[i++ % stages.length], cpuMs: 2 }) }, 4, 1);
     expect(measured.stages).toEqual({ runMs: 2, startMs: 1 });
+    expect(measured.runCpuMs).toBe(8);
     const none = await measure({ label: 'y', runOnce: async () => {} }, 3, 2);
     expect(none.stages).toBeUndefined();
   });
@@ -125,7 +131,11 @@ describe('bench: warm and cold, absolute targets, stages', () => {
       'grader cold (highest)',
     ]);
     expect(candidates[0]!.maxP50Ratio).toBe(0.3);
-    expect(candidates[2]).toMatchObject({ maxP50Ms: { ms: 2, concurrency: 1 }, minRunsPerSecond: { rate: 1000, concurrency: 4 } });
+    // Issue 20's targets for the warm rows, against the fork floor.
+    for (const warm of [candidates[0], candidates[2]]) {
+      expect(warm).toMatchObject({ maxP50FloorRatio: { ratio: 2, concurrency: 1 }, minFloorThroughputRatio: { ratio: 0.5, concurrency: 4 } });
+      expect(warm!.runner.warm).toBe(true);
+    }
   });
 
   it('the grader is about forty lines, and its expected globals are what Python leaves', () => {
@@ -133,6 +143,52 @@ describe('bench: warm and cold, absolute targets, stages', () => {
     expect(GRADER_CODE).toMatch(/^import math\nimport random\n/m);
     expect(graderProblem({ ...graderGlobals(), correct: true, score: 1, message: '20 of 20 sample points agree', points: new Array(20).fill({}) })).toBeUndefined();
     expect(graderProblem({ correct: false, score: 0.5, message: '10 of 20 sample points agree', points: [] })).toMatch(/the grader returned/);
+  });
+});
+
+describe('bench: the fork floor and CPU by process', () => {
+  it("reads the interpreter, flags and preloads back from a template's command line", () => {
+    const profile = { path: '/usr/bin/python3.11', args: ['-E', '-B', '-X', 'frozen_modules=on'], preload: ['numpy', 'math'] } as CommandProfile;
+    expect(parseTemplateArgv(templateArgv(profile))).toEqual({ interpreter: ['/usr/bin/python3.11', '-E', '-B', '-X', 'frozen_modules=on'], preload: ['numpy', 'math'] });
+    expect(parseTemplateArgv(templateArgv({ ...profile, preload: [] }))!.preload).toEqual([]);
+    expect(parseTemplateArgv(['/usr/bin/python3', '-c', 'print(1)'])).toBeUndefined();
+    expect(parseTemplateArgv(['node', 'dist/daemon/main.js'])).toBeUndefined();
+  });
+
+  it('forks, runs a = 17 and reads its globals back, in 1 and 2 processes', async () => {
+    const floor = { interpreter: ['/usr/bin/python3', '-E', '-B'], env: {}, preload: ['math'], source: 'test' };
+    const one = await runFloor(floor, 6, 1);
+    expect(one.latencies).toHaveLength(6);
+    expect(one.elapsedMs).toBeGreaterThan(0);
+    const two = floorMeasurement(await runFloor(floor, 6, 2), 4, 2);
+    expect(two).toMatchObject({ label: 'fork floor x2', runs: 6, concurrency: 4 });
+    expect(two.cpu!.total).toBeCloseTo(two.cpu!.template! + two.cpu!.child, 6);
+    await expect(runFloor({ ...floor, preload: ['no_such_module_here'] }, 2, 1)).rejects.toThrow(/fork floor .* failed/);
+  });
+
+  it('prints each warm row as a ratio to the floor, with its targets at their level', () => {
+    const row = (label: string, p50Ms: number, runsPerSecond: number): Measurement => ({ label, concurrency: 1, runs: 100, p50Ms, p90Ms: p50Ms, p99Ms: p50Ms, runsPerSecond, runCpuMs: 0 });
+    const warm: BenchCandidate = { runner: { label: 'safeExec warm', runOnce: async () => {} }, maxP50FloorRatio: { ratio: 2, concurrency: 1 } };
+    const text = formatLevel(row('bare python3', 10, 100), [[warm, row('safeExec warm', 3, 300)]], row('fork floor', 1.2, 800));
+    expect(text).toMatch(/^fork floor\s+1\.20\s+1\.20\s+1\.20\s+800\.0$/m);
+    expect(text).toMatch(/^safeExec warm\s.*\s0\.30x\s+3\.00x\s+2\.50x MISS\s+0\.38x$/m);
+    expect(text).toContain('targets (x floor) at concurrency 1: safeExec warm p50 <= 2.00x\n');
+    // Without a floor, the table has no floor columns.
+    expect(formatLevel(row('bare python3', 10, 100), [[warm, row('safeExec warm', 3, 300)]])).not.toContain('floor');
+  });
+
+  it('splits CPU by process: a warm run is the template\'s child, a cold run the daemon\'s', () => {
+    const snapshot = (daemon: number, daemonChildren: number, templates: number, templateChildren: number, client: number) =>
+      ({ daemon, daemonChildren, templates, templateChildren, client, templatePids: '7' });
+    const before = snapshot(100, 50, 10, 20, 30);
+    const warm = cpuPerRun(before, snapshot(130, 60, 20, 60, 40), 10, true, 39)!;
+    expect(warm).toEqual({ daemon: 3, helpers: 1, template: 1, child: 4, client: 1, total: 10 });
+    const cold = cpuPerRun(before, snapshot(130, 90, 10, 20, 40), 10, false, 35)!;
+    expect(cold).toMatchObject({ helpers: 0.5, template: 0, child: 3.5 });
+    expect(cpuPerRun(before, { ...snapshot(130, 90, 10, 20, 40), templatePids: '8' }, 10, true, 0)).toBeUndefined();
+    const text = formatCpu([{ ...before, label: 'safeExec warm', concurrency: 1, runs: 10, p50Ms: 1, p90Ms: 1, p99Ms: 1, runsPerSecond: 1, runCpuMs: 39, cpu: warm }]);
+    expect(text.split('\n')[1]).toMatch(/^\s+daemon\s+helpers\s+template\s+child\s+client\s+total$/);
+    expect(text).toMatch(/^safeExec warm\s+3\.00\s+1\.00\s+1\.00\s+4\.00\s+1\.00\s+10\.00$/m);
   });
 });
 
