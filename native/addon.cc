@@ -4,6 +4,9 @@
 #include <uv.h>
 
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -194,6 +197,17 @@ Napi::Value CloseFd(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value LandlockAbi(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), landlock_abi()); }
+
+// glibc keeps memory freed in its arenas (the room of large Buffers once they are collected) and
+// gives back only what is free at the top of the main heap past a threshold that grows with the
+// largest buffer freed; malloc_trim also returns the free pages inside every arena.
+Napi::Value MallocTrim(const Napi::CallbackInfo &info) {
+#ifdef __GLIBC__
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
 
 Napi::Value SeccompSupported(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), seccomp_supported());
@@ -398,6 +412,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("becomeSubreaper", Napi::Function::New(env, BecomeSubreaper, "becomeSubreaper"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("landlockAbi", Napi::Function::New(env, LandlockAbi, "landlockAbi"));
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
   exports.Set("seccompSupported", Napi::Function::New(env, SeccompSupported, "seccompSupported"));
   exports.Set("createNamespace", Napi::Function::New(env, CreateNamespace, "createNamespace"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));

@@ -195,6 +195,8 @@ interface Addon {
   becomeSubreaper(): void;
   closeFd(fd: number): void;
   landlockAbi(): number;
+  /** malloc_trim(0): memory glibc holds free goes back to the system; true when some did. */
+  mallocTrim(): boolean;
   seccompSupported(): boolean;
   /**
    * Makes a namespace on a throwaway thread and returns an fd of it. 'mnt': a private copy of the

@@ -3,8 +3,8 @@
 // codejail-service's request.FILES). Everything a caller sends is bounded while it streams in,
 // before it is kept: the whole body, one field, one file, the number of parts.
 import type { IncomingMessage } from 'node:http';
-import { isUtf8 } from 'node:buffer';
 import busboy from 'busboy';
+import { readUrlencoded, UrlencodedFieldError, urlencodedExtraBytes } from './urlencoded.js';
 
 export interface FormLimits {
   /** Bytes of the whole body (a Content-Length above it is refused before reading). */
@@ -84,15 +84,23 @@ export function readForm(req: IncomingMessage, limits: FormLimits, hooks: ReadFo
     discardRest(req, limits);
     return Promise.reject(bodyTooLarge(limits));
   }
-  let parser: busboy.Busboy;
-  try {
-    parser = busboy({
-      headers: req.headers,
-      limits: { fieldSize: limits.maxFieldBytes, fileSize: limits.maxFileBytes, parts: limits.maxParts, fieldNameSize: 200 },
-    });
-  } catch (err) {
+  const urlencoded = URLENCODED.test(contentType);
+  const charset = contentType.match(CHARSET)?.[1];
+  if (urlencoded && charset !== undefined && !/^utf-?8$/i.test(charset)) {
     discardRest(req, limits);
-    return Promise.reject(new FormError(400, `Malformed form: ${(err as Error).message}`));
+    return Promise.reject(new FormError(415, `Unsupported charset '${charset.slice(0, 40)}' of an urlencoded body: send utf-8`));
+  }
+  let parser: busboy.Busboy | undefined;
+  if (!urlencoded) {
+    try {
+      parser = busboy({
+        headers: req.headers,
+        limits: { fieldSize: limits.maxFieldBytes, fileSize: limits.maxFileBytes, parts: limits.maxParts, fieldNameSize: MAX_FIELD_NAME_BYTES },
+      });
+    } catch (err) {
+      discardRest(req, limits);
+      return Promise.reject(new FormError(400, `Malformed form: ${(err as Error).message}`));
+    }
   }
 
   hooks.accept?.();
@@ -103,11 +111,13 @@ export function readForm(req: IncomingMessage, limits: FormLimits, hooks: ReadFo
     const fail = (err: FormError) => {
       if (settled) return;
       settled = true;
-      req.unpipe(parser);
       req.off('data', count);
-      parser.removeAllListeners();
-      // Errors after this (a half-fed parser) have nowhere to go.
-      parser.on('error', () => {});
+      if (parser) {
+        req.unpipe(parser);
+        parser.removeAllListeners();
+        // Errors after this (a half-fed parser) have nowhere to go.
+        parser.on('error', () => {});
+      }
       discardRest(req, limits);
       reject(err);
     };
@@ -116,85 +126,90 @@ export function readForm(req: IncomingMessage, limits: FormLimits, hooks: ReadFo
       if (received > limits.maxBodyBytes) return fail(bodyTooLarge(limits));
       if (!charge(chunk.length)) fail(new FormError(503, 'Codejail service is at capacity; retry later'));
     };
-    const malformed = (err: Error) => fail(new FormError(400, `Malformed form: ${err.message}`));
-
-    parser.on('field', (name, value, info) => {
-      if (info.valueTruncated) return fail(new FormError(413, `Field '${name}' is larger than ${limits.maxFieldBytes} bytes`));
-      if (info.nameTruncated) return fail(new FormError(400, 'A field name is longer than 200 bytes'));
-      form.fields.set(name, value);
-    });
-    parser.on('file', (name, stream, info) => {
-      const chunks: Buffer[] = [];
-      // A body that ends inside a file part errors the file's stream as well as the parser
-      // ("Unexpected end of form"); unhandled, that error would end the process. Kept after
-      // fail(): the stream may still error once the parser is dropped.
-      stream.on('error', malformed);
-      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-      stream.on('limit', () => fail(new FormError(413, `File '${name}' is larger than ${limits.maxFileBytes} bytes`)));
-      stream.on('end', () => {
-        if (!settled && !(stream as unknown as { truncated?: boolean }).truncated) form.files.set(name, Buffer.concat(chunks));
-      });
-      void info;
-    });
-    parser.on('partsLimit', () => fail(new FormError(413, `More than ${limits.maxParts} fields and files`)));
-    parser.on('error', malformed);
-    parser.on('close', () => {
+    const done = () => {
       if (settled) return;
       settled = true;
       req.off('data', count);
       resolve(form);
-    });
+    };
+    const isSettled = () => settled;
+
     req.on('data', count);
     req.on('aborted', () => fail(new FormError(400, 'The request body ended early')));
     // pipe() forwards no error: an aborted or reset request's own error ends the read here.
     req.on('error', () => fail(new FormError(400, 'The request body ended early')));
-    if (!URLENCODED.test(contentType)) {
-      req.pipe(parser);
-      return;
-    }
-    // An urlencoded body is held whole (it is one field or a few) so that it can be read as
-    // Django reads it: its bytes as UTF-8, or if they are not UTF-8, as ISO-8859-1.
+    if (parser) readMultipart(req, parser, form, limits, { fail, done, isSettled });
+    else readUrlencodedBody(req, form, limits, charge, { fail, done, isSettled });
+  });
+}
+
+/** How a body's reader ends the read: refused, read (the form is whole), or whether it has ended. */
+interface ReadEnds {
+  fail: (err: FormError) => void;
+  done: () => void;
+  isSettled: () => boolean;
+}
+
+/** A multipart body through busboy, streamed: fields and files into `form`. */
+function readMultipart(req: IncomingMessage, parser: busboy.Busboy, form: Form, limits: FormLimits, { fail, done, isSettled }: ReadEnds): void {
+  const malformed = (err: Error) => fail(new FormError(400, `Malformed form: ${err.message}`));
+  parser.on('field', (name, value, info) => {
+    if (info.valueTruncated) return fail(new FormError(413, `Field '${name}' is larger than ${limits.maxFieldBytes} bytes`));
+    if (info.nameTruncated) return fail(new FormError(400, `A field name is longer than ${MAX_FIELD_NAME_BYTES} bytes`));
+    form.fields.set(name, value);
+  });
+  parser.on('file', (name, stream) => {
     const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => {
-      if (!settled) chunks.push(chunk);
+    // A body that ends inside a file part errors the file's stream as well as the parser
+    // ("Unexpected end of form"); unhandled, that error would end the process. Kept after
+    // fail(): the stream may still error once the parser is dropped.
+    stream.on('error', malformed);
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('limit', () => fail(new FormError(413, `File '${name}' is larger than ${limits.maxFileBytes} bytes`)));
+    stream.on('end', () => {
+      if (!isSettled() && !(stream as unknown as { truncated?: boolean }).truncated) form.files.set(name, Buffer.concat(chunks));
     });
-    req.on('end', () => {
-      if (settled) return;
-      const body = Buffer.concat(chunks);
-      chunks.length = 0;
-      const read = asDjangoReadsIt(body, charge);
-      if (read === undefined) return fail(new FormError(503, 'Codejail service is at capacity; retry later'));
-      parser.end(read);
-    });
+  });
+  parser.on('partsLimit', () => fail(new FormError(413, `More than ${limits.maxParts} fields and files`)));
+  parser.on('error', malformed);
+  parser.on('close', done);
+  req.pipe(parser);
+}
+
+/**
+ * An urlencoded body, held whole (it is one field or a few) and read as Django reads it
+ * (readUrlencoded), the last of a repeated name winning.
+ */
+function readUrlencodedBody(
+  req: IncomingMessage,
+  form: Form,
+  limits: FormLimits,
+  charge: (bytes: number) => boolean,
+  { fail, done, isSettled }: ReadEnds,
+): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => {
+    if (!isSettled()) chunks.push(chunk);
+  });
+  req.on('end', () => {
+    if (isSettled()) return;
+    const body = Buffer.concat(chunks);
+    chunks.length = 0;
+    if (!charge(urlencodedExtraBytes(body))) return fail(new FormError(503, 'Codejail service is at capacity; retry later'));
+    try {
+      for (const [name, value] of readUrlencoded(body, { maxFieldBytes: limits.maxFieldBytes, maxFieldNameBytes: MAX_FIELD_NAME_BYTES })) form.fields.set(name, value);
+    } catch (err) {
+      if (err instanceof UrlencodedFieldError) return fail(new FormError(err.status, err.message));
+      throw err;
+    }
+    done();
   });
 }
 
 const URLENCODED = /^application\/x-www-form-urlencoded\s*(;|$)/i;
-
-/**
- * An urlencoded body as Django's QueryDict reads it (codejail-service's framework): bytes that
- * are not UTF-8 make it decode the whole body as ISO-8859-1 (each byte one character), then
- * %-escapes as UTF-8 (a bad sequence: U+FFFD). busboy decodes as UTF-8 only, so each byte of
- * 0x80 and above is given to it as the %-escaped UTF-8 of that character (0xff as %C3%BF).
- * Undefined when `charge` refuses the copy's bytes.
- */
-function asDjangoReadsIt(body: Buffer, charge: (bytes: number) => boolean): Buffer | undefined {
-  if (isUtf8(body)) return body;
-  let high = 0;
-  for (const byte of body) if (byte >= 0x80) high++;
-  // Up to 6 times the body: charged like the body (undefined when it does not fit).
-  if (!charge(body.length + 5 * high)) return undefined;
-  const out = Buffer.allocUnsafe(body.length + 5 * high);
-  let at = 0;
-  for (const byte of body) {
-    if (byte < 0x80) {
-      out[at++] = byte;
-      continue;
-    }
-    at += out.write(`%${(0xc0 | (byte >> 6)).toString(16)}%${(0x80 | (byte & 0x3f)).toString(16)}`, at, 'latin1');
-  }
-  return out;
-}
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i;
+/** Bytes of a field's name (edx-platform's are a few letters). */
+const MAX_FIELD_NAME_BYTES = 200;
 
 function bodyTooLarge(limits: FormLimits): FormError {
   return new FormError(413, `Request body larger than ${limits.maxBodyBytes} bytes`);

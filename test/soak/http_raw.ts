@@ -12,6 +12,8 @@ export interface RawOptions {
   dribble?: { bytes: number; ms: number; from?: number };
   /** Hang up this long after sending, answered or not ('aborted'). */
   closeAfterMs?: number;
+  /** The client's address (any of 127/8): serve bounds bodies still arriving per address. */
+  localAddress?: string;
 }
 
 function parse(all: Buffer): HttpAnswer {
@@ -23,7 +25,7 @@ function parse(all: Buffer): HttpAnswer {
 
 export function rawHttp(port: number, request: Buffer, options: RawOptions = {}): Promise<HttpAnswer> {
   return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress: options.localAddress });
     const chunks: Buffer[] = [];
     let done = false;
     const finish = (answer: HttpAnswer) => {

@@ -20,6 +20,7 @@ const CHECKS = [
   'lost requests',
   'malformed requests not answered 4xx',
   'real requests refused while slow bodies are held',
+  'slow bodies from one address held beyond its share',
   'escape-heavy JSON not answered right',
   'escape-heavy JSON: time / same size without escapes',
   'escape-heavy JSON: serve peak RSS / same size without escapes',
@@ -146,18 +147,33 @@ describe.sequential('soak through codejail serve', () => {
 
     // Slow clients: more connections dribbling a body (or headers) than serve has places, held
     // while real requests come; each real one must be served, not refused (issue 16 item 5).
+    // The slow bodies come from other addresses than the real requests (serve bounds bodies
+    // still arriving per address, maxBodiesReadingPerAddress, 32 by default), 20 from each of
+    // four; a fifth address floods with more than its share, and all but 32 of those must be
+    // refused (429) at once.
     monitor.enter('slow clients');
     const slow: Array<Promise<HttpAnswer>> = [];
     const slowBody = httpRequest('POST', CODE_EXEC, 'application/x-www-form-urlencoded', 'payload=' + 'y'.repeat(3000));
     const heldFor = 12_000;
     const bodyAt = slowBody.indexOf('\r\n\r\n') + 4;
-    for (let i = 0; i < 80; i++) slow.push(rawHttp(port, slowBody, { dribble: { bytes: 1, ms: 1500, from: bodyAt }, closeAfterMs: heldFor, timeoutMs: heldFor + 5000 }));
+    const dribbleBody = (localAddress: string) => rawHttp(port, slowBody, { dribble: { bytes: 1, ms: 1500, from: bodyAt }, closeAfterMs: heldFor, timeoutMs: heldFor + 5000, localAddress });
+    for (let i = 0; i < 80; i++) slow.push(dribbleBody(`127.0.0.${2 + (i % 4)}`));
     for (let i = 0; i < 10; i++) slow.push(rawHttp(port, urlencoded({ payload: '{}' }), { dribble: { bytes: 1, ms: 500 }, closeAfterMs: heldFor, timeoutMs: heldFor + 5000 }));
+    const perAddress = 32;
+    const flood = Array.from({ length: perAddress + 8 }, () => dribbleBody('127.0.0.6'));
     await sleep(2000);
     await pool(scaled(40, 16), 4, 'under-slow', (r) => runGood(r, r.pick(['good', 'exception', 'zip']), 'under_slow_clients'));
     await Promise.all(slow);
+    const floodAnswers = await Promise.all(flood);
+    const floodStatuses: Record<string, number> = {};
+    for (const a of floodAnswers) {
+      const key = 'error' in a ? a.error : String(a.status);
+      floodStatuses[key] = (floodStatuses[key] ?? 0) + 1;
+    }
+    // Held to the end: no answer while the client kept sending.
+    const floodHeld = floodAnswers.filter((a) => 'error' in a).length;
     const underSlow = tally.byKind.under_slow_clients!;
-    stamp(`slow clients: 80 bodies, 10 headers held ${heldFor} ms; real requests ${underSlow.correct} served, ${underSlow.refused} refused`);
+    stamp(`slow clients: 80 bodies from 4 addresses, 10 headers held ${heldFor} ms; real requests ${underSlow.correct} served, ${underSlow.refused} refused; a flood of ${flood.length} from one address: ${JSON.stringify(floodStatuses)}`);
 
     // Escape-heavy JSON: a string of 2 MiB decoded from 4 MiB of "\n" escapes, a few at once
     // (issue 16 item 6: the reader's cost must be linear, its RSS back once idle).
@@ -224,7 +240,8 @@ describe.sequential('soak through codejail serve', () => {
     summary.zero('wrong answers', tally.total('wrong'), tally.failures.filter((f) => !f.includes(': no answer')).slice(0, 5).join(' | '));
     summary.zero('lost requests', tally.total('lost') + malformed.lost, tally.failures.filter((f) => /hung|closed|unparsable/.test(f)).slice(0, 5).join(' | '));
     summary.zero('malformed requests not answered 4xx', malformed.notFourXx, malformed.examples.join(' | '));
-    summary.zero('real requests refused while slow bodies are held', tally.total('refused'), `${underSlow.correct} served, ${underSlow.refused} refused (503)`);
+    summary.zero('real requests refused while slow bodies are held', underSlow.refused, `${underSlow.correct} served, ${underSlow.refused} refused (503/429)`);
+    summary.zero('slow bodies from one address held beyond its share', Math.max(0, floodHeld - perAddress) + (flood.length - floodHeld - (floodStatuses['429'] ?? 0)), `${perAddress} may be held, the rest answered 429: ${JSON.stringify(floodStatuses)}`);
     summary.zero('escape-heavy JSON not answered right', escapes.notRight, JSON.stringify(escapes));
     // The same bytes of JSON text, with and without escapes: the reader's cost is linear in its
     // input, so neither its time nor serve's memory may be much more for the escapes.
