@@ -6,7 +6,7 @@
 // run as the rows compared with it, since the machine's speed varies from one moment to the next.
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { TEMPLATE_NAME } from '../run/template_boot.js';
+import { TEMPLATE_NAME } from '../kinds/python.js';
 
 /** How to start a process like the template: argv up to the script, environment, preloads. */
 export interface FloorInterpreter {
@@ -33,7 +33,7 @@ export function childPids(pid: number): number[] {
 }
 
 /**
- * The template's command line split back into its parts (src/run/template_boot.ts's
+ * The template's command line split back into its parts (src/kinds/python.ts's
  * templateArgv: interpreter, flags, `-c BOOT warm_template.py --preload LIST`), or undefined
  * when `argv` is not a template's.
  */

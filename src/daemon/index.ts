@@ -20,6 +20,7 @@ import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
 import { describeBounds } from '../run/limits.js';
 import { Runner, START_DRAIN_MS } from './runner.js';
+import { collectAndTrim } from '../run/idle_memory.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot.js';
@@ -97,6 +98,9 @@ export interface DaemonHandle {
 const LIVE_KEYS = new Set(['defaultLimits', 'ceilings', 'allow', 'logLevel', 'queueMax', 'shutdownGraceMs']);
 
 const VERSION = PACKAGE_VERSION;
+
+/** How often an idle daemon looks whether it should give memory back (idleMemory()). */
+const IDLE_MEMORY_CHECK_MS = 3000;
 
 /** How long the 'check' request may take, its runs' wait for slots included. */
 export const CHECK_TIMEOUT_MS = 60_000;
@@ -220,6 +224,8 @@ class Daemon implements DaemonHandle {
   private checking: Promise<CheckResult> | undefined;
   private server: DaemonServer | undefined;
   private metricsHttp: http.Server | undefined;
+  /** Gives memory back once the daemon sits idle after runs (see idleMemory()). */
+  private idleTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   /** Aborted by a close(0) during a close: the grace period ends at once. */
   private readonly hurry = new AbortController();
@@ -257,6 +263,7 @@ class Daemon implements DaemonHandle {
       check: () => this.check(),
     });
     await this.server.listen();
+    this.idleTimer = this.idleMemory();
     if (config.metrics.port !== undefined) {
       this.metricsHttp = await serveMetricsHttp({ host: config.metrics.host, port: config.metrics.port, render: () => this.renderMetrics(), log });
     }
@@ -272,8 +279,28 @@ class Daemon implements DaemonHandle {
     });
   }
 
+  /**
+   * Every few seconds: when runs finished since the last look and none is in a slot or queued
+   * now, a full collection and malloc_trim. Without it the garbage of a burst of large requests
+   * and replies (frames of MiBs) stayed resident in a daemon that then sat idle: V8 collects
+   * only when allocating, and glibc keeps freed room. Costs tens of ms, only once idle.
+   */
+  private idleMemory(): NodeJS.Timeout {
+    const { slots, runner } = this.parts;
+    let seen = -1;
+    const timer = setInterval(() => {
+      const finished = runner.counters.started;
+      if (finished === seen || slots.busy > 0 || slots.queued > 0) return;
+      seen = finished;
+      collectAndTrim();
+    }, IDLE_MEMORY_CHECK_MS);
+    timer.unref();
+    return timer;
+  }
+
   /** Undoes serve() after a start that failed (the caller releases the layers). */
   async abandon(): Promise<void> {
+    clearInterval(this.idleTimer);
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await this.server?.close().catch(() => undefined);
   }
@@ -384,6 +411,7 @@ class Daemon implements DaemonHandle {
     const { slots, layers, log } = this.parts;
     const server = this.server!;
     this.stopping = true;
+    clearInterval(this.idleTimer);
     log.info('stopping', { inflight: server.inflight, busySlots: slots.busy, queued: slots.queued, graceMs });
     // Queued runs are refused now (shutting_down); runs already in a slot may finish.
     slots.close('the daemon is stopping');

@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { CodejailError, SafeExecError } from '../client/index.js';
 import type { CheckResult, SafeExecOptions, StatusResult } from '../client/index.js';
 import { discardRest, FormError, readForm, type FormLimits } from './form.js';
-import { IdleCollector } from './idle_gc.js';
+import { IdleCollector } from '../run/idle_memory.js';
 import { HttpMetrics } from './metrics.js';
 import { BadRequest, checkRequest, parsePayload, PYTHON_LIB_ZIP, type CodeExecPayload } from './payload.js';
 import { countJsonValues, holdsLoneSurrogate, stringifyPythonJson, UnencodableString } from './python_json.js';

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { benchCandidates, floorMeasurement, formatCpu, formatLevel, formatStages, measure } from '../../src/cli/bench.js';
 import { cpuPerRun } from '../../src/cli/bench_cpu.js';
 import { parseTemplateArgv, runFloor } from '../../src/cli/bench_floor.js';
-import { templateArgv } from '../../src/run/template_boot.js';
+import { python } from '../../src/kinds/python.js';
 import type { CommandProfile } from '../../src/run/commands.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from '../../src/cli/bench_cases.js';
 import { Client } from '../../src/client/index.js';
@@ -147,6 +147,7 @@ describe('bench: warm and cold, absolute targets, stages', () => {
 });
 
 describe('bench: the fork floor and CPU by process', () => {
+  const templateArgv = (profile: CommandProfile) => python.template!.argv(profile);
   it("reads the interpreter, flags and preloads back from a template's command line", () => {
     const profile = { path: '/usr/bin/python3.11', args: ['-E', '-B', '-X', 'frozen_modules=on'], preload: ['numpy', 'math'] } as CommandProfile;
     expect(parseTemplateArgv(templateArgv(profile))).toEqual({ interpreter: ['/usr/bin/python3.11', '-E', '-B', '-X', 'frozen_modules=on'], preload: ['numpy', 'math'] });

@@ -1,4 +1,5 @@
-// Gives memory back once `codejail serve` goes idle after holding a lot of it. V8 collects when
+// Gives memory back once a long-lived process (`codejail serve`, the daemon) goes idle after
+// holding a lot of it. V8 collects when
 // allocating, so the garbage of a burst of large payloads (hundreds of MB) stayed resident for
 // good in a service that then sat idle: nothing allocated, nothing collected. A full collection
 // is asked for once nothing is held and the service has stayed so for a moment; it costs tens
@@ -29,6 +30,12 @@ function trimMalloc(): void {
   }
 }
 
+/** A full collection, then glibc's free room back to the system: for an idle moment only. */
+export function collectAndTrim(): void {
+  collect();
+  trimMalloc();
+}
+
 export class IdleCollector {
   /** The most bytes held since the last collection. */
   private highWater = 0;
@@ -49,8 +56,7 @@ export class IdleCollector {
       this.timer = undefined;
       if (!this.isIdle()) return;
       this.highWater = 0;
-      collect();
-      trimMalloc();
+      collectAndTrim();
     }, this.idleMs);
     this.timer.unref();
   }
