@@ -15,6 +15,8 @@ import type { CpuPerRun, CpuSnapshot } from './bench_cpu.js';
 import { floorInterpreter, runFloor } from './bench_floor.js';
 import type { FloorResult } from './bench_floor.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from './bench_cases.js';
+import { PYTHON_CLIENT_LABEL, PYTHON_PACKAGE_DIR, startPythonClient } from './bench_python.js';
+import type { PythonClientStart } from './bench_python.js';
 
 export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--profile] [--socket PATH] [--python /usr/bin/python3]
   -n N               measured runs per runner and concurrency level (default 200)
@@ -27,7 +29,10 @@ interpreter, flags and preloads forking a child that runs 'a = 17' and reports i
 unconfined; 1 process at concurrency 1, as many as there are CPUs (at most the concurrency)
 above), warm (the command's own way) and cold
 (warm: false) side by side: jailCode('python', {code: 'print(1)'}) and safeExec('a = 17', {}) at
-every level, and a 40-line grader through safeExec at the highest level. Prints the ratios and
+every level, and a 40-line grader through safeExec at the highest level; at concurrency 1,
+safeExec('a = 17') through the Python package (clients/python's import codejail, run by the
+--python interpreter; skipped, saying why, without it or its msgpack module) against the
+TypeScript client's safeExec warm row. Prints the ratios and
 the targets; --profile adds each row's CPU per run by process, from /proc. Exits 0 whatever the ratios; 1 when the daemon cannot be reached or a run does not
 do what it should.`;
 
@@ -62,6 +67,10 @@ export interface BenchCandidate {
   minFloorThroughputRatio?: { ratio: number; concurrency: number };
   /** Measured at the highest concurrency level only (a row of its own, not one per level). */
   highestOnly?: boolean;
+  /** Measured at this concurrency level only. */
+  onlyAt?: number;
+  /** Largest acceptable p50 above another row's p50 (its label) in the same level, in ms. */
+  maxP50AboveMs?: { ms: number; than: string };
 }
 
 /** The stages of a run, in the order they happen (usage.stages' keys). */
@@ -299,6 +308,17 @@ export function formatLevel(baseline: Measurement, candidates: ReadonlyArray<[Be
       const ok = measurement.p50Ms <= maxP50Ms!.ms;
       absolute.push(`${candidate.runner.label} p50 <= ${maxP50Ms!.ms.toFixed(2)} ms: ${measurement.p50Ms.toFixed(2)} ${ok ? 'ok' : 'MISS'}`);
     }
+    if (candidate.maxP50AboveMs) {
+      const { ms, than } = candidate.maxP50AboveMs;
+      const other = candidates.find(([, row]) => row.label === than)?.[1];
+      if (other) {
+        const above = measurement.p50Ms - other.p50Ms;
+        const sign = above >= 0 ? '+' : '-';
+        absolute.push(
+          `${candidate.runner.label} p50 - ${than} p50 <= ${ms.toFixed(2)} ms: ${sign}${Math.abs(above).toFixed(2)} ${above <= ms ? 'ok' : 'MISS'}`,
+        );
+      }
+    }
     if (here(minRunsPerSecond)) {
       const ok = measurement.runsPerSecond >= minRunsPerSecond!.rate;
       absolute.push(`${candidate.runner.label} runs/s >= ${minRunsPerSecond!.rate}: ${measurement.runsPerSecond.toFixed(1)} ${ok ? 'ok' : 'MISS'}`);
@@ -384,8 +404,11 @@ const WARM_FLOOR_TARGETS = {
   minFloorThroughputRatio: { ratio: 0.5, concurrency: 4 },
 } as const satisfies Partial<BenchCandidate>;
 
-/** The rows, warm and cold side by side, with the issues' targets. */
-export function benchCandidates(client: Client, profile: boolean): BenchCandidate[] {
+/**
+ * The rows, warm and cold side by side, with the issues' targets; `pythonClient` (bench_python.ts)
+ * right after the TypeScript client's safeExec warm row it is compared with.
+ */
+export function benchCandidates(client: Client, profile: boolean, pythonClient?: BenchRunner): BenchCandidate[] {
   const warm: RunWay = { warm: true, profile };
   const cold: RunWay = { warm: false, profile };
   return [
@@ -397,6 +420,8 @@ export function benchCandidates(client: Client, profile: boolean): BenchCandidat
     { runner: jailCodeRunner(client, warm), maxP50Ratio: 0.3, ...WARM_FLOOR_TARGETS },
     { runner: jailCodeRunner(client, cold), maxP50Ratio: 1.25, minThroughputRatio: { ratio: 0.8, concurrency: 2 } },
     { runner: safeExecRunner(client, warm), ...WARM_FLOOR_TARGETS },
+    // The Python package (issue 21): at concurrency 1, at most 0.3 ms more than the TypeScript client.
+    ...(pythonClient ? [{ runner: pythonClient, onlyAt: 1, maxP50AboveMs: { ms: 0.3, than: 'safeExec warm' } }] : []),
     { runner: safeExecRunner(client, cold) },
     { runner: graderRunner(client, warm), highestOnly: true },
     { runner: graderRunner(client, cold), highestOnly: true },
@@ -421,11 +446,13 @@ export async function bench(args: string[]): Promise<number> {
   const levels = parseConcurrency(values.concurrency);
   const highest = Math.max(...levels);
   const client = new Client({ socketPath: values.socket });
+  let pythonClient: PythonClientStart | undefined;
   try {
     // Fails first, with the reason, when the daemon cannot be reached.
     const daemon = await client.status();
     const baseline = bareSpawnRunner(values.python);
-    const candidates = benchCandidates(client, values.profile);
+    pythonClient = levels.includes(1) ? await startPythonClient(values.python, client.socketPath) : { skipped: 'measured at concurrency 1 only' };
+    const candidates = benchCandidates(client, values.profile, 'runner' in pythonClient ? pythonClient.runner : undefined);
     const floor = floorInterpreter(daemon.pid, values.python);
     const daemonPid = values.profile ? daemon.pid : undefined;
     // Each layer's state word only ("active", "absent", "off"): `codejail status` has the details.
@@ -442,6 +469,7 @@ export async function bench(args: string[]): Promise<number> {
         `node ${process.version}, ${cpus().length} CPUs, baseline ${values.python}, daemon ${daemon.version} ` +
         `(${daemon.unsafe ? 'UNSAFE, runs not confined' : `layers ${layers.join(' ')}`}, ${daemon.slots.total} slots)\n` +
         `fork floor: ${floor.source}\n` +
+        `Python package (${PYTHON_CLIENT_LABEL}): ${'skipped' in pythonClient ? `row skipped: ${pythonClient.skipped}` : `${values.python}, import codejail from ${PYTHON_PACKAGE_DIR}`}\n` +
         (values.profile && daemonPid === undefined ? 'CPU by process: the daemon did not say its pid\n' : '') +
         '\n',
     );
@@ -459,6 +487,7 @@ export async function bench(args: string[]): Promise<number> {
       const measured: [BenchCandidate, Measurement][] = [];
       for (const candidate of candidates) {
         if (candidate.highestOnly && concurrency !== highest) continue;
+        if (candidate.onlyAt !== undefined && concurrency !== candidate.onlyAt) continue;
         const before = values.profile ? await cleanupTotals(client) : undefined;
         const cpuBefore: CpuSnapshot | undefined = daemonPid === undefined ? undefined : cpuSnapshot(daemonPid);
         const measurement = await measure(candidate.runner, runs, concurrency);
@@ -479,6 +508,7 @@ export async function bench(args: string[]): Promise<number> {
     }
     return 0;
   } finally {
+    if (pythonClient && 'close' in pythonClient) pythonClient.close();
     await client.close();
   }
 }

@@ -1,8 +1,12 @@
 // The CLI's pure parts: exit codes, bench measurement and tables, status formatting.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { benchCandidates, floorMeasurement, formatCpu, formatLevel, formatStages, measure } from '../../src/cli/bench.js';
 import { cpuPerRun } from '../../src/cli/bench_cpu.js';
 import { parseTemplateArgv, runFloor } from '../../src/cli/bench_floor.js';
+import { startPythonClient } from '../../src/cli/bench_python.js';
 import { python } from '../../src/kinds/python.js';
 import type { CommandProfile } from '../../src/run/commands.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from '../../src/cli/bench_cases.js';
@@ -135,6 +139,51 @@ describe('bench: warm and cold, absolute targets, stages', () => {
     for (const warm of [candidates[0], candidates[2]]) {
       expect(warm).toMatchObject({ maxP50FloorRatio: { ratio: 2, concurrency: 1 }, minFloorThroughputRatio: { ratio: 0.5, concurrency: 4 } });
       expect(warm!.runner.warm).toBe(true);
+    }
+  });
+
+  it('the Python package row: at concurrency 1 only, right after safeExec warm, its p50 above it against 0.3 ms', () => {
+    const python = { label: 'safeExec python', warm: true, runOnce: async () => {} };
+    const candidates = benchCandidates(new Client({ socketPath: '/nonexistent' }), false, python);
+    expect(candidates.map((c) => c.runner.label).slice(2, 5)).toEqual(['safeExec warm', 'safeExec python', 'safeExec cold']);
+    expect(candidates[3]).toMatchObject({ onlyAt: 1, maxP50AboveMs: { ms: 0.3, than: 'safeExec warm' } });
+
+    const ts: BenchCandidate = { runner: { label: 'safeExec warm', runOnce: async () => {} } };
+    const within = formatLevel(row('bare python3', 1, 10, 100), [
+      [ts, row('safeExec warm', 1, 1.5, 600)],
+      [candidates[3]!, row('safeExec python', 1, 1.7, 550)],
+    ]);
+    expect(within).toMatch(/^safeExec python\s+1\.70\s+1\.70\s+1\.70\s+550\.0\s+0\.17x\s+5\.50x$/m);
+    expect(within).toContain('targets at concurrency 1: safeExec python p50 - safeExec warm p50 <= 0.30 ms: +0.20 ok\n');
+    const over = formatLevel(row('bare python3', 1, 10, 100), [
+      [ts, row('safeExec warm', 1, 1.5, 600)],
+      [candidates[3]!, row('safeExec python', 1, 2.25, 400)],
+    ]);
+    expect(over).toContain('safeExec python p50 - safeExec warm p50 <= 0.30 ms: +0.75 MISS\n');
+    const faster = formatLevel(row('bare python3', 1, 10, 100), [
+      [ts, row('safeExec warm', 1, 1.5, 600)],
+      [candidates[3]!, row('safeExec python', 1, 1.25, 700)],
+    ]);
+    expect(faster).toContain('safeExec python p50 - safeExec warm p50 <= 0.30 ms: -0.25 ok\n');
+    // Without the TypeScript row in the level there is nothing to compare with: no target line.
+    expect(formatLevel(row('bare python3', 1, 10, 100), [[candidates[3]!, row('safeExec python', 1, 2, 500)]])).not.toContain('safeExec python p50 -');
+  });
+
+  it.skipIf(!fs.existsSync('/usr/bin/python3'))('skips the Python package row, saying why, without its interpreter or its package', async () => {
+    expect(await startPythonClient('/nonexistent/python3', '/nonexistent.sock')).toEqual({ skipped: '/nonexistent/python3 not found' });
+    const noPackage = await startPythonClient(process.execPath, '/nonexistent.sock', '/nonexistent');
+    expect(noPackage).toEqual({ skipped: 'the Python package is not here (/nonexistent)' });
+    // A package whose import fails as the real one does without msgpack.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-bench-python-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'codejail'));
+      fs.writeFileSync(path.join(dir, 'codejail/__init__.py'), 'import msgpack_not_installed_here\n');
+      const started = await startPythonClient('/usr/bin/python3', '/nonexistent.sock', dir);
+      expect(started).toEqual({
+        skipped: "/usr/bin/python3 cannot import the package: No module named 'msgpack_not_installed_here' (Debian: python3-msgpack)",
+      });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

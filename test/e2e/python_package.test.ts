@@ -12,6 +12,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { measure } from '../../src/cli/bench.js';
+import { startPythonClient } from '../../src/cli/bench_python.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const PACKAGE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../clients/python');
@@ -107,6 +109,18 @@ describe.skipIf(skipReason !== undefined)(`the Python package's tests${skipReaso
     expect(run.code, `pytest failed:\n${run.output}`).toBe(0);
     expect(summary).toMatch(/\d+ passed/);
     expect(summary).not.toMatch(/failed|error|skipped/);
+  });
+
+  it("is codejail bench's Python row: a few round trips of safeExec('a = 17') through one python3 child", { timeout: 60_000 }, async () => {
+    const started = await startPythonClient(SYSTEM_PYTHON, daemon.socketPath, PACKAGE_DIR);
+    if (!('runner' in started)) throw new Error(`the row was skipped: ${started.skipped}`);
+    try {
+      const measured = await measure(started.runner, 5, 1);
+      expect(measured).toMatchObject({ label: 'safeExec python', runs: 5, concurrency: 1 });
+      expect(measured.p50Ms).toBeGreaterThan(0);
+    } finally {
+      started.close();
+    }
   });
 
   it.skipIf(!UPSTREAM_CHECKOUT)(
