@@ -107,6 +107,11 @@ export function balancerConfig(port: number, adminSocket: string, backends: Bala
     // A connection refused by a stopped front end: tried again, on another server.
     '  retries 2',
     '  option redispatch 1',
+    // A front end that is stopping closes the connections it holds no request on, and one it had
+    // just accepted may already carry a request it never read: that request is retried elsewhere
+    // too (a run is without side effects outside its sandbox, so even a retry of one that did
+    // run costs only its time).
+    '  retry-on conn-failure empty-response',
     // One request per server connection: no race with the front end's keep-alive timeout.
     '  option http-server-close',
     '',
