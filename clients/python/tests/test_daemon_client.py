@@ -2,7 +2,6 @@
 threads and fork. Runs against the daemon the root conftest found (CODEJAIL_SOCKET)."""
 
 import os
-import sys
 import threading
 
 import pytest
@@ -14,19 +13,6 @@ from codejail.errors import CodejailError
 # The daemon's own default VMEM (src/protocol/schema.ts DEFAULT_LIMITS), which the test daemon
 # keeps: the original's VMEM 0 must not replace it unless a caller sets it.
 DAEMON_DEFAULT_VMEM = 1024 * 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def fresh_state():
-    """Fresh jail_code settings with "python" configured (as the original's tests reset them)."""
-    saved = (jail_code.COMMANDS, jail_code.LIMITS, jail_code.LIMIT_OVERRIDES, _wire._configured_socket_path)
-    jail_code.COMMANDS = {}
-    jail_code.LIMITS = jail_code.DEFAULT_LIMITS.copy()
-    jail_code.LIMIT_OVERRIDES = {}
-    jail_code.configure("python", sys.executable)
-    yield
-    jail_code.COMMANDS, jail_code.LIMITS, jail_code.LIMIT_OVERRIDES, _wire._configured_socket_path = saved
-    _wire.close()
 
 
 def test_limits_nobody_set_are_the_daemons():
