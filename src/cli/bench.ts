@@ -15,6 +15,7 @@ import type { CpuPerRun, CpuSnapshot } from './bench_cpu.js';
 import { floorInterpreter, runFloor } from './bench_floor.js';
 import type { FloorResult } from './bench_floor.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from './bench_cases.js';
+import type { BenchRunner, RunReport } from './bench_runner.js';
 import { PYTHON_CLIENT_LABEL, PYTHON_PACKAGE_DIR, startPythonClient } from './bench_python.js';
 import type { PythonClientStart } from './bench_python.js';
 
@@ -35,20 +36,6 @@ safeExec('a = 17') through the Python package (clients/python's import codejail,
 TypeScript client's safeExec warm row. Prints the ratios and
 the targets; --profile adds each row's CPU per run by process, from /proc. Exits 0 whatever the ratios; 1 when the daemon cannot be reached or a run does not
 do what it should.`;
-
-/** What one run reported: its stages (a run asked with profile: true) and its own CPU time (ms). */
-export interface RunReport {
-  stages?: Stages;
-  cpuMs?: number;
-}
-
-/** One kind of run to measure. runOnce rejects if the run did not do what it should. */
-export interface BenchRunner {
-  label: string;
-  /** The run forks from a warm template (its CPU is the template's children's). */
-  warm?: boolean;
-  runOnce(): Promise<RunReport | void>;
-}
 
 /** A runner compared against the baseline, with the targets it should meet (if any). */
 export interface BenchCandidate {

@@ -9,7 +9,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BenchRunner } from './bench.js';
+import type { BenchRunner } from './bench_runner.js';
 
 /** clients/python beside dist/ (or src/), where `import codejail` is found; absent in the npm package. */
 export const PYTHON_PACKAGE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../clients/python');

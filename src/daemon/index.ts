@@ -23,7 +23,7 @@ import { Runner, START_DRAIN_MS } from './runner.js';
 import { collectAndTrim } from '../run/idle_memory.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
-import { slotUsers } from '../run/slot.js';
+import { slotUsers } from '../run/slot_users.js';
 import { lowerOwnOomScore } from '../run/oom.js';
 import { SlotPool } from './slots.js';
 import { kindNamed } from '../kinds/index.js';

@@ -14,7 +14,7 @@
 //   Callers wanting more than the queue holds end with equal shares of it (within one place),
 //   while the queue's bound, and the memory its runs' payloads hold, stays queueMax.
 import { RequestError } from '../protocol/errors.js';
-import type { SlotIdentity } from '../run/slot.js';
+import type { SlotIdentity } from '../run/slot_users.js';
 
 /** A slot as the pool hands it out: its identity (src/run/slot.ts). */
 export type Slot = SlotIdentity;

@@ -3,11 +3,14 @@
 // self-check probes it enforces, how to undo what it made at start, and which deny_* tests prove
 // it. index.ts lists the modules.
 import type { native, NativePlan } from '../native.js';
-import type { CgroupTree } from './cgroups.js';
+import type { CgroupTree } from './cgroup_tree.js';
 import type { DaemonConfig, LayerMode } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import type { PlanInput } from './plan.js';
+import type { Limits } from '../protocol/index.js';
+import type { CommandProfile } from '../run/commands.js';
+import type { RunDir } from '../run/rundir.js';
 import type { KillContext, RunHooks } from '../run/run_hooks.js';
+import type { SlotIdentity } from '../run/slot_users.js';
 
 export type Addon = ReturnType<typeof native>;
 
@@ -30,6 +33,22 @@ export interface LayerContext {
   passwd?: string;
   /** Defaults to CgroupTree.open on this host (cgroups). */
   openCgroups?: (memoryMax: number) => CgroupTree;
+}
+
+/** What a layer's plan() reads of one run (its own state comes beside it). */
+export interface PlanInput {
+  profile: CommandProfile;
+  dir: RunDir;
+  /** Whether the request carried code (then 'jailed_code' is the script argument). */
+  hasCode: boolean;
+  argv: string[];
+  limits: Limits;
+  slot: SlotIdentity;
+  apparmorProfile: string;
+  /** Open cgroup.procs of the run's cgroup leaf: the child joins it before anything else. */
+  cgroupProcsFd?: number;
+  /** Open fd 3 in the child as the write end of a result pipe. */
+  resultChannel?: boolean;
 }
 
 export interface Detection<S> {

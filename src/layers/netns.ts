@@ -1,6 +1,6 @@
 // The network namespace layer (native/namespaces.cc): each slot's runs join an empty network
 // namespace of the slot's own, made at start.
-import type { SlotIdentity } from '../run/slot.js';
+import type { SlotIdentity } from '../run/slot_users.js';
 import { defineLayer, type Addon } from './layer.js';
 
 export interface NetnsState {

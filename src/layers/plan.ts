@@ -1,32 +1,19 @@
 // Builds the NativePlan of one run: what the addon's child applies to itself between clone and
 // execve. Each active layer adds its part (its module's plan()). Pure: everything it needs is
 // passed in, so it is unit-tested without the addon.
-import type { Limits } from '../protocol/index.js';
 import type { NativePlan } from '../native.js';
-import type { CommandProfile } from '../run/commands.js';
 import { sandboxEnv } from '../run/env.js';
 import { RUN_OOM_SCORE_ADJ } from '../run/oom.js';
-import { CODE_FILE, type RunDir } from '../run/rundir.js';
-import type { SlotIdentity } from '../run/slot.js';
+import { CODE_FILE } from '../run/rundir.js';
 import { LAYERS, type Layers } from './index.js';
+import type { PlanInput } from './layer.js';
 
-export interface PlanInput {
-  profile: CommandProfile;
-  dir: RunDir;
-  /** Whether the request carried code (then 'jailed_code' is the script argument). */
-  hasCode: boolean;
-  argv: string[];
-  limits: Limits;
-  slot: SlotIdentity;
+/** A run's plan input with the daemon's detected layers, each of which adds its part. */
+export interface PlanRequest extends PlanInput {
   layers: Layers;
-  apparmorProfile: string;
-  /** Open cgroup.procs of the run's cgroup leaf: the child joins it before anything else. */
-  cgroupProcsFd?: number;
-  /** Open fd 3 in the child as the write end of a result pipe. */
-  resultChannel?: boolean;
 }
 
-export function buildPlan(input: PlanInput): NativePlan {
+export function buildPlan(input: PlanRequest): NativePlan {
   const { profile, dir, layers } = input;
   const argv = [profile.path, ...profile.args, ...(input.hasCode ? [CODE_FILE] : []), ...input.argv];
   const plan: NativePlan = {

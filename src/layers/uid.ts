@@ -3,7 +3,7 @@
 // slot's uid, which reaches setsid()'d descendants (the 'kill' sabotage switch).
 import { readFileSync } from 'node:fs';
 import { parseAccounts, readAccounts } from '../accounts.js';
-import { slotUsers, type SlotIdentity } from '../run/slot.js';
+import { slotUsers, type SlotIdentity } from '../run/slot_users.js';
 import type { DaemonConfig } from '../config/schema.js';
 import { defineLayer, LayerError, type Detection } from './layer.js';
 

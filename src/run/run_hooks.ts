@@ -3,7 +3,7 @@
 // hooks in LAYERS order and names no layer. A hook the layer does not need is left out.
 import type { Limits } from '../protocol/index.js';
 import type { RunDiskControl, RunDiskSize, RunOwner } from './rundir.js';
-import type { SlotIdentity } from './slot.js';
+import type { SlotIdentity } from './slot_users.js';
 
 /** What a layer adds to how the run directory is made. */
 export interface RunDirPart {

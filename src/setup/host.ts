@@ -10,7 +10,7 @@ import { runTool } from './host_files.js';
 import type { SetupRecord } from './record.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 import { prepareRunBase } from '../run/rundir.js';
-import { slotUsers, type SlotUser } from '../run/slot.js';
+import { slotUsers, type SlotUser } from '../run/slot_users.js';
 
 export interface AccountOptions {
   /**

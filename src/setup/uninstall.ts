@@ -12,7 +12,7 @@ import { readAccounts } from '../accounts.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../protocol/index.js';
 import { mountsBeneath } from '../run/rundir.js';
-import { slotUsers } from '../run/slot.js';
+import { slotUsers } from '../run/slot_users.js';
 import { APPARMOR_ETC, APPARMOR_SECURITYFS, DAEMON_PROFILE, TEMPLATE_DIR } from './apparmor.js';
 import { runTool, ToolError } from './host_files.js';
 import { SetupRecord, type Created } from './record.js';

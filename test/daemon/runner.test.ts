@@ -11,7 +11,7 @@ import type { Layers } from '../../src/layers/index.js';
 import { silentLogger } from '../../src/log.js';
 import { Runner } from '../../src/daemon/runner.js';
 import { RequestError } from '../../src/protocol/errors.js';
-import { slotUsers } from '../../src/run/slot.js';
+import { slotUsers } from '../../src/run/slot_users.js';
 import { SlotPool } from '../../src/daemon/slots.js';
 
 const profile: CommandProfile = { name: 'python', path: '/usr/bin/python3', executable: '/usr/bin/python3', args: [], env: {}, execute: [], read: [] };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { slotUsers } from '../../src/run/slot.js';
+import { slotUsers } from '../../src/run/slot_users.js';
 import { SELF, SlotPool } from '../../src/daemon/slots.js';
 
 const pool = (count: number, queueMax: number) => new SlotPool(slotUsers({ firstUid: 61000, count }), queueMax);

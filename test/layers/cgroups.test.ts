@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CgroupError, CgroupTree, findCgroup2Mount } from '../../src/layers/cgroups.js';
+import { CgroupError, CgroupTree, findCgroup2Mount } from '../../src/layers/cgroup_tree.js';
 import { DEFAULT_LIMITS } from '../../src/protocol/index.js';
 
 let mount: string;

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { CgroupError, type CgroupTree } from '../../src/layers/cgroups.js';
+import { CgroupError, type CgroupTree } from '../../src/layers/cgroup_tree.js';
 import { detectLayers } from '../../src/layers/index.js';
 import { hiddenDirs } from '../../src/run/hidden_dirs.js';
 import { silentLogger, type Logger } from '../../src/log.js';

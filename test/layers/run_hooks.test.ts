@@ -4,7 +4,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/protocol/index.js';
 import { runHooks, type Layers } from '../../src/layers/index.js';
-import type { CgroupTree } from '../../src/layers/cgroups.js';
+import type { CgroupTree } from '../../src/layers/cgroup_tree.js';
 import type { RunDiskControl } from '../../src/run/rundir.js';
 
 const slot = { index: 2, uid: 61002, gid: 61002 };
