@@ -439,7 +439,7 @@ export class Template {
   private settleEnded(): void {
     for (const [token, run] of [...this.runs]) {
       if (!run.started || run.started.pidfd < 0 || !this.ctx.addon.pidfdExited(run.started.pidfd)) continue;
-      const exit = zombieExit(run.started.pid);
+      const exit = zombieExit(run.started.pid, run.started.pidfd);
       if (exit) this.exited(token, exit);
     }
   }
@@ -462,7 +462,7 @@ export class Template {
         this.runs.delete(token);
         continue;
       }
-      const own = run.started.pidfd >= 0 && this.ctx.addon.pidfdExited(run.started.pidfd) ? zombieExit(run.started.pid) : undefined;
+      const own = run.started.pidfd >= 0 && this.ctx.addon.pidfdExited(run.started.pidfd) ? zombieExit(run.started.pid, run.started.pidfd) : undefined;
       this.exited(
         token,
         own && own.signal !== SIGKILL
@@ -523,19 +523,34 @@ function withVmAllowance(plan: NativePlan, allowance: number): NativePlan {
 /**
  * The exit of a zombie the template did not reap, as the kernel keeps it in /proc/<pid>/stat
  * (state, field 3; exit_code, field 52, in wait status form; utime and stime, fields 14 and 15,
- * in clock ticks of 100 Hz). A zombie's pid is not reused. Undefined when there is no zombie to
- * read (reaped meanwhile, by the template or, once it is gone, a sweep): the status is not known,
- * and must not be guessed.
+ * in clock ticks of 100 Hz). Undefined when there is no zombie to read (reaped meanwhile, by the
+ * template or, once it is gone, a sweep): the status is not known, and must not be guessed.
+ *
+ * A zombie's pid is not reused, but once it is reaped the pid is free, and /proc/<pid> may then be
+ * another process (a zombie too, by chance). So the stat counts only if the run's pidfd, read
+ * after it, still holds an unreaped process: its fdinfo says `Pid: -1` once the process is reaped,
+ * and while it is not, the pid was the run's throughout the read.
  */
-function zombieExit(pid: number): ProcessExit | undefined {
+function zombieExit(pid: number, pidfd: number): ProcessExit | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (fields[3 - 3] !== 'Z') return undefined;
+    if (!pidfdHoldsUnreaped(pidfd, pid)) return undefined;
     const ticksUs = 1_000_000 / 100;
     return waitStatusExit(Number(fields[52 - 3]), { userUs: Number(fields[14 - 3]) * ticksUs, systemUs: Number(fields[15 - 3]) * ticksUs });
   } catch {
     return undefined;
+  }
+}
+
+/** Whether the pidfd still refers to `pid`, not yet reaped (its fdinfo's Pid line). */
+export function pidfdHoldsUnreaped(pidfd: number, pid: number): boolean {
+  try {
+    const line = /^Pid:\s*(-?\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'latin1'));
+    return line !== null && Number(line[1]) === pid;
+  } catch {
+    return false;
   }
 }
 

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { native, type NativeExit, type NativePlan } from '../../src/native.js';
+import { pidfdHoldsUnreaped } from '../../src/run/template.js';
 import { PYTHON, isRoot, makeRunDir, processesOf } from '../helpers/sandbox.js';
 
 function readAll(fd: number): Promise<Buffer> {
@@ -128,6 +129,25 @@ describe.skipIf(!isRoot)('kill rounds and zombies', () => {
     blockEventLoop(300);
     native().killUidRound(OTHER_UID, 1, 65534);
     expect(await exited).toBe(3);
+  });
+
+  it('support_a_pidfd_tells_its_zombie_from_a_reaped_pid', async () => {
+    // src/run/template.ts reads a warm run's status from /proc/<pid>/stat only while the run's
+    // pidfd still holds it unreaped: once reaped, the pid is free and /proc/<pid> may be another's.
+    const dir = makeRunDir();
+    const child = native().spawn({ file: PYTHON, argv: [PYTHON, '-E', '-B', '-c', 'pass'], env: [], cwd: dir });
+    for (const fd of [child.stdin, child.stdout, child.stderr]) native().closeFd(fd);
+    try {
+      await until('the child to exit', () => native().pidfdExited(child.pidfd));
+      expect(stateOf(child.pid)).toBe('Z');
+      expect(pidfdHoldsUnreaped(child.pidfd, child.pid)).toBe(true);
+      expect(pidfdHoldsUnreaped(child.pidfd, child.pid + 1)).toBe(false);
+      await new Promise<NativeExit>((resolve) => native().watchExit(child.pidfd, child.pid, resolve));
+      expect(fs.existsSync(`/proc/${child.pid}/stat`) && stateOf(child.pid) === 'Z').toBe(false);
+      expect(pidfdHoldsUnreaped(child.pidfd, child.pid)).toBe(false);
+    } finally {
+      native().closeFd(child.pidfd);
+    }
   });
 
   it('support_kill_round_reports_what_remains_and_keeps_a_watched_status', async () => {
