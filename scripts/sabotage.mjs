@@ -119,6 +119,9 @@ function offVerdict(t) {
 
 let bad = 0;
 let checked = 0;
+// How each passing check failed with its layer off: the allow side seen (gone) or only some
+// assertion (assert). Every deny test is meant to reach 'gone'; the count shows how far.
+const offKinds = { gone: 0, assert: 0 };
 let inVmOnly = 0;
 const started = Date.now();
 const switches = Object.entries(SABOTAGE).filter(([name]) => !only.length || only.includes(name));
@@ -165,6 +168,7 @@ for (const runPath of paths) {
       const verdict = offVerdict(off.tests.get(key));
       const ok = t?.status === 'passed' && verdict.ok;
       if (!ok) bad++;
+      else offKinds[verdict.ok]++;
       console.log(`${ok ? 'ok  ' : 'BAD '} ${runPath} ${name.padEnd(9)} ${title(key)}: on=${t?.status ?? 'missing'} off=${verdict.ok ?? verdict.bad}`);
     }
     if (ran === 0) {
@@ -191,6 +195,7 @@ if (checked + inVmOnly === 0 && bad === 0) {
   bad++;
   console.log('BAD  no deny test was checked');
 }
+if (checked) console.log(`     off=gone ${offKinds.gone}, off=assert ${offKinds.assert} (checks that passed, both paths)`);
 console.log(
   bad
     ? `${bad} problem(s): a deny test that does not depend on its layer, or a run that proves nothing (${seconds} s)`
