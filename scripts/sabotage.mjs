@@ -203,6 +203,6 @@ if (checked) console.log(`     off=gone ${offKinds.gone}, off=assert ${offKinds.
 console.log(
   bad
     ? `${bad} problem(s): a deny test that does not depend on its layer, or a run that proves nothing (${seconds} s)`
-    : `every deny test fails with its layer off, its allow side's result come back, and passes with it on, on each path (${checked} checks, ${seconds} s)`,
+    : `every deny test fails with its layer off, with its allow side's result, and passes with it on, on each path (${checked} checks, ${seconds} s)`,
 );
 process.exit(bad ? 1 : 0);
