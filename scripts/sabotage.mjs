@@ -12,10 +12,11 @@
 //     filter gone wrong), is a failure;
 //   - a vitest run that errs (a crash, an unhandled error, a file that failed to load or whose
 //     hooks failed, a missing report) is a failure, never "no tests here";
-//   - with the switch off, each test must fail on an assertion (not a timeout, a thrown error or
-//     a daemon that did not start), and where the test states its allow side
-//     (test/helpers/denial.ts expectDenied) the failure must say that the allow side's result
-//     came back (DENIAL GONE). Lines say which: off=gone (the allow side seen) or off=assert.
+//   - with the switch off, each test must fail because the denial went away: it states its allow
+//     side (test/helpers/denial.ts expectDenied) and its failure says that the allow side's result
+//     came back (DENIAL GONE, off=gone). Failing on any other assertion (off=assert: the result
+//     was neither the refusal nor the allow side's), a timeout, a thrown error or a daemon that
+//     did not start is a failure of the check.
 // Each check runs on both paths a python run can take (vitest.config.ts's projects): warm (runs
 // forked from a template; the suites that need no daemon run here too, once) and cold (a fresh
 // interpreter per run). A deny test must depend on its layer on each path it runs on.
@@ -105,20 +106,25 @@ function run(files, projects, sabotage, prefixes) {
 
 /**
  * A deny test's outcome with its switch off: ok 'gone' (it says the allow side's result came
- * back), ok 'assert' (it failed on an assertion), or bad, with why (passed, missing, a timeout or
- * a thrown error: not the denial going away).
+ * back), or bad, with why: 'assert' (it failed on an assertion, but not with the allow side's
+ * result), passed, missing, a timeout or a thrown error.
  */
 function offVerdict(t) {
   if (!t) return { bad: 'missing' };
   if (t.status !== 'failed') return { bad: t.status };
   const message = (t.failureMessages ?? []).join('\n');
   if (message.includes(DENIAL_GONE)) return { ok: 'gone' };
-  if (/^AssertionError\b/.test(message.trimStart())) return { ok: 'assert' };
+  if (/^AssertionError\b/.test(message.trimStart())) {
+    return { bad: 'assert', why: `failed on an assertion without the allow side's result (${DENIAL_GONE}): ${message.split('\n')[0].slice(0, 160)}` };
+  }
   return { bad: `failed, not on an assertion: ${message.split('\n')[0].slice(0, 160)}` };
 }
 
 let bad = 0;
 let checked = 0;
+// How the deny tests failed with their layer off: the allow side seen (gone, the only pass) or
+// only some assertion (assert).
+const offKinds = { gone: 0, assert: 0 };
 let inVmOnly = 0;
 const started = Date.now();
 const switches = Object.entries(SABOTAGE).filter(([name]) => !only.length || only.includes(name));
@@ -165,7 +171,9 @@ for (const runPath of paths) {
       const verdict = offVerdict(off.tests.get(key));
       const ok = t?.status === 'passed' && verdict.ok;
       if (!ok) bad++;
-      console.log(`${ok ? 'ok  ' : 'BAD '} ${runPath} ${name.padEnd(9)} ${title(key)}: on=${t?.status ?? 'missing'} off=${verdict.ok ?? verdict.bad}`);
+      const kind = verdict.ok ?? verdict.bad;
+      if (kind in offKinds) offKinds[kind]++;
+      console.log(`${ok ? 'ok  ' : 'BAD '} ${runPath} ${name.padEnd(9)} ${title(key)}: on=${t?.status ?? 'missing'} off=${kind}${verdict.why ? ` (${verdict.why})` : ''}`);
     }
     if (ran === 0) {
       bad++;
@@ -191,9 +199,10 @@ if (checked + inVmOnly === 0 && bad === 0) {
   bad++;
   console.log('BAD  no deny test was checked');
 }
+if (checked) console.log(`     off=gone ${offKinds.gone}, off=assert ${offKinds.assert} (every path checked)`);
 console.log(
   bad
     ? `${bad} problem(s): a deny test that does not depend on its layer, or a run that proves nothing (${seconds} s)`
-    : `every deny test fails with its layer off and passes with it on, on each path (${checked} checks, ${seconds} s)`,
+    : `every deny test fails with its layer off, with its allow side's result, and passes with it on, on each path (${checked} checks, ${seconds} s)`,
 );
 process.exit(bad ? 1 : 0);

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import type { Client, JailCodeResult } from '../../src/client/index.js';
 import { SafeExecError } from '../../src/client/index.js';
 import { dedent } from '../helpers/cases.js';
+import { expectDenied } from '../helpers/denial.js';
 import { daemonSuite, type DaemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -746,8 +747,11 @@ describe.skipIf(!isRoot)('a warm run starts no program', () => {
                 print(name, type(e).__name__)
         `),
     });
-    expect(r.stdout.toString(), r.stderr.toString()).toBe(
+    expectDenied(
+      r.stdout.toString(),
       'subprocess PermissionError\nexecv PermissionError\nexecveat PermissionError\nnothing PermissionError\n',
+      'subprocess PermissionError\nexecv PermissionError\nexecveat PermissionError\nnothing FileNotFoundError\n',
+      r.stderr.toString(),
     );
   });
 });

@@ -12,10 +12,12 @@ const matches = (value: unknown, want: unknown) => (want instanceof RegExp ? wan
 
 /**
  * Requires `received` to be the layer's refusal `denied`. When it is the allow side's result
- * instead, the assertion's message starts with DENIAL_GONE.
+ * instead, the assertion's message starts with DENIAL_GONE. `context` (a run's stderr, say) is
+ * added to the message.
  */
-export function expectDenied<T>(received: T, denied: T | RegExp, allowed: T | RegExp): void {
-  const message = matches(received, allowed) ? `${DENIAL_GONE}: the allow side's result came back` : 'not the refusal, nor the allow side';
+export function expectDenied<T>(received: T, denied: T | RegExp, allowed: T | RegExp, context?: string): void {
+  const verdict = matches(received, allowed) ? `${DENIAL_GONE}: the allow side's result came back` : 'not the refusal, nor the allow side';
+  const message = context ? `${verdict}; ${context}` : verdict;
   if (denied instanceof RegExp) expect(String(received), message).toMatch(denied);
   else expect(received, message).toEqual(denied);
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { expectDenied } from '../helpers/denial.js';
 import { daemonSuite } from '../helpers/suite.js';
 import { startTestDaemon } from '../helpers/daemon.js';
 
@@ -99,8 +100,10 @@ try:
 except OSError as e:
     print('errno', e.errno)
 `;
-      const result = await suite.client.jailCode('python', { code, limits: { DISK: 8 * 1024 * 1024 } });
-      expect(result.stdout.toString()).toBe('errno 28\n');
+      // REALTIME for the sabotaged run, which writes all 64 MiB to a busy disk.
+      const result = await suite.client.jailCode('python', { code, limits: { DISK: 8 * 1024 * 1024, REALTIME: 20 } });
+      // Without the limit the run directory is on the host's disk and takes all 64 MiB.
+      expectDenied(result.stdout.toString(), 'errno 28\n', 'wrote 64 MiB\n', `status ${result.status}: ${result.stderr.toString()}`);
       expect(result.limits.DISK).toBe(8 * 1024 * 1024);
     });
 
@@ -109,16 +112,18 @@ except OSError as e:
 import os
 n = 0
 try:
-    while n < 5000:
+    while n < 2000:
         os.mkdir('tmp/d%d' % n)
         n += 1
     print('made', n)
 except OSError as e:
     print('errno', e.errno, 'after', n)
 `;
-      const result = await suite.client.jailCode('python', { code, limits: { DISK: 4 * 1024 * 1024, REALTIME: 5, CPU: 5 } });
+      const result = await suite.client.jailCode('python', { code, limits: { DISK: 4 * 1024 * 1024, REALTIME: 20, CPU: 5 } });
       // 4 MiB of DISK is 1024 inodes; the run directory's own entries use a few.
-      expect(result.stdout.toString()).toMatch(/^errno 28 after 10[12]\d\n$/);
+      // Without the limit every directory is made on the host's disk (about twice the limit's
+      // inodes: a few seconds on a busy disk, hence the REALTIME that only the sabotaged run needs).
+      expectDenied(result.stdout.toString(), /^errno 28 after 10[12]\d\n$/, 'made 2000\n', `status ${result.status}: ${result.stderr.toString()}`);
       const next = await suite.client.jailCode('python', { code: "import os\nprint(os.listdir('tmp'))" });
       expect(next.stdout.toString()).toBe('[]\n');
       await suite.idle();
@@ -126,11 +131,14 @@ except OSError as e:
     });
 
     it("deny_disk_request_files_past_the_limit_are_refused_naming_disk", async () => {
-      const failure = await suite.client
+      const outcome = await suite.client
         .jailCode('python', { code: 'print(1)', extraFiles: [['big.bin', Buffer.alloc(2 * 1024 * 1024)]], limits: { DISK: 1024 * 1024 } })
-        .catch((err: unknown) => err);
-      expect(failure).toMatchObject({ code: 'bad_request' });
-      expect((failure as Error).message).toMatch(/extraFiles\[0\] "big.bin": does not fit: the request's files exceed the run's DISK limit/);
+        .then(
+          (r) => `ran: ${r.stdout.toString()}`,
+          (err: Error & { code?: string }) => `${err.code}: ${err.message}`,
+        );
+      // Without the limit the files are written and the run goes ahead.
+      expectDenied(outcome, /^bad_request: .*extraFiles\[0\] "big.bin": does not fit: the request's files exceed the run's DISK limit/, 'ran: 1\n');
       expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
     });
 
@@ -147,8 +155,9 @@ print(r.returncode, r.stdout.decode().strip(), r.stderr.decode().strip())
       // Cold: a warm run cannot start ld.so at all (seccomp and Landlock refuse its execve), so
       // warm this test would show nothing of the noexec mount.
       const result = await suite.client.jailCode('python', { code, limits: { NPROC: 30, REALTIME: 5, CPU: 5 }, warm: false });
-      expect(result.stdout.toString()).not.toContain('RAN');
-      expect(result.stdout.toString()).toContain('failed to map segment from shared object');
+      // Returncode, the copy's stdout (none: it never ran), ld.so's complaint; without the noexec
+      // mount the copy runs.
+      expectDenied(result.stdout.toString(), /^[1-9]\d* {2}.*failed to map segment from shared object/, /^0 RAN /, result.stderr.toString());
     });
 
     it('refuses a DISK past its ceiling, and DISK 0 (unlimited) under a ceiling', async () => {
