@@ -126,7 +126,7 @@ describe('Runner', () => {
     expect(fs.readdirSync(t.runBase)).toEqual([]);
   });
 
-  it('deny_kill_loop_blocks_the_event_loop: a sweep retries its rounds on timers', async () => {
+  it('a sweep retries its kill rounds on timers, never in a loop that blocks the event loop', async () => {
     let rounds = 0;
     const t = setup({
       spawn: () => {
