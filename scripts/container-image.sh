@@ -22,10 +22,11 @@ image_key() {
   mapfile -t context < <(sed -n 's/^!//p' container/Dockerfile.dockerignore)
   {
     node --version
+    # __pycache__: excluded from the context too (a test run may write it after this build).
     find container/Dockerfile container/Dockerfile.dockerignore container/build-offline.sh scripts/container-image.sh "${context[@]}" \
-      \( -type f -o -type l \) -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%a %n'
+      -name __pycache__ -prune -o \( -type f -o -type l \) -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%a %N'
     find container/Dockerfile container/Dockerfile.dockerignore container/build-offline.sh scripts/container-image.sh "${context[@]}" \
-      -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+      -name __pycache__ -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16
 }
 

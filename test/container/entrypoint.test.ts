@@ -10,6 +10,10 @@
 // runs print(1). support_*: each capability in the set is needed; without it the daemon refuses
 // to start or the run fails. A capability that turned out not to be needed fails its row and
 // must leave the set (README, systemd unit and this list together).
+//
+// The built image itself: allow_container_image_rootfs_serves_with_the_set runs the unpacked root
+// that scripts/container-image.sh built from this tree's container/Dockerfile (install-deps builds
+// it; with buildah, over a stand-in base) through container/run-rootfs.sh, with the same workload.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
