@@ -18,8 +18,10 @@ set -euo pipefail
 # test/e2e/python_package.test.ts): python3-msgpack (its one dependency), python3-setuptools (pip
 # install --no-build-isolation), python3-pytest (runs its tests), python3-django and python3-six
 # (the original CodeJail's tests import them); debootstrap (the root file system without a
-# compiler in which test/package installs the packed tarball: scripts/nocompiler-rootfs.sh).
-PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes python3-msgpack python3-setuptools python3-pytest python3-django python3-six debootstrap)
+# compiler in which test/package installs the packed tarball: scripts/nocompiler-rootfs.sh, and the
+# stand-in base of the container image); buildah (builds container/Dockerfile, whose unpacked
+# image test/container runs: scripts/container-image.sh).
+PACKAGES=(python3 g++ make passwd procps python3-numpy python3-requests python3-venv apparmor qemu-system-x86 busybox-static systemd dbus haproxy python3-kubernetes python3-msgpack python3-setuptools python3-pytest python3-django python3-six debootstrap buildah)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
@@ -54,3 +56,9 @@ fi
 # The root file system without a compiler in which test/package/prebuilt_install.test.ts installs
 # the packed tarball (debootstrap; idempotent, cached like the VM's kernel).
 "$(dirname "$0")/nocompiler-rootfs.sh"
+
+# The container image built from this tree (container/Dockerfile, over a stand-in base), unpacked,
+# which test/container/entrypoint.test.ts runs under exactly the README's capability set. Cached
+# per source tree (a change to the Dockerfile, the lock, native/, src/... builds it again); a
+# failed build fails here, with buildah's output.
+"$(dirname "$0")/container-image.sh"
