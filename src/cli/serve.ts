@@ -17,7 +17,11 @@ client of the daemon's socket. Refuses to run as root. --listen defaults to 127.
 --config names a JSON file of { listen, socket, logLevel, maxBodyBytes, maxFieldBytes,
 maxFileBytes, maxParts, maxInFlight, maxBodiesReading, maxBodiesReadingPerAddress,
 maxBytesInFlight, headersTimeoutMs, requestTimeoutMs, selfCheckTtlMs, healthTimeoutMs,
-limits: {NAME: value}, limitOverrides: {context: {NAME: value}} } (the flags win over it). maxInFlight defaults to the daemon's slots plus its queue.`;
+drainMs, drainQuietMs, limits: {NAME: value}, limitOverrides: {context: {NAME: value}} } (the
+flags win over it). maxInFlight defaults to the daemon's slots plus its queue. On SIGTERM or
+SIGINT it drains first (/health/ answers 503, requests are still served) until no request but
+health checks came for drainQuietMs (1 s) or for drainMs (5 s) at most, then stops accepting and
+lets requests in flight finish (10 s at most).`;
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
 
@@ -39,6 +43,8 @@ const serveConfig = z
     requestTimeoutMs: positive.optional(),
     selfCheckTtlMs: z.number().int().nonnegative().optional(),
     healthTimeoutMs: positive.optional(),
+    drainMs: z.number().int().nonnegative().optional(),
+    drainQuietMs: z.number().int().nonnegative().optional(),
     /** The original's set_limit: the limits of every run, by name (CPU, REALTIME, VMEM...). */
     limits: z.record(z.string(), z.number()).optional(),
     /** The original's override_limit: limits for runs whose limit_overrides_context is the key. */
@@ -114,6 +120,9 @@ export async function serve(args: string[]): Promise<number> {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
+  // Drained before the listening socket closes: a balancer stops sending here first.
+  logger.info('draining', { drainMs: limits.drainMs, drainQuietMs: limits.drainQuietMs });
+  await service.drain();
   logger.info('stopping');
   await service.close();
   await client.close();

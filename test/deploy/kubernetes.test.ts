@@ -278,9 +278,11 @@ describe('deploy/kubernetes', () => {
       expect(command[0]).toBe('sleep');
       return Number(command[1]);
     };
-    // serve's close(): requests in flight get 10 s (src/http/server.ts).
+    // serve's stop: a drain of drainMs at most, then its close(), where requests in flight get
+    // 10 s (src/http/server.ts).
+    const serveDrain = (serveConfig.drainMs ?? DEFAULT_HTTP_LIMITS.drainMs) / 1000;
     const serveGrace = 10;
-    expect(sleep(daemon)).toBeGreaterThanOrEqual(sleep(http) + serveGrace);
+    expect(sleep(daemon)).toBeGreaterThanOrEqual(sleep(http) + serveDrain + serveGrace);
     expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(sleep(daemon) + daemonConfig.shutdownGraceMs / 1000);
   });
 

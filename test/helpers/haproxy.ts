@@ -107,10 +107,13 @@ export function balancerConfig(port: number, adminSocket: string, backends: Bala
     // A connection refused by a stopped front end: tried again, on another server.
     '  retries 2',
     '  option redispatch 1',
-    // A front end that is stopping closes the connections it holds no request on, and one it had
-    // just accepted may already carry a request it never read: that request is retried elsewhere
-    // too (a run is without side effects outside its sandbox, so even a retry of one that did
-    // run costs only its time).
+    // A server connection closed without an answer is retried elsewhere too (a run is without
+    // side effects outside its sandbox, so even a retry of one that did run costs only its time).
+    // A reset one is not always: not when HAProxy began sending the request before all of it had
+    // come (fetch writes a form's headers and body apart), and a retry may go back to the same
+    // server, still UP; then HAProxy closes its client's connection without an answer. That is
+    // why a stopping front end drains before it closes its listening socket, which resets the
+    // connections waiting in its accept queue.
     '  retry-on conn-failure empty-response',
     // One request per server connection: no race with the front end's keep-alive timeout.
     '  option http-server-close',

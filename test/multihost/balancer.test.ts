@@ -206,8 +206,11 @@ describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTT
     ['allow_balancer_fails_over_when_a_daemon_stops_mid_load', 'daemon', 'SIGTERM', { code: 0, signal: null }],
     // A crash: the runs in flight on it are lost with its connection (connection_lost).
     ['allow_balancer_fails_over_when_a_daemon_is_killed_mid_load', 'daemon', 'SIGKILL', { code: null, signal: 'SIGKILL' }],
-    // The front end stops: it stops accepting (HAProxy sends those elsewhere: redispatch) and lets
-    // the requests it holds finish.
+    // The front end stops: it drains first (its /health/ fails and it still serves what comes,
+    // until HAProxy has it DOWN and sends nothing more), then stops accepting (a connection refused
+    // after that is sent elsewhere: redispatch) and lets the requests it holds finish. Every
+    // request is answered: closing the listening socket while HAProxy still sent reset the
+    // connections in its accept queue, and lost 1-2 of these 300 now and then.
     ['allow_balancer_fails_over_when_a_front_end_stops_mid_load', 'serve', 'SIGTERM', { code: 0, signal: null }],
   ];
 
@@ -233,16 +236,7 @@ describe.skipIf(!isRoot || !haveHaproxy())('multihost: two daemons and their HTT
     const all = [...during, ...after];
     const lost = all.filter((o) => o.kind === 'lost');
     const described = lost.map((o) => `#${o.i} ${o.status}: ${o.detail}`).join('\n');
-    if (target === 'serve') {
-      // KNOWN, open: a front end stopped mid-load now and then leaves one or two requests sent at
-      // the stop without an answer (the balancer sees its connection closed), with retry-on
-      // conn-failure empty-response too; not seen when a daemon stops. Bounded here, and only
-      // within the failover window, until its cause is found; a daemon's stop stays strict.
-      expect(lost.length, described).toBeLessThanOrEqual(2);
-      for (const o of lost) expect(o.sentAt, described).toBeGreaterThanOrEqual(stoppedAt! - 1000);
-    } else {
-      expect(lost, described).toEqual([]);
-    }
+    expect(lost, described).toEqual([]);
     expect(all.length).toBe(300);
     // Errors only in the failover window: in flight at the stop or sent after it, and sent before
     // HAProxy had marked a DOWN (a request sent later goes to b, whatever happens to a).

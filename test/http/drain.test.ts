@@ -1,0 +1,107 @@
+// How `codejail serve` stops: it drains before it stops accepting. Closing the listening socket
+// resets every connection waiting in its accept queue, on which a balancer has already sent a
+// request; HAProxy does not retry a reset one and closes its own caller's connection without an
+// answer (test/multihost lost 1-2 of 300 requests that way when serve closed it at once). So on
+// SIGTERM /health/ fails first and requests are still accepted and served, until none but health
+// checks has come for drainQuietMs, or for drainMs at most.
+import http from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { startTestServe, type TestServe } from '../helpers/serve.js';
+
+const isRoot = process.getuid?.() === 0;
+
+interface Reply {
+  status: number;
+  connection: string | undefined;
+  body: string;
+}
+
+/** A request on a connection of its own (no agent), with what the answer says of the connection. */
+function request(serve: TestServe, method: string, path: string, body?: string): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const boundary = 'drainboundary';
+    const multipart = body === undefined ? undefined : `--${boundary}\r\nContent-Disposition: form-data; name="payload"\r\n\r\n${body}\r\n--${boundary}--\r\n`;
+    const req = http.request(`${serve.url}${path}`, {
+      method,
+      agent: false,
+      headers: multipart === undefined ? {} : { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': Buffer.byteLength(multipart) },
+    });
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, body: text }));
+    });
+    req.on('error', reject);
+    req.end(multipart);
+  });
+}
+
+const codeExec = (serve: TestServe, a: number) => request(serve, 'POST', '/api/v0/code-exec', JSON.stringify({ code: 'out = a * 2', globals_dict: { a } }));
+
+/** Resolves once serve has logged that it is draining (or, without a drain, stopping). */
+async function signalled(serve: TestServe): Promise<string> {
+  for (;;) {
+    const line = serve.logs.find((l) => l.msg === 'draining' || l.msg === 'stopping');
+    if (line) return line.msg as string;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function exitOf(serve: TestServe): Promise<number | null> {
+  return new Promise((resolve) => serve.process.once('exit', (code) => resolve(code)));
+}
+
+describe.skipIf(!isRoot)('http: serve drains before it stops accepting', () => {
+  it('support_http_stop_serves_new_requests_and_fails_health_while_draining', async () => {
+    const serve = await startTestServe({ config: { drainQuietMs: 1500, drainMs: 20_000 } });
+    try {
+      expect((await request(serve, 'GET', '/health/')).status).toBe(200);
+      expect((await codeExec(serve, 1)).body).toBe('{"globals_dict":{"a":1,"out":2}}');
+      const exited = exitOf(serve);
+      const stoppedAt = performance.now();
+      serve.process.kill('SIGTERM');
+      await signalled(serve);
+      // Still accepting: a new connection's request is served, and told the connection closes.
+      const health = await request(serve, 'GET', '/health/');
+      expect(health).toEqual({ status: 503, connection: 'close', body: '{"status":"UNAVAILABLE"}' });
+      const served = await codeExec(serve, 21);
+      expect(served).toEqual({ status: 200, connection: 'close', body: '{"globals_dict":{"a":21,"out":42}}' });
+      const lastRequestAt = performance.now();
+      // Health checks alone do not hold the drain; the code-exec above did, for drainQuietMs.
+      const probes = setInterval(() => void request(serve, 'GET', '/health/').catch(() => {}), 200);
+      try {
+        expect(await exited).toBe(0);
+      } finally {
+        clearInterval(probes);
+      }
+      const stopping = performance.now();
+      expect(stopping - lastRequestAt).toBeGreaterThanOrEqual(1400);
+      expect(stopping - stoppedAt).toBeLessThan(15_000);
+      const msgs = serve.logs.map((l) => l.msg);
+      expect(msgs.indexOf('draining')).toBeLessThan(msgs.indexOf('stopping'));
+      await expect(request(serve, 'GET', '/health/')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
+
+  it('support_http_stop_drains_for_drain_ms_at_most', async () => {
+    // Requests that never stop coming (a balancer that does not check /health/) hold the drain
+    // for drainMs, no longer.
+    const serve = await startTestServe({ config: { drainQuietMs: 60_000, drainMs: 1500 } });
+    try {
+      expect((await codeExec(serve, 1)).status).toBe(200);
+      const exited = exitOf(serve);
+      const stoppedAt = performance.now();
+      serve.process.kill('SIGTERM');
+      expect(await signalled(serve)).toBe('draining');
+      expect(await exited).toBe(0);
+      const took = performance.now() - stoppedAt;
+      expect(took).toBeGreaterThanOrEqual(1400);
+      expect(took).toBeLessThan(15_000);
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
+});
