@@ -54,3 +54,7 @@ fi
 # The root file system without a compiler in which test/package/prebuilt_install.test.ts installs
 # the packed tarball (debootstrap; idempotent, cached like the VM's kernel).
 "$(dirname "$0")/nocompiler-rootfs.sh"
+
+# The Debian 13 root in which scripts/trixie-suite.sh (the last pass of `npm test`) runs the daemon
+# suites on Python 3.13 and glibc 2.41 (debootstrap; idempotent, cached like the one above).
+"$(dirname "$0")/trixie-rootfs.sh"

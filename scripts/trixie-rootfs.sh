@@ -13,7 +13,10 @@
 set -euo pipefail
 
 target=${CODEJAIL_TRIXIE_ROOTFS:-/var/cache/codejail-rootfs/trixie}
-if [ -x "$target/usr/local/bin/node" ] && [ -x "$target/usr/bin/python3" ]; then
+PACKAGES=python3,python3-msgpack,python3-numpy,python3-venv,python3-requests,python3-pytest,python3-django,python3-six,python3-setuptools,procps,mount,passwd
+# The package list the root was made with: a root made with another list is made again.
+stamp=usr/local/share/codejail-rootfs-packages
+if [ -x "$target/usr/local/bin/node" ] && [ -x "$target/usr/bin/python3" ] && [ "$(cat "$target/$stamp" 2>/dev/null)" = "$PACKAGES" ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -22,11 +25,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
 
-PACKAGES=python3,python3-msgpack,python3-numpy,python3-venv,python3-requests,python3-pytest,python3-django,python3-six,python3-setuptools,procps,mount,passwd
-
 node_bin=$(readlink -f "$(command -v node)")
 mkdir -p "$(dirname "$target")"
 staging=$(mktemp -d "$target.build.XXXXXX")
+chmod 0755 "$staging"  # the root directory of the root, which mktemp makes 0700
 trap 'rm -rf "$staging"' EXIT
 started=$SECONDS
 echo "trixie-rootfs: debootstrap trixie (minbase, $PACKAGES) into $staging" >&2
@@ -34,6 +36,14 @@ debootstrap --variant=minbase --include="$PACKAGES" trixie "$staging" http://deb
 mkdir -p "$staging/usr/local/bin"
 cp "$node_bin" "$staging/usr/local/bin/node"
 rm -rf "$staging/var/cache/apt/archives/"*.deb
+mkdir -p "$(dirname "$staging/$stamp")"
+printf '%s\n' "$PACKAGES" >"$staging/$stamp"
+# A root made with another package list goes only once its successor is whole.
+if [ -e "$target" ]; then
+  rm -rf "$target.old"
+  mv -T "$target" "$target.old"
+fi
 mv -T "$staging" "$target"
+rm -rf "$target.old"
 trap - EXIT
 echo "trixie-rootfs: $target ($((SECONDS - started)) s)" >&2
