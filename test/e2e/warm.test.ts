@@ -351,6 +351,15 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
     expect(r.stderr).toContain('ZeroDivisionError: division by zero');
   });
 
+  // Python 3.13 keeps the source of `python -c` for tracebacks under "<string>", the name exec()
+  // gives a string's code too: the template (started by a -c bootstrap) showed the bootstrap's
+  // lines in such a traceback, where a cold run shows none.
+  it('a traceback through code the program exec()s shows no source lines, as cold', async () => {
+    const r = await code('exec("x = 1\\ndef f():\\n    return 1 / 0\\nf()")');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/  File "<string>", line 4, in <module>\n  File "<string>", line 3, in f\nZeroDivisionError: division by zero\n$/);
+  });
+
   it('a syntax error in the program', async () => {
     const r = await code('print("unclosed"\nx = 1\n');
     expect(r.status).toBe(1);
