@@ -3,8 +3,8 @@
 # warm-vs-cold parity included) inside the Debian 13 (trixie) root that scripts/trixie-rootfs.sh
 # caches: the test daemons, the sandbox's /usr/bin/python3 (3.13) and every library they load
 # come from that root (glibc 2.41); the kernel is this host's. test/e2e/python_under_test.test.ts
-# fails the pass unless a sandboxed run reports the Python the pass was started for
-# (CODEJAIL_EXPECT_PYTHON).
+# fails the pass unless a sandboxed run reports the Python and glibc the pass was started for
+# (CODEJAIL_EXPECT_PYTHON, CODEJAIL_EXPECT_GLIBC: the root's).
 #
 # How: a private mount namespace; the cached root read-only under an overlay (a throwaway upper
 # directory takes what the pass writes: the sandbox's group, /var/lib/codejail-test); /proc, /sys
@@ -47,8 +47,8 @@ echo "== the daemon suites in Debian $(cat "$rootfs/etc/debian_version") (Python
 started=$SECONDS
 status=0
 unshare --mount --propagation private -- bash -euc '
-  rootfs=$1 scratch=$2 checkout=$3 python_version=$4
-  shift 4
+  rootfs=$1 scratch=$2 checkout=$3 python_version=$4 glibc=$5
+  shift 5
   root=$scratch/root
   mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$scratch/upper,workdir=$scratch/work" "$root"
   mount -t proc proc "$root/proc"
@@ -65,8 +65,8 @@ unshare --mount --propagation private -- bash -euc '
   getent group codejail >/dev/null || groupadd --system codejail
   cd "$checkout"
   exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM="${TERM:-dumb}" \
-    CODEJAIL_EXPECT_PYTHON="$python_version" CODEJAIL_IN_TRIXIE_ROOT=1 \
+    CODEJAIL_EXPECT_PYTHON="$python_version" CODEJAIL_EXPECT_GLIBC="$glibc" \
     /usr/local/bin/node node_modules/vitest/vitest.mjs run --project warm --project cold "$@"
-' bash "$rootfs" "$scratch" "$checkout" "$python_version" "${files[@]}" || status=$?
+' bash "$rootfs" "$scratch" "$checkout" "$python_version" "${glibc_version#glibc }" "${files[@]}" || status=$?
 echo "== Debian 13 pass: $((SECONDS - started)) s (exit $status)"
 exit "$status"
