@@ -58,7 +58,6 @@ unshare --mount --propagation private -- bash -euc '
   mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
   mkdir -p "$root$checkout" "$root/.oldroot"
   mount --bind "$checkout" "$root$checkout"
-  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
   cd "$root"
   pivot_root . .oldroot
   umount -l /.oldroot
