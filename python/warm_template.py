@@ -55,6 +55,7 @@ WAIT_STATUS_BYTES = 4
 RUSAGE_BYTES = 144
 MAX_MESSAGE = 512 * 1024
 MAX_FDS = 16
+PY_FILE_INPUT = 257  # Py_file_input (CPython's Include/compile.h): a module's statements
 # Where the harness's code claims to come from; tracebacks rename it "jailed_code" as cold runs do.
 HARNESS_FILENAME = "<codejail-harness>"
 # How often the template reaps children it did not fork: a run's clone(CLONE_PARENT) makes its
@@ -354,8 +355,11 @@ def run_as_main(tail, harness):
         if tail["mode"] != "safe_exec":
             with open(path, "rb") as f:
                 source = f.read()
-            if b"\0" in source and sys.version_info < (3, 12):
-                source = without_nul_tails(source)
+            if b"\0" in source:
+                if sys.version_info < (3, 12):
+                    source = without_nul_tails(source)
+                else:
+                    raise_nul_syntax_error(path)
             code = compile(source, path, "exec", dont_inherit=True)
         exec(code, namespace)
     except SystemExit as exc:
@@ -376,6 +380,32 @@ def without_nul_tails(source):
     dropped with the rest (compile() would refuse the NUL with a ValueError instead)."""
     lines = source.splitlines(keepends=True)
     return b"".join(line.split(b"\0", 1)[0] if b"\0" in line else line for line in lines)
+
+
+def raise_nul_syntax_error(path):
+    """Raises the SyntaxError CPython >= 3.12 raises for a script file holding a NUL byte, which
+    compile() of its bytes does not give (ValueError or "source code string cannot contain null
+    bytes", with no line): the file is parsed by CPython's own file reader, as a cold run's script
+    is (PyRun_FileExFlags: its tokenizer stops at the NUL's line, or reports an earlier error,
+    exactly as the interpreter does). A file holding a NUL never parses, so nothing of it runs; the
+    namespace given is a throwaway one all the same."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fopen = libc.fopen
+    fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    fopen.restype = ctypes.c_void_p
+    run_file = ctypes.pythonapi.PyRun_FileExFlags
+    run_file.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object, ctypes.c_int, ctypes.c_void_p]
+    run_file.restype = ctypes.py_object
+    name = os.fsencode(path)
+    fp = fopen(name, b"rb")
+    if not fp:
+        errno_value = ctypes.get_errno()
+        raise OSError(errno_value, os.strerror(errno_value), path)
+    import builtins
+
+    namespace = {"__builtins__": builtins}
+    run_file(fp, name, PY_FILE_INPUT, namespace, namespace, 1, None)  # 1: fclose when done
+    raise SyntaxError("source code cannot contain null bytes")  # not reached: it never parses
 
 
 def exit_status(exc):
@@ -468,12 +498,17 @@ def flush_stream(stream):
         return True
     except Exception as exc:  # noqa: BLE001
         if stream is sys.stdout:
-            # CPython's flush_std_files reports stdout's error as unraisable ("Exception ignored
-            # in: <stdout>"), with the traceback of the flush only; stderr's is dropped.
+            # CPython's flush_std_files reports stdout's error as unraisable, with the traceback
+            # of the flush only; stderr's is dropped. Before 3.13 the unraisable is the stream
+            # ("Exception ignored in: <stdout>"), since then a message of its own.
             import traceback
 
+            if sys.version_info >= (3, 13):
+                heading = "Exception ignored on flushing sys.stdout:\n"
+            else:
+                heading = "Exception ignored in: %r\n" % (stream,)
             try:
-                sys.stderr.write("Exception ignored in: %r\n" % (stream,))
+                sys.stderr.write(heading)
                 traceback.print_exception(type(exc), exc, without_template_frames(exc), file=sys.stderr)
                 sys.stderr.flush()
             except Exception:  # noqa: BLE001

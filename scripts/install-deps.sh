@@ -57,6 +57,10 @@ fi
 # the packed tarball (debootstrap; idempotent, cached like the VM's kernel).
 "$(dirname "$0")/nocompiler-rootfs.sh"
 
+# The Debian 13 root in which scripts/trixie-suite.sh (the last pass of `npm test`) runs the daemon
+# suites on Python 3.13 and glibc 2.41 (debootstrap; idempotent, cached like the one above).
+"$(dirname "$0")/trixie-rootfs.sh"
+
 # The container image built from this tree (container/Dockerfile, over a stand-in base), unpacked,
 # which test/container/entrypoint.test.ts runs under exactly the README's capability set. Cached
 # per source tree (a change to the Dockerfile, the lock, native/, src/... builds it again); a

@@ -85,6 +85,12 @@ def _boot():
     options["harness"] = harness
     template = module["Template"](options)
     os.close(lib_fd)
+    # Python 3.13 keeps the source of -c for tracebacks (linecache._interactive_cache) under
+    # "<string>", which is also the name exec() gives a string's code: a warm run's traceback
+    # through exec'd code (safeExec's) would show this bootstrap's lines where a cold run shows none.
+    interactive = getattr(sys.modules.get("linecache"), "_interactive_cache", {})
+    for key in [key for key in interactive if key[0] == "<string>"]:
+        del interactive[key]
     return template
 _boot().serve()
 `;

@@ -7,6 +7,7 @@ import { SafeExecError } from '../../src/client/index.js';
 import type { SafeExecOptions } from '../../src/client/index.js';
 import { dedent, safeExecCases } from '../helpers/cases.js';
 import { daemonSuite } from '../helpers/suite.js';
+import { EXEC_CALL_MARKS, EXEC_CALL_MARKS_PATTERN } from '../helpers/python_version.js';
 
 describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
   const suite = daemonSuite({}, (client) => {
@@ -139,13 +140,16 @@ describe.skipIf(process.getuid?.() !== 0)('safeExec end to end', () => {
       const err = await failure("print('to stdout')\nimport sys\nsys.stderr.write(\"it's\\n\")\nraise ValueError('soup')");
       const stderr = err.stderr.toString();
       expect(stderr).toMatch(
-        /^it's\nTraceback \(most recent call last\):\n  File "jailed_code", line \d+, in <module>\n    exec\(code, g_dict\)\n  File "<string>", line 4, in <module>\nValueError: soup\n$/,
+        new RegExp(
+          `^it's\\nTraceback \\(most recent call last\\):\\n  File "jailed_code", line \\d+, in <module>\\n    exec\\(code, g_dict\\)\\n${EXEC_CALL_MARKS_PATTERN}` +
+            `  File "<string>", line 4, in <module>\\nValueError: soup\\n$`,
+        ),
       );
       expect(err.stdout.length).toBe(0);
       const line = /line (\d+)/.exec(stderr)![1];
       expect(err.message).toBe(
         "Couldn't execute jailed code: stdout: b'', stderr: b'it\\'s\\nTraceback (most recent call last):\\n" +
-          `  File "jailed_code", line ${line}, in <module>\\n    exec(code, g_dict)\\n` +
+          `  File "jailed_code", line ${line}, in <module>\\n    exec(code, g_dict)\\n${EXEC_CALL_MARKS.replace(/\n/g, '\\n')}` +
           `  File "<string>", line 4, in <module>\\nValueError: soup\\n' with status code: 1`,
       );
       expect(err).toMatchObject({ status: 1, timedOut: false, truncated: false });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { SafeExecError, type Client, type JailCodeResult } from '../../src/client/index.js';
+import { EXEC_CALL_MARKS_PATTERN } from './python_version.js';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
 export const fixture = (name: string) => path.join(fixtures, name);
@@ -140,7 +141,7 @@ export const safeExecCases = {
     // As the original's test: the message writes the output as a bytes repr, so ' may be escaped.
     expect(err.message).toMatch(/ValueError: That\\?'s not how you pour soup!/);
     expect(err.stderr.toString()).toContain('own words\n');
-    expect(err.stderr.toString()).toMatch(/  File "jailed_code", line \d+, in <module>\n    exec\(code, g_dict\)\n  File "<string>", line 4, in <module>\nValueError/);
+    expect(err.stderr.toString()).toMatch(new RegExp(`  File "jailed_code", line \\d+, in <module>\\n    exec\\(code, g_dict\\)\\n${EXEC_CALL_MARKS_PATTERN}  File "<string>", line 4, in <module>\\nValueError`));
     expect(err.status).toBe(1);
     expect(globs).toEqual({ keep: [1] });
   },

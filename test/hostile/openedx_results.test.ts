@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { SafeExecError } from '../../src/client/index.js';
 import { dedent } from '../helpers/cases.js';
 import { daemonSuite } from '../helpers/suite.js';
+import { EXEC_CALL_MARKS_PATTERN } from '../helpers/python_version.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -70,7 +71,10 @@ describe.skipIf(!isRoot)('the original CodeJail results, hostile reproductions',
     // Was: "<safe_exec code>" frames with source lines, and no harness frame.
     const err = await suite.client.safeExec('def f():\n    raise KeyError("k")\nf()', {}).catch((e: unknown) => e as SafeExecError);
     expect(err.stderr.toString()).toMatch(
-      /^Traceback \(most recent call last\):\n  File "jailed_code", line \d+, in <module>\n    exec\(code, g_dict\)\n  File "<string>", line 3, in <module>\n  File "<string>", line 2, in f\nKeyError: 'k'\n$/,
+      new RegExp(
+        `^Traceback \\(most recent call last\\):\\n  File "jailed_code", line \\d+, in <module>\\n    exec\\(code, g_dict\\)\\n${EXEC_CALL_MARKS_PATTERN}` +
+          `  File "<string>", line 3, in <module>\\n  File "<string>", line 2, in f\\nKeyError: 'k'\\n$`,
+      ),
     );
   });
 
