@@ -319,18 +319,39 @@ std::vector<pid_t> own_children() {
 
 }  // namespace
 
+namespace {
+
+// Reaps `pid`, a zombie child that waitid(WNOWAIT) showed exited as `uid`, when that is a slot's
+// uid (a run's process; other zombies are their watchers' to reap). Callers hold reap_mutex.
+bool reap_if_run_zombie(pid_t pid, uid_t uid, uid_t first_uid, uid_t count) {
+  if (uid < first_uid || uid - first_uid >= count) return false;
+  ReapedStatus reaped{};
+  if (wait4(pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != pid) return false;
+  if (is_watched(pid)) stash_reaped(pid, reaped);
+  return true;
+}
+
+}  // namespace
+
 int reap_run_zombies(uid_t first_uid, uid_t count) {
   int reaped_count = 0;
   std::lock_guard<std::mutex> lock(reap_mutex);
+  // First without reading /proc: waitid(P_ALL, WNOWAIT) names a zombie child of any of our
+  // threads, or none. None is the usual case after a run (a warm run's processes are its
+  // template's children; a cold run's main process its watcher reaps): one system call instead
+  // of a children list per thread. Runs' zombies are reaped one by one; a zombie that is not a
+  // run's would be named again and again, so then every child is looked at, as below.
+  for (;;) {
+    siginfo_t info{};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid == 0) return reaped_count;
+    if (!reap_if_run_zombie(info.si_pid, info.si_uid, first_uid, count)) break;
+    reaped_count++;
+  }
   for (pid_t pid : own_children()) {
     // WNOWAIT: look first; only a zombie of a run's uid is ours to reap.
     siginfo_t info{};
     if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid != pid) continue;
-    if (info.si_uid < first_uid || info.si_uid - first_uid >= count) continue;
-    ReapedStatus reaped{};
-    if (wait4(pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != pid) continue;
-    if (is_watched(pid)) stash_reaped(pid, reaped);
-    reaped_count++;
+    if (reap_if_run_zombie(pid, info.si_uid, first_uid, count)) reaped_count++;
   }
   return reaped_count;
 }
