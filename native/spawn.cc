@@ -213,24 +213,33 @@ int probe_main(void *) {
   return 0;
 }
 
+// Whether the calling process is the only one of its uid, zombies included (they still count
+// against RLIMIT_NPROC): with RLIMIT_NPROC at 2 a fork succeeds only then. The probe child exits
+// at once, on the second half of the stack area.
+bool alone_of_uid() {
+  char *probe_stack = static_cast<char *>(child_stack_top()) - kProbeStackOffset;
+  pid_t probe = clone(probe_main, probe_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, nullptr);
+  if (probe < 0) return false;
+  raw_syscall(SYS_wait4, probe, 0, __WALL, 0);
+  return true;
+}
+
 // Runs as a clone of the daemon. Dropping every uid to the target also drops every capability,
 // so kill(-1) reaches the target's processes and nothing else; the kernel walks the task list
 // under a lock fork must also take, and a fork whose parent has a fatal signal pending fails,
-// so no child being forked is missed. Then it checks that nothing of the uid is left, zombies
-// included (they still count against RLIMIT_NPROC, so a slot with zombies is not clean): with
-// RLIMIT_NPROC at 2 a fork succeeds only when this process is the uid's only one.
+// so no child being forked is missed. Before and after the kill it checks whether anything of
+// the uid is left (alone_of_uid). When nothing is, even before the kill (the usual end of a
+// run), the kill is skipped: it would walk every task of the host to signal none, and no
+// process of the uid is left to make a new one.
 // Exit 0: none left; 3: some remain (dying, or zombies waiting for the daemon to reap).
 int killer_main(void *raw) {
   uid_t uid = *static_cast<uid_t *>(raw);
   if (raw_syscall(SYS_setresuid, uid, uid, uid) < 0) raw_syscall(SYS_exit_group, 2);
-  raw_syscall(SYS_kill, -1, SIGKILL);
   struct rlimit two = {2, 2};
   if (raw_syscall(SYS_prlimit64, 0, RLIMIT_NPROC, (long)&two, 0) < 0) raw_syscall(SYS_exit_group, 2);
-  char *probe_stack = static_cast<char *>(child_stack_top()) - kProbeStackOffset;
-  pid_t probe = clone(probe_main, probe_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, nullptr);
-  if (probe < 0) raw_syscall(SYS_exit_group, 3);
-  raw_syscall(SYS_wait4, probe, 0, __WALL, 0);
-  raw_syscall(SYS_exit_group, 0);
+  if (alone_of_uid()) raw_syscall(SYS_exit_group, 0);
+  raw_syscall(SYS_kill, -1, SIGKILL);
+  raw_syscall(SYS_exit_group, alone_of_uid() ? 0 : 3);
   return 0;
 }
 
