@@ -1,6 +1,7 @@
 // Hostile review, items 1 and 7 and the DISK limit: what a run leaves in its directory, and what
 // a request makes the daemon create, must cost the run (its DISK), never the daemon or the next
 // run, and must never stop the daemon from starting again.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -42,6 +43,30 @@ function mountsBeneath(dir: string): string[] {
     .split('\n')
     .map((line) => line.split(' ')[4] ?? '')
     .filter((point) => point.startsWith(`${dir}/`));
+}
+
+/**
+ * Mounts beneath `dir` in each mount namespace the daemon holds an fd of (the runs' shared one,
+ * with the mntns layer), read with nsenter.
+ */
+function mountsBeneathInRunNamespaces(daemonPid: number, dir: string): { namespaces: number; mounts: string[] } {
+  const found: string[] = [];
+  let namespaces = 0;
+  const fdDir = `/proc/${daemonPid}/fd`;
+  for (const fd of fs.readdirSync(fdDir)) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`${fdDir}/${fd}`);
+    } catch {
+      continue;
+    }
+    if (!target.startsWith('mnt:')) continue;
+    namespaces++;
+    const info = spawnSync('nsenter', [`--mount=${fdDir}/${fd}`, 'cat', '/proc/self/mountinfo'], { encoding: 'utf8' });
+    expect(info.status, info.stderr).toBe(0);
+    found.push(...info.stdout.split('\n').map((line) => line.split(' ')[4] ?? '').filter((point) => point.startsWith(`${dir}/`)));
+  }
+  return { namespaces, mounts: found };
 }
 
 const NON_UTF8_TREE = `
@@ -142,6 +167,11 @@ print(sorted(os.listdir('.')), os.listdir('tmp'), fds, alive, os.getcwd())
       await suite.idle();
       expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
       expect(mountsBeneath(suite.daemon.runBase)).toEqual([]);
+      // Nor in the runs' own mount namespace (mntns layer), where a run disk left mounted would
+      // have the next one mounted beneath it, out of the next run's sight.
+      const inRuns = mountsBeneathInRunNamespaces(suite.daemon.process.pid!, suite.daemon.runBase);
+      expect(inRuns.namespaces).toBe(sabotaged.includes('mntns') ? 0 : 1);
+      expect(inRuns.mounts).toEqual([]);
     });
   });
 
@@ -245,7 +275,6 @@ print(r.returncode, r.stdout.decode().strip(), r.stderr.decode().strip())
     fs.writeFileSync(Buffer.concat([deep, Buffer.from('/f\xfe', 'latin1')]), 'x'.repeat(10_000));
     const mounted = path.join(runBase, 'bb'.repeat(16));
     fs.mkdirSync(mounted);
-    const { spawnSync } = await import('node:child_process');
     expect(spawnSync('mount', ['-t', 'tmpfs', 'codejail-run', mounted]).status).toBe(0);
     fs.writeFileSync(path.join(mounted, 'left'), 'x');
 
