@@ -213,24 +213,33 @@ int probe_main(void *) {
   return 0;
 }
 
+// Whether the calling process is the only one of its uid, zombies included (they still count
+// against RLIMIT_NPROC): with RLIMIT_NPROC at 2 a fork succeeds only then. The probe child exits
+// at once, on the second half of the stack area.
+bool alone_of_uid() {
+  char *probe_stack = static_cast<char *>(child_stack_top()) - kProbeStackOffset;
+  pid_t probe = clone(probe_main, probe_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, nullptr);
+  if (probe < 0) return false;
+  raw_syscall(SYS_wait4, probe, 0, __WALL, 0);
+  return true;
+}
+
 // Runs as a clone of the daemon. Dropping every uid to the target also drops every capability,
 // so kill(-1) reaches the target's processes and nothing else; the kernel walks the task list
 // under a lock fork must also take, and a fork whose parent has a fatal signal pending fails,
-// so no child being forked is missed. Then it checks that nothing of the uid is left, zombies
-// included (they still count against RLIMIT_NPROC, so a slot with zombies is not clean): with
-// RLIMIT_NPROC at 2 a fork succeeds only when this process is the uid's only one.
+// so no child being forked is missed. Before and after the kill it checks whether anything of
+// the uid is left (alone_of_uid). When nothing is, even before the kill (the usual end of a
+// run), the kill is skipped: it would walk every task of the host to signal none, and no
+// process of the uid is left to make a new one.
 // Exit 0: none left; 3: some remain (dying, or zombies waiting for the daemon to reap).
 int killer_main(void *raw) {
   uid_t uid = *static_cast<uid_t *>(raw);
   if (raw_syscall(SYS_setresuid, uid, uid, uid) < 0) raw_syscall(SYS_exit_group, 2);
-  raw_syscall(SYS_kill, -1, SIGKILL);
   struct rlimit two = {2, 2};
   if (raw_syscall(SYS_prlimit64, 0, RLIMIT_NPROC, (long)&two, 0) < 0) raw_syscall(SYS_exit_group, 2);
-  char *probe_stack = static_cast<char *>(child_stack_top()) - kProbeStackOffset;
-  pid_t probe = clone(probe_main, probe_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, nullptr);
-  if (probe < 0) raw_syscall(SYS_exit_group, 3);
-  raw_syscall(SYS_wait4, probe, 0, __WALL, 0);
-  raw_syscall(SYS_exit_group, 0);
+  if (alone_of_uid()) raw_syscall(SYS_exit_group, 0);
+  raw_syscall(SYS_kill, -1, SIGKILL);
+  raw_syscall(SYS_exit_group, alone_of_uid() ? 0 : 3);
   return 0;
 }
 
@@ -319,18 +328,39 @@ std::vector<pid_t> own_children() {
 
 }  // namespace
 
+namespace {
+
+// Reaps `pid`, a zombie child that waitid(WNOWAIT) showed exited as `uid`, when that is a slot's
+// uid (a run's process; other zombies are their watchers' to reap). Callers hold reap_mutex.
+bool reap_if_run_zombie(pid_t pid, uid_t uid, uid_t first_uid, uid_t count) {
+  if (uid < first_uid || uid - first_uid >= count) return false;
+  ReapedStatus reaped{};
+  if (wait4(pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != pid) return false;
+  if (is_watched(pid)) stash_reaped(pid, reaped);
+  return true;
+}
+
+}  // namespace
+
 int reap_run_zombies(uid_t first_uid, uid_t count) {
   int reaped_count = 0;
   std::lock_guard<std::mutex> lock(reap_mutex);
+  // First without reading /proc: waitid(P_ALL, WNOWAIT) names a zombie child of any of our
+  // threads, or none. None is the usual case after a run (a warm run's processes are its
+  // template's children; a cold run's main process its watcher reaps): one system call instead
+  // of a children list per thread. Runs' zombies are reaped one by one; a zombie that is not a
+  // run's would be named again and again, so then every child is looked at, as below.
+  for (;;) {
+    siginfo_t info{};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid == 0) return reaped_count;
+    if (!reap_if_run_zombie(info.si_pid, info.si_uid, first_uid, count)) break;
+    reaped_count++;
+  }
   for (pid_t pid : own_children()) {
     // WNOWAIT: look first; only a zombie of a run's uid is ours to reap.
     siginfo_t info{};
     if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0 || info.si_pid != pid) continue;
-    if (info.si_uid < first_uid || info.si_uid - first_uid >= count) continue;
-    ReapedStatus reaped{};
-    if (wait4(pid, &reaped.status, WNOHANG | __WALL, &reaped.usage) != pid) continue;
-    if (is_watched(pid)) stash_reaped(pid, reaped);
-    reaped_count++;
+    if (reap_if_run_zombie(pid, info.si_uid, first_uid, count)) reaped_count++;
   }
   return reaped_count;
 }

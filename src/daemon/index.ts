@@ -418,6 +418,7 @@ class Daemon implements DaemonHandle {
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await server.close(graceMs, this.hurry.signal);
     await this.parts.runner.drained();
+    this.parts.runner.retireSlots();
     for (const command of this.parts.warm.values()) command.close();
     await releaseLayers(layers, { addon: native(), log });
     log.info('stopped');

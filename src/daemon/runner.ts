@@ -201,6 +201,11 @@ export class Runner {
     while (this.cleanups.size > 0) await Promise.all([...this.cleanups]);
   }
 
+  /** The daemon is stopping, its runs drained: what the slots kept for their runs goes (their mount points). */
+  retireSlots(): void {
+    for (const slot of this.runSlots.values()) slot.retire();
+  }
+
   private async finish(slot: RunSlot, identity: SlotIdentity, prepared: PreparedRun | undefined): Promise<void> {
     const started = performance.now();
     try {

@@ -18,7 +18,7 @@ import type { native, NativePlan } from '../native.js';
 import type { Logger } from '../log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type Budgets, type RunProcess } from './process.js';
-import { createRunDir, removeRunDir, writeRunFiles, type RunDir, type RunFiles } from './rundir.js';
+import { createMountPoint, createRunDir, removeMountPoint, removeRunDir, writeRunFiles, type RunDir, type RunFiles } from './rundir.js';
 import type { RunDirPart, RunHooks, RunVerdict } from './run_hooks.js';
 import type { SlotIdentity } from './slot_users.js';
 import { jailCodeResult, supervise } from './supervise.js';
@@ -125,6 +125,12 @@ export class RunSlot {
   /** Run directories held until the slot is clean (removing a tree beside a live process of its uid races it). */
   private readonly deferredDirs: RunDir[] = [];
   /**
+   * Where this slot's run disks are mounted, one run after the other (rundir.ts:
+   * createMountPoint), once a run had one; forgotten when removing a run's disk did not leave it
+   * empty, and the next run gets a new one.
+   */
+  private mountPoint: string | undefined;
+  /**
    * Sweeps in flight. A sweep's kill rounds reach every process of the slot's uid, whoever's:
    * the slot is handed on (release) only once every one of them has ended, whatever path its run
    * took (cancelled, failed to start, supervise threw, the daemon stopping).
@@ -152,7 +158,8 @@ export class RunSlot {
   async prepare(files: RunFiles, limits: Limits, signal?: AbortSignal): Promise<PreparedRun> {
     const { hooks, runBase } = this.ctx;
     const made: RunDirPart = Object.assign({}, ...hooks.map((hook) => hook.runDir?.(this.identity, limits)));
-    const prepared: PreparedRun = { dir: await createRunDir(runBase, made.owner, made.disk), planFds: {} };
+    const mountPoint = made.disk ? (this.mountPoint ??= createMountPoint(runBase)) : undefined;
+    const prepared: PreparedRun = { dir: await createRunDir(runBase, made.owner, made.disk, mountPoint), planFds: {} };
     try {
       await writeRunFiles(prepared.dir, files, made.owner);
       throwIfAborted(signal);
@@ -311,7 +318,26 @@ export class RunSlot {
       }
     }
     for (const dir of [...this.deferredDirs.splice(0), ...(prepared ? [prepared.dir] : [])]) {
-      await removeRunDir(dir).catch((err) => log.error('could not remove a run directory', { runId: dir.id, path: dir.path, error: err }));
+      const kept = await removeRunDir(dir).catch((err) => {
+        log.error('could not remove a run directory', { runId: dir.id, path: dir.path, error: err });
+        return false;
+      });
+      if (!kept && dir.path === this.mountPoint) this.mountPoint = undefined;
+    }
+  }
+
+  /**
+   * The daemon is stopping and every run has been released: the slot's mount point goes. A
+   * dirty slot keeps it, with the run directories it holds (the next start removes them).
+   */
+  retire(): void {
+    if (this.dirtyFlag || this.mountPoint === undefined) return;
+    const dir = this.mountPoint;
+    this.mountPoint = undefined;
+    try {
+      removeMountPoint(dir);
+    } catch (err) {
+      this.ctx.log.error("could not remove a slot's mount point", { slot: this.identity.index, path: dir, error: err });
     }
   }
 

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
 import { followLogLines } from '../helpers/log_lines.js';
+import { runBaseLeftovers } from '../helpers/run_base.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ENTRYPOINT = path.join(root, 'container/entrypoint.sh');
@@ -235,8 +236,8 @@ async function workload(daemon: Started): Promise<string> {
     const alive = processesOf(daemon.slotUids);
     if (alive.length > 0) return `processes of the slot uids left alive: ${alive.join(' ')}`;
     // Every run directory removed once its reply is sent (allow the removal a moment).
-    for (let i = 0; i < 50 && fs.readdirSync(daemon.runBase).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
-    const left = fs.readdirSync(daemon.runBase);
+    for (let i = 0; i < 50 && runBaseLeftovers(daemon.runBase).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const left = runBaseLeftovers(daemon.runBase);
     if (left.length > 0) return `run directories left in the run base: ${left.length}`;
     return 'served';
   } catch (err) {

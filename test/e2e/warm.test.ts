@@ -107,13 +107,13 @@ interface SeenFromOutside {
 async function seenFromOutside(suite: DaemonSuite, path: 'warm' | 'cold'): Promise<SeenFromOutside> {
   const runBase = suite.daemon.runBase;
   // The last run's directory goes after its reply: a marker there must not be taken for this one's.
+  // Once idle, every earlier run's disk is unmounted (a slot's mount point, reused, is empty).
   await suite.idle();
-  const before = new Set(fs.readdirSync(runBase));
   const running = runOn(suite, path, { code: MARK_AND_SLEEP, limits: { REALTIME: 60 } });
   let pid: number | undefined;
   try {
     const deadline = Date.now() + 20_000;
-    const marked = () => fs.readdirSync(runBase).some((dir) => !before.has(dir) && fs.existsSync(`${runBase}/${dir}/tmp/cj-marker`));
+    const marked = () => fs.readdirSync(runBase).some((dir) => fs.existsSync(`${runBase}/${dir}/tmp/cj-marker`));
     while (!marked()) {
       if (Date.now() > deadline) throw new Error(`no ${path} run wrote its marker in 20 s`);
       await new Promise((r) => setTimeout(r, 20));

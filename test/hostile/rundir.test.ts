@@ -1,6 +1,7 @@
 // Hostile review, items 1 and 7 and the DISK limit: what a run leaves in its directory, and what
 // a request makes the daemon create, must cost the run (its DISK), never the daemon or the next
 // run, and must never stop the daemon from starting again.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -10,13 +11,14 @@ import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../../src/protocol/
 import { expectDenied } from '../helpers/denial.js';
 import { daemonSuite } from '../helpers/suite.js';
 import { startTestDaemon } from '../helpers/daemon.js';
+import { runBaseLeftovers } from '../helpers/run_base.js';
 
 const isRoot = process.getuid?.() === 0;
 const sabotaged = (process.env.CODEJAIL_SABOTAGE ?? '').split(',');
 
-/** Entries under the run base (run directories), by name as bytes. */
+/** Run directories left under the run base (the slots' empty mount points aside), by name as bytes. */
 function runBaseEntries(runBase: string): Buffer[] {
-  return fs.readdirSync(runBase, { encoding: 'buffer' });
+  return runBaseLeftovers(runBase);
 }
 
 /** Sends one request frame as it is (no client-side checks) and returns the reply. */
@@ -42,6 +44,30 @@ function mountsBeneath(dir: string): string[] {
     .split('\n')
     .map((line) => line.split(' ')[4] ?? '')
     .filter((point) => point.startsWith(`${dir}/`));
+}
+
+/**
+ * Mounts beneath `dir` in each mount namespace the daemon holds an fd of (the runs' shared one,
+ * with the mntns layer), read with nsenter.
+ */
+function mountsBeneathInRunNamespaces(daemonPid: number, dir: string): { namespaces: number; mounts: string[] } {
+  const found: string[] = [];
+  let namespaces = 0;
+  const fdDir = `/proc/${daemonPid}/fd`;
+  for (const fd of fs.readdirSync(fdDir)) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`${fdDir}/${fd}`);
+    } catch {
+      continue;
+    }
+    if (!target.startsWith('mnt:')) continue;
+    namespaces++;
+    const info = spawnSync('nsenter', [`--mount=${fdDir}/${fd}`, 'cat', '/proc/self/mountinfo'], { encoding: 'utf8' });
+    expect(info.status, info.stderr).toBe(0);
+    found.push(...info.stdout.split('\n').map((line) => line.split(' ')[4] ?? '').filter((point) => point.startsWith(`${dir}/`)));
+  }
+  return { namespaces, mounts: found };
 }
 
 const NON_UTF8_TREE = `
@@ -84,6 +110,69 @@ describe.skipIf(!isRoot)('hostile: run directories', () => {
       expect(reply).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       expect(reply.error!.message).toMatch(/exceed 10000 entries/);
       expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
+    });
+  });
+
+  describe('one slot: a run finds nothing of the run before it in its slot', () => {
+    // One slot, so every run has the same uid and, with the disk layer, the same mount point:
+    // only a fresh run disk and the sweep stand between one run and the next.
+    const suite = daemonSuite({ config: { slots: { count: 1 }, defaultLimits: { FSIZE: 1_000_000 } } });
+    // Files in its tmp/, and a setsid()'d process that keeps a file of the run disk open and its
+    // cwd in it (what would keep a detached tmpfs alive), holding its pid.
+    const DIRTY = `
+import os, time
+open('tmp/left', 'w').write('left')
+os.mkdir('tmp/dir')
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    fd = os.open('tmp/held', os.O_CREAT | os.O_WRONLY)
+    os.chdir('tmp/dir')
+    time.sleep(60)
+    os._exit(0)
+time.sleep(0.05)
+print(pid, os.getcwd())
+`;
+    const check = (pid: string) => `
+import os
+fds = []
+for fd in range(1024):
+    try:
+        os.fstat(fd)
+        fds.append(fd)
+    except OSError:
+        pass
+try:
+    os.kill(${pid}, 0)
+    alive = 'alive'
+except ProcessLookupError:
+    alive = 'gone'
+print(sorted(os.listdir('.')), os.listdir('tmp'), fds, alive, os.getcwd())
+`;
+
+    it('deny_uid_sweep_the_next_run_of_a_slot_finds_no_file_fd_or_process_of_the_previous', async () => {
+      for (let round = 0; round < 3; round++) {
+        const dirty = await suite.client.jailCode('python', { code: DIRTY });
+        expect(dirty.stderr.toString()).toBe('');
+        const [pid, dir] = dirty.stdout.toString().trim().split(' ');
+        const next = await suite.client.jailCode('python', { code: check(pid!) });
+        expect(next.stderr.toString()).toBe('');
+        const out = next.stdout.toString();
+        expect(out.slice(0, out.lastIndexOf(' ')), `round ${round}`).toBe("['jailed_code', 'tmp'] [] [0, 1, 2] gone");
+        // With the disk layer in the same directory (the slot's mount point, a fresh disk on it);
+        // without it in a new one.
+        const cwd = out.trim().slice(out.lastIndexOf(' ') + 1);
+        if (sabotaged.includes('disk')) expect(cwd).not.toBe(dir);
+        else expect(cwd).toBe(dir);
+      }
+      await suite.idle();
+      expect(runBaseEntries(suite.daemon.runBase)).toEqual([]);
+      expect(mountsBeneath(suite.daemon.runBase)).toEqual([]);
+      // Nor in the runs' own mount namespace (mntns layer), where a run disk left mounted would
+      // have the next one mounted beneath it, out of the next run's sight.
+      const inRuns = mountsBeneathInRunNamespaces(suite.daemon.process.pid!, suite.daemon.runBase);
+      expect(inRuns.namespaces).toBe(sabotaged.includes('mntns') ? 0 : 1);
+      expect(inRuns.mounts).toEqual([]);
     });
   });
 
@@ -195,7 +284,6 @@ print(r.returncode, r.stdout.decode().strip(), r.stderr.decode().strip())
     fs.writeFileSync(Buffer.concat([deep, Buffer.from('/f\xfe', 'latin1')]), 'x'.repeat(10_000));
     const mounted = path.join(runBase, 'bb'.repeat(16));
     fs.mkdirSync(mounted);
-    const { spawnSync } = await import('node:child_process');
     expect(spawnSync('mount', ['-t', 'tmpfs', 'codejail-run', mounted]).status).toBe(0);
     fs.writeFileSync(path.join(mounted, 'left'), 'x');
 

@@ -150,6 +150,22 @@ describe.skipIf(!isRoot)('kill rounds and zombies', () => {
     }
   });
 
+  it('support_kill_round_reaps_a_runs_zombie_behind_a_child_it_leaves_alone', async () => {
+    // The round first asks waitid(P_ALL, WNOWAIT) for a zombie child, which names the oldest: here
+    // a root child_process child, libuv's to reap. Behind it a run's zombie must still be reaped
+    // (by the children lists), or the run's uid would never come clean.
+    const other = spawn('/bin/sh', ['-c', 'exit 3'], { stdio: 'ignore' });
+    const otherExited = new Promise<number | null>((resolve) => other.once('exit', resolve));
+    const run = startPython('pass', { uid: OTHER_UID, gid: OTHER_UID });
+    // Neither is reaped meanwhile: libuv and the run's watcher both wait for this thread.
+    for (let i = 0; i < 100 && !(stateOf(other.pid!) === 'Z' && stateOf(run.child.pid) === 'Z'); i++) blockEventLoop(50);
+    expect([stateOf(other.pid!), stateOf(run.child.pid)]).toEqual(['Z', 'Z']);
+    expect(native().killUidRound(OTHER_UID, OTHER_UID, 1)).toBe(true);
+    expect(stateOf(other.pid!)).toBe('Z');
+    expect((await run.finish()).exit.code).toBe(0);
+    expect(await otherExited).toBe(3);
+  });
+
   it('support_kill_round_reports_what_remains_and_keeps_a_watched_status', async () => {
     const sleeper = startPython('import time\ntime.sleep(60)', { uid: OTHER_UID, gid: OTHER_UID });
     // The main process is our child: the round kills it, reaps it for its watcher, then finds the uid clean.

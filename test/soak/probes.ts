@@ -4,6 +4,7 @@
 // request's latency while the load runs) and waiting for a state instead of sleeping for it.
 import fs from 'node:fs';
 import type { TestDaemon } from '../helpers/daemon.js';
+import { runBaseLeftovers } from '../helpers/run_base.js';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -102,12 +103,9 @@ export function slotProcesses(slots: SlotRange): Array<{ pid: number; uid: numbe
   return out;
 }
 
-export function runDirEntries(runBase: string): string[] {
-  try {
-    return fs.readdirSync(runBase);
-  } catch {
-    return [];
-  }
+/** Run directories left under the run base: the slots' empty mount points aside (test/helpers/run_base.ts). */
+export function runDirEntries(runBase: string, slots?: number): string[] {
+  return runBaseLeftovers(runBase, slots).map((name) => name.toString('latin1'));
 }
 
 /** Mounts below the run base (a run's disk or bind mounts), seen from `pid`'s mount namespace. */
