@@ -237,7 +237,9 @@ describe.skipIf(!isRoot)('hostile: codejail serve, bodies and bytes bounded (lim
   const formType = 'application/x-www-form-urlencoded';
   const urlencoded = (payload: unknown) => Buffer.from(`payload=${encodeURIComponent(JSON.stringify(payload))}`);
   beforeAll(async () => {
-    serve = await startTestServe({ config: limits });
+    // REALTIME 10: the first payload's run holds its bytes while three seconds pass (longer than
+    // the default second of REALTIME allows on a loaded runner).
+    serve = await startTestServe({ config: limits, daemonConfig: { defaultLimits: { REALTIME: 10 } } });
     port = Number(new URL(serve.url).port);
   }, 30_000);
   afterAll(async () => {
@@ -333,7 +335,9 @@ describe.skipIf(!isRoot)('hostile: codejail serve, bodies and bytes bounded (lim
     // against maxBytesInFlight (10 MiB here): one payload of 1.2 MB (2.4 MB as a form) fits, two
     // do not.
     const big = (code: string) => urlencoded({ code, globals_dict: { s: '\n'.repeat(600 * 1000) } });
-    const first = rawRequest(port, rawPost(formType, big('import time\ntime.sleep(0.8)\nt = 1\ndel s')));
+    // It sleeps long enough to be still in flight once the next two requests are answered, even
+    // on a loaded runner (a second or less of sleep was not, there).
+    const first = rawRequest(port, rawPost(formType, big('import time\ntime.sleep(3)\nt = 1\ndel s')));
     await waitFor('the first to run', async () => (await metric(serve.url, 'codejail_http_code_exec_in_flight')) === 1);
     const held = await metric(serve.url, 'codejail_http_bytes_in_flight').catch(() => undefined);
     const second = await rawRequest(port, rawPost(formType, big('t = 2\ndel s')));
