@@ -26,7 +26,7 @@ export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--
   --work             add the work rows (warm, concurrency 1): safeExec globals of 1 KB, 1 MB and
                      8 MB, jailCode with 1, 100 and 1000 files of 1 KB, 1 and 8 MB of output,
                      each against an in-process baseline; fewer runs the bigger the row
-  --work-only        the work rows alone
+  --work-only        the work rows alone (with --profile: their CPU per run by process)
   --socket PATH      the daemon's socket (default $CODEJAIL_SOCKET or /run/codejail/codejail.sock)
   --python PATH      the interpreter for the bare baseline (default /usr/bin/python3)
 Compares with bare 'python3 -E -B -c print(1)' spawns and with the fork floor (the template's
@@ -523,7 +523,17 @@ export async function bench(args: string[]): Promise<number> {
       const rows = workRows(client, runs);
       for (const row of rows) await measure(row.runner, 2, 1);
       const measured: Measurement[] = [];
-      for (const row of rows) measured.push(await measure(row.runner, row.runs, 1));
+      for (const row of rows) {
+        if (daemonPid !== undefined) await cleanupTotals(client);
+        const cpuBefore = daemonPid === undefined ? undefined : cpuSnapshot(daemonPid);
+        const measurement = await measure(row.runner, row.runs, 1);
+        if (cpuBefore) {
+          // After the row's last clean-up, as for the rows above.
+          await cleanupTotals(client);
+          measurement.cpu = cpuPerRun(cpuBefore, cpuSnapshot(daemonPid!), row.runs, true, 0);
+        }
+        measured.push(measurement);
+      }
       process.stdout.write(formatWork(rows, measured, await workBaselines(floor, rows, runs)) + '\n');
     }
     return 0;

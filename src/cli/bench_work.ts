@@ -218,7 +218,8 @@ export function formatWork(rows: readonly WorkRow[], measurements: readonly Meas
   const width = Math.max(...rows.map((row) => row.runner.label.length));
   const lines = [
     `work at concurrency 1, warm (baselines: globals, Python's json.dumps + json.loads of the same globals; files, this process writing them to a tmpfs; output, a forked child of the template's interpreter writing to a pipe)`,
-    `${''.padEnd(width)}    runs   p50 ms   p90 ms  base ms     x base     MB/s  base MB/s`,
+    `${''.padEnd(width)}    runs   p50 ms   p90 ms  base ms     x base     MB/s  base MB/s` +
+      (measurements.some((m) => m.cpu) ? `   CPU ms/run: daemon    child   client    total` : ''),
   ];
   const verdicts: string[] = [];
   rows.forEach((row, i) => {
@@ -239,7 +240,8 @@ export function formatWork(rows: readonly WorkRow[], measurements: readonly Meas
     }
     lines.push(
       `${row.runner.label.padEnd(width)} ${String(m.runs).padStart(7)} ${m.p50Ms.toFixed(2).padStart(8)} ${m.p90Ms.toFixed(2).padStart(8)} ` +
-        `${base.toFixed(2).padStart(8)} ${ratioCell.padStart(10)} ${rate.padStart(8)} ${baseRate.padStart(10)}`,
+        `${(base < 0.1 ? base.toFixed(3) : base.toFixed(2)).padStart(8)} ${ratioCell.padStart(10)} ${rate.padStart(8)} ${baseRate.padStart(10)}` +
+        (m.cpu ? `               ${[m.cpu.daemon, m.cpu.child, m.cpu.client, m.cpu.total].map((ms) => (ms === undefined ? '-' : ms.toFixed(1)).padStart(8)).join(' ')}` : ''),
     );
   });
   const files = rows.map((row, i) => ({ row, m: measurements[i]!, base: baselines[i]! })).filter(({ row }) => row.kind === 'files');
