@@ -43,8 +43,11 @@ const PLAIN_NAME_PROBLEM = 'must be a plain name, without "/"';
 /** A single path component (extraFiles names). */
 export const plainName = relativeName.refine((s) => !s.includes('/'), PLAIN_NAME_PROBLEM);
 
-/** What is wrong with `name` as plainName judges it (the same messages), or undefined. */
-function plainNameProblem(name: unknown): string | undefined {
+/**
+ * What is wrong with `name` as plainName judges it (its first message), or undefined: without
+ * zod's machinery, which cost about 10 us a name.
+ */
+export function plainNameProblem(name: unknown): string | undefined {
   if (typeof name !== 'string') return `Expected string, received ${name === null ? 'null' : Array.isArray(name) ? 'array' : typeof name}`;
   if (name.length < 1) return 'String must contain at least 1 character(s)';
   if (name.length > 4096) return 'String must contain at most 4096 character(s)';
