@@ -83,8 +83,8 @@ function binaryBytes(value: unknown, depth = 0): number {
  * not copied behind it. A large message is packed into a buffer of its own sized to its binary
  * values (msgpackr would grow one to 2 to 4 times its size, copying what it holds each time) and
  * sent from it; the packer then takes a small buffer again. A frame whose buffer is still much
- * larger than it (large strings) is copied to its size, so that what a connection holds is what
- * its frames measure.
+ * larger than it (large strings), and a small one, are copied to their size, so that what a
+ * connection holds is what its frames measure.
  */
 export function encodeFrame(message: unknown): Buffer {
   const room = HEADER_BYTES + binaryBytes(message) + PACK_SLACK_BYTES;
@@ -97,10 +97,11 @@ export function encodeFrame(message: unknown): Buffer {
     throw err;
   }
   frame.writeUInt32BE(frame.length - HEADER_BYTES, 0);
-  if (frame.buffer.byteLength > PACK_BUFFER_KEPT_BYTES) {
-    if (frame.buffer.byteLength > frame.length + PACK_SLACK_BYTES) frame = Buffer.from(frame);
-    packr.useBuffer(Buffer.allocUnsafeSlow(8192));
-  }
+  // In the buffer the packer keeps (up to 1 MiB), shared with the frames packed after it: a frame
+  // waiting for a reader that does not read would hold all of it. Copied, as frames always were.
+  if (frame.buffer.byteLength <= PACK_BUFFER_KEPT_BYTES) return Buffer.from(frame);
+  if (frame.buffer.byteLength > frame.length + PACK_SLACK_BYTES) frame = Buffer.from(frame);
+  packr.useBuffer(Buffer.allocUnsafeSlow(8192));
   return frame;
 }
 
