@@ -9,6 +9,9 @@
 
 namespace codejail {
 
+// The capacity asked for a run's pipes: /proc/sys/fs/pipe-max-size's default.
+constexpr int RUN_PIPE_CAPACITY = 1 << 20;
+
 bool set_plan_text(char *field, size_t cap, uint32_t *len, const std::string &text) {
   if (text.size() >= cap || text.find('\0') != std::string::npos) return false;
   memcpy(field, text.data(), text.size());
@@ -35,10 +38,12 @@ PreparedPlan prepare_plan(const PlanRequest &req, PlanUse use) {
     return (int32_t)(out.fds.size() - 1);
   };
 
-  make_pipe(out.stdin_read, out.ends.stdin_write);
-  make_pipe(out.ends.stdout_read, out.stdout_write);
-  make_pipe(out.ends.stderr_read, out.stderr_write);
-  if (req.result_channel) make_pipe(out.ends.result_read, out.result_write);
+  // Megabytes of stdin, output or result pass in 1 MiB steps (the default pipe-max-size) rather
+  // than 64 KiB ones: a sixteenth of the wake-ups of the run and of the daemon.
+  make_pipe(out.stdin_read, out.ends.stdin_write, RUN_PIPE_CAPACITY);
+  make_pipe(out.ends.stdout_read, out.stdout_write, RUN_PIPE_CAPACITY);
+  make_pipe(out.ends.stderr_read, out.stderr_write, RUN_PIPE_CAPACITY);
+  if (req.result_channel) make_pipe(out.ends.result_read, out.result_write, RUN_PIPE_CAPACITY);
   plan.fd0 = add(out.stdin_read.fd);
   plan.fd1 = add(out.stdout_write.fd);
   plan.fd2 = add(out.stderr_write.fd);

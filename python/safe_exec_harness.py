@@ -146,6 +146,16 @@ def json_safe(d):
         text.encode("utf-8")
         return _json_loads(text)
 
+    def round_trip_value(obj):
+        # A str comes back from the round trip as itself, or the round trip raises where encoding
+        # it to UTF-8 raises: that check alone spares dumping and loading a string of megabytes.
+        # An ASCII str (str.isascii() reads a flag) cannot hold a surrogate.
+        if type(obj) is str:
+            if not obj.isascii():
+                obj.encode("utf-8")
+            return obj
+        return round_trip(decode_object(obj))
+
     # __warningregistry__ is the interpreter's own bookkeeping: any warning raised by the code's
     # frame (even an ignored ResourceWarning for an unclosed file) puts it in the globals.
     bad_keys = ("__builtins__", "__warningregistry__")
@@ -156,11 +166,16 @@ def json_safe(d):
         if k in bad_keys:
             continue
         try:
-            v = round_trip(decode_object(v))
-            k = round_trip(decode_object(k))
+            v = round_trip_value(v)
+            k = round_trip_value(k)
         except Exception:  # pylint: disable=broad-except
             continue
         jd[k] = v
+    # Each value and key has been round-tripped already, and a second trip gives them back
+    # unchanged; what the trip of the whole dict still does is turn keys that are not str into
+    # JSON's key strings (1 and "1" then become one entry). With only str keys there is none.
+    if all(type(k) is str for k in jd):
+        return jd
     return round_trip(jd)
 
 

@@ -18,11 +18,16 @@ import { GRADER_CODE, graderGlobals, graderProblem } from './bench_cases.js';
 import type { BenchRunner, RunReport } from './bench_runner.js';
 import { PYTHON_CLIENT_LABEL, PYTHON_PACKAGE_DIR, startPythonClient } from './bench_python.js';
 import type { PythonClientStart } from './bench_python.js';
+import { formatWork, workBaselines, workRows } from './bench_work.js';
 
-export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--profile] [--socket PATH] [--python /usr/bin/python3]
+export const BENCH_USAGE = `usage: codejail bench [-n N] [--concurrency 1,4] [--profile] [--work | --work-only] [--socket PATH] [--python /usr/bin/python3]
   -n N               measured runs per runner and concurrency level (default 200)
   --concurrency LIST comma-separated numbers of runs kept in flight (default 1,4)
   --profile          ask the daemon for each run's stages and print their p50 per row
+  --work             add the work rows (warm, concurrency 1): safeExec globals of 1 KB, 1 MB and
+                     8 MB, jailCode with 1, 100 and 1000 files of 1 KB, 1 and 8 MB of output,
+                     each against an in-process baseline; fewer runs the bigger the row
+  --work-only        the work rows alone (with --profile: their CPU per run by process)
   --socket PATH      the daemon's socket (default $CODEJAIL_SOCKET or /run/codejail/codejail.sock)
   --python PATH      the interpreter for the bare baseline (default /usr/bin/python3)
 Compares with bare 'python3 -E -B -c print(1)' spawns and with the fork floor (the template's
@@ -423,6 +428,8 @@ export async function bench(args: string[]): Promise<number> {
         n: { type: 'string', short: 'n', default: '200' },
         concurrency: { type: 'string', default: '1,4' },
         profile: { type: 'boolean', default: false },
+        work: { type: 'boolean', default: false },
+        'work-only': { type: 'boolean', default: false },
         socket: { type: 'string' },
         python: { type: 'string', default: '/usr/bin/python3' },
       },
@@ -430,7 +437,10 @@ export async function bench(args: string[]): Promise<number> {
     }),
   );
   const runs = positiveInteger('-n', values.n);
-  const levels = parseConcurrency(values.concurrency);
+  const workOnly = values['work-only'];
+  const work = values.work || workOnly;
+  // --work-only: no level is measured (the work rows run at concurrency 1 on their own).
+  const levels = workOnly ? [] : parseConcurrency(values.concurrency);
   const highest = Math.max(...levels);
   const client = new Client({ socketPath: values.socket });
   let pythonClient: PythonClientStart | undefined;
@@ -438,7 +448,9 @@ export async function bench(args: string[]): Promise<number> {
     // Fails first, with the reason, when the daemon cannot be reached.
     const daemon = await client.status();
     const baseline = bareSpawnRunner(values.python);
-    pythonClient = levels.includes(1) ? await startPythonClient(values.python, client.socketPath) : { skipped: 'measured at concurrency 1 only' };
+    pythonClient = levels.includes(1)
+      ? await startPythonClient(values.python, client.socketPath)
+      : { skipped: workOnly ? 'not asked for (--work-only)' : 'measured at concurrency 1 only' };
     const candidates = benchCandidates(client, values.profile, 'runner' in pythonClient ? pythonClient.runner : undefined);
     const floor = floorInterpreter(daemon.pid, values.python);
     const daemonPid = values.profile ? daemon.pid : undefined;
@@ -447,8 +459,9 @@ export async function bench(args: string[]): Promise<number> {
     const commandLine = [
       'codejail bench',
       `-n ${runs}`,
-      `--concurrency ${levels.join(',')}`,
+      ...(workOnly ? ['--work-only'] : [`--concurrency ${levels.join(',')}`]),
       ...(values.profile ? ['--profile'] : []),
+      ...(values.work && !workOnly ? ['--work'] : []),
       `--python ${values.python}`,
     ].join(' ');
     process.stdout.write(
@@ -462,7 +475,7 @@ export async function bench(args: string[]): Promise<number> {
     );
 
     // Warm-up: page caches, the daemon's slots and the interpreter's own start-up files.
-    for (const runner of [baseline, ...candidates.map((c) => c.runner)]) {
+    for (const runner of levels.length ? [baseline, ...candidates.map((c) => c.runner)] : []) {
       await measure(runner, Math.max(10, 2 * highest), highest);
     }
 
@@ -492,6 +505,23 @@ export async function bench(args: string[]): Promise<number> {
       if (values.profile) text += '\n' + formatStages(measured.map(([, measurement]) => measurement));
       if (values.profile) text += '\n' + formatCpu([floorRow, ...measured.map(([, measurement]) => measurement)]);
       process.stdout.write(text + '\n');
+    }
+    if (work) {
+      const rows = workRows(client, runs);
+      for (const row of rows) await measure(row.runner, 2, 1);
+      const measured: Measurement[] = [];
+      for (const row of rows) {
+        if (daemonPid !== undefined) await cleanupTotals(client);
+        const cpuBefore = daemonPid === undefined ? undefined : cpuSnapshot(daemonPid);
+        const measurement = await measure(row.runner, row.runs, 1);
+        if (cpuBefore) {
+          // After the row's last clean-up, as for the rows above.
+          await cleanupTotals(client);
+          measurement.cpu = cpuPerRun(cpuBefore, cpuSnapshot(daemonPid!), row.runs, true, 0);
+        }
+        measured.push(measurement);
+      }
+      process.stdout.write(formatWork(rows, measured, await workBaselines(floor, rows, runs)) + '\n');
     }
     return 0;
   } finally {

@@ -14,7 +14,7 @@ import type { BigIntStats } from 'node:fs';
 import { lstat, open, readdir, readlink, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { DEFAULT_MAX_FRAME_BYTES, plainName } from '../protocol/index.js';
+import { DEFAULT_MAX_FRAME_BYTES, plainNameProblem } from '../protocol/index.js';
 import type { FileEntry } from '../protocol/index.js';
 import { CodejailError } from './errors.js';
 
@@ -218,13 +218,8 @@ export function encodeExtraFiles(extraFiles: readonly ExtraFile[]): [string, Uin
       throw new CodejailError('bad_request', `extraFiles[${index}] must be a [name, contents] pair`);
     }
     const [name, data] = pair;
-    const checked = plainName.safeParse(name);
-    if (!checked.success) {
-      throw new CodejailError(
-        'bad_request',
-        `extraFiles name ${JSON.stringify(name)} is not allowed: ${checked.error.issues.map((i) => i.message).join('; ')}`,
-      );
-    }
+    const problem = plainNameProblem(name);
+    if (problem) throw new CodejailError('bad_request', `extraFiles name ${JSON.stringify(name)} is not allowed: ${problem}`);
     return [name, toBytes(data, `extraFiles '${name}' contents`)];
   });
 }

@@ -254,14 +254,30 @@ const CLOSE_OBJECT = 0x7d;
 function checkShape(text: string, bounds: ResultBounds): void {
   let depth = 0;
   let values = 1;
-  let inString = false;
+  // The next quote and backslash at or after a string's position (-1: none left), each found by
+  // indexOf, which runs at memchr's speed where a loop over charCodeAt took 10 ms a megabyte:
+  // a string's contents are skipped, not read. Each is searched again only once passed, so the
+  // text is searched once whatever it holds.
+  let quote = -2;
+  let backslash = -2;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === BACKSLASH) i++;
-      else if (c === QUOTE) inString = false;
-    } else if (c === QUOTE) {
-      inString = true;
+    if (c === QUOTE) {
+      // A string: it ends at the first quote not escaped (a backslash escapes the next character).
+      let from = i + 1;
+      for (;;) {
+        if (quote !== -1 && quote < from) quote = text.indexOf('"', from);
+        if (backslash !== -1 && backslash < from) backslash = text.indexOf('\\', from);
+        if (quote === -1) {
+          i = text.length;
+          break;
+        }
+        if (backslash === -1 || backslash > quote) {
+          i = quote;
+          break;
+        }
+        from = backslash + 2;
+      }
     } else if (c === OPEN_LIST || c === OPEN_OBJECT) {
       if (++depth > bounds.maxDepth) {
         throw new ResultBoundError(`lists or dicts nested more than ${bounds.maxDepth} deep`, 'maxDepth');

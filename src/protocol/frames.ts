@@ -1,7 +1,7 @@
 // Length-prefixed msgpack frames: a 4-byte big-endian body length, then the body. A peer that
 // announces more than maxFrameBytes is cut off before anything is buffered; a complete body's
 // shape is scanned (shape.ts) before msgpackr decodes it.
-import { addExtension, Packr, Unpackr } from 'msgpackr';
+import { addExtension, Packr, RESERVE_START_SPACE, Unpackr } from 'msgpackr';
 import { DEFAULT_SHAPE_LIMITS, scanShape, type ShapeLimits } from './shape.js';
 
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -61,12 +61,47 @@ export class RefusedFrame {
  */
 const PACK_BUFFER_KEPT_BYTES = 1024 * 1024;
 
+/** Room a frame may hold past its own bytes and still be sent from the buffer it was packed in. */
+const PACK_SLACK_BYTES = 64 * 1024;
+
+/**
+ * The bytes of the binary values of a message, down to its third level (a request's code,
+ * stdin, globals, files' and extraFiles' data; a reply's stdout, stderr and result): a frame
+ * needs at least as much room.
+ */
+function binaryBytes(value: unknown, depth = 0): number {
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (depth === 3 || value === null || typeof value !== 'object') return 0;
+  let total = 0;
+  if (Array.isArray(value)) for (const item of value) total += binaryBytes(item, depth + 1);
+  else for (const key in value) total += binaryBytes((value as Record<string, unknown>)[key], depth + 1);
+  return total;
+}
+
+/**
+ * The frame: the header in the 4 bytes msgpackr reserves before the body, so that the body is
+ * not copied behind it. A large message is packed into a buffer of its own sized to its binary
+ * values (msgpackr would grow one to 2 to 4 times its size, copying what it holds each time) and
+ * sent from it; the packer then takes a small buffer again. A frame whose buffer is still much
+ * larger than it (large strings), and a small one, are copied to their size, so that what a
+ * connection holds is what its frames measure.
+ */
 export function encodeFrame(message: unknown): Buffer {
-  const body = packr.pack(message);
-  const header = Buffer.allocUnsafe(HEADER_BYTES);
-  header.writeUInt32BE(body.length, 0);
-  const frame = Buffer.concat([header, body]);
-  if (body.buffer.byteLength > PACK_BUFFER_KEPT_BYTES) packr.useBuffer(Buffer.allocUnsafeSlow(8192));
+  const room = HEADER_BYTES + binaryBytes(message) + PACK_SLACK_BYTES;
+  if (room > PACK_BUFFER_KEPT_BYTES) packr.useBuffer(Buffer.allocUnsafeSlow(room));
+  let frame: Buffer;
+  try {
+    frame = packr.pack(message, RESERVE_START_SPACE | HEADER_BYTES);
+  } catch (err) {
+    packr.useBuffer(Buffer.allocUnsafeSlow(8192));
+    throw err;
+  }
+  frame.writeUInt32BE(frame.length - HEADER_BYTES, 0);
+  // In the buffer the packer keeps (up to 1 MiB), shared with the frames packed after it: a frame
+  // waiting for a reader that does not read would hold all of it. Copied, as frames always were.
+  if (frame.buffer.byteLength <= PACK_BUFFER_KEPT_BYTES) return Buffer.from(frame);
+  if (frame.buffer.byteLength > frame.length + PACK_SLACK_BYTES) frame = Buffer.from(frame);
+  packr.useBuffer(Buffer.allocUnsafeSlow(8192));
   return frame;
 }
 

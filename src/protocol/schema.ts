@@ -38,8 +38,42 @@ function relativeNameProblem(s: string): string | undefined {
   return undefined;
 }
 
+const PLAIN_NAME_PROBLEM = 'must be a plain name, without "/"';
+
 /** A single path component (extraFiles names). */
-export const plainName = relativeName.refine((s) => !s.includes('/'), 'must be a plain name, without "/"');
+export const plainName = relativeName.refine((s) => !s.includes('/'), PLAIN_NAME_PROBLEM);
+
+/**
+ * What is wrong with `name` as plainName judges it (its first message), or undefined: without
+ * zod's machinery, which cost about 10 us a name.
+ */
+export function plainNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string') return `Expected string, received ${name === null ? 'null' : Array.isArray(name) ? 'array' : typeof name}`;
+  if (name.length < 1) return 'String must contain at least 1 character(s)';
+  if (name.length > 4096) return 'String must contain at most 4096 character(s)';
+  return relativeNameProblem(name) ?? (name.includes('/') ? PLAIN_NAME_PROBLEM : undefined);
+}
+
+/** What is wrong with one extraFiles entry, [plain name, bytes], and where in it; or undefined. */
+function extraFileProblem(entry: unknown): { message: string; path: number[] } | undefined {
+  if (!Array.isArray(entry)) return { message: `Expected array, received ${entry === null ? 'null' : typeof entry}`, path: [] };
+  if (entry.length !== 2) return { message: `Array must contain ${entry.length < 2 ? 'at least' : 'at most'} 2 element(s)`, path: [] };
+  const problem = plainNameProblem(entry[0]);
+  if (problem) return { message: problem, path: [0] };
+  if (!(entry[1] instanceof Uint8Array)) return { message: 'expected bytes', path: [1] };
+  return undefined;
+}
+
+/**
+ * An extraFiles entry, [plain name, bytes], checked by one function with plainName's and bytes'
+ * messages at the same paths (extraFiles.N.0, extraFiles.N.1). As z.tuple([plainName, bytes]),
+ * zod 3 took about 90 us an entry (its machinery per item, and the garbage it leaves): 90 ms for
+ * a request of 1000 files, on each side of the socket. This takes under a microsecond.
+ */
+const extraFile = z.custom<[string, Uint8Array]>().superRefine((entry, ctx) => {
+  const problem = extraFileProblem(entry);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem.message, path: problem.path });
+});
 
 export const fileEntry = z.discriminatedUnion('type', [
   z.object({ type: z.literal('file'), name: relativeName, data: bytes, executable: z.boolean().optional() }).strict(),
@@ -68,7 +102,7 @@ export const jailCodeRequest = z
     command: text(64).min(1),
     code: bytes.optional(),
     files: z.array(fileEntry).max(10000).default([]),
-    extraFiles: z.array(z.tuple([plainName, bytes])).max(10000).default([]),
+    extraFiles: z.array(extraFile).max(10000).default([]),
     argv: z.array(text(65536)).max(4096).default([]),
     stdin: bytes.optional(),
     limits: limitsSchema.default({}),

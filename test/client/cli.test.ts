@@ -12,6 +12,7 @@ import type { CommandProfile } from '../../src/run/commands.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from '../../src/cli/bench_cases.js';
 import { Client } from '../../src/client/index.js';
 import type { BenchCandidate, Measurement } from '../../src/cli/bench.js';
+import { formatWork, workRows, workText } from '../../src/cli/bench_work.js';
 import { exitCodeForStatus } from '../../src/cli/run.js';
 import { formatStatus } from '../../src/cli/status.js';
 
@@ -272,5 +273,43 @@ describe('codejail status', () => {
       commands: ['python'],
     });
     expect(text).toContain('slot 3 (uid 62003) QUARANTINED 1m 5s, 4 sweeps failed: processes of its uid survived the kill');
+  });
+});
+
+describe('bench --work', () => {
+  const row = (label: string, p50Ms: number, cpu?: Measurement['cpu']): Measurement => ({
+    label,
+    concurrency: 1,
+    runs: 5,
+    p50Ms,
+    p90Ms: p50Ms * 2,
+    p99Ms: p50Ms * 3,
+    runsPerSecond: 1000 / p50Ms,
+    runCpuMs: 0,
+    ...(cpu ? { cpu } : {}),
+  });
+
+  it('has the issue\'s rows, fewer runs the bigger, at least 5', () => {
+    const rows = workRows(new Client({ socketPath: '/nonexistent' }), 40);
+    expect(rows.map((r) => r.runner.label)).toEqual([
+      'globals 1 KB', 'globals 1 MB', 'globals 8 MB',
+      'files 1 x 1 KB', 'files 100 x 1 KB', 'files 1000 x 1 KB',
+      'output 1 MB', 'output 8 MB',
+    ]);
+    expect(rows.map((r) => r.runs)).toEqual([20, 8, 5, 20, 10, 5, 8, 5]);
+    expect(workText(100)).toHaveLength(100);
+  });
+
+  it('prints each row against its baseline, MB/s, the time per extra file and the targets', () => {
+    const rows = workRows(new Client({ socketPath: '/nonexistent' }), 40);
+    const measured = [1, 6, 40, 10, 11, 19.99, 4, 20].map((ms, i) => row(rows[i]!.runner.label, ms, { daemon: 1, child: 2, client: 3, total: 6 }));
+    const baselines = [0.004, 3, 10, 0.02, 0.5, 5, 1, 8];
+    const text = formatWork(rows, measured, baselines);
+    expect(text).toMatch(/^globals 1 MB +5 +6\.00 +12\.00 +3\.00 +2\.00x ok +166\.7 +333\.3 +1\.0 +2\.0 +3\.0 +6\.0$/m);
+    expect(text).toMatch(/^globals 8 MB .* 4\.00x MISS /m);
+    expect(text).toMatch(/^per extra file \(1 to 1000\): 10\.0 us, baseline 5\.0 us$/m);
+    expect(text).toContain('files <= 10 us per extra file: 10.0 ok');
+    expect(text).toContain('output 1 MB >= 500 MB/s: 250 MISS');
+    expect(text).toContain("globals 1 MB <= 3x Python's JSON: 2.00x ok");
   });
 });

@@ -324,6 +324,14 @@ describe('safeExec: values in and out', () => {
     expect(result).toEqual({ d: { '1': 'a' }, t: [1, [2, 3], [4, [5]]], f: { '1.5': 'y', null: 'z', true: 'w' } });
   });
 
+  it('json_safe: top-level keys that are not str become JSON key strings, the last of equal ones kept; str values and keys pass whole', async () => {
+    // The harness round-trips the whole dict only when a key is not a str (that trip is what
+    // turns keys into strings); str values and keys are checked by their UTF-8 encoding alone.
+    const result = await exec("g = globals(); g[1] = 'one'; g['1'] = 'uno'; g[2.5] = 'x'; g[None] = 'n'; s = 'é\\n\"' * 3; e = ''");
+    expect(result).toEqual({ '1': 'uno', '2.5': 'x', null: 'n', s: 'é\n"é\n"é\n"', e: '' });
+    expect(await exec("s = 'a' * 100000; d = {'k': 'é'}")).toEqual({ s: 'a'.repeat(100000), d: { k: 'é' } });
+  });
+
   it('drops __builtins__, modules, functions, classes, objects and nested unserialisables', async () => {
     const result = await exec(
       dedent(`

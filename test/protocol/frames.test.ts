@@ -38,6 +38,30 @@ describe('frames', () => {
     ]);
   });
 
+  it('a frame holds no more memory than its bytes and 64 KiB, and stays whole after the frames encoded next', () => {
+    // The header goes in room msgpackr reserves and a large frame is sent from the buffer it was
+    // packed in: what a connection holds must still be what its frames measure (the buffered
+    // bytes budgets count frame lengths), large strings (msgpackr reserves 3 bytes a character)
+    // and 2-4x growth included.
+    const output = { v: 1, id: 1, ok: true, result: { stdout: Buffer.alloc(3_000_000, 7), stderr: Buffer.alloc(0) } };
+    const text = { v: 1, id: 2, ok: true, result: { message: 'x'.repeat(2_000_000) } };
+    const small = { v: 1, id: 3, op: 'status' };
+    // A message that leaves the packer a buffer of nearly 1 MiB, which it keeps for the next ones.
+    encodeFrame({ v: 1, id: 0, op: 'status', pad: Buffer.alloc(200_000) });
+    const frames = [small, output, text, small, output, small].map((message) => encodeFrame(message));
+    for (const frame of frames) {
+      // Node's 8 KiB pool, for a small frame.
+      expect(frame.buffer.byteLength).toBeLessThanOrEqual(Math.max(8192, frame.length + 64 * 1024));
+      expect(frame.readUInt32BE(0)).toBe(frame.length - 4);
+    }
+    const copies = frames.map((frame) => Buffer.from(frame));
+    for (let i = 0; i < 200; i++) encodeFrame({ v: 1, id: i, op: 'status', pad: 'y'.repeat(i) });
+    frames.forEach((frame, i) => expect(frame.equals(copies[i]!)).toBe(true));
+    const decoded = new FrameDecoder().push(Buffer.concat(frames)) as Array<{ id: number; result?: { stdout?: Uint8Array } }>;
+    expect(decoded.map((message) => message.id)).toEqual([3, 1, 2, 3, 1, 3]);
+    expect(Buffer.from(decoded[4]!.result!.stdout!).equals(output.result.stdout)).toBe(true);
+  });
+
   it('refuses a frame announced larger than the maximum before buffering it', () => {
     const header = Buffer.alloc(4);
     header.writeUInt32BE(1025, 0);
