@@ -15,7 +15,9 @@ import type { CpuPerRun, CpuSnapshot } from './bench_cpu.js';
 import { floorInterpreter, runFloor } from './bench_floor.js';
 import type { FloorResult } from './bench_floor.js';
 import { GRADER_CODE, graderGlobals, graderProblem } from './bench_cases.js';
-import type { BenchRunner, RunReport } from './bench_runner.js';
+import { STAGE_NAMES, type BenchRunner, type Measurement, type RunReport, type StageName } from './bench_runner.js';
+
+export type { Measurement };
 import { PYTHON_CLIENT_LABEL, PYTHON_PACKAGE_DIR, startPythonClient } from './bench_python.js';
 import type { PythonClientStart } from './bench_python.js';
 import { formatWork, workBaselines, workRows } from './bench_work.js';
@@ -66,24 +68,6 @@ export interface BenchCandidate {
 }
 
 /** The stages of a run, in the order they happen (usage.stages' keys). */
-export const STAGE_NAMES = ['queueMs', 'prepareMs', 'startMs', 'runMs', 'resultMs', 'cleanupMs'] as const satisfies ReadonlyArray<keyof Stages>;
-export type StageName = (typeof STAGE_NAMES)[number];
-
-export interface Measurement {
-  label: string;
-  concurrency: number;
-  runs: number;
-  p50Ms: number;
-  p90Ms: number;
-  p99Ms: number;
-  runsPerSecond: number;
-  /** Each stage's p50 over the runs that reported it; absent when none did. */
-  stages?: Partial<Record<StageName, number>>;
-  /** The runs' own CPU time (ms) summed, over the runs that reported it. */
-  runCpuMs: number;
-  /** CPU per run by process (--profile). */
-  cpu?: CpuPerRun;
-}
 
 /** Nearest-rank percentile of ascending samples. */
 function percentile(sorted: readonly number[], p: number): number {

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Client } from '../client/index.js';
-import type { BenchRunner, Measurement } from './bench.js';
+import type { BenchRunner, Measurement } from './bench_runner.js';
 import type { FloorInterpreter } from './bench_floor.js';
 
 const KB = 1024;
