@@ -213,6 +213,48 @@ describe.skipIf(!isRoot)('a second SIGTERM', () => {
   });
 });
 
+describe.skipIf(!isRoot)('one daemon per run base', () => {
+  it("a daemon started on the run base and slots of one still stopping refuses to start, naming it, and the stopping one's run finishes", async () => {
+    const first = await startTestDaemon({ config: { shutdownGraceMs: 15_000 } });
+    const { slots } = JSON.parse(fs.readFileSync(configFileOf(first), 'utf8')) as { slots: { firstUid: number; count: number } };
+    const client = new Client({ socketPath: first.socketPath });
+    const others: TestDaemon[] = [];
+    try {
+      const run = client.jailCode('python', { code: sleeper(6), limits: { REALTIME: 20 }, slug: 'drain' });
+      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+      first.process.kill('SIGTERM');
+      await until('the first daemon to stop accepting', () => first.logs.some((l) => l.msg === 'waiting for requests in flight to finish'));
+      // An upgrade's restart that did not wait: at its start it would sweep the slots, killing the run.
+      const early = await startTestDaemon({ config: { runBase: first.runBase, slots }, expectExit: true });
+      others.push(early);
+      expect(early.process.exitCode, early.logs.map((l) => l.msg).join('\n')).toBe(1);
+      expect(early.logs.map((l) => String(l.msg))).toContainEqual(
+        expect.stringContaining(`another codejaild (pid ${first.process.pid}) runs on the run base ${first.runBase}, or is still stopping`),
+      );
+      const result = await run;
+      expect([result.status, result.stdout.toString()]).toEqual([0, 'slept\n']);
+      expect(await exitOf(first)).toBe(0);
+      // Once it has exited, the next one starts there; and after that one is killed, the next again.
+      const next = await startTestDaemon({ config: { runBase: first.runBase, slots } });
+      others.push(next);
+      next.process.kill('SIGKILL');
+      await exitOf(next);
+      const afterKill = await startTestDaemon({ config: { runBase: first.runBase, slots } });
+      others.push(afterKill);
+      const fresh = new Client({ socketPath: afterKill.socketPath });
+      try {
+        expect((await fresh.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await client.close();
+      for (const daemon of others.reverse()) await daemon.stop();
+      await first.stop();
+    }
+  });
+});
+
 describe.skipIf(!isRoot)('a restart after SIGKILL', () => {
   it('comes back on the same slots, waiting for what the killed daemon left to go', async () => {
     const slots = { firstUid: 60800 + (process.pid % 50) * 4, count: 2 };
