@@ -34,9 +34,14 @@ function startTime(pid: number): string | undefined {
   }
 }
 
+/** Where a daemon of `runBase` keeps its claim. */
+export function runBaseClaimFile(runBase: string): string {
+  return `${path.resolve(runBase)}.codejaild.pid`;
+}
+
 /** Claims `runBase` for this process, or throws an InstanceError naming the daemon that holds it. */
 export function claimRunBase(runBase: string): RunBaseClaim {
-  const file = `${path.resolve(runBase)}.codejaild.pid`;
+  const file = runBaseClaimFile(runBase);
   let holder: { pid?: unknown; start?: unknown } | undefined;
   try {
     holder = JSON.parse(fs.readFileSync(file, 'utf8')) as { pid?: unknown; start?: unknown };
