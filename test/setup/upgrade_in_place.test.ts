@@ -292,6 +292,11 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
     spawnSync('umount', ['--recursive', '--lazy', RUN_BASE], { stdio: 'ignore' });
     fs.rmSync(RUN_BASE, { recursive: true, force: true });
     fs.rmSync(WORK, { recursive: true, force: true });
+    try {
+      fs.rmdirSync(path.dirname(WORK)); // only when no other run of this test uses it
+    } catch {
+      // another run's, or gone
+    }
     for (let uid = FIRST_UID; uid < FIRST_UID + SLOT_COUNT; uid++) {
       spawnSync('userdel', [`codejail-${uid}`], { stdio: 'ignore' });
       spawnSync('groupdel', [`codejail-${uid}`], { stdio: 'ignore' });
