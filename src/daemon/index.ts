@@ -26,6 +26,7 @@ import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot_users.js';
 import { lowerOwnOomScore } from '../run/oom.js';
 import { SlotPool } from './slots.js';
+import { claimRunBase, type RunBaseClaim } from './instance.js';
 import { kindNamed } from '../kinds/index.js';
 
 export { loadConfig, defaultConfig, parseConfig, ConfigError } from './config.js';
@@ -34,6 +35,7 @@ export type { DaemonConfig, DaemonConfigInput } from '../config/schema.js';
 export { LayerError } from '../layers/index.js';
 export type { LayerReport } from '../layers/index.js';
 export { SelfCheckError } from './selfcheck.js';
+export { InstanceError } from './instance.js';
 export { createLogger, silentLogger } from '../log.js';
 export type { Logger } from '../log.js';
 
@@ -110,13 +112,21 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
   // keys into it, so the next run sees the new limits without any other plumbing.
   const config: DaemonConfig = withFlags(options.config ?? loadConfig(options.configFile), options);
   const log = options.log ?? createLogger({ level: config.logLevel });
+  // Before anything touches the slots or the run base: another daemon may still be using them.
+  const claim = claimRunBase(config.runBase);
   const addon = native();
   const startedAt = Date.now();
   // What runs and templates need of the install, read now and kept: they cannot look it up later
   // (the runs' namespace may not show it), nor should a later upgrade of the files reach them.
   installFiles();
 
-  const layers = detectLayers(config, { addon, log, unsafe: options.unsafe ?? false });
+  let layers: Layers;
+  try {
+    layers = detectLayers(config, { addon, log, unsafe: options.unsafe ?? false });
+  } catch (err) {
+    claim.release();
+    throw err;
+  }
   let daemon: Daemon | undefined;
   let warm: Map<string, WarmCommand> | undefined;
   try {
@@ -170,13 +180,14 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     } else {
       log.warn('self-check skipped: no command of kind "python" is configured');
     }
-    daemon = new Daemon({ options, config, log, layers, commands, slots, runner, checkCommand, startedAt, warm });
+    daemon = new Daemon({ options, config, log, layers, commands, slots, runner, checkCommand, startedAt, warm, claim });
     await daemon.serve((fd) => addon.peerCred(fd));
     return daemon;
   } catch (err) {
     await daemon?.abandon();
     for (const command of warm?.values() ?? []) command.close();
     await releaseLayers(layers, { addon: native(), log });
+    claim.release();
     throw err;
   }
 }
@@ -208,6 +219,8 @@ interface DaemonParts {
   /** The command the self-check runs, when one of kind "python" is configured. */
   checkCommand: string | undefined;
   startedAt: number;
+  /** This daemon's claim on its run base, released once it has stopped. */
+  claim: RunBaseClaim;
 }
 
 /** A daemon past its start-up checks: serves the socket, answers status and check, reloads, stops. */
@@ -421,6 +434,7 @@ class Daemon implements DaemonHandle {
     this.parts.runner.retireSlots();
     for (const command of this.parts.warm.values()) command.close();
     await releaseLayers(layers, { addon: native(), log });
+    this.parts.claim.release();
     log.info('stopped');
   }
 

@@ -68,7 +68,7 @@ async function main(): Promise<number> {
   } catch (err) {
     // Config, layer and self-check errors say everything in their message; anything else is a
     // bug or a host problem, and its stack helps.
-    const expected = ['ConfigError', 'LayerError', 'SelfCheckError', 'ActivationError'].includes((err as Error).name);
+    const expected = ['ConfigError', 'LayerError', 'SelfCheckError', 'ActivationError', 'InstanceError'].includes((err as Error).name);
     bootLog.error(`codejaild cannot start: ${(err as Error).message}`, expected ? {} : { stack: (err as Error).stack });
     notifySystemd(`STATUS=cannot start: ${statusLine((err as Error).message)}`, bootLog);
     return 1;

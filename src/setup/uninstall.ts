@@ -11,6 +11,7 @@ import path from 'node:path';
 import { readAccounts } from '../accounts.js';
 import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/schema.js';
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../protocol/index.js';
+import { runBaseClaimFile } from '../daemon/instance.js';
 import { mountsBeneath } from '../run/rundir.js';
 import { slotUsers } from '../run/slot_users.js';
 import { APPARMOR_ETC, APPARMOR_SECURITYFS, DAEMON_PROFILE, TEMPLATE_DIR } from './apparmor.js';
@@ -57,6 +58,7 @@ export async function uninstallHost(config: DaemonConfig, options: UninstallOpti
   report.push(...(await removeAppArmor(config, record, options)));
   report.push(...(await removeRecordedFiles(record)));
   report.push(...(await removeRunBase(config, record)));
+  report.push(...(await removeRunBaseClaim(config)));
   report.push(...(await removeSocketDir(config, record)));
   report.push(...removeAccounts(config, record, options));
   if (options.purge) {
@@ -264,6 +266,17 @@ async function removeRunBase(config: DaemonConfig, record: SetupRecord): Promise
   await fs.rm(runBase, { recursive: true, force: true });
   record.remove(item);
   return [`removed the run base ${runBase}`];
+}
+
+/**
+ * The claim on the run base a daemon leaves when it is killed (src/daemon/instance.ts): no daemon
+ * runs (checked first), so it names none.
+ */
+async function removeRunBaseClaim(config: DaemonConfig): Promise<string[]> {
+  const file = runBaseClaimFile(config.runBase);
+  if (!existsSync(file)) return [];
+  await fs.rm(file, { force: true });
+  return [`removed ${file} (the run base's claim a killed daemon left)`];
 }
 
 /** The socket's directory, when setup made it and nothing but a stale socket is left in it. */

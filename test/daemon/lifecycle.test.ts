@@ -106,6 +106,74 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
     }
   });
 
+  it('answers every request sent while it stops: its own reply, or shutting_down or unavailable, never a connection dropped without one', async () => {
+    const daemon = await startTestDaemon({ config: { shutdownGraceMs: 15_000 } });
+    const client = new Client({ socketPath: daemon.socketPath });
+    const errors: string[] = [];
+    const codes = new Set<string>();
+    let exited = false;
+    const record = (err: unknown) => {
+      const code = (err as { code?: string }).code ?? String(err);
+      codes.add(code);
+      if (code !== 'shutting_down' && code !== 'unavailable') errors.push(`${code}: ${(err as Error).message}`);
+    };
+    try {
+      const run = client.jailCode('python', { code: sleeper(0.5), limits: { REALTIME: 10 }, slug: 'drain' });
+      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+      // Requests pipelined on the open connection, one after another's answer, and requests on
+      // fresh connections, until the daemon is gone: some are written as it closes them.
+      const onOpenConnection = Array.from({ length: 4 }, async () => {
+        while (!exited) await client.status().catch(record);
+      });
+      const onNewConnections = Array.from({ length: 2 }, async () => {
+        while (!exited) {
+          const fresh = new Client({ socketPath: daemon.socketPath });
+          await fresh.status().catch(record);
+          await fresh.close();
+        }
+      });
+      daemon.process.kill('SIGTERM');
+      expect((await run).stdout.toString()).toBe('slept\n');
+      expect(await exitOf(daemon)).toBe(0);
+      exited = true;
+      await Promise.all([...onOpenConnection, ...onNewConnections]);
+      expect(errors).toEqual([]);
+      expect(codes.has('shutting_down')).toBe(true);
+    } finally {
+      exited = true;
+      await client.close();
+      await daemon.stop();
+    }
+  });
+
+  it('removes only its own socket: one another daemon bound at the path while it stopped stays', async () => {
+    const first = await startTestDaemon({ config: { shutdownGraceMs: 15_000 } });
+    const client = new Client({ socketPath: first.socketPath });
+    let second: TestDaemon | undefined;
+    try {
+      // Long enough to outlast the second daemon's start (its self-check).
+      const run = client.jailCode('python', { code: sleeper(8), limits: { REALTIME: 20 }, slug: 'drain' });
+      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+      first.process.kill('SIGTERM');
+      await until('the first daemon to stop accepting', () => first.logs.some((l) => l.msg === 'waiting for requests in flight to finish'));
+      // Another daemon (its own slots and run base) on the same socket path, while the first drains.
+      second = await startTestDaemon({ config: { socket: { path: first.socketPath } } });
+      expect(first.process.exitCode).toBe(null);
+      expect((await run).stdout.toString()).toBe('slept\n');
+      expect(await exitOf(first)).toBe(0);
+      const late = new Client({ socketPath: first.socketPath });
+      try {
+        expect((await late.status()).pid).toBe(second.process.pid);
+      } finally {
+        await late.close();
+      }
+    } finally {
+      await client.close();
+      await second?.stop();
+      await first.stop();
+    }
+  });
+
   it('kills what outlasts shutdownGraceMs, cleans it up and still exits 0', async () => {
     await withLongRun(300, 'too-slow', async (daemon, run) => {
       daemon.process.kill('SIGTERM');
@@ -142,6 +210,48 @@ describe.skipIf(!isRoot)('a second SIGTERM', () => {
       await until('the drain to start', () => daemon.logs.some((l) => l.msg === 'waiting for requests in flight to finish'));
       daemon.process.kill('SIGTERM');
     });
+  });
+});
+
+describe.skipIf(!isRoot)('one daemon per run base', () => {
+  it("a daemon started on the run base and slots of one still stopping refuses to start, naming it, and the stopping one's run finishes", async () => {
+    const first = await startTestDaemon({ config: { shutdownGraceMs: 15_000 } });
+    const { slots } = JSON.parse(fs.readFileSync(configFileOf(first), 'utf8')) as { slots: { firstUid: number; count: number } };
+    const client = new Client({ socketPath: first.socketPath });
+    const others: TestDaemon[] = [];
+    try {
+      const run = client.jailCode('python', { code: sleeper(6), limits: { REALTIME: 20 }, slug: 'drain' });
+      await until('the run to take a slot', async () => (await client.status()).slots.busy === 1);
+      first.process.kill('SIGTERM');
+      await until('the first daemon to stop accepting', () => first.logs.some((l) => l.msg === 'waiting for requests in flight to finish'));
+      // An upgrade's restart that did not wait: at its start it would sweep the slots, killing the run.
+      const early = await startTestDaemon({ config: { runBase: first.runBase, slots }, expectExit: true });
+      others.push(early);
+      expect(early.process.exitCode, early.logs.map((l) => l.msg).join('\n')).toBe(1);
+      expect(early.logs.map((l) => String(l.msg))).toContainEqual(
+        expect.stringContaining(`another codejaild (pid ${first.process.pid}) runs on the run base ${first.runBase}, or is still stopping`),
+      );
+      const result = await run;
+      expect([result.status, result.stdout.toString()]).toEqual([0, 'slept\n']);
+      expect(await exitOf(first)).toBe(0);
+      // Once it has exited, the next one starts there; and after that one is killed, the next again.
+      const next = await startTestDaemon({ config: { runBase: first.runBase, slots } });
+      others.push(next);
+      next.process.kill('SIGKILL');
+      await exitOf(next);
+      const afterKill = await startTestDaemon({ config: { runBase: first.runBase, slots } });
+      others.push(afterKill);
+      const fresh = new Client({ socketPath: afterKill.socketPath });
+      try {
+        expect((await fresh.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await client.close();
+      for (const daemon of others.reverse()) await daemon.stop();
+      await first.stop();
+    }
   });
 });
 

@@ -112,6 +112,8 @@ describe.skipIf(!isRoot)('codejail setup --uninstall', () => {
     ]);
     // A leftover run directory of a daemon that crashed goes with the run base.
     mkdirSync(at('var/lib/codejail/0123456789abcdef0123456789abcdef/tmp'), { recursive: true });
+    // So does the claim on the run base that a killed daemon left beside it.
+    writeFileSync(at('var/lib/codejail.codejaild.pid'), '{"pid":1,"start":"0"}\n');
     writeFileSync(at('parser.log'), '');
 
     const report = await uninstallHost(config, options);
@@ -127,6 +129,7 @@ describe.skipIf(!isRoot)('codejail setup --uninstall', () => {
       `removed ${at('usr/local/share/man/man5/codejail-config.5')}`,
       `removed ${at('usr/share/bash-completion/completions/codejail')}`,
       `removed the run base ${at('var/lib/codejail')}`,
+      `removed ${at('var/lib/codejail.codejaild.pid')} (the run base's claim a killed daemon left)`,
       `removed the socket directory ${at('run/codejail')}`,
       'removed user codejail-60500 (uid 60500)',
       'removed user codejail-60501 (uid 60501)',

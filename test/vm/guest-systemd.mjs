@@ -8,6 +8,8 @@
 //   cgroups     Delegate=yes: the cgroups layer under the service's own cgroup, per-run leaves
 //               with memory.max/pids.max, a memory bomb OOM-killed, a fork loop stopped
 //   reload      systemctl reload applies a new defaultLimits value to the next run
+//   restart     an upgrade in place under load: new files over the install, systemctl restart:
+//               every request answered (its own result, or shutting_down), the new build runs
 //   notify      systemctl start returns only once the daemon said READY=1; STATUS= is shown
 //   stop        systemctl stop with two runs in flight: one finishes, one is cancelled at
 //               shutdownGraceMs, and the daemon exits 0 before systemd's own stop timeout
@@ -340,6 +342,76 @@ try {
       r.pidAfter = (await show(UNIT, ['MainPID'])).MainPID;
       r.logged = (await daemonLog()).filter((l) => /reload/.test(l.msg ?? ''));
     });
+  });
+
+  await section('restart', async (r) => {
+    // An upgrade in place under load: the next build's files over the install (new inodes, as npm
+    // writes them: a new version, and a marker in the warm template that a warm run sees in its
+    // template's frames), then `systemctl restart` while runs keep coming.
+    const oldPid = Number((await show(UNIT, ['MainPID'])).MainPID);
+    const oldTemplates = (await daemonLog(`_PID=${oldPid}`)).filter((l) => l.msg === 'warm template ready').map((l) => l.pid);
+    const manifest = path.join(INSTALL, 'package.json');
+    const template = path.join(INSTALL, 'python/warm_template.py');
+    const originals = [manifest, template].map((file) => [file, fs.readFileSync(file)]);
+    const replace = (file, text) => {
+      fs.writeFileSync(`${file}.new`, text);
+      fs.renameSync(`${file}.new`, file);
+    };
+    const code = [
+      'import inspect, sys',
+      'marks = sorted({f.frame.f_globals.get("UPGRADE_BUILD_MARKER") for f in inspect.stack()} - {None})',
+      'print(sys.argv[1], ",".join(marks) or "-")',
+    ].join('\n');
+    const outcomes = [];
+    let stopping = false;
+    let serial = 0;
+    const clients = [new Client({ socketPath: SOCKET }), new Client({ socketPath: SOCKET })];
+    const loops = [0, 1, 2].map(async (worker) => {
+      while (!stopping) {
+        const nonce = `n${serial++}`;
+        const sentAt = performance.now();
+        try {
+          const j = await clients[worker % 2].jailCode('python', { code, argv: [nonce], limits: { CPU: 10, REALTIME: 60 } });
+          const [echo, mark] = j.stdout.toString().trim().split(' ');
+          outcomes.push(j.status === 0 && echo === nonce ? { sentAt, mark } : { sentAt, error: `status ${j.status}: ${j.stdout}${j.stderr}`.slice(0, 300) });
+        } catch (err) {
+          outcomes.push({ sentAt, code: err.code, error: `${err.code}: ${err.message}`.slice(0, 300) });
+          await sleep(25);
+        }
+      }
+    });
+    const served = () => outcomes.filter((o) => o.mark !== undefined).length;
+    try {
+      await waitFor(async () => served() >= 3, 120_000, 100);
+      const manifestJson = JSON.parse(originals[0][1].toString());
+      r.newVersion = `${manifestJson.version}-restart`;
+      replace(manifest, JSON.stringify({ ...manifestJson, version: r.newVersion }, null, 2));
+      const source = originals[1][1].toString();
+      const at = source.indexOf('\ndef _vm_size_kb():');
+      replace(template, `${source.slice(0, at)}\nUPGRADE_BUILD_MARKER = "build-B"\n${source.slice(at)}`);
+      const restart = await systemctl('restart', UNIT);
+      r.restart = { status: restart.status, ms: restart.ms, stderr: restart.stderr };
+      r.restartedAt = performance.now();
+      const before = served();
+      await waitFor(async () => served() >= before + 3, 120_000, 100);
+    } finally {
+      stopping = true;
+      await Promise.all(loops);
+      await Promise.all(clients.map((c) => c.close()));
+      for (const [file, bytes] of originals) replace(file, bytes);
+    }
+    r.requests = outcomes.length;
+    r.codes = {};
+    for (const o of outcomes) if (o.code) r.codes[o.code] = (r.codes[o.code] ?? 0) + 1;
+    r.wrong = outcomes.filter((o) => o.error !== undefined && o.code !== 'shutting_down').map((o) => o.error);
+    r.marksAfter = [...new Set(outcomes.filter((o) => o.sentAt > r.restartedAt && o.mark !== undefined).map((o) => o.mark))];
+    r.servedAfter = outcomes.filter((o) => o.sentAt > r.restartedAt && o.mark !== undefined).length;
+    const status = await withClient((client) => client.status());
+    r.status = { version: status.version, pid: status.pid };
+    r.oldPid = oldPid;
+    r.oldTemplates = oldTemplates;
+    r.oldLeft = [oldPid, ...oldTemplates].filter((pid) => fs.existsSync(`/proc/${pid}`));
+    delete r.restartedAt;
   });
 
   await section('notify', async (r) => {

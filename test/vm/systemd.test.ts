@@ -47,6 +47,7 @@ interface GuestResults {
   activation: Section;
   cgroups: Section;
   reload: Section;
+  restart: Section;
   notify: Section;
   watchdog: Section;
   stop: Section;
@@ -200,6 +201,21 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
     expect(r.after, r.afterStderr).toBe('123456');
     expect(r.pidAfter).toBe(r.pidBefore);
     expect(r.logged.map((l: { msg: string; applied?: string[] }) => [l.msg, l.applied])).toContainEqual(['configuration reloaded', ['defaultLimits']]);
+  });
+
+  it('an upgrade in place under load: new files, systemctl restart; every request answered, nothing of the old daemon left, the new build runs', () => {
+    const r = section('restart');
+    expect(r.restart.status, r.restart.stderr).toBe(0);
+    // Its own result, or shutting_down (not run); never connection_lost, and never unavailable:
+    // the socket stays with systemd, which queues connections for the new daemon.
+    expect(r.wrong).toEqual([]);
+    expect(r.codes.unavailable).toBeUndefined();
+    expect(r.servedAfter).toBeGreaterThan(0);
+    expect(r.marksAfter).toEqual(['build-B']);
+    expect(r.status.version).toBe(r.newVersion);
+    expect(r.status.pid).not.toBe(r.oldPid);
+    expect(r.oldTemplates.length).toBeGreaterThan(0);
+    expect(r.oldLeft).toEqual([]);
   });
 
   it('systemctl stop with runs in flight drains within shutdownGraceMs and exits 0', () => {

@@ -22,6 +22,12 @@ import type { ServerOptions } from './options.js';
 import type { RequestOrigin, Requests } from './requests.js';
 import type { ThrottledLog } from './throttle.js';
 
+/** What a connection the stopping daemon closes is told on request id 0. */
+export const SHUTDOWN_NOTICE = 'the daemon is stopping: requests sent on this connection that got no reply of their own were not run; send them again';
+
+/** How long a stopping daemon waits for a caller to hang up after its notice, before cutting it off. */
+const SHUTDOWN_HANG_UP_MS = 1000;
+
 /**
  * How long after a reply was written it counts as in transit (the kernel draining it to a reader
  * that reads): the budget closes such a connection last. A reader that has not read it by then
@@ -205,12 +211,30 @@ export class Connection implements RequestOrigin {
     });
   }
 
-  /** Cancels this connection's runs, waits until they are cleaned up, then closes it. */
+  /**
+   * Cancels this connection's runs and waits until they are cleaned up and answered; then says on
+   * request id 0 that the daemon is stopping, half-closes and waits (a second at most) for the
+   * caller to hang up. A request the caller sent after the last reply is never read, and the id 0
+   * error is its answer: `shutting_down`, not run. Closing at once would have failed the caller's
+   * write of it (EPIPE, or ECONNRESET) before it read anything: a request lost without a reply.
+   */
   async shutdown(): Promise<void> {
     this.cancelAll(new RequestError('shutting_down', 'the daemon is stopping'));
     await Promise.all(this.settled);
-    this.socket.end();
-    this.socket.destroySoon();
+    if (this.socket.destroyed) return;
+    const hungUp = new Promise<void>((resolve) => this.socket.once('close', () => resolve()));
+    if (!this.broken && this.socket.writable) {
+      this.socket.end(this.errorFrame(0, 'shutting_down', SHUTDOWN_NOTICE));
+    } else {
+      this.socket.end();
+    }
+    this.broken = true;
+    // Read and dropped: a caller that is not read from may be blocked writing, and not see the notice.
+    this.socket.resume();
+    const cutOff = setTimeout(() => this.socket.destroy(), SHUTDOWN_HANG_UP_MS);
+    cutOff.unref();
+    await hungUp;
+    clearTimeout(cutOff);
   }
 
   private onData(chunk: Buffer): void {

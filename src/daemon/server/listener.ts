@@ -13,7 +13,7 @@ import { readAccounts } from '../../accounts.js';
 import { authorize, type Caller } from '../auth.js';
 import { describeListeningUnixSocket } from '../systemd.js';
 import { BufferBudget } from './budget.js';
-import { Connection } from './connection.js';
+import { Connection, SHUTDOWN_NOTICE } from './connection.js';
 import type { ServerOptions } from './options.js';
 import { Requests } from './requests.js';
 import { ThrottledLog } from './throttle.js';
@@ -31,6 +31,12 @@ const REFUSALS_BEING_TOLD = 64;
  * systemd passed too: node listens on it again, with this backlog.
  */
 const LISTEN_BACKLOG = 1024;
+
+/**
+ * How long a stopping daemon goes on accepting after removing its socket: the connections queued
+ * before are accepted within one turn of the event loop, each told 'shutting_down'.
+ */
+const BACKLOG_DRAIN_MS = 50;
 
 /** File descriptors kept for the runs (pipes, pidfds, files written) and the daemon's own. */
 const DESCRIPTORS_FOR_RUNS = 1024;
@@ -50,6 +56,8 @@ export class DaemonServer {
    * must leave it alone.
    */
   private bound = false;
+  /** The socket file our bind made (device and inode): only that one is removed at close. */
+  private boundSocket: { dev: number; ino: number } | undefined;
   private nextConnectionId = 1;
   /** The bytes connections hold, per caller uid and in all, and the caps on them. */
   private readonly budget: BufferBudget;
@@ -105,6 +113,8 @@ export class DaemonServer {
       });
     });
     this.server.on('error', (err) => log.error('socket server error', { error: err }));
+    const made = await fs.lstat(socketPath);
+    this.boundSocket = { dev: made.dev, ino: made.ino };
     await this.restrictSocket();
     this.checkDescriptors();
   }
@@ -142,12 +152,22 @@ export class DaemonServer {
   /**
    * Stops accepting; lets the work in flight finish for up to `graceMs`; then cancels what is
    * left (reason: shutting_down) and waits for its clean-up (every slot swept, every run
-   * directory removed); closes the connections and removes the socket we bound. Callers close
-   * the slot pool first, so that no new run starts meanwhile. `hurry` aborting ends the grace
-   * period early (a second SIGTERM).
+   * directory removed); closes the connections, each told why (Connection.shutdown). Callers
+   * close the slot pool first, so that no new run starts meanwhile. `hurry` aborting ends the
+   * grace period early (a second SIGTERM).
+   *
+   * The socket we bound is removed first, so that a new caller finds no socket ('unavailable',
+   * nothing sent) rather than a connection that closing the listener resets after it was queued
+   * (the caller's request written, then ECONNRESET: lost without a reply). Connections already
+   * queued are accepted meanwhile and told 'shutting_down' (accept()). A socket systemd passed
+   * is closed at once: systemd keeps it, and queues new connections for the next daemon.
    */
   async close(graceMs = 0, hurry?: AbortSignal): Promise<void> {
     this.stopping = true;
+    if (this.bound) {
+      await this.removeOwnSocket();
+      await delay(BACKLOG_DRAIN_MS);
+    }
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const { log } = this.options;
     const pending = this.inflight;
@@ -168,7 +188,20 @@ export class DaemonServer {
     await Promise.all([...this.connections].map((c) => c.shutdown()));
     await closed;
     this.refusals.flush();
-    if (this.bound) await fs.unlink(this.options.socketPath).catch(() => undefined);
+  }
+
+  /**
+   * Unlinks the socket path if it is still the socket we bound: another daemon started meanwhile
+   * may have bound its own there, which is not ours to remove.
+   */
+  private async removeOwnSocket(): Promise<void> {
+    const { socketPath, log } = this.options;
+    const now = await fs.lstat(socketPath).catch(() => undefined);
+    if (!now || this.boundSocket === undefined || now.dev !== this.boundSocket.dev || now.ino !== this.boundSocket.ino) {
+      log.warn('the socket path is no longer the socket this daemon bound: left as it is', { socket: socketPath });
+      return;
+    }
+    await fs.unlink(socketPath).catch(() => undefined);
   }
 
   /**
@@ -198,12 +231,13 @@ export class DaemonServer {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.stopping) {
-      socket.destroy();
-      return;
-    }
     const { log, metrics, connections: limits } = this.options;
     socket.on('error', (err) => log.debug('client connection error', { error: err }));
+    if (this.stopping) {
+      // Queued before the socket was removed: it may have written a request already.
+      this.refuse(socket, 'shutting_down', SHUTDOWN_NOTICE);
+      return;
+    }
     if (this.connections.size >= limits.max) {
       metrics.recordConnectionRefusal('max');
       this.refusals.warn('connection refused: too many connections', { open: this.connections.size, max: limits.max });
