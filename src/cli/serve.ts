@@ -21,7 +21,7 @@ drainMs, drainQuietMs, limits: {NAME: value}, limitOverrides: {context: {NAME: v
 flags win over it). maxInFlight defaults to the daemon's slots plus its queue. On SIGTERM or
 SIGINT it drains first (/health/ answers 503, requests are still served) until no request but
 health checks came for drainQuietMs (1 s) or for drainMs (5 s) at most, then stops accepting and
-lets requests in flight finish (10 s at most).`;
+lets requests in flight finish (10 s at most). A second SIGTERM or SIGINT ends it at once.`;
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
 
@@ -117,8 +117,15 @@ export async function serve(args: string[]): Promise<number> {
   logger.info('ready', { listen: `${address.address}:${address.port}`, socket: client.socketPath, maxInFlight });
 
   await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
+    // Both listeners go at the first signal: a second one, of either kind, then has its default
+    // action and ends serve at once (the other listener would swallow it for the whole stop).
+    const stop = () => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
   // Drained before the listening socket closes: a balancer stops sending here first.
   logger.info('draining', { drainMs: limits.drainMs, drainQuietMs: limits.drainQuietMs });

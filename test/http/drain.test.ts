@@ -104,4 +104,27 @@ describe.skipIf(!isRoot)('http: serve drains before it stops accepting', () => {
       await serve.stop();
     }
   }, 60_000);
+
+  it.each([
+    ['SIGTERM', 'SIGINT'],
+    ['SIGINT', 'SIGTERM'],
+    ['SIGTERM', 'SIGTERM'],
+  ] as const)('support_http_stop_a_second_signal_during_the_drain_stops_at_once (%s, then %s)', async (first, second) => {
+    // An operator who asks twice (Ctrl-C after systemctl stop, or twice Ctrl-C) is not made to
+    // wait out drainMs: the second signal, whichever of the two, ends serve at once. The other
+    // signal's listener used to stay after the first and swallow it, for the whole drain.
+    const serve = await startTestServe({ config: { drainQuietMs: 60_000, drainMs: 30_000 } });
+    try {
+      expect((await codeExec(serve, 1)).status).toBe(200);
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => serve.process.once('exit', (_code, signal) => resolve(signal)));
+      serve.process.kill(first);
+      expect(await signalled(serve)).toBe('draining');
+      const secondAt = performance.now();
+      serve.process.kill(second);
+      expect(await exited).toBe(second);
+      expect(performance.now() - secondAt).toBeLessThan(5_000);
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
 });
