@@ -1,10 +1,11 @@
-// scripts/trixie-rootfs.sh and container/build-offline.sh run debootstrap as root on the CI host.
-// debootstrap mounts /proc and /sys in the root it makes (and, in an lxc container, binds /dev/pts
-// and /dev/shm there), and unmounts them only if it gets to run its exit trap: killed outright
-// (the OOM killer, a CI runner's SIGKILL) it left them mounted on the host, and the scripts' rm -rf
-// of the half-made root (trixie-rootfs.sh's clean-up; build-offline.sh's next build) then reached
-// through them into the host's directories. A fake debootstrap stands in for the real one (no
-// mirror needed): it binds a directory of the "host" into the root it makes, then dies by SIGKILL.
+// scripts/trixie-rootfs.sh, scripts/nocompiler-rootfs.sh and container/build-offline.sh run
+// debootstrap as root on the CI host. debootstrap mounts /proc and /sys in the root it makes (and,
+// in an lxc container, binds /dev/pts and /dev/shm there), and unmounts them only if it gets to
+// run its exit trap: killed outright (the OOM killer, a CI runner's SIGKILL) it left them mounted
+// on the host, and the scripts' rm -rf of the half-made root (the rootfs scripts' clean-up;
+// build-offline.sh's next build) then reached through them into the host's directories. A fake
+// debootstrap stands in for the real one (no mirror needed): it binds a directory of the "host"
+// into the root it makes, then dies by SIGKILL.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -66,6 +67,21 @@ describe.skipIf(!isRoot)('scripts that run debootstrap', () => {
     expect(run.status, run.stderr).not.toBe(0);
     // The host's files are untouched (the clean-up's rm -rf deleted the sentinel through the
     // bind left mounted), nothing of debootstrap's stays mounted, the half-made root is gone.
+    expect(fs.readdirSync(host)).toEqual(['sentinel']);
+    expect(mountsBeneath(scratch)).toEqual([]);
+    expect(fs.readdirSync(path.dirname(target))).toEqual([]);
+  });
+
+  it('support_nocompiler_rootfs_a_killed_debootstrap_leaks_no_mount_and_its_clean_up_removes_nothing_beyond_the_root', () => {
+    scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-debootstrap-'));
+    const { host, env } = scene(scratch);
+    const target = path.join(scratch, 'cache', 'bookworm');
+    const run = spawnSync('bash', [path.join(root, 'scripts/nocompiler-rootfs.sh')], {
+      env: { ...env, CODEJAIL_ROOTFS_CACHE: target },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(run.status, run.stderr).not.toBe(0);
     expect(fs.readdirSync(host)).toEqual(['sentinel']);
     expect(mountsBeneath(scratch)).toEqual([]);
     expect(fs.readdirSync(path.dirname(target))).toEqual([]);
