@@ -26,6 +26,12 @@ lets requests in flight finish (10 s at most). A second SIGTERM or SIGINT ends i
 const DEFAULT_LISTEN = '127.0.0.1:8080';
 
 const positive = z.number().int().positive();
+/**
+ * A duration serve waits with a timer: Node fires a setTimeout longer than 2^31 - 1 ms after 1 ms
+ * instead (a healthTimeoutMs of 2^31 would fail every uncached /health/ check).
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const timerMs = (least: 0 | 1) => z.number().int().min(least).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (Node's longest timer)`);
 const serveConfig = z
   .object({
     listen: z.string().optional(),
@@ -42,9 +48,9 @@ const serveConfig = z
     headersTimeoutMs: positive.optional(),
     requestTimeoutMs: positive.optional(),
     selfCheckTtlMs: z.number().int().nonnegative().optional(),
-    healthTimeoutMs: positive.optional(),
-    drainMs: z.number().int().nonnegative().optional(),
-    drainQuietMs: z.number().int().nonnegative().optional(),
+    healthTimeoutMs: timerMs(1).optional(),
+    drainMs: timerMs(0).optional(),
+    drainQuietMs: timerMs(0).optional(),
     /** The original's set_limit: the limits of every run, by name (CPU, REALTIME, VMEM...). */
     limits: z.record(z.string(), z.number()).optional(),
     /** The original's override_limit: limits for runs whose limit_overrides_context is the key. */

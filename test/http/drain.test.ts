@@ -4,9 +4,13 @@
 // answer (test/multihost lost 1-2 of 300 requests that way when serve closed it at once). So on
 // SIGTERM /health/ fails first and requests are still accepted and served, until none but health
 // checks has come for drainQuietMs, or for drainMs at most.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { startTestServe, type TestServe } from '../helpers/serve.js';
+import { CLI_MAIN, SERVE_UID, startTestServe, type TestServe } from '../helpers/serve.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -127,4 +131,27 @@ describe.skipIf(!isRoot)('http: serve drains before it stops accepting', () => {
       await serve.stop();
     }
   }, 60_000);
+
+  it.each(['drainMs', 'drainQuietMs', 'healthTimeoutMs'])('support_http_serve_config_refuses_a_%s_no_timer_can_hold', (key) => {
+    // Node fires a timer longer than 2^31 - 1 ms after 1 ms: a drain meant to last would spin,
+    // and a healthTimeoutMs of 2^31 would fail every /health/ check that is not cached. Such a
+    // value was taken as it was; it is refused, naming the key, before serve starts.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-serve-config-'));
+    try {
+      fs.chmodSync(dir, 0o755);
+      const configFile = path.join(dir, 'serve.json');
+      fs.writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', [key]: 2 ** 31 }));
+      const run = spawnSync(process.execPath, [CLI_MAIN, 'serve', '--socket', path.join(dir, 'none.sock'), '--config', configFile], {
+        uid: SERVE_UID,
+        gid: SERVE_UID,
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      expect(run.signal, run.stderr).toBeNull();
+      expect(run.status).not.toBe(0);
+      expect(run.stderr).toContain(`${key}: at most 2147483647 ms`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
