@@ -28,7 +28,10 @@ if [ ! -x "$base/usr/local/bin/node" ]; then
   # Made beside its place and renamed into it: an interrupted debootstrap leaves no half-made base.
   staging="$work/rootfs.build"
   rm -rf "$staging"
-  debootstrap --variant=minbase bookworm "$staging" http://deb.debian.org/debian
+  # In a mount namespace of its own: what it mounts in the root (/proc, /sys, in a container /dev
+  # binds) goes with it even when it is killed before it unmounts, instead of staying mounted on
+  # the host for the next build's rm -rf of the staging directory to reach through.
+  unshare --mount --propagation private -- debootstrap --variant=minbase bookworm "$staging" http://deb.debian.org/debian
   mkdir -p "$staging/usr/local/bin" "$staging/usr/local/lib/node_modules" "$staging/usr/local/include" "$staging/usr/local/etc"
   cp "$node_bin" "$staging/usr/local/bin/node"
   cp -a "$node_prefix/lib/node_modules/npm" "$staging/usr/local/lib/node_modules/"

@@ -62,6 +62,15 @@ for tool in buildah debootstrap; do
 done
 
 mkdir -p "$cache"
+# One build at a time per cache (checkouts on one host share it): builds share the stand-in
+# base's buildah storage, which each empties when it starts, and each removes every other entry
+# of the cache when done, another build's staging directory included. The one that waited finds
+# the image built when the keys match.
+exec 9>"$cache/.lock"
+flock 9
+if built; then
+  exit 0
+fi
 staging="$image.build.$$"
 trap 'rm -rf "$staging"' EXIT
 started=$(date +%s)

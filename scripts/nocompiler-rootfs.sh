@@ -24,7 +24,9 @@ mkdir -p "$(dirname "$target")"
 staging=$(mktemp -d "$target.build.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
 echo "nocompiler-rootfs: debootstrap bookworm (minbase, python3) into $staging" >&2
-debootstrap --variant=minbase --include=python3 bookworm "$staging" http://deb.debian.org/debian >&2
+# In a mount namespace of its own, as in scripts/trixie-rootfs.sh: what it mounts in the root goes
+# with it even when it is killed, never left on the host for the clean-up's rm -rf to reach through.
+unshare --mount --propagation private -- debootstrap --variant=minbase --include=python3 bookworm "$staging" http://deb.debian.org/debian >&2
 mkdir -p "$staging/usr/local/bin" "$staging/usr/local/lib/node_modules" "$staging/usr/local/etc"
 cp "$node_bin" "$staging/usr/local/bin/node"
 cp -a "$node_prefix/lib/node_modules/npm" "$staging/usr/local/lib/node_modules/"

@@ -32,7 +32,10 @@ chmod 0755 "$staging"  # the root directory of the root, which mktemp makes 0700
 trap 'rm -rf "$staging"' EXIT
 started=$SECONDS
 echo "trixie-rootfs: debootstrap trixie (minbase, $PACKAGES) into $staging" >&2
-debootstrap --variant=minbase --include="$PACKAGES" trixie "$staging" http://deb.debian.org/debian >&2
+# In a mount namespace of its own: the /proc, /sys (and in a container /dev binds) it mounts in
+# the root go with it even when it is killed before it unmounts them, instead of staying mounted
+# on the host, where the clean-up's rm -rf would reach through them into the host's directories.
+unshare --mount --propagation private -- debootstrap --variant=minbase --include="$PACKAGES" trixie "$staging" http://deb.debian.org/debian >&2
 mkdir -p "$staging/usr/local/bin"
 cp "$node_bin" "$staging/usr/local/bin/node"
 rm -rf "$staging/var/cache/apt/archives/"*.deb

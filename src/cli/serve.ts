@@ -21,11 +21,17 @@ drainMs, drainQuietMs, limits: {NAME: value}, limitOverrides: {context: {NAME: v
 flags win over it). maxInFlight defaults to the daemon's slots plus its queue. On SIGTERM or
 SIGINT it drains first (/health/ answers 503, requests are still served) until no request but
 health checks came for drainQuietMs (1 s) or for drainMs (5 s) at most, then stops accepting and
-lets requests in flight finish (10 s at most).`;
+lets requests in flight finish (10 s at most). A second SIGTERM or SIGINT ends it at once.`;
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
 
 const positive = z.number().int().positive();
+/**
+ * A duration serve waits with a timer: Node fires a setTimeout longer than 2^31 - 1 ms after 1 ms
+ * instead (a healthTimeoutMs of 2^31 would fail every uncached /health/ check).
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const timerMs = (least: 0 | 1) => z.number().int().min(least).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (Node's longest timer)`);
 const serveConfig = z
   .object({
     listen: z.string().optional(),
@@ -42,9 +48,9 @@ const serveConfig = z
     headersTimeoutMs: positive.optional(),
     requestTimeoutMs: positive.optional(),
     selfCheckTtlMs: z.number().int().nonnegative().optional(),
-    healthTimeoutMs: positive.optional(),
-    drainMs: z.number().int().nonnegative().optional(),
-    drainQuietMs: z.number().int().nonnegative().optional(),
+    healthTimeoutMs: timerMs(1).optional(),
+    drainMs: timerMs(0).optional(),
+    drainQuietMs: timerMs(0).optional(),
     /** The original's set_limit: the limits of every run, by name (CPU, REALTIME, VMEM...). */
     limits: z.record(z.string(), z.number()).optional(),
     /** The original's override_limit: limits for runs whose limit_overrides_context is the key. */
@@ -117,8 +123,15 @@ export async function serve(args: string[]): Promise<number> {
   logger.info('ready', { listen: `${address.address}:${address.port}`, socket: client.socketPath, maxInFlight });
 
   await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
+    // Both listeners go at the first signal: a second one, of either kind, then has its default
+    // action and ends serve at once (the other listener would swallow it for the whole stop).
+    const stop = () => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
   // Drained before the listening socket closes: a balancer stops sending here first.
   logger.info('draining', { drainMs: limits.drainMs, drainQuietMs: limits.drainQuietMs });

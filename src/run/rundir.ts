@@ -201,6 +201,15 @@ export function createMountPoint(runBase: string): string {
   return dir;
 }
 
+/** Whether `dir` is still what createMountPoint made: a real directory (not a symlink), empty. */
+export function isEmptyMountPoint(dir: string): boolean {
+  try {
+    return fs.lstatSync(dir).isDirectory() && fs.readdirSync(dir).length === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** Removes a slot's mount point (the daemon stopping): it must be empty and not mounted. */
 export function removeMountPoint(dir: string): void {
   fs.rmdirSync(dir);

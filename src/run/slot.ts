@@ -18,7 +18,7 @@ import type { native, NativePlan } from '../native.js';
 import type { Logger } from '../log.js';
 import { OutputBudget } from './pipes.js';
 import { startNative, type Budgets, type RunProcess } from './process.js';
-import { createMountPoint, createRunDir, removeMountPoint, removeRunDir, writeRunFiles, type RunDir, type RunFiles } from './rundir.js';
+import { createMountPoint, createRunDir, isEmptyMountPoint, removeMountPoint, removeRunDir, writeRunFiles, type RunDir, type RunFiles } from './rundir.js';
 import type { RunDirPart, RunHooks, RunVerdict } from './run_hooks.js';
 import type { SlotIdentity } from './slot_users.js';
 import { jailCodeResult, supervise } from './supervise.js';
@@ -159,7 +159,17 @@ export class RunSlot {
     const { hooks, runBase } = this.ctx;
     const made: RunDirPart = Object.assign({}, ...hooks.map((hook) => hook.runDir?.(this.identity, limits)));
     const mountPoint = made.disk ? (this.mountPoint ??= createMountPoint(runBase)) : undefined;
-    const prepared: PreparedRun = { dir: await createRunDir(runBase, made.owner, made.disk, mountPoint), planFds: {} };
+    let dir: RunDir;
+    try {
+      dir = await createRunDir(runBase, made.owner, made.disk, mountPoint);
+    } catch (err) {
+      // The mount point may be what failed: gone from runBase (removed by something else while
+      // the slot was idle) or no longer empty. Kept, it would fail every later run of the slot;
+      // the next run takes a new one (an empty one left behind goes at the next start's sweep).
+      if (mountPoint !== undefined && !isEmptyMountPoint(mountPoint)) this.mountPoint = undefined;
+      throw err;
+    }
+    const prepared: PreparedRun = { dir, planFds: {} };
     try {
       await writeRunFiles(prepared.dir, files, made.owner);
       throwIfAborted(signal);

@@ -174,6 +174,31 @@ print(sorted(os.listdir('.')), os.listdir('tmp'), fds, alive, os.getcwd())
       expect(inRuns.namespaces).toBe(sabotaged.includes('mntns') ? 0 : 1);
       expect(inRuns.mounts).toEqual([]);
     });
+
+    it.skipIf(sabotaged.includes('disk'))('support_slot_takes_a_new_mount_point_when_its_own_is_gone', async () => {
+      // The slot's mount point lives between runs in runBase, where something else may remove it
+      // (an operator's clean-up, a tmp cleaner aging an idle directory): the slot must not fail
+      // every run after that (it kept mounting on the vanished path, ENOENT, for good).
+      expect((await suite.client.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
+      await suite.idle();
+      const runBase = suite.daemon.runBase;
+      const [mountPoint, ...others] = fs.readdirSync(runBase);
+      expect(others).toEqual([]);
+      fs.rmdirSync(path.join(runBase, mountPoint!));
+      const outcomes: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        outcomes.push(
+          await suite.client.jailCode('python', { code: 'print(2)' }).then(
+            (r) => r.stdout.toString(),
+            (err: { code?: string }) => `failed: ${err.code}`,
+          ),
+        );
+        await suite.idle();
+      }
+      // The run that found it gone may fail (setup_failed); the slot serves again after it.
+      expect(outcomes.slice(1)).toEqual(['2\n', '2\n']);
+      expect(runBaseEntries(runBase)).toEqual([]);
+    });
   });
 
   describe('the DISK limit', () => {

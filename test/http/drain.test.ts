@@ -4,9 +4,13 @@
 // answer (test/multihost lost 1-2 of 300 requests that way when serve closed it at once). So on
 // SIGTERM /health/ fails first and requests are still accepted and served, until none but health
 // checks has come for drainQuietMs, or for drainMs at most.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { startTestServe, type TestServe } from '../helpers/serve.js';
+import { CLI_MAIN, SERVE_UID, startTestServe, type TestServe } from '../helpers/serve.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -104,4 +108,50 @@ describe.skipIf(!isRoot)('http: serve drains before it stops accepting', () => {
       await serve.stop();
     }
   }, 60_000);
+
+  it.each([
+    ['SIGTERM', 'SIGINT'],
+    ['SIGINT', 'SIGTERM'],
+    ['SIGTERM', 'SIGTERM'],
+  ] as const)('support_http_stop_a_second_signal_during_the_drain_stops_at_once (%s, then %s)', async (first, second) => {
+    // An operator who asks twice (Ctrl-C after systemctl stop, or twice Ctrl-C) is not made to
+    // wait out drainMs: the second signal, whichever of the two, ends serve at once. The other
+    // signal's listener used to stay after the first and swallow it, for the whole drain.
+    const serve = await startTestServe({ config: { drainQuietMs: 60_000, drainMs: 30_000 } });
+    try {
+      expect((await codeExec(serve, 1)).status).toBe(200);
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => serve.process.once('exit', (_code, signal) => resolve(signal)));
+      serve.process.kill(first);
+      expect(await signalled(serve)).toBe('draining');
+      const secondAt = performance.now();
+      serve.process.kill(second);
+      expect(await exited).toBe(second);
+      expect(performance.now() - secondAt).toBeLessThan(5_000);
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
+
+  it.each(['drainMs', 'drainQuietMs', 'healthTimeoutMs'])('support_http_serve_config_refuses_a_%s_no_timer_can_hold', (key) => {
+    // Node fires a timer longer than 2^31 - 1 ms after 1 ms: a drain meant to last would spin,
+    // and a healthTimeoutMs of 2^31 would fail every /health/ check that is not cached. Such a
+    // value was taken as it was; it is refused, naming the key, before serve starts.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-serve-config-'));
+    try {
+      fs.chmodSync(dir, 0o755);
+      const configFile = path.join(dir, 'serve.json');
+      fs.writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', [key]: 2 ** 31 }));
+      const run = spawnSync(process.execPath, [CLI_MAIN, 'serve', '--socket', path.join(dir, 'none.sock'), '--config', configFile], {
+        uid: SERVE_UID,
+        gid: SERVE_UID,
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      expect(run.signal, run.stderr).toBeNull();
+      expect(run.status).not.toBe(0);
+      expect(run.stderr).toContain(`${key}: at most 2147483647 ms`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
