@@ -167,7 +167,8 @@ export class RunSlot {
       // the slot was idle) or no longer empty. Kept, it would fail every later run of the slot;
       // the next run takes a new one (an empty one left behind goes at the next start's sweep).
       if (mountPoint !== undefined && !isEmptyMountPoint(mountPoint)) this.mountPoint = undefined;
-      throw err;
+      // A host-side failure before anything of the request ran: setup_failed, naming the step.
+      throw new SetupError(err, 'rundir');
     }
     const prepared: PreparedRun = { dir, planFds: {} };
     try {
