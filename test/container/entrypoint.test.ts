@@ -132,7 +132,15 @@ async function startEntrypoint(
   );
   const logs: Array<Record<string, unknown>> = [];
   let exitCode: number | null = null;
-  const exited = new Promise<void>((resolve) => child.on('exit', (code) => ((exitCode = code), resolve())));
+  // 'exit' can come before the last lines of stdout and stderr are read: wait for both streams to
+  // end too (a refusal's one log line was lost under load), or 2 s if something still holds them.
+  const streamsEnded = Promise.all([child.stdout, child.stderr].map((s) => new Promise((r) => (s!.readableEnded ? r(undefined) : s!.once('close', r)))));
+  const exited = new Promise<void>((resolve) =>
+    child.on('exit', (code) => {
+      exitCode = code;
+      void Promise.race([streamsEnded, new Promise((r) => setTimeout(r, 2000))]).then(() => resolve());
+    }),
+  );
   const ready = await new Promise<boolean>((resolve) => {
     followLogLines([child.stdout, child.stderr], (line) => {
       logs.push(line);

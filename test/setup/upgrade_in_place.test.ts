@@ -316,6 +316,7 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
     const served = () => outcomes.filter((o) => o.error === undefined).length;
     let installedAt = 0;
     let stoppedAt = 0;
+    let stopSentAt = 0;
     let b!: Daemon;
     try {
       await until(() => served() >= 15, 'build A to serve 15 runs under load');
@@ -336,6 +337,7 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
       }
 
       // The restart: SIGTERM, A lets its runs finish and exits, then B starts.
+      stopSentAt = Date.now();
       a.child.kill('SIGTERM');
       expect(await a.exited).toBe(0);
       stoppedAt = Date.now();
@@ -354,7 +356,9 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
     expect(wrong.map((o) => o.error)).toEqual([]);
     // A served everything until it was told to stop, B everything once it was ready.
     const failed = (o: Outcome) => o.error !== undefined;
-    expect(outcomes.filter((o) => o.endedAt < stoppedAt - 60_000 || (o.sentAt < installedAt && failed(o))).map((o) => o.error)).toEqual([]);
+    // (A request sent before B was installed may still be queued when A is told to stop, on a
+    // loaded runner: it then gets shutting_down, which is right; one answered before is not.)
+    expect(outcomes.filter((o) => failed(o) && o.endedAt < stopSentAt).map((o) => `${o.error} (sent ${o.sentAt - installedAt} ms after B was installed)`)).toEqual([]);
     expect(outcomes.filter((o) => o.sentAt > b.readyAt && failed(o)).map((o) => o.error)).toEqual([]);
     // Warm runs show whose template they forked from: A's before the restart, B's after.
     const warmMarkers = (keep: (o: Outcome) => boolean) => [...new Set(outcomes.filter((o) => o.kind === 'warm' && !failed(o) && keep(o)).map((o) => o.marker))];
