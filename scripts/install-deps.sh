@@ -44,10 +44,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# The VM suite's kernel and initramfs (scripts/vm/build.sh is idempotent). Built here rather than
-# by the test so that a download problem fails with its own message; once the cache exists,
-# test/vm runs instead of skipping.
+# The VM suites' kernels and initramfs, Debian 12's and Debian 13's (scripts/vm/build.sh is
+# idempotent; trixie's comes through a private apt configuration, the host's sources untouched).
+# Built here rather than by the test so that a download problem fails with its own message; once
+# a kernel's cache exists, test/vm runs on it instead of skipping.
 "$(dirname "$0")/vm/build.sh"
+CODEJAIL_VM_KERNEL=trixie "$(dirname "$0")/vm/build.sh"
 
 # The other supported Node majors (scripts/test-node-versions.sh runs the daemon, client, e2e and
 # http suites on each). Idempotent, like the VM's cache: a cached major is not fetched again.

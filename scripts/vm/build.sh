@@ -6,12 +6,19 @@
 # and each step writes to a temporary name and renames, so an interrupted build never leaves a
 # half-written file that a later run would trust.
 #
-# Needs: apt-get (download only: nothing is installed), dpkg, busybox (busybox-static).
+# CODEJAIL_VM_KERNEL=bookworm (default: Debian 12's 6.1) or trixie (Debian 13's 6.12): see
+# scripts/vm/kernels.sh for where each is cached.
+#
+# Needs: apt-get (download only: nothing is installed), dpkg, busybox (busybox-static); for trixie,
+# Debian's archive keyring with the trixie keys (debian-archive-keyring, as bookworm ships it).
 set -euo pipefail
 
-CACHE=${CODEJAIL_VM_CACHE:-/var/cache/codejail-vm}
-KERNEL_PACKAGE=${CODEJAIL_VM_KERNEL_PACKAGE:-linux-image-amd64}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/kernels.sh"
+KERNEL_PACKAGE=${CODEJAIL_VM_KERNEL_PACKAGE:-linux-image-amd64}
+MIRROR=${CODEJAIL_VM_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${CODEJAIL_VM_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 die() { echo "scripts/vm/build.sh: $*" >&2; exit 1; }
 for tool in apt-get apt-cache dpkg dpkg-deb; do command -v "$tool" >/dev/null || die "$tool is missing (a Debian host is needed)"; done
@@ -22,27 +29,51 @@ if ldd "$BUSYBOX" >/dev/null 2>&1; then
   die "$BUSYBOX is not statically linked: apt-get install busybox-static"
 fi
 
-mkdir -p "$CACHE"
-cd "$CACHE"
+mkdir -p "$KERNEL_CACHE"
+cd "$KERNEL_CACHE"
+
+# Which apt the kernel comes from. bookworm: the host's own configuration (this is a Debian 12
+# host). trixie: the host's apt with its sources and package lists swapped for private ones in
+# apt/ (its proxy and other settings kept), so that nothing of trixie reaches the host's
+# sources, lists or package cache.
+apt_options=()
+if [ "$VM_KERNEL" = trixie ]; then
+  [ -f "$KEYRING" ] || die "$KEYRING is missing: apt-get install debian-archive-keyring"
+  mkdir -p apt/lists/partial apt/cache/archives/partial apt/sources.list.d
+  printf '%s\n' \
+    "deb [signed-by=$KEYRING] $MIRROR trixie main" \
+    "deb [signed-by=$KEYRING] $SECURITY_MIRROR trixie-security main" > apt/sources.list.tmp
+  mv apt/sources.list.tmp apt/sources.list
+  apt_options=(-o "Dir::Etc::sourcelist=$KERNEL_CACHE/apt/sources.list" -o "Dir::Etc::sourceparts=$KERNEL_CACHE/apt/sources.list.d"
+    -o "Dir::State::Lists=$KERNEL_CACHE/apt/lists" -o "Dir::Cache=$KERNEL_CACHE/apt/cache" -o "APT::Get::List-Cleanup=0")
+fi
 
 # 1. The kernel: linux-image-amd64 is a metapackage; follow it to the versioned image package.
 if [ ! -f kernel/.done ]; then
-  resolve() { apt-cache depends "$KERNEL_PACKAGE" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+  # Nothing found (apt-cache fails without package lists) is an empty answer, not an exit.
+  resolve() { apt-cache "${apt_options[@]}" depends "$KERNEL_PACKAGE" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}' || true; }
   image=$(resolve)
-  # A fresh CI machine may have no package lists yet; refresh them once (as root only).
-  if [ -z "$image" ] && [ "$(id -u)" = 0 ]; then apt-get update -qq >&2 && image=$(resolve); fi
-  [ -n "$image" ] || die "cannot resolve $KERNEL_PACKAGE to a linux-image-<version> package (apt-get update?)"
+  # A fresh CI machine may have no package lists yet (and trixie's private lists start empty);
+  # refresh them once (as root only).
+  if [ -z "$image" ] && [ "$(id -u)" = 0 ]; then apt-get "${apt_options[@]}" update -qq >&2 && image=$(resolve); fi
+  [ -n "$image" ] || die "cannot resolve $KERNEL_PACKAGE ($VM_KERNEL) to a linux-image-<version> package (apt-get update?)"
+  case "$VM_KERNEL:$image" in
+    bookworm:linux-image-6.1.*|trixie:linux-image-6.12.*) ;;
+    *) die "$KERNEL_PACKAGE ($VM_KERNEL) resolved to $image, not the kernel series that release ships" ;;
+  esac
   rm -rf kernel.tmp && mkdir kernel.tmp
-  (cd kernel.tmp && apt-get download -q "$image" >/dev/null) || die "apt-get download $image failed"
+  (cd kernel.tmp && apt-get "${apt_options[@]}" download -q "$image" >/dev/null) || die "apt-get download $image ($VM_KERNEL) failed"
   dpkg -x kernel.tmp/*.deb kernel.tmp/root
   rm -f kernel.tmp/*.deb
   rm -rf kernel && mv kernel.tmp kernel
   echo "$image" > kernel/.done
 fi
-VMLINUZ=$(ls "$CACHE"/kernel/root/boot/vmlinuz-* | head -1)
+VMLINUZ=$(ls "$KERNEL_CACHE"/kernel/root/boot/vmlinuz-* | head -1)
 KVER=${VMLINUZ##*/vmlinuz-}
-MODDIR=$CACHE/kernel/root/lib/modules/$KVER
-[ -d "$MODDIR" ] || die "modules for $KVER are missing under $MODDIR: remove $CACHE/kernel and retry"
+# Debian 13's packages are merged-/usr: the modules are under usr/lib/modules.
+MODDIR=$KERNEL_CACHE/kernel/root/lib/modules/$KVER
+[ -d "$MODDIR" ] || MODDIR=$KERNEL_CACHE/kernel/root/usr/lib/modules/$KVER
+[ -d "$MODDIR" ] || die "modules for $KVER are missing under $KERNEL_CACHE/kernel/root: remove $KERNEL_CACHE/kernel and retry"
 
 # 2. The initramfs: busybox, the 9p/virtio/overlay modules (Debian builds them as modules), and
 # scripts/vm/init. Rebuilt when init or busybox changes, so an edited init is always used.
@@ -50,7 +81,7 @@ stamp=$(cat "$HERE/init" "$BUSYBOX" | sha256sum | cut -c1-16)
 if [ ! -f initramfs.stamp ] || [ "$(cat initramfs.stamp)" != "$stamp-$KVER" ]; then
   rm -rf initramfs.tmp && mkdir -p initramfs.tmp/{bin,dev,proc,sys,mnt,newroot,modules}
   cp "$BUSYBOX" initramfs.tmp/bin/busybox
-  for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p overlay; do
+  for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay; do
     f=$(find "$MODDIR" -name "$m.ko*" | head -1)
     # A module missing here is built into this kernel: init skips what it does not find.
     [ -n "$f" ] || continue
@@ -68,5 +99,5 @@ if [ ! -f initramfs.stamp ] || [ "$(cat initramfs.stamp)" != "$stamp-$KVER" ]; t
 fi
 
 ln -sfn "$VMLINUZ" vmlinuz
-echo "kernel $KVER: $CACHE/vmlinuz"
-echo "initramfs: $CACHE/initramfs.cpio.gz"
+echo "kernel $KVER ($VM_KERNEL): $KERNEL_CACHE/vmlinuz"
+echo "initramfs: $KERNEL_CACHE/initramfs.cpio.gz"

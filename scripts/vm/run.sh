@@ -8,12 +8,14 @@
 # tmpfs overlay on top); it runs as root in the guest with RESULTS_DIR mounted writable at
 # /vm-results, which is how results come back. The serial console is this script's stdout.
 # Exit status: the command's, or 98 when the guest did not report one (crash, timeout).
+# CODEJAIL_VM_KERNEL=bookworm (default, Debian 12's 6.1) or trixie (Debian 13's 6.12) picks the
+# kernel (scripts/vm/kernels.sh).
 #
 # Software emulation (TCG), not KVM: with KVM the guest hangs after the boot loader on this
 # project's machines, and TCG works everywhere, nested CI runners included.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${CODEJAIL_VM_CACHE:-/var/cache/codejail-vm}
+. "$HERE/kernels.sh"
 TIMEOUT=${CODEJAIL_VM_TIMEOUT:-900}
 MEMORY=${CODEJAIL_VM_MEMORY:-2048}
 
@@ -34,9 +36,9 @@ case "$cmd" in *[[:space:]]*) die "COMMAND must not contain spaces (it travels o
 [ -x "$cmd" ] || die "$cmd is not executable"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: apt-get install qemu-system-x86"
 
-# One VM at a time per cache: test files run in parallel, and two emulated guests on a small
-# machine would each take twice as long (and build.sh must not run twice at once). The lock is
-# released when this script exits.
+# One VM at a time per cache, whichever kernel: test files run in parallel, and two emulated
+# guests on a small machine would each take twice as long (and build.sh must not run twice at
+# once). The lock is released when this script exits.
 mkdir -p "$CACHE"
 exec 9>"$CACHE/run.lock"
 if ! flock -n 9; then
@@ -51,7 +53,7 @@ trap 'rm -f "$log"' EXIT
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -accel tcg -cpu max -smp 2 -m "$MEMORY" -nographic -no-reboot \
-  -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initramfs.cpio.gz" \
+  -kernel "$KERNEL_CACHE/vmlinuz" -initrd "$KERNEL_CACHE/initramfs.cpio.gz" \
   -append "console=ttyS0 quiet loglevel=3 panic=1 apparmor=1 security=apparmor codejail.cmd=$cmd $init_args" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
   -virtfs "local,path=$results,mount_tag=results,security_model=passthrough,multidevs=remap" \

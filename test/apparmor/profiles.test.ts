@@ -1,10 +1,10 @@
 // Offline check of the shipped AppArmor policy: render it as `codejail setup` would (from this
 // host's interpreter discovery and from a config with unusual names), then compile every
 // profile with `apparmor_parser -Q -K` (parse and compile, load nothing, write no cache). This
-// runs on hosts without AppArmor in the kernel: the parser is given the feature set of the
-// kernel the VM suite boots (Debian 12's 6.1, captured with `aa-features-abi -x` inside that VM)
-// so that rules depend on what a real kernel supports, not on the parser's built-in guess.
-import { execFileSync } from 'node:child_process';
+// runs on hosts without AppArmor in the kernel: the parser is given the feature set of each kernel
+// the VM suite boots (Debian 12's 6.1 and Debian 13's 6.12, captured with `aa-features-abi -x`
+// inside that VM; test/vm/apparmor.test.ts checks they are still what the kernels report) so
+// that rules depend on what a real kernel supports, not on the parser's built-in guess.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,24 +22,20 @@ import { parseConfig } from '../../src/daemon/config.js';
 import { discoverCommands } from '../../src/run/commands.js';
 import { silentLogger } from '../../src/log.js';
 import type { CommandProfile } from '../../src/run/commands.js';
+import { featureDirectories, findParser } from './parser.js';
 
-const FEATURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'features-debian12-6.1');
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The kernels of test/vm/kernels.ts, by the feature file captured in each. */
+const KERNEL_FEATURES = [
+  { kernel: "Debian 12's 6.1", file: path.join(HERE, 'features-debian12-6.1') },
+  { kernel: "Debian 13's 6.12", file: path.join(HERE, 'features-debian13-6.12') },
+];
+const FEATURES = KERNEL_FEATURES[0]!.file;
 const parser = findParser();
 const dirs: string[] = [];
 afterAll(() => {
   for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-function findParser(): string | undefined {
-  for (const candidate of ['/usr/sbin/apparmor_parser', '/sbin/apparmor_parser']) {
-    if (fs.existsSync(candidate)) return candidate;
-  }
-  try {
-    return execFileSync('sh', ['-c', 'command -v apparmor_parser'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 function tempDir(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-apparmor-'));
@@ -125,6 +121,37 @@ describe('AppArmor rendering', () => {
   });
 });
 
+describe('the kernels\' AppArmor feature sets', () => {
+  // What 6.12 (AppArmor 4's kernel side) can mediate that 6.1 cannot. None of it applies to the
+  // shipped profiles: they pin abi 3.0 (the parser compiles them to 3.0's features, and the kernel
+  // enforces only what a policy declares), so they confine the same on both kernels; a profile
+  // moving to abi 4.0 would take on userns creation (namespaces/mask userns_create), io_uring and
+  // the other additions below, and must then be proven on 6.12 for each.
+  it('6.12 adds userns, io_uring and move_mount mediation, and removes nothing of 6.1', () => {
+    const [old, current] = KERNEL_FEATURES.map(({ file }) => featureDirectories(fs.readFileSync(file, 'utf8')));
+    // The topmost directories of `a` that `b` lacks (a new directory's own contents are not repeated).
+    const onlyIn = (a: Set<string>, b: Set<string>) =>
+      [...a].filter((d) => !b.has(d) && (!d.includes('/') || b.has(d.slice(0, d.lastIndexOf('/'))))).sort();
+    expect(onlyIn(current!, old!)).toEqual([
+      'domain/disconnected.path',
+      'io_uring',
+      'mount/move_mount',
+      'namespaces/mask',
+      'policy/permstable32',
+      'policy/permstable32_version',
+      'policy/unconfined_restrictions',
+    ]);
+    expect(onlyIn(old!, current!)).toEqual([]);
+    expect(fs.readFileSync(KERNEL_FEATURES[1]!.file, 'utf8')).toMatch(/namespaces \{mask \{userns_create\s*\}/);
+  });
+
+  it('the shipped profiles pin abi 3.0', () => {
+    for (const name of ['codejail-sandbox', 'codejaild']) {
+      expect(fs.readFileSync(path.join(HERE, '../../apparmor', name), 'utf8')).toMatch(/^abi <abi\/3\.0>,$/m);
+    }
+  });
+});
+
 describe.skipIf(!parser)('AppArmor profile syntax (apparmor_parser -Q -K)', () => {
   // Two renderings: this host's real interpreter discovery with the default config, and the
   // made-up command with a renamed sandbox profile and unusual paths.
@@ -147,16 +174,21 @@ describe.skipIf(!parser)('AppArmor profile syntax (apparmor_parser -Q -K)', () =
   ];
 
   for (const [label, render] of cases) {
-    it(`compiles every profile: ${label}`, async () => {
-      const dir = tempDir();
-      const { files } = render();
-      await writeRendered(dir, files);
-      const profiles = files.filter((f) => f.profile);
-      expect(profiles.map((f) => f.name)).toContain('codejaild');
-      for (const file of profiles) {
-        expect(() => checkProfileSyntax(dir, file.name, parser, ['-M', FEATURES]), file.name).not.toThrow();
-      }
-    });
+    for (const { kernel, file: features } of KERNEL_FEATURES) {
+      it(`compiles every profile for ${kernel}: ${label}`, async () => {
+        const dir = tempDir();
+        const { files } = render();
+        await writeRendered(dir, files);
+        const profiles = files.filter((f) => f.profile);
+        expect(profiles.map((f) => f.name)).toContain('codejaild');
+        for (const file of profiles) {
+          // -M: the kernel's features as the policy's too; --kernel-features: the profile's own
+          // abi (abi/3.0) compiled for that kernel, as loading it there does.
+          expect(() => checkProfileSyntax(dir, file.name, parser, ['-M', features]), `${file.name} -M`).not.toThrow();
+          expect(() => checkProfileSyntax(dir, file.name, parser, ['--kernel-features', features]), `${file.name} --kernel-features`).not.toThrow();
+        }
+      });
+    }
   }
 
   it('reports a broken profile with the parser\'s own message', async () => {

@@ -72,6 +72,15 @@ def write_inside():
         f.write('ok')
     assert open(name).read() == 'ok'
 probe('write_rundir', write_inside)
+def userns_create():
+    # Last: on success this process is in a new user namespace (no uid mapped), which the probes
+    # above must not see. Python 3.11 has no os.unshare.
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+probe('userns_create', userns_create)
 print(json.dumps(out))
 `;
 
@@ -222,6 +231,9 @@ async function startupChecks() {
 
 try {
   step(`kernel ${out.kernel}, lsm ${fs.readFileSync('/sys/kernel/security/lsm', 'utf8').trim()}`);
+  // The booted kernel's AppArmor feature set, in the form apparmor_parser's --features-file and
+  // --kernel-features read: the host compiles the profiles against it (test/vm/apparmor.test.ts).
+  execFileSync('aa-features-abi', ['-x', '-w', path.join(results, 'features')]);
   const setupConfig = baseConfig('setup', {});
   out.setup = await setupAppArmor(setupConfig);
   step(`setup: ${out.setup.join('; ')}`);

@@ -5,34 +5,16 @@
 // below; the guest writes results.json to a shared folder. AppArmor is on in this mode (the
 // kernel has it, setup loads the profiles, the layer is "auto"); cgroups are required.
 //
+// The whole suite runs on each kernel of test/vm/kernels.ts (Debian 12's 6.1, Debian 13's 6.12),
+// under the host's systemd (Debian 12's 252) either way.
+//
 // When it runs: as apparmor.test.ts: root, qemu-system-x86_64, and either CODEJAIL_VM_TESTS=1
-// (CI; then a missing qemu or systemd is a failure, not a skip) or an existing VM cache.
-import { spawn, spawnSync } from 'node:child_process';
+// (CI; then a missing qemu or systemd is a failure, not a skip) or that kernel's VM cache.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const cache = process.env.CODEJAIL_VM_CACHE ?? '/var/cache/codejail-vm';
-const hasQemu = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' }).status === 0;
-const hasSystemd = fs.existsSync('/lib/systemd/systemd');
-const asked = process.env.CODEJAIL_VM_TESTS === '1';
-const built = fs.existsSync(path.join(cache, 'vmlinuz')) && fs.existsSync(path.join(cache, 'initramfs.cpio.gz'));
-const isRoot = process.getuid?.() === 0;
-const skipReason = !isRoot
-  ? 'not root'
-  : asked
-    ? undefined
-    : !hasQemu
-      ? 'qemu-system-x86_64 is not installed'
-      : !hasSystemd
-        ? 'systemd is not installed (/lib/systemd/systemd)'
-        : !built
-          ? `no VM cache at ${cache} (run scripts/vm/build.sh, or set CODEJAIL_VM_TESTS=1)`
-          : undefined;
-if (skipReason) console.warn(`test/vm/systemd: SKIPPED, ${skipReason}`);
+import { asked, cachedRelease, hasQemu, hasSystemd, kernelTitle, root, runVm, skipReason, VM_KERNELS, type VmKernel } from './kernels.js';
 
 /** What guest-systemd.mjs writes: one record per section (see that file), each may hold `error`. */
 type Section = Record<string, any> & { error?: string };
@@ -56,22 +38,15 @@ interface GuestResults {
   homeInstall: Section;
 }
 
-/** Boots the VM (scripts/vm/run.sh's own timeout bounds it) and collects its console. */
-function runVm(dir: string): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(path.join(root, 'scripts/vm/run.sh'), ['--systemd', dir, path.join(root, 'test/vm/guest-systemd.sh')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, CODEJAIL_VM_TIMEOUT: process.env.CODEJAIL_VM_TIMEOUT ?? '900' },
-    });
-    const chunks: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => chunks.push(c));
-    child.stderr.on('data', (c: Buffer) => chunks.push(c));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, output: Buffer.concat(chunks).toString('utf8') }));
+for (const kernel of VM_KERNELS) {
+  const skipped = skipReason(kernel, true);
+  if (skipped) console.warn(`test/vm/systemd (${kernel.name}): SKIPPED, ${skipped}`);
+  describe.skipIf(!!skipped)(`codejaild under systemd, in a VM (scripts/vm/run.sh --systemd), ${kernelTitle(kernel)}`, () => {
+    systemdSuite(kernel);
   });
 }
 
-describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.sh --systemd)', () => {
+function systemdSuite(kernel: VmKernel): void {
   let dir: string;
   let guest: GuestResults;
 
@@ -82,18 +57,19 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
     // The guest (root over 9p passthrough) writes here; keep it private to root.
     fs.chmodSync(dir, 0o700);
     const started = Date.now();
-    // Asynchronously: a worker blocked for minutes would miss vitest's own RPC deadlines.
-    const vm = await runVm(dir);
+    const vm = await runVm(kernel, ['--systemd', dir, path.join(root, 'test/vm/guest-systemd.sh')]);
     const file = path.join(dir, 'results.json');
-    if (!fs.existsSync(file)) throw new Error(`the VM run failed (status ${vm.status}), no results.json:\n${vm.output.slice(-6000)}`);
+    if (!fs.existsSync(file)) throw new Error(`the VM run on ${kernel.name} failed (status ${vm.status}), no results.json:\n${vm.output.slice(-6000)}`);
     guest = JSON.parse(fs.readFileSync(file, 'utf8')) as GuestResults;
     console.log(
-      `test/vm/systemd: boot + guest suite took ${((Date.now() - started) / 1000).toFixed(1)}s ` +
+      `test/vm/systemd (${kernel.name}): boot + guest suite took ${((Date.now() - started) / 1000).toFixed(1)}s ` +
         `(systemd boot ${guest.uptimeAtStart}s of guest uptime, suite ${guest.seconds}s, kernel ${guest.kernel})\n  ${guest.steps.join('\n  ').slice(0, 20_000)}`,
     );
     if (guest.fatal) throw new Error(`the guest suite failed: ${guest.fatal}`);
     if (vm.status !== 0) throw new Error(`the VM run failed (status ${vm.status}):\n${vm.output.slice(-6000)}`);
-  }, 20 * 60_000);
+    // The lock of scripts/vm/run.sh may first wait for another VM suite's boot: that wait and this
+    // boot each stay below run.sh's own 15-minute timeout.
+  }, 35 * 60_000);
 
   afterAll(() => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -106,6 +82,11 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
     expect(s.error, s.error).toBeUndefined();
     return s;
   };
+
+  it(`boots the kernel this suite is named after (uname -r in the guest: ${kernel.name})`, () => {
+    expect(guest.kernel).toMatch(kernel.release);
+    expect(guest.kernel).toBe(cachedRelease(kernel));
+  });
 
   it('boots with systemd as PID 1 on the unified cgroup v2 hierarchy', () => {
     expect(guest.steps[0]).toMatch(/pid 1 systemd, systemd \d+/);
@@ -324,4 +305,4 @@ describe.skipIf(!!skipReason)('codejaild under systemd, in a VM (scripts/vm/run.
     expect(j.unitNotJson.length).toBeGreaterThan(0);
     expect(j.unitNotJsonNotPid1).toEqual([]);
   });
-});
+}
