@@ -45,6 +45,9 @@ function tempDir(): string {
 
 const fakeCommand: CommandProfile = {
   name: 'py',
+  kind: 'python',
+  warm: false,
+  preload: [],
   path: '/opt/py/bin/python3',
   executable: '/opt/py/bin/python3.12',
   args: [],
