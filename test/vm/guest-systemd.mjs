@@ -8,6 +8,8 @@
 //   cgroups     Delegate=yes: the cgroups layer under the service's own cgroup, per-run leaves
 //               with memory.max/pids.max, a memory bomb OOM-killed, a fork loop stopped
 //   reload      systemctl reload applies a new defaultLimits value to the next run
+//   uninstall   setup --uninstall: refused while the daemon runs, then the units, profiles, slot
+//               accounts and run base it made are gone, the configuration kept
 //   restart     an upgrade in place under load: new files over the install, systemctl restart:
 //               every request answered (its own result, or shutting_down), the new build runs
 //   notify      systemctl start returns only once the daemon said READY=1; STATUS= is shown
@@ -578,6 +580,32 @@ try {
     r.unitAfterTmp = readTrim(`/etc/systemd/system/${UNIT}`)
       .split('\n')
       .filter((l) => /^ExecStart=/.test(l));
+  });
+
+  // Uninstall under a real systemd and AppArmor: refused while the daemon runs, then everything
+  // setup made goes (units known to systemd, profiles loaded in the kernel, slot accounts, the run
+  // base) and the configuration stays (no --purge).
+  await section('uninstall', async (r) => {
+    const node = `/root/.nvm/versions/node/${process.version}/bin/node`;
+    const main = '/root/codejail/dist/cli/main.js';
+    const passwdSlots = () => fs.readFileSync('/etc/passwd', 'utf8').split('\n').filter((l) => /^codejail-6100[01]:/.test(l)).length;
+    r.slotAccountsBefore = passwdSlots();
+    r.profilesBefore = fs.readFileSync('/sys/kernel/security/apparmor/profiles', 'utf8').split('\n').filter((l) => /codejail/.test(l)).length;
+    await withClient((client) => client.status());
+    r.activeBefore = (await show(UNIT, ['ActiveState'])).ActiveState;
+    const refused = await run(node, [main, 'setup', '--uninstall']);
+    r.refused = { status: refused.status, stderr: refused.stderr.trim().split('\n').slice(-2) };
+    await systemctl('stop', 'codejaild.socket', UNIT, 'codejail-http.service');
+    const u = await run(node, [main, 'setup', '--uninstall']);
+    r.uninstall = { status: u.status, report: u.stdout.trim().split('\n'), stderr: u.stderr.slice(-2000) };
+    r.unitFiles = fs.readdirSync('/etc/systemd/system').filter((f) => f.startsWith('codejail'));
+    r.unitsKnown = (await systemctl('list-unit-files', '--no-legend', 'codejail*')).stdout.trim();
+    r.profilesLoaded = fs.readFileSync('/sys/kernel/security/apparmor/profiles', 'utf8').split('\n').filter((l) => /codejail/.test(l));
+    r.apparmorFiles = ['codejail-sandbox', 'codejaild', 'tunables/codejail'].filter((f) => fs.existsSync(path.join('/etc/apparmor.d', f)));
+    r.slotAccountsAfter = passwdSlots();
+    r.runBaseLeft = fs.existsSync('/var/lib/codejail/runs');
+    r.configKept = fs.existsSync(CONFIG_FILE);
+    r.daemonPids = daemonPids();
   });
 } catch (err) {
   out.fatal = String(err?.stack ?? err);

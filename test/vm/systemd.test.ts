@@ -36,6 +36,7 @@ interface GuestResults {
   security: Section;
   journal: Section;
   homeInstall: Section;
+  uninstall: Section;
 }
 
 for (const kernel of VM_KERNELS) {
@@ -304,5 +305,29 @@ function systemdSuite(kernel: VmKernel): void {
     // the only lines that are not JSON.
     expect(j.unitNotJson.length).toBeGreaterThan(0);
     expect(j.unitNotJsonNotPid1).toEqual([]);
+  });
+
+  describe('uninstall', () => {
+    it('setup --uninstall refuses while the daemon runs, naming it', () => {
+      const u = section('uninstall');
+      expect(u.activeBefore).toBe('active');
+      expect(u.refused.status).not.toBe(0);
+      expect(u.refused.stderr.join('\n')).toMatch(/refused: a daemon runs/);
+    });
+
+    it('then removes the units, the loaded profiles, the slot accounts and the run base it made, and keeps the configuration', () => {
+      const u = section('uninstall');
+      expect(u.uninstall.status, u.uninstall.stderr).toBe(0);
+      expect(u.slotAccountsBefore).toBe(2);
+      expect(u.profilesBefore).toBeGreaterThan(0);
+      expect(u.unitFiles).toEqual([]);
+      expect(u.unitsKnown).toBe('');
+      expect(u.profilesLoaded).toEqual([]);
+      expect(u.apparmorFiles).toEqual([]);
+      expect(u.slotAccountsAfter).toBe(0);
+      expect(u.runBaseLeft).toBe(false);
+      expect(u.configKept).toBe(true);
+      expect(u.daemonPids).toEqual([]);
+    });
   });
 }
