@@ -57,6 +57,7 @@ describe('bench', () => {
       p90Ms: p50Ms,
       p99Ms: p50Ms,
       runsPerSecond,
+      runCpuMs: 0,
     });
     const candidate: BenchCandidate = {
       runner: { label: 'jailCode', runOnce: async () => {} },

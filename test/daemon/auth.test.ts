@@ -117,7 +117,7 @@ describe('parseProcStatus', () => {
   });
   it('reads one group and many groups', () => {
     expect(parseProcStatus(procStatus('27 '))).toEqual({ effectiveUid: 1000, groups: [27] });
-    expect(parseProcStatus(procStatus('4 24 27 30 46 100 ')).groups).toEqual([4, 24, 27, 30, 46, 100]);
+    expect(parseProcStatus(procStatus('4 24 27 30 46 100 '))?.groups).toEqual([4, 24, 27, 30, 46, 100]);
   });
   it('takes the effective uid (second of Uid:)', () => {
     const text = procStatus(' ').replace('Uid:\t1000\t1000', 'Uid:\t1000\t0');

@@ -14,10 +14,15 @@ import { RequestError } from '../../src/protocol/errors.js';
 import { slotUsers } from '../../src/run/slot_users.js';
 import { SlotPool } from '../../src/daemon/slots.js';
 
-const profile: CommandProfile = { name: 'python', path: '/usr/bin/python3', executable: '/usr/bin/python3', args: [], env: {}, execute: [], read: [] };
+// warm: the Runner goes by the templates it is handed (setup's `warm`), not by this flag.
+const profile: CommandProfile = {
+  name: 'python', kind: 'python', warm: false, preload: [],
+  path: '/usr/bin/python3', executable: '/usr/bin/python3', args: [], env: {}, execute: [], read: [],
+};
 // kill 'uid' without the uid layer: run dirs are written without chown, kills go to the fake.
 const layers: Layers = {
-  unsafe: false, uid: false, rlimits: true, landlock: false, landlockAbi: 0, seccomp: false, netns: false, apparmor: false,
+  unsafe: false, uid: false, rlimits: true, disk: false, landlock: false, landlockAbi: 0, seccomp: false, cgroups: false, mntns: false, netns: false,
+  apparmor: false,
   kill: 'uid', report: {}, confinement: ['rlimits'],
 };
 

@@ -96,7 +96,7 @@ describe.skipIf(skipReason !== undefined)(`the Python package's tests${skipReaso
   });
 
   function pytestEnv(): NodeJS.ProcessEnv {
-    const env = { ...process.env, CODEJAIL_SOCKET: daemon.socketPath, TMPDIR: tmpDir, PYTHONDONTWRITEBYTECODE: '1' };
+    const env: NodeJS.ProcessEnv = { ...process.env, CODEJAIL_SOCKET: daemon.socketPath, TMPDIR: tmpDir, PYTHONDONTWRITEBYTECODE: '1' };
     delete env.CODEJAIL_PROXY;
     return env;
   }

@@ -64,7 +64,7 @@ let pythonProfile: CommandProfile | undefined;
 export function pythonLandlock(runDir: string): NativeLandlock {
   pythonProfile ??= discoverCommand(
     'python',
-    { path: PYTHON, kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [] },
+    { path: PYTHON, kind: 'python', args: ['-E', '-B'], env: {}, read: [], execute: [], preload: [] },
     '/var/lib/codejail-native-tests',
     silentLogger,
   );

@@ -69,7 +69,11 @@ describe.skipIf(!isRoot)('the original CodeJail results, hostile reproductions',
 
   it('support_safe_exec_traceback_shows_the_original_frames', async () => {
     // Was: "<safe_exec code>" frames with source lines, and no harness frame.
-    const err = await suite.client.safeExec('def f():\n    raise KeyError("k")\nf()', {}).catch((e: unknown) => e as SafeExecError);
+    const err = await suite.client.safeExec('def f():\n    raise KeyError("k")\nf()', {}).then(
+      () => expect.unreachable('safeExec succeeded'),
+      (e: unknown) => e as SafeExecError,
+    );
+    expect(err).toBeInstanceOf(SafeExecError);
     expect(err.stderr.toString()).toMatch(
       new RegExp(
         `^Traceback \\(most recent call last\\):\\n  File "jailed_code", line \\d+, in <module>\\n    exec\\(code, g_dict\\)\\n${EXEC_CALL_MARKS_PATTERN}` +

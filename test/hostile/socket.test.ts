@@ -385,7 +385,7 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
       await sleep(100);
 
       // All callers together are held to connections.max (24): 16 are the attacker's.
-      const mine = [];
+      const mine: Raw[] = [];
       for (let i = 0; i < 10; i++) mine.push(await connectRaw(daemon.socketPath));
       await until('two refusals', () => mine.filter((raw) => raw.replies.length > 0).length >= 2);
       const refused = mine.filter((raw) => raw.replies.length > 0);

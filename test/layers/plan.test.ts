@@ -6,6 +6,9 @@ import { buildPlan } from '../../src/layers/plan.js';
 
 const profile: CommandProfile = {
   name: 'python',
+  kind: 'python',
+  warm: false,
+  preload: [],
   path: '/usr/bin/python3',
   executable: '/usr/bin/python3.11',
   args: ['-E', '-B'],
@@ -24,6 +27,10 @@ const allLayers: Layers = {
   seccomp: true,
   netns: true,
   apparmor: false,
+  // Off, as they were before Layers named them: this file pins the layers above.
+  disk: false,
+  cgroups: false,
+  mntns: false,
   netnsFds: [40, 41, 42, 43],
   kill: 'uid',
   report: {},

@@ -76,7 +76,7 @@ describe('discoverCommand (kind python)', () => {
     fs.writeFileSync(file, `#!/bin/sh\ncat <<'EOF'\n${JSON.stringify(facts)}\nEOF\n`, { mode: 0o755 });
     return file;
   }
-  const command = (file: string) => ({ path: file, kind: 'python' as const, args: [], env: {}, read: [], execute: [] });
+  const command = (file: string) => ({ path: file, kind: 'python' as const, args: [], env: {}, read: [], execute: [], preload: [] });
 
   // A prefix that exists everywhere and may be granted (the test tree may live beneath /tmp).
   const prefix = '/usr/share';
@@ -113,7 +113,7 @@ describe('discoverCommand (kind python)', () => {
     const link = `/usr/local/share/cj-test-etc-link-${process.pid}`;
     fs.symlinkSync('/etc', link);
     try {
-      const bash = { path: '/bin/bash', kind: 'binary' as const, args: [], env: {}, read: [link], execute: [] };
+      const bash = { path: '/bin/bash', kind: 'binary' as const, args: [], env: {}, read: [link], execute: [], preload: [] };
       expect(() => discoverCommand('bash', bash, runBase, log)).toThrow(`commands.bash.read: ${link} (/etc) would grant /etc`);
     } finally {
       fs.unlinkSync(link);
