@@ -23,6 +23,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Client } from '../../src/client/index.js';
 import { followLogLines } from '../helpers/log_lines.js';
 import { runBaseLeftovers } from '../helpers/run_base.js';
+import { waitIdle } from '../helpers/suite.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ENTRYPOINT = path.join(root, 'container/entrypoint.sh');
@@ -241,6 +242,9 @@ async function workload(daemon: Started): Promise<string> {
     if (busy.status === 0) return 'busy run: not killed';
     const next = await run(client, { code: 'print(1)' });
     if (next.stdout.toString() !== '1\n') return `print(1) after the others: status ${next.status}, stderr ${JSON.stringify(next.stderr.toString().slice(-300))}`;
+    // The sweeps run after the replies: wait until no slot is busy (a loaded runner may still be
+    // sweeping the slot of the run that left a process), then nothing of the slots may be left.
+    await waitIdle(client);
     const alive = processesOf(daemon.slotUids);
     if (alive.length > 0) return `processes of the slot uids left alive: ${alive.join(' ')}`;
     // Every run directory removed once its reply is sent (allow the removal a moment).
