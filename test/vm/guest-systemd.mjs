@@ -598,8 +598,11 @@ try {
     await systemctl('stop', 'codejaild.socket', UNIT, 'codejail-http.service');
     const u = await run(node, [main, 'setup', '--uninstall']);
     r.uninstall = { status: u.status, report: u.stdout.trim().split('\n'), stderr: u.stderr.slice(-2000) };
-    r.unitFiles = fs.readdirSync('/etc/systemd/system').filter((f) => f.startsWith('codejail'));
-    r.unitsKnown = (await systemctl('list-unit-files', '--no-legend', 'codejail*')).stdout.trim();
+    // The units setup installs (this guest's own codejail-vm units and the watchdog section's
+    // drop-in are not setup's, and stay).
+    const setupUnits = ['codejaild.service', 'codejaild.socket', 'codejail-http.service'];
+    r.unitFiles = setupUnits.filter((f) => fs.existsSync(path.join('/etc/systemd/system', f)));
+    r.unitsKnown = (await systemctl('list-unit-files', '--no-legend', ...setupUnits)).stdout.trim();
     r.profilesLoaded = fs.readFileSync('/sys/kernel/security/apparmor/profiles', 'utf8').split('\n').filter((l) => /codejail/.test(l));
     r.apparmorFiles = ['codejail-sandbox', 'codejaild', 'tunables/codejail'].filter((f) => fs.existsSync(path.join('/etc/apparmor.d', f)));
     r.slotAccountsAfter = passwdSlots();
