@@ -55,37 +55,28 @@ describe.skipIf(!isRoot)('scripts that run debootstrap', () => {
     scratch = undefined;
   });
 
-  it('support_trixie_rootfs_a_killed_debootstrap_leaks_no_mount_and_its_clean_up_removes_nothing_beyond_the_root', () => {
-    scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-debootstrap-'));
-    const { host, env } = scene(scratch);
-    const target = path.join(scratch, 'cache', 'trixie');
-    const run = spawnSync('bash', [path.join(root, 'scripts/trixie-rootfs.sh')], {
-      env: { ...env, CODEJAIL_TRIXIE_ROOTFS: target },
-      encoding: 'utf8',
-      timeout: 60_000,
+  // The two cached roots' scripts share the pattern (a staging root, an EXIT trap's rm -rf).
+  for (const { name, script, envVar, dir } of [
+    { name: 'trixie_rootfs', script: 'trixie-rootfs.sh', envVar: 'CODEJAIL_TRIXIE_ROOTFS', dir: 'trixie' },
+    { name: 'nocompiler_rootfs', script: 'nocompiler-rootfs.sh', envVar: 'CODEJAIL_ROOTFS_CACHE', dir: 'bookworm' },
+  ]) {
+    it(`support_${name}_a_killed_debootstrap_leaks_no_mount_and_its_clean_up_removes_nothing_beyond_the_root`, () => {
+      scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-debootstrap-'));
+      const { host, env } = scene(scratch);
+      const target = path.join(scratch, 'cache', dir);
+      const run = spawnSync('bash', [path.join(root, 'scripts', script)], {
+        env: { ...env, [envVar]: target },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(run.status, run.stderr).not.toBe(0);
+      // The host's files are untouched (the clean-up's rm -rf deleted the sentinel through the
+      // bind left mounted), nothing of debootstrap's stays mounted, the half-made root is gone.
+      expect(fs.readdirSync(host)).toEqual(['sentinel']);
+      expect(mountsBeneath(scratch)).toEqual([]);
+      expect(fs.readdirSync(path.dirname(target))).toEqual([]);
     });
-    expect(run.status, run.stderr).not.toBe(0);
-    // The host's files are untouched (the clean-up's rm -rf deleted the sentinel through the
-    // bind left mounted), nothing of debootstrap's stays mounted, the half-made root is gone.
-    expect(fs.readdirSync(host)).toEqual(['sentinel']);
-    expect(mountsBeneath(scratch)).toEqual([]);
-    expect(fs.readdirSync(path.dirname(target))).toEqual([]);
-  });
-
-  it('support_nocompiler_rootfs_a_killed_debootstrap_leaks_no_mount_and_its_clean_up_removes_nothing_beyond_the_root', () => {
-    scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-debootstrap-'));
-    const { host, env } = scene(scratch);
-    const target = path.join(scratch, 'cache', 'bookworm');
-    const run = spawnSync('bash', [path.join(root, 'scripts/nocompiler-rootfs.sh')], {
-      env: { ...env, CODEJAIL_ROOTFS_CACHE: target },
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    expect(run.status, run.stderr).not.toBe(0);
-    expect(fs.readdirSync(host)).toEqual(['sentinel']);
-    expect(mountsBeneath(scratch)).toEqual([]);
-    expect(fs.readdirSync(path.dirname(target))).toEqual([]);
-  });
+  }
 
   it('support_build_offline_a_killed_debootstrap_leaks_no_mount_for_the_next_build_to_remove_through', () => {
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-debootstrap-'));
