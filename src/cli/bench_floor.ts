@@ -78,6 +78,32 @@ export function floorInterpreter(daemonPid: number | undefined, fallback: string
 }
 
 /**
+ * Python: fork a child that runs `child(w)` with the write end of a pipe and exits, read the
+ * pipe to EOF (64 KiB reads), reap the child; returns (bytes, wait status). The fork floor and
+ * the work rows' output baseline both measure this one routine.
+ */
+export const FORK_AND_READ_PY = `def fork_and_read(child):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            child(w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return b"".join(chunks), status
+`;
+
+/**
  * The loop. argv: runs, warm-up runs, preloads. It imports the preloads and freezes its objects
  * as the template does (gc.freeze: a child's collections never copy the parent's pages), runs
  * the warm-up, says "ready" and waits for a line on stdin, so that parallel processes start
@@ -92,28 +118,14 @@ for name in sys.argv[3].split(","):
         __import__(name)
 gc.collect()
 gc.freeze()
+${FORK_AND_READ_PY}def child(w):
+    g = {}
+    exec("a = 17", g)
+    del g["__builtins__"]
+    os.write(w, json.dumps(g).encode())
 def once():
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            g = {}
-            exec("a = 17", g)
-            del g["__builtins__"]
-            os.write(w, json.dumps(g).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or json.loads(b"".join(chunks)) != {"a": 17}:
+    data, status = fork_and_read(child)
+    if status != 0 or json.loads(data) != {"a": 17}:
         raise SystemExit("fork floor: the child failed (status %d)" % status)
 for _ in range(warmup):
     once()

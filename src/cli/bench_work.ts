@@ -14,7 +14,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Client } from '../client/index.js';
 import type { BenchRunner, Measurement } from './bench_runner.js';
-import type { FloorInterpreter } from './bench_floor.js';
+import { FORK_AND_READ_PY, type FloorInterpreter } from './bench_floor.js';
 
 const KB = 1024;
 const MB = 1024 * 1024;
@@ -116,7 +116,7 @@ export const WORK_BASELINE_SCRIPT = `import json, os, sys, time
 runs = int(sys.argv[1])
 cases = json.loads(sys.argv[2])
 pattern = sys.argv[3]
-def median(samples):
+${FORK_AND_READ_PY}def median(samples):
     samples.sort()
     return samples[(len(samples) - 1) // 2]
 def timed(f):
@@ -133,27 +133,13 @@ def globals_round_trip(size):
             raise SystemExit("json round trip lost the string")
     return timed(once)
 def output(size):
+    def write(w):
+        data = memoryview(b"x" * size)
+        while data:
+            data = data[os.write(w, data):]
     def once():
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(r)
-                data = memoryview(b"x" * size)
-                while data:
-                    data = data[os.write(w, data):]
-            finally:
-                os._exit(0)
-        os.close(w)
-        chunks = []
-        while True:
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(r)
-        os.waitpid(pid, 0)
-        if len(b"".join(chunks)) != size:
+        data, status = fork_and_read(write)
+        if status != 0 or len(data) != size:
             raise SystemExit("the pipe lost bytes")
     return timed(once)
 print(json.dumps([globals_round_trip(amount) if kind == "globals" else output(amount) for kind, amount in cases]))
