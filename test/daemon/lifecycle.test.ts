@@ -48,6 +48,16 @@ function slotProcesses(daemon: TestDaemon): number[] {
   return pids;
 }
 
+/** A new connection to `daemon` runs print(1). */
+async function expectServesPrint(daemon: TestDaemon): Promise<void> {
+  const fresh = new Client({ socketPath: daemon.socketPath });
+  try {
+    expect((await fresh.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
+  } finally {
+    await fresh.close();
+  }
+}
+
 const sleeper = (seconds: number) => `import time\ntime.sleep(${seconds})\nprint('slept')\n`;
 
 /**
@@ -241,12 +251,7 @@ describe.skipIf(!isRoot)('one daemon per run base', () => {
       await exitOf(next);
       const afterKill = await startTestDaemon({ config: { runBase: first.runBase, slots } });
       others.push(afterKill);
-      const fresh = new Client({ socketPath: afterKill.socketPath });
-      try {
-        expect((await fresh.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
-      } finally {
-        await fresh.close();
-      }
+      await expectServesPrint(afterKill);
     } finally {
       await client.close();
       for (const daemon of others.reverse()) await daemon.stop();
@@ -272,12 +277,7 @@ describe.skipIf(!isRoot)('a restart after SIGKILL', () => {
       // Whatever the new daemon kills now becomes a zombie of the host's init, reaped when init gets to it.
       second = await startTestDaemon({ config: { slots } });
       expect(slotProcesses(second)).toEqual([]);
-      const fresh = new Client({ socketPath: second.socketPath });
-      try {
-        expect((await fresh.jailCode('python', { code: 'print(1)' })).stdout.toString()).toBe('1\n');
-      } finally {
-        await fresh.close();
-      }
+      await expectServesPrint(second);
     } finally {
       await client.close();
       await first.stop();
