@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { mountsBeneath } from '../../src/run/rundir.js';
 import { Client } from '../../src/client/index.js';
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { expectDenied } from '../helpers/denial.js';
@@ -37,15 +38,6 @@ async function rawRequest(socketPath: string, fields: Record<string, unknown>): 
   }
 }
 
-/** Mounts beneath `dir` in the test's (the host's) mount namespace. */
-function mountsBeneath(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[4] ?? '')
-    .filter((point) => point.startsWith(`${dir}/`));
-}
-
 /**
  * Mounts beneath `dir` in each mount namespace the daemon holds an fd of (the runs' shared one,
  * with the mntns layer), read with nsenter.
@@ -65,7 +57,7 @@ function mountsBeneathInRunNamespaces(daemonPid: number, dir: string): { namespa
     namespaces++;
     const info = spawnSync('nsenter', [`--mount=${fdDir}/${fd}`, 'cat', '/proc/self/mountinfo'], { encoding: 'utf8' });
     expect(info.status, info.stderr).toBe(0);
-    found.push(...info.stdout.split('\n').map((line) => line.split(' ')[4] ?? '').filter((point) => point.startsWith(`${dir}/`)));
+    found.push(...mountsBeneath(dir, info.stdout));
   }
   return { namespaces, mounts: found };
 }

@@ -12,17 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { mountsBeneath } from '../../src/run/rundir.js';
 
 const isRoot = process.getuid?.() === 0;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-function mountsBeneath(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[4] ?? '')
-    .filter((point) => point.startsWith(`${dir}/`));
-}
 
 /** A scratch directory with a "host" directory holding a sentinel and a fake debootstrap. */
 function scene(scratch: string): { host: string; env: NodeJS.ProcessEnv } {
