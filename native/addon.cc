@@ -19,9 +19,11 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "addon.h"
 #include "deadline.h"
+#include "runfiles.h"
 #include "spawn.h"
 
 using namespace codejail;
@@ -336,6 +338,50 @@ Napi::Value MountRunDisk(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// Synchronous on purpose, as Node's own sync fs calls were here: the caller hands over a few
+// hundred files or a megabyte at a time and yields to the event loop between batches; a trip
+// through the thread pool would cost more than the batch.
+Napi::Value WriteRunFiles(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() || !info[5].IsNumber())
+    throw Napi::TypeError::New(env, "writeRunFiles(dir, names, data, modes, owner, umask)");
+  std::string root = info[0].As<Napi::String>().Utf8Value();
+  Napi::Array names = info[1].As<Napi::Array>(), data = info[2].As<Napi::Array>(), modes = info[3].As<Napi::Array>();
+  uint32_t count = names.Length();
+  if (data.Length() != count || modes.Length() != count) throw Napi::TypeError::New(env, "writeRunFiles: names, data and modes differ in length");
+  RunFilesOwner owner;
+  if (info[4].IsObject()) {
+    Napi::Object o = info[4].As<Napi::Object>();
+    owner.chown = true;
+    owner.uid = (uid_t)o.Get("uid").As<Napi::Number>().Uint32Value();
+    owner.gid = (gid_t)o.Get("gid").As<Napi::Number>().Uint32Value();
+  } else if (!info[4].IsNull() && !info[4].IsUndefined()) {
+    throw Napi::TypeError::New(env, "writeRunFiles: owner must be {uid, gid} or null");
+  }
+  owner.umask = (mode_t)(info[5].As<Napi::Number>().Uint32Value() & 0777);
+  std::vector<std::string> held(count);
+  std::vector<RunFile> files(count);
+  for (uint32_t i = 0; i < count; i++) {
+    Napi::Value name = names[i], bytes = data[i], mode = modes[i];
+    if (!name.IsString() || !bytes.IsTypedArray() || !mode.IsNumber()) throw Napi::TypeError::New(env, "writeRunFiles: entry " + std::to_string(i) + " is not (string, Uint8Array, number)");
+    Napi::TypedArray typed = bytes.As<Napi::TypedArray>();
+    if (typed.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(env, "writeRunFiles: data " + std::to_string(i) + " is not a Uint8Array");
+    held[i] = name.As<Napi::String>().Utf8Value();
+    if (held[i].find('\0') != std::string::npos) throw Napi::TypeError::New(env, "writeRunFiles: name " + std::to_string(i) + " contains NUL");
+    Napi::Uint8Array u8 = bytes.As<Napi::Uint8Array>();
+    files[i] = RunFile{held[i].c_str(), u8.Data(), u8.ByteLength(), (mode_t)mode.As<Napi::Number>().Uint32Value()};
+  }
+  RunFilesFailure failure;
+  int err = write_run_files(root.c_str(), files.data(), files.size(), owner, &failure);
+  if (err) {
+    std::string what = failure.index < 0 ? root : held[(size_t)failure.index];
+    Napi::Error e = errno_error(env, failure.step, err, std::string("writeRunFiles: ") + failure.step + " " + what + ": " + strerror(err));
+    e.Set("index", Napi::Number::New(env, (double)failure.index));
+    throw e;
+  }
+  return Napi::Number::New(env, count);
+}
+
 // The umount runs on libuv's thread pool: freeing a full run disk (tens of thousands of inodes)
 // takes the unmounting thread milliseconds, and that thread must not be the event loop's.
 class UnmountWorker : public Napi::AsyncWorker {
@@ -420,6 +466,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("notify", Napi::Function::New(env, Notify, "notify"));
   exports.Set("shareRunBase", Napi::Function::New(env, ShareRunBase, "shareRunBase"));
   exports.Set("mountRunDisk", Napi::Function::New(env, MountRunDisk, "mountRunDisk"));
+  exports.Set("writeRunFiles", Napi::Function::New(env, WriteRunFiles, "writeRunFiles"));
   exports.Set("unmountRunDisk", Napi::Function::New(env, UnmountRunDisk, "unmountRunDisk"));
   register_warm(env, exports);
   return exports;

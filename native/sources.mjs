@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 const WARM_ONLY = ['warm_apply.cc'];
-const DAEMON_ONLY = ['spawn.cc', 'prepare.cc', 'deadline.cc', 'channel.cc', 'warm_send.cc', 'rundisk.cc'];
+const DAEMON_ONLY = ['spawn.cc', 'prepare.cc', 'deadline.cc', 'channel.cc', 'warm_send.cc', 'rundisk.cc', 'runfiles.cc'];
 
 const target = process.argv[2];
 const all = fs.readdirSync(here).filter((name) => name.endsWith('.cc')).sort();

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
+import { native } from '../../src/native.js';
 import { createRunDir, isSelfBindMount, mountPoints, mountsBeneath, nameProblem, printableName, removeRunDir, sweepRunBase, writeRunFiles, type RunDir } from '../../src/run/rundir.js';
 
 describe('nameProblem', () => {
@@ -128,6 +129,121 @@ describe('run directories (without ownership changes)', () => {
     fs.rmSync(path.join(base, 'keep.txt'), { force: true });
     expect(await sweepRunBase(base, silentLogger)).toBe(1);
     expect(fs.readdirSync(base)).toEqual([]);
+  });
+});
+
+// Small files go to the run directory in batches, one native call each (native/runfiles.cc),
+// with the writing thread's fsgid switched to the slot's group for the batch.
+describe.skipIf(process.getuid?.() !== 0)('the batched file writer, as root', () => {
+  const SLOT_GID = 64_321;
+  let base: string;
+  let dir: RunDir;
+  beforeEach(async () => {
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-batch-'));
+    dir = await createRunDir(base, undefined);
+  });
+  afterEach(async () => {
+    for (const mount of mountsBeneath(base)) await native().unmountRunDisk(mount);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('writes every file root:slot-group with its mode, in the request\'s order, across batches and beside a large file', async () => {
+    const extraFiles = Array.from({ length: 700 }, (_, i) => [`f${i}.txt`, Buffer.from(`file ${i}`)] as [string, Buffer]);
+    await writeRunFiles(
+      dir,
+      {
+        code: Buffer.from('print(1)'),
+        files: [
+          { type: 'file', name: 'lib/m.py', data: Buffer.from('x = 1') },
+          { type: 'file', name: 'big.bin', data: Buffer.alloc(300 * 1024, 7) },
+          { type: 'file', name: 'run.sh', data: Buffer.from('#!/bin/sh'), executable: true },
+          { type: 'file', name: 'empty', data: Buffer.alloc(0) },
+        ],
+        extraFiles,
+      },
+      { uid: 1234, gid: SLOT_GID },
+    );
+    const expected: Array<[string, number, number]> = [
+      ['jailed_code', 0o640, 8],
+      ['lib/m.py', 0o640, 5],
+      ['big.bin', 0o640, 300 * 1024],
+      ['run.sh', 0o750, 9],
+      ['empty', 0o640, 0],
+      ['f0.txt', 0o640, 6],
+      ['f699.txt', 0o640, 8],
+    ];
+    for (const [name, mode, size] of expected) {
+      const stat = fs.lstatSync(path.join(dir.path, name));
+      expect({ name, uid: stat.uid, gid: stat.gid, mode: stat.mode & 0o7777, size: stat.size }).toEqual({ name, uid: 0, gid: SLOT_GID, mode, size });
+    }
+    expect(fs.readFileSync(path.join(dir.path, 'f699.txt'), 'utf8')).toBe('file 699');
+    expect(fs.readdirSync(dir.path).filter((name) => name.endsWith('.txt'))).toHaveLength(700);
+  });
+
+  it('keeps the order: a batched file and a later entry of the same name or beneath it fail as they would unbatched', async () => {
+    const owner = { uid: 1234, gid: SLOT_GID };
+    await expect(
+      writeRunFiles(dir, { files: [{ type: 'file', name: 'a', data: Buffer.from('1') }, { type: 'dir', name: 'a' }], extraFiles: [] }, owner),
+    ).rejects.toThrow(/files\[1\] "a": already exists/);
+    await expect(
+      writeRunFiles(dir, { files: [{ type: 'file', name: 'b', data: Buffer.from('1') }, { type: 'file', name: 'b/c', data: Buffer.from('1') }], extraFiles: [] }, owner),
+    ).rejects.toThrow(/files\[1\] "b\/c": its parent "b" is not a directory/);
+    await expect(
+      writeRunFiles(dir, { files: [{ type: 'file', name: 'd', data: Buffer.from('1') }, { type: 'symlink', name: 'd', target: '/etc' }], extraFiles: [] }, owner),
+    ).rejects.toThrow(/files\[1\] "d": already exists/);
+    await expect(writeRunFiles(dir, { files: [], extraFiles: [['e', Buffer.from('1')], ['e', Buffer.from('2')]] }, owner)).rejects.toThrow(
+      /extraFiles\[1\] "e": already exists/,
+    );
+  });
+
+  it('names the file that did not fit, and the files before it are written', async () => {
+    const small = path.join(base, 'small');
+    fs.mkdirSync(small);
+    native().mountRunDisk(small, { sizeBytes: 64 * 1024, inodes: 1000, mode: 0o750, uid: 0, gid: 0 });
+    const extraFiles = Array.from({ length: 40 }, (_, i) => [`f${i}`, Buffer.alloc(4096, 1)] as [string, Buffer]);
+    const error = await writeRunFiles({ id: 'small', path: small, tmp: path.join(small, 'tmp') }, { files: [], extraFiles }, { uid: 1234, gid: SLOT_GID }).catch(
+      (err: Error) => err,
+    );
+    expect(error).toBeInstanceOf(Error);
+    const index = Number(/extraFiles\[(\d+)\] "f\d+": does not fit: .*\(ENOSPC\)/.exec((error as Error).message)?.[1]);
+    expect(index).toBeGreaterThan(0);
+    expect(index).toBeLessThan(40);
+    expect(fs.readdirSync(small)).toContain(`f${index - 1}`);
+  });
+
+  it('deny_batched_writer_leaves_the_daemon_in_the_slot_group: the daemon\'s own files are root:root after a batch, written or failed', async () => {
+    const probe = (name: string) => {
+      const file = path.join(base, name);
+      fs.writeFileSync(file, 'daemon');
+      return fs.statSync(file).gid;
+    };
+    await writeRunFiles(dir, { files: [], extraFiles: [['x', Buffer.from('1')]] }, { uid: 1234, gid: SLOT_GID });
+    expect(fs.statSync(path.join(dir.path, 'x')).gid).toBe(SLOT_GID); // the allow side: the switch happened
+    expect(probe('after-written')).toBe(0);
+    await expect(writeRunFiles(dir, { files: [], extraFiles: [['x', Buffer.from('2')]] }, { uid: 1234, gid: SLOT_GID })).rejects.toThrow(/already exists/);
+    expect(probe('after-failed')).toBe(0);
+  });
+
+  it('deny_batched_writer_leaves_the_run_directory: the native writer refuses a symlinked parent, "..", an absolute name and a mount crossing on its own', () => {
+    const write = (name: string) => {
+      try {
+        native().writeRunFiles(dir.path, [name], [Buffer.from('x')], [0o640], null, 0o022);
+        return 'written';
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code;
+      }
+    };
+    fs.mkdirSync(path.join(dir.path, 'real'));
+    fs.symlinkSync(path.join(dir.path, 'real'), path.join(dir.path, 'link'));
+    fs.mkdirSync(path.join(dir.path, 'mnt'));
+    native().mountRunDisk(path.join(dir.path, 'mnt'), { sizeBytes: 1 << 20, inodes: 100, mode: 0o755, uid: 0, gid: 0 });
+    expect(write('real/ok')).toBe('written'); // the allow side: a real parent
+    expect(write('link/through')).toBe('ELOOP');
+    expect(fs.existsSync(path.join(dir.path, 'real', 'through'))).toBe(false);
+    expect(write('../escaped')).toBe('EXDEV');
+    expect(fs.existsSync(path.join(base, 'escaped'))).toBe(false);
+    expect(write(path.join(base, 'absolute'))).toBe('EXDEV');
+    expect(write('mnt/crossed')).toBe('EXDEV');
   });
 });
 
