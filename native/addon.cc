@@ -343,22 +343,18 @@ Napi::Value MountRunDisk(const Napi::CallbackInfo &info) {
 // through the thread pool would cost more than the batch.
 Napi::Value WriteRunFiles(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() || !info[5].IsNumber())
-    throw Napi::TypeError::New(env, "writeRunFiles(dir, names, data, modes, owner, umask)");
+  if (!info[0].IsString() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() || !info[4].IsObject())
+    throw Napi::TypeError::New(env, "writeRunFiles(dir, names, data, modes, owner, forceWalk?)");
   std::string root = info[0].As<Napi::String>().Utf8Value();
   Napi::Array names = info[1].As<Napi::Array>(), data = info[2].As<Napi::Array>(), modes = info[3].As<Napi::Array>();
   uint32_t count = names.Length();
   if (data.Length() != count || modes.Length() != count) throw Napi::TypeError::New(env, "writeRunFiles: names, data and modes differ in length");
+  Napi::Object o = info[4].As<Napi::Object>();
+  if (!o.Get("uid").IsNumber() || !o.Get("gid").IsNumber()) throw Napi::TypeError::New(env, "writeRunFiles: owner must be {uid, gid}");
   RunFilesOwner owner;
-  if (info[4].IsObject()) {
-    Napi::Object o = info[4].As<Napi::Object>();
-    owner.chown = true;
-    owner.uid = (uid_t)o.Get("uid").As<Napi::Number>().Uint32Value();
-    owner.gid = (gid_t)o.Get("gid").As<Napi::Number>().Uint32Value();
-  } else if (!info[4].IsNull() && !info[4].IsUndefined()) {
-    throw Napi::TypeError::New(env, "writeRunFiles: owner must be {uid, gid} or null");
-  }
-  owner.umask = (mode_t)(info[5].As<Napi::Number>().Uint32Value() & 0777);
+  owner.uid = (uid_t)o.Get("uid").As<Napi::Number>().Uint32Value();
+  owner.gid = (gid_t)o.Get("gid").As<Napi::Number>().Uint32Value();
+  const bool force_walk = info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
   std::vector<std::string> held(count);
   std::vector<RunFile> files(count);
   for (uint32_t i = 0; i < count; i++) {
@@ -372,7 +368,7 @@ Napi::Value WriteRunFiles(const Napi::CallbackInfo &info) {
     files[i] = RunFile{held[i].c_str(), u8.Data(), u8.ByteLength(), (mode_t)mode.As<Napi::Number>().Uint32Value()};
   }
   RunFilesFailure failure;
-  int err = write_run_files(root.c_str(), files.data(), files.size(), owner, &failure);
+  int err = write_run_files(root.c_str(), files.data(), files.size(), owner, force_walk, &failure);
   if (err) {
     std::string what = failure.index < 0 ? root : held[(size_t)failure.index];
     Napi::Error e = errno_error(env, failure.step, err, std::string("writeRunFiles: ") + failure.step + " " + what + ": " + strerror(err));

@@ -1,12 +1,15 @@
 // The request's files, written into a run directory by the daemon before the run starts: a batch
-// of files per call, each made with openat2 beneath the run directory's fd, so that a thousand
-// files cost a thousand openat2/write/close and nothing of Node's per-call overhead or of
-// resolving the run directory's absolute path again for each one.
+// of files per call, each created beneath the run directory's fd, so that a thousand files cost
+// their own system calls and nothing of Node's per-call overhead or of resolving the run
+// directory's absolute path again for each one.
 //
 // The caller (src/run/rundir.ts) has checked every name and made every parent as a real
-// directory of the run; nothing else writes there before the run starts. openat2's
-// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV still refuses any name that would
-// leave the run directory, pass a symlink or cross a mount, should that check ever be wrong.
+// directory of the run; nothing else writes there before the run starts. The kernel still
+// refuses any name that would leave the run directory, pass a symlink or cross a mount, should
+// that check ever be wrong: openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV,
+// or, where openat2 is missing or filtered (systemd's RestrictSUIDSGID= makes it fail, since a
+// seccomp filter cannot read its flags), a walk of the same strength: each parent opened
+// O_PATH | O_DIRECTORY | O_NOFOLLOW from the last, on the run directory's device.
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -15,6 +18,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "runfiles.h"
 
@@ -24,25 +29,82 @@ namespace {
 
 constexpr int CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
 
-// ENOSYS from openat2 (a kernel before 5.6) is remembered: plain openat with O_NOFOLLOW then, as
-// before this batch existed; the caller's own checks of every parent are what stand.
-bool openat2_missing = false;
-
-int create_beneath(int root_fd, const char *name, mode_t mode) {
-  if (!openat2_missing) {
+// Whether openat2 works here: probed once on a harmless path. ENOSYS (a kernel before 5.6, or
+// systemd's filter) and EPERM (older systemd's filter) both mean the walk.
+bool openat2_works() {
+  static const bool works = [] {
     struct open_how how = {};
-    how.flags = CREATE_FLAGS;
-    how.mode = mode;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    int fd;
-    do fd = (int)syscall(SYS_openat2, root_fd, name, &how, sizeof how);
-    while (fd < 0 && errno == EINTR);
-    if (fd >= 0 || errno != ENOSYS) return fd;
-    openat2_missing = true;
-  }
+    how.flags = O_PATH | O_CLOEXEC;
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, "/", &how, sizeof how);
+    if (fd < 0) return false;
+    close(fd);
+    return true;
+  }();
+  return works;
+}
+
+int create_with_openat2(int root_fd, const char *name, mode_t mode) {
+  struct open_how how = {};
+  how.flags = CREATE_FLAGS;
+  how.mode = mode;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
   int fd;
-  do fd = openat(root_fd, name, CREATE_FLAGS, mode);
+  do fd = (int)syscall(SYS_openat2, root_fd, name, &how, sizeof how);
   while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// One component of a name: never empty, "." or ".." (EXDEV for "..", as RESOLVE_BENEATH gives).
+int component_problem(const std::string &part) {
+  if (part == "..") return EXDEV;
+  if (part.empty() || part == ".") return EINVAL;
+  return 0;
+}
+
+// The walk: each parent opened from the last with O_PATH | O_DIRECTORY | O_NOFOLLOW (a symlink
+// is refused: ELOOP, as RESOLVE_NO_SYMLINKS gives), on the run directory's device (EXDEV
+// otherwise), then the file created O_EXCL | O_NOFOLLOW in the last one.
+int create_by_walk(int root_fd, dev_t root_dev, const char *name, mode_t mode) {
+  if (name[0] == '/') {
+    errno = EXDEV;
+    return -1;
+  }
+  int dir_fd = root_fd;
+  const char *part = name;
+  int fd = -1;
+  int err = 0;
+  for (;;) {
+    const char *slash = strchr(part, '/');
+    std::string component = slash ? std::string(part, (size_t)(slash - part)) : std::string(part);
+    if ((err = component_problem(component))) break;
+    if (!slash) {
+      do fd = openat(dir_fd, component.c_str(), CREATE_FLAGS, mode);
+      while (fd < 0 && errno == EINTR);
+      if (fd < 0) err = errno;
+      break;
+    }
+    int next = openat(dir_fd, component.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) {
+      err = errno;
+      struct stat st;
+      if (err == ENOTDIR && fstatat(dir_fd, component.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) err = ELOOP;
+      break;
+    }
+    struct stat st;
+    err = fstat(next, &st) != 0 ? errno : st.st_dev != root_dev ? EXDEV : 0;
+    if (err) {
+      close(next);
+      break;
+    }
+    if (dir_fd != root_fd) close(dir_fd);
+    dir_fd = next;
+    part = slash + 1;
+  }
+  if (dir_fd != root_fd) close(dir_fd);
+  if (err) {
+    errno = err;
+    return -1;
+  }
   return fd;
 }
 
@@ -59,21 +121,29 @@ int write_all(int fd, const unsigned char *data, size_t size) {
   return 0;
 }
 
-// One file: created, filled, chown'd when `owner.chown` (write_run_files may have made that
-// needless), and given its mode when the umask took bits from it.
-int write_one(int root_fd, const RunFile &file, const RunFilesOwner &owner, RunFilesFailure *failure) {
-  int fd = create_beneath(root_fd, file.name, file.mode & 07777);
+// One file: created, filled, chown'd when `chown` (write_run_files may have made that needless),
+// and given its mode.
+struct Root {
+  int fd;
+  dev_t dev;
+  bool walk;
+};
+
+int write_one(const Root &root, const RunFile &file, bool chown, const RunFilesOwner &owner, RunFilesFailure *failure) {
+  int fd = root.walk ? create_by_walk(root.fd, root.dev, file.name, file.mode & 07777) : create_with_openat2(root.fd, file.name, file.mode & 07777);
   if (fd < 0) {
     failure->step = "open";
     return errno;
   }
   int err = write_all(fd, file.data, file.size);
   if (err) failure->step = "write";
-  if (!err && owner.chown && fchown(fd, owner.uid, owner.gid) != 0) {
+  if (!err && chown && fchown(fd, owner.uid, owner.gid) != 0) {
     err = errno;
     failure->step = "fchown";
   }
-  if (!err && (file.mode & owner.umask) != 0 && fchmod(fd, file.mode & 07777) != 0) {
+  // Always: the mode the file was created with is what the umask, or a default ACL inherited
+  // from a parent, left of it.
+  if (!err && fchmod(fd, file.mode & 07777) != 0) {
     err = errno;
     failure->step = "fchmod";
   }
@@ -86,36 +156,35 @@ int write_one(int root_fd, const RunFile &file, const RunFilesOwner &owner, RunF
 
 }  // namespace
 
-int write_run_files(const char *root, const RunFile *files, size_t count, const RunFilesOwner &owner, RunFilesFailure *failure) {
-  int root_fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (root_fd < 0) {
+int write_run_files(const char *root_path, const RunFile *files, size_t count, const RunFilesOwner &owner, bool force_walk, RunFilesFailure *failure) {
+  Root root{open(root_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, force_walk || !openat2_works()};
+  struct stat st;
+  if (root.fd < 0 || fstat(root.fd, &st) != 0) {
+    int err = errno;
+    if (root.fd >= 0) close(root.fd);
     failure->index = -1;
     failure->step = "open the run directory";
-    return errno;
+    return err;
   }
+  root.dev = st.st_dev;
   // A file takes its group from the creating thread's filesystem gid: for the length of the
   // batch this thread's fsgid is the owner's, so a root-owned file is created in the slot's group
   // and needs no fchown. setfsgid changes the calling thread only (the raw system call, not a
-  // libc wrapper that might broadcast to every thread), and root keeps its capabilities; the
-  // previous fsgid is back before returning, checked, and the process aborts if it is not (a
-  // daemon thread left in a slot's group would create its own files in it).
-  const bool switch_group = owner.chown && owner.uid == 0 && geteuid() == 0;
-  gid_t previous = 0;
-  RunFilesOwner each = owner;
-  if (switch_group) {
-    previous = (gid_t)syscall(SYS_setfsgid, owner.gid);
-    each.chown = false;
-  }
+  // libc wrapper that might broadcast to every thread), and root keeps its capabilities. Where
+  // the switch does not take (no CAP_SETGID), each file is chown'd instead. The previous fsgid is
+  // back before returning, checked, and the process aborts if it is not: a daemon thread left in
+  // a slot's group would create its own files in it.
+  const gid_t previous = (gid_t)syscall(SYS_setfsgid, owner.gid);
+  const bool switched = (gid_t)syscall(SYS_setfsgid, (gid_t)-1) == owner.gid;
+  const bool chown = owner.uid != geteuid() || !switched;
   int err = 0;
   for (size_t i = 0; i < count && !err; i++) {
-    err = write_one(root_fd, files[i], each, failure);
+    err = write_one(root, files[i], chown, owner, failure);
     if (err) failure->index = (long)i;
   }
-  if (switch_group) {
-    syscall(SYS_setfsgid, previous);
-    if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != previous) abort();
-  }
-  close(root_fd);
+  syscall(SYS_setfsgid, previous);
+  if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != previous) abort();
+  close(root.fd);
   return err;
 }
 

@@ -15,21 +15,20 @@ struct RunFile {
 };
 
 struct RunFilesOwner {
-  bool chown = false;  // false: the files keep the daemon's ids (an unsafe, non-root daemon)
-  uid_t uid = 0;
-  gid_t gid = 0;
-  mode_t umask = 0;  // the daemon's: a file whose mode it takes bits from gets an fchmod
+  uid_t uid = 0;  // root, for the daemon
+  gid_t gid = 0;  // the slot's group
 };
 
 struct RunFilesFailure {
   long index = -1;           // the file that failed; -1: the run directory itself
-  const char *step = "";     // open, write, fchown, fchmod, close
+  const char *step = "";     // open the run directory, open, write, fchown, fchmod, close
 };
 
-// Writes files[0..count) in order and stops at the first failure: 0, or its errno value with
-// `failure` filled. Files before the failing one stay written (the caller removes the run
-// directory whole). Never follows a symlink, never leaves `root`.
-int write_run_files(const char *root, const RunFile *files, size_t count, const RunFilesOwner &owner, RunFilesFailure *failure);
+// Writes files[0..count) in order, each owned by `owner`, and stops at the first failure: 0, or
+// its errno value with `failure` filled. Files before the failing one stay written (the caller
+// removes the run directory whole). Never follows a symlink, never leaves `root` or its mount.
+// `force_walk`: resolve names by the walk even where openat2 works (for tests of the walk).
+int write_run_files(const char *root, const RunFile *files, size_t count, const RunFilesOwner &owner, bool force_walk, RunFilesFailure *failure);
 
 }  // namespace codejail
 

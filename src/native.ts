@@ -216,14 +216,15 @@ interface Addon {
   /** Mounts a fresh tmpfs (nosuid, nodev, noexec) on `dir`: a run's disk. 0 means unlimited. */
   mountRunDisk(dir: string, options: NativeRunDisk): void;
   /**
-   * Writes files[i] = (names[i], data[i], modes[i]) beneath `dir`, in order, each created
-   * O_EXCL with openat2 (never through a symlink, never out of `dir` or across a mount), then
-   * fchown'd to `owner` (null: left as created) and fchmod'ed when `umask` took bits from its
-   * mode. Every parent must exist. Stops at the first failure and throws it with its errno
-   * `code`, its `step` (open, write, fchown, fchmod, close) and the failing file's `index` (-1:
-   * `dir` itself); the files before it stay written. Returns how many it wrote.
+   * Writes files[i] = (names[i], data[i], modes[i]) beneath `dir`, in order, each created O_EXCL,
+   * owned by `owner` and given its mode. Names are resolved by openat2 (or, where it is missing
+   * or filtered, or with `forceWalk`, by a walk of the same strength): never through a symlink,
+   * never out of `dir` or across a mount. Every parent must exist. Stops at the first failure and
+   * throws it with its errno `code`, its `step` (open, write, fchown, fchmod, close) and the
+   * failing file's `index` (-1: `dir` itself); the files before it stay written. Returns how many
+   * it wrote.
    */
-  writeRunFiles(dir: string, names: string[], data: Uint8Array[], modes: number[], owner: { uid: number; gid: number } | null, umask: number): number;
+  writeRunFiles(dir: string, names: string[], data: Uint8Array[], modes: number[], owner: { uid: number; gid: number }, forceWalk?: boolean): number;
   /**
    * umount2(MNT_DETACH | UMOUNT_NOFOLLOW) on the thread pool (freeing a full tmpfs takes ms);
    * rejects with the errno code (EINVAL: not a mount point).

@@ -401,12 +401,14 @@ class TreeWriter {
   ) {}
 
   /**
-   * A file of up to SYNC_WRITE_MAX_BYTES joins the batch (written by flush, at the latest by the
-   * caller's last flush); a larger one is written now, through the thread pool.
+   * With an owner (the daemon, as root), a file of up to SYNC_WRITE_MAX_BYTES joins the batch
+   * (written by flush, at the latest by the caller's last flush). A larger one, and every file of
+   * an unsafe client (no owner, maybe no addon), is written now: its data through the thread pool
+   * when large.
    */
   async file(name: string, data: Uint8Array, mode: number, where: string): Promise<void> {
     const full = this.place(name, where);
-    if (data.length <= SYNC_WRITE_MAX_BYTES) {
+    if (this.owner && data.length <= SYNC_WRITE_MAX_BYTES) {
       this.batch.push({ name, data, mode, where });
       this.batchBytes += data.length;
       if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.flush();
@@ -421,7 +423,8 @@ class TreeWriter {
     }
     try {
       try {
-        await writeAll(fd, data);
+        if (data.length > SYNC_WRITE_MAX_BYTES) await writeAll(fd, data);
+        else if (data.length) fs.writeFileSync(fd, data);
       } catch (err) {
         throw this.failure(where, name, err);
       }
@@ -438,7 +441,8 @@ class TreeWriter {
    * mistaken for a missing parent.
    */
   flush(): void {
-    if (this.batch.length === 0) return;
+    const owner = this.owner;
+    if (this.batch.length === 0 || !owner) return;
     const batch = this.batch;
     this.batch = [];
     this.batchBytes = 0;
@@ -448,8 +452,7 @@ class TreeWriter {
         batch.map((file) => file.name),
         batch.map((file) => file.data),
         batch.map((file) => file.mode),
-        this.owner ?? null,
-        daemonUmask(),
+        owner,
       );
     } catch (err) {
       const failed = batch[(err as { index?: number }).index ?? -1];
@@ -538,29 +541,6 @@ class TreeWriter {
           ? `does not fit: the request's files exceed the run's DISK limit (${code})`
           : `cannot be written (${code ?? (err as Error).message})`;
     return new RequestError('bad_request', `${where} "${name}": ${reason}`);
-  }
-}
-
-let umask: number | undefined;
-
-/**
- * The daemon's umask, read once from /proc/self/status (process.umask() without an argument is
- * deprecated, and setting it to read it races other threads' file creations). Unreadable: 0o777,
- * so every file gets its fchmod.
- */
-function daemonUmask(): number {
-  if (umask === undefined) {
-    const line = /^Umask:\s*([0-7]+)$/m.exec(readStatus());
-    umask = line ? parseInt(line[1]!, 8) : 0o777;
-  }
-  return umask;
-}
-
-function readStatus(): string {
-  try {
-    return fs.readFileSync('/proc/self/status', 'utf8');
-  } catch {
-    return '';
   }
 }
 

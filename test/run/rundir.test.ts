@@ -196,6 +196,21 @@ describe.skipIf(process.getuid?.() !== 0)('the batched file writer, as root', ()
     );
   });
 
+  it('gives each file its own mode whatever the umask: the mode is set, not left to the umask', async () => {
+    const previous = process.umask(0o077);
+    try {
+      await writeRunFiles(
+        dir,
+        { code: Buffer.from('1'), files: [{ type: 'file', name: 'run.sh', data: Buffer.from('2'), executable: true }], extraFiles: [['x', Buffer.from('3')]] },
+        { uid: 1234, gid: SLOT_GID },
+      );
+    } finally {
+      process.umask(previous);
+    }
+    const mode = (name: string) => fs.statSync(path.join(dir.path, name)).mode & 0o7777;
+    expect([mode('jailed_code'), mode('run.sh'), mode('x')]).toEqual([0o640, 0o750, 0o640]);
+  });
+
   it('names the file that did not fit, and the files before it are written', async () => {
     const small = path.join(base, 'small');
     fs.mkdirSync(small);
@@ -224,26 +239,36 @@ describe.skipIf(process.getuid?.() !== 0)('the batched file writer, as root', ()
     expect(probe('after-failed')).toBe(0);
   });
 
-  it('deny_batched_writer_leaves_the_run_directory: the native writer refuses a symlinked parent, "..", an absolute name and a mount crossing on its own', () => {
+  // openat2's resolve flags, and the walk used where openat2 is filtered (systemd's
+  // RestrictSUIDSGID=, as the shipped unit sets) or missing.
+  it.each([
+    ['openat2', false],
+    ['the walk', true],
+  ])('deny_batched_writer_leaves_the_run_directory (%s): the native writer refuses a symlinked parent, "..", an absolute name and a mount crossing on its own', (_, forceWalk) => {
     const write = (name: string) => {
       try {
-        native().writeRunFiles(dir.path, [name], [Buffer.from('x')], [0o640], null, 0o022);
+        native().writeRunFiles(dir.path, [name], [Buffer.from('x')], [0o640], { uid: 0, gid: SLOT_GID }, forceWalk);
         return 'written';
       } catch (err) {
         return (err as NodeJS.ErrnoException).code;
       }
     };
-    fs.mkdirSync(path.join(dir.path, 'real'));
+    fs.mkdirSync(path.join(dir.path, 'real', 'deeper'), { recursive: true });
     fs.symlinkSync(path.join(dir.path, 'real'), path.join(dir.path, 'link'));
     fs.mkdirSync(path.join(dir.path, 'mnt'));
     native().mountRunDisk(path.join(dir.path, 'mnt'), { sizeBytes: 1 << 20, inodes: 100, mode: 0o755, uid: 0, gid: 0 });
-    expect(write('real/ok')).toBe('written'); // the allow side: a real parent
+    expect(write('real/deeper/ok')).toBe('written'); // the allow side: real parents
+    expect(fs.statSync(path.join(dir.path, 'real', 'deeper', 'ok')).gid).toBe(SLOT_GID);
     expect(write('link/through')).toBe('ELOOP');
+    expect(write('real/../link/through')).toMatch(/^(ELOOP|EXDEV)$/);
     expect(fs.existsSync(path.join(dir.path, 'real', 'through'))).toBe(false);
     expect(write('../escaped')).toBe('EXDEV');
+    expect(write('real/../../escaped')).toBe('EXDEV');
     expect(fs.existsSync(path.join(base, 'escaped'))).toBe(false);
     expect(write(path.join(base, 'absolute'))).toBe('EXDEV');
+    expect(fs.existsSync(path.join(base, 'absolute'))).toBe(false);
     expect(write('mnt/crossed')).toBe('EXDEV');
+    expect(fs.readdirSync(path.join(dir.path, 'mnt'))).toEqual([]);
   });
 });
 
