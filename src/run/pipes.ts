@@ -13,17 +13,16 @@ export class OutputBudget {
 
   /** Returns the part of `chunk` that still fits. */
   take(chunk: Buffer): Buffer | undefined {
-    const room = this.maxBytes - this.kept;
-    if (room <= 0) {
-      this.truncated = true;
-      return undefined;
-    }
-    if (chunk.length > room) {
-      this.truncated = true;
-      chunk = chunk.subarray(0, room);
-    }
-    this.kept += chunk.length;
-    return chunk;
+    const kept = this.accept(chunk.length);
+    return kept === 0 ? undefined : kept === chunk.length ? chunk : chunk.subarray(0, kept);
+  }
+
+  /** Counts `bytes` more and returns how many of them still fit. */
+  accept(bytes: number): number {
+    const kept = Math.max(0, Math.min(bytes, this.maxBytes - this.kept));
+    if (kept < bytes) this.truncated = true;
+    this.kept += kept;
+    return kept;
   }
 }
 
@@ -35,8 +34,67 @@ export interface OutputPipe {
   destroy(): void;
 }
 
+/** A pipe's first reads go into this much room; each larger buffer after it is GROWTH times larger. */
+const FIRST_BUFFER_BYTES = 16 * 1024;
+const GROWTH = 4;
+/** A read gets at least this much room: below it the buffer grows first. */
+const MIN_READ_BYTES = 4096;
+
+/**
+ * Reads a pipe straight into one buffer that grows as output comes (net.Socket's `onread`): each
+ * read takes all the pipe holds (up to its 1 MiB) into the room left, where a stream would read
+ * 64 KiB at a time into a fresh buffer of its own and the output be joined at the end. Growing
+ * copies what was kept into a buffer GROWTH times larger, so each byte is copied less than once
+ * on average, and the output comes out as a view of that buffer, without a join.
+ */
 export function readOutput(fd: number, budget: OutputBudget): OutputPipe {
-  return collectOutput(new net.Socket({ fd, readable: true, writable: false }), budget);
+  let buffer = Buffer.allocUnsafeSlow(FIRST_BUFFER_BYTES);
+  let used = 0;
+  const room = (): Buffer => {
+    if (buffer.length - used < MIN_READ_BYTES) {
+      const larger = Buffer.allocUnsafeSlow(buffer.length * GROWTH);
+      buffer.copy(larger, 0, 0, used);
+      buffer = larger;
+    }
+    return buffer.subarray(used);
+  };
+  let pause: NodeJS.Timeout | undefined;
+  // Node takes `onread` in the constructor (since 12; its types list it for connect() only).
+  const options: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {
+    fd,
+    readable: true,
+    writable: false,
+    onread: {
+      buffer: room,
+      callback: (bytes: number) => {
+        const kept = budget.accept(bytes);
+        used += kept; // past the budget the bytes stay where they are and the next read overwrites them
+        if (kept === bytes || pause) return true;
+        pause = setTimeout(() => {
+          pause = undefined;
+          socket.resume();
+        }, DROPPED_OUTPUT_PAUSE_MS);
+        socket.pause();
+        return true;
+      },
+    },
+  };
+  const socket = new net.Socket(options);
+  const closed = new Promise<void>((resolve) => {
+    // A read error (there should be none on a pipe) ends the output like EOF; 'close' follows.
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(pause);
+      resolve();
+    });
+  });
+  // Flowing, so that EOF ends the stream and closes it ('data' never fires: onread has the bytes).
+  socket.resume();
+  return {
+    closed,
+    contents: () => buffer.subarray(0, used),
+    destroy: () => socket.destroy(),
+  };
 }
 
 /**

@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
-import { OutputBudget } from '../../src/run/pipes.js';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import fs, { constants } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { OutputBudget, readOutput } from '../../src/run/pipes.js';
 
 describe('OutputBudget', () => {
   it('shares one cap between stdout and stderr and reports truncation', () => {
@@ -8,5 +12,75 @@ describe('OutputBudget', () => {
     expect(budget.take(Buffer.from('abcdef'))?.toString()).toBe('abcd');
     expect(budget.truncated).toBe(true);
     expect(budget.take(Buffer.from('z'))).toBeUndefined();
+  });
+});
+
+// readOutput reads a pipe into one buffer that grows (net.Socket's onread): the pipes here are
+// FIFOs a Python child writes to, in writes of uneven sizes.
+describe('readOutput', () => {
+  const dirs: string[] = [];
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+    for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The read end of a FIFO that a Python child writes `total` bytes of a pattern to, then closes. */
+  function pipeOf(total: number, hold = false): number {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-pipes-'));
+    dirs.push(dir);
+    const fifo = path.join(dir, 'p');
+    execFileSync('mkfifo', [fifo]);
+    const fd = fs.openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const script = [
+      'import os, sys, time',
+      'fd = os.open(sys.argv[1], os.O_WRONLY)',
+      'total, sent, size = int(sys.argv[2]), 0, 1',
+      'while sent < total:',
+      '    n = min(size, total - sent)',
+      '    os.write(fd, bytes((sent + i) % 251 for i in range(n)))',
+      '    sent += n',
+      '    size = size * 7 % 300007 + 1',
+      'if sys.argv[3] == "hold": time.sleep(60)',
+    ].join('\n');
+    children.push(spawn('/usr/bin/python3', ['-c', script, fifo, String(total), hold ? 'hold' : ''], { stdio: 'ignore' }));
+    return fd;
+  }
+
+  const pattern = (total: number) => Buffer.from(Array.from({ length: total }, (_, i) => i % 251));
+
+  it('keeps every byte of a large output, in order, across the buffer growing', async () => {
+    const total = 3 * 1024 * 1024 + 12_345;
+    const out = readOutput(pipeOf(total), new OutputBudget(Infinity));
+    await out.closed;
+    expect(out.contents().equals(pattern(total))).toBe(true);
+  });
+
+  it('gives an empty buffer for no output', async () => {
+    const out = readOutput(pipeOf(0), new OutputBudget(Infinity));
+    await out.closed;
+    expect(out.contents().length).toBe(0);
+  });
+
+  it('keeps what the shared budget allows of two pipes, the first bytes of each, and says it truncated', async () => {
+    const budget = new OutputBudget(150_000);
+    const a = readOutput(pipeOf(100_000), budget);
+    const b = readOutput(pipeOf(100_000), budget);
+    await Promise.all([a.closed, b.closed]);
+    expect(a.contents().length + b.contents().length).toBe(150_000);
+    expect(a.contents().equals(pattern(a.contents().length))).toBe(true);
+    expect(b.contents().equals(pattern(b.contents().length))).toBe(true);
+    expect(budget.truncated).toBe(true);
+  });
+
+  it('drains a writer past its budget to its end, and closes when destroyed while a writer still holds the pipe', async () => {
+    const budget = new OutputBudget(1000);
+    const drained = readOutput(pipeOf(200_000), budget);
+    await drained.closed;
+    expect(drained.contents().equals(pattern(1000))).toBe(true);
+    const held = readOutput(pipeOf(10, true), new OutputBudget(Infinity));
+    held.destroy();
+    await held.closed;
+    expect(held.contents().length).toBeLessThanOrEqual(10);
   });
 });
