@@ -2,7 +2,7 @@
 // but outside the protocol (msgpackr's own extension types) refused before any work is done.
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FrameError, RefusedFrame } from '../../src/protocol/frames.js';
-import { jailCodeRequest, relativeName, request as requestSchema, validateFirstIssue } from '../../src/protocol/schema.js';
+import { jailCodeRequest, MAX_EXTRA_FILES, MAX_FILE_ENTRIES, relativeName, request as requestSchema, validateFirstIssue } from '../../src/protocol/schema.js';
 import { REQUEST_SHAPE_LIMITS, scanShape } from '../../src/protocol/shape.js';
 
 function frame(body: number[]): Buffer {
@@ -166,8 +166,8 @@ describe('frame shape', () => {
       op: 'jail_code',
       command: 'python',
       code: bytes,
-      files: Array.from({ length: max(shape.files) }, (_, i) => ({ type: 'file', name: `f${i}`, data: bytes, executable: true })),
-      extraFiles: Array.from({ length: max(shape.extraFiles) }, (_, i) => [`e${i}`, bytes]),
+      files: Array.from({ length: MAX_FILE_ENTRIES }, (_, i) => ({ type: 'file', name: `f${i}`, data: bytes, executable: true })),
+      extraFiles: Array.from({ length: MAX_EXTRA_FILES }, (_, i) => [`e${i}`, bytes]),
       argv: new Array(max(shape.argv)).fill('a'),
       stdin: bytes,
       limits: { CPU: 1, REALTIME: 1, VMEM: 0, FSIZE: 0, NPROC: 1, OUTPUT: 1 },

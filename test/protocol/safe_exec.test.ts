@@ -2,7 +2,7 @@
 // the result: what the daemon accepts and what a client may be sent.
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, RefusedFrame } from '../../src/protocol/frames.js';
-import { jailCodeResult, request as requestSchema, safeExecRequest, validateFirstIssue } from '../../src/protocol/schema.js';
+import { jailCodeResult, MAX_EXTRA_FILES, MAX_FILE_ENTRIES, request as requestSchema, safeExecRequest, validateFirstIssue } from '../../src/protocol/schema.js';
 import { REQUEST_SHAPE_LIMITS } from '../../src/protocol/shape.js';
 
 const globals = Buffer.from('["d"]');
@@ -70,8 +70,8 @@ describe('safe_exec request', () => {
       code: 'a = 17',
       globals,
       pythonPath: Array.from({ length: max(shape.pythonPath) }, (_, i) => `p${i}`),
-      files: Array.from({ length: max(shape.files) }, (_, i) => ({ type: 'file', name: `f${i}`, data: bytes, executable: true })),
-      extraFiles: Array.from({ length: max(shape.extraFiles) }, (_, i) => [`e${i}`, bytes]),
+      files: Array.from({ length: MAX_FILE_ENTRIES }, (_, i) => ({ type: 'file', name: `f${i}`, data: bytes, executable: true })),
+      extraFiles: Array.from({ length: MAX_EXTRA_FILES }, (_, i) => [`e${i}`, bytes]),
       limits: { CPU: 1, REALTIME: 1, VMEM: 0, FSIZE: 0, NPROC: 1, OUTPUT: 1 },
       slug: 's',
       warm: true,
