@@ -9,7 +9,7 @@
 // that check ever be wrong: openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV,
 // or, where openat2 is missing or filtered (systemd's RestrictSUIDSGID= makes it fail, since a
 // seccomp filter cannot read its flags), a walk of the same strength: each parent opened
-// O_PATH | O_DIRECTORY | O_NOFOLLOW from the last, on the run directory's device.
+// O_PATH | O_DIRECTORY | O_NOFOLLOW from the last, on the run directory's mount.
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -21,6 +21,7 @@
 #include <cstring>
 #include <string>
 
+#include "fd.h"
 #include "runfiles.h"
 
 namespace codejail {
@@ -61,51 +62,70 @@ int component_problem(const std::string &part) {
   return 0;
 }
 
+// Which mount an fd is on: its mount id (statx, kernel >= 5.8), so that a bind mount of the same
+// file system counts as another mount, as RESOLVE_NO_XDEV counts it; the device where the
+// kernel has no mount id.
+struct MountOf {
+  bool has_id = false;
+  unsigned long long id = 0;
+  unsigned major = 0, minor = 0;
+  bool operator==(const MountOf &other) const {
+    return has_id == other.has_id && major == other.major && minor == other.minor && (!has_id || id == other.id);
+  }
+};
+
+int mount_of(int fd, MountOf *out) {
+  struct statx stx = {};
+  if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) != 0) return errno;
+  out->has_id = (stx.stx_mask & STATX_MNT_ID) != 0;
+  out->id = stx.stx_mnt_id;
+  out->major = stx.stx_dev_major;
+  out->minor = stx.stx_dev_minor;
+  return 0;
+}
+
 // The walk: each parent opened from the last with O_PATH | O_DIRECTORY | O_NOFOLLOW (a symlink
-// is refused: ELOOP, as RESOLVE_NO_SYMLINKS gives), on the run directory's device (EXDEV
+// is refused: ELOOP, as RESOLVE_NO_SYMLINKS gives), on the run directory's mount (EXDEV
 // otherwise), then the file created O_EXCL | O_NOFOLLOW in the last one.
-int create_by_walk(int root_fd, dev_t root_dev, const char *name, mode_t mode) {
+int create_by_walk(int root_fd, const MountOf &root_mount, const char *name, mode_t mode) {
   if (name[0] == '/') {
     errno = EXDEV;
     return -1;
   }
-  int dir_fd = root_fd;
+  Fd parent;  // the last parent opened, once past the run directory itself
   const char *part = name;
-  int fd = -1;
   int err = 0;
   for (;;) {
+    const int dir_fd = parent.fd >= 0 ? parent.fd : root_fd;
     const char *slash = strchr(part, '/');
     std::string component = slash ? std::string(part, (size_t)(slash - part)) : std::string(part);
     if ((err = component_problem(component))) break;
     if (!slash) {
+      int fd;
       do fd = openat(dir_fd, component.c_str(), CREATE_FLAGS, mode);
       while (fd < 0 && errno == EINTR);
-      if (fd < 0) err = errno;
+      if (fd >= 0) return fd;
+      err = errno;
       break;
     }
-    int next = openat(dir_fd, component.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (next < 0) {
+    Fd next(openat(dir_fd, component.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (next.fd < 0) {
       err = errno;
       struct stat st;
       if (err == ENOTDIR && fstatat(dir_fd, component.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) err = ELOOP;
       break;
     }
-    struct stat st;
-    err = fstat(next, &st) != 0 ? errno : st.st_dev != root_dev ? EXDEV : 0;
-    if (err) {
-      close(next);
+    MountOf mount;
+    if ((err = mount_of(next.fd, &mount))) break;
+    if (!(mount == root_mount)) {
+      err = EXDEV;
       break;
     }
-    if (dir_fd != root_fd) close(dir_fd);
-    dir_fd = next;
+    parent = std::move(next);
     part = slash + 1;
   }
-  if (dir_fd != root_fd) close(dir_fd);
-  if (err) {
-    errno = err;
-    return -1;
-  }
-  return fd;
+  errno = err;
+  return -1;
 }
 
 int write_all(int fd, const unsigned char *data, size_t size) {
@@ -121,16 +141,16 @@ int write_all(int fd, const unsigned char *data, size_t size) {
   return 0;
 }
 
-// One file: created, filled, chown'd when `chown` (write_run_files may have made that needless),
-// and given its mode.
 struct Root {
   int fd;
-  dev_t dev;
+  MountOf mount;
   bool walk;
 };
 
+// One file: created, filled, chown'd when `chown` (write_run_files may have made that needless),
+// and given its mode.
 int write_one(const Root &root, const RunFile &file, bool chown, const RunFilesOwner &owner, RunFilesFailure *failure) {
-  int fd = root.walk ? create_by_walk(root.fd, root.dev, file.name, file.mode & 07777) : create_with_openat2(root.fd, file.name, file.mode & 07777);
+  int fd = root.walk ? create_by_walk(root.fd, root.mount, file.name, file.mode & 07777) : create_with_openat2(root.fd, file.name, file.mode & 07777);
   if (fd < 0) {
     failure->step = "open";
     return errno;
@@ -154,37 +174,47 @@ int write_one(const Root &root, const RunFile &file, bool chown, const RunFilesO
   return err;
 }
 
+// The writing thread's filesystem gid, the owner's while this lives (see write_run_files).
+class FsgidSwitch {
+ public:
+  explicit FsgidSwitch(gid_t gid) : previous_((gid_t)syscall(SYS_setfsgid, gid)), switched_((gid_t)syscall(SYS_setfsgid, (gid_t)-1) == gid) {}
+  FsgidSwitch(const FsgidSwitch &) = delete;
+  FsgidSwitch &operator=(const FsgidSwitch &) = delete;
+  ~FsgidSwitch() {
+    syscall(SYS_setfsgid, previous_);
+    if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != previous_) abort();
+  }
+  bool switched() const { return switched_; }
+
+ private:
+  gid_t previous_;
+  bool switched_;
+};
+
 }  // namespace
 
 int write_run_files(const char *root_path, const RunFile *files, size_t count, const RunFilesOwner &owner, bool force_walk, RunFilesFailure *failure) {
-  Root root{open(root_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, force_walk || !openat2_works()};
-  struct stat st;
-  if (root.fd < 0 || fstat(root.fd, &st) != 0) {
-    int err = errno;
-    if (root.fd >= 0) close(root.fd);
+  Fd root_fd(open(root_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  Root root{root_fd.fd, {}, force_walk || !openat2_works()};
+  int err = root_fd.fd < 0 ? errno : mount_of(root_fd.fd, &root.mount);
+  if (err) {
     failure->index = -1;
     failure->step = "open the run directory";
     return err;
   }
-  root.dev = st.st_dev;
   // A file takes its group from the creating thread's filesystem gid: for the length of the
   // batch this thread's fsgid is the owner's, so a root-owned file is created in the slot's group
   // and needs no fchown. setfsgid changes the calling thread only (the raw system call, not a
   // libc wrapper that might broadcast to every thread), and root keeps its capabilities. Where
   // the switch does not take (no CAP_SETGID), each file is chown'd instead. The previous fsgid is
-  // back before returning, checked, and the process aborts if it is not: a daemon thread left in
-  // a slot's group would create its own files in it.
-  const gid_t previous = (gid_t)syscall(SYS_setfsgid, owner.gid);
-  const bool switched = (gid_t)syscall(SYS_setfsgid, (gid_t)-1) == owner.gid;
-  const bool chown = owner.uid != geteuid() || !switched;
-  int err = 0;
+  // back when the switch goes out of scope, however this returns, checked, and the process aborts
+  // if it is not: a daemon thread left in a slot's group would create its own files in it.
+  FsgidSwitch group(owner.gid);
+  const bool chown = owner.uid != geteuid() || !group.switched();
   for (size_t i = 0; i < count && !err; i++) {
     err = write_one(root, files[i], chown, owner, failure);
     if (err) failure->index = (long)i;
   }
-  syscall(SYS_setfsgid, previous);
-  if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != previous) abort();
-  close(root.fd);
   return err;
 }
 

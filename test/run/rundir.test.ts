@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -269,6 +270,14 @@ describe.skipIf(process.getuid?.() !== 0)('the batched file writer, as root', ()
     expect(fs.existsSync(path.join(base, 'absolute'))).toBe(false);
     expect(write('mnt/crossed')).toBe('EXDEV');
     expect(fs.readdirSync(path.join(dir.path, 'mnt'))).toEqual([]);
+    // A bind mount of the same file system: the same device, another mount.
+    const outside = path.join(base, 'outside');
+    fs.mkdirSync(outside);
+    fs.mkdirSync(path.join(dir.path, 'bind'));
+    execFileSync('mount', ['--bind', outside, path.join(dir.path, 'bind')]);
+    expect(fs.statSync(path.join(dir.path, 'bind')).dev).toBe(fs.statSync(dir.path).dev);
+    expect(write('bind/crossed')).toBe('EXDEV');
+    expect(fs.readdirSync(outside)).toEqual([]);
   });
 });
 
