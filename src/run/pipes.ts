@@ -17,6 +17,11 @@ export class OutputBudget {
     return kept === 0 ? undefined : kept === chunk.length ? chunk : chunk.subarray(0, kept);
   }
 
+  /** Bytes that still fit (Infinity for an unbounded budget). */
+  left(): number {
+    return Math.max(0, this.maxBytes - this.kept);
+  }
+
   /** Counts `bytes` more and returns how many of them still fit. */
   accept(bytes: number): number {
     const kept = Math.max(0, Math.min(bytes, this.maxBytes - this.kept));
@@ -37,26 +42,38 @@ export interface OutputPipe {
 /** A pipe's first reads go into this much room; each larger buffer after it is GROWTH times larger. */
 const FIRST_BUFFER_BYTES = 16 * 1024;
 const GROWTH = 4;
-/** A read gets at least this much room: below it the buffer grows first. */
+/** A read gets at least this much room (or what the budget has left): below it the buffer grows first. */
 const MIN_READ_BYTES = 4096;
+/**
+ * What one read may take once the budget cannot keep it all, as a stream read 64 KiB: the bytes
+ * past the budget are read (and dropped) at this much per DROPPED_OUTPUT_PAUSE_MS, not at the
+ * pipe's whole 1 MiB.
+ */
+const DROPPED_READ_BYTES = 64 * 1024;
+/** Where reads go once the budget is spent: never kept, so one buffer serves every pipe. */
+const dropped = Buffer.allocUnsafeSlow(DROPPED_READ_BYTES);
 
 /**
  * Reads a pipe straight into one buffer that grows as output comes (net.Socket's `onread`): each
  * read takes all the pipe holds (up to its 1 MiB) into the room left, where a stream would read
  * 64 KiB at a time into a fresh buffer of its own and the output be joined at the end. Growing
- * copies what was kept into a buffer GROWTH times larger, so each byte is copied less than once
- * on average, and the output comes out as a view of that buffer, without a join.
+ * copies what was kept into a buffer GROWTH times larger, but never past what the budget can
+ * still keep, so each byte is copied less than once on average, the buffer is at most the
+ * budget, and the output comes out as a view of it, without a join.
  */
 export function readOutput(fd: number, budget: OutputBudget): OutputPipe {
-  let buffer = Buffer.allocUnsafeSlow(FIRST_BUFFER_BYTES);
+  let buffer = Buffer.allocUnsafeSlow(Math.min(FIRST_BUFFER_BYTES, Math.max(budget.left(), 1)));
   let used = 0;
   const room = (): Buffer => {
-    if (buffer.length - used < MIN_READ_BYTES) {
-      const larger = Buffer.allocUnsafeSlow(buffer.length * GROWTH);
+    const left = budget.left();
+    if (left === 0) return dropped;
+    const free = buffer.length - used;
+    if (free < MIN_READ_BYTES && left > free) {
+      const larger = Buffer.allocUnsafeSlow(Math.min(buffer.length * GROWTH, used + Math.max(left, MIN_READ_BYTES)));
       buffer.copy(larger, 0, 0, used);
       buffer = larger;
     }
-    return buffer.subarray(used);
+    return buffer.subarray(used, used + Math.min(buffer.length - used, Math.max(left, DROPPED_READ_BYTES)));
   };
   let pause: NodeJS.Timeout | undefined;
   // Node takes `onread` in the constructor (since 12; its types list it for connect() only).
@@ -67,8 +84,9 @@ export function readOutput(fd: number, budget: OutputBudget): OutputPipe {
     onread: {
       buffer: room,
       callback: (bytes: number) => {
+        // Past the budget the bytes stay where they were read and the next read overwrites them.
         const kept = budget.accept(bytes);
-        used += kept; // past the budget the bytes stay where they are and the next read overwrites them
+        used += kept;
         if (kept === bytes || pause) return true;
         pause = setTimeout(() => {
           pause = undefined;

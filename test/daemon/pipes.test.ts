@@ -47,6 +47,27 @@ describe('readOutput', () => {
     return fd;
   }
 
+  /** The read end of a FIFO a Python child floods for `seconds` (the pipe at 1 MiB, as the daemon's), then says how much it wrote in `count`. */
+  function floodedPipe(seconds: number): { fd: number; count: string } {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-pipes-'));
+    dirs.push(dir);
+    const fifo = path.join(dir, 'p');
+    const count = path.join(dir, 'count');
+    execFileSync('mkfifo', [fifo]);
+    const fd = fs.openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const script = [
+      'import fcntl, os, sys, time',
+      'fd = os.open(sys.argv[1], os.O_WRONLY)',
+      'fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ',
+      'chunk, sent, end = bytes(65536), 0, time.monotonic() + float(sys.argv[3])',
+      'while time.monotonic() < end:',
+      '    sent += os.write(fd, chunk)',
+      'open(sys.argv[2], "w").write(str(sent))',
+    ].join('\n');
+    children.push(spawn('/usr/bin/python3', ['-c', script, fifo, count, String(seconds)], { stdio: 'ignore' }));
+    return { fd, count };
+  }
+
   const pattern = (total: number) => Buffer.from(Array.from({ length: total }, (_, i) => i % 251));
 
   it('keeps every byte of a large output, in order, across the buffer growing', async () => {
@@ -71,6 +92,26 @@ describe('readOutput', () => {
     expect(a.contents().equals(pattern(a.contents().length))).toBe(true);
     expect(b.contents().equals(pattern(b.contents().length))).toBe(true);
     expect(budget.truncated).toBe(true);
+  });
+
+  it('keeps its buffer within the budget: an output of exactly the budget is not held in a buffer four times its size', async () => {
+    for (const budgetBytes of [1024 * 1024, 1024 * 1024 - 4095]) {
+      const out = readOutput(pipeOf(1024 * 1024), new OutputBudget(budgetBytes));
+      await out.closed;
+      expect(out.contents().equals(pattern(budgetBytes))).toBe(true);
+      expect(out.contents().buffer.byteLength).toBeLessThanOrEqual(budgetBytes);
+    }
+  });
+
+  it('reads what is past the budget 64 KiB at a time between pauses, not a full 1 MiB pipe at a time', async () => {
+    // One second of flooding: at 64 KiB a read and a read per 20 ms pause, about 3 MB drain;
+    // at the pipe's 1 MiB a read, about 50. Under load fewer reads happen, never more.
+    const flood = floodedPipe(1);
+    const out = readOutput(flood.fd, new OutputBudget(1024 * 1024));
+    await out.closed;
+    const sent = Number(fs.readFileSync(flood.count, 'utf8'));
+    expect(out.contents().length).toBe(1024 * 1024);
+    expect(sent).toBeLessThan(12 * 1024 * 1024);
   });
 
   it('drains a writer past its budget to its end, and closes when destroyed while a writer still holds the pipe', async () => {
