@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -75,12 +76,20 @@ struct MountOf {
 };
 
 int mount_of(int fd, MountOf *out) {
+#ifdef STATX_MNT_ID
   struct statx stx = {};
   if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) != 0) return errno;
   out->has_id = (stx.stx_mask & STATX_MNT_ID) != 0;
   out->id = stx.stx_mnt_id;
   out->major = stx.stx_dev_major;
   out->minor = stx.stx_dev_minor;
+#else
+  // A C library without statx (musl before 1.2.5): the device alone.
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  out->major = major(st.st_dev);
+  out->minor = minor(st.st_dev);
+#endif
   return 0;
 }
 
