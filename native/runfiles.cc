@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "fd.h"
@@ -183,6 +184,8 @@ int write_one(const Root &root, const RunFile &file, bool chown, const RunFilesO
   return err;
 }
 
+constexpr size_t SWITCH_MIN_FILES = 4;
+
 // The writing thread's filesystem gid, the owner's while this lives (see write_run_files).
 class FsgidSwitch {
  public:
@@ -218,8 +221,11 @@ int write_run_files(const char *root_path, const RunFile *files, size_t count, c
   // the switch does not take (no CAP_SETGID), each file is chown'd instead. The previous fsgid is
   // back when the switch goes out of scope, however this returns, checked, and the process aborts
   // if it is not: a daemon thread left in a slot's group would create its own files in it.
-  FsgidSwitch group(owner.gid);
-  const bool chown = owner.uid != geteuid() || !group.switched();
+  // Four system calls a batch (switch, check, restore, check) against one fchown a file: a batch
+  // of fewer than SWITCH_MIN_FILES files (a run's code file alone) is chowned.
+  std::optional<FsgidSwitch> group;
+  if (count >= SWITCH_MIN_FILES) group.emplace(owner.gid);
+  const bool chown = owner.uid != geteuid() || !(group && group->switched());
   for (size_t i = 0; i < count && !err; i++) {
     err = write_one(root, files[i], chown, owner, failure);
     if (err) failure->index = (long)i;

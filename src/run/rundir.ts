@@ -223,6 +223,20 @@ export function removeMountPoint(dir: string): void {
   fs.rmdirSync(dir);
 }
 
+/** Random bytes for run ids, drawn from the CSPRNG 64 ids at a time: one call a run cost 16 us. */
+let idPool = Buffer.alloc(0);
+let idPoolUsed = 0;
+
+/** A new run id: 16 random bytes as 32 hex digits. */
+function runId(): string {
+  if (idPoolUsed === idPool.length) {
+    idPool = randomBytes(16 * 64);
+    idPoolUsed = 0;
+  }
+  idPoolUsed += 16;
+  return idPool.toString('hex', idPoolUsed - 16, idPoolUsed);
+}
+
 /**
  * Makes runBase/<32 hex>, with the run's private tmp/ inside. With `disk`, the directory is a
  * fresh tmpfs of the given size, owned root:slot-gid from the moment it is mounted; mounted on
@@ -234,7 +248,7 @@ export async function createRunDir(
   disk?: { control: RunDiskControl; size: RunDiskSize },
   mountPoint?: string,
 ): Promise<RunDir> {
-  const id = randomBytes(16).toString('hex');
+  const id = runId();
   const onMountPoint = disk !== undefined && mountPoint !== undefined;
   const dir = onMountPoint ? mountPoint : path.join(runBase, id);
   // Made 0700 root-owned, then handed over: never visible to anyone with wider rights too early.

@@ -233,10 +233,12 @@ describe.skipIf(process.getuid?.() !== 0)('the batched file writer, as root', ()
       fs.writeFileSync(file, 'daemon');
       return fs.statSync(file).gid;
     };
-    await writeRunFiles(dir, { files: [], extraFiles: [['x', Buffer.from('1')]] }, { uid: 1234, gid: SLOT_GID });
+    // Batches of four files or more switch the fsgid (fewer are chowned).
+    const four = (first: string) => ['a', 'b', 'c'].map((name) => [name + first, Buffer.from('1')] as [string, Buffer]).concat([[first, Buffer.from('1')]]);
+    await writeRunFiles(dir, { files: [], extraFiles: four('x') }, { uid: 1234, gid: SLOT_GID });
     expect(fs.statSync(path.join(dir.path, 'x')).gid).toBe(SLOT_GID); // the allow side: the switch happened
     expect(probe('after-written')).toBe(0);
-    await expect(writeRunFiles(dir, { files: [], extraFiles: [['x', Buffer.from('2')]] }, { uid: 1234, gid: SLOT_GID })).rejects.toThrow(/already exists/);
+    await expect(writeRunFiles(dir, { files: [], extraFiles: [['y1', Buffer.from('1')], ['y2', Buffer.from('1')], ['y3', Buffer.from('1')], ['x', Buffer.from('2')]] }, { uid: 1234, gid: SLOT_GID })).rejects.toThrow(/extraFiles\[3\] "x": already exists/);
     expect(probe('after-failed')).toBe(0);
   });
 
