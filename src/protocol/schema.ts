@@ -67,6 +67,19 @@ function extraFileProblem(entry: unknown): { message: string; path: number[] } |
 /** Entries an extraFiles list may hold. */
 export const MAX_EXTRA_FILES = 10000;
 
+/** Whether `list` is an array of at most `max` entries; if not, says so as z.array(...).max(max) would. */
+function isListOfAtMost(list: unknown, max: number, ctx: z.RefinementCtx): list is unknown[] {
+  if (!Array.isArray(list)) {
+    ctx.addIssue({ code: 'custom', message: `Expected array, received ${list === null ? 'null' : typeof list}` });
+    return false;
+  }
+  if (list.length > max) {
+    ctx.addIssue({ code: 'custom', message: `Array must contain at most ${max} element(s)` });
+    return false;
+  }
+  return true;
+}
+
 /**
  * The extraFiles list, [plain name, bytes] pairs, checked by one function over the whole list,
  * with z.array's, plainName's and bytes' messages at the same paths (extraFiles, extraFiles.N.0,
@@ -76,14 +89,7 @@ export const MAX_EXTRA_FILES = 10000;
  * of a microsecond an entry. Only the first problem is reported: the daemon answers with one.
  */
 const extraFileList = z.custom<[string, Uint8Array][]>().superRefine((list, ctx) => {
-  if (!Array.isArray(list)) {
-    ctx.addIssue({ code: 'custom', message: `Expected array, received ${list === null ? 'null' : typeof list}` });
-    return;
-  }
-  if (list.length > MAX_EXTRA_FILES) {
-    ctx.addIssue({ code: 'custom', message: `Array must contain at most ${MAX_EXTRA_FILES} element(s)` });
-    return;
-  }
+  if (!isListOfAtMost(list, MAX_EXTRA_FILES, ctx)) return;
   for (let i = 0; i < list.length; i++) {
     const problem = extraFileProblem(list[i]);
     if (problem) {
@@ -128,14 +134,7 @@ function isPlainFileEntry(entry: unknown): boolean {
  * files. Only the first problem is reported: the daemon answers with one.
  */
 const fileList = z.custom<FileEntry[]>().superRefine((list, ctx) => {
-  if (!Array.isArray(list)) {
-    ctx.addIssue({ code: 'custom', message: `Expected array, received ${list === null ? 'null' : typeof list}` });
-    return;
-  }
-  if (list.length > MAX_FILE_ENTRIES) {
-    ctx.addIssue({ code: 'custom', message: `Array must contain at most ${MAX_FILE_ENTRIES} element(s)` });
-    return;
-  }
+  if (!isListOfAtMost(list, MAX_FILE_ENTRIES, ctx)) return;
   for (let i = 0; i < list.length; i++) {
     if (isPlainFileEntry(list[i])) continue;
     const checked = fileEntry.safeParse(list[i]);

@@ -26,12 +26,17 @@ describe('readOutput', () => {
   });
 
   /** The read end of a FIFO that a Python child writes `total` bytes of a pattern to, then closes. */
-  function pipeOf(total: number, hold = false): number {
+  /** A FIFO in a directory of its own (removed after the test), opened for reading. */
+  function fifo(): { dir: string; path: string; fd: number } {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-pipes-'));
     dirs.push(dir);
-    const fifo = path.join(dir, 'p');
-    execFileSync('mkfifo', [fifo]);
-    const fd = fs.openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const fifoPath = path.join(dir, 'p');
+    execFileSync('mkfifo', [fifoPath]);
+    return { dir, path: fifoPath, fd: fs.openSync(fifoPath, constants.O_RDONLY | constants.O_NONBLOCK) };
+  }
+
+  function pipeOf(total: number, hold = false): number {
+    const { path: fifoPath, fd } = fifo();
     const script = [
       'import os, sys, time',
       'fd = os.open(sys.argv[1], os.O_WRONLY)',
@@ -43,18 +48,14 @@ describe('readOutput', () => {
       '    size = size * 7 % 300007 + 1',
       'if sys.argv[3] == "hold": time.sleep(60)',
     ].join('\n');
-    children.push(spawn('/usr/bin/python3', ['-c', script, fifo, String(total), hold ? 'hold' : ''], { stdio: 'ignore' }));
+    children.push(spawn('/usr/bin/python3', ['-c', script, fifoPath, String(total), hold ? 'hold' : ''], { stdio: 'ignore' }));
     return fd;
   }
 
   /** The read end of a FIFO a Python child floods for `seconds` (the pipe at 1 MiB, as the daemon's), then says how much it wrote in `count`. */
   function floodedPipe(seconds: number): { fd: number; count: string } {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cj-pipes-'));
-    dirs.push(dir);
-    const fifo = path.join(dir, 'p');
+    const { dir, path: fifoPath, fd } = fifo();
     const count = path.join(dir, 'count');
-    execFileSync('mkfifo', [fifo]);
-    const fd = fs.openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     const script = [
       'import fcntl, os, sys, time',
       'fd = os.open(sys.argv[1], os.O_WRONLY)',
@@ -64,7 +65,7 @@ describe('readOutput', () => {
       '    sent += os.write(fd, chunk)',
       'open(sys.argv[2], "w").write(str(sent))',
     ].join('\n');
-    children.push(spawn('/usr/bin/python3', ['-c', script, fifo, count, String(seconds)], { stdio: 'ignore' }));
+    children.push(spawn('/usr/bin/python3', ['-c', script, fifoPath, count, String(seconds)], { stdio: 'ignore' }));
     return { fd, count };
   }
 
