@@ -6,7 +6,7 @@
 // and against a daemon, while one such request (valid, 9 968 files) was prepared, a status
 // request of another caller waited 1 236 ms (decoding and validating it: about 200 ms more).
 import { describe, expect, it } from 'vitest';
-import { writeRunFiles } from '../../src/run/rundir.js';
+import { writeRunFiles } from '../../src/run/run_files.js';
 import type { FileEntry } from '../../src/protocol/index.js';
 
 /** `count` files at the protocol's limits: 31 directories of 122 characters, then the file. */

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, expect, it, vi } from 'vitest';
-import { createRunDir, writeRunFiles } from '../../src/run/rundir.js';
+import { createRunDir } from '../../src/run/rundir.js';
+import { writeRunFiles } from '../../src/run/run_files.js';
 
 vi.mock('../../src/native.js', () => ({
   native: () => {
