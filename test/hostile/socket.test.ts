@@ -400,12 +400,14 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
   });
 
   it('deny_idle_connections_kept_open_and_allow_a_connection_with_a_run_in_flight', async () => {
+    // The idle connection's time counts from before it connects: the daemon's clock starts at
+    // its accept, and the second connection may take a while on a loaded host.
+    const started = performance.now();
     const idle = await connectRaw(daemon.socketPath);
     const busy = await connectRaw(daemon.socketPath);
     busy.socket.write(
       encodeFrame({ v: PROTOCOL_VERSION, id: 1, op: 'jail_code', command: 'python', code: Buffer.from('import time; time.sleep(2.5)'), limits: { REALTIME: 5 } }),
     );
-    const started = performance.now();
     await idle.closed;
     const idleMs = performance.now() - started;
     expect(idleMs).toBeGreaterThan(1000);
