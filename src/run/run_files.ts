@@ -165,7 +165,7 @@ class TreeWriter {
    * when large.
    */
   async file(name: string, data: Uint8Array, mode: number, where: string): Promise<void> {
-    const full = this.place(name, where);
+    this.place(name, where);
     if (this.owner && data.length <= SYNC_WRITE_MAX_BYTES) {
       this.batch.push({ name, data, mode, where });
       this.batchBytes += data.length;
@@ -173,6 +173,7 @@ class TreeWriter {
       return;
     }
     this.flush();
+    const full = path.join(this.root, name);
     let fd: number;
     try {
       fd = fs.openSync(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
@@ -221,7 +222,8 @@ class TreeWriter {
 
   dir(name: string, where: string): void {
     this.flush();
-    const full = this.place(name, where);
+    this.place(name, where);
+    const full = path.join(this.root, name);
     try {
       fs.mkdirSync(full, { mode: 0o700 });
     } catch (err) {
@@ -238,7 +240,8 @@ class TreeWriter {
       throw new RequestError('bad_request', `${where} "${name}": the symlink target is empty or contains NUL`);
     }
     this.flush();
-    const full = this.place(name, where);
+    this.place(name, where);
+    const full = path.join(this.root, name);
     try {
       fs.symlinkSync(target, full);
     } catch (err) {
@@ -247,8 +250,8 @@ class TreeWriter {
     if (this.owner) fs.lchownSync(full, this.owner.uid, this.owner.gid);
   }
 
-  /** Validates the name, creates its missing parents, and returns its absolute path. */
-  private place(name: string, where: string): string {
+  /** Validates the name and creates its missing parents. */
+  private place(name: string, where: string): void {
     const problem = nameProblem(name);
     if (problem) throw new RequestError('bad_request', `${where} "${name}": the name ${problem}`);
     this.count(where);
@@ -281,7 +284,6 @@ class TreeWriter {
       if (!stat.isDirectory()) throw new RequestError('bad_request', `${where} "${name}": its parent "${parent}" is not a directory`);
       node.isDirectory = true;
     }
-    return path.join(this.root, name);
   }
 
   private count(where: string): void {
