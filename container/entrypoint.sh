@@ -67,9 +67,9 @@ esac
 # made by the daemon.
 mkdir -p -m 0755 "$(dirname "$socket")"
 
-# The generated config lives as long as the container (SIGHUP re-reads it); /tmp, since the
-# image's other directories may be read-only (--read-only: add --tmpfs /tmp).
-dir=$(mktemp -d /tmp/codejaild.XXXXXX)
+# The generated config lives as long as the container (SIGHUP re-reads it); in $TMPDIR, /tmp
+# unless set, since the image's other directories may be read-only (--read-only: add --tmpfs /tmp).
+dir=$(mktemp -d "${TMPDIR:-/tmp}/codejaild.XXXXXX")
 cat >"$dir/config.json" <<JSON
 {
   "socket": { "path": "$socket", "group": "codejail", "mode": "0660" },

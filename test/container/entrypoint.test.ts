@@ -127,6 +127,8 @@ async function startEntrypoint(
         CODEJAIL_RUN_BASE: runBase,
         CODEJAIL_FIRST_UID: String(firstUid),
         CODEJAIL_SLOTS: '2',
+        // The entrypoint's generated config goes here, removed with the test's directory.
+        TMPDIR: dir,
         ...configEnv,
       },
     },
@@ -313,7 +315,7 @@ describe.skipIf(!isRoot || !hasTools)('container entrypoint outside an engine', 
     for (const [name, value] of bad) {
       // Private values for the others: a check that failed to stop must not start a daemon on
       // the host's default socket and run base.
-      const env = { PATH: process.env.PATH, ...privateSettings, [name]: value };
+      const env = { PATH: process.env.PATH, TMPDIR: dir, ...privateSettings, [name]: value };
       const r = spawnSync(ENTRYPOINT, [], { env, encoding: 'utf8', timeout: 10_000 });
       expect(r.status, `${name}=${value}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toContain(name);

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { runBaseClaimFile } from '../../src/daemon/instance.js';
 import { LAYER_NAMES } from '../../src/layers/index.js';
 import { followLogLines } from './log_lines.js';
 
@@ -113,10 +114,12 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const code = await exited;
-      // A daemon that was killed leaves its run disks and its runBase bind mount behind.
+      // A daemon that was killed leaves its run disks, its runBase bind mount and its claim on
+      // the run base (<runBase>.codejaild.pid) behind.
       spawnSync('umount', ['--recursive', '--lazy', runBase], { stdio: 'ignore' });
       fs.rmSync(dir, { recursive: true, force: true });
       fs.rmSync(runBase, { recursive: true, force: true });
+      fs.rmSync(runBaseClaimFile(runBase), { force: true });
       return code;
     },
   };

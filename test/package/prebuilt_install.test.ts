@@ -123,6 +123,12 @@ describe.runIf(isRoot && NPM_CLI !== '')('installing the packed tarball without 
       await new Promise((resolve) => (daemon.exitCode === null ? daemon.once('exit', resolve) : resolve(null)));
       spawnSync('umount', ['--recursive', '--lazy', runBase], { stdio: 'ignore' });
       fs.rmSync(runBase, { recursive: true, force: true });
+      fs.rmSync(`${runBase}.codejaild.pid`, { force: true });
+      // setup made the slots' accounts in the host's /etc: they go with the test.
+      for (const uid of [firstUid, firstUid + 1]) {
+        spawnSync('userdel', [`codejail-${uid}`], { stdio: 'ignore' });
+        spawnSync('groupdel', [`codejail-${uid}`], { stdio: 'ignore' });
+      }
     }
     expect(fs.existsSync(path.join(global, 'build'))).toBe(false);
   }, 300_000);

@@ -62,7 +62,8 @@ describe.skipIf(!isRoot || !isNode20)('scripts/container-image.sh', () => {
     const base = path.join(cache, `standin-node-${process.version}`, 'rootfs', 'usr/local/bin');
     fs.mkdirSync(base, { recursive: true });
     fs.writeFileSync(path.join(base, 'node'), '', { mode: 0o755 });
-    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, CODEJAIL_IMAGE_CACHE: cache };
+    // TMPDIR: the fake's mounts (mktemp -d) go with the scratch directory.
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, CODEJAIL_IMAGE_CACHE: cache, TMPDIR: scratch };
     const [first, second] = await Promise.all([run(env), run(env)]);
     expect(first.status, first.stderr).toBe(0);
     expect(second.status, second.stderr).toBe(0);
