@@ -151,8 +151,14 @@ export class HttpService {
   private bodiesReading = 0;
   private readonly bodiesReadingByAddress = new Map<string, number>();
   private bytesInFlight = 0;
-  /** A full collection once idle after holding 32 MiB or more. */
-  private readonly idleCollector = new IdleCollector(32 * 1024 * 1024, 1000, () => this.bytesInFlight === 0);
+  /** A full collection once idle after holding 32 MiB or more, or with 16 MiB more resident. */
+  private readonly idleCollector = new IdleCollector({
+    thresholdBytes: 32 * 1024 * 1024,
+    growthBytes: 16 * 1024 * 1024,
+    idleMs: 1000,
+    followUpMs: 5000,
+    isIdle: () => this.bytesInFlight === 0,
+  });
   /** Requests that asked for `100 Continue` before sending their body (it is sent when read). */
   private readonly expectingContinue = new WeakSet<IncomingMessage>();
   /** Set by drain(): /health/ fails and every answer closes its connection. */

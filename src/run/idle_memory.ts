@@ -36,28 +36,74 @@ export function collectAndTrim(): void {
   trimMalloc();
 }
 
+export interface IdleCollectorOptions {
+  /** Held bytes past which an idle moment gets a collection. */
+  thresholdBytes: number;
+  /** Resident memory above its idle level past which an idle moment gets one as well. */
+  growthBytes: number;
+  /** How long after the last byte is given back the service is looked at. */
+  idleMs: number;
+  /** When a collection left the memory above its level: how long until a second look. */
+  followUpMs: number;
+  /** Whether nothing is held now. */
+  isIdle: () => boolean;
+  /** For tests: the resident set size and the collection. */
+  probe?: { rss(): number; collect(): void };
+}
+
+/**
+ * Collects when the service goes idle after a burst: one that held `thresholdBytes` or more, or
+ * one that left the resident set `growthBytes` above its idle level (the lowest seen at an idle
+ * moment or after a collection). Bytes held alone are a proxy: a burst of requests that did not
+ * overlap never reaches the threshold, yet leaves as much garbage and as much of glibc's room.
+ * A collection that finds memory still held (a reply still being written) is followed by a
+ * second look; memory still above its level then is the new level, so a service whose live
+ * memory grew is not collected at every idle moment.
+ */
 export class IdleCollector {
   /** The most bytes held since the last collection. */
   private highWater = 0;
+  /** The resident set's idle level, once measured. */
+  private level: number | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly probe: { rss(): number; collect(): void };
 
-  constructor(
-    /** Held bytes past which an idle moment gets a collection. */
-    private readonly thresholdBytes: number,
-    private readonly idleMs: number,
-    private readonly isIdle: () => boolean,
-  ) {}
+  constructor(private readonly options: IdleCollectorOptions) {
+    this.probe = options.probe ?? { rss: () => process.memoryUsage.rss(), collect: collectAndTrim };
+  }
 
   /** Called whenever the bytes held change. */
   held(bytes: number): void {
     this.highWater = Math.max(this.highWater, bytes);
-    if (bytes > 0 || this.highWater < this.thresholdBytes || this.timer) return;
+    if (bytes === 0) this.arm(this.options.idleMs, false);
+  }
+
+  private arm(ms: number, followUp: boolean): void {
+    if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (!this.isIdle()) return;
-      this.highWater = 0;
-      collectAndTrim();
-    }, this.idleMs);
+      this.look(followUp);
+    }, ms);
     this.timer.unref();
+  }
+
+  private look(followUp: boolean): void {
+    // Busy again: the next time nothing is held arms another look.
+    if (!this.options.isIdle()) return;
+    const rss = this.probe.rss();
+    const level = this.level ?? rss;
+    if (this.highWater < this.options.thresholdBytes && rss <= level + this.options.growthBytes) {
+      this.level = Math.min(level, rss);
+      return;
+    }
+    this.highWater = 0;
+    this.probe.collect();
+    const after = this.probe.rss();
+    if (after <= level + this.options.growthBytes) this.level = Math.min(level, after);
+    else if (followUp) this.level = after;
+    else {
+      this.level = level;
+      this.arm(this.options.followUpMs, true);
+    }
   }
 }

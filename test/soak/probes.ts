@@ -21,6 +21,28 @@ export function rssKb(pid: number): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/**
+ * Where a process's resident memory is, in kB, for a failed bound to say: glibc's main heap
+ * ([heap]), other anonymous memory (V8's heap, the other arenas, large buffers), files.
+ */
+export function rssWhere(pid: number): string {
+  const smaps = readProc(pid, 'smaps');
+  if (!smaps) return 'gone';
+  const kb: Record<string, number> = { heap: 0, anon: 0, file: 0 };
+  let kind = 'anon';
+  for (const line of smaps.split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping) {
+      const name = mapping[1]!;
+      kind = name === '[heap]' ? 'heap' : name.startsWith('/') ? 'file' : 'anon';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) kb[kind]! += Number(rss[1]);
+  }
+  return `glibc heap ${kb.heap} kB, other anonymous ${kb.anon} kB, files ${kb.file} kB`;
+}
+
 /** RSS read for 2 s once idle, its median: one read is at the mercy of the collector. */
 export async function idleRss(pid: number): Promise<number> {
   const reads: number[] = [];

@@ -10,7 +10,7 @@ import { killTemplate, stopTemplate } from './faults.js';
 import { badKinds, goodKinds, GOOD_WEIGHTS, HttpTally, type GoodRequest } from './http_workload.js';
 import { CODE_EXEC, httpRequest, multipartBody, rawHttp, urlencoded, type HttpAnswer } from './http_raw.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
-import { fdCount, idleRss, mountsUnder, percentile, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
+import { fdCount, idleRss, mountsUnder, percentile, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
 import { Summary } from './summary.js';
 
 const MAX_STALL_MS = Number(process.env.CODEJAIL_SOAK_MAX_STALL_MS ?? 2500);
@@ -121,7 +121,7 @@ describe.sequential('soak through codejail serve', () => {
     const baseFds = (await stableValue(() => fdCount(daemonPid))) ?? 0;
     const baseServeRss = await idleRss(servePid);
     const baseDaemonRss = await idleRss(daemonPid);
-    stamp(`baseline: serve ${baseServeRss} kB, daemon ${baseDaemonRss} kB, ${baseFds} daemon fds`);
+    stamp(`baseline: serve ${baseServeRss} kB (${rssWhere(servePid)}), daemon ${baseDaemonRss} kB, ${baseFds} daemon fds`);
 
     // A GET of an unknown path: serve answers it at once, so its latency is serve's event loop.
     const monitor = new StallMonitor(() => rawHttp(port, httpRequest('GET', '/soak-ping', null, ''), { timeoutMs: 30_000 }).then((a) => {
@@ -202,6 +202,7 @@ describe.sequential('soak through codejail serve', () => {
     const fds = (await settle(() => fdCount(daemonPid), (n) => n !== null && n <= baseFds, 15_000)) ?? 0;
     await settle(() => rssKb(servePid) ?? Infinity, (kb) => kb <= baseServeRss * 1.2, 20_000, 500);
     const endServeRss = await idleRss(servePid);
+    const endServeWhere = rssWhere(servePid);
     await settle(() => rssKb(daemonPid) ?? Infinity, (kb) => kb <= baseDaemonRss * 1.2, 10_000, 500);
     const endDaemonRss = await idleRss(daemonPid);
     stamp('settled');
@@ -252,7 +253,7 @@ describe.sequential('soak through codejail serve', () => {
     summary.zero('leaked run directories', dirs.length, dirs.slice(0, 5).join(' '));
     summary.zero('leaked mounts', mounts);
     summary.zero('leaked daemon fds', Math.max(0, fds - baseFds), `${fds} fds against ${baseFds} after the warm-up`);
-    summary.atMost('serve RSS once idle / after warm-up', endServeRss / baseServeRss, 1.2, `<= 1.2 (${baseServeRss} kB after the warm-up)`, `${endServeRss} kB`);
+    summary.atMost('serve RSS once idle / after warm-up', endServeRss / baseServeRss, 1.2, `<= 1.2 (${baseServeRss} kB after the warm-up)`, `${endServeRss} kB (${endServeWhere})`);
     summary.atMost('daemon RSS once idle / after warm-up', endDaemonRss / baseDaemonRss, 1.2, `<= 1.2 (${baseDaemonRss} kB after the warm-up)`, `${endDaemonRss} kB`);
     summary.zero('truncated multiparts not answered 400', truncated.not400 + offsetsLeft, truncated.firstBad);
     summary.zero('serve exits', serve.process.exitCode !== null || serve.process.signalCode !== null ? 1 : 0, `exit ${serve.process.exitCode} ${serve.process.signalCode}`);
