@@ -151,12 +151,13 @@ export class HttpService {
   private bodiesReading = 0;
   private readonly bodiesReadingByAddress = new Map<string, number>();
   private bytesInFlight = 0;
-  /** A full collection once idle after holding 32 MiB or more, or with 16 MiB more resident. */
+  /** A full collection once idle after holding 32 MiB or more, or with 16 MiB more resident (at most one per 5 s). */
   private readonly idleCollector = new IdleCollector({
     thresholdBytes: 32 * 1024 * 1024,
     growthBytes: 16 * 1024 * 1024,
     idleMs: 1000,
-    followUpMs: 5000,
+    minGapMs: 5000,
+    maxGapMs: 300_000,
     isIdle: () => this.bytesInFlight === 0,
   });
   /** Requests that asked for `100 Continue` before sending their body (it is sent when read). */
@@ -243,6 +244,7 @@ export class HttpService {
    * balancer, drain() first.
    */
   close(graceMs = 10_000): Promise<void> {
+    this.idleCollector.stop();
     return new Promise((resolve) => {
       const force = setTimeout(() => this.server.closeAllConnections(), graceMs);
       this.server.close(() => {

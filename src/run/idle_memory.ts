@@ -6,6 +6,7 @@
 // of milliseconds, paid only after a burst, when no request waits. The Buffers it frees are
 // glibc's, which keeps most of that room (60-130 MB after a burst of 4-8 MiB bodies) until
 // malloc_trim gives it back.
+import fs from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { native } from '../native.js';
@@ -36,74 +37,109 @@ export function collectAndTrim(): void {
   trimMalloc();
 }
 
+/** The resident anonymous memory of this process, in bytes: not the file pages the kernel may drop. */
+function residentAnonymous(): number {
+  try {
+    const kb = /^RssAnon:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'latin1'));
+    if (kb) return Number(kb[1]) * 1024;
+  } catch {
+    // No /proc: the whole resident set.
+  }
+  return process.memoryUsage.rss();
+}
+
 export interface IdleCollectorOptions {
   /** Held bytes past which an idle moment gets a collection. */
   thresholdBytes: number;
   /** Resident memory above its idle level past which an idle moment gets one as well. */
   growthBytes: number;
-  /** How long after the last byte is given back the service is looked at. */
+  /** How long nothing must have been held before the service is looked at. */
   idleMs: number;
-  /** When a collection left the memory above its level: how long until a second look. */
-  followUpMs: number;
+  /**
+   * The least time between two collections; doubled, up to maxGapMs, after each collection that
+   * left the memory above its level, and back to this after one that did not.
+   */
+  minGapMs: number;
+  maxGapMs: number;
   /** Whether nothing is held now. */
   isIdle: () => boolean;
-  /** For tests: the resident set size and the collection. */
-  probe?: { rss(): number; collect(): void };
+  /** For tests: the clock, the resident memory and the collection. */
+  probe?: { now(): number; resident(): number; collect(): void };
 }
 
 /**
- * Collects when the service goes idle after a burst: one that held `thresholdBytes` or more, or
- * one that left the resident set `growthBytes` above its idle level (the lowest seen at an idle
- * moment or after a collection). Bytes held alone are a proxy: a burst of requests that did not
- * overlap never reaches the threshold, yet leaves as much garbage and as much of glibc's room.
- * A collection that finds memory still held (a reply still being written) is followed by a
- * second look; memory still above its level then is the new level, so a service whose live
- * memory grew is not collected at every idle moment.
+ * Collects once the service has been idle for a moment after a burst: one that held
+ * `thresholdBytes` or more at once, or one that left the resident memory `growthBytes` above
+ * its idle level (the lowest measured after a collection or at an idle moment: the first look
+ * collects to measure it). Bytes held are a proxy: requests that do not overlap hold little at
+ * once and leave as much behind. Collections are at least `minGapMs` apart, and a collection
+ * that leaves the memory above its level (a reply still being written, or live memory that grew)
+ * is followed by another look after a gap that doubles each time such a collection repeats
+ * (up to `maxGapMs`): the level is never raised, so garbage never becomes the level, and a
+ * service whose live memory grew for good costs one collection per `maxGapMs`.
  */
 export class IdleCollector {
   /** The most bytes held since the last collection. */
   private highWater = 0;
-  /** The resident set's idle level, once measured. */
+  /** The resident memory's idle level, once measured. */
   private level: number | undefined;
+  /** When nothing was last held since something was (probe.now()). */
+  private idleSince = 0;
+  private gapMs: number;
+  private lastCollection = -Infinity;
   private timer: NodeJS.Timeout | undefined;
-  private readonly probe: { rss(): number; collect(): void };
+  private readonly probe: { now(): number; resident(): number; collect(): void };
 
   constructor(private readonly options: IdleCollectorOptions) {
-    this.probe = options.probe ?? { rss: () => process.memoryUsage.rss(), collect: collectAndTrim };
+    this.gapMs = options.minGapMs;
+    this.probe = options.probe ?? { now: () => performance.now(), resident: residentAnonymous, collect: collectAndTrim };
   }
 
   /** Called whenever the bytes held change. */
   held(bytes: number): void {
     this.highWater = Math.max(this.highWater, bytes);
-    if (bytes === 0) this.arm(this.options.idleMs, false);
+    if (bytes > 0) return;
+    this.idleSince = this.probe.now();
+    this.arm(this.options.idleMs);
   }
 
-  private arm(ms: number, followUp: boolean): void {
+  /** No more looks (the service stopped). */
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private arm(ms: number): void {
     if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.look(followUp);
+      this.look();
     }, ms);
     this.timer.unref();
   }
 
-  private look(followUp: boolean): void {
+  private look(): void {
     // Busy again: the next time nothing is held arms another look.
     if (!this.options.isIdle()) return;
-    const rss = this.probe.rss();
-    const level = this.level ?? rss;
-    if (this.highWater < this.options.thresholdBytes && rss <= level + this.options.growthBytes) {
-      this.level = Math.min(level, rss);
+    const now = this.probe.now();
+    // Not yet idle for idleMs since the last request, nor gapMs since the last collection.
+    const wait = Math.max(this.idleSince + this.options.idleMs, this.lastCollection + this.gapMs) - now;
+    if (wait > 0) return this.arm(wait);
+    const resident = this.probe.resident();
+    if (this.level !== undefined && this.highWater < this.options.thresholdBytes && resident <= this.level + this.options.growthBytes) {
+      this.level = Math.min(this.level, resident);
       return;
     }
     this.highWater = 0;
     this.probe.collect();
-    const after = this.probe.rss();
-    if (after <= level + this.options.growthBytes) this.level = Math.min(level, after);
-    else if (followUp) this.level = after;
-    else {
-      this.level = level;
-      this.arm(this.options.followUpMs, true);
+    this.lastCollection = now;
+    const after = this.probe.resident();
+    if (this.level === undefined || after <= this.level + this.options.growthBytes) {
+      this.level = Math.min(this.level ?? after, after);
+      this.gapMs = this.options.minGapMs;
+      return;
     }
+    this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
+    this.arm(this.gapMs);
   }
 }
