@@ -20,7 +20,7 @@ import { closeHttp, Metrics, serveMetricsHttp } from './metrics.js';
 import { prepareRunBase, sweepRunBase } from '../run/rundir.js';
 import { describeBounds } from '../run/limits.js';
 import { Runner, START_DRAIN_MS } from './runner.js';
-import { collectAndTrim } from '../run/idle_memory.js';
+import { IdleCollector } from '../run/idle_memory.js';
 import { runSelfCheck, SelfCheckError, type CheckOutcome } from './selfcheck.js';
 import { DaemonServer } from './server/index.js';
 import { slotUsers } from '../run/slot_users.js';
@@ -101,8 +101,8 @@ const LIVE_KEYS = new Set(['defaultLimits', 'ceilings', 'allow', 'logLevel', 'qu
 
 const VERSION = PACKAGE_VERSION;
 
-/** How often an idle daemon looks whether it should give memory back (idleMemory()). */
-const IDLE_MEMORY_CHECK_MS = 3000;
+/** How often the daemon looks whether it went idle after work (watchIdleMemory()). */
+const IDLE_MEMORY_TICK_MS = 1000;
 
 /** How long the 'check' request may take, its runs' wait for slots included. */
 export const CHECK_TIMEOUT_MS = 60_000;
@@ -237,8 +237,8 @@ class Daemon implements DaemonHandle {
   private checking: Promise<CheckResult> | undefined;
   private server: DaemonServer | undefined;
   private metricsHttp: http.Server | undefined;
-  /** Gives memory back once the daemon sits idle after runs (see idleMemory()). */
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** Gives memory back once the daemon sits idle after work (see watchIdleMemory()). */
+  private idleMemory: { stop(): void } | undefined;
   private closing: Promise<void> | undefined;
   /** Aborted by a close(0) during a close: the grace period ends at once. */
   private readonly hurry = new AbortController();
@@ -276,7 +276,7 @@ class Daemon implements DaemonHandle {
       check: () => this.check(),
     });
     await this.server.listen();
-    this.idleTimer = this.idleMemory();
+    this.idleMemory = this.watchIdleMemory(this.server);
     if (config.metrics.port !== undefined) {
       this.metricsHttp = await serveMetricsHttp({ host: config.metrics.host, port: config.metrics.port, render: () => this.renderMetrics(), log });
     }
@@ -293,27 +293,51 @@ class Daemon implements DaemonHandle {
   }
 
   /**
-   * Every few seconds: when runs finished since the last look and none is in a slot or queued
-   * now, a full collection and malloc_trim. Without it the garbage of a burst of large requests
-   * and replies (frames of MiBs) stayed resident in a daemon that then sat idle: V8 collects
-   * only when allocating, and glibc keeps freed room. Costs tens of ms, only once idle.
+   * A full collection and malloc_trim once the daemon has been idle for a second after work
+   * (nothing in a slot or queued, no request in flight, no frame or reply buffered), at most one
+   * per 5 s, and looked at again, with a gap that doubles up to 5 minutes, while a collection
+   * leaves the resident memory more than 8 MiB above its idle level. Without it the garbage of a
+   * burst of large requests and replies (frames of MiBs) stayed resident in a daemon that then
+   * sat idle: V8 collects only when allocating, and glibc keeps freed room. A collection that
+   * came while a reply was still buffered used to be the last one. Costs tens of ms, only idle.
    */
-  private idleMemory(): NodeJS.Timeout {
+  private watchIdleMemory(server: DaemonServer): { stop(): void } {
     const { slots, runner } = this.parts;
-    let seen = -1;
+    const holding = () => slots.busy > 0 || slots.queued > 0 || server.inflight > 0 || server.bufferedBytes() > 0;
+    const collector = new IdleCollector({
+      // Every idle moment after work collects: the daemon's work is frames of up to MiBs each.
+      thresholdBytes: 0,
+      growthBytes: 8 * 1024 * 1024,
+      idleMs: 1000,
+      minGapMs: 5000,
+      maxGapMs: 300_000,
+      isIdle: () => !holding(),
+    });
+    let finished = runner.counters.finished;
+    let working = false;
     const timer = setInterval(() => {
-      const finished = runner.counters.started;
-      if (finished === seen || slots.busy > 0 || slots.queued > 0) return;
-      seen = finished;
-      collectAndTrim();
-    }, IDLE_MEMORY_CHECK_MS);
+      const ran = runner.counters.finished !== finished;
+      finished = runner.counters.finished;
+      if (holding()) {
+        working = true;
+        collector.held(Math.max(1, server.bufferedBytes()));
+      } else if (working || ran) {
+        working = false;
+        collector.held(0);
+      }
+    }, IDLE_MEMORY_TICK_MS);
     timer.unref();
-    return timer;
+    return {
+      stop: () => {
+        clearInterval(timer);
+        collector.stop();
+      },
+    };
   }
 
   /** Undoes serve() after a start that failed (the caller releases the layers). */
   async abandon(): Promise<void> {
-    clearInterval(this.idleTimer);
+    this.idleMemory?.stop();
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await this.server?.close().catch(() => undefined);
   }
@@ -424,7 +448,7 @@ class Daemon implements DaemonHandle {
     const { slots, layers, log } = this.parts;
     const server = this.server!;
     this.stopping = true;
-    clearInterval(this.idleTimer);
+    this.idleMemory?.stop();
     log.info('stopping', { inflight: server.inflight, busySlots: slots.busy, queued: slots.queued, graceMs });
     // Queued runs are refused now (shutting_down); runs already in a slot may finish.
     slots.close('the daemon is stopping');

@@ -8,7 +8,7 @@ import { dropConnections, killTemplate, queueOverflow, sighupStorm, stopTemplate
 import { fuzzFrames } from './frames_fuzz.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
 import { startClientLoad, Tally } from './load.js';
-import { fdCount, idleRss, mountsUnder, rssKb, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
+import { fdCount, idleRss, mountsUnder, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
 import { RestartableDaemon } from './restartable.js';
 import { Summary } from './summary.js';
 import { classify, makeFixtures, mixWeights, type Fixtures } from './workload.js';
@@ -118,7 +118,7 @@ describe.sequential('soak through the client', () => {
     await settle(() => slotProcesses(slotRangeOf(daemon.first)).length, (n) => n === 0, 20_000);
     const baseFds = (await stableValue(() => fdCount(daemon.pid))) ?? 0;
     const baseRss = await idleRss(daemon.pid);
-    stamp(`baseline: ${baseFds} fds, ${baseRss} kB`);
+    stamp(`baseline: ${baseFds} fds, ${baseRss} kB (${rssWhere(daemon.pid)})`);
 
     // The main load, with the faults one after another while it runs, and the fuzz last.
     const total = scaled(2000, 40);
@@ -166,7 +166,8 @@ describe.sequential('soak through the client', () => {
     const fds = (await settle(() => fdCount(daemon.pid), (n) => n !== null && n <= baseFds, 15_000)) ?? 0;
     await settle(() => rssKb(daemon.pid) ?? 0, (kb) => kb <= baseRss * 1.2, 20_000, 500);
     const endRss = await idleRss(daemon.pid);
-    stamp(`settled (idle: ${idle})`);
+    const endWhere = rssWhere(daemon.pid);
+    stamp(`settled (idle: ${idle}): ${endRss} kB (${endWhere})`);
 
     // Last, as it may take slots out of service for good (issue 16 item 3): warm runs that leave
     // a CLONE_PARENT child, then as many ordinary runs: each must be answered right.
@@ -220,7 +221,7 @@ describe.sequential('soak through the client', () => {
     summary.zero('leaked run directories', dirs.length, dirs.slice(0, 5).join(' '));
     summary.zero('leaked mounts', mounts);
     summary.zero('leaked daemon fds', Math.max(0, fds - baseFds), `${fds} fds against ${baseFds} after the warm-up`);
-    summary.atMost('daemon RSS once idle / after warm-up', endRss / baseRss, 1.2, `<= 1.2 (${baseRss} kB after the warm-up)`, `${endRss} kB`);
+    summary.atMost('daemon RSS once idle / after warm-up', endRss / baseRss, 1.2, `<= 1.2 (${baseRss} kB after the warm-up)`, `${endRss} kB (${endWhere})`);
     summary.zero('CLONE_PARENT runs: runs after them not answered right', after.wrong + after.lost + after.clear_error, `${cloneParent.table()} codes ${JSON.stringify(cloneParent.codes)}`);
   }, Math.max(1, SCALE) * 20 * 60_000);
 

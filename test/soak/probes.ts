@@ -43,8 +43,14 @@ export function rssWhere(pid: number): string {
   return `glibc heap ${kb.heap} kB, other anonymous ${kb.anon} kB, files ${kb.file} kB`;
 }
 
-/** RSS read for 2 s once idle, its median: one read is at the mercy of the collector. */
+/**
+ * RSS read for 2 s once idle, its median: one read is at the mercy of the collector. Serve and
+ * the daemon give memory back once idle for a second, at most one collection per 5 s (their idle
+ * collectors), so the reads start 7 s after the call: an RSS taken before that collection and
+ * one taken after it are not comparable.
+ */
 export async function idleRss(pid: number): Promise<number> {
+  await sleep(7000);
   const reads: number[] = [];
   for (let i = 0; i < 10; i++) {
     reads.push(rssKb(pid) ?? 0);

@@ -121,7 +121,7 @@ describe.sequential('soak through codejail serve', () => {
     const baseFds = (await stableValue(() => fdCount(daemonPid))) ?? 0;
     const baseServeRss = await idleRss(servePid);
     const baseDaemonRss = await idleRss(daemonPid);
-    stamp(`baseline: serve ${baseServeRss} kB (${rssWhere(servePid)}), daemon ${baseDaemonRss} kB, ${baseFds} daemon fds`);
+    stamp(`baseline: serve ${baseServeRss} kB (${rssWhere(servePid)}), daemon ${baseDaemonRss} kB (${rssWhere(daemonPid)}), ${baseFds} daemon fds`);
 
     // A GET of an unknown path: serve answers it at once, so its latency is serve's event loop.
     const monitor = new StallMonitor(() => rawHttp(port, httpRequest('GET', '/soak-ping', null, ''), { timeoutMs: 30_000 }).then((a) => {
@@ -205,7 +205,8 @@ describe.sequential('soak through codejail serve', () => {
     const endServeWhere = rssWhere(servePid);
     await settle(() => rssKb(daemonPid) ?? Infinity, (kb) => kb <= baseDaemonRss * 1.2, 10_000, 500);
     const endDaemonRss = await idleRss(daemonPid);
-    stamp('settled');
+    const endDaemonWhere = rssWhere(daemonPid);
+    stamp(`settled: daemon ${endDaemonRss} kB (${endDaemonWhere})`);
 
     // Last, as on a serve with the bug it ends serve (issue 16 item 1): a multipart whose
     // python_lib.zip part is cut at many offsets, sent with the Content-Length of what is there.
@@ -254,7 +255,7 @@ describe.sequential('soak through codejail serve', () => {
     summary.zero('leaked mounts', mounts);
     summary.zero('leaked daemon fds', Math.max(0, fds - baseFds), `${fds} fds against ${baseFds} after the warm-up`);
     summary.atMost('serve RSS once idle / after warm-up', endServeRss / baseServeRss, 1.2, `<= 1.2 (${baseServeRss} kB after the warm-up)`, `${endServeRss} kB (${endServeWhere})`);
-    summary.atMost('daemon RSS once idle / after warm-up', endDaemonRss / baseDaemonRss, 1.2, `<= 1.2 (${baseDaemonRss} kB after the warm-up)`, `${endDaemonRss} kB`);
+    summary.atMost('daemon RSS once idle / after warm-up', endDaemonRss / baseDaemonRss, 1.2, `<= 1.2 (${baseDaemonRss} kB after the warm-up)`, `${endDaemonRss} kB (${endDaemonWhere})`);
     summary.zero('truncated multiparts not answered 400', truncated.not400 + offsetsLeft, truncated.firstBad);
     summary.zero('serve exits', serve.process.exitCode !== null || serve.process.signalCode !== null ? 1 : 0, `exit ${serve.process.exitCode} ${serve.process.signalCode}`);
   }, Math.max(1, SCALE) * 20 * 60_000);
