@@ -399,6 +399,31 @@ describe.skipIf(process.getuid?.() !== 0)('hostile callers on the socket: connec
     }
   });
 
+  // Review: an idle connection was half-closed and left to close once its replies were out,
+  // which a caller that never reads them never let happen: the socket, its fd and its place in
+  // connections.perUid were kept for good (and the daemon's idle collector took it for work).
+  it('deny_a_caller_that_never_reads_its_reply_keeps_its_connection', async () => {
+    const socket = net.connect(daemon.socketPath);
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    socket.on('error', () => {});
+    socket.pause();
+    // A reply of 1 MiB: more than the kernel takes for a socket nobody reads.
+    socket.write(encodeFrame({ v: PROTOCOL_VERSION, id: 1, op: 'jail_code', command: 'python', code: Buffer.from("import sys; sys.stdout.write('x' * (1 << 20))") }));
+    const open = async () => {
+      const text = await metricsText(daemon.socketPath);
+      // The metrics request's own connection is one of them.
+      return { connections: metric(text, 'codejail_connections') - 1, buffered: metric(text, 'codejail_buffered_bytes') };
+    };
+    let seen = await open();
+    for (let i = 0; i < 40 && seen.buffered === 0; i++) seen = (await sleep(50), await open());
+    expect(seen.buffered).toBeGreaterThan(0);
+    // Idle after 1.5 s, cut off a second after the hang-up.
+    const deadline = performance.now() + 10_000;
+    while ((seen.connections > 0 || seen.buffered > 0) && performance.now() < deadline) seen = (await sleep(250), await open());
+    expect(seen).toEqual({ connections: 0, buffered: 0 });
+    socket.destroy();
+  });
+
   it('deny_idle_connections_kept_open_and_allow_a_connection_with_a_run_in_flight', async () => {
     // The idle connection's time counts from before it connects: the daemon's clock starts at
     // its accept, and the second connection may take a while on a loaded host.

@@ -29,6 +29,13 @@ export const SHUTDOWN_NOTICE = 'the daemon is stopping: requests sent on this co
 const SHUTDOWN_HANG_UP_MS = 1000;
 
 /**
+ * How long a connection the daemon hangs up on (idle, or its permission revoked) has to take
+ * what is left of its replies: a caller that does not read them would otherwise keep the socket,
+ * its fd and its place in connections.perUid for good.
+ */
+const HANG_UP_MS = 1000;
+
+/**
  * How long after a reply was written it counts as in transit (the kernel draining it to a reader
  * that reads): the budget closes such a connection last. A reader that has not read it by then
  * is holding it like any other.
@@ -79,6 +86,8 @@ export class Connection implements RequestOrigin {
   private waitingForRoom = false;
   /** When the last reply that did not go out at once was written (performance.now()). */
   private replyWrittenAt = -Infinity;
+  /** Reply bytes the caller's socket had taken at the last idle check (onIdle()). */
+  private takenAtLastIdle = -1;
   /** Closes a connection with nothing in flight that sent nothing for idleTimeoutMs. */
   private readonly idleTimer: NodeJS.Timeout;
   /** Armed while a frame is in progress: it must arrive whole within frameTimeoutMs. */
@@ -205,9 +214,7 @@ export class Connection implements RequestOrigin {
     this.cancelAll(new RequestError('forbidden', reason));
     void this.idle().then(() => {
       this.send(this.errorFrame(0, 'forbidden', reason));
-      this.broken = true;
-      this.socket.end();
-      this.socket.destroySoon();
+      this.hangUp();
     });
   }
 
@@ -325,16 +332,33 @@ export class Connection implements RequestOrigin {
 
   private onIdle(): void {
     if (this.broken) return;
+    // Replies waiting for a caller that took none of them for a whole idleTimeoutMs: it is not
+    // reading, and waiting on it is not work.
+    const taken = this.socket.bytesWritten - this.socket.writableLength;
+    const repliesStalled = this.waitingForDrain && taken === this.takenAtLastIdle;
+    this.takenAtLastIdle = taken;
     // Not idle while work is in flight, requests wait, or a frame is in progress (its own timer).
-    if (this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForDrain || this.waitingForRoom || this.decoder.pendingBytes > 0) {
+    const busy = this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForRoom || this.decoder.pendingBytes > 0;
+    if (busy || (this.waitingForDrain && !repliesStalled)) {
       this.idleTimer.refresh();
       return;
     }
-    this.broken = true;
     this.options.metrics.recordConnectionClose('idle');
-    this.options.log.debug('closing an idle connection', { connection: this.id, caller: this.callerFields(), idleTimeoutMs: this.options.connections.idleTimeoutMs });
+    this.options.log.debug('closing an idle connection', { connection: this.id, caller: this.callerFields(), idleTimeoutMs: this.options.connections.idleTimeoutMs, unreadBytes: this.socket.writableLength });
+    this.hangUp();
+  }
+
+  /**
+   * Half-closes once the replies are out, and cuts the connection off if its caller has not
+   * taken them within HANG_UP_MS.
+   */
+  private hangUp(): void {
+    this.broken = true;
     this.socket.end();
     this.socket.destroySoon();
+    const cutOff = setTimeout(() => this.socket.destroy(), HANG_UP_MS);
+    cutOff.unref();
+    this.socket.once('close', () => clearTimeout(cutOff));
   }
 
   private onFrameTimeout(): void {
