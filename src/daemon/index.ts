@@ -103,6 +103,8 @@ const VERSION = PACKAGE_VERSION;
 
 /** How often the daemon looks whether it went idle after work (watchIdleMemory()). */
 const IDLE_MEMORY_TICK_MS = 1000;
+/** Fewer bytes than this read and written in a tick is no work (a health check, a status request). */
+const QUIET_BYTES = 64 * 1024;
 
 /** How long the 'check' request may take, its runs' wait for slots included. */
 export const CHECK_TIMEOUT_MS = 60_000;
@@ -238,7 +240,7 @@ class Daemon implements DaemonHandle {
   private server: DaemonServer | undefined;
   private metricsHttp: http.Server | undefined;
   /** Gives memory back once the daemon sits idle after work (see watchIdleMemory()). */
-  private idleMemory: { stop(): void } | undefined;
+  private idleMemory: { readonly collections: number; stop(): void } | undefined;
   private closing: Promise<void> | undefined;
   /** Aborted by a close(0) during a close: the grace period ends at once. */
   private readonly hurry = new AbortController();
@@ -293,41 +295,53 @@ class Daemon implements DaemonHandle {
   }
 
   /**
-   * A full collection and malloc_trim once the daemon has been idle for a second after work
-   * (nothing in a slot or queued, no request in flight, no frame or reply buffered), at most one
-   * per 5 s, and looked at again, with a gap that doubles up to 5 minutes, while a collection
-   * leaves the resident memory more than 8 MiB above its idle level. Without it the garbage of a
-   * burst of large requests and replies (frames of MiBs) stayed resident in a daemon that then
-   * sat idle: V8 collects only when allocating, and glibc keeps freed room. A collection that
-   * came while a reply was still buffered used to be the last one. Costs tens of ms, only idle.
+   * A full collection and malloc_trim once the daemon sat idle for a second or more after work
+   * (no run started, nothing in a slot, queued or in flight, and less than QUIET_BYTES read or
+   * written on all connections in a whole tick) and its resident memory is 8 MiB above its idle level (see
+   * IdleCollector: at most one per 5 s, looked at again while a collection leaves it above, and
+   * a level that rises only to what three collections in a row left). Without it the garbage of
+   * a burst of large requests and replies (frames of MiBs) stayed resident in a daemon that then
+   * sat idle: V8 collects only when allocating, and glibc keeps freed room. Only growth triggers
+   * a collection, so traffic that leaves nothing behind (a caller's tiny requests) costs none;
+   * health checks a second apart do not keep the daemon from being idle, and a connection that
+   * stalls holding bytes (a reply its caller never reads) moves none, so it does not either.
    */
-  private watchIdleMemory(server: DaemonServer): { stop(): void } {
-    const { slots, runner } = this.parts;
-    const holding = () => slots.busy > 0 || slots.queued > 0 || server.inflight > 0 || server.bufferedBytes() > 0;
+  private watchIdleMemory(server: DaemonServer): { readonly collections: number; stop(): void } {
+    const { slots, runner, log } = this.parts;
+    const running = () => slots.busy > 0 || slots.queued > 0 || server.inflight > 0;
+    /** server.bytesMoved when a tick last found the daemon idle after work. */
+    let quietFrom = 0;
     const collector = new IdleCollector({
-      // Every idle moment after work collects: the daemon's work is frames of up to MiBs each.
-      thresholdBytes: 0,
+      thresholdBytes: Infinity,
       growthBytes: 8 * 1024 * 1024,
       idleMs: 1000,
       minGapMs: 5000,
       maxGapMs: 300_000,
-      isIdle: () => !holding(),
+      isIdle: () => server.bytesMoved - quietFrom < QUIET_BYTES && !running(),
+      onCollect: (memory) => log.debug('idle: gave memory back', memory),
     });
-    let finished = runner.counters.finished;
+    let seen = server.bytesMoved;
+    let started = runner.counters.started;
     let working = false;
     const timer = setInterval(() => {
-      const ran = runner.counters.finished !== finished;
-      finished = runner.counters.finished;
-      if (holding()) {
+      const moved = server.bytesMoved;
+      // A run that started and ended between two ticks is work too.
+      if (moved - seen >= QUIET_BYTES || runner.counters.started !== started || running()) {
         working = true;
-        collector.held(Math.max(1, server.bufferedBytes()));
-      } else if (working || ran) {
+        collector.held(1);
+      } else if (working) {
         working = false;
+        quietFrom = moved;
         collector.held(0);
       }
+      seen = moved;
+      started = runner.counters.started;
     }, IDLE_MEMORY_TICK_MS);
     timer.unref();
     return {
+      get collections() {
+        return collector.collections;
+      },
       stop: () => {
         clearInterval(timer);
         collector.stop();
@@ -435,6 +449,7 @@ class Daemon implements DaemonHandle {
       setupFailures: runner.counters.setupFailures,
       draining: this.stopping,
       cleanups: runner.cleanupStats,
+      idleCollections: this.idleMemory?.collections ?? 0,
       warm: [...this.parts.warm.values()].map((w) => ({ command: w.profile.name, ready: w.ready, ...w.counters })),
     });
   }

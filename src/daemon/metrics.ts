@@ -47,6 +47,8 @@ export interface MetricsSnapshot {
   draining: boolean;
   /** Clean-ups after replies (the sweep's last rounds, the leaf, the run directory). */
   cleanups: { count: number; totalMs: number };
+  /** Full collections (and malloc_trim) the daemon did once idle after work. */
+  idleCollections: number;
   /** Per warm command: runs forked from a template, runs that went cold, template restarts and replacements. */
   warm: Array<{ command: string; ready: boolean; warm: number; cold: number; restarts: number; replaced: number }>;
 }
@@ -140,6 +142,9 @@ export class Metrics {
       ['', snapshot.cleanups.totalMs / 1000],
     ]);
     metric('codejail_cleanups_total', 'counter', 'Clean-ups after runs.', [['', snapshot.cleanups.count]]);
+    metric('codejail_idle_collections_total', 'counter', 'Full garbage collections and malloc_trim done once idle after work, to give memory back.', [
+      ['', snapshot.idleCollections],
+    ]);
     const label = (command: string) => `{command=${JSON.stringify(command)}}`;
     metric('codejail_warm_template_ready', 'gauge', 'Whether the command has a warm template ready.', snapshot.warm.map((w) => [label(w.command), w.ready ? 1 : 0]));
     metric('codejail_warm_runs_total', 'counter', 'Runs forked from a warm template.', snapshot.warm.map((w) => [label(w.command), w.warm]));

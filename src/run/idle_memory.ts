@@ -48,6 +48,9 @@ function residentAnonymous(): number {
   return process.memoryUsage.rss();
 }
 
+/** Full collections in a row that must leave the memory above its level before the level rises. */
+const COLLECTIONS_BEFORE_THE_LEVEL_RISES = 3;
+
 export interface IdleCollectorOptions {
   /** Held bytes past which an idle moment gets a collection. */
   thresholdBytes: number;
@@ -63,6 +66,8 @@ export interface IdleCollectorOptions {
   maxGapMs: number;
   /** Whether nothing is held now. */
   isIdle: () => boolean;
+  /** Told of each collection: the resident memory before and after, the level and the next gap (for a debug log). */
+  onCollect?: (memory: { before: number; after: number; level: number; gapMs: number }) => void;
   /** For tests: the clock, the resident memory and the collection. */
   probe?: { now(): number; resident(): number; collect(): void };
 }
@@ -75,8 +80,10 @@ export interface IdleCollectorOptions {
  * once and leave as much behind. Collections are at least `minGapMs` apart, and a collection
  * that leaves the memory above its level (a reply still being written, or live memory that grew)
  * is followed by another look after a gap that doubles each time such a collection repeats
- * (up to `maxGapMs`): the level is never raised, so garbage never becomes the level, and a
- * service whose live memory grew for good costs one collection per `maxGapMs`.
+ * (up to `maxGapMs`). The level rises only to what three collections in a row left: garbage is
+ * gone after one, so it never becomes the level, and a service whose live memory grew for good
+ * gets a level that says so (serve's third such collection comes 30 s after its first) instead of a gap that
+ * keeps growing and makes the garbage of every later burst wait for it.
  */
 export class IdleCollector {
   /** The most bytes held since the last collection. */
@@ -87,6 +94,9 @@ export class IdleCollector {
   private idleSince = 0;
   private gapMs: number;
   private lastCollection = -Infinity;
+  /** Collections in a row that left the memory above the level. */
+  private collectionsAbove = 0;
+  private collectionCount = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly probe: { now(): number; resident(): number; collect(): void };
 
@@ -98,9 +108,22 @@ export class IdleCollector {
   /** Called whenever the bytes held change. */
   held(bytes: number): void {
     this.highWater = Math.max(this.highWater, bytes);
-    if (bytes > 0) return;
+    if (bytes > 0) {
+      // New work: its garbage is looked at once it is done, not after a gap grown by the
+      // collections before it (the level's rise after three of them bounds how often they repeat).
+      if (this.gapMs > this.options.minGapMs) {
+        this.gapMs = this.options.minGapMs;
+        this.stop();
+      }
+      return;
+    }
     this.idleSince = this.probe.now();
     this.arm(this.options.idleMs);
+  }
+
+  /** Collections so far (the daemon's metrics). */
+  get collections(): number {
+    return this.collectionCount;
   }
 
   /** No more looks (the service stopped). */
@@ -132,14 +155,24 @@ export class IdleCollector {
     }
     this.highWater = 0;
     this.probe.collect();
+    this.collectionCount++;
     this.lastCollection = now;
     const after = this.probe.resident();
     if (this.level === undefined || after <= this.level + this.options.growthBytes) {
       this.level = Math.min(this.level ?? after, after);
       this.gapMs = this.options.minGapMs;
-      return;
+      this.collectionsAbove = 0;
+    } else if (++this.collectionsAbove >= COLLECTIONS_BEFORE_THE_LEVEL_RISES) {
+      // Three full collections in a row could not give it back: it is live memory (or glibc's
+      // room around live blocks), not garbage, and the level rises to it, or every burst after it
+      // would wait out a gap of up to maxGapMs before its own garbage went.
+      this.level = after;
+      this.collectionsAbove = 0;
+      this.gapMs = this.options.minGapMs;
+    } else {
+      this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
+      this.arm(this.gapMs);
     }
-    this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
-    this.arm(this.gapMs);
+    this.options.onCollect?.({ before: resident, after, level: this.level, gapMs: this.gapMs });
   }
 }

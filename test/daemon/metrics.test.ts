@@ -75,6 +75,7 @@ describe('Metrics.render', () => {
       setupFailures: 0,
       draining: false,
       cleanups: { count: 3, totalMs: 1500 },
+      idleCollections: 2,
       warm: [{ command: 'python', ready: true, warm: 5, cold: 1, restarts: 0, replaced: 2 }],
     });
     expectSamples(text, {
@@ -87,6 +88,7 @@ describe('Metrics.render', () => {
       codejail_queue_depth: 2,
       codejail_cleanups_total: 3,
       codejail_cleanup_seconds_total: 1.5,
+      codejail_idle_collections_total: 2,
       'codejail_warm_runs_total{command="python"}': 5,
       'codejail_warm_fallback_runs_total{command="python"}': 1,
       'codejail_warm_template_ready{command="python"}': 1,

@@ -120,7 +120,7 @@ describe('IdleCollector', () => {
     for (const gap of gaps.slice(1)) expect(gap).toBeGreaterThanOrEqual(5000);
   });
 
-  it('looks again, further apart each time, while collections leave memory above the level, and never raises the level', () => {
+  it('looks again, further apart each time, while collections leave memory above the level; what three in a row left becomes the level', () => {
     const { state, request, settle } = collector(90 * MiB);
     settle();
     // Live memory that grew for good (40 MiB no collection gives back), then a burst.
@@ -129,19 +129,56 @@ describe('IdleCollector', () => {
     vi.advanceTimersByTime(1000);
     expect(state.collections).toHaveLength(2);
     const at = () => state.collections.slice(2).map((t) => t - state.collections[1]!);
-    vi.advanceTimersByTime(80_000);
-    // Gaps of 10, 20, 40 (maxGapMs), 40 s... after the collection that found the memory high.
-    expect(at()).toEqual([10_000, 30_000, 70_000]);
-    // Once the memory is back (the live memory given back), collections are minGapMs apart again.
-    state.garbage += 40 * MiB;
-    vi.advanceTimersByTime(40_000);
-    expect(state.resident).toBe(90 * MiB);
-    const settled = state.collections.length;
     vi.advanceTimersByTime(120_000);
-    expect(state.collections).toHaveLength(settled);
+    // Gaps of 10 and 20 s; the third collection in a row that left 130 MiB makes 130 MiB the level.
+    expect(at()).toEqual([10_000, 30_000]);
+    expect(state.resident).toBe(130 * MiB);
+    // The garbage of a later burst goes at its first idle moment: no grown gap to wait out.
+    const before = state.collections.length;
+    request(1 * MiB, 20 * MiB);
+    vi.advanceTimersByTime(1000);
+    expect(state.collections).toHaveLength(before + 1);
+    expect(state.resident).toBe(130 * MiB);
+    // Growth within the bound of the new level does not collect.
+    vi.advanceTimersByTime(10_000);
+    request(1 * MiB, 8 * MiB);
+    vi.advanceTimersByTime(10_000);
+    expect(state.collections).toHaveLength(before + 1);
+  });
+
+  it('looks at new work once it is done, not after the gap that collections before it grew', () => {
+    const { state, request, settle } = collector(90 * MiB);
+    settle();
+    state.resident += 40 * MiB;
     request(40 * MiB, 10 * MiB);
     vi.advanceTimersByTime(1000);
-    expect(state.collections).toHaveLength(settled + 1);
+    expect(state.collections).toHaveLength(2);
+    // The next look was 10 s away; a burst 5 s later is looked at a second after it.
+    vi.advanceTimersByTime(5000);
+    request(40 * MiB, 20 * MiB);
+    vi.advanceTimersByTime(1000);
+    expect(state.collections.slice(2).map((t) => t - state.collections[1]!)).toEqual([6000]);
+  });
+
+  it('never takes garbage for the level: memory one collection gives back leaves the level where it was', () => {
+    const { state, request, settle } = collector(90 * MiB);
+    settle();
+    // A reply still being written holds 30 MiB through the first collection, then goes.
+    state.held = 1;
+    state.resident += 30 * MiB;
+    state.held = 0;
+    request(1 * MiB, 10 * MiB);
+    vi.advanceTimersByTime(1000);
+    expect(state.resident).toBe(120 * MiB);
+    state.garbage += 30 * MiB;
+    vi.advanceTimersByTime(10_000);
+    expect(state.resident).toBe(90 * MiB);
+    // At the level again: a growth of 16 MiB past 90 MiB collects.
+    const before = state.collections.length;
+    vi.advanceTimersByTime(10_000);
+    request(1 * MiB, 17 * MiB);
+    vi.advanceTimersByTime(1000);
+    expect(state.collections).toHaveLength(before + 1);
   });
 
   it('stop() cancels a look that is due', () => {

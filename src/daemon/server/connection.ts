@@ -57,6 +57,8 @@ export interface ConnectionHost {
   refusal(connection: Connection, bytes: number): string | undefined;
   /** What each request does. */
   requests: Requests;
+  /** Called with the bytes of each chunk read and each reply written (the idle collector's measure of work). */
+  moved(bytes: number): void;
 }
 
 /** One client connection: its frame decoder and the runs it has in flight. */
@@ -246,6 +248,7 @@ export class Connection implements RequestOrigin {
 
   private onData(chunk: Buffer): void {
     if (this.broken || this.closingAfterBacklog !== undefined) return;
+    this.host.moved(chunk.length);
     this.idleTimer.refresh();
     let messages: unknown[];
     try {
@@ -464,6 +467,7 @@ export class Connection implements RequestOrigin {
   private send(frame: Buffer): void {
     // A client that left gets no reply; its runs were cancelled when it closed.
     if (this.broken || this.socket.destroyed || !this.socket.writable) return;
+    this.host.moved(frame.length);
     this.socket.write(frame);
     // Replies a client does not read pile up in this process. Past one frame's worth, stop
     // reading its requests (no new work, so no new replies) until the socket drains; past its

@@ -59,6 +59,7 @@ export class DaemonServer {
   /** The socket file our bind made (device and inode): only that one is removed at close. */
   private boundSocket: { dev: number; ino: number } | undefined;
   private nextConnectionId = 1;
+  private bytesMovedCount = 0;
   /** The bytes connections hold, per caller uid and in all, and the caps on them. */
   private readonly budget: BufferBudget;
 
@@ -225,6 +226,14 @@ export class DaemonServer {
     return revoked;
   }
 
+  /**
+   * Bytes read from and replies written to all connections so far: what moved in a while says
+   * whether the daemon worked in it, whatever a stalled connection still holds.
+   */
+  get bytesMoved(): number {
+    return this.bytesMovedCount;
+  }
+
   /** Bytes all connections hold: frames in progress, unread replies and queued requests. */
   bufferedBytes(): number {
     return this.budget.total();
@@ -281,6 +290,7 @@ export class DaemonServer {
       },
       refusal: (holder, bytes) => this.budget.refusal(holder, bytes),
       requests: this.requests,
+      moved: (bytes) => (this.bytesMovedCount += bytes),
     });
     log.debug('connection accepted', { connection: connection.id, caller: { uid: caller.uid, pid: caller.pid }, via: verdict.via });
     this.connections.add(connection);
