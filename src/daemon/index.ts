@@ -309,7 +309,7 @@ class Daemon implements DaemonHandle {
   private watchIdleMemory(server: DaemonServer): { readonly collections: number; stop(): void } {
     const { slots, runner, log } = this.parts;
     const running = () => slots.busy > 0 || slots.queued > 0 || server.inflight > 0;
-    /** server.bytesMoved when a tick last found the daemon idle after work. */
+    /** server.bytesMoved at the last tick. */
     let quietFrom = 0;
     const collector = new IdleCollector({
       thresholdBytes: Infinity,
@@ -318,6 +318,8 @@ class Daemon implements DaemonHandle {
       minGapMs: 5000,
       maxGapMs: 300_000,
       isIdle: () => server.bytesMoved - quietFrom < QUIET_BYTES && !running(),
+      // Replies not yet read and frames in progress: held, not garbage, and not live memory either.
+      buffered: () => server.bufferedBytes(),
       onCollect: (memory) => log.debug('idle: gave memory back', memory),
     });
     let seen = server.bytesMoved;
@@ -331,9 +333,11 @@ class Daemon implements DaemonHandle {
         collector.held(1);
       } else if (working) {
         working = false;
-        quietFrom = moved;
         collector.held(0);
       }
+      // A look counts the bytes since the last tick only: health checks a second apart add up
+      // to 64 KiB in a minute, and a look due later (after a gap) would never find the daemon idle.
+      quietFrom = moved;
       seen = moved;
       started = runner.counters.started;
     }, IDLE_MEMORY_TICK_MS);

@@ -66,8 +66,13 @@ export interface IdleCollectorOptions {
   maxGapMs: number;
   /** Whether nothing is held now. */
   isIdle: () => boolean;
+  /**
+   * Bytes the service holds for its callers now (replies not yet taken): memory a collection
+   * cannot give back, but that is not the service's own either, so it never raises the level.
+   */
+  buffered?: () => number;
   /** Told of each collection: the resident memory before and after, the level and the next gap (for a debug log). */
-  onCollect?: (memory: { before: number; after: number; level: number; gapMs: number }) => void;
+  onCollect?: (memory: { residentBefore: number; residentAfter: number; idleLevel: number; nextGapMs: number }) => void;
   /** For tests: the clock, the resident memory and the collection. */
   probe?: { now(): number; resident(): number; collect(): void };
 }
@@ -80,10 +85,12 @@ export interface IdleCollectorOptions {
  * once and leave as much behind. Collections are at least `minGapMs` apart, and a collection
  * that leaves the memory above its level (a reply still being written, or live memory that grew)
  * is followed by another look after a gap that doubles each time such a collection repeats
- * (up to `maxGapMs`). The level rises only to what three collections in a row left: garbage is
- * gone after one, so it never becomes the level, and a service whose live memory grew for good
- * gets a level that says so (serve's third such collection comes 30 s after its first) instead of a gap that
- * keeps growing and makes the garbage of every later burst wait for it.
+ * (up to `maxGapMs`). The level rises only to what three collections in a row left, not
+ * counting what the service holds for callers (`buffered`): garbage is gone after one, so it
+ * never becomes the level, and a service whose live memory grew for good gets a level that says
+ * so (without traffic, serve's third such collection comes 30 s after its first) instead of a
+ * gap that keeps growing and makes the garbage of every later burst wait for it. A look that
+ * finds the memory back at the level starts the count again.
  */
 export class IdleCollector {
   /** The most bytes held since the last collection. */
@@ -151,6 +158,7 @@ export class IdleCollector {
     const resident = this.probe.resident();
     if (this.level !== undefined && this.highWater < this.options.thresholdBytes && resident <= this.level + this.options.growthBytes) {
       this.level = Math.min(this.level, resident);
+      this.collectionsAbove = 0;
       return;
     }
     this.highWater = 0;
@@ -158,21 +166,26 @@ export class IdleCollector {
     this.collectionCount++;
     this.lastCollection = now;
     const after = this.probe.resident();
+    const buffered = this.options.buffered?.() ?? 0;
     if (this.level === undefined || after <= this.level + this.options.growthBytes) {
       this.level = Math.min(this.level ?? after, after);
       this.gapMs = this.options.minGapMs;
       this.collectionsAbove = 0;
+    } else if (after - buffered <= this.level + this.options.growthBytes) {
+      // Above only by what callers have yet to take: looked at again, and never the level.
+      this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
+      this.arm(this.gapMs);
     } else if (++this.collectionsAbove >= COLLECTIONS_BEFORE_THE_LEVEL_RISES) {
       // Three full collections in a row could not give it back: it is live memory (or glibc's
       // room around live blocks), not garbage, and the level rises to it, or every burst after it
       // would wait out a gap of up to maxGapMs before its own garbage went.
-      this.level = after;
+      this.level = after - buffered;
       this.collectionsAbove = 0;
       this.gapMs = this.options.minGapMs;
     } else {
       this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
       this.arm(this.gapMs);
     }
-    this.options.onCollect?.({ before: resident, after, level: this.level, gapMs: this.gapMs });
+    this.options.onCollect?.({ residentBefore: resident, residentAfter: after, idleLevel: this.level, nextGapMs: this.gapMs });
   }
 }

@@ -17,6 +17,7 @@ function collector(start: number) {
     minGapMs: 5000,
     maxGapMs: 40_000,
     isIdle: () => state.held === 0,
+    buffered: () => state.stillHeld,
     probe: {
       now: () => Date.now(),
       resident: () => state.resident,
@@ -176,6 +177,50 @@ describe('IdleCollector', () => {
     // At the level again: a growth of 16 MiB past 90 MiB collects.
     const before = state.collections.length;
     vi.advanceTimersByTime(10_000);
+    request(1 * MiB, 17 * MiB);
+    vi.advanceTimersByTime(1000);
+    expect(state.collections).toHaveLength(before + 1);
+  });
+
+  // Review: replies a caller never reads, held through three collections, became the level; once
+  // the caller left, their room stayed resident and no look collected it.
+  it('never takes what callers have yet to read for the level, however many collections it lasts', () => {
+    const { state, request, settle } = collector(90 * MiB);
+    settle();
+    state.resident += 100 * MiB;
+    state.stillHeld = 100 * MiB;
+    request(40 * MiB, 10 * MiB);
+    vi.advanceTimersByTime(200_000);
+    expect(state.collections.length).toBeGreaterThanOrEqual(5);
+    // The caller leaves: its replies are garbage, and the next look gives them back.
+    state.stillHeld = 0;
+    state.garbage += 100 * MiB;
+    vi.advanceTimersByTime(40_000);
+    expect(state.resident).toBe(90 * MiB);
+  });
+
+  it('starts the count of collections above the level again once the memory was back at it', () => {
+    const { state, request, settle } = collector(90 * MiB);
+    settle();
+    // Twice: a reply held through two collections, then gone without one (a collection V8 made
+    // when allocating), found back at the level at the next look.
+    for (let episode = 0; episode < 2; episode++) {
+      state.resident += 30 * MiB;
+      request(40 * MiB, 10 * MiB);
+      vi.advanceTimersByTime(1000 + 10_000);
+      state.resident -= 30 * MiB;
+      vi.advanceTimersByTime(20_000);
+      expect(state.resident).toBe(90 * MiB);
+      vi.advanceTimersByTime(60_000);
+    }
+    // A third such episode leaves the level at 90 MiB: a growth of 17 MiB past it still collects.
+    state.resident += 30 * MiB;
+    request(40 * MiB, 10 * MiB);
+    vi.advanceTimersByTime(1000 + 10_000);
+    state.garbage += 30 * MiB;
+    vi.advanceTimersByTime(80_000);
+    expect(state.resident).toBe(90 * MiB);
+    const before = state.collections.length;
     request(1 * MiB, 17 * MiB);
     vi.advanceTimersByTime(1000);
     expect(state.collections).toHaveLength(before + 1);

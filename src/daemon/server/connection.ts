@@ -88,8 +88,8 @@ export class Connection implements RequestOrigin {
   private waitingForRoom = false;
   /** When the last reply that did not go out at once was written (performance.now()). */
   private replyWrittenAt = -Infinity;
-  /** Reply bytes the caller's socket had taken at the last idle check (onIdle()). */
-  private takenAtLastIdle = -1;
+  /** Bytes of the writes to the caller that had completed at the last idle check (onIdle()). */
+  private completedAtLastIdle = 0;
   /** Closes a connection with nothing in flight that sent nothing for idleTimeoutMs. */
   private readonly idleTimer: NodeJS.Timeout;
   /** Armed while a frame is in progress: it must arrive whole within frameTimeoutMs. */
@@ -335,14 +335,15 @@ export class Connection implements RequestOrigin {
 
   private onIdle(): void {
     if (this.broken) return;
-    // Replies waiting for a caller that took none of them for a whole idleTimeoutMs: it is not
-    // reading, and waiting on it is not work.
-    const taken = this.socket.bytesWritten - this.socket.writableLength;
-    const repliesStalled = this.waitingForDrain && taken === this.takenAtLastIdle;
-    this.takenAtLastIdle = taken;
+    // Replies still going out to a caller that is reading them are work; replies of which not one
+    // more write completed in a whole idleTimeoutMs are waiting on a caller that does not read.
+    // (A write completes when the kernel took all of it: a frame, or the frames queued together.)
+    const completed = this.socket.bytesWritten - this.socket.writableLength;
+    const repliesMoving = this.socket.writableLength > 0 && completed !== this.completedAtLastIdle;
+    this.completedAtLastIdle = completed;
     // Not idle while work is in flight, requests wait, or a frame is in progress (its own timer).
     const busy = this.pending > 0 || this.backlogHead < this.backlog.length || this.waitingForRoom || this.decoder.pendingBytes > 0;
-    if (busy || (this.waitingForDrain && !repliesStalled)) {
+    if (busy || repliesMoving) {
       this.idleTimer.refresh();
       return;
     }
@@ -353,12 +354,14 @@ export class Connection implements RequestOrigin {
 
   /**
    * Half-closes once the replies are out, and cuts the connection off if its caller has not
-   * taken them within HANG_UP_MS.
+   * taken them within HANG_UP_MS. What it sends meanwhile is read and dropped: a caller blocked
+   * writing would not see the end otherwise.
    */
   private hangUp(): void {
     this.broken = true;
     this.socket.end();
     this.socket.destroySoon();
+    this.socket.resume();
     const cutOff = setTimeout(() => this.socket.destroy(), HANG_UP_MS);
     cutOff.unref();
     this.socket.once('close', () => clearTimeout(cutOff));
