@@ -309,22 +309,22 @@ class Daemon implements DaemonHandle {
   private watchIdleMemory(server: DaemonServer): { readonly collections: number; stop(): void } {
     const { slots, runner, log } = this.parts;
     const running = () => slots.busy > 0 || slots.queued > 0 || server.inflight > 0;
-    /** server.bytesMoved at the last tick. */
-    let quietFrom = 0;
+    /** server.bytesMoved and the runs started at the last tick, and whether that tick found work. */
+    let seen = server.bytesMoved;
+    let started = runner.counters.started;
+    let working = false;
     const collector = new IdleCollector({
       thresholdBytes: Infinity,
       growthBytes: 8 * 1024 * 1024,
       idleMs: 1000,
       minGapMs: 5000,
       maxGapMs: 300_000,
-      isIdle: () => server.bytesMoved - quietFrom < QUIET_BYTES && !running(),
+      // Not while the last tick found work, and not if it has come since.
+      isIdle: () => !working && server.bytesMoved - seen < QUIET_BYTES && !running(),
       // Replies not yet read and frames in progress: held, not garbage, and not live memory either.
       buffered: () => server.bufferedBytes(),
       onCollect: (memory) => log.debug('idle: gave memory back', memory),
     });
-    let seen = server.bytesMoved;
-    let started = runner.counters.started;
-    let working = false;
     const timer = setInterval(() => {
       const moved = server.bytesMoved;
       // A run that started and ended between two ticks is work too.
@@ -337,7 +337,6 @@ class Daemon implements DaemonHandle {
       }
       // A look counts the bytes since the last tick only: health checks a second apart add up
       // to 64 KiB in a minute, and a look due later (after a gap) would never find the daemon idle.
-      quietFrom = moved;
       seen = moved;
       started = runner.counters.started;
     }, IDLE_MEMORY_TICK_MS);

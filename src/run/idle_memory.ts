@@ -72,21 +72,21 @@ export interface IdleCollectorOptions {
    */
   buffered?: () => number;
   /** Told of each collection: the resident memory before and after, the level and the next gap (for a debug log). */
-  onCollect?: (memory: { residentBefore: number; residentAfter: number; idleLevel: number; nextGapMs: number }) => void;
+  onCollect?: (memory: { ownBefore: number; ownAfter: number; idleLevel: number; nextGapMs: number }) => void;
   /** For tests: the clock, the resident memory and the collection. */
   probe?: { now(): number; resident(): number; collect(): void };
 }
 
 /**
  * Collects once the service has been idle for a moment after a burst: one that held
- * `thresholdBytes` or more at once, or one that left the resident memory `growthBytes` above
- * its idle level (the lowest measured after a collection or at an idle moment: the first look
+ * `thresholdBytes` or more at once, or one that left its own memory (resident, less what it
+ * holds for callers: `buffered`) `growthBytes` above its idle level (the lowest measured after a collection or at an idle moment: the first look
  * collects to measure it). Bytes held are a proxy: requests that do not overlap hold little at
  * once and leave as much behind. Collections are at least `minGapMs` apart, and a collection
  * that leaves the memory above its level (a reply still being written, or live memory that grew)
  * is followed by another look after a gap that doubles each time such a collection repeats
- * (up to `maxGapMs`). The level rises only to what three collections in a row left, not
- * counting what the service holds for callers (`buffered`): garbage is gone after one, so it
+ * (up to `maxGapMs`); so is a look while callers have replies to take. The level rises only to
+ * what three collections in a row left: garbage is gone after one, so it
  * never becomes the level, and a service whose live memory grew for good gets a level that says
  * so (without traffic, serve's third such collection comes 30 s after its first) instead of a
  * gap that keeps growing and makes the garbage of every later burst wait for it. A look that
@@ -116,12 +116,11 @@ export class IdleCollector {
   held(bytes: number): void {
     this.highWater = Math.max(this.highWater, bytes);
     if (bytes > 0) {
-      // New work: its garbage is looked at once it is done, not after a gap grown by the
+      // New work: no look while it lasts (one due now would find it idle between two of its
+      // requests), and its garbage is looked at once it is done, not after a gap grown by the
       // collections before it (the level's rise after three of them bounds how often they repeat).
-      if (this.gapMs > this.options.minGapMs) {
-        this.gapMs = this.options.minGapMs;
-        this.stop();
-      }
+      this.gapMs = this.options.minGapMs;
+      this.stop();
       return;
     }
     this.idleSince = this.probe.now();
@@ -155,37 +154,53 @@ export class IdleCollector {
     // Not yet idle for idleMs since the last request, nor gapMs since the last collection.
     const wait = Math.max(this.idleSince + this.options.idleMs, this.lastCollection + this.gapMs) - now;
     if (wait > 0) return this.arm(wait);
-    const resident = this.probe.resident();
-    if (this.level !== undefined && this.highWater < this.options.thresholdBytes && resident <= this.level + this.options.growthBytes) {
-      this.level = Math.min(this.level, resident);
+    // The service's own memory: what it holds for callers (replies not yet taken) is neither
+    // garbage a collection could give back nor growth of its own.
+    const own = this.probe.resident() - this.buffered();
+    if (this.level !== undefined && this.highWater < this.options.thresholdBytes && own <= this.level + this.options.growthBytes) {
+      this.level = Math.min(this.level, own);
       this.collectionsAbove = 0;
+      this.lookWhileBuffered();
       return;
     }
     this.highWater = 0;
     this.probe.collect();
     this.collectionCount++;
     this.lastCollection = now;
-    const after = this.probe.resident();
-    const buffered = this.options.buffered?.() ?? 0;
+    const after = this.probe.resident() - this.buffered();
     if (this.level === undefined || after <= this.level + this.options.growthBytes) {
       this.level = Math.min(this.level ?? after, after);
       this.gapMs = this.options.minGapMs;
       this.collectionsAbove = 0;
-    } else if (after - buffered <= this.level + this.options.growthBytes) {
-      // Above only by what callers have yet to take: looked at again, and never the level.
-      this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
-      this.arm(this.gapMs);
+      this.lookWhileBuffered();
     } else if (++this.collectionsAbove >= COLLECTIONS_BEFORE_THE_LEVEL_RISES) {
       // Three full collections in a row could not give it back: it is live memory (or glibc's
       // room around live blocks), not garbage, and the level rises to it, or every burst after it
       // would wait out a gap of up to maxGapMs before its own garbage went.
-      this.level = after - buffered;
+      this.level = after;
       this.collectionsAbove = 0;
       this.gapMs = this.options.minGapMs;
+      this.lookWhileBuffered();
     } else {
       this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
       this.arm(this.gapMs);
     }
-    this.options.onCollect?.({ residentBefore: resident, residentAfter: after, idleLevel: this.level, nextGapMs: this.gapMs });
+    this.options.onCollect?.({ ownBefore: own, ownAfter: after, idleLevel: this.level, nextGapMs: this.gapMs });
   }
+
+  private buffered(): number {
+    return this.options.buffered?.() ?? 0;
+  }
+
+  /**
+   * While callers have replies yet to take, another look after a gap that doubles (no
+   * collection unless the service's own memory grew): once they took them, or left without, what
+   * the replies held is garbage, and nothing else would come to look at it.
+   */
+  private lookWhileBuffered(): void {
+    if (this.buffered() === 0) return;
+    this.gapMs = Math.min(this.gapMs * 2, this.options.maxGapMs);
+    this.arm(this.gapMs);
+  }
+
 }

@@ -79,9 +79,13 @@ describe.skipIf(process.getuid?.() !== 0)('the daemon gives memory back once idl
         await sleep(1000);
       }
     })();
-    const count = await collectionsAfter(before, 15_000);
-    checking = false;
-    await checks;
+    let count: number;
+    try {
+      count = await collectionsAfter(before, 15_000);
+    } finally {
+      checking = false;
+      await checks;
+    }
     expect(count, collectionLog()).toBeGreaterThan(before);
   }, 60_000);
 
