@@ -297,9 +297,11 @@ class Daemon implements DaemonHandle {
   /**
    * A full collection and malloc_trim once the daemon sat idle for a second or more after work
    * (no run started, nothing in a slot, queued or in flight, and less than QUIET_BYTES read or
-   * written on all connections in a whole tick) and its resident memory is 8 MiB above its idle level (see
-   * IdleCollector: at most one per 5 s, looked at again while a collection leaves it above, and
-   * a level that rises only to what three collections in a row left). Without it the garbage of
+   * written on all connections in a whole tick) and its own memory (resident, less the bytes its
+   * connections hold: replies not yet read, frames in progress) is 8 MiB above its idle level
+   * (see IdleCollector: at most one per 5 s, looked at again while a collection leaves it above
+   * or while connections hold bytes, and a level that rises only to what three collections in a
+   * row left). Without it the garbage of
    * a burst of large requests and replies (frames of MiBs) stayed resident in a daemon that then
    * sat idle: V8 collects only when allocating, and glibc keeps freed room. Only growth triggers
    * a collection, so traffic that leaves nothing behind (a caller's tiny requests) costs none;

@@ -54,13 +54,15 @@ const COLLECTIONS_BEFORE_THE_LEVEL_RISES = 3;
 export interface IdleCollectorOptions {
   /** Held bytes past which an idle moment gets a collection. */
   thresholdBytes: number;
-  /** Resident memory above its idle level past which an idle moment gets one as well. */
+  /** The service's own memory (resident, less `buffered`) above its idle level past which an idle moment gets one as well. */
   growthBytes: number;
   /** How long nothing must have been held before the service is looked at. */
   idleMs: number;
   /**
-   * The least time between two collections; doubled, up to maxGapMs, after each collection that
-   * left the memory above its level, and back to this after one that did not.
+   * The least time between two collections, and between the looks while callers have replies to
+   * take; doubled, up to maxGapMs, after each collection that left the memory above its level
+   * and after each such look, and back to this with new work or a collection that brought the
+   * memory back to its level.
    */
   minGapMs: number;
   maxGapMs: number;
@@ -71,7 +73,7 @@ export interface IdleCollectorOptions {
    * cannot give back, but that is not the service's own either, so it never raises the level.
    */
   buffered?: () => number;
-  /** Told of each collection: the resident memory before and after, the level and the next gap (for a debug log). */
+  /** Told of each collection: the service's own memory before and after, the level and the next gap (for a debug log). */
   onCollect?: (memory: { ownBefore: number; ownAfter: number; idleLevel: number; nextGapMs: number }) => void;
   /** For tests: the clock, the resident memory and the collection. */
   probe?: { now(): number; resident(): number; collect(): void };

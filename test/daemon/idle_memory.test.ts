@@ -1,5 +1,5 @@
 // When the daemon gives memory back (a full collection and malloc_trim, counted by
-// codejail_idle_collections_total): once idle after work that left its resident memory well
+// codejail_idle_collections_total): once idle after work that left its own memory well
 // above its idle level, and not for work that leaves nothing behind. A caller's small runs a
 // few seconds apart made the daemon collect every 5 s (review: any caller could make it stall for
 // tens of ms at will), and a connection holding a reply its caller never reads counted as work
@@ -26,7 +26,7 @@ describe.skipIf(process.getuid?.() !== 0)('the daemon gives memory back once idl
   }, 60_000);
 
   /** The daemon's collections so far, for a failure's message (it logs them at debug). */
-  const collectionLog = () => JSON.stringify(daemon.logs.filter((l) => l.msg === 'idle: gave memory back').map(({ time, residentBefore, residentAfter, idleLevel, nextGapMs }) => ({ time, residentBefore, residentAfter, idleLevel, nextGapMs })));
+  const collectionLog = () => JSON.stringify(daemon.logs.filter((l) => l.msg === 'idle: gave memory back').map(({ time, ownBefore, ownAfter, idleLevel, nextGapMs }) => ({ time, ownBefore, ownAfter, idleLevel, nextGapMs })));
   const collections = async () => {
     const line = (await client.metrics()).split('\n').find((l) => l.startsWith('codejail_idle_collections_total '));
     return Number(line?.split(' ')[1]);
