@@ -45,7 +45,8 @@ export class Connection {
     private readonly socketPath: string,
     private readonly maxFrameBytes: number,
   ) {
-    this.decoder = new FrameDecoder(maxFrameBytes);
+    // The daemon is trusted with the lengths it announces: a large reply is assembled as it comes.
+    this.decoder = new FrameDecoder(maxFrameBytes, undefined, true);
     this.closedPromise = new Promise((resolve) => (this.settleClosed = resolve));
     this.open();
   }

@@ -106,17 +106,34 @@ export function encodeFrame(message: unknown): Buffer {
 }
 
 /**
+ * A frame at least this large, from a peer trusted with the length it announces, is assembled in
+ * one buffer of its size as its chunks come, rather than joined once it is whole: the copy then
+ * happens while the rest is still on its way, not between the last byte and the decode (about
+ * 1.5 ms for 8 MB here).
+ */
+const ASSEMBLE_FROM_BYTES = 256 * 1024;
+
+/**
  * Accumulates stream chunks and returns each complete, decoded frame. With `limits` (a server
  * reading requests), a frame over them comes out as a RefusedFrame; without, frames are held to
  * DEFAULT_SHAPE_LIMITS and one over them is a FrameError like any malformed frame.
+ *
+ * `trustAnnouncedLength` (a client reading its own daemon's replies) lets a large frame's buffer
+ * be allocated when its header comes. A server must not: a peer could announce the maximum on
+ * each of its connections and send nothing more, and each announcement would cost us that much.
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
+  /** Bytes received and not yet returned as frames, in `chunks` and in `assembling`. */
   private buffered = 0;
+  /** A large frame (header included) being filled, and how much of it has come. */
+  private assembling: Buffer | undefined;
+  private assembled = 0;
 
   constructor(
     private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
     private readonly limits?: ShapeLimits,
+    private readonly trustAnnouncedLength = false,
   ) {}
 
   /** Bytes received and not yet returned as frames: a frame in progress. */
@@ -128,6 +145,8 @@ export class FrameDecoder {
   reset(): void {
     this.chunks = [];
     this.buffered = 0;
+    this.assembling = undefined;
+    this.assembled = 0;
   }
 
   /**
@@ -135,16 +154,40 @@ export class FrameDecoder {
    * the messages completed before it (`complete`).
    */
   push(chunk: Buffer): unknown[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
     const out: unknown[] = [];
     try {
-      this.decodeInto(out);
+      if (this.assembling) this.fill(chunk, out);
+      else this.keep(chunk);
+      // While a frame is still being assembled, nothing else has come.
+      if (!this.assembling) this.decodeInto(out);
     } catch (err) {
       if (err instanceof FrameError) err.complete = out;
       throw err;
     }
     return out;
+  }
+
+  private keep(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
+
+  /**
+   * Copies what `chunk` holds of the frame being assembled and keeps the rest; decodes the frame
+   * once whole (the rest is kept first, so a bad frame leaves it counted, as a joined one would).
+   */
+  private fill(chunk: Buffer, out: unknown[]): void {
+    const frame = this.assembling!;
+    const taken = chunk.copy(frame, this.assembled);
+    this.assembled += taken;
+    this.buffered += taken;
+    this.keep(chunk.subarray(taken));
+    if (this.assembled < frame.length) return;
+    this.assembling = undefined;
+    this.assembled = 0;
+    this.buffered -= frame.length;
+    this.decodeFrame(frame.subarray(HEADER_BYTES), out);
   }
 
   private decodeInto(out: unknown[]): void {
@@ -156,22 +199,38 @@ export class FrameDecoder {
         throw new FrameError(`frame of ${length} bytes exceeds the maximum of ${this.maxFrameBytes}`);
       }
       if (length === 0) throw new FrameError('empty frame');
-      if (this.buffered < HEADER_BYTES + length) break;
-      const frame = this.take(HEADER_BYTES + length).subarray(HEADER_BYTES);
-      const violation = scanShape(frame, this.limits ?? DEFAULT_SHAPE_LIMITS);
-      if (violation) {
-        if (violation.malformed || !this.limits) throw new FrameError(violation.reason);
-        out.push(new RefusedFrame(violation.reason, violation.id));
-        continue;
+      if (this.buffered < HEADER_BYTES + length) {
+        if (this.trustAnnouncedLength && length >= ASSEMBLE_FROM_BYTES) this.startAssembling(HEADER_BYTES + length);
+        break;
       }
-      let message: unknown;
-      try {
-        message = unpackr.unpack(frame);
-      } catch (err) {
-        throw new FrameError(`frame is not valid msgpack: ${(err as Error).message}`);
-      }
-      out.push(message);
+      this.decodeFrame(this.take(HEADER_BYTES + length).subarray(HEADER_BYTES), out);
     }
+  }
+
+  private decodeFrame(frame: Buffer, out: unknown[]): void {
+    const violation = scanShape(frame, this.limits ?? DEFAULT_SHAPE_LIMITS);
+    if (violation) {
+      if (violation.malformed || !this.limits) throw new FrameError(violation.reason);
+      out.push(new RefusedFrame(violation.reason, violation.id));
+      return;
+    }
+    let message: unknown;
+    try {
+      message = unpackr.unpack(frame);
+    } catch (err) {
+      throw new FrameError(`frame is not valid msgpack: ${(err as Error).message}`);
+    }
+    out.push(message);
+  }
+
+  /** Moves what has come of an incomplete frame (all that is buffered) into a buffer of its size. */
+  private startAssembling(size: number): void {
+    const frame = Buffer.allocUnsafeSlow(size);
+    let at = 0;
+    for (const chunk of this.chunks) at += chunk.copy(frame, at);
+    this.chunks = [];
+    this.assembling = frame;
+    this.assembled = at;
   }
 
   private peek(n: number): Buffer {
@@ -181,9 +240,23 @@ export class FrameDecoder {
     return joined;
   }
 
+  /**
+   * The next `n` bytes. What is left after them is copied into a buffer of its own size once it
+   * is under half of the memory its view would keep: a view keeps the whole joined buffer (a
+   * frame of up to the maximum, or a 64 KiB read) alive while `pendingBytes` counts only what is
+   * left. Each copy is at most half the buffer it replaces, so copying stays linear.
+   */
   private take(n: number): Buffer {
     const joined = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    this.chunks = joined.length > n ? [joined.subarray(n)] : [];
+    const left = joined.length - n;
+    if (left === 0) this.chunks = [];
+    else if (left * 2 >= joined.buffer.byteLength) this.chunks = [joined.subarray(n)];
+    else {
+      // Not Buffer.from: under 4 KiB it is a view of Node's shared 8 KiB pool.
+      const own = Buffer.allocUnsafeSlow(left);
+      joined.copy(own, 0, n);
+      this.chunks = [own];
+    }
     this.buffered -= n;
     return joined.subarray(0, n);
   }

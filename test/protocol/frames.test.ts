@@ -68,6 +68,81 @@ describe('frames', () => {
     expect(() => new FrameDecoder(1024).push(header)).toThrow(new FrameError('frame of 1025 bytes exceeds the maximum of 1024'));
   });
 
+  it('a large frame decodes the same split anywhere, assembled (a trusted peer) or joined, with the frames around it', () => {
+    const large = { v: 1, id: 2, ok: true, result: { stdout: Buffer.alloc(700 * 1024, 5), stderr: Buffer.from('e') } };
+    const stream = Buffer.concat([encodeFrame({ v: 1, id: 1, op: 'status' }), encodeFrame(large), encodeFrame({ v: 1, id: 3, op: 'status' })]);
+    for (const trusted of [false, true]) {
+      for (const size of [1, 3, 5, 4096, 65536, 300_000, stream.length]) {
+        const decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, undefined, trusted);
+        const decoded: Array<{ id: number; result?: { stdout: Uint8Array } }> = [];
+        for (let at = 0; at < stream.length; at += size) decoded.push(...(decoder.push(stream.subarray(at, at + size)) as typeof decoded));
+        expect(decoded.map((message) => message.id), `trusted ${trusted}, chunks of ${size}`).toEqual([1, 2, 3]);
+        expect(Buffer.from(decoded[1]!.result!.stdout).equals(large.result.stdout)).toBe(true);
+        expect(decoder.pendingBytes).toBe(0);
+      }
+    }
+  });
+
+  it('deny_a_peer_announcing_a_large_frame_makes_a_server_allocate_it: only a trusted peer gets its buffer ahead', () => {
+    // A server's decoder holds what came, not what was announced: 16 connections each announcing
+    // 64 MiB and sending nothing more would otherwise cost a GiB.
+    const header = Buffer.alloc(8);
+    header.writeUInt32BE(60 * 1024 * 1024, 0);
+    const held = (decoder: FrameDecoder) => {
+      const before = process.memoryUsage().arrayBuffers;
+      decoder.push(Buffer.from(header));
+      const grown = process.memoryUsage().arrayBuffers - before;
+      expect(decoder.pendingBytes).toBe(8);
+      return grown;
+    };
+    expect(held(new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, REQUEST_SHAPE_LIMITS))).toBeLessThan(1024 * 1024);
+    expect(held(new FrameDecoder())).toBeLessThan(1024 * 1024);
+    expect(held(new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, undefined, true))).toBeGreaterThanOrEqual(60 * 1024 * 1024);
+  });
+
+  it('deny_a_byte_after_a_large_frame_keeps_the_frame_buffer: what is left is held in its own bytes', () => {
+    // pendingBytes is what the daemon counts as held for a connection: a view of the joined
+    // buffer would hold the whole previous frame while it counted 10 bytes.
+    const held = (decoder: FrameDecoder) => (decoder as unknown as { chunks: Buffer[] }).chunks.reduce((sum, chunk) => sum + chunk.buffer.byteLength, 0);
+    const decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, REQUEST_SHAPE_LIMITS);
+    const first = encodeFrame({ v: 1, id: 1, op: 'status', pad: Buffer.alloc(1024 * 1024) });
+    decoder.push(first.subarray(0, 100_000));
+    const [decoded] = decoder.push(Buffer.concat([first.subarray(100_000), encodeFrame({ v: 1, id: 2, op: 'status' }).subarray(0, 10)]));
+    expect((decoded as { id: number }).id).toBe(1);
+    expect(decoder.pendingBytes).toBe(10);
+    expect(held(decoder)).toBe(10);
+    // One read of frames each no larger than all that follows it (so no single frame is the
+    // larger part), then 40 bytes of the next: what is left holds about its own bytes too.
+    const tail = encodeFrame({ v: 1, id: 99, op: 'status', pad: Buffer.alloc(100) }).subarray(0, 40);
+    const frames: Buffer[] = [];
+    for (let id = 1, after = tail.length; after < 32_000; id++) {
+      const pad = Math.max(0, after - 40);
+      const next = encodeFrame({ v: 1, id, op: 'status', pad: Buffer.alloc(pad) });
+      frames.unshift(next);
+      after += next.length;
+    }
+    const read = Buffer.alloc(64 * 1024);
+    const stream = Buffer.concat([...frames, tail]);
+    stream.copy(read);
+    const chained = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, REQUEST_SHAPE_LIMITS);
+    expect(chained.push(read.subarray(0, stream.length))).toHaveLength(frames.length);
+    expect(chained.pendingBytes).toBe(40);
+    expect(held(chained)).toBeLessThanOrEqual(80);
+  });
+
+  it('support_a_bad_assembled_frame_leaves_what_came_after_it_counted, as a joined one does', () => {
+    const bad = Buffer.alloc(4 + 300_000, 0);
+    bad.writeUInt32BE(300_000, 0);
+    bad[4] = 0xc1; // never used in msgpack
+    const after = encodeFrame({ v: 1, id: 2, op: 'status' });
+    for (const trusted of [false, true]) {
+      const decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, undefined, trusted);
+      decoder.push(bad.subarray(0, 1000));
+      expect(() => decoder.push(Buffer.concat([bad.subarray(1000), after]))).toThrow(FrameError);
+      expect(decoder.pendingBytes, `trusted ${trusted}`).toBe(after.length);
+    }
+  });
+
   it.each([
     ['BigInt (0x42)', [0xd7, 0x42, 0, 0, 0, 0, 0, 0, 0, 1], 66],
     ['Set (0x73)', [0xd4, 0x73, 0x90], 115],
