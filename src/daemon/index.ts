@@ -326,6 +326,7 @@ class Daemon implements DaemonHandle {
       // Replies not yet read and frames in progress: held, not garbage, and not live memory either.
       buffered: () => server.bufferedBytes(),
       onCollect: (memory) => log.debug('idle: gave memory back', memory),
+      onLook: (memory) => log.debug('idle: nothing to give back', memory),
     });
     const timer = setInterval(() => {
       const moved = server.bytesMoved;

@@ -75,6 +75,8 @@ export interface IdleCollectorOptions {
   buffered?: () => number;
   /** Told of each collection: the service's own memory before and after, the level and the next gap (for a debug log). */
   onCollect?: (memory: { ownBefore: number; ownAfter: number; idleLevel: number; nextGapMs: number }) => void;
+  /** Told of each look that found the service idle and nothing to give back (for a debug log). */
+  onLook?: (memory: { own: number; idleLevel: number }) => void;
   /** For tests: the clock, the resident memory and the collection. */
   probe?: { now(): number; resident(): number; collect(): void };
 }
@@ -162,6 +164,7 @@ export class IdleCollector {
     if (this.level !== undefined && this.highWater < this.options.thresholdBytes && own <= this.level + this.options.growthBytes) {
       this.level = Math.min(this.level, own);
       this.collectionsAbove = 0;
+      this.options.onLook?.({ own, idleLevel: this.level });
       this.lookWhileBuffered();
       return;
     }

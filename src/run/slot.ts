@@ -369,9 +369,10 @@ export class RunSlot {
           this.quarantine(reason, onClean, onStillDirty, attempt + 1);
           return;
         }
-        log.info('slot is clean again and back in the pool', { slot: this.identity.index, uid: this.identity.uid, attempts: attempt });
         await this.release(undefined);
         onClean();
+        // Once it is: a caller that reads the log (a test, an operator) may use the slot at once.
+        log.info('slot is clean again and back in the pool', { slot: this.identity.index, uid: this.identity.uid, attempts: attempt });
       });
     }, Math.min(1000 * 2 ** attempt, 60_000));
     // A stopping daemon exits anyway; its parent-death signal and the next start's sweep finish the job.

@@ -25,8 +25,15 @@ describe.skipIf(process.getuid?.() !== 0)('the daemon gives memory back once idl
     await daemon?.stop();
   }, 60_000);
 
-  /** The daemon's collections so far, for a failure's message (it logs them at debug). */
-  const collectionLog = () => JSON.stringify(daemon.logs.filter((l) => l.msg === 'idle: gave memory back').map(({ time, ownBefore, ownAfter, idleLevel, nextGapMs }) => ({ time, ownBefore, ownAfter, idleLevel, nextGapMs })));
+  /** The daemon's collections and looks so far, for a failure's message (it logs them at debug). */
+  const collectionLog = () =>
+    JSON.stringify(
+      daemon.logs
+        .filter((l) => l.msg === 'idle: gave memory back' || l.msg === 'idle: nothing to give back')
+        .map(({ time, msg, own, ownBefore, ownAfter, idleLevel, nextGapMs }) => ({ time, msg, own, ownBefore, ownAfter, idleLevel, nextGapMs })),
+    );
+  /** Looks that found the daemon idle and nothing to give back. */
+  const looks = () => daemon.logs.filter((l) => l.msg === 'idle: nothing to give back').length;
   const collections = async () => {
     const line = (await client.metrics()).split('\n').find((l) => l.startsWith('codejail_idle_collections_total '));
     return Number(line?.split(' ')[1]);
@@ -35,10 +42,10 @@ describe.skipIf(process.getuid?.() !== 0)('the daemon gives memory back once idl
    * The count once it has gone past `than`, or the count after `ms`. Asked every 3 s, so that the
    * asking leaves the daemon idle in between.
    */
-  const collectionsAfter = async (than: number, ms: number) => {
+  const collectionsAfter = async (than: number, ms: number, orUntil: () => boolean = () => false) => {
     const deadline = performance.now() + ms;
     let count = than;
-    while (count <= than && performance.now() < deadline) count = (await sleep(3000), await collections());
+    while (count <= than && !orUntil() && performance.now() < deadline) count = (await sleep(3000), await collections());
     return count;
   };
   /** Large requests at once: tens of MiB of frames decoded, and their garbage. */
@@ -68,9 +75,14 @@ describe.skipIf(process.getuid?.() !== 0)('the daemon gives memory back once idl
   }, 60_000);
 
   it('allow_health_checks_a_second_apart_do_not_keep_the_daemon_from_collecting', async () => {
+    // What is asserted is that the daemon finds itself idle between the checks (a look): whether
+    // the burst left enough behind to collect depends on when V8 collected during it (under load,
+    // a look once found nothing to give back and the count stayed put).
     await sleep(6000);
-    const before = await collections();
     for (const result of await burst()) expect(result.status).toBe(0);
+    // After the burst: its work holds off any look until a tick finds it done.
+    const before = await collections();
+    const looksBefore = looks();
     // A health check every second all along.
     let checking = true;
     const checks = (async () => {
@@ -81,12 +93,12 @@ describe.skipIf(process.getuid?.() !== 0)('the daemon gives memory back once idl
     })();
     let count: number;
     try {
-      count = await collectionsAfter(before, 15_000);
+      count = await collectionsAfter(before, 15_000, () => looks() > looksBefore);
     } finally {
       checking = false;
       await checks;
     }
-    expect(count, collectionLog()).toBeGreaterThan(before);
+    expect(count > before || looks() > looksBefore, collectionLog()).toBe(true);
   }, 60_000);
 
   it('allow_a_connection_holding_a_reply_its_caller_never_reads_does_not_keep_the_daemon_from_collecting', async () => {
