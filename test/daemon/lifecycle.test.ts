@@ -122,6 +122,9 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
     const errors: string[] = [];
     const codes = new Set<string>();
     let exited = false;
+    let stopping = false;
+    /** Status requests on the open connection answered by the daemon after SIGTERM. */
+    let answeredWhileStopping = 0;
     const record = (err: unknown) => {
       const code = (err as { code?: string }).code ?? String(err);
       codes.add(code);
@@ -133,7 +136,11 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
       // Requests pipelined on the open connection, one after another's answer, and requests on
       // fresh connections, until the daemon is gone: some are written as it closes them.
       const onOpenConnection = Array.from({ length: 4 }, async () => {
-        while (!exited) await client.status().catch(record);
+        while (!exited) {
+          await client.status().then(() => {
+            if (stopping) answeredWhileStopping++;
+          }, record);
+        }
       });
       const onNewConnections = Array.from({ length: 2 }, async () => {
         while (!exited) {
@@ -142,13 +149,20 @@ describe.skipIf(!isRoot)('SIGTERM', () => {
           await fresh.close();
         }
       });
+      stopping = true;
       daemon.process.kill('SIGTERM');
       expect((await run).stdout.toString()).toBe('slept\n');
       expect(await exitOf(daemon)).toBe(0);
       exited = true;
       await Promise.all([...onOpenConnection, ...onNewConnections]);
       expect(errors).toEqual([]);
-      expect(codes.has('shutting_down')).toBe(true);
+      // The requests crossed the stop: answered while it drained, then refused. Whether one of
+      // them got the connection's 'shutting_down' notice depends on timing: when the daemon has
+      // answered every request it read before the notice, and the replies and the notice come in
+      // one read, nothing is pending on the connection when the notice is decoded (a full run
+      // on Node 22 saw only 'unavailable', from the requests that followed on new connections).
+      expect(answeredWhileStopping).toBeGreaterThan(0);
+      expect(codes.has('shutting_down') || codes.has('unavailable'), [...codes].join(', ')).toBe(true);
     } finally {
       exited = true;
       await client.close();
