@@ -131,13 +131,13 @@ Napi::Value ChannelSend(const Napi::CallbackInfo &info) {
 Napi::Value SendWarmRun(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsObject() || !info[3].IsBuffer())
-    throw Napi::TypeError::New(env, "sendWarmRun(fd, token, plan, tail)");
+    throw Napi::TypeError::New(env, "sendWarmRun(fd, token, plan, tail[, held])");
   PlanRequest req = parse_plan(info[2].As<Napi::Object>());
   Napi::Buffer<char> tail = info[3].As<Napi::Buffer<char>>();
   RunEnds ends;
   try {
     ends = send_warm_run(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(), req,
-                         std::string(tail.Data(), tail.Length()));
+                         std::string(tail.Data(), tail.Length()), info.Length() > 4 && info[4].ToBoolean().Value());
   } catch (const SpawnError &e) {
     throw errno_error(env, cj_step_name(e.step), e.err, e.what());
   } catch (const std::system_error &e) {

@@ -42,6 +42,16 @@ CJ_WARM_EXPORT int cj_warm_apply(const void *wire, size_t len, const int *fds, s
 CJ_WARM_EXPORT int cj_warm_start(const void *wire, size_t len, const void *fds, size_t nfds, int parent, int channel,
                                  uint32_t token, int result_channel);
 
+/*
+ * In a held child (a run started ahead of its request: HLD1), after cj_warm_start: waits on its
+ * stdin (fd 0, the run's own pipe, fresh for this run) for its go record, in raw system calls:
+ * 8 bytes ("GO01", then the tail's length, uint32) and the tail, read into `tail` (cap bytes).
+ * What follows on the pipe is the run's stdin, left unread. Returns the tail's length, or
+ * -errno: -EPIPE when stdin ended first (the daemon discarded the held run), -EPROTO for bytes
+ * that are not a go record, -E2BIG for a tail over cap.
+ */
+CJ_WARM_EXPORT long cj_warm_await_go(void *tail, size_t cap);
+
 /* After a successful cj_warm_apply (and the child's report to its template): closes every fd from
  * `first` up, which execve's close-on-exec would have closed. Returns 0 or an errno value. */
 CJ_WARM_EXPORT int cj_warm_seal(int first);

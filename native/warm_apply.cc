@@ -105,6 +105,39 @@ extern "C" int cj_warm_start(const void *wire, size_t len, const void *fds, size
   return cj_warm_seal(result_channel ? 4 : 3);
 }
 
+namespace {
+
+// Reads exactly `len` bytes from fd 0; 0, -EPIPE at end of file, or -errno.
+long read_exact(char *into, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    long r = raw_syscall(SYS_read, 0, (long)(into + got), (long)(len - got));
+    if (r == -EINTR) continue;
+    if (r < 0) return r;
+    if (r == 0) return -EPIPE;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+// The go record's head (the daemon writes it: src/run/held.ts); the tail follows.
+struct GoRecord {
+  char kind[4];  // "GO01"
+  uint32_t tail_len;
+};
+
+}  // namespace
+
+extern "C" long cj_warm_await_go(void *tail, size_t cap) {
+  GoRecord go;
+  long r = read_exact(reinterpret_cast<char *>(&go), sizeof go);
+  if (r < 0) return r;
+  if (memcmp(go.kind, "GO01", 4) != 0) return -EPROTO;
+  if (go.tail_len > cap) return -E2BIG;
+  r = read_exact(static_cast<char *>(tail), go.tail_len);
+  return r < 0 ? r : (long)go.tail_len;
+}
+
 extern "C" int cj_warm_seal(int first) {
   // What execve's close-on-exec would have closed: the template's socket, the received
   // originals, the other children's pidfds. Allowed by the warm seccomp policy.

@@ -16,7 +16,8 @@ namespace {
 
 // The message's header; the template (python/warm_template.py) reads the same layout.
 struct WarmRunHeader {
-  char kind[4];  // "RUN1"
+  char kind[4];  // "RUN1", or "HLD1" for a held run (its tail says only whether fd 3 is a result
+                 // channel; the rest comes with its go record)
   uint32_t token;
   uint32_t plan_len;
   uint32_t tail_len;
@@ -27,9 +28,11 @@ static_assert(CJ_PLAN_MAX_FDS <= 16, "a plan's fd list must fit what a template 
 
 }  // namespace
 
-RunEnds send_warm_run(int sock, uint32_t token, const PlanRequest &req, const std::string &tail) {
+RunEnds send_warm_run(int sock, uint32_t token, const PlanRequest &req, const std::string &tail, bool held) {
   PreparedPlan prepared = prepare_plan(req, PlanUse::warm);
-  WarmRunHeader header{{'R', 'U', 'N', '1'}, token, (uint32_t)sizeof prepared.plan, (uint32_t)tail.size()};
+  WarmRunHeader run_header{{'R', 'U', 'N', '1'}, token, (uint32_t)sizeof prepared.plan, (uint32_t)tail.size()};
+  WarmRunHeader held_header{{'H', 'L', 'D', '1'}, token, (uint32_t)sizeof prepared.plan, (uint32_t)tail.size()};
+  WarmRunHeader &header = held ? held_header : run_header;
   struct iovec parts[3] = {
       {&header, sizeof header}, {&prepared.plan, sizeof prepared.plan}, {const_cast<char *>(tail.data()), tail.size()}};
   int err = channel_send(sock, parts, 3, prepared.fds.data(), prepared.fds.size());

@@ -12,7 +12,11 @@ of the run's code is read, and then runs either a script as ``__main__`` (jailCo
 safeExec harness, the way a cold interpreter started on that file would.
 
 Messages, daemon to template: ``RUN1`` (a header, the flattened plan, then a JSON tail: mode,
-argv, env), with the run's fds attached; ``DRN1``: take no more runs, exit once the children are
+argv, env), with the run's fds attached; ``HLD1``, the same for a run started ahead of its
+request (a held run): its tail says only whether fd 3 is a result channel, and its child, once
+confined and reported, waits on its stdin for a go record (``GO01``, the rest of the tail's
+length, then that tail: cj_warm_await_go), which the daemon writes when the request comes, or for
+the end of its stdin, when the daemon discards it; ``DRN1``: take no more runs, exit once the children are
 gone; ``PNG1``: say ``PONG`` (the daemon's check that an idle template still answers). Template
 to daemon, a 4-byte kind and JSON: ``REDY`` once; ``PONG``; ``WARN`` for a message it could not
 use; and per run, in binary, ``EXIT`` once it reaped the child: the token, the wait status and
@@ -94,6 +98,8 @@ class Template:
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
             ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_int,
         ]
+        self.lib.cj_warm_await_go.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.lib.cj_warm_await_go.restype = ctypes.c_long
         if self.lib.cj_warm_init() != 0:
             raise SystemExit("warm_template: cj_warm_init failed")
         self.harness = self._compile_harness(options["harness"])
@@ -204,8 +210,8 @@ class Template:
                 self.draining = True
             elif head == b"PNG1":
                 self.send(b"PONG", {})
-            elif head == b"RUN1" and not self.draining:
-                self.fork(size, fds)
+            elif head in (b"RUN1", b"HLD1") and not self.draining:
+                self.fork(size, fds, held=head == b"HLD1")
             else:
                 self.send(b"WARN", {"message": "unexpected message %r" % head})
         finally:
@@ -214,7 +220,7 @@ class Template:
                 os.close(fd)
         return True
 
-    def fork(self, size, fds):
+    def fork(self, size, fds, held=False):
         kind, token, plan_len, tail_len = HEADER.unpack_from(self.buffer)
         if HEADER.size + plan_len + tail_len != size:
             self.fail(token, 22)
@@ -224,7 +230,7 @@ class Template:
         pid = os.fork()
         if pid == 0:
             try:
-                self.child(token, plan_len, tail_len, fds)
+                self.child(token, plan_len, tail_len, fds, held)
             finally:
                 os._exit(127)
         pidfd = os.pidfd_open(pid)
@@ -268,11 +274,14 @@ class Template:
 
     # --- In the forked child --------------------------------------------------------------------
 
-    def child(self, token, plan_len, tail_len, fds):
-        # The run's own part, in this child's copy of the buffer only.
+    def child(self, token, plan_len, tail_len, fds, held):
+        # The run's own part, in this child's copy of the buffer only. A held run's says only
+        # whether fd 3 is a result channel; the rest comes with its go record.
         try:
             tail = json.loads(bytes(self.view[HEADER.size + plan_len:HEADER.size + plan_len + tail_len]))
-            tail["mode"], tail["script"], tail["argv"], tail["env"], tail["result"]
+            tail["result"]
+            if not held:
+                tail["mode"], tail["script"], tail["argv"], tail["env"]
         except (ValueError, KeyError, TypeError):
             self.fail(token, 22)
             os._exit(127)
@@ -296,7 +305,27 @@ class Template:
             except (KeyError, ValueError, OSError):
                 pass
         reseed_preloads()
+        if held:
+            tail = self.await_go(plan_len)
         run_as_main(tail, self.harness)
+
+    def await_go(self, plan_len):
+        """A held run's go: the rest of its tail, read from its stdin into this child's copy of
+        the message buffer (after the plan). Everything above ran ahead of the request; a run the
+        daemon discards ends here, quietly, when its stdin ends."""
+        at = HEADER.size + plan_len
+        length = self.lib.cj_warm_await_go(ctypes.addressof(self.raw) + at, MAX_MESSAGE - at)
+        if length == -32:  # -EPIPE: discarded
+            os._exit(0)
+        try:
+            if length < 0:
+                raise ValueError("no go record (errno %d)" % -length)
+            tail = json.loads(bytes(self.view[at:at + length]))
+            tail["mode"], tail["script"], tail["argv"], tail["env"]
+            return tail
+        except (ValueError, KeyError, TypeError) as exc:
+            write_stderr("codejail warm template: a held run's go record is unusable: %s\n" % exc)
+            os._exit(127)
 
 
 def reseed_preloads():

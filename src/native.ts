@@ -244,9 +244,10 @@ interface Addon {
   /**
    * Prepares `plan` for a warm child (native/prepare.cc, as spawn does for a cold one) and sends
    * it (native/plan.h) to a template with the fds it names; returns the daemon's pipe ends. Throws like spawn for a plan that cannot be made, and
-   * with step 'send' when sending fails (code EAGAIN: the template is behind).
+   * with step 'send' when sending fails (code EAGAIN: the template is behind). `held`: a run
+   * started ahead of its request (HLD1), whose child waits on its stdin for its go record.
    */
-  sendWarmRun(fd: number, token: number, plan: NativePlan, tail: Buffer): NativeWarmEnds;
+  sendWarmRun(fd: number, token: number, plan: NativePlan, tail: Buffer, held?: boolean): NativeWarmEnds;
   /** The name of a confinement step (cj_step_name); -1: "message" (a run the template could not read). */
   stepName(step: number): string;
   /** Whether the process of a pidfd has exited (it polls readable), without waiting. */

@@ -171,6 +171,12 @@ export function configSchemaFor(layers: readonly LayerDefault[]) {
           enabled: z.boolean().default(true),
           maxForks: z.number().int().min(1).default(10_000),
           maxAgeSeconds: z.number().int().min(1).default(3600),
+          /**
+           * Each idle slot holds its next warm run started ahead (src/run/held.ts): directory,
+           * layers and a confined child waiting for its request, made for the last warm run's
+           * command and limits.
+           */
+          holdAhead: z.boolean().default(false),
         })
         .strict()
         .default({}),

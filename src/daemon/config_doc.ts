@@ -12,7 +12,7 @@ export const CONFIG_KEYS: Readonly<Record<keyof DaemonConfigInput, string>> = {
   maxFrameBytes: 'the largest request or reply frame, in bytes',
   connections: '{maxBufferedBytes, totalBufferedBytes, perUidBufferedBytes, ...}: per-connection and per-caller bounds',
   commands: 'name -> {path, kind, args, env, read, execute, preload}: the interpreters runs may use',
-  warm: '{enabled, maxForks, maxAgeSeconds}: warm templates, and when one is replaced',
+  warm: '{enabled, maxForks, maxAgeSeconds, holdAhead}: warm templates, when one is replaced, and whether idle slots hold their next run started ahead',
   defaultLimits: 'the limits (CPU, VMEM, REALTIME, ...) of a run that asks for none',
   ceilings: 'the largest limits a request may ask for',
   layers: 'layer -> required | auto | off: which confinement layers must, may or must not apply',

@@ -392,6 +392,7 @@ class Daemon implements DaemonHandle {
         preload: w.profile.preload,
       })),
       counters: { ...runner.counters },
+      held: { ...runner.heldCounters, holding: runner.holding },
     };
   }
 
@@ -456,6 +457,7 @@ class Daemon implements DaemonHandle {
       draining: this.stopping,
       cleanups: runner.cleanupStats,
       idleCollections: this.idleMemory?.collections ?? 0,
+      held: { ...runner.heldCounters, holding: runner.holding },
       warm: [...this.parts.warm.values()].map((w) => ({ command: w.profile.name, ready: w.ready, ...w.counters })),
     });
   }
@@ -476,6 +478,7 @@ class Daemon implements DaemonHandle {
     if (this.metricsHttp) await closeHttp(this.metricsHttp);
     await server.close(graceMs, this.hurry.signal);
     await this.parts.runner.drained();
+    await this.parts.runner.dropHeldRuns();
     this.parts.runner.retireSlots();
     for (const command of this.parts.warm.values()) command.close();
     await releaseLayers(layers, { addon: native(), log });

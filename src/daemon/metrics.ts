@@ -49,6 +49,8 @@ export interface MetricsSnapshot {
   cleanups: { count: number; totalMs: number };
   /** Full collections (and malloc_trim) the daemon did once idle after work. */
   idleCollections: number;
+  /** Held runs (warm.holdAhead): made ahead, taken by a request that fit, held now. Optional: absent counts 0. */
+  held?: { made: number; used: number; holding: number };
   /** Per warm command: runs forked from a template, runs that went cold, template restarts and replacements. */
   warm: Array<{ command: string; ready: boolean; warm: number; cold: number; restarts: number; replaced: number }>;
 }
@@ -145,6 +147,10 @@ export class Metrics {
     metric('codejail_idle_collections_total', 'counter', 'Full garbage collections and malloc_trim done once idle after work, to give memory back.', [
       ['', snapshot.idleCollections],
     ]);
+    const held = snapshot.held ?? { made: 0, used: 0, holding: 0 };
+    metric('codejail_held_runs_made_total', 'counter', 'Runs started ahead in idle slots (warm.holdAhead).', [['', held.made]]);
+    metric('codejail_held_runs_used_total', 'counter', 'Held runs a request took; the rest were discarded.', [['', held.used]]);
+    metric('codejail_held_runs', 'gauge', 'Slots holding a run started ahead now.', [['', held.holding]]);
     const label = (command: string) => `{command=${JSON.stringify(command)}}`;
     metric('codejail_warm_template_ready', 'gauge', 'Whether the command has a warm template ready.', snapshot.warm.map((w) => [label(w.command), w.ready ? 1 : 0]));
     metric('codejail_warm_runs_total', 'counter', 'Runs forked from a warm template.', snapshot.warm.map((w) => [label(w.command), w.warm]));

@@ -6,7 +6,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import type { JailCodeRequest, JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
-import type { native } from '../native.js';
+import type { native, NativePlan } from '../native.js';
 import type { CommandProfile } from '../run/commands.js';
 import { effectiveLimits } from '../run/limits.js';
 import { RunSlot, SetupError, type PreparedRun, type RunOutcome } from '../run/slot.js';
@@ -14,6 +14,7 @@ import type { SlotIdentity } from '../run/slot_users.js';
 import { roundMs } from '../run/supervise.js';
 import { MAX_WARM_TAIL_BYTES } from '../run/template.js';
 import type { WarmCommand } from '../run/warm.js';
+import { heldRunKey, type HeldChild } from '../run/held.js';
 import { runHooks, type Layers } from '../layers/index.js';
 import { buildPlan } from '../layers/plan.js';
 import type { DaemonConfig } from '../config/schema.js';
@@ -85,6 +86,10 @@ export class Runner {
   private readonly cleanups = new Set<Promise<void>>();
   /** Clean-ups after replies, for metrics: how many, and their total time. */
   readonly cleanupStats = { count: 0, totalMs: 0 };
+  /** Held runs (warm.holdAhead): made ahead, and taken by a request that fit. */
+  readonly heldCounters = { made: 0, used: 0 };
+  /** What the slots hold ahead: the last caller's warm run's command, limits and result channel. */
+  private holdNext?: { profile: CommandProfile; limits: Limits; resultChannel: boolean };
 
   constructor(private readonly ctx: RunnerContext) {}
 
@@ -157,17 +162,32 @@ export class Runner {
     // A C string ends at its first NUL: such an argument cannot reach the program intact.
     const nul = request.argv.findIndex((arg) => arg.includes('\0'));
     if (nul >= 0) throw new RequestError('bad_request', `argv[${nul}] holds a NUL byte, which no program can receive`);
+    const warm = this.warmPath(profile, request);
+    // The held run (src/run/held.ts) this request fits, if a slot holds one: such a slot is
+    // preferred; a request that fits none prefers a slot holding none (the self-check's runs).
+    const key = warm ? heldRunKey({ command: request.command, limits, resultChannel: request.resultChannel === true }) : undefined;
+    const prefer = (identity: SlotIdentity) => this.runSlots.get(identity.index)?.heldKey === key;
     const queuedAt = performance.now();
-    const identity = await this.ctx.slots.acquire(signal, run.caller, run.patient);
+    const identity = await this.ctx.slots.acquire(signal, run.caller, run.patient, prefer);
     const preparedAt = performance.now();
     run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
     try {
       try {
-        prepared = await slot.prepare(request, limits, signal);
+        // The slot's held run when it was made for this one; any other is discarded.
+        const held = await slot.takeHeld(key);
+        if (held) {
+          prepared = held.prepared;
+          await slot.fillHeld(held, request, signal);
+          this.heldCounters.used++;
+        } else {
+          prepared = await slot.prepare(request, limits, signal);
+        }
+        // A caller's warm run: the kind of run the slots hold ahead next (not the self-check's).
+        if (warm && run.caller !== undefined) this.holdNext = { profile, limits, resultChannel: request.resultChannel === true };
         const startAt = performance.now();
-        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal);
+        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal, warm, held?.child);
         const { result, stages } = outcome;
         if (request.profile) {
           result.usage.stages = {
@@ -177,6 +197,7 @@ export class Runner {
             runMs: roundMs(stages.runMs),
             resultMs: roundMs(stages.resultMs),
             warm: stages.warm,
+            ...(held ? { held: true } : {}),
           };
         }
         return result;
@@ -189,6 +210,13 @@ export class Runner {
       // every sweep of the slot, also one a cancelled or failed run left in flight.
       this.track(this.finish(slot, identity, prepared));
     }
+  }
+
+  /** Slots holding a run ahead now (status). */
+  get holding(): number {
+    let n = 0;
+    for (const slot of this.runSlots.values()) if (slot.holding) n++;
+    return n;
   }
 
   /** Whether `command` has a warm path (its runs fork from a template unless they say otherwise). */
@@ -214,8 +242,43 @@ export class Runner {
       this.cleanupStats.count++;
       this.cleanupStats.totalMs += performance.now() - started;
       if (slot.dirty) this.quarantine(slot, identity, 'processes of its uid survived the kill');
-      else this.ctx.slots.release(identity);
+      else {
+        // Before the slot is back in the pool: the next run to take it finds its run held.
+        await this.holdAhead(slot);
+        this.ctx.slots.release(identity);
+      }
     }
+  }
+
+  /**
+   * warm.holdAhead: the slot, clean and about to go back to the pool, prepares its next run
+   * ahead, for the command and limits of the last caller's warm run. Not while runs wait for a
+   * slot (the slot goes to one of them at once), nor once the daemon is stopping. Never throws.
+   */
+  private async holdAhead(slot: RunSlot): Promise<void> {
+    const next = this.holdNext;
+    const { config, slots } = this.ctx;
+    if (!next || !config.warm.holdAhead || slots.closed || slots.queued > 0) return;
+    const warm = this.ctx.warm?.get(next.profile.name);
+    if (!warm?.ready) return;
+    const key = heldRunKey({ command: next.profile.name, limits: next.limits, resultChannel: next.resultChannel });
+    try {
+      // A warm run's plan: its argv and code travel in the go record, not in the plan.
+      const held = await slot.hold(
+        key,
+        next.limits,
+        (prepared) => this.planOf(slot, prepared, next.profile, next.limits, { hasCode: true, argv: [], resultChannel: next.resultChannel }),
+        (plan) => warm.hold(plan),
+      );
+      if (held) this.heldCounters.made++;
+    } catch (err) {
+      this.ctx.log.error('holding a run ahead failed', { slot: slot.index, error: err });
+    }
+  }
+
+  /** The daemon is stopping, its runs drained: every slot's held run is discarded. */
+  async dropHeldRuns(): Promise<void> {
+    await Promise.all([...this.runSlots.values()].map((slot) => slot.dropHeld()));
   }
 
   private track(cleanup: Promise<void>): void {
@@ -232,44 +295,34 @@ export class Runner {
     request: RunRequest,
     limits: Limits,
     signal: AbortSignal | undefined,
+    warm: WarmCommand | undefined,
+    held: HeldChild | undefined,
   ): Promise<RunOutcome> {
-    const { config, layers, log } = this.ctx;
+    const { config, log } = this.ctx;
     // The reply frame carries stdout+stderr and, when asked for, the result channel: with a result
     // channel each side gets half the frame, so neither can crowd the other out.
     const frameRoom = config.maxFrameBytes - REPLY_OVERHEAD_BYTES;
     const outputRoom = request.resultChannel ? Math.floor(frameRoom / 2) : frameRoom;
     this.counters.started++;
-    const warm = this.warmPath(profile, request);
+    const mode = request.safeExec ? 'safe_exec' : 'main';
+    const resultChannel = request.resultChannel === true;
     const outcome = await slot.run(prepared, {
-        plan: ({ dir, planFds }) =>
-          buildPlan({
-            profile,
-            dir,
-            hasCode: request.code !== undefined,
-            argv: request.argv,
-            limits,
-            slot: slot.identity,
-            layers,
-            apparmorProfile: config.apparmorProfile,
-            resultChannel: request.resultChannel === true,
-            ...planFds,
-          }),
-        stdin: request.stdin,
-        limits,
-        outputRoom,
-        resultRoom: frameRoom - outputRoom,
-        signal,
-        slug: request.slug,
-        onStarted: () => {
-          if (runStarted.hasSubscribers) runStarted.publish({ slug: request.slug });
-        },
-        ...(warm
-          ? {
-              startWarm: (plan, stdin, budgets) =>
-                warm.start(plan, { mode: request.safeExec ? 'safe_exec' : 'main', argv: request.argv, env: plan.env, result: plan.resultChannel === true }, stdin, budgets),
-            }
+      plan: (ready) => this.planOf(slot, ready, profile, limits, { hasCode: request.code !== undefined, argv: request.argv, resultChannel }),
+      stdin: request.stdin,
+      limits,
+      outputRoom,
+      resultRoom: frameRoom - outputRoom,
+      signal,
+      slug: request.slug,
+      onStarted: () => {
+        if (runStarted.hasSubscribers) runStarted.publish({ slug: request.slug });
+      },
+      ...(held
+        ? { startHeld: (plan, stdin, budgets) => held.go({ mode, argv: request.argv, env: plan.env }, stdin, budgets) }
+        : warm
+          ? { startWarm: (plan, stdin, budgets) => warm.start(plan, { mode, argv: request.argv, env: plan.env, result: resultChannel }, stdin, budgets) }
           : {}),
-      });
+    });
     const { result, cancelled } = outcome;
     if (result.timedOut) {
       this.counters.timedOut++;
@@ -290,6 +343,18 @@ export class Runner {
       warm: outcome.stages.warm,
     });
     return outcome;
+  }
+
+  /** The plan of a run in `slot` (the layers decide what is in it: src/layers/plan.ts). */
+  private planOf(
+    slot: RunSlot,
+    { dir, planFds }: PreparedRun,
+    profile: CommandProfile,
+    limits: Limits,
+    run: { hasCode: boolean; argv: string[]; resultChannel: boolean },
+  ): NativePlan {
+    const { config, layers } = this.ctx;
+    return buildPlan({ profile, dir, ...run, limits, slot: slot.identity, layers, apparmorProfile: config.apparmorProfile, ...planFds });
   }
 
   /**

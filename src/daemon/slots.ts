@@ -73,6 +73,11 @@ export class SlotPool {
     return this.busySlots.size;
   }
 
+  /** Closed: the daemon is stopping, and no run will be granted a slot again. */
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
   get queued(): number {
     return this.waiterCount;
   }
@@ -95,12 +100,12 @@ export class SlotPool {
    * many places as anyone can give up, or later when a caller holding fewer takes its place;
    * with 'cancelled' (leaving the queue) when `signal` aborts first.
    */
-  acquire(signal?: AbortSignal, caller: CallerKey = SELF, patient = false): Promise<Slot> {
+  acquire(signal?: AbortSignal, caller: CallerKey = SELF, patient = false, prefer?: (slot: Slot) => boolean): Promise<Slot> {
     if (this.closedReason !== undefined) return Promise.reject(new RequestError('shutting_down', this.closedReason));
     if (signal?.aborted) return Promise.reject(cancelled(signal));
     if (!patient && this.allOutOfService()) return Promise.reject(this.noSlotCanRun());
     if (this.waiterCount === 0) {
-      const slot = this.free.pop();
+      const slot = this.takeFree(prefer);
       if (slot) {
         this.grant(slot, caller);
         return Promise.resolve(slot);
@@ -129,6 +134,20 @@ export class SlotPool {
       own.push(waiter);
       this.waiterCount++;
     });
+  }
+
+  /**
+   * A free slot, the most recently freed one `prefer` likes (a slot holding the run the request
+   * fits, or one holding none for a request that fits none: src/run/held.ts), else the most
+   * recently freed one.
+   */
+  private takeFree(prefer: ((slot: Slot) => boolean) | undefined): Slot | undefined {
+    if (prefer) {
+      for (let i = this.free.length - 1; i >= 0; i--) {
+        if (prefer(this.free[i]!)) return this.free.splice(i, 1)[0];
+      }
+    }
+    return this.free.pop();
   }
 
   /**

@@ -25,6 +25,8 @@ export interface ChannelMessage {
  */
 export const CHANNEL = {
   run: { kind: 'RUN1', from: 'daemon', body: 'binary', bytes: 16 },
+  /** A held run (started ahead of its request): RUN1's layout; its tail says only `result`. */
+  hold: { kind: 'HLD1', from: 'daemon', body: 'binary', bytes: 16 },
   drain: { kind: 'DRN1', from: 'daemon', body: 'bare' },
   ping: { kind: 'PNG1', from: 'daemon', body: 'bare' },
   ready: { kind: 'REDY', from: 'template', body: 'json' },
@@ -57,3 +59,10 @@ export const CHANNEL_LAYOUT = {
 export function channelKind(message: keyof typeof CHANNEL): Buffer {
   return Buffer.from(CHANNEL[message].kind, 'latin1');
 }
+
+/**
+ * A held run's go record, which the daemon writes on the run's stdin pipe when its request comes
+ * (native/warm_apply.cc: cj_warm_await_go reads it): the kind, the tail's length (uint32), then
+ * the tail (JSON: mode, script, argv, env). Not a channel message: the pipe is the run's own.
+ */
+export const GO_RECORD = { kind: 'GO01', headBytes: 8, tailLengthAt: 4 } as const;

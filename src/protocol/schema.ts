@@ -245,6 +245,11 @@ export const stages = z.object({
   cleanupMs: z.number().optional(),
   /** The run forked from a warm template (false: a fresh interpreter). */
   warm: z.boolean().optional(),
+  /**
+   * The run was held ahead (warm.holdAhead): its directory, layers and confined child were made
+   * before the request came, so its startMs is the go alone.
+   */
+  held: z.boolean().optional(),
 });
 export type Stages = z.infer<typeof stages>;
 
@@ -330,6 +335,11 @@ export const statusResult = z.object({
       }),
     )
     .optional(),
+  /**
+   * Held runs (warm.holdAhead): made ahead in idle slots, taken by a request that fit them, and
+   * held now (optional: added later). The others were discarded.
+   */
+  held: z.object({ made: z.number(), used: z.number(), holding: z.number() }).optional(),
   /** Run counts since start (optional: added after protocol 1 shipped its first shape). */
   counters: z
     .object({

@@ -12,6 +12,9 @@
 //   release     the layers' per-run state and the run directory go; the slot is ready for the next run
 //   quarantine  a slot whose sweep failed is kept out of use and swept again on a backoff until
 //               it is clean; the run directories it held are removed only then
+//   hold        (warm.holdAhead) a released slot prepares its next warm run ahead: the directory,
+//               the layers' state and a confined child waiting for its go (src/run/held.ts); a
+//               request that fits takes it (its files written, then go), any other discards it
 import type { JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
@@ -24,6 +27,7 @@ import type { RunDirPart, RunHooks, RunVerdict } from './run_hooks.js';
 import type { SlotIdentity } from './slot_users.js';
 import { jailCodeResult, supervise } from './supervise.js';
 import { WarmStartError } from './template.js';
+import type { HeldChild } from './held.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -66,6 +70,19 @@ export interface RunSpec {
    * none is ready: the run then starts cold. Either way the rest of the lifecycle is this one.
    */
   startWarm?(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> | undefined;
+  /**
+   * Starts the slot's held run (takeHeld) instead: its go. Never falls back to a cold start: the
+   * prepared run's plan fds were given to the held child and are closed.
+   */
+  startHeld?(plan: NativePlan, stdin: Uint8Array | undefined, budgets: Budgets): RunProcess;
+}
+
+/** A slot's held run (src/run/held.ts): what it was made for, its directory and layers, its child. */
+export interface HeldRun {
+  key: string;
+  limits: Limits;
+  prepared: PreparedRun;
+  child: HeldChild;
 }
 
 /** Where a run's time went, in milliseconds (`profile` requests; codejail bench --profile). */
@@ -137,6 +154,8 @@ export class RunSlot {
    * took (cancelled, failed to start, supervise threw, the daemon stopping).
    */
   private readonly sweeps = new Set<Promise<boolean>>();
+  /** The next run, started ahead (hold); taken or discarded by the next acquire of the slot. */
+  private held: HeldRun | undefined;
 
   constructor(
     readonly identity: SlotIdentity,
@@ -151,6 +170,16 @@ export class RunSlot {
     return this.dirtyFlag;
   }
 
+  /** Whether it holds its next run, started ahead (hold). */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** The key of the run it holds (held.ts: heldRunKey), or undefined. */
+  get heldKey(): string | undefined {
+    return this.held?.key;
+  }
+
   /**
    * The run directory with the request's files, and what each layer keeps per run (a cgroup leaf
    * with the run's limits). Throws RequestError (bad_request: a file) or SetupError (a layer's
@@ -158,7 +187,7 @@ export class RunSlot {
    */
   async prepare(files: RunFiles, limits: Limits, signal?: AbortSignal): Promise<PreparedRun> {
     const { hooks, runBase } = this.ctx;
-    const made: RunDirPart = Object.assign({}, ...hooks.map((hook) => hook.runDir?.(this.identity, limits)));
+    const made = this.runDirPart(limits);
     const mountPoint = made.disk ? (this.mountPoint ??= createMountPoint(runBase)) : undefined;
     let dir: RunDir;
     try {
@@ -191,6 +220,72 @@ export class RunSlot {
   }
 
   /**
+   * Prepares the slot's next run ahead (warm.holdAhead): the directory and the layers' state for
+   * `limits`, and a child started by `start` with the plan `plan` builds, confined and waiting for
+   * its go. Resolves with whether the slot holds it; on any failure, what was made goes (the
+   * slot is swept and released) and the slot is as it was.
+   */
+  async hold(key: string, limits: Limits, plan: (prepared: PreparedRun) => NativePlan, start: (plan: NativePlan) => Promise<HeldChild> | undefined): Promise<boolean> {
+    if (this.held) return false;
+    let prepared: PreparedRun | undefined;
+    let child: HeldChild | undefined;
+    try {
+      prepared = await this.prepare({ files: [], extraFiles: [] }, limits);
+      child = await start(plan(prepared));
+    } catch (err) {
+      this.ctx.log.warn('a held run could not be started ahead; the slot starts its next run on demand', { slot: this.identity.index, error: err });
+    } finally {
+      // The child joined them (its cgroup leaf), or failed.
+      if (prepared) this.closePlanFds(prepared);
+    }
+    if (prepared && child) {
+      this.held = { key, limits, prepared, child };
+      return true;
+    }
+    if (prepared) {
+      await this.sweep();
+      await this.release(prepared);
+    }
+    return false;
+  }
+
+  /**
+   * The held run when it was made for `key` and still waits; otherwise the slot's held run, if
+   * any, is discarded (killed, swept, released) and undefined returned. `key` undefined: only
+   * discards.
+   */
+  async takeHeld(key: string | undefined): Promise<HeldRun | undefined> {
+    const held = this.held;
+    if (!held) return undefined;
+    this.held = undefined;
+    if (key !== undefined && held.key === key && held.child.usable) return held;
+    await this.discardHeld(held);
+    return undefined;
+  }
+
+  /** Discards the slot's held run, if any (the daemon is stopping; the slot is quarantined). */
+  async dropHeld(): Promise<void> {
+    await this.takeHeld(undefined);
+  }
+
+  /**
+   * Writes the request's files into a held run's directory (as prepare() does for a run made on
+   * demand). On failure (a bad name, cancelled) the held child is discarded and the slot swept;
+   * the caller releases `held.prepared` as after any run.
+   */
+  async fillHeld(held: HeldRun, files: RunFiles, signal?: AbortSignal): Promise<void> {
+    try {
+      throwIfAborted(signal);
+      await writeRunFiles(held.prepared.dir, files, this.runDirPart(held.limits).owner);
+      throwIfAborted(signal);
+    } catch (err) {
+      held.child.discard();
+      await this.sweep();
+      throw err;
+    }
+  }
+
+  /**
    * Starts the plan in the slot and supervises it to its end; the sweep runs once the main
    * process is gone. Throws SetupError when the child could not start.
    */
@@ -205,23 +300,30 @@ export class RunSlot {
     let warm = false;
     try {
       const plan = spec.plan(prepared);
-      const warmStart = spec.startWarm?.(plan, spec.stdin, budgets);
-      let warmStarted: RunProcess | undefined;
-      if (warmStart) {
-        try {
-          warmStarted = await warmStart;
-        } catch (err) {
-          // The template failed (it went away or never answered), not the plan: nothing of the
-          // run started, and the same plan starts cold. A step that failed stays a failure.
-          if (!(err instanceof WarmStartError && err.templateFailed)) throw err;
-          log.warn('the warm template failed a run before it started; running it cold', { slug: spec.slug, error: err.message });
+      if (spec.startHeld) {
+        started = spec.startHeld(plan, spec.stdin, budgets);
+        warm = true;
+      } else {
+        const warmStart = spec.startWarm?.(plan, spec.stdin, budgets);
+        let warmStarted: RunProcess | undefined;
+        if (warmStart) {
+          try {
+            warmStarted = await warmStart;
+          } catch (err) {
+            // The template failed (it went away or never answered), not the plan: nothing of the
+            // run started, and the same plan starts cold. A step that failed stays a failure.
+            if (!(err instanceof WarmStartError && err.templateFailed)) throw err;
+            log.warn('the warm template failed a run before it started; running it cold', { slug: spec.slug, error: err.message });
+          }
         }
+        warm = warmStarted !== undefined;
+        started = warmStarted ?? startNative(plan, spec.stdin, budgets, addon);
       }
-      warm = warmStarted !== undefined;
-      started = warmStarted ?? startNative(plan, spec.stdin, budgets, addon);
     } catch (err) {
       // The addon reaps a child whose set-up failed; sweep the slot anyway, it costs little.
       await this.sweep();
+      // A held run lost as it went (template_lost) is the caller's to retry, not a set-up failure.
+      if (err instanceof RequestError) throw err;
       throw new SetupError(err);
     } finally {
       this.closePlanFds(prepared);
@@ -377,6 +479,18 @@ export class RunSlot {
     }, Math.min(1000 * 2 ** attempt, 60_000));
     // A stopping daemon exits anyway; its parent-death signal and the next start's sweep finish the job.
     retry.unref();
+  }
+
+  /** What the layers make a run directory of, for `limits` (its owner, its disk). */
+  private runDirPart(limits: Limits): RunDirPart {
+    return Object.assign({}, ...this.ctx.hooks.map((hook) => hook.runDir?.(this.identity, limits)));
+  }
+
+  /** Kills a held run's child, sweeps the slot and releases what was made for the run. */
+  private async discardHeld(held: HeldRun): Promise<void> {
+    held.child.discard();
+    await this.sweep();
+    await this.release(held.prepared);
   }
 
   /** What the layers saw of the run; a layer whose verdict is unreadable says nothing. */

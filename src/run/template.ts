@@ -19,6 +19,7 @@ import { CODE_FILE } from './rundir.js';
 import { closeQuietly, runProcess, type Budgets, type ProcessExit, type RunProcess } from './process.js';
 import { sendTemplateFiles } from './template_boot.js';
 import { kindNamed } from '../kinds/index.js';
+import { envObject, HeldChild } from './held.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -85,6 +86,8 @@ interface PendingRun {
   timer: NodeJS.Timeout;
   /** When its pidfd was first seen readable (it exited) with no EXIT from the template yet. */
   exitSeenAt?: number;
+  /** A held child waiting for its go (src/run/held.ts): not a run in flight yet. */
+  waitingForGo?: boolean;
 }
 
 /** A failed warm start: the step the child reports (as the addon's set-up errors carry). */
@@ -119,6 +122,8 @@ export class Template {
   vmStartBytes = 0;
   private state: 'starting' | 'ready' | 'draining' | 'gone' = 'starting';
   private readonly runs = new Map<number, PendingRun>();
+  /** Held children still waiting for their go (src/run/held.ts). */
+  private readonly held = new Set<HeldChild>();
   private nextToken = 1;
   /** Messages read from the template so far: a stuck one reads none. */
   private messages = 0;
@@ -225,11 +230,36 @@ export class Template {
     const body = Buffer.from(JSON.stringify({ mode: tail.mode, script: CODE_FILE, argv: tail.argv, env: envObject(tail.env), result: tail.result }));
     // Synchronous: a send that fails (EAGAIN: the template is behind) throws before anything ran.
     const ends = addon.sendWarmRun(this.channel, token, withVmAllowance(plan, this.vmAllowanceBytes), body);
-    return this.awaitStart(token, ends, stdin, budgets);
+    return this.awaitConfined(token, ends).then(({ started, exited }) => runProcess(addon, { ...started, ...ends }, stdin, budgets, exited));
   }
 
-  private async awaitStart(token: number, ends: PendingRun['ends'], stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> {
+  /**
+   * Starts a run ahead of its request (src/run/held.ts): its child confines itself with `plan`,
+   * reports, and waits on its stdin for its go record. Resolves once it is confined; throws and
+   * rejects as start() does. A held child still waiting when the template drains is discarded.
+   */
+  hold(plan: NativePlan): Promise<HeldChild> {
     const { addon } = this.ctx;
+    const token = this.nextToken++;
+    // All a held child needs before its go: whether its fd 3 is a result channel (kept open).
+    const body = Buffer.from(JSON.stringify({ result: plan.resultChannel === true }));
+    const ends = addon.sendWarmRun(this.channel, token, withVmAllowance(plan, this.vmAllowanceBytes), body, true);
+    return this.awaitConfined(token, ends).then(({ started, exited, run }) => {
+      run.waitingForGo = true;
+      const held: HeldChild = new HeldChild(addon, { ...started, ...ends }, exited, () => this.isReady, () => {
+        run.waitingForGo = false;
+        this.held.delete(held);
+      });
+      this.held.add(held);
+      return held;
+    });
+  }
+
+  /** Sent runs until their child has confined itself: its pid and pidfd, and its exit to come. */
+  private async awaitConfined(
+    token: number,
+    ends: PendingRun['ends'],
+  ): Promise<{ started: { pid: number; pidfd: number }; exited: Promise<ProcessExit>; run: PendingRun }> {
     this.forks++;
     let run!: PendingRun;
     const started = await new Promise<{ pid: number; pidfd: number }>((resolveStart, rejectStart) => {
@@ -260,13 +290,14 @@ export class Template {
       if (exit instanceof RequestError) throw exit;
       return exit;
     });
-    return runProcess(addon, { ...started, ...ends }, stdin, budgets, exited);
+    return { started, exited, run };
   }
 
-  /** Takes no new run; the template exits once its children are gone. */
+  /** Takes no new run; the template exits once its children are gone (held ones are discarded). */
   drain(): void {
     if (this.state === 'gone' || this.state === 'draining') return;
     this.state = 'draining';
+    for (const held of [...this.held]) held.discard();
     try {
       this.ctx.addon.channelSend(this.channel, channelKind('drain'));
     } catch {
@@ -424,7 +455,8 @@ export class Template {
     if (now - this.probe.pingedAt < PROBE_LATE_MS) return;
     // With runs in flight, a template is judged by them (a run not forked in time, an exit left
     // unreported): a slow one is not killed under runs that are fine.
-    if (this.runs.size > 0) return;
+    // Held children waiting for their go are not runs yet: they would shield a stopped template.
+    if ([...this.runs.values()].some((run) => !run.waitingForGo)) return;
     this.ctx.log.error('a warm template does not answer; killing it (runs go cold until it is back)', {
       command: this.profile.name,
       waitedMs: Math.round(now - this.probe.pingedAt),
@@ -497,15 +529,6 @@ export class Template {
 function templateEnv(profile: CommandProfile): string[] {
   const env: Record<string, string> = { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...profile.env, HOME: '/nonexistent', TMPDIR: '/nonexistent' };
   return Object.entries(env).map(([name, value]) => `${name}=${value}`);
-}
-
-function envObject(env: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const entry of env) {
-    const eq = entry.indexOf('=');
-    if (eq > 0) out[entry.slice(0, eq)] = entry.slice(eq + 1);
-  }
-  return out;
 }
 
 /**

@@ -11,6 +11,7 @@
 import type { NativePlan } from '../native.js';
 import type { CommandProfile } from './commands.js';
 import type { Budgets, RunProcess } from './process.js';
+import type { HeldChild } from './held.js';
 import { Template, type TemplateContext, type WarmTail } from './template.js';
 
 /** After an unexpected exit, restart after 1 s, doubling to this. */
@@ -70,21 +71,11 @@ export class WarmCommand {
    * Rejects with WarmStartError when the run's set-up failed in the child.
    */
   start(plan: NativePlan, tail: WarmTail, stdin: Uint8Array | undefined, budgets: Budgets): Promise<RunProcess> | undefined {
-    const template = this.current;
-    if (!template?.isReady) {
+    const template = this.templateFor(plan);
+    if (!template) {
       this.counters.cold++;
       return undefined;
     }
-    // VMEM so tight that a fresh interpreter could not even start: only a cold run fails the way a
-    // cold run does (a warm child is already running and would not notice).
-    const as = plan.rlimits?.as?.[0];
-    if (as !== undefined && as < template.vmStartBytes * TIGHT_VMEM_FACTOR) {
-      this.counters.cold++;
-      return undefined;
-    }
-    const { maxForks } = this.settings();
-    if (template.forks + 1 >= maxForks) this.replace(`${maxForks} forks`);
-    else this.replaceIfOld(template);
     try {
       const started = template.start(plan, tail, stdin, budgets);
       this.counters.warm++;
@@ -102,6 +93,39 @@ export class WarmCommand {
       }
       return undefined;
     }
+  }
+
+  /**
+   * Starts a held run (src/run/held.ts) with `plan`, or returns undefined when no template can
+   * take it now (none ready, VMEM too tight for a warm run, or its socket is full). Rejects with
+   * WarmStartError when the child's set-up failed.
+   */
+  hold(plan: NativePlan): Promise<HeldChild> | undefined {
+    const template = this.templateFor(plan);
+    if (!template) return undefined;
+    try {
+      return template.hold(plan);
+    } catch (err) {
+      if ((err as { step?: string }).step === 'send') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * The template a run of `plan` forks from, or undefined when it must start cold: none is
+   * ready, or its VMEM is so tight that a fresh interpreter could not even start (only a cold
+   * run fails the way a cold run does: a warm child is already running and would not notice).
+   * Asks for a replacement when the template has served long enough.
+   */
+  private templateFor(plan: NativePlan): Template | undefined {
+    const template = this.current;
+    if (!template?.isReady) return undefined;
+    const as = plan.rlimits?.as?.[0];
+    if (as !== undefined && as < template.vmStartBytes * TIGHT_VMEM_FACTOR) return undefined;
+    const { maxForks } = this.settings();
+    if (template.forks + 1 >= maxForks) this.replace(`${maxForks} forks`);
+    else this.replaceIfOld(template);
+    return template;
   }
 
   /**

@@ -2,8 +2,8 @@
 // the end-to-end suites. CODEJAIL_SABOTAGE turns the named layers off in its config, so that the
 // sabotage script can show a deny_* test failing without its layer. CODEJAIL_TEST_RUN_PATH=cold
 // turns the warm templates off (warm.enabled: false), so that the same suites prove the cold path
-// too (vitest.config.ts runs test/e2e and test/hostile under both); by default runs go warm, as
-// the product's do.
+// too (vitest.config.ts runs test/e2e and test/hostile under both); =held turns warm.holdAhead
+// on (src/run/held.ts), a third pass; by default runs go warm, as the product's do.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,8 +16,12 @@ import { followLogLines } from './log_lines.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DAEMON_MAIN = path.join(root, 'dist/daemon/main.js');
 
-/** The path this process's test daemons run python on: 'cold' turns the warm templates off. */
-export const TEST_RUN_PATH: 'warm' | 'cold' = process.env.CODEJAIL_TEST_RUN_PATH === 'cold' ? 'cold' : 'warm';
+/**
+ * The path this process's test daemons run python on: 'cold' turns the warm templates off;
+ * 'held' turns warm.holdAhead on (each idle slot holds its next warm run, started ahead).
+ */
+export const TEST_RUN_PATH: 'warm' | 'cold' | 'held' =
+  process.env.CODEJAIL_TEST_RUN_PATH === 'cold' ? 'cold' : process.env.CODEJAIL_TEST_RUN_PATH === 'held' ? 'held' : 'warm';
 
 /** Every layer the daemon's config can turn off: each one in the registry. */
 export const DAEMON_LAYERS: readonly string[] = LAYER_NAMES;
@@ -25,6 +29,8 @@ export const DAEMON_LAYERS: readonly string[] = LAYER_NAMES;
 export interface TestDaemon {
   socketPath: string;
   runBase: string;
+  /** The first of its slots' uids (its config's slots.firstUid). */
+  firstUid: number;
   /** Every log line the daemon printed so far, parsed. */
   logs: Array<Record<string, unknown>>;
   process: ChildProcess;
@@ -79,7 +85,10 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
     socket: { path: socketPath, group: 'codejail', mode: '0660', ...((options.config?.socket as object) ?? {}) },
     layers: { ...layers, ...((options.config?.layers as object) ?? {}) },
     // A test that sets warm settings of its own keeps them; `enabled` only if it says so.
-    warm: { ...(TEST_RUN_PATH === 'cold' ? { enabled: false } : {}), ...((options.config?.warm as object) ?? {}) },
+    warm: {
+      ...(TEST_RUN_PATH === 'cold' ? { enabled: false } : TEST_RUN_PATH === 'held' ? { holdAhead: true } : {}),
+      ...((options.config?.warm as object) ?? {}),
+    },
   };
   const configFile = path.join(dir, 'config.json');
   fs.writeFileSync(configFile, JSON.stringify(config));
@@ -109,6 +118,7 @@ export async function startTestDaemon(options: TestDaemonOptions = {}): Promise<
   return {
     socketPath,
     runBase,
+    firstUid: config.slots.firstUid,
     logs,
     process: child,
     async stop() {

@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CHANNEL, CHANNEL_LAYOUT } from '../../src/kinds/channel.js';
+import { CHANNEL, CHANNEL_LAYOUT, GO_RECORD } from '../../src/kinds/channel.js';
 import { python } from '../../src/kinds/python.js';
 
 const root = path.resolve(__dirname, '../..');
@@ -78,8 +78,15 @@ describe('the warm template channel (src/kinds/channel.ts)', () => {
       kind: m.slice(2, 6).join(''),
     }));
 
-    it('writes the kinds the daemon sends through it (RUN1) and a child sends, and no other', () => {
-      expect([...new Set(written.map((w) => w.kind))].sort()).toEqual(['RUN1', ...kindsFrom('child')].sort());
+    it('writes the kinds the daemon sends through it (RUN1, HLD1) and a child sends, and no other', () => {
+      expect([...new Set(written.map((w) => w.kind))].sort()).toEqual(['HLD1', 'RUN1', ...kindsFrom('child')].sort());
+    });
+
+    it('reads a held run\'s go record in the layout written here', () => {
+      const body = /struct GoRecord \{([^}]*)\};/.exec(sources);
+      expect(body, 'struct GoRecord').not.toBeNull();
+      expect(cStructSize(body![1]!)).toBe(GO_RECORD.headBytes);
+      expect(sources).toContain(`"${GO_RECORD.kind}"`);
     });
 
     it('each written message is as long as written here', () => {

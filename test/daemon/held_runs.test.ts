@@ -1,0 +1,153 @@
+// Held runs (warm.holdAhead, src/run/held.ts): an idle slot holds its next warm run started
+// ahead, its child confined and waiting for its go. A request that fits takes it; one that does
+// not, a replaced template and a stopping daemon discard it; nothing of a slot's previous run
+// reaches it, and the limits its plan was confined with are the request's own.
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Client, type JailCodeResult } from '../../src/client/index.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const isRoot = process.getuid?.() === 0;
+
+async function until(what: string, test: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function readProc(pid: number, file: string): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+const statusField = (pid: number, field: string) => readProc(pid, 'status')?.match(new RegExp(`^${field}:\\s+(.*)$`, 'm'))?.[1];
+
+/** Live processes whose real uid is `uid`. */
+function processesOfUid(uid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number)
+    .filter((pid) => {
+      const uids = statusField(pid, 'Uid');
+      const state = statusField(pid, 'State');
+      return uids !== undefined && Number(uids.split(/\s+/)[0]) === uid && !state?.startsWith('Z');
+    });
+}
+
+describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
+  let daemon: TestDaemon | undefined;
+  let client: Client | undefined;
+  // One slot: every run after the first is its slot's next run.
+  let slotUid = 0;
+
+  async function start(): Promise<{ daemon: TestDaemon; client: Client }> {
+    daemon = await startTestDaemon({ config: { slots: { count: 1 }, warm: { enabled: true, holdAhead: true } } });
+    client = new Client({ socketPath: daemon.socketPath });
+    slotUid = daemon.firstUid;
+    return { daemon, client };
+  }
+
+  afterEach(async () => {
+    await client?.close();
+    await daemon?.stop();
+    client = undefined;
+    daemon = undefined;
+  });
+
+  const run = (c: Client, code: string, more: Parameters<Client['jailCode']>[1] = {}): Promise<JailCodeResult> =>
+    c.jailCode('python', { code, profile: true, ...more });
+
+  /** The slot's held child, once it holds one. */
+  async function heldChild(c: Client): Promise<number> {
+    await until('the slot to hold its next run', async () => (await c.status()).held?.holding === 1);
+    const pids = processesOfUid(slotUid);
+    expect(pids, 'one process of the slot uid: its held child').toHaveLength(1);
+    return pids[0]!;
+  }
+
+  it('support_a_request_that_fits_takes_the_held_run: the second run of the same kind goes from it', async () => {
+    const { client } = await start();
+    const first = await run(client, 'print(1)');
+    expect(first.usage.stages?.held).toBeUndefined();
+    await heldChild(client);
+    const second = await run(client, 'print(2)');
+    expect(second.stdout.toString()).toBe('2\n');
+    expect(second.status).toBe(0);
+    expect(second.usage.stages).toMatchObject({ warm: true, held: true });
+    const { held } = await client.status();
+    expect(held).toMatchObject({ used: 1 });
+  });
+
+  it('deny_a_held_child_runs_before_its_go: confined, as the slot, in its run directory, reading its stdin', async () => {
+    const { client } = await start();
+    await run(client, 'print(1)');
+    const pid = await heldChild(client);
+    expect(statusField(pid, 'NoNewPrivs')).toBe('1');
+    expect(statusField(pid, 'Seccomp')).toBe('2');
+    expect(statusField(pid, 'Uid')?.split(/\s+/).map(Number)).toEqual([slotUid, slotUid, slotUid, slotUid]);
+    // read(0, ...): syscall 0 on x86_64, its first argument fd 0.
+    await until('the held child to wait in read(0)', () => /^0 0x0 /.test(readProc(pid, 'syscall') ?? ''));
+    // Through the magic link: its directory is in the runs' mount namespace.
+    expect(fs.readdirSync(`/proc/${pid}/cwd`)).toEqual([]);
+  });
+
+  it('deny_a_held_run_finds_the_previous_runs_files_or_processes', async () => {
+    const { client } = await start();
+    // The first run leaves a file and a process behind (the sweep kills it, the release removes the file).
+    const leaver = "import os, time\nopen('secret', 'w').write('s')\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)\nprint('left')";
+    expect((await run(client, leaver)).stdout.toString()).toBe('left\n');
+    // heldChild() finds one process of the slot's uid: the held child, not the first run's.
+    const pid = await heldChild(client);
+    expect(fs.readdirSync(`/proc/${pid}/cwd`)).toEqual([]);
+    const second = await run(client, "import os\nprint(sorted(os.listdir('.')))");
+    expect(second.usage.stages?.held).toBe(true);
+    expect(second.stdout.toString()).toBe("['jailed_code']\n");
+  });
+
+  it('deny_a_held_run_for_other_limits_is_taken: a request of other limits discards it and gets its own', async () => {
+    const { client } = await start();
+    await run(client, 'print(1)', { limits: { FSIZE: 100_000 } });
+    await heldChild(client);
+    const other = await run(client, "import resource\nprint(resource.getrlimit(resource.RLIMIT_FSIZE)[0])", { limits: { FSIZE: 200_000 } });
+    expect(other.usage.stages?.held).toBeUndefined();
+    expect(other.stdout.toString()).toBe('200000\n');
+    // Held for the new limits now, and what its plan fixed is the request's.
+    await heldChild(client);
+    const same = await run(client, "import resource\nprint(resource.getrlimit(resource.RLIMIT_FSIZE)[0])", { limits: { FSIZE: 200_000 } });
+    expect(same.usage.stages?.held).toBe(true);
+    expect(same.stdout.toString()).toBe('200000\n');
+  });
+
+  it('allow_a_held_safe_exec_gets_its_globals_and_stdin_intact', async () => {
+    const { client } = await start();
+    await client.safeExec('a = 1', {}, { profile: true });
+    await heldChild(client);
+    let stages: unknown;
+    const big = 'x'.repeat(3 * 1024 * 1024);
+    const out = await client.safeExec('n = len(s)', { s: big }, { profile: true, onUsage: (usage) => (stages = usage.stages) });
+    expect(out.n).toBe(big.length);
+    expect(stages).toMatchObject({ held: true });
+  });
+
+  it('support_a_replaced_template_and_a_stopping_daemon_discard_held_runs', async () => {
+    const { daemon, client } = await start();
+    await run(client, 'print(1)');
+    const first = await heldChild(client);
+    daemon.process.kill('SIGHUP');
+    await until('the held child of the old template to go', () => readProc(first, 'status') === undefined || /^State:\s+Z/m.test(readProc(first, 'status')!));
+    const after = await run(client, 'print(2)');
+    expect(after.stdout.toString()).toBe('2\n');
+    await heldChild(client);
+    const runBase = daemon.runBase;
+    await daemon.stop();
+    daemon = undefined;
+    expect(processesOfUid(slotUid)).toEqual([]);
+    expect(fs.existsSync(runBase) ? fs.readdirSync(runBase).filter((e) => !e.startsWith('.')) : []).toEqual([]);
+  });
+});
