@@ -17,7 +17,7 @@ namespace {
 // The message's header; the template (python/warm_template.py) reads the same layout.
 struct WarmRunHeader {
   char kind[4];  // "RUN1", or "HLD1" for a held run (its tail says only whether fd 3 is a result
-                 // channel; the rest comes with its go record)
+                 // channel, and the rest comes with its go record)
   uint32_t token;
   uint32_t plan_len;
   uint32_t tail_len;

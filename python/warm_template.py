@@ -98,8 +98,6 @@ class Template:
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
             ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_int,
         ]
-        self.lib.cj_warm_await_go.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        self.lib.cj_warm_await_go.restype = ctypes.c_long
         if self.lib.cj_warm_init() != 0:
             raise SystemExit("warm_template: cj_warm_init failed")
         self.harness = self._compile_harness(options["harness"])
@@ -314,7 +312,10 @@ class Template:
         the message buffer (after the plan). Everything above ran ahead of the request; a run the
         daemon discards ends here, quietly, when its stdin ends."""
         at = HEADER.size + plan_len
-        length = self.lib.cj_warm_await_go(ctypes.addressof(self.raw) + at, MAX_MESSAGE - at)
+        await_go = self.lib.cj_warm_await_go
+        await_go.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        await_go.restype = ctypes.c_long
+        length = await_go(ctypes.addressof(self.raw) + at, MAX_MESSAGE - at)
         if length == -32:  # -EPIPE: discarded
             os._exit(0)
         try:

@@ -166,9 +166,12 @@ export class Runner {
     // The held run (src/run/held.ts) this request fits, if a slot holds one: such a slot is
     // preferred; a request that fits none prefers a slot holding none (the self-check's runs).
     const key = warm ? heldRunKey({ command: request.command, limits, resultChannel: request.resultChannel === true }) : undefined;
-    const prefer = (identity: SlotIdentity) => this.runSlots.get(identity.index)?.heldKey === key;
+    const prefer = (identity: SlotIdentity) => {
+      const heldKey = this.runSlots.get(identity.index)?.heldKey;
+      return heldKey === undefined ? 1 : heldKey === key ? 2 : 0;
+    };
     const queuedAt = performance.now();
-    const identity = await this.ctx.slots.acquire(signal, run.caller, run.patient, prefer);
+    const identity = await this.ctx.slots.acquire(signal, run.caller, run.patient, this.ctx.config.warm.holdAhead ? prefer : undefined);
     const preparedAt = performance.now();
     run.started?.();
     const slot = this.slotOf(identity);
@@ -176,11 +179,23 @@ export class Runner {
     try {
       try {
         // The slot's held run when it was made for this one; any other is discarded.
-        const held = await slot.takeHeld(key);
+        let held = await slot.takeHeld(key);
+        // Its discard's sweep failed: the slot is quarantined once this request gives it back.
+        if (slot.dirty) throw new SetupError(new Error("processes of the slot's uid survived the kill of its held run"), 'sweep');
         if (held) {
           prepared = held.prepared;
           await slot.fillHeld(held, request, signal);
+          // Discarded meanwhile (its template replaced while the files were written): this run
+          // is made afresh. From here to its go nothing awaits, so this check holds until then.
+          if (!held.child.usable) {
+            await slot.dropRun(held);
+            prepared = held = undefined;
+            if (slot.dirty) throw new SetupError(new Error("processes of the slot's uid survived the kill of its held run"), 'sweep');
+          }
+        }
+        if (held) {
           this.heldCounters.used++;
+          warm!.counters.warm++;
         } else {
           prepared = await slot.prepare(request, limits, signal);
         }
@@ -212,10 +227,10 @@ export class Runner {
     }
   }
 
-  /** Slots holding a run ahead now (status). */
+  /** Slots holding a run ahead now that a request could take (status). */
   get holding(): number {
     let n = 0;
-    for (const slot of this.runSlots.values()) if (slot.holding) n++;
+    for (const slot of this.runSlots.values()) if (slot.holdsUsable) n++;
     return n;
   }
 
@@ -241,12 +256,11 @@ export class Runner {
     } finally {
       this.cleanupStats.count++;
       this.cleanupStats.totalMs += performance.now() - started;
+      // Before the slot is back in the pool: the next run to take it finds its run held. A
+      // hold that failed and could not sweep its child away leaves the slot dirty too.
+      if (!slot.dirty) await this.holdAhead(slot);
       if (slot.dirty) this.quarantine(slot, identity, 'processes of its uid survived the kill');
-      else {
-        // Before the slot is back in the pool: the next run to take it finds its run held.
-        await this.holdAhead(slot);
-        this.ctx.slots.release(identity);
-      }
+      else this.ctx.slots.release(identity);
     }
   }
 

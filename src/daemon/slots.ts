@@ -100,7 +100,7 @@ export class SlotPool {
    * many places as anyone can give up, or later when a caller holding fewer takes its place;
    * with 'cancelled' (leaving the queue) when `signal` aborts first.
    */
-  acquire(signal?: AbortSignal, caller: CallerKey = SELF, patient = false, prefer?: (slot: Slot) => boolean): Promise<Slot> {
+  acquire(signal?: AbortSignal, caller: CallerKey = SELF, patient = false, prefer?: (slot: Slot) => number): Promise<Slot> {
     if (this.closedReason !== undefined) return Promise.reject(new RequestError('shutting_down', this.closedReason));
     if (signal?.aborted) return Promise.reject(cancelled(signal));
     if (!patient && this.allOutOfService()) return Promise.reject(this.noSlotCanRun());
@@ -137,17 +137,22 @@ export class SlotPool {
   }
 
   /**
-   * A free slot, the most recently freed one `prefer` likes (a slot holding the run the request
-   * fits, or one holding none for a request that fits none: src/run/held.ts), else the most
-   * recently freed one.
+   * A free slot: the one `prefer` ranks highest (src/daemon/runner.ts: a slot holding the run
+   * the request fits, then one holding none, then one holding another: src/run/held.ts), the
+   * most recently freed one among equals.
    */
-  private takeFree(prefer: ((slot: Slot) => boolean) | undefined): Slot | undefined {
-    if (prefer) {
-      for (let i = this.free.length - 1; i >= 0; i--) {
-        if (prefer(this.free[i]!)) return this.free.splice(i, 1)[0];
+  private takeFree(prefer: ((slot: Slot) => number) | undefined): Slot | undefined {
+    if (!prefer || this.free.length < 2) return this.free.pop();
+    let best = this.free.length - 1;
+    let bestRank = prefer(this.free[best]!);
+    for (let i = best - 1; i >= 0; i--) {
+      const rank = prefer(this.free[i]!);
+      if (rank > bestRank) {
+        best = i;
+        bestRank = rank;
       }
     }
-    return this.free.pop();
+    return this.free.splice(best, 1)[0];
   }
 
   /**

@@ -21,7 +21,7 @@ import { RequestError } from '../protocol/errors.js';
 import type { native } from '../native.js';
 import { GO_RECORD } from '../kinds/channel.js';
 import { CODE_FILE } from './rundir.js';
-import { closeQuietly, killGroup, runProcess, type Budgets, type ProcessExit, type RunProcess, type StartedChild } from './process.js';
+import { closeQuietly, runProcess, type Budgets, type ProcessExit, type RunProcess, type StartedChild } from './process.js';
 
 type Addon = ReturnType<typeof native>;
 
@@ -30,6 +30,7 @@ type Addon = ReturnType<typeof native>;
  * for PIPE_BUF bytes, so the write cannot block. A longer one goes ahead of the run's stdin.
  */
 const GO_WRITE_AT_ONCE = 4096;
+const SIGKILL = 9;
 
 /** What a held child runs once it goes (a warm run's tail without `result`, which its plan fixed). */
 export interface GoTail {
@@ -63,7 +64,7 @@ export function envObject(env: string[]): Record<string, string> {
  * its pipe ends and pidfd until go() hands them to the run's RunProcess, or discard() closes them.
  */
 export class HeldChild {
-  private state: 'waiting' | 'running' | 'discarded' = 'waiting';
+  private state: 'waiting' | 'running' | 'discarded' | 'ended' = 'waiting';
   /** Settles once the template has reaped it (or is gone); never rejects. */
   readonly ended: Promise<void>;
 
@@ -80,6 +81,10 @@ export class HeldChild {
       () => {},
       () => {},
     );
+    // Died while it waited (with its template: its parent-death signal): it is gone, its pid free.
+    void this.ended.then(() => {
+      if (this.state === 'waiting') this.state = 'ended';
+    });
   }
 
   get pid(): number {
@@ -97,7 +102,8 @@ export class HeldChild {
    * (its template was killed just then): the run is lost as one in flight is.
    */
   go(tail: GoTail, stdin: Uint8Array | undefined, budgets: Budgets): RunProcess {
-    if (this.state !== 'waiting') throw new Error(`a held run goes once, while it waits (it is ${this.state})`);
+    // The caller checked `usable` just before; this is the last line of defence, not a path.
+    if (this.state !== 'waiting') throw new RequestError('template_lost', `the held warm run was ${this.state} before it could start; run it again`);
     this.state = 'running';
     this.onSettled();
     const record = goRecord(tail);
@@ -114,14 +120,25 @@ export class HeldChild {
   }
 
   /**
-   * Ends it: its stdin closes (it exits quietly) and it is killed; its pidfd is closed once the
-   * template has reaped it. Idempotent; nothing once it went.
+   * Ends it: its stdin closes (it exits quietly) and it is killed through its pidfd; its pidfd is
+   * closed once the template has reaped it. Idempotent; nothing once it went.
+   *
+   * Through the pidfd only, never its process group by number: a held child that died with its
+   * template has been reaped, its pid is free, and a group of that number may be anyone's. It
+   * ran no code of a run, so it has no group to kill; the slot's sweep kills its uid anyway.
    */
   discard(): void {
-    if (this.state !== 'waiting') return;
+    if (this.state !== 'waiting' && this.state !== 'ended') return;
+    const alive = this.state === 'waiting';
     this.state = 'discarded';
     this.onSettled();
-    killGroup(this.addon, this.child);
+    if (alive) {
+      try {
+        this.addon.pidfdSignal(this.child.pidfd, SIGKILL);
+      } catch {
+        // Already gone.
+      }
+    }
     this.closeEnds();
     // Not before: the template's bookkeeping reads the pidfd until its EXIT (a closed number
     // could be another fd's by then).

@@ -170,9 +170,9 @@ export class RunSlot {
     return this.dirtyFlag;
   }
 
-  /** Whether it holds its next run, started ahead (hold). */
-  get holding(): boolean {
-    return this.held !== undefined;
+  /** Whether it holds its next run, started ahead (hold), still waiting and usable. */
+  get holdsUsable(): boolean {
+    return this.held?.child.usable === true;
   }
 
   /** The key of the run it holds (held.ts: heldRunKey), or undefined. */
@@ -263,9 +263,17 @@ export class RunSlot {
     return undefined;
   }
 
-  /** Discards the slot's held run, if any (the daemon is stopping; the slot is quarantined). */
+  /** Discards the slot's held run, if any (the daemon is stopping). */
   async dropHeld(): Promise<void> {
     await this.takeHeld(undefined);
+  }
+
+  /**
+   * Discards a held run already taken (takeHeld), whose child can no longer go: killed, the
+   * slot swept, what was made for it released (its files too).
+   */
+  async dropRun(held: HeldRun): Promise<void> {
+    await this.discardHeld(held);
   }
 
   /**

@@ -250,6 +250,12 @@ export class Template {
         run.waitingForGo = false;
         this.held.delete(held);
       });
+      // Began draining (or went away) while this child confined itself: drain() has already
+      // discarded the ones it knew of, and this one would keep the old template alive.
+      if (this.state !== 'ready') {
+        held.discard();
+        throw new WarmStartError('the warm template stopped taking runs while a run was held', 'fork');
+      }
       this.held.add(held);
       return held;
     });
@@ -484,6 +490,8 @@ export class Template {
     addon.unwatchChannel(this.watch);
     closeQuietly(addon, this.channel);
     this.kill();
+    // Its held children die with it: their pipes close now, not when their slot is next used.
+    for (const held of [...this.held]) held.discard();
     // Its children die with it (parent-death signal). A run that had ended by itself keeps its
     // own status when it can still be read: ended by anything but SIGKILL, it was not the
     // template's death that ended it. Any other run's end is the template's: template_lost.

@@ -25,6 +25,9 @@ function readProc(pid: number, file: string): string | undefined {
   }
 }
 
+/** read(2)'s number, as /proc/<pid>/syscall shows it. */
+const READ_SYSCALL = process.arch === 'arm64' ? 63 : 0;
+
 const statusField = (pid: number, field: string) => readProc(pid, 'status')?.match(new RegExp(`^${field}:\\s+(.*)$`, 'm'))?.[1];
 
 /** Live processes whose real uid is `uid`. */
@@ -91,10 +94,18 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
     expect(statusField(pid, 'NoNewPrivs')).toBe('1');
     expect(statusField(pid, 'Seccomp')).toBe('2');
     expect(statusField(pid, 'Uid')?.split(/\s+/).map(Number)).toEqual([slotUid, slotUid, slotUid, slotUid]);
-    // read(0, ...): syscall 0 on x86_64, its first argument fd 0.
-    await until('the held child to wait in read(0)', () => /^0 0x0 /.test(readProc(pid, 'syscall') ?? ''));
-    // Through the magic link: its directory is in the runs' mount namespace.
-    expect(fs.readdirSync(`/proc/${pid}/cwd`)).toEqual([]);
+    // read(0, ...): its first argument fd 0.
+    await until('the held child to wait in read(0)', () => new RegExp(`^${READ_SYSCALL} 0x0 `).test(readProc(pid, 'syscall') ?? ''));
+    // Through the magic link: its directory is in the runs' mount namespace. Only the run's own
+    // TMPDIR, empty (src/run/rundir.ts).
+    expect(fs.readdirSync(`/proc/${pid}/cwd`)).toEqual(['tmp']);
+    expect(fs.readdirSync(`/proc/${pid}/cwd/tmp`)).toEqual([]);
+    // Its fds: its own three pipes (jailCode: no result channel), nothing of the template's or of
+    // the slot's previous run.
+    expect(fs.readdirSync(`/proc/${pid}/fd`).map(Number).sort()).toEqual([0, 1, 2]);
+    // Forked from the template (no memory but the template's), not from any run.
+    const parent = Number(statusField(pid, 'PPid'));
+    expect(readProc(parent, 'cmdline') ?? '').toContain('warm_template.py');
   });
 
   it('deny_a_held_run_finds_the_previous_runs_files_or_processes', async () => {
@@ -104,10 +115,10 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
     expect((await run(client, leaver)).stdout.toString()).toBe('left\n');
     // heldChild() finds one process of the slot's uid: the held child, not the first run's.
     const pid = await heldChild(client);
-    expect(fs.readdirSync(`/proc/${pid}/cwd`)).toEqual([]);
-    const second = await run(client, "import os\nprint(sorted(os.listdir('.')))");
+    expect(fs.readdirSync(`/proc/${pid}/cwd`)).toEqual(['tmp']);
+    const second = await run(client, "import os\nprint(sorted(os.listdir('.')), os.listdir('tmp'))");
     expect(second.usage.stages?.held).toBe(true);
-    expect(second.stdout.toString()).toBe("['jailed_code']\n");
+    expect(second.stdout.toString()).toBe("['jailed_code', 'tmp'] []\n");
   });
 
   it('deny_a_held_run_for_other_limits_is_taken: a request of other limits discards it and gets its own', async () => {
