@@ -365,6 +365,7 @@ class Daemon implements DaemonHandle {
   /** The 'status' request. */
   private status(): StatusResult {
     const { config, layers, slots, commands, runner, startedAt } = this.parts;
+    const heldRuns = runner.heldRuns();
     return {
       version: VERSION,
       protocol: PROTOCOL_VERSION,
@@ -392,7 +393,7 @@ class Daemon implements DaemonHandle {
         preload: w.profile.preload,
       })),
       counters: { ...runner.counters },
-      held: { ...runner.heldCounters, holding: runner.holding },
+      held: { ...runner.heldCounters, holding: heldRuns.length, runs: heldRuns },
     };
   }
 
@@ -457,7 +458,7 @@ class Daemon implements DaemonHandle {
       draining: this.stopping,
       cleanups: runner.cleanupStats,
       idleCollections: this.idleMemory?.collections ?? 0,
-      held: { ...runner.heldCounters, holding: runner.holding },
+      held: { ...runner.heldCounters, holding: runner.heldRuns().length },
       warm: [...this.parts.warm.values()].map((w) => ({ command: w.profile.name, ready: w.ready, ...w.counters })),
     });
   }

@@ -227,11 +227,14 @@ export class Runner {
     }
   }
 
-  /** Slots holding a run ahead now that a request could take (status). */
-  get holding(): number {
-    let n = 0;
-    for (const slot of this.runSlots.values()) if (slot.holdsUsable) n++;
-    return n;
+  /** Held runs now that a request could take (status): slot, directory name, pid. */
+  heldRuns(): Array<{ slot: number; dir: string; pid: number }> {
+    const runs: Array<{ slot: number; dir: string; pid: number }> = [];
+    for (const slot of this.runSlots.values()) {
+      const held = slot.heldRun;
+      if (held) runs.push({ slot: slot.index, ...held });
+    }
+    return runs;
   }
 
   /** Whether `command` has a warm path (its runs fork from a template unless they say otherwise). */

@@ -339,7 +339,18 @@ export const statusResult = z.object({
    * Held runs (warm.holdAhead): made ahead in idle slots, taken by a request that fit them, and
    * held now (optional: added later). The others were discarded.
    */
-  held: z.object({ made: z.number(), used: z.number(), holding: z.number() }).optional(),
+  held: z
+    .object({
+      made: z.number(),
+      used: z.number(),
+      holding: z.number(),
+      /**
+       * Each held run now: its slot, its directory's name in the run base and its waiting
+       * child's pid (what an operator or a test sees there that no run made).
+       */
+      runs: z.array(z.object({ slot: z.number(), dir: z.string(), pid: z.number() })).optional(),
+    })
+    .optional(),
   /** Run counts since start (optional: added after protocol 1 shipped its first shape). */
   counters: z
     .object({

@@ -15,6 +15,7 @@
 //   hold        (warm.holdAhead) a released slot prepares its next warm run ahead: the directory,
 //               the layers' state and a confined child waiting for its go (src/run/held.ts); a
 //               request that fits takes it (its files written, then go), any other discards it
+import path from 'node:path';
 import type { JailCodeResult, Limits } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
@@ -170,9 +171,11 @@ export class RunSlot {
     return this.dirtyFlag;
   }
 
-  /** Whether it holds its next run, started ahead (hold), still waiting and usable. */
-  get holdsUsable(): boolean {
-    return this.held?.child.usable === true;
+  /** The run it holds, still usable: its directory's name in the run base and its child's pid. */
+  get heldRun(): { dir: string; pid: number } | undefined {
+    const held = this.held;
+    if (!held?.child.usable) return undefined;
+    return { dir: path.basename(held.prepared.dir.path), pid: held.child.pid };
   }
 
   /** The key of the run it holds (held.ts: heldRunKey), or undefined. */

@@ -92,6 +92,8 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
     await run(client, 'print(1)');
     const pid = await heldChild(client);
     expect(statusField(pid, 'NoNewPrivs')).toBe('1');
+    // A host-wide OOM takes it first, as any run (src/run/oom.ts).
+    expect(readProc(pid, 'oom_score_adj')?.trim()).toBe('1000');
     expect(statusField(pid, 'Seccomp')).toBe('2');
     expect(statusField(pid, 'Uid')?.split(/\s+/).map(Number)).toEqual([slotUid, slotUid, slotUid, slotUid]);
     // read(0, ...): its first argument fd 0.

@@ -11,7 +11,7 @@ import type { Client } from '../../src/client/index.js';
 import { dedent, fixture, jailCodeCases } from '../helpers/cases.js';
 import { expectDenied } from '../helpers/denial.js';
 import { TEST_RUN_PATH } from '../helpers/daemon.js';
-import { runBaseLeftovers } from '../helpers/run_base.js';
+import { heldRunDirs, runBaseLeftovers } from '../helpers/run_base.js';
 import { daemonSuite } from '../helpers/suite.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -94,7 +94,7 @@ describe.skipIf(!isRoot)('jailCode end to end', () => {
       });
       expect(r.stdout.toString()).toBe('True True\n');
       await suite.idle();
-      expect(runBaseLeftovers(suite.daemon.runBase)).toEqual([]);
+      expect(runBaseLeftovers(suite.daemon.runBase, 4, await heldRunDirs(suite.client))).toEqual([]);
     });
 
     it('the daemon environment does not leak', async () => {

@@ -121,7 +121,14 @@ async function seenFromOutside(suite: DaemonSuite, path: 'warm' | 'cold'): Promi
       if (Date.now() > deadline) throw new Error(`no ${path} run wrote its marker in 20 s`);
       await new Promise((r) => setTimeout(r, 20));
     }
-    const runs = descendants(suite.daemon.process.pid!).filter((p) => {
+    // Other slots' held runs (warm.holdAhead) are slot uids' processes too: left out, as held
+    // just before and just after the look (this run's own is not held while it runs).
+    const heldPids = async () => new Set(((await suite.client.status()).held?.runs ?? []).map((held) => held.pid));
+    const heldBefore = await heldPids();
+    const below = descendants(suite.daemon.process.pid!);
+    const heldAfter = await heldPids();
+    const runs = below.filter((p) => {
+      if (heldBefore.has(p) || heldAfter.has(p)) return false;
       try {
         const status = readProc(p, 'status');
         return !/^Uid:\s+0\b/m.test(status) && !/^State:\s+Z/m.test(status);
