@@ -157,6 +157,11 @@ export class RunSlot {
   private readonly sweeps = new Set<Promise<boolean>>();
   /** The next run, started ahead (hold); taken or discarded by the next acquire of the slot. */
   private held: HeldRun | undefined;
+  /**
+   * A held run whose child ended while the slot was idle (its template replaced or gone) being
+   * discarded: the next takeHeld waits for it, so its directory and leaf do not wait for a request.
+   */
+  private dropping: Promise<void> | undefined;
 
   constructor(
     readonly identity: SlotIdentity,
@@ -242,7 +247,17 @@ export class RunSlot {
       if (prepared) this.closePlanFds(prepared);
     }
     if (prepared && child) {
-      this.held = { key, limits, prepared, child };
+      const held: HeldRun = { key, limits, prepared, child };
+      this.held = held;
+      // Ended while held (discarded when its template drained, or died with it): what was made
+      // for it goes now, not at the slot's next request.
+      void child.ended.then(() => {
+        if (this.held !== held) return;
+        this.held = undefined;
+        this.dropping = this.discardHeld(held)
+          .catch((err: unknown) => this.ctx.log.error('discarding a held run that ended failed', { slot: this.identity.index, error: err }))
+          .finally(() => (this.dropping = undefined));
+      });
       return true;
     }
     if (prepared) {
@@ -258,6 +273,7 @@ export class RunSlot {
    * discards.
    */
   async takeHeld(key: string | undefined): Promise<HeldRun | undefined> {
+    await this.dropping;
     const held = this.held;
     if (!held) return undefined;
     this.held = undefined;
