@@ -393,7 +393,7 @@ class Daemon implements DaemonHandle {
         preload: w.profile.preload,
       })),
       counters: { ...runner.counters },
-      held: { ...runner.heldCounters, holding: heldRuns.length, runs: heldRuns },
+      held: { ...runner.heldCounters, holding: heldRuns.filter((run) => run.usable).length, runs: heldRuns },
     };
   }
 
@@ -458,7 +458,7 @@ class Daemon implements DaemonHandle {
       draining: this.stopping,
       cleanups: runner.cleanupStats,
       idleCollections: this.idleMemory?.collections ?? 0,
-      held: { ...runner.heldCounters, holding: runner.heldRuns().length },
+      held: { ...runner.heldCounters, holding: runner.heldRuns().filter((run) => run.usable).length },
       warm: [...this.parts.warm.values()].map((w) => ({ command: w.profile.name, ready: w.ready, ...w.counters })),
     });
   }

@@ -9,7 +9,7 @@ import { RequestError } from '../protocol/errors.js';
 import type { native, NativePlan } from '../native.js';
 import type { CommandProfile } from '../run/commands.js';
 import { effectiveLimits } from '../run/limits.js';
-import { RunSlot, SetupError, type PreparedRun, type RunOutcome } from '../run/slot.js';
+import { RunSlot, SetupError, type HeldRun, type PreparedRun, type RunOutcome } from '../run/slot.js';
 import type { SlotIdentity } from '../run/slot_users.js';
 import { roundMs } from '../run/supervise.js';
 import { MAX_WARM_TAIL_BYTES } from '../run/template.js';
@@ -176,10 +176,11 @@ export class Runner {
     run.started?.();
     const slot = this.slotOf(identity);
     let prepared: PreparedRun | undefined;
+    let held: HeldRun | undefined;
     try {
       try {
         // The slot's held run when it was made for this one; any other is discarded.
-        let held = await slot.takeHeld(key);
+        held = await slot.takeHeld(key);
         // Its discard's sweep failed: the slot is quarantined once this request gives it back.
         if (slot.dirty) throw new SetupError(new Error("processes of the slot's uid survived the kill of its held run"), 'sweep');
         if (held) {
@@ -217,6 +218,8 @@ export class Runner {
         }
         return result;
       } catch (err) {
+        // A held run taken but never started (a step before its go failed): its child goes now.
+        held?.child.discard();
         throw err instanceof SetupError ? this.setupFailed(err, prepared?.dir.id, request.slug) : err;
       }
     } finally {
@@ -227,9 +230,9 @@ export class Runner {
     }
   }
 
-  /** Held runs now that a request could take (status): slot, directory name, pid. */
-  heldRuns(): Array<{ slot: number; dir: string; pid: number }> {
-    const runs: Array<{ slot: number; dir: string; pid: number }> = [];
+  /** Held runs now (status): slot, directory name, pid, whether a request could take it. */
+  heldRuns(): Array<{ slot: number; dir: string; pid?: number; usable: boolean }> {
+    const runs: Array<{ slot: number; dir: string; pid?: number; usable: boolean }> = [];
     for (const slot of this.runSlots.values()) {
       const held = slot.heldRun;
       if (held) runs.push({ slot: slot.index, ...held });
@@ -409,7 +412,17 @@ export class Runner {
     if (!slot) {
       const { config, layers, addon, log } = this.ctx;
       const hooks = runHooks(layers, { addon, range: config.slots });
-      slot = new RunSlot(identity, { runBase: config.runBase, confinement: layers.confinement, hooks, addon, log });
+      slot = new RunSlot(identity, {
+        runBase: config.runBase,
+        confinement: layers.confinement,
+        hooks,
+        addon,
+        log,
+        // Only while it is free in the pool: a busy slot's run finds it dirty and gives it back for quarantine.
+        onDirtyWhileIdle: (idle) => {
+          if (this.ctx.slots.takeIfFree(idle.identity)) this.quarantine(idle, idle.identity, "processes of its uid survived the kill of its held run");
+        },
+      });
       this.runSlots.set(identity.index, slot);
     }
     return slot;

@@ -155,6 +155,13 @@ export class SlotPool {
     return this.free.splice(best, 1)[0];
   }
 
+  /** take() when the slot is free; false (nothing done) when it is not. */
+  takeIfFree(slot: Slot): boolean {
+    if (!this.free.includes(slot)) return false;
+    this.take(slot);
+    return true;
+  }
+
   /**
    * Takes a free slot out of the pool as if it were acquired: a slot found dirty at start-up,
    * which its quarantine releases once clean. No caller is charged for it.

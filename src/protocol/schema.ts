@@ -337,7 +337,7 @@ export const statusResult = z.object({
     .optional(),
   /**
    * Held runs (warm.holdAhead): made ahead in idle slots, taken by a request that fit them, and
-   * held now (optional: added later). The others were discarded.
+   * held now that a request could take (optional: added later). The others were discarded.
    */
   held: z
     .object({
@@ -345,10 +345,11 @@ export const statusResult = z.object({
       used: z.number(),
       holding: z.number(),
       /**
-       * Each held run now: its slot, its directory's name in the run base and its waiting
-       * child's pid (what an operator or a test sees there that no run made).
+       * Each held run now: its slot, its directory's name in the run base, its waiting child's
+       * pid, and whether a request could take it (false: being discarded). What an operator or a
+       * test sees in the run base and among the slots' processes that no run made.
        */
-      runs: z.array(z.object({ slot: z.number(), dir: z.string(), pid: z.number() })).optional(),
+      runs: z.array(z.object({ slot: z.number(), dir: z.string(), pid: z.number().optional(), usable: z.boolean() })).optional(),
     })
     .optional(),
   /** Run counts since start (optional: added after protocol 1 shipped its first shape). */

@@ -40,6 +40,11 @@ export interface SlotContext {
   hooks: readonly RunHooks[];
   addon: Addon;
   log: Logger;
+  /**
+   * The sweep of a held run discarded while the slot was idle failed (held.ts): the slot is dirty
+   * while it sits in the pool, and must be taken out of it and quarantined.
+   */
+  onDirtyWhileIdle?(slot: RunSlot): void;
 }
 
 /** What a prepared run holds until it is released. */
@@ -162,6 +167,8 @@ export class RunSlot {
    * discarded: the next takeHeld waits for it, so its directory and leaf do not wait for a request.
    */
   private dropping: Promise<void> | undefined;
+  /** The directory of the held run `dropping` discards, until it is removed. */
+  private droppingDir: RunDir | undefined;
 
   constructor(
     readonly identity: SlotIdentity,
@@ -176,11 +183,14 @@ export class RunSlot {
     return this.dirtyFlag;
   }
 
-  /** The run it holds, still usable: its directory's name in the run base and its child's pid. */
-  get heldRun(): { dir: string; pid: number } | undefined {
-    const held = this.held;
-    if (!held?.child.usable) return undefined;
-    return { dir: path.basename(held.prepared.dir.path), pid: held.child.pid };
+  /**
+   * The run it holds (or is discarding while idle): its directory's name in the run base, its
+   * child's pid (absent once it is being discarded), and whether a request could take it.
+   */
+  get heldRun(): { dir: string; pid?: number; usable: boolean } | undefined {
+    if (this.held) return { dir: path.basename(this.held.prepared.dir.path), pid: this.held.child.pid, usable: this.held.child.usable };
+    if (this.droppingDir) return { dir: path.basename(this.droppingDir.path), usable: false };
+    return undefined;
   }
 
   /** The key of the run it holds (held.ts: heldRunKey), or undefined. */
@@ -254,9 +264,14 @@ export class RunSlot {
       void child.ended.then(() => {
         if (this.held !== held) return;
         this.held = undefined;
+        this.droppingDir = held.prepared.dir;
         this.dropping = this.discardHeld(held)
           .catch((err: unknown) => this.ctx.log.error('discarding a held run that ended failed', { slot: this.identity.index, error: err }))
-          .finally(() => (this.dropping = undefined));
+          .finally(() => {
+            this.dropping = undefined;
+            this.droppingDir = undefined;
+            if (this.dirtyFlag) this.ctx.onDirtyWhileIdle?.(this);
+          });
       });
       return true;
     }
@@ -273,7 +288,7 @@ export class RunSlot {
    * discards.
    */
   async takeHeld(key: string | undefined): Promise<HeldRun | undefined> {
-    await this.dropping;
+    while (this.dropping) await this.dropping;
     const held = this.held;
     if (!held) return undefined;
     this.held = undefined;

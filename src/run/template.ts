@@ -31,6 +31,11 @@ export const TEMPLATE_START_MS = 30_000;
  * restarted, and the run starts cold instead.
  */
 export const FORK_REPORT_MS = 3_000;
+/**
+ * How long a held run (src/run/held.ts) may take to confine itself: its slot waits for it before
+ * going back to the pool. Given up, its late child is killed when it reports, as any late one.
+ */
+export const HOLD_REPORT_MS = 500;
 /** A tail (argv and environment) past this runs cold: it must fit the channel's message. */
 export const MAX_WARM_TAIL_BYTES = 128 * 1024;
 const SIGKILL = 9;
@@ -244,7 +249,7 @@ export class Template {
     // All a held child needs before its go: whether its fd 3 is a result channel (kept open).
     const body = Buffer.from(JSON.stringify({ result: plan.resultChannel === true }));
     const ends = addon.sendWarmRun(this.channel, token, withVmAllowance(plan, this.vmAllowanceBytes), body, true);
-    return this.awaitConfined(token, ends).then(({ started, exited, run }) => {
+    return this.awaitConfined(token, ends, true).then(({ started, exited, run }) => {
       run.waitingForGo = true;
       const held: HeldChild = new HeldChild(addon, { ...started, ...ends }, exited, () => this.isReady, () => {
         run.waitingForGo = false;
@@ -265,12 +270,16 @@ export class Template {
   private async awaitConfined(
     token: number,
     ends: PendingRun['ends'],
+    held = false,
   ): Promise<{ started: { pid: number; pidfd: number }; exited: Promise<ProcessExit>; run: PendingRun }> {
     this.forks++;
     let run!: PendingRun;
     const started = await new Promise<{ pid: number; pidfd: number }>((resolveStart, rejectStart) => {
       const sentAt = this.messages;
-      const timer = setTimeout(() => {
+      // A held run is given up sooner, and says nothing of the template: its slot waits for it
+      // before going back to the pool, and a stuck template is judged by the runs it is sent.
+      const giveUpHeld = () => this.fail(token, new WarmStartError(`the warm template did not confine a held run within ${HOLD_REPORT_MS} ms`, 'fork'));
+      const giveUp = () => {
         this.fail(token, new WarmStartError(`the warm template did not fork the run within ${FORK_REPORT_MS / 1000} s`, 'fork'));
         // Stuck (stopped, wedged) if it has said nothing since: killed, and restarted. One that
         // did answer meanwhile is only slow (a loaded host); its late child is killed on arrival.
@@ -283,7 +292,8 @@ export class Template {
         } else {
           this.ctx.log.warn('a warm template was too slow to fork a run; running it cold', { command: this.profile.name, waitedMs: FORK_REPORT_MS });
         }
-      }, FORK_REPORT_MS);
+      };
+      const timer = held ? setTimeout(giveUpHeld, HOLD_REPORT_MS) : setTimeout(giveUp, FORK_REPORT_MS);
       run = { ends, resolveStart, rejectStart, timer };
       this.runs.set(token, run);
     });
