@@ -197,13 +197,13 @@ export class Runner {
         if (held) {
           this.heldCounters.used++;
           warm!.counters.warm++;
-        } else {
-          prepared = await slot.prepare(request, limits, signal);
         }
+        const ready = held ? held.prepared : await slot.prepare(request, limits, signal);
+        prepared = ready;
         // A caller's warm run: the kind of run the slots hold ahead next (not the self-check's).
         if (warm && run.caller !== undefined) this.holdNext = { profile, limits, resultChannel: request.resultChannel === true };
         const startAt = performance.now();
-        const outcome = await this.runPrepared(slot, prepared, profile, request, limits, signal, warm, held?.child);
+        const outcome = await this.runPrepared(slot, ready, profile, request, limits, signal, warm, held?.child);
         const { result, stages } = outcome;
         if (request.profile) {
           result.usage.stages = {

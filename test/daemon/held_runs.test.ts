@@ -112,8 +112,9 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
 
   it('deny_a_held_run_finds_the_previous_runs_files_or_processes', async () => {
     const { client } = await start();
-    // The first run leaves a file and a process behind (the sweep kills it, the release removes the file).
-    const leaver = "import os, time\nopen('secret', 'w').write('s')\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)\nprint('left')";
+    // The first run leaves a file (in tmp/, the one place it may write) and a process behind: the
+    // sweep kills the process, the release removes the file.
+    const leaver = "import os, time\nopen('tmp/secret', 'w').close()\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)\nprint('left')";
     expect((await run(client, leaver)).stdout.toString()).toBe('left\n');
     // heldChild() finds one process of the slot's uid: the held child, not the first run's.
     const pid = await heldChild(client);
@@ -149,17 +150,17 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
   });
 
   it('support_a_replaced_template_and_a_stopping_daemon_discard_held_runs', async () => {
-    const { daemon, client } = await start();
+    const { daemon: started, client } = await start();
     await run(client, 'print(1)');
     const first = await heldChild(client);
-    daemon.process.kill('SIGHUP');
+    started.process.kill('SIGHUP');
     await until('the held child of the old template to go', () => readProc(first, 'status') === undefined || /^State:\s+Z/m.test(readProc(first, 'status')!));
     const after = await run(client, 'print(2)');
     expect(after.stdout.toString()).toBe('2\n');
     await heldChild(client);
-    const runBase = daemon.runBase;
-    await daemon.stop();
+    const runBase = started.runBase;
     daemon = undefined;
+    await started.stop();
     expect(processesOfUid(slotUid)).toEqual([]);
     expect(fs.existsSync(runBase) ? fs.readdirSync(runBase).filter((e) => !e.startsWith('.')) : []).toEqual([]);
   });
