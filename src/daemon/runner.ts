@@ -89,7 +89,7 @@ export class Runner {
   /** Held runs (warm.holdAhead): made ahead, and taken by a request that fit. */
   readonly heldCounters = { made: 0, used: 0 };
   /** What the slots hold ahead: the last caller's warm run's command, limits and result channel. */
-  private holdNext?: { profile: CommandProfile; limits: Limits; resultChannel: boolean };
+  private holdNext?: { caller: number; profile: CommandProfile; limits: Limits; resultChannel: boolean };
 
   constructor(private readonly ctx: RunnerContext) {}
 
@@ -165,7 +165,7 @@ export class Runner {
     const warm = this.warmPath(profile, request);
     // The held run (src/run/held.ts) this request fits, if a slot holds one: such a slot is
     // preferred; a request that fits none prefers a slot holding none (the self-check's runs).
-    const key = warm ? heldRunKey({ command: request.command, limits, resultChannel: request.resultChannel === true }) : undefined;
+    const key = warm ? heldRunKey({ caller: run.caller, command: request.command, limits, resultChannel: request.resultChannel === true }) : undefined;
     const prefer = (identity: SlotIdentity) => {
       const heldKey = this.runSlots.get(identity.index)?.heldKey;
       return heldKey === undefined ? 1 : heldKey === key ? 2 : 0;
@@ -201,7 +201,7 @@ export class Runner {
         const ready = held ? held.prepared : await slot.prepare(request, limits, signal);
         prepared = ready;
         // A caller's warm run: the kind of run the slots hold ahead next (not the self-check's).
-        if (warm && run.caller !== undefined) this.holdNext = { profile, limits, resultChannel: request.resultChannel === true };
+        if (warm && run.caller !== undefined) this.holdNext = { caller: run.caller, profile, limits, resultChannel: request.resultChannel === true };
         const startAt = performance.now();
         const outcome = await this.runPrepared(slot, ready, profile, request, limits, signal, warm, held?.child);
         const { result, stages } = outcome;
@@ -280,8 +280,8 @@ export class Runner {
     const { config, slots } = this.ctx;
     if (!next || !config.warm.holdAhead || slots.closed || slots.queued > 0) return;
     const warm = this.ctx.warm?.get(next.profile.name);
-    if (!warm?.ready) return;
-    const key = heldRunKey({ command: next.profile.name, limits: next.limits, resultChannel: next.resultChannel });
+    if (!warm?.canHold(next.limits.VMEM)) return;
+    const key = heldRunKey({ caller: next.caller, command: next.profile.name, limits: next.limits, resultChannel: next.resultChannel });
     try {
       // A warm run's plan: its argv and code travel in the go record, not in the plan.
       const held = await slot.hold(

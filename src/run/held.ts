@@ -16,7 +16,7 @@
 //   (the plan, limits included, is fixed when it is confined);
 // - its pipes are its own, made for it, and the go record is the first thing on its stdin.
 import { writeSync } from 'node:fs';
-import type { Limits } from '../protocol/index.js';
+import { LIMITS, LIMIT_NAMES, type Limits } from '../protocol/limits.js';
 import { RequestError } from '../protocol/errors.js';
 import type { native } from '../native.js';
 import { GO_RECORD } from '../kinds/channel.js';
@@ -151,13 +151,26 @@ export class HeldChild {
   }
 }
 
-/** What a slot holds for its next run: made for one command, limits and result channel. */
+/**
+ * What a slot holds for its next run: made for one caller, command, the limits its confinement
+ * fixes, and result channel. The caller is in it so that a run held for one caller is never
+ * taken by another: whether a request found its run held (its latency, `stages.held`) says
+ * nothing of what other callers ran.
+ */
 export interface HeldRunKey {
+  /** The uid the run is for (undefined: the daemon's own, the self-check). */
+  caller: number | undefined;
   command: string;
   limits: Limits;
   resultChannel: boolean;
 }
 
+/**
+ * The key of a held run. Only the limits its confinement fixes when it confines itself are in
+ * it; the ones the daemon enforces while it supervises the run (REALTIME, OUTPUT) are the
+ * request's own, applied at its go.
+ */
 export function heldRunKey(key: HeldRunKey): string {
-  return JSON.stringify([key.command, key.limits, key.resultChannel]);
+  const fixed = LIMIT_NAMES.filter((name) => LIMITS[name].enforcedBy !== 'supervise').map((name) => key.limits[name]);
+  return JSON.stringify([key.caller ?? null, key.command, fixed, key.resultChannel]);
 }

@@ -252,6 +252,10 @@ export class RunSlot {
       child = await start(plan(prepared));
     } catch (err) {
       this.ctx.log.warn('a held run could not be started ahead; the slot starts its next run on demand', { slot: this.identity.index, error: err });
+      // Given up while its child confined itself (src/run/template.ts): that child could take
+      // the slot's uid after the sweep below. The slot waits for its end first.
+      const lateExit = (err as { lateExit?: Promise<void> }).lateExit;
+      if (lateExit) await lateExit;
     } finally {
       // The child joined them (its cgroup leaf), or failed.
       if (prepared) this.closePlanFds(prepared);

@@ -278,7 +278,25 @@ export class Template {
       const sentAt = this.messages;
       // A held run is given up sooner, and says nothing of the template: its slot waits for it
       // before going back to the pool, and a stuck template is judged by the runs it is sent.
-      const giveUpHeld = () => this.fail(token, new WarmStartError(`the warm template did not confine a held run within ${HOLD_REPORT_MS} ms`, 'fork'));
+      // Its child may still confine itself and take the slot's uid after the slot was swept: the
+      // error carries the child's end (its EXIT, or the template's), which the slot waits for
+      // before it goes back to the pool. A template that says nothing until a run's own give-up
+      // time is stuck, and killed as giveUp() kills it (its children die with it).
+      const giveUpHeld = () => {
+        let settleLate!: () => void;
+        const lateExit = new Promise<void>((resolve) => (settleLate = resolve));
+        const error = new WarmStartError(`the warm template did not confine a held run within ${HOLD_REPORT_MS} ms`, 'fork');
+        this.fail(token, Object.assign(error, { lateExit }), settleLate);
+        const stuck = setTimeout(() => {
+          if (this.messages !== sentAt) return;
+          this.ctx.log.error('a warm template did not confine a held run and says nothing; killing it (runs go cold until it is back)', {
+            command: this.profile.name,
+            waitedMs: FORK_REPORT_MS,
+          });
+          this.kill();
+        }, FORK_REPORT_MS - HOLD_REPORT_MS);
+        void lateExit.then(() => clearTimeout(stuck));
+      };
       const giveUp = () => {
         this.fail(token, new WarmStartError(`the warm template did not fork the run within ${FORK_REPORT_MS / 1000} s`, 'fork'));
         // Stuck (stopped, wedged) if it has said nothing since: killed, and restarted. One that
@@ -398,13 +416,14 @@ export class Template {
   }
 
   /** The run failed before its code could run: its pipes close, its start rejects. */
-  private fail(token: number, err: Error): void {
+  private fail(token: number, err: Error, onLateExit?: () => void): void {
     const run = this.runs.get(token);
     if (!run || run.started) return;
     clearTimeout(run.timer);
     for (const fd of [run.ends.stdin, run.ends.stdout, run.ends.stderr, run.ends.result]) if (fd !== undefined) closeQuietly(this.ctx.addon, fd);
-    // Its EXIT still comes (the template reaps it); keep nothing for it but a tombstone.
-    this.runs.set(token, { ...run, started: { pid: 0, pidfd: -1 }, settleExit: () => {} });
+    // Its EXIT still comes (the template reaps it, or gone() settles it); keep nothing for it but
+    // a tombstone, which tells `onLateExit`.
+    this.runs.set(token, { ...run, started: { pid: 0, pidfd: -1 }, settleExit: () => onLateExit?.() });
     run.rejectStart(err);
   }
 

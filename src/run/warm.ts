@@ -112,6 +112,17 @@ export class WarmCommand {
   }
 
   /**
+   * Whether a held run of address-space limit `vmemBytes` (0: none) could start now: checked
+   * before its directory is made, so a slot does not mount and unmount one for nothing.
+   * templateFor() decides again from the plan.
+   */
+  canHold(vmemBytes: number): boolean {
+    const template = this.current;
+    if (!template?.isReady) return false;
+    return vmemBytes === 0 || vmemBytes >= template.vmStartBytes * TIGHT_VMEM_FACTOR;
+  }
+
+  /**
    * The template a run of `plan` forks from, or undefined when it must start cold: none is
    * ready, or its VMEM is so tight that a fresh interpreter could not even start (only a cold
    * run fails the way a cold run does: a warm child is already running and would not notice).

@@ -138,6 +138,20 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
     expect(same.stdout.toString()).toBe('200000\n');
   });
 
+  it('allow_a_held_run_takes_the_requests_own_realtime_and_output: the daemon applies them at its go', async () => {
+    const { client } = await start();
+    await run(client, 'print(1)', { limits: { REALTIME: 5, OUTPUT: 1000 } });
+    await heldChild(client);
+    const cut = await run(client, "print('x' * 100)", { limits: { REALTIME: 5, OUTPUT: 10 } });
+    expect(cut.usage.stages?.held).toBe(true);
+    expect(cut.truncated).toBe(true);
+    expect(cut.stdout.length).toBeLessThanOrEqual(10);
+    await heldChild(client);
+    const late = await run(client, 'import time\ntime.sleep(3)', { limits: { REALTIME: 0.5, OUTPUT: 1000 } });
+    expect(late.usage.stages?.held).toBe(true);
+    expect(late.timedOut).toBe(true);
+  });
+
   it('allow_a_held_safe_exec_gets_its_globals_and_stdin_intact', async () => {
     const { client } = await start();
     await client.safeExec('a = 1', {}, { profile: true });
