@@ -1,9 +1,13 @@
 """The jailed side of codejail's safeExec: plain Python 3, standard library only.
 
 Run as the jailed code (``python3 -E -B jailed_code``) with the run directory as cwd. It reads
-one JSON document from stdin::
+its request from stdin: the code's length in bytes (decimal) and a newline, the code (UTF-8),
+then one JSON document::
 
-    {"code": str, "globals": <tagged dict>, "python_path": [plain names in cwd]}
+    {"globals": <tagged dict>, "python_path": [plain names in cwd]}
+
+The code is not in the JSON: the daemon passes the caller's code on as the bytes it is, as it
+does the globals, instead of escaping it (src/kinds/safe_exec_input.ts).
 
 runs ``exec(code, g_dict)`` with ``g_dict`` decoded from the tagged globals, keeps the JSON-safe
 part of ``g_dict`` (the original CodeJail's ``json_safe``) and writes it, tagged, to the result
@@ -432,12 +436,25 @@ def _open_channel():
     return channel
 
 
+# At most this many digits of the code's length before its newline (a length of up to 10**20 bytes).
+_MAX_LENGTH_DIGITS = 20
+
+
 def _read_request():
     """The code and its globals, read from stdin; python_path entries are added to sys.path."""
-    request = _json_loads(sys.stdin.buffer.read().decode("utf-8"))
-    code = request["code"]
-    if not isinstance(code, str):
-        raise ValueError("code must be a string")
+    data = sys.stdin.buffer.read()
+    newline = data.find(b"\n", 0, _MAX_LENGTH_DIGITS + 1)
+    if newline < 1 or not data[:newline].isdigit():
+        raise ValueError("the request does not start with the code's length in bytes and a newline")
+    start = newline + 1
+    end = start + int(data[:newline])
+    if end > len(data):
+        raise ValueError("the request ends inside its code")
+    view = memoryview(data)
+    code = str(view[start:end], "utf-8")
+    request = _json_loads(str(view[end:], "utf-8"))
+    if not isinstance(request, dict):
+        raise ValueError("the request after the code is not a JSON object")
     g_dict = _decode_input(request["globals"])
     if not isinstance(g_dict, dict):
         raise ValueError("globals must be a tagged dict")

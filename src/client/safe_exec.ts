@@ -1,5 +1,5 @@
 // safeExec: the original CodeJail's safe_exec. The daemon's safe_exec request runs
-// python/safe_exec_harness.py, which reads {globals, code, python_path} on stdin, runs
+// python/safe_exec_harness.py, which reads its code, globals and python_path on stdin, runs
 // exec(code, g) and writes the JSON-safe globals to a result channel (fd 3) that is not stdout.
 // Without a daemon (unsafe mode), the same harness goes as jailCode's code, with that stdin.
 //
@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { Limits, Usage } from '../protocol/index.js';
 import type { ExtraFile } from './files.js';
 import { decodeResult, encodeGlobals, ResultBoundError, resultBounds, type ResultBounds, type WholeFloats } from './globals_codec.js';
+import { harnessStdin } from '../kinds/safe_exec_input.js';
 import { pythonBytesRepr } from './python_repr.js';
 import type { SafeExecCall } from './request.js';
 
@@ -110,10 +111,9 @@ export function harnessSource(): string {
  * request on stdin (as the daemon composes it, src/daemon/safe_exec.ts) and the result channel.
  */
 export function harnessJailCodeOptions(call: SafeExecCall): Record<string, unknown> {
-  const tail = `,"code":${JSON.stringify(call.code)},"python_path":${JSON.stringify(call.pythonPath)}}`;
   return {
     code: harnessSource(),
-    stdin: Buffer.concat([Buffer.from('{"globals":'), call.globals, Buffer.from(tail)]),
+    stdin: Buffer.concat(harnessStdin(call.code, call.globals, call.pythonPath)),
     files: call.files,
     extraFiles: call.extraFiles,
     argv: [],

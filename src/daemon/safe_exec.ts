@@ -7,6 +7,7 @@ import type { SafeExecRequest } from '../protocol/index.js';
 import { RequestError } from '../protocol/errors.js';
 import { installFiles } from '../run/install_files.js';
 import { kindNamed, type KindName } from '../kinds/index.js';
+import { harnessStdin } from '../kinds/safe_exec_input.js';
 import type { RunRequest } from './runner.js';
 
 export type CommandKind = KindName;
@@ -49,22 +50,20 @@ export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string,
 }
 
 /**
- * The harness's request, {globals, code, python_path} as JSON, composed around the caller's
- * globals bytes instead of parsing them. The globals come first: a JSON object keeps the last of
- * two equal keys, so a "code" or "python_path" smuggled into the globals text is overridden by the
- * daemon's own; a globals text that is not one tagged dict leaves the document malformed or its
- * globals not a dict, which the harness refuses.
+ * The harness's request (src/kinds/safe_exec_input.ts), composed around the caller's code and
+ * globals bytes without escaping or parsing them: a "python_path" smuggled into the globals text
+ * is overridden by the daemon's own, which comes after it, and a "code" there is not read; a
+ * globals text that is not one tagged dict leaves the document malformed or its globals not a
+ * dict, which the harness refuses.
  */
 export function harnessInput(request: Pick<SafeExecRequest, 'code' | 'globals' | 'pythonPath'>): Buffer {
-  const tail = `,"code":${JSON.stringify(request.code)},"python_path":${JSON.stringify(request.pythonPath)}}`;
-  return Buffer.concat([HEAD, request.globals, Buffer.from(tail, 'utf8')]);
+  return Buffer.concat(harnessStdin(request.code, request.globals, request.pythonPath));
 }
-
-const HEAD = Buffer.from('{"globals":', 'utf8');
 
 /**
  * The bytes a queued safe_exec holds: the request's code and globals, and the composed stdin that
- * copies them, plus its files and python path names (jail_code's payloadBytes counts the rest).
+ * copies them (the code as UTF-8), plus its files and python path names (jail_code's payloadBytes
+ * counts the rest).
  */
 export function safeExecPayloadBytes(request: Pick<SafeExecRequest, 'code' | 'globals' | 'pythonPath'>): number {
   let bytes = 2 * (Buffer.byteLength(request.code) + request.globals.byteLength);

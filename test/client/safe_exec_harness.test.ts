@@ -16,6 +16,7 @@ import { pythonBytesRepr } from '../../src/client/python_repr.js';
 import { PythonFloat } from '../../src/client/python_values.js';
 import { SafeExecError, harnessSource, failureMessage, safeExec } from '../../src/client/safe_exec.js';
 import type { SafeExecOptions } from '../../src/client/safe_exec.js';
+import { harnessRequest, parseHarnessRequest } from '../helpers/harness_stdin.js';
 
 const PYTHON = '/usr/bin/python3';
 const HARNESS = fileURLToPath(new URL('../../python/safe_exec_harness.py', import.meta.url));
@@ -143,7 +144,7 @@ describe('safeExec (original tests)', () => {
     // The directory is sent like `files`, and its basename goes on sys.path.
     const { options } = calls.at(-1)!;
     expect(options.files).toEqual([path.join(fixtures, 'pylib')]);
-    expect(JSON.parse(options.stdin).python_path).toEqual(['pylib']);
+    expect(parseHarnessRequest(options.stdin).python_path).toEqual(['pylib']);
   });
 
   it('does not send a pythonPath entry twice when files already has it', async () => {
@@ -712,7 +713,7 @@ describe('safeExec: failures', () => {
       files: [],
       extraFiles: [],
     });
-    expect(JSON.parse(options.stdin)).toEqual({ code: 'a = 1', globals: ['d'], python_path: [] });
+    expect(parseHarnessRequest(options.stdin)).toEqual({ code: 'a = 1', globals: ['d'], python_path: [] });
   });
 });
 
@@ -720,7 +721,7 @@ describe('the harness run directly', () => {
   it('exits 2 with a message when fd 3 is not open', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
     try {
-      const out = await runPython(HARNESS, dir, JSON.stringify({ code: 'a = 1', globals: ['d'], python_path: [] }), true);
+      const out = await runPython(HARNESS, dir, harnessRequest({ code: 'a = 1', globals: ['d'], python_path: [] }), true);
       expect(out.status).toBe(2);
       expect(out.stderr.toString()).toContain('result channel (fd 3) is not open');
       expect(out.stdout.length).toBe(0);
@@ -740,7 +741,7 @@ describe('the harness run directly', () => {
           'os.uname = lambda: os.uname_result(tuple(real)[:4] + ("sparc64",))\n' +
           `runpy.run_path(${JSON.stringify(HARNESS)}, run_name="__main__")\n`,
       );
-      const request = JSON.stringify({ code: 'open("ran", "w").close()', globals: ['d'], python_path: [] });
+      const request = harnessRequest({ code: 'open("ran", "w").close()', globals: ['d'], python_path: [] });
       const out = await runPython('wrapper.py', dir, request);
       expect(out.status).toBe(2);
       expect(out.stderr.toString()).toBe("safe_exec harness: cannot forbid starting programs: no seccomp filter for the machine 'sparc64'\n");
@@ -755,13 +756,18 @@ describe('the harness run directly', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
     try {
       for (const [request, said] of [
-        ['{"globals":{x,"code":"a = 1"}', 'JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 13 (char 12)'],
-        ['{"globals":["d",],"code":"a = 1"}', 'ValueError: invalid JSON: expecting a value at offset 16'],
-        ['{"globals":["d"]}', "KeyError: 'code'"],
-        ['{"globals":["x"],"code":"a = 1"}', "ValueError: not a tagged value: ['x']"],
+        ['5\na = 1{"globals":{x}', 'JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 13 (char 12)'],
+        ['5\na = 1{"globals":["d",]}', 'ValueError: invalid JSON: expecting a value at offset 16'],
+        ['5\na = 1{"python_path":[]}', "KeyError: 'globals'"],
+        ['5\na = 1{"globals":["x"]}', "ValueError: not a tagged value: ['x']"],
+        ['5\na = 1["d"]', 'ValueError: the request after the code is not a JSON object'],
+        ['{"globals":["d"],"code":"a = 1"}', "ValueError: the request does not start with the code's length in bytes and a newline"],
+        ['-1\n{"globals":["d"]}', "ValueError: the request does not start with the code's length in bytes and a newline"],
+        ['9\na = 1', 'ValueError: the request ends inside its code'],
+        [Buffer.from('1\n\xff{"globals":["d"]}', 'latin1'), "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"],
       ]) {
         const out = await runPython(HARNESS, dir, request!);
-        expect(out.stderr.toString(), request).toBe(`safe_exec harness: bad request: ${said}\n`);
+        expect(out.stderr.toString(), String(request)).toBe(`safe_exec harness: bad request: ${said}\n`);
         expect(out.status).toBe(2);
         expect(out.result!.length).toBe(0);
       }
@@ -770,10 +776,24 @@ describe('the harness run directly', () => {
     }
   });
 
+  it('deny_code_smuggled_in_the_globals_text_runs: the harness runs the code before the document only', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
+    try {
+      const stdin = Buffer.from('5\na = 1{"globals":["d"],"code":"open(\'ran\', \'w\').close()","python_path":[]}');
+      const out = await runPython(HARNESS, dir, stdin);
+      expect(out.stderr.toString()).toBe('');
+      expect(out.status).toBe(0);
+      expect(existsSync(path.join(dir, 'ran'))).toBe(false);
+      expect(decodeResult(out.result!)).toEqual({ a: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writes nothing on the result channel when the code raises', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cj-harness-'));
     try {
-      const out = await runPython(HARNESS, dir, JSON.stringify({ code: 'a = 1\nraise ValueError(1)', globals: ['d'], python_path: [] }));
+      const out = await runPython(HARNESS, dir, harnessRequest({ code: 'a = 1\nraise ValueError(1)', globals: ['d'], python_path: [] }));
       expect(out.status).toBe(1);
       expect(out.result!.length).toBe(0);
     } finally {

@@ -12,6 +12,7 @@ import type { Verdict } from '../../src/daemon/metrics.js';
 import { harnessInput, safeExecRun, type CommandKind } from '../../src/daemon/safe_exec.js';
 import type { ServerOptions } from '../../src/daemon/server/index.js';
 import { payloadBytes, Requests, type RequestOrigin } from '../../src/daemon/server/requests.js';
+import { parseHarnessRequest } from '../helpers/harness_stdin.js';
 import { ThrottledLog } from '../../src/daemon/server/throttle.js';
 
 const HARNESS = readFileSync(fileURLToPath(new URL('../../python/safe_exec_harness.py', import.meta.url)));
@@ -45,7 +46,7 @@ describe('safe_exec as a run', () => {
       resultChannel: true,
       safeExec: true,
     } satisfies RunRequest);
-    expect(JSON.parse(run.stdin!.toString())).toEqual({ globals: ['d', 'x', 1], code: 'a = 17', python_path: ['lib.zip'] });
+    expect(parseHarnessRequest(run.stdin!)).toEqual({ globals: ['d', 'x', 1], code: 'a = 17', python_path: ['lib.zip'] });
   });
 
   it('support_warm_and_profile_reach_the_run', () => {
@@ -54,17 +55,29 @@ describe('safe_exec as a run', () => {
     expect('warm' in plain || 'profile' in plain).toBe(false);
   });
 
-  it('support_the_globals_bytes_go_to_the_harness_untouched', () => {
-    // Not parsed by the daemon: whatever the caller sent is what the harness reads (and refuses).
+  it('support_the_code_and_globals_bytes_go_to_the_harness_untouched', () => {
+    // Not parsed nor escaped by the daemon: what the caller sent is what the harness reads (and refuses).
     const globals = Buffer.from('{not json\u00e9');
     const stdin = harnessInput({ code: 'x = "\u00e9\\n"', globals, pythonPath: [] });
-    expect(stdin.toString()).toBe('{"globals":{not json\u00e9,"code":"x = \\"\u00e9\\\\n\\"","python_path":[]}');
+        // "x = "é\n"" is 10 bytes: é is two.
+    expect(stdin.toString()).toBe('10\nx = "\u00e9\\n"{"globals":{not json\u00e9,"python_path":[]}');
   });
 
-  it('deny_code_or_python_path_smuggled_in_the_globals_text: the daemon\'s own come last and win', () => {
+  it('deny_code_or_python_path_smuggled_in_the_globals_text: the daemon\'s python_path comes last and wins, a "code" there is not read', () => {
     const globals = Buffer.from('["d"],"code":"import os","python_path":["/etc"]');
     const stdin = harnessInput({ code: 'a = 1', globals, pythonPath: ['lib'] });
-    expect(JSON.parse(stdin.toString())).toEqual({ globals: ['d'], code: 'a = 1', python_path: ['lib'] });
+    expect(parseHarnessRequest(stdin)).toEqual({ globals: ['d'], code: 'a = 1', python_path: ['lib'] });
+  });
+
+  it('deny_code_of_control_characters_costs_the_daemon_six_times_its_size: stdin is the code\'s own bytes', () => {
+    // JSON.stringify wrote each of them as \u0001: 8 MiB of code became 48 MiB, and a second of
+    // event loop for a 64 MiB frame, before the request was charged to the queue.
+    const code = '\x01'.repeat(8 * 1024 * 1024);
+    const globals = Buffer.from('["d"]');
+    const stdin = harnessInput({ code, globals, pythonPath: [] });
+    const bytes = stdin.byteLength;
+    expect(bytes).toBeLessThan(code.length + globals.length + 64);
+    expect(payloadBytes(request({ code, globals }))).toBeGreaterThanOrEqual(bytes);
   });
 
   it('deny_an_unknown_command_naming_the_known_ones', () => {
