@@ -6,8 +6,8 @@ then one JSON document::
 
     {"globals": <tagged dict>, "python_path": [plain names in cwd]}
 
-The code is not in the JSON: the daemon passes the caller's code on as the bytes it is, as it
-does the globals, instead of escaping it (src/kinds/safe_exec_input.ts).
+The code is not in the JSON: the daemon passes the caller's code on as UTF-8, unescaped, and the
+globals as the bytes the caller sent (src/kinds/safe_exec_input.ts).
 
 runs ``exec(code, g_dict)`` with ``g_dict`` decoded from the tagged globals, keeps the JSON-safe
 part of ``g_dict`` (the original CodeJail's ``json_safe``) and writes it, tagged, to the result
@@ -450,9 +450,14 @@ def _read_request():
     end = start + int(data[:newline])
     if end > len(data):
         raise ValueError("the request ends inside its code")
-    view = memoryview(data)
-    code = str(view[start:end], "utf-8")
-    request = _json_loads(str(view[end:], "utf-8"))
+    with memoryview(data) as view:
+        code = str(view[start:end], "utf-8")
+        text = str(view[end:], "utf-8")
+    # The bytes go before the document is parsed: globals near the run's memory limit must not
+    # need room for a third copy of themselves.
+    del data
+    request = _json_loads(text)
+    del text
     if not isinstance(request, dict):
         raise ValueError("the request after the code is not a JSON object")
     g_dict = _decode_input(request["globals"])

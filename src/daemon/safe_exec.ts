@@ -20,10 +20,10 @@ export function harnessBytes(kind: KindName): Buffer {
 }
 
 /**
- * The run a safe_exec request stands for. Throws RequestError unknown_command when `command` is
+ * The kind of a safe_exec request's command. Throws RequestError unknown_command when `command` is
  * not configured, bad_request when its kind has no harness (only python has one).
  */
-export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string, CommandKind>): RunRequest {
+export function safeExecKind(request: Pick<SafeExecRequest, 'command'>, kinds: ReadonlyMap<string, CommandKind>): KindName {
   const kind = kinds.get(request.command);
   if (kind === undefined) {
     const known = [...kinds.keys()].join(', ');
@@ -32,6 +32,15 @@ export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string,
   if (!kindNamed(kind).harness) {
     throw new RequestError('bad_request', `safe_exec runs Python: command "${request.command}" is of kind "${kind}", not "python"`);
   }
+  return kind;
+}
+
+/**
+ * The run a safe_exec request stands for. Throws RequestError unknown_command when `command` is
+ * not configured, bad_request when its kind has no harness (only python has one).
+ */
+export function safeExecRun(request: SafeExecRequest, kinds: ReadonlyMap<string, CommandKind>): RunRequest {
+  const kind = safeExecKind(request, kinds);
   const run: RunRequest = {
     command: request.command,
     code: harnessBytes(kind),

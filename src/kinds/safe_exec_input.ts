@@ -3,9 +3,10 @@
 //
 //   <the code's length in bytes, decimal> "\n" <the code, UTF-8> {"globals": <tagged dict>, "python_path": [names]}
 //
-// The caller's code and globals go as the bytes they are, neither escaped nor parsed: escaping the
-// code into JSON made up to 6 bytes of each of its characters (a control character is \u00XX), and
-// took the daemon's event loop about a second for 64 MiB of them, before the request was charged.
+// The caller's code goes as UTF-8, unescaped, and its globals as the bytes it sent, unparsed:
+// escaping the code into JSON made up to 6 bytes of each of its characters (a control character is
+// \u00XX) and took the daemon's event loop about a second for 64 MiB of them. A lone surrogate
+// in the code becomes U+FFFD (as msgpack already made it on its way to the daemon).
 
 const GLOBALS_HEAD = new TextEncoder().encode('{"globals":');
 

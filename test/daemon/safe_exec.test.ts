@@ -69,7 +69,7 @@ describe('safe_exec as a run', () => {
     expect(parseHarnessRequest(stdin)).toEqual({ globals: ['d'], code: 'a = 1', python_path: ['lib'] });
   });
 
-  it('deny_code_of_control_characters_costs_the_daemon_six_times_its_size: stdin is the code\'s own bytes', () => {
+  it('deny_code_of_control_characters_costs_the_daemon_six_times_its_size: stdin is the code\'s UTF-8, unescaped', () => {
     // JSON.stringify wrote each of them as \u0001: 8 MiB of code became 48 MiB, and a second of
     // event loop for a 64 MiB frame, before the request was charged to the queue.
     const code = '\x01'.repeat(8 * 1024 * 1024);
@@ -150,6 +150,24 @@ describe('safe_exec dispatched', () => {
     expect(t.verdicts).toEqual(['ok']);
     expect(t.origin.runs.size).toBe(0);
     expect(t.held.bytes).toBe(0);
+  });
+
+  it('deny_a_safe_exec_refused_for_its_size_costs_the_daemon_its_code_again: charged before its stdin is made', async () => {
+    // Each U+FFFD (what msgpack makes of a byte that is not UTF-8) is 3 bytes of stdin: 24 MiB
+    // made for a request the queue then refuses, before this order.
+    const t = setUp(async () => {
+      throw new Error('must not run');
+    });
+    t.origin.holdQueued = () => {
+      throw new RequestError('overloaded', 'no room');
+    };
+    const code = '\ufffd'.repeat(8 * 1024 * 1024);
+    const before = process.memoryUsage().arrayBuffers;
+    t.requests.dispatch(request({ id: 7, code }) as Request, t.origin);
+    const made = process.memoryUsage().arrayBuffers - before;
+    await t.settle();
+    expect(t.replies).toEqual([{ id: 7, ok: false, code: 'overloaded', message: 'no room' }]);
+    expect(made).toBeLessThan(1024 * 1024);
   });
 
   it('deny_safe_exec_of_an_unknown_or_binary_command_before_any_run_holding_nothing', async () => {

@@ -5,7 +5,8 @@ import { performance } from 'node:perf_hooks';
 import type { ErrorCode, JailCodeResult, Request } from '../../protocol/index.js';
 import { RequestError } from '../../protocol/errors.js';
 import type { Verdict } from '../metrics.js';
-import { safeExecPayloadBytes, safeExecRun } from '../safe_exec.js';
+import { safeExecKind, safeExecPayloadBytes, safeExecRun } from '../safe_exec.js';
+import type { RunRequest } from '../runner.js';
 import type { ServerOptions } from './options.js';
 import type { ThrottledLog } from './throttle.js';
 import { roundMs } from '../../run/supervise.js';
@@ -96,9 +97,17 @@ export class Requests {
     // connection and uid as their bytes are, or refused past their caps.
     let running: Promise<JailCodeResult>;
     try {
-      // Before anything is held: a safe_exec refused here (its command) must leave nothing held.
-      const run = request.op === 'safe_exec' ? safeExecRun(request, this.options.commandKinds) : request;
+      // Its command checked before anything is held (a safe_exec refused for it leaves nothing
+      // held), and its payload charged before the harness's stdin is made (a copy of its code).
+      if (request.op === 'safe_exec') safeExecKind(request, this.options.commandKinds);
       const release = origin.holdQueued(payloadBytes(request));
+      let run: RunRequest;
+      try {
+        run = request.op === 'safe_exec' ? safeExecRun(request, this.options.commandKinds) : request;
+      } catch (err) {
+        release();
+        throw err;
+      }
       running = this.options.runner
         .run(run, controller.signal, { caller: origin.caller.uid, started: release })
         .finally(release);
