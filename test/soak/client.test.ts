@@ -8,7 +8,7 @@ import { dropConnections, killTemplate, queueOverflow, sighupStorm, stopTemplate
 import { fuzzFrames } from './frames_fuzz.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
 import { startClientLoad, Tally } from './load.js';
-import { fdCount, idleRss, mountsUnder, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
+import { fdCount, heldNow, idleRss, mountsUnder, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
 import { RestartableDaemon } from './restartable.js';
 import { Summary } from './summary.js';
 import { classify, makeFixtures, mixWeights, type Fixtures } from './workload.js';
@@ -160,9 +160,18 @@ describe.sequential('soak through the client', () => {
     // Settled: nothing left of any run.
     const idle = await waitIdle(daemon.socketPath, 60_000);
     const range = slotRangeOf(daemon.first);
-    const leftover = await settle(() => slotProcesses(range), (p) => p.length === 0, 20_000);
-    const dirs = await settle(() => runDirEntries(daemon.runBase), (d) => d.length === 0, 20_000);
-    const mounts = await settle(() => mountsUnder(daemon.runBase, daemon.pid) + mountsUnder(daemon.runBase, 'self'), (n) => n === 0, 10_000);
+    // A held run (the held pass, warm.holdAhead) stays between runs by design: not a leftover.
+    const held = () => heldNow(daemon.socketPath);
+    const leftover = await settle(async () => slotProcesses(range, await held()), (p) => p.length === 0, 20_000);
+    const dirs = await settle(async () => runDirEntries(daemon.runBase, undefined, await held()), (d) => d.length === 0, 20_000);
+    const mounts = await settle(
+      async () => {
+        const now = await held();
+        return mountsUnder(daemon.runBase, daemon.pid, now) + mountsUnder(daemon.runBase, 'self', now);
+      },
+      (n) => n === 0,
+      10_000,
+    );
     const fds = (await settle(() => fdCount(daemon.pid), (n) => n !== null && n <= baseFds, 15_000)) ?? 0;
     await settle(() => rssKb(daemon.pid) ?? 0, (kb) => kb <= baseRss * 1.2, 20_000, 500);
     const endRss = await idleRss(daemon.pid);

@@ -3,6 +3,7 @@
 // base. And the two clocks the suite keeps: an event-loop stall seen from a client (a cheap
 // request's latency while the load runs) and waiting for a state instead of sleeping for it.
 import fs from 'node:fs';
+import { Client } from '../../src/client/index.js';
 import type { TestDaemon } from '../helpers/daemon.js';
 import { runBaseLeftovers } from '../helpers/run_base.js';
 
@@ -115,9 +116,32 @@ export function slotRangeOf(daemon: TestDaemon): SlotRange {
 }
 
 /** Every process with a real, effective or saved uid in the slot range: what a run left behind. */
-export function slotProcesses(slots: SlotRange): Array<{ pid: number; uid: number; state: string; cmd: string }> {
+/**
+ * The runs the daemon holds ahead now (warm.holdAhead: README, "Held runs"), from its status: a
+ * held run's process, directory and mounts stay between runs by design, so they are not
+ * leftovers. None on the other paths.
+ */
+export interface HeldNow {
+  pids: number[];
+  dirs: string[];
+}
+
+const NONE_HELD: HeldNow = { pids: [], dirs: [] };
+
+export async function heldNow(socketPath: string): Promise<HeldNow> {
+  const client = new Client({ socketPath });
+  try {
+    const runs = (await client.status()).held?.runs ?? [];
+    return { pids: runs.flatMap((run) => (run.pid === undefined ? [] : [run.pid])), dirs: runs.map((run) => run.dir) };
+  } finally {
+    await client.close();
+  }
+}
+
+export function slotProcesses(slots: SlotRange, held: HeldNow = NONE_HELD): Array<{ pid: number; uid: number; state: string; cmd: string }> {
   const out = [];
   for (const pid of allPids()) {
+    if (held.pids.includes(pid)) continue;
     const status = readProc(pid, 'status');
     const m = status?.match(/^Uid:\s+(\d+)\s+(\d+)\s+(\d+)/m);
     if (!status || !m) continue;
@@ -132,15 +156,19 @@ export function slotProcesses(slots: SlotRange): Array<{ pid: number; uid: numbe
 }
 
 /** Run directories left under the run base: the slots' empty mount points aside (test/helpers/run_base.ts). */
-export function runDirEntries(runBase: string, slots?: number): string[] {
-  return runBaseLeftovers(runBase, slots).map((name) => name.toString('latin1'));
+export function runDirEntries(runBase: string, slots?: number, held: HeldNow = NONE_HELD): string[] {
+  return runBaseLeftovers(runBase, slots, held.dirs).map((name) => name.toString('latin1'));
 }
 
 /** Mounts below the run base (a run's disk or bind mounts), seen from `pid`'s mount namespace. */
-export function mountsUnder(runBase: string, pid: number | 'self'): number {
+export function mountsUnder(runBase: string, pid: number | 'self', held: HeldNow = NONE_HELD): number {
   const info = readProc(pid, 'mountinfo');
   if (info === null) return 0;
-  return info.split('\n').filter((line) => line.split(' ')[4]?.startsWith(`${runBase}/`)).length;
+  const ofHeld = (point: string) => held.dirs.some((dir) => point === `${runBase}/${dir}` || point.startsWith(`${runBase}/${dir}/`));
+  return info.split('\n').filter((line) => {
+    const point = line.split(' ')[4];
+    return point?.startsWith(`${runBase}/`) && !ofHeld(point);
+  }).length;
 }
 
 /**
@@ -148,12 +176,12 @@ export function mountsUnder(runBase: string, pid: number | 'self'): number {
  * awaited, never slept for: clean-up (sweeps, run directories, a template's replacement) ends
  * after the replies.
  */
-export async function settle<T>(probe: () => T, done: (value: T) => boolean, ms: number, every = 100): Promise<T> {
+export async function settle<T>(probe: () => T | Promise<T>, done: (value: T) => boolean, ms: number, every = 100): Promise<T> {
   const until = Date.now() + ms;
-  let value = probe();
+  let value = await probe();
   while (!done(value) && Date.now() < until) {
     await sleep(every);
-    value = probe();
+    value = await probe();
   }
   return value;
 }

@@ -10,7 +10,7 @@ import { killTemplate, stopTemplate } from './faults.js';
 import { badKinds, goodKinds, GOOD_WEIGHTS, HttpTally, type GoodRequest } from './http_workload.js';
 import { CODE_EXEC, httpRequest, multipartBody, rawHttp, urlencoded, type HttpAnswer } from './http_raw.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
-import { fdCount, idleRss, mountsUnder, percentile, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
+import { fdCount, heldNow, idleRss, mountsUnder, percentile, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
 import { Summary } from './summary.js';
 
 /** serve's refusals of a run that met a fault or a full queue (src/http/server.ts). */
@@ -203,9 +203,18 @@ describe.sequential('soak through codejail serve', () => {
 
     // Settled.
     const range = slotRangeOf(serve.daemon);
-    const leftover = await settle(() => slotProcesses(range), (p) => p.length === 0, 20_000);
-    const dirs = await settle(() => runDirEntries(serve.daemon.runBase), (d) => d.length === 0, 20_000);
-    const mounts = await settle(() => mountsUnder(serve.daemon.runBase, daemonPid) + mountsUnder(serve.daemon.runBase, 'self'), (n) => n === 0, 10_000);
+    // A held run (the held pass, warm.holdAhead) stays between runs by design: not a leftover.
+    const held = () => heldNow(serve.daemon.socketPath);
+    const leftover = await settle(async () => slotProcesses(range, await held()), (p) => p.length === 0, 20_000);
+    const dirs = await settle(async () => runDirEntries(serve.daemon.runBase, undefined, await held()), (d) => d.length === 0, 20_000);
+    const mounts = await settle(
+      async () => {
+        const now = await held();
+        return mountsUnder(serve.daemon.runBase, daemonPid, now) + mountsUnder(serve.daemon.runBase, 'self', now);
+      },
+      (n) => n === 0,
+      10_000,
+    );
     const fds = (await settle(() => fdCount(daemonPid), (n) => n !== null && n <= baseFds, 15_000)) ?? 0;
     await settle(() => rssKb(servePid) ?? Infinity, (kb) => kb <= baseServeRss * 1.2, 20_000, 500);
     const endServeRss = await idleRss(servePid);
