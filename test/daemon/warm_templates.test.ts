@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client, type JailCodeResult } from '../../src/client/index.js';
 import { dedent } from '../helpers/cases.js';
+import { readProc, until } from '../helpers/proc.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from '../helpers/daemon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -14,21 +15,6 @@ const isRoot = process.getuid?.() === 0;
 /** MiB a warm run importing a preloaded numpy gets beyond a cold one's VMEM (a known difference). */
 const WARM_NUMPY_EXTRA_MIB = 31;
 
-async function until(what: string, test: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await test())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-function readProc(pid: number, file: string): string | undefined {
-  try {
-    return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
 
 const parentOf = (pid: number) => Number(readProc(pid, 'status')?.match(/^PPid:\s+(\d+)/m)?.[1]);
 
