@@ -247,15 +247,16 @@ export class RunSlot {
     if (this.held) return false;
     let prepared: PreparedRun | undefined;
     let child: HeldChild | undefined;
+    let lateChild = false;
     try {
       prepared = await this.prepare({ files: [], extraFiles: [] }, limits);
       child = await start(plan(prepared));
     } catch (err) {
       this.ctx.log.warn('a held run could not be started ahead; the slot starts its next run on demand', { slot: this.identity.index, error: err });
       // Given up while its child confined itself (src/run/template.ts): that child could take
-      // the slot's uid after the sweep below. The slot waits for its end first.
-      const lateExit = (err as { lateExit?: Promise<void> }).lateExit;
-      if (lateExit) await lateExit;
+      // the slot's uid after the sweep below. The slot waits for its end first, for a bounded time.
+      const lateExit = (err as { lateExit?: Promise<boolean> }).lateExit;
+      if (lateExit) lateChild = !(await lateExit);
     } finally {
       // The child joined them (its cgroup leaf), or failed.
       if (prepared) this.closePlanFds(prepared);
@@ -279,7 +280,14 @@ export class RunSlot {
       });
       return true;
     }
-    if (prepared) {
+    if (prepared && lateChild) {
+      // Still not ended: it may yet take the slot's uid. The slot is dirty, so the daemon
+      // quarantines it; the quarantine's sweeps go on until one finds it clean, which releases
+      // what was made.
+      this.deferredDirs.push(prepared.dir);
+      this.dirtyFlag = true;
+      this.ctx.log.error("a given-up held run's child did not end in time; the slot is quarantined", { slot: this.identity.index });
+    } else if (prepared) {
       await this.sweep();
       await this.release(prepared);
     }

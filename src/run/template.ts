@@ -51,6 +51,12 @@ const REAP_CHECK_MS = 500;
 /** An exit the template leaves unreported this long: the template is stuck. */
 export const REAP_LATE_MS = 2_000;
 /**
+ * How long a slot waits for a given-up held child to end before the slot is treated as dirty
+ * (quarantined: swept again on a backoff until clean): a run's give-up time and the time a
+ * template has to report an exit.
+ */
+export const LATE_CHILD_WAIT_MS = FORK_REPORT_MS + REAP_LATE_MS;
+/**
  * How often a template is asked whether it still answers (PING), when nothing else was heard
  * from it meanwhile, and how long it may take to: a template stopped or wedged while idle is
  * found and replaced without a run having to wait on it first.
@@ -93,6 +99,8 @@ interface PendingRun {
   exitSeenAt?: number;
   /** A held child waiting for its go (src/run/held.ts): not a run in flight yet. */
   waitingForGo?: boolean;
+  /** Given up before it reported (a tombstone kept for its EXIT): no run of anyone's. */
+  givenUp?: boolean;
 }
 
 /** A failed warm start: the step the child reports (as the addon's set-up errors carry). */
@@ -279,23 +287,20 @@ export class Template {
       // A held run is given up sooner, and says nothing of the template: its slot waits for it
       // before going back to the pool, and a stuck template is judged by the runs it is sent.
       // Its child may still confine itself and take the slot's uid after the slot was swept: the
-      // error carries the child's end (its EXIT, or the template's), which the slot waits for
-      // before it goes back to the pool. A template that says nothing until a run's own give-up
-      // time is stuck, and killed as giveUp() kills it (its children die with it).
+      // error carries whether the child ended (its EXIT, or the template's death) within
+      // LATE_CHILD_WAIT_MS, which the slot waits for before its sweep. A template that stops
+      // answering meanwhile is killed by checkAnswering() (a given-up run does not shield it),
+      // and its children die with it.
       const giveUpHeld = () => {
         let settleLate!: () => void;
-        const lateExit = new Promise<void>((resolve) => (settleLate = resolve));
+        const ended = new Promise<void>((resolve) => (settleLate = resolve));
+        let waited: NodeJS.Timeout | undefined;
+        const lateExit = Promise.race([
+          ended.then(() => true),
+          new Promise<boolean>((resolve) => (waited = setTimeout(() => resolve(false), LATE_CHILD_WAIT_MS))),
+        ]).finally(() => clearTimeout(waited));
         const error = new WarmStartError(`the warm template did not confine a held run within ${HOLD_REPORT_MS} ms`, 'fork');
         this.fail(token, Object.assign(error, { lateExit }), settleLate);
-        const stuck = setTimeout(() => {
-          if (this.messages !== sentAt) return;
-          this.ctx.log.error('a warm template did not confine a held run and says nothing; killing it (runs go cold until it is back)', {
-            command: this.profile.name,
-            waitedMs: FORK_REPORT_MS,
-          });
-          this.kill();
-        }, FORK_REPORT_MS - HOLD_REPORT_MS);
-        void lateExit.then(() => clearTimeout(stuck));
       };
       const giveUp = () => {
         this.fail(token, new WarmStartError(`the warm template did not fork the run within ${FORK_REPORT_MS / 1000} s`, 'fork'));
@@ -423,7 +428,7 @@ export class Template {
     for (const fd of [run.ends.stdin, run.ends.stdout, run.ends.stderr, run.ends.result]) if (fd !== undefined) closeQuietly(this.ctx.addon, fd);
     // Its EXIT still comes (the template reaps it, or gone() settles it); keep nothing for it but
     // a tombstone, which tells `onLateExit`.
-    this.runs.set(token, { ...run, started: { pid: 0, pidfd: -1 }, settleExit: () => onLateExit?.() });
+    this.runs.set(token, { ...run, started: { pid: 0, pidfd: -1 }, settleExit: () => onLateExit?.(), givenUp: true });
     run.rejectStart(err);
   }
 
@@ -490,8 +495,9 @@ export class Template {
     if (now - this.probe.pingedAt < PROBE_LATE_MS) return;
     // With runs in flight, a template is judged by them (a run not forked in time, an exit left
     // unreported): a slow one is not killed under runs that are fine.
-    // Held children waiting for their go are not runs yet: they would shield a stopped template.
-    if ([...this.runs.values()].some((run) => !run.waitingForGo)) return;
+    // Held children waiting for their go are not runs yet, nor are given-up ones waited for only
+    // for their EXIT: they would shield a stopped template.
+    if ([...this.runs.values()].some((run) => !run.waitingForGo && !run.givenUp)) return;
     this.ctx.log.error('a warm template does not answer; killing it (runs go cold until it is back)', {
       command: this.profile.name,
       waitedMs: Math.round(now - this.probe.pingedAt),

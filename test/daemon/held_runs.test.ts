@@ -149,6 +149,36 @@ describe.skipIf(!isRoot)('held runs (warm.holdAhead)', () => {
     expect(stages).toMatchObject({ held: true });
   });
 
+  // A hold given up (its template stopped while it confined the child): the slot waits for that
+  // child's end before its sweep (it could take the slot's uid after), at most
+  // LATE_CHILD_WAIT_MS, then is quarantined; a template stopped for good is found by its ping
+  // and killed (a given-up run does not shield it). Either way the slot serves again, and
+  // nothing of the slot's uid is left but a held run.
+  for (const stopped of ['1500 ms', 'for good'] as const) {
+    it(`support_a_given_up_hold_waits_for_its_late_child: template stopped ${stopped}`, async () => {
+      const { daemon, client } = await start();
+      let givenUp = false;
+      // The stop must land between a run's reply and its slot's next hold: tried a few times.
+      for (let attempt = 0; attempt < 5 && !givenUp; attempt++) {
+        await run(client, 'print(1)');
+        const template = Number(statusField(await heldChild(client), 'PPid'));
+        const seen = daemon.logs.length;
+        // Other limits: the held run is discarded, this one made afresh; its slot's next hold is
+        // for these limits, sent after the reply, to a template stopped just then.
+        await run(client, 'print(2)', { limits: { FSIZE: 1000 + attempt } });
+        process.kill(template, 'SIGSTOP');
+        await new Promise((r) => setTimeout(r, stopped === 'for good' ? 1_000 : 1_500));
+        if (stopped !== 'for good') process.kill(template, 'SIGCONT');
+        givenUp = daemon.logs.slice(seen).some((line) => line.msg === 'a held run could not be started ahead; the slot starts its next run on demand');
+      }
+      expect(givenUp, 'a hold was given up').toBe(true);
+      const after = await run(client, 'print(3)');
+      expect(after.stdout.toString()).toBe('3\n');
+      const held = await heldChild(client);
+      expect(processesOfUid(slotUid)).toEqual([held]);
+    }, 90_000);
+  }
+
   it('support_a_replaced_template_and_a_stopping_daemon_discard_held_runs', async () => {
     const { daemon: started, client } = await start();
     await run(client, 'print(1)');

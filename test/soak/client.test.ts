@@ -9,6 +9,7 @@ import { fuzzFrames } from './frames_fuzz.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
 import { startClientLoad, Tally } from './load.js';
 import { fdCount, heldNow, idleRss, mountsUnder, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
+import { TEST_RUN_PATH } from '../helpers/daemon.js';
 import { RestartableDaemon } from './restartable.js';
 import { Summary } from './summary.js';
 import { classify, makeFixtures, mixWeights, type Fixtures } from './workload.js';
@@ -31,7 +32,17 @@ const CHECKS = [
   'leaked daemon fds',
   'daemon RSS once idle / after warm-up',
   'CLONE_PARENT runs: runs after them not answered right',
+  'held pass: no run was taken held',
 ] as const;
+
+async function statusOf(socketPath: string) {
+  const client = new Client({ socketPath });
+  try {
+    return await client.status();
+  } finally {
+    await client.close();
+  }
+}
 
 async function waitIdle(socketPath: string, ms: number): Promise<boolean> {
   const client = new Client({ socketPath });
@@ -177,6 +188,8 @@ describe.sequential('soak through the client', () => {
     const endRss = await idleRss(daemon.pid);
     const endWhere = rssWhere(daemon.pid);
     stamp(`settled (idle: ${idle}): ${endRss} kB (${endWhere})`);
+    // The held pass tests held runs only if runs were taken held (since the daemon's restart).
+    const heldRuns = TEST_RUN_PATH === 'held' ? (await withTimeout(statusOf(daemon.socketPath), 5000)).held : undefined;
 
     // Last, as it may take slots out of service for good (issue 16 item 3): warm runs that leave
     // a CLONE_PARENT child, then as many ordinary runs: each must be answered right.
@@ -231,6 +244,7 @@ describe.sequential('soak through the client', () => {
     summary.zero('leaked mounts', mounts);
     summary.zero('leaked daemon fds', Math.max(0, fds - baseFds), `${fds} fds against ${baseFds} after the warm-up`);
     summary.atMost('daemon RSS once idle / after warm-up', endRss / baseRss, 1.2, `<= 1.2 (${baseRss} kB after the warm-up)`, `${endRss} kB (${endWhere})`);
+    summary.zero('held pass: no run was taken held', TEST_RUN_PATH === 'held' && !(heldRuns && heldRuns.used > 0) ? 1 : 0, JSON.stringify(heldRuns ?? 'not the held pass'));
     summary.zero('CLONE_PARENT runs: runs after them not answered right', after.wrong + after.lost + after.clear_error, `${cloneParent.table()} codes ${JSON.stringify(cloneParent.codes)}`);
   }, Math.max(1, SCALE) * 20 * 60_000);
 

@@ -115,7 +115,6 @@ export function slotRangeOf(daemon: TestDaemon): SlotRange {
   return config.slots;
 }
 
-/** Every process with a real, effective or saved uid in the slot range: what a run left behind. */
 /**
  * The runs the daemon holds ahead now (warm.holdAhead: README, "Held runs"), from its status: a
  * held run's process, directory and mounts stay between runs by design, so they are not
@@ -138,6 +137,10 @@ export async function heldNow(socketPath: string): Promise<HeldNow> {
   }
 }
 
+/**
+ * Every process with a real, effective or saved uid in the slot range (a held run's child aside):
+ * what a run left behind.
+ */
 export function slotProcesses(slots: SlotRange, held: HeldNow = NONE_HELD): Array<{ pid: number; uid: number; state: string; cmd: string }> {
   const out = [];
   for (const pid of allPids()) {
@@ -164,10 +167,17 @@ export function runDirEntries(runBase: string, slots?: number, held: HeldNow = N
 export function mountsUnder(runBase: string, pid: number | 'self', held: HeldNow = NONE_HELD): number {
   const info = readProc(pid, 'mountinfo');
   if (info === null) return 0;
-  const ofHeld = (point: string) => held.dirs.some((dir) => point === `${runBase}/${dir}` || point.startsWith(`${runBase}/${dir}/`));
+  // A held run's directory is mounted once (its disk); a second mount on it, or one below it, counts.
+  const heldMounted = new Set<string>();
   return info.split('\n').filter((line) => {
     const point = line.split(' ')[4];
-    return point?.startsWith(`${runBase}/`) && !ofHeld(point);
+    if (!point?.startsWith(`${runBase}/`)) return false;
+    const dir = point.slice(runBase.length + 1);
+    if (held.dirs.includes(dir) && !heldMounted.has(dir)) {
+      heldMounted.add(dir);
+      return false;
+    }
+    return true;
   }).length;
 }
 
