@@ -238,7 +238,7 @@ describe.sequential('soak through the client', () => {
     summary.atMost('longest event-loop stall (ms)', stall.max, MAX_STALL_MS, `<= ${MAX_STALL_MS} ms`);
     summary.zero('frames owed a reply, none came', fuzz.unansweredBeforeBadFrame, fuzz.example);
     summary.zero('frame connections left hanging', fuzz.hung);
-    summary.zero('frame replies duplicated or undecodable', fuzz.duplicated);
+    summary.zero('frame replies duplicated or undecodable', fuzz.duplicated, fuzz.duplicateExample);
     summary.zero('leaked slot processes', leftover.length, JSON.stringify(leftover.slice(0, 5)));
     summary.zero('leaked run directories', dirs.length, dirs.slice(0, 5).join(' '));
     summary.zero('leaked mounts', mounts);

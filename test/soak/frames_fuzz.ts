@@ -3,7 +3,7 @@
 // every complete, well-formed frame written before a bad one gets one reply (matched by id);
 // a connection is answered or closed, never left hanging; the daemon keeps serving.
 import net from 'node:net';
-import { Packr } from 'msgpackr';
+import { Packr, unpack } from 'msgpackr';
 import { FrameDecoder } from '../../src/protocol/index.js';
 import type { Random } from './knobs.js';
 
@@ -79,13 +79,32 @@ function answered(rng: Random, id: number): Frame {
   return { bytes: frame(pack(m)), id, answered: true, breaks: false };
 }
 
+/**
+ * `valid` with 1 to 3 bytes changed. A change may leave a well-formed request: one whose id
+ * became another (an owed frame's, which the daemon then rightly answers twice) is drawn again.
+ */
+function mutated(rng: Random, valid: Buffer, id: number): Buffer {
+  for (;;) {
+    const b = Buffer.from(valid);
+    for (let i = 1 + rng.int(3); i > 0; i--) b[rng.int(b.length)] = rng.int(256);
+    let decoded: unknown;
+    try {
+      decoded = unpack(b);
+    } catch {
+      return b;
+    }
+    const otherId = decoded !== null && typeof decoded === 'object' && 'id' in decoded && (decoded as { id: unknown }).id !== id;
+    if (!otherId) return b;
+  }
+}
+
 /** Frames the daemon may answer with bad_frame and a close: the stream may end at them. */
 function breaking(rng: Random, id: number): Frame {
   const valid = pack({ v: 1, id, op: 'status', slug: 'abcdefgh' });
   const bytes = (() => {
     switch (rng.int(11)) {
       case 0: return frame(rng.bytes(1 + rng.int(200)));
-      case 1: { const b = Buffer.from(valid); for (let i = 1 + rng.int(3); i > 0; i--) b[rng.int(b.length)] = rng.int(256); return frame(b); }
+      case 1: return frame(mutated(rng, valid, id));
       case 2: return frame(Buffer.concat([Buffer.alloc(rng.pick([9, 100, 10000, 100000]), 0x91), Buffer.from([0xc0])]));
       case 3: { const h = Buffer.alloc(5); h[0] = 0xdd; h.writeUInt32BE(rng.int(1 << 20), 1); return frame(Buffer.concat([h, rng.bytes(rng.int(10))])); }
       case 4: return frame(Buffer.from([0x83, 0xa1, 0x76, 0x01, 0xa2, 0x69, 0x64, 0x05, 0xa2, 0x6f, 0x70, 0xc7, 4, rng.pick([0x42, 0x65, 0xff, 0x01]), 1, 2, 3, 4]));
@@ -113,6 +132,8 @@ export interface FrameFuzzFigures {
   /** Replies to an id answered already: one frame, one reply. */
   duplicated: number;
   example?: string;
+  /** The first duplicated or undecodable reply. */
+  duplicateExample?: string;
 }
 
 /** One connection: a batch of owed frames, maybe ended by a breaking one, in ONE write. */
@@ -150,15 +171,18 @@ function oneConnection(socketPath: string, rng: Random, firstId: number, figures
       let replies: unknown[];
       try {
         replies = decoder.push(chunk);
-      } catch {
+      } catch (err) {
         figures.duplicated++;
+        figures.duplicateExample ??= `an undecodable reply: ${(err as Error).message}`;
         return finish('closed');
       }
       for (const reply of replies) {
         const id = (reply as { id?: number }).id;
         if (typeof id === 'number' && owedIds.includes(id)) {
-          if (got.includes(id)) figures.duplicated++;
-          else got.push(id);
+          if (got.includes(id)) {
+            figures.duplicated++;
+            figures.duplicateExample ??= `a second reply to id ${id}: ${JSON.stringify(reply).slice(0, 200)}; the batch's last frame ${batch.at(-1)!.bytes.subarray(0, 40).toString('hex')}`;
+          } else got.push(id);
         }
       }
       if (got.length === owedIds.length && !endsBroken) finish('done');
