@@ -8,7 +8,7 @@ import { dropConnections, killTemplate, queueOverflow, sighupStorm, stopTemplate
 import { fuzzFrames } from './frames_fuzz.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
 import { startClientLoad, Tally } from './load.js';
-import { fdCount, heldNow, idleRss, mountsUnder, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
+import { dropHeldRuns, fdCount, heldNow, idleRss, mountsUnder, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, withTimeout } from './probes.js';
 import { TEST_RUN_PATH } from '../helpers/daemon.js';
 import { RestartableDaemon } from './restartable.js';
 import { Summary } from './summary.js';
@@ -126,6 +126,7 @@ describe.sequential('soak through the client', () => {
     merge(warmUp.tally);
     merge(warmBurst);
     await waitIdle(daemon.socketPath, 30_000);
+    await dropHeldRuns(daemon.socketPath, daemon.pid);
     await settle(() => slotProcesses(slotRangeOf(daemon.first)).length, (n) => n === 0, 20_000);
     const baseFds = (await stableValue(() => fdCount(daemon.pid))) ?? 0;
     const baseRss = await idleRss(daemon.pid);
@@ -183,6 +184,7 @@ describe.sequential('soak through the client', () => {
       (n) => n === 0,
       10_000,
     );
+    await dropHeldRuns(daemon.socketPath, daemon.pid);
     const fds = (await settle(() => fdCount(daemon.pid), (n) => n !== null && n <= baseFds, 15_000)) ?? 0;
     await settle(() => rssKb(daemon.pid) ?? 0, (kb) => kb <= baseRss * 1.2, 20_000, 500);
     const endRss = await idleRss(daemon.pid);

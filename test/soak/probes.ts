@@ -138,6 +138,18 @@ export async function heldNow(socketPath: string): Promise<HeldNow> {
 }
 
 /**
+ * The held pass (warm.holdAhead): a SIGHUP replaces the templates, whose held runs are discarded,
+ * and no run is held again until a run ends. Resolves once none is listed. Taken before the
+ * daemon's fds are counted, which would count a held run's pipes and pidfd; a no-op when none is
+ * held (the other paths).
+ */
+export async function dropHeldRuns(socketPath: string, daemonPid: number): Promise<void> {
+  if ((await heldNow(socketPath)).dirs.length === 0) return;
+  process.kill(daemonPid, 'SIGHUP');
+  await settle(async () => (await heldNow(socketPath)).dirs.length, (n) => n === 0, 20_000);
+}
+
+/**
  * Every process with a real, effective or saved uid in the slot range (a held run's child aside):
  * what a run left behind.
  */

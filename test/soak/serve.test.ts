@@ -10,7 +10,7 @@ import { killTemplate, stopTemplate } from './faults.js';
 import { badKinds, goodKinds, GOOD_WEIGHTS, HttpTally, type GoodRequest } from './http_workload.js';
 import { CODE_EXEC, httpRequest, multipartBody, rawHttp, urlencoded, type HttpAnswer } from './http_raw.js';
 import { Random, SCALE, SEED, scaled } from './knobs.js';
-import { fdCount, heldNow, idleRss, mountsUnder, percentile, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
+import { dropHeldRuns, fdCount, heldNow, idleRss, mountsUnder, percentile, rssKb, rssWhere, runDirEntries, settle, slotProcesses, slotRangeOf, sleep, stableValue, StallMonitor, peakRssDuring } from './probes.js';
 import { Summary } from './summary.js';
 
 /** serve's refusals of a run that met a fault or a full queue (src/http/server.ts). */
@@ -124,6 +124,7 @@ describe.sequential('soak through codejail serve', () => {
       }),
     ));
     const plain = await plainLarge;
+    await dropHeldRuns(serve.daemon.socketPath, daemonPid);
     await settle(() => slotProcesses(slotRangeOf(serve.daemon)).length, (n) => n === 0, 20_000);
     const baseFds = (await stableValue(() => fdCount(daemonPid))) ?? 0;
     const baseServeRss = await idleRss(servePid);
@@ -215,6 +216,7 @@ describe.sequential('soak through codejail serve', () => {
       (n) => n === 0,
       10_000,
     );
+    await dropHeldRuns(serve.daemon.socketPath, daemonPid);
     const fds = (await settle(() => fdCount(daemonPid), (n) => n !== null && n <= baseFds, 15_000)) ?? 0;
     await settle(() => rssKb(servePid) ?? Infinity, (kb) => kb <= baseServeRss * 1.2, 20_000, 500);
     const endServeRss = await idleRss(servePid);
