@@ -68,7 +68,12 @@ int apply_landlock(int ruleset_fd);
 // Built once, never freed. `warm`: also refuses execve (a warm run never needs one).
 const sock_fprog *seccomp_program(bool warm = false);
 // In a child: the program if seccomp_program has built it, else NULL (never builds).
+// A child of a template that installed its own filter (install_template_seccomp) gets the tail
+// that completes it, for a warm program.
 const sock_fprog *built_seccomp_program(bool warm);
+// In a warm template, once, before its first fork: the warm policy but setns (its children join
+// the runs' namespaces before their seccomp step). Returns 0 or an errno value.
+int install_template_seccomp();
 bool seccomp_supported();
 int apply_seccomp(const sock_fprog *program);
 

@@ -59,6 +59,15 @@ CJ_WARM_EXPORT int cj_warm_seal(int first);
 /* Prepares what cj_warm_apply uses (the warm seccomp program), once, before the first fork. */
 CJ_WARM_EXPORT int cj_warm_init(void);
 
+/*
+ * In the template, after its preloads and before its first fork (the daemon asks for it when the
+ * seccomp layer is active): installs on the template itself the warm seccomp policy but setns,
+ * which its children need to join the runs' namespaces. A child's seccomp step then adds a filter
+ * of one rule (setns) instead of compiling the whole policy again: the two stacked are the whole
+ * policy. Returns 0 or an errno value (the children then install the whole policy, as before).
+ */
+CJ_WARM_EXPORT int cj_warm_filter_template(void);
+
 /* Name of a step, for the template's error reports (as cj_step_name). */
 CJ_WARM_EXPORT const char *cj_warm_step_name(int step);
 

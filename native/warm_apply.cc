@@ -28,6 +28,8 @@ extern "C" int cj_warm_init(void) {
   return seccomp_program(true) ? 0 : ENOMEM;
 }
 
+extern "C" int cj_warm_filter_template(void) { return install_template_seccomp(); }
+
 extern "C" int cj_warm_apply(const void *wire, size_t len, const int *fds, size_t nfds, int parent, int *failed_step) {
   *failed_step = CJ_STEP_NONE;
   // Copied: the caller's buffer need not be aligned for the struct.

@@ -388,8 +388,16 @@ def prepare_forbidding():
     return install
 
 
+# Set by a warm template (python/warm_template.py) once its own seccomp filter is installed: that
+# filter already answers execve and execveat with EACCES, in the template and in every fork of it,
+# and cannot be removed, so a run forked from it has nothing to add.
+programs_refused_by_template = False
+
+
 def forbid_starting_programs():
     """Installs the filter on this process, or raises OSError saying why it could not."""
+    if programs_refused_by_template:
+        return
     prepare_forbidding()()
 
 

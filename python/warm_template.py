@@ -41,6 +41,7 @@ import array  # noqa: E402
 import ctypes  # noqa: E402
 import fcntl
 import json  # noqa: E402
+import mmap  # noqa: E402
 import os  # noqa: E402
 import selectors  # noqa: E402
 import socket  # noqa: E402
@@ -71,13 +72,15 @@ WAIT_ALL = 0x40000000
 
 
 def parse_args(argv):
-    options = {"preload": []}
+    options = {"preload": [], "seccomp": False}
     it = iter(argv)
     for arg in it:
         if arg in ("--lib", "--harness"):
             options[arg[2:]] = next(it)
         elif arg == "--preload":
             options["preload"] = [name for name in next(it).split(",") if name]
+        elif arg == "--seccomp":
+            options["seccomp"] = True
         else:
             raise SystemExit("warm_template: unknown argument %r" % arg)
     return options
@@ -126,14 +129,31 @@ class Template:
         self.wait_status = (ctypes.c_char * WAIT_STATUS_BYTES)()
         self.rusage = (ctypes.c_char * RUSAGE_BYTES)()
         self.exit_report = (ctypes.c_char * (EXIT_HEAD.size + WAIT_STATUS_BYTES + RUSAGE_BYTES))()
-        # Every message is read into this one buffer (see receive).
-        self.raw = (ctypes.c_char * MAX_MESSAGE)()
+        # Every message is read into this one buffer (see receive): a mapping of its own, whose
+        # pages exist only once a message has written them and are dropped after it. Each fork
+        # copies the page table entries of the template's present pages, and each child's exit
+        # unmaps them again: a buffer kept present (zeroed) cost both for all its 128 pages.
+        self.message_map = mmap.mmap(-1, MAX_MESSAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.raw = (ctypes.c_char * MAX_MESSAGE).from_buffer(self.message_map)
         self.buffer = memoryview(self.raw).cast("B")
         self.view = self.buffer
         self.ancillary_size = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
         self.draining = False
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.channel, selectors.EVENT_READ)
+        # What start-up freed (the files read from stdin, compiling the harness) goes back to the
+        # kernel, for the reason the message buffer's pages do.
+        self.libc.malloc_trim(0)
+        if options["seccomp"]:
+            # Last: the template itself is held to the runs' policy but setns from here on, and
+            # each child adds a one-rule filter instead of compiling the whole policy again.
+            # Should it fail, the children install the whole policy themselves, as before.
+            err = self.lib.cj_warm_filter_template()
+            if err:
+                write_stderr("codejail warm template: its own seccomp filter failed (errno %d); runs install the whole policy\n" % err)
+            else:
+                # Its filter answers execve and execveat with EACCES, as the harness's would.
+                self.harness[0].programs_refused_by_template = True
 
     def _compile_harness(self, source):
         """The safeExec harness (its source, as the daemon read it), imported once; each run
@@ -187,8 +207,9 @@ class Template:
         """Handles one message; False when the daemon is gone.
 
         A run's message is read into one buffer that lives as long as the template, parsed only
-        in the child, and zeroed in the template right after the fork: nothing of one run (its
-        argv above all) stays in the template's memory, where the next runs' forks would find it.
+        in the child, and dropped from the template right after the fork (its pages discarded:
+        a later read finds zero pages): nothing of one run (its argv above all) stays in the
+        template's memory, where the next runs' forks would find it.
         """
         try:
             size, ancillary, flags, _ = self.channel.recvmsg_into([self.buffer], self.ancillary_size)
@@ -213,7 +234,8 @@ class Template:
             else:
                 self.send(b"WARN", {"message": "unexpected message %r" % head})
         finally:
-            self.view[:size] = bytes(size)
+            # Gone, not zeroed: the next read of these pages finds fresh zero pages.
+            self.message_map.madvise(mmap.MADV_DONTNEED)
             for fd in fds:
                 os.close(fd)
         return True

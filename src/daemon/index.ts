@@ -155,6 +155,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       log,
       mntnsFd: layers.mntnsFd,
       ownNetns: layers.netns === true,
+      seccomp: layers.seccomp === true && !layers.unsafe,
       uidLayer: layers.uid === true && !layers.unsafe,
     });
     const slotList = slotUsers(config.slots);

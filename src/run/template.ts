@@ -71,6 +71,11 @@ export interface TemplateContext {
   mntnsFd?: number;
   /** Give the template an empty network namespace of its own (netns layer). */
   ownNetns: boolean;
+  /**
+   * The seccomp layer is active: the template filters itself with the warm policy but setns
+   * once it is ready, and each child adds only setns (native/seccomp.cc: install_template_seccomp).
+   */
+  seccomp?: boolean;
 }
 
 /** What a warm child runs, beside its plan. */
@@ -554,7 +559,7 @@ export class Template {
     if (!template) throw new Error(`command ${profile.name}: kind ${profile.kind} has no warm template`);
     return {
       file: profile.executable,
-      argv: template.argv(profile),
+      argv: [...template.argv(profile), ...(ctx.seccomp ? ['--seccomp'] : [])],
       // A run's environment, so that the interpreter starts as a run's would (locale, stdio
       // encoding); each child sets its own run's values before its code runs.
       env: templateEnv(profile),

@@ -26,13 +26,13 @@ const WARM_EXTRA_FRAMES = 6;
 const WARM_ONLY_MODULES: Record<string, string[]> = {
   '3.11': [
     'array', 'atexit', 'binascii', 'collections.abc', 'copyreg', 'ctypes', 'ctypes._endian', 'enum', 'errno', 'fcntl', 'gc', 'json',
-    'json.decoder', 'json.encoder', 'json.scanner', 'linecache', 'math', 're', 're._casefix', 're._compiler', 're._constants', 're._parser',
-    'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'token', 'tokenize', 'traceback',
+    'json.decoder', 'json.encoder', 'json.scanner', 'linecache', 'math', 'mmap', 're', 're._casefix', 're._compiler', 're._constants',
+    're._parser', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'token', 'tokenize', 'traceback',
   ],
   '3.13': [
     'array', 'atexit', 'binascii', 'collections', 'collections.abc', 'contextlib', 'copyreg', 'ctypes', 'ctypes._endian', 'enum', 'fcntl',
     'functools', 'gc', 'importlib', 'importlib._bootstrap', 'importlib._bootstrap_external', 'importlib.machinery', 'itertools', 'json',
-    'json.decoder', 'json.encoder', 'json.scanner', 'keyword', 'linecache', 'math', 'operator', 're', 're._casefix', 're._compiler',
+    'json.decoder', 'json.encoder', 'json.scanner', 'keyword', 'linecache', 'math', 'mmap', 'operator', 're', 're._casefix', 're._compiler',
     're._constants', 're._parser', 'reprlib', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'traceback', 'types',
     'warnings',
   ],
@@ -783,6 +783,27 @@ describe.skipIf(!isRoot)('one warm run leaves nothing to the next (one slot)', (
     expect(warmRuns.size).toBe(1);
     expect(coldRuns.size).toBe(3);
   });
+});
+
+describe.skipIf(!isRoot)("a warm run's seccomp policy: its template's filter and the one-rule tail each run adds", () => {
+  const suite = daemonSuite({ config: { warm: { enabled: true } } });
+  // setns(-1, 0): seccomp refuses the call before the kernel looks at the fd (EPERM); without
+  // the filter the kernel answers EBADF, whatever the uid. The template's own filter allows
+  // setns (its children join the runs' namespaces with it), so on the warm path only the tail
+  // each child adds refuses it: this test fails if the tail is missing.
+  const probe = dedent(`
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    print('setns', libc.setns(-1, 0), os.strerror(ctypes.get_errno()))
+    `);
+
+  for (const path of ['warm', 'cold'] as const) {
+    it(`deny_seccomp_setns_on_the_${path}_path`, async () => {
+      const r = await runOn(suite, path, { code: probe });
+      expect(r.usage.stages?.warm).toBe(path === 'warm');
+      expectDenied(r.stdout.toString(), 'setns -1 Operation not permitted\n', 'setns -1 Bad file descriptor\n', r.stderr.toString());
+    });
+  }
 });
 
 describe.skipIf(!isRoot)('a warm run starts no program', () => {
