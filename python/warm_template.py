@@ -106,9 +106,11 @@ class Template:
         self.harness = self._compile_harness(options["harness"])
         for name in options["preload"]:
             __import__(name)
-        # What a run's tracebacks need, imported now rather than in every run.
+        # What a run's tracebacks need, imported now rather than in every run. Not threading
+        # (unless a preload imports it): its at-fork hook runs in every child before anything
+        # else, and rebuilding its locks and thread table there wrote about 140 pages of the
+        # template's heap, each a copy-on-write fault (a third of a warm child's).
         import atexit  # noqa: F401
-        import threading  # noqa: F401
         import traceback  # noqa: F401
         import types  # noqa: F401
 
@@ -572,12 +574,15 @@ def shutdown():
     """Interpreter shutdown, as far as a run can tell: threads joined, atexit, streams flushed.
     False when a standard stream could not be flushed (the interpreter then exits 120)."""
     import atexit
-    import threading
 
-    try:
-        threading._shutdown()
-    except BaseException:  # noqa: BLE001
-        pass
+    # As Py_FinalizeEx's wait_for_thread_shutdown: only when the run imported threading (no thread
+    # of its own can run without it).
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException:  # noqa: BLE001
+            pass
     atexit._run_exitfuncs()
     stdout_ok = flush_stream(sys.stdout)
     stderr_ok = flush_stream(sys.stderr)

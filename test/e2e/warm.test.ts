@@ -27,13 +27,13 @@ const WARM_ONLY_MODULES: Record<string, string[]> = {
   '3.11': [
     'array', 'atexit', 'binascii', 'collections.abc', 'copyreg', 'ctypes', 'ctypes._endian', 'enum', 'errno', 'fcntl', 'gc', 'json',
     'json.decoder', 'json.encoder', 'json.scanner', 'linecache', 'math', 'mmap', 're', 're._casefix', 're._compiler', 're._constants',
-    're._parser', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'token', 'tokenize', 'traceback',
+    're._parser', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'token', 'tokenize', 'traceback',
   ],
   '3.13': [
     'array', 'atexit', 'binascii', 'collections', 'collections.abc', 'contextlib', 'copyreg', 'ctypes', 'ctypes._endian', 'enum', 'fcntl',
     'functools', 'gc', 'importlib', 'importlib._bootstrap', 'importlib._bootstrap_external', 'importlib.machinery', 'itertools', 'json',
     'json.decoder', 'json.encoder', 'json.scanner', 'keyword', 'linecache', 'math', 'mmap', 'operator', 're', 're._casefix', 're._compiler',
-    're._constants', 're._parser', 'reprlib', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'threading', 'traceback', 'types',
+    're._constants', 're._parser', 'reprlib', 'select', 'selectors', 'socket', 'struct', 'textwrap', 'traceback', 'types',
     'warnings',
   ],
 };
