@@ -4,8 +4,10 @@ codejaild starts one template per warm command (src/run/template.ts), as root, i
 namespace and an empty network namespace of its own, with the command's interpreter flags and a
 run's environment. It does not run this file from the install (which that namespace may not
 show): a bootstrap (src/run/template_boot.ts) reads this file's text, the harness and the library
-from its stdin, as the daemon read them at its start, and starts Template. The template imports the safeExec harness and the configured preloads, then
-serves forks over its channel (fd 3, a SOCK_SEQPACKET socket to the daemon). It never runs
+from its stdin, as the daemon read them at its start, and starts Template. The template imports
+the safeExec harness and the configured preloads, with --seccomp (the seccomp layer is active)
+installs on itself the runs' warm seccomp policy but setns (native/seccomp.cc), then serves forks
+over its channel (fd 3, a SOCK_SEQPACKET socket to the daemon). It never runs
 submitted code and holds nothing secret: every run is a fresh child forked from it, which applies
 the run's plan to itself (libcodejail_warm.so: the same confinement core as a cold run) before any
 of the run's code is read, and then runs either a script as ``__main__`` (jailCode) or the
