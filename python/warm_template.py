@@ -50,6 +50,10 @@ import socket  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
 
+# The interpreter's own module table (what the C API's PyImport_GetModule reads), kept apart from
+# the sys.modules attribute, which a run may rebind or delete.
+INTERPRETER_MODULES = sys.modules
+
 CHANNEL_FD = 3
 # The channel is moved up here, out of the way of the fds a run's child moves onto 0..3.
 CHANNEL_FLOOR = 64
@@ -576,13 +580,14 @@ def shutdown():
     import atexit
 
     # As Py_FinalizeEx's wait_for_thread_shutdown: only when the run imported threading (no thread
-    # of its own can run without it).
-    threading = sys.modules.get("threading")
-    if threading is not None:
-        try:
+    # of its own can run without it), looked up in the interpreter's own module table, which a run
+    # that rebinds or deletes sys.modules does not change.
+    try:
+        threading = INTERPRETER_MODULES.get("threading")
+        if threading is not None:
             threading._shutdown()
-        except BaseException:  # noqa: BLE001
-            pass
+    except BaseException:  # noqa: BLE001
+        pass
     atexit._run_exitfuncs()
     stdout_ok = flush_stream(sys.stdout)
     stderr_ok = flush_stream(sys.stderr)

@@ -490,6 +490,31 @@ describe.skipIf(!isRoot)('warm and cold runs give the same result', () => {
     expect(r.stdout).toBe('main done\nthread done\n');
   });
 
+  it('a run that deletes sys.modules still ends with its atexit handlers and buffered output', async () => {
+    // Review: the shutdown read sys.modules, and an AttributeError ended the warm run 127.
+    const r = await code(`
+      import atexit, sys
+      atexit.register(print, 'atexit ran')
+      print('hello')
+      del sys.modules
+      `);
+    expect(r).toMatchObject({ status: 0, stdout: 'hello\natexit ran\n' });
+  });
+
+  it('a run that rebinds sys.modules without threading still has its threads joined', async () => {
+    const r = await code(`
+      import sys, threading, time
+      def late():
+          time.sleep(0.3)
+          print('worker done', flush=True)
+      threading.Thread(target=late).start()
+      sys.modules = dict(sys.modules)
+      del sys.modules['threading']
+      print('main done', flush=True)
+      `);
+    expect(r).toMatchObject({ status: 0, stdout: 'main done\nworker done\n' });
+  });
+
   it('a daemon thread still running at the end is not waited for', async () => {
     const r = await code(`
       import threading, time
