@@ -56,17 +56,41 @@ const MARKER_B = 'build-B';
 const VERSION_A = '0.1.0-upgrade.a';
 const VERSION_B = '0.1.0-upgrade.b';
 
-/** Runs a command to its end without blocking this worker. */
-function run(command: string, args: string[], options: SpawnOptions = {}): Promise<string> {
+/**
+ * Runs a command to its end without blocking this worker. One still running after `timeoutMs` is
+ * killed and the test fails naming it, with what it printed (a full run once hung here until the
+ * test's own timeout, which says nothing of which step it was).
+ */
+function run(command: string, args: string[], options: SpawnOptions = {}, timeoutMs = 90_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
     let stdout = '';
     let stderr = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${command} ${args.join(' ')} did not finish within ${timeoutMs} ms:\n${stdout}\n${stderr}`));
+    }, timeoutMs);
     child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${stdout}\n${stderr}`))));
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(stdout);
+      else reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${stdout}\n${stderr}`));
+    });
   });
+}
+
+/** `promise`, or a failure naming `what` after `ms`. */
+function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** npm's environment: offline where the cache has it, no audit, and node first on PATH. */
@@ -78,6 +102,11 @@ const npmEnv: NodeJS.ProcessEnv = {
   npm_config_audit: 'false',
   npm_config_fund: 'false',
   npm_config_update_notifier: 'false',
+  // What the cache lacks (a package's metadata: npm ci fetched only tarballs) comes from the
+  // registry: a stalled fetch is given up and retried after 30 s, not npm's default 5 minutes.
+  npm_config_fetch_timeout: '30000',
+  npm_config_fetch_retries: '4',
+  npm_config_fetch_retry_maxtimeout: '10000',
 };
 
 /**
@@ -123,12 +152,16 @@ async function startInstalledDaemon(): Promise<Daemon> {
   const child = spawn(path.join(PREFIX, 'bin/codejaild'), ['--config', CONFIG], { stdio: ['ignore', 'pipe', 'pipe'], env: npmEnv, cwd: '/' });
   const logs: LogLine[] = [];
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const readyAt = await new Promise<number>((resolve, reject) => {
+  const ready = new Promise<number>((resolve, reject) => {
     followLogLines([child.stdout, child.stderr], (line) => {
       logs.push(line);
       if (line.msg === 'ready') resolve(Date.now());
     });
     void exited.then((code) => reject(new Error(`codejaild exited ${code} before ready:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)));
+  });
+  const readyAt = await within(30_000, `the installed codejaild to be ready (its log so far: ${logs.length} lines)`, ready).catch((err: Error) => {
+    child.kill('SIGKILL');
+    throw new Error(`${err.message}\n${logs.map((l) => JSON.stringify(l)).join('\n')}`);
   });
   return { child, logs, exited, readyAt };
 }
@@ -330,8 +363,8 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
       // A answers status and its self-check as before: it loads nothing of the install lazily.
       const client = new Client({ socketPath: SOCKET });
       try {
-        expect((await client.status()).version).toBe(VERSION_A);
-        expect((await client.check()).ok).toBe(true);
+        expect((await within(30_000, "build A's status", client.status())).version).toBe(VERSION_A);
+        expect((await within(60_000, "build A's self-check", client.check())).ok).toBe(true);
       } finally {
         await client.close();
       }
@@ -339,7 +372,7 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
       // The restart: SIGTERM, A lets its runs finish and exits, then B starts.
       stopSentAt = Date.now();
       a.child.kill('SIGTERM');
-      expect(await a.exited).toBe(0);
+      expect(await within(40_000, 'build A to exit after SIGTERM', a.exited)).toBe(0);
       stoppedAt = Date.now();
       for (const pid of templatesA) expect(alive(pid), `build A's template ${pid}`).toBe(false);
       expect(leftovers()).toEqual([]);
@@ -348,7 +381,7 @@ describe.runIf(isRoot && NPM_CLI !== '')('upgrading a running install in place u
       const afterStart = served();
       await until(() => served() >= afterStart + 20, 'build B to serve 20 runs under load');
     } finally {
-      await load.stop();
+      await within(70_000, 'the load to stop (each request has a 60 s deadline)', load.stop());
     }
 
     // Every request: its own answer, or a retryable code.
