@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "layers.h"
@@ -225,10 +226,11 @@ std::vector<sock_filter> build(bool warm, Part part) {
 }  // namespace
 
 namespace {
-// [warm][part]: every program is built at once, before any fork, and never freed.
-constexpr int kParts = 3;
-std::vector<sock_filter> filters[2][kParts];
-sock_fprog programs[2][kParts];
+// Built at once, before any fork, and never freed: the whole policy, cold and warm, then the warm
+// template's own filter and the tail its children add (warm only: a cold run has no template).
+std::vector<sock_filter> filters[4];
+sock_fprog programs[4];
+constexpr int kWholeCold = 0, kWholeWarm = 1, kTemplate = 2, kTail = 3;
 std::atomic<bool> programs_built{false};
 // Set in a warm template once its own filter is installed (install_template_seccomp); its forked
 // children inherit the value with its memory, and add only the tail.
@@ -237,12 +239,11 @@ bool template_filtered = false;
 void build_all() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (int w = 0; w < 2; w++) {
-      for (int part = 0; part < kParts; part++) {
-        filters[w][part] = build(w == 1, static_cast<Part>(part));
-        programs[w][part].len = (unsigned short)filters[w][part].size();
-        programs[w][part].filter = filters[w][part].data();
-      }
+    const std::pair<bool, Part> made[4] = {{false, Part::whole}, {true, Part::whole}, {true, Part::template_}, {true, Part::tail}};
+    for (int i = 0; i < 4; i++) {
+      filters[i] = build(made[i].first, made[i].second);
+      programs[i].len = (unsigned short)filters[i].size();
+      programs[i].filter = filters[i].data();
     }
     programs_built.store(true, std::memory_order_release);
   });
@@ -251,7 +252,7 @@ void build_all() {
 
 const sock_fprog *seccomp_program(bool warm) {
   build_all();
-  return &programs[warm ? 1 : 0][(int)Part::whole];
+  return &programs[warm ? kWholeWarm : kWholeCold];
 }
 
 // call_once is not for a child: libstdc++ sets thread-locals around it, and a CLONE_VM child's
@@ -262,15 +263,15 @@ const sock_fprog *built_seccomp_program(bool warm) {
   // the fork copied): the tail completes it. Compiling the whole policy again in every child
   // cost a quarter of a millisecond of CPU per warm run (the kernel converts, checks and JITs
   // each filter it is given, and builds its cache of always-allowed calls).
-  Part part = warm && template_filtered ? Part::tail : Part::whole;
-  return &programs[warm ? 1 : 0][(int)part];
+  if (!warm) return &programs[kWholeCold];
+  return &programs[template_filtered ? kTail : kWholeWarm];
 }
 
 int install_template_seccomp() {
   build_all();
   // No no_new_privs first: the template runs as root with CAP_SYS_ADMIN, which the kernel takes
   // in its place, and each child sets it in its own plan step, as a cold run's child does.
-  int err = apply_seccomp(&programs[1][(int)Part::template_]);
+  int err = apply_seccomp(&programs[kTemplate]);
   if (!err) template_filtered = true;
   return err;
 }
