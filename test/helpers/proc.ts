@@ -10,6 +10,19 @@ export async function until(what: string, test: () => boolean | Promise<boolean>
   }
 }
 
+/**
+ * `promise`, or a failure naming `what` after `ms`: for a step that could hang, so that a test
+ * says which step did instead of reaching its own timeout. (The soak's withTimeout throws its
+ * Hung, which its tallies count.)
+ */
+export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 /** /proc/<pid>/<file>, or undefined once the process is gone (or the file unreadable). */
 export function readProc(pid: number, file: string): string | undefined {
   try {

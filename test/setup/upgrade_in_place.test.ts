@@ -31,6 +31,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CodejailError } from '../../src/client/errors.js';
 import { Client } from '../../src/client/index.js';
 import { followLogLines, type LogLine } from '../helpers/log_lines.js';
+import { within } from '../helpers/proc.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const isRoot = process.getuid?.() === 0;
@@ -82,15 +83,6 @@ function run(command: string, args: string[], options: SpawnOptions = {}, timeou
       else reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${stdout}\n${stderr}`));
     });
   });
-}
-
-/** `promise`, or a failure naming `what` after `ms`. */
-function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** npm's environment: offline where the cache has it, no audit, and node first on PATH. */
